@@ -1,0 +1,26 @@
+"""llmvirt: a hypervisor management layer for libvirt/KVM fleets.
+
+The public API is re-exported here; the exception tree is documented in
+:mod:`llmvirt.errors`.
+"""
+
+from llmvirt.cluster import Balloon, Cluster, Gpu, GpuAttachment, Host, MdevType, NumaCell, NvmlGpu, Vm
+from llmvirt.errors import (
+    DomainGone,
+    HostError,
+    HostTimeout,
+    HostUnreachable,
+    LlmvirtError,
+    OperationFailed,
+    StoreError,
+    UsageError,
+)
+from llmvirt.inventory import ScanResult, scan_host, scan_hosts
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Balloon", "Cluster", "DomainGone", "Gpu", "GpuAttachment", "Host", "HostError", "HostTimeout",
+    "HostUnreachable", "LlmvirtError", "MdevType", "NumaCell", "NvmlGpu", "OperationFailed", "ScanResult",
+    "StoreError", "UsageError", "Vm", "scan_host", "scan_hosts",
+]

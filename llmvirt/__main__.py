@@ -1,0 +1,5 @@
+"""``python -m llmvirt``."""
+
+from llmvirt.cli import main
+
+main()

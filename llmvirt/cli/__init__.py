@@ -1,0 +1,34 @@
+"""The ``llmvirt`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmvirt.cli import db, hosts, inventory_cmds
+from llmvirt.cli.common import State, new_app
+
+app = new_app("llmvirt: inventory, placement and rebalancing for libvirt/KVM fleets.")
+app.add_typer(hosts.app, name="hosts")
+app.add_typer(db.app, name="db")
+app.command("scan")(inventory_cmds.scan)
+app.command("status")(inventory_cmds.status)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    db_url: Annotated[str | None, typer.Option("--db", envvar="LLMVIRT_DB",
+                                               help="Database URL or SQLite path.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", envvar="LLMVIRT_CONFIG",
+                                                help="TOML file listing hosts.")] = None,
+) -> None:
+    """llmvirt: inventory, placement and rebalancing for libvirt/KVM fleets."""
+    ctx.obj = State(db_url=db_url, config_path=config)
+
+
+def main() -> None:
+    """Console entry point."""
+    app(prog_name="llmvirt")

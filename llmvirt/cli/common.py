@@ -1,0 +1,79 @@
+"""What every command shares: the error boundary, the store handle, the consoles."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from sqlalchemy import Engine
+from typer.core import TyperGroup
+
+from llmvirt import config
+from llmvirt.errors import LlmvirtError, UsageError
+from llmvirt.store import database, registry
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class ReportingGroup(TyperGroup):
+    """A command group that turns llmvirt errors into one line on stderr and their exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        """Run the command; report :class:`LlmvirtError` without a traceback."""
+        try:
+            return super().invoke(ctx)
+        except LlmvirtError as exc:
+            err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
+def new_app(help_text: str) -> typer.Typer:
+    """A Typer (sub)app with llmvirt's error boundary and no rich tracebacks."""
+    return typer.Typer(cls=ReportingGroup, help=help_text, no_args_is_help=True,
+                       pretty_exceptions_enable=False, add_completion=False)
+
+
+@dataclass
+class State:
+    """Global options, and the store opened once on first use."""
+
+    db_url: str | None = None  #: --db / LLMVIRT_DB
+    config_path: Path | None = None  #: --config / LLMVIRT_CONFIG
+    _engine: Engine | None = field(default=None, repr=False)
+
+    def engine(self) -> Engine:
+        """The store, opened and upgraded, with the config file's hosts registered."""
+        if self._engine is None:
+            hosts = config.load_hosts(self.config_path)
+            self._engine = database.open_engine(self.db_url)
+            if hosts:
+                registry.sync_config_hosts(self._engine, hosts)
+        return self._engine
+
+
+def state(ctx: typer.Context) -> State:
+    """The :class:`State` of this invocation."""
+    obj = ctx.find_root().obj
+    if not isinstance(obj, State):
+        obj = State()
+        ctx.find_root().obj = obj
+    return obj
+
+
+_AGE_RE = re.compile(r"^(\d+)\s*([smhdw])$")
+_AGE_UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_age(text: str) -> timedelta:
+    """Parse ``30d``, ``12h``, ``90m``, ``45s`` or ``2w``."""
+    m = _AGE_RE.match(text.strip())
+    if not m:
+        raise UsageError(f"invalid age {text!r}: use a number and s, m, h, d or w (e.g. 30d)")
+    return timedelta(**{_AGE_UNIT[m.group(2)]: int(m.group(1))})

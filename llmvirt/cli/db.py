@@ -1,0 +1,30 @@
+"""``llmvirt db``: schema upgrades and history pruning."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from llmvirt.cli.common import new_app, out, parse_age, state
+from llmvirt.store import database, snapshots
+
+app = new_app("Manage the llmvirt database.")
+
+
+@app.command("upgrade")
+def upgrade(ctx: typer.Context) -> None:
+    """Create the schema or bring it to the newest revision."""
+    engine = state(ctx).engine()
+    out.print(f"database {engine.url.render_as_string(hide_password=True)} at revision "
+              f"{database.current_revision(engine)}")
+
+
+@app.command("prune")
+def prune(
+    ctx: typer.Context,
+    older_than: Annotated[str, typer.Option(help="Delete snapshots older than this, e.g. 30d.")] = "30d",
+) -> None:
+    """Delete old snapshots; each host's latest snapshot is always kept."""
+    n = snapshots.prune(state(ctx).engine(), parse_age(older_than))
+    out.print(f"pruned {n} host snapshot(s) older than {older_than}")

@@ -1,0 +1,67 @@
+"""``llmvirt hosts``: the host registry."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from llmvirt.cli.common import new_app, out, state
+from llmvirt.errors import UsageError
+from llmvirt.store import registry
+
+app = new_app("Register the libvirt hosts llmvirt manages.")
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Unique name for the host, e.g. kvm1.")],
+    uri: Annotated[str, typer.Argument(help="libvirt URI, e.g. qemu+ssh://root@kvm1/system.")],
+    maintenance: Annotated[bool, typer.Option(help="Register the host in maintenance.")] = False,
+) -> None:
+    """Register a host by its libvirt URI."""
+    registry.add_host(state(ctx).engine(), registry.RegisteredHost(name, uri, maintenance))
+    out.print(f"added host {name} ({uri})")
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List registered hosts."""
+    hosts = registry.list_hosts(state(ctx).engine())
+    if as_json:
+        out.print_json(json.dumps({"hosts": [
+            {"name": h.name, "uri": h.uri, "maintenance": h.maintenance, "source": h.source}
+            for h in hosts]}))
+        return
+    t = Table(title="Registered hosts")
+    for col in ("name", "uri", "maintenance", "source"):
+        t.add_column(col)
+    for h in hosts:
+        t.add_row(h.name, h.uri, "yes" if h.maintenance else "no", h.source)
+    out.print(t)
+
+
+@app.command("remove")
+def remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Host to forget.")]) -> None:
+    """Forget a host and its snapshot history."""
+    registry.remove_host(state(ctx).engine(), name)
+    out.print(f"removed host {name}")
+
+
+@app.command("maintenance")
+def maintenance(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Host to change.")],
+    mode: Annotated[str, typer.Argument(help="on or off.")],
+) -> None:
+    """Put a host in maintenance (no new VMs; rebalance drains it) or take it out."""
+    if mode not in ("on", "off"):
+        raise UsageError(f"maintenance mode must be 'on' or 'off', not {mode!r}")
+    registry.set_maintenance(state(ctx).engine(), name, mode == "on")
+    out.print(f"host {name} maintenance {mode}")

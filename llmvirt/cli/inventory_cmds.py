@@ -1,0 +1,76 @@
+"""``llmvirt scan`` and ``llmvirt status``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from llmvirt.cli.common import err, out, state
+from llmvirt.errors import EXIT_PARTIAL, UsageError
+from llmvirt.inventory import scan_hosts
+from llmvirt.nvml import default_source
+from llmvirt.status_view import print_status, status_json
+from llmvirt.store import registry, snapshots
+
+HostOpt = Annotated[list[str] | None, typer.Option("--host", help="Only this host (repeatable).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (see docs/json-contracts.md).")]
+
+
+def _selected(ctx: typer.Context, names: list[str] | None) -> list[registry.RegisteredHost]:
+    hosts = registry.list_hosts(state(ctx).engine())
+    if not names:
+        return hosts
+    known = {h.name: h for h in hosts}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise UsageError(f"unknown host(s): {', '.join(missing)} (see `llmvirt hosts list`)")
+    return [known[n] for n in names]
+
+
+def scan(
+    ctx: typer.Context,
+    host: HostOpt = None,
+    as_json: JsonOpt = False,
+    timeout: Annotated[float, typer.Option(help="Seconds each host may take.")] = 30.0,
+    workers: Annotated[int, typer.Option(help="Hosts scanned at once.")] = 8,
+) -> None:
+    """Read every registered host through libvirt and store a snapshot of each.
+
+    Exit status: 0 when every host was scanned, 3 when some failed (the others
+    are stored), 2 on a usage error.
+    """
+    engine = state(ctx).engine()
+    targets = _selected(ctx, host)
+    if not targets:
+        raise UsageError("no hosts registered: add one with `llmvirt hosts add NAME URI`")
+    result = scan_hosts([(h.name, h.uri, h.maintenance) for h in targets], nvml=default_source(),
+                        workers=workers, timeout=timeout)
+    scan_id = snapshots.record_scan(engine, result)
+    if as_json:
+        out.print_json(json.dumps({
+            "scan_id": scan_id, "seconds": round(result.seconds, 3),
+            "hosts": [{"name": h.name, "ok": True, "vms": len(h.vms), "notes": h.notes} for h in result.hosts]
+            + [{"name": n, "ok": False, "error": r} for n, r in result.failures.items()],
+        }))
+    else:
+        for h in result.hosts:
+            notes = f" ({'; '.join(h.notes)})" if h.notes else ""
+            out.print(f"scanned {h.name}: {len(h.vms)} VMs, {h.cpus} CPUs, {len(h.gpus)} GPUs{notes}")
+        for name, reason in result.failures.items():
+            err.print(f"failed {name}: {reason}", soft_wrap=True, markup=False)
+        out.print(f"scan {scan_id}: {len(result.hosts)} ok, {len(result.failures)} failed "
+                  f"in {result.seconds:.2f} s")
+    if result.failures:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def status(ctx: typer.Context, host: HostOpt = None, as_json: JsonOpt = False) -> None:
+    """Show capacity, allocation and use per host and per VM from the latest scan."""
+    names = [h.name for h in _selected(ctx, host)] if host else None
+    views = snapshots.latest(state(ctx).engine(), names)
+    if as_json:
+        out.print_json(json.dumps(status_json(views)))
+    else:
+        print_status(out, views)

@@ -1,0 +1,166 @@
+"""Opening the store: where it lives, file mode 0600, WAL, and automatic schema upgrade.
+
+The default database is ``$XDG_DATA_HOME/llmvirt/llmvirt.db`` (for root:
+``/root/.local/share/llmvirt/llmvirt.db``); ``--db URL`` or ``LLMVIRT_DB``
+select any SQLAlchemy URL instead. Two llmvirt processes may use one SQLite
+file at once: WAL lets readers run beside a writer, ``busy_timeout`` makes a
+writer wait for another, and schema upgrades are serialised by a lock file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.resources import files
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+
+from llmvirt.errors import StoreError
+
+DB_ENV = "LLMVIRT_DB"
+BUSY_TIMEOUT_S = 30  # how long a writer waits for another process's transaction
+
+
+def default_db_path() -> Path:
+    """The XDG data location of the default database."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "llmvirt" / "llmvirt.db"
+
+
+def resolve_url(url: str | None) -> str:
+    """The database URL: explicit, else ``LLMVIRT_DB``, else the default SQLite file."""
+    chosen = url or os.environ.get(DB_ENV)
+    if chosen:
+        if "://" not in chosen:  # a bare path is accepted as SQLite
+            return f"sqlite:///{Path(chosen).expanduser().resolve()}"
+        return chosen
+    return f"sqlite:///{default_db_path()}"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"invalid database URL {url!r}") from None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file with mode 0600 before SQLite opens it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"database path {path} is not writable: {exc.strerror}") from None
+
+
+def _check_sqlite_file(path: Path) -> None:
+    if path.exists() and not os.access(path, os.R_OK):
+        raise StoreError(f"database {path} is not readable")
+    if path.exists() and path.stat().st_size > 0:
+        with path.open("rb") as fh:
+            if fh.read(16) != b"SQLite format 3\x00":
+                raise StoreError(f"database {path} is corrupted or not an SQLite database; "
+                                 "it was left untouched")
+
+
+def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+    cur.execute("PRAGMA journal_mode = WAL")
+    cur.execute("PRAGMA synchronous = NORMAL")
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.close()
+
+
+def alembic_config() -> Config:
+    """An Alembic config pointing at the installed migrations."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(files("llmvirt_migrations")))
+    return cfg
+
+
+@contextmanager
+def _upgrade_lock(path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    lock = path.with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def head_revision() -> str:
+    """The newest schema revision this llmvirt knows."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision the database is at (None when empty)."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, path: Path | None = None) -> None:
+    """Bring the schema to the newest revision (a no-op when already there)."""
+    with _upgrade_lock(path):
+        if current_revision(engine) == head_revision():
+            return
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+
+def open_engine(url: str | None = None, migrate: bool = True) -> Engine:
+    """Open (creating if needed, mode 0600) the store and upgrade its schema.
+
+    Raises :class:`StoreError` with one clear line when the database cannot be
+    created, read or written, or is not a database at all.
+    """
+    resolved = resolve_url(url)
+    path = _sqlite_path(resolved)
+    if path is not None:
+        _check_sqlite_file(path)
+        old_umask = os.umask(0o077)  # WAL and SHM files follow the database's mode too
+        try:
+            _create_private(path)
+        finally:
+            os.umask(old_umask)
+    try:
+        engine = create_engine(resolved, connect_args={"timeout": BUSY_TIMEOUT_S} if path else {})
+    except (ArgumentError, ImportError) as exc:
+        raise StoreError(f"cannot use database {resolved!r}: {exc}") from None
+    if path is not None:
+        event.listen(engine, "connect", _on_connect)
+    try:
+        if migrate:
+            upgrade(engine, path)
+        else:
+            current_revision(engine)
+    except OperationalError as exc:
+        raise StoreError(f"cannot open database {path or resolved}: {exc.orig}") from None
+    except DatabaseError as exc:
+        raise StoreError(f"database {path or resolved} is corrupted ({exc.orig}); "
+                         "it was left untouched") from None
+    return engine

@@ -1,0 +1,90 @@
+"""SQLAlchemy 2 tables of the store. Alembic migrations in ``migrations/`` create them.
+
+Snapshots are history: one ``host_snapshots`` row per host per scan and one
+``vm_samples`` row per VM in it. Memory figures are MiB; rarely-set details
+(pinning, GPUs, NUMA tuning) live in one compact JSON column so a
+5,000-VM snapshot stays small.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every llmvirt table."""
+
+
+class HostRow(Base):
+    """A registered libvirt host."""
+
+    __tablename__ = "hosts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    uri: Mapped[str] = mapped_column(Text)
+    maintenance: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[str] = mapped_column(String(16), default="cli")
+    added_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ScanRow(Base):
+    """One run of ``llmvirt scan``."""
+
+    __tablename__ = "scans"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    seconds: Mapped[float] = mapped_column(Float)
+    ok_hosts: Mapped[int] = mapped_column(Integer)
+    failed_hosts: Mapped[int] = mapped_column(Integer)
+
+
+class HostSnapshotRow(Base):
+    """A host's state at one scan, or the reason it could not be read."""
+
+    __tablename__ = "host_snapshots"
+    __table_args__ = (Index("ix_host_snapshots_host_taken", "host_id", "taken_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), index=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"))
+    taken_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cpus: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_mhz: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mib: Mapped[int] = mapped_column(Integer, default=0)
+    free_memory_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    cpu_model: Mapped[str] = mapped_column(Text, default="")
+    hostname: Mapped[str] = mapped_column(Text, default="")
+    libvirt_version: Mapped[str] = mapped_column(String(32), default="")
+    hypervisor: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # numa, gpus, notes
+
+
+class VmSampleRow(Base):
+    """One VM as seen in one host snapshot."""
+
+    __tablename__ = "vm_samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    snapshot_id: Mapped[int] = mapped_column(ForeignKey("host_snapshots.id", ondelete="CASCADE"),
+                                             index=True)
+    uuid: Mapped[str] = mapped_column(String(36))
+    name: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    max_vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    current_memory_mib: Mapped[int] = mapped_column(Integer)
+    balloon_current_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    balloon_maximum_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rss_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    unused_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    available_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    usable_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    swap_in_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    swap_out_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    major_faults: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cpu_time_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # pinning, gpus, numatune

@@ -1,0 +1,206 @@
+"""Writing scans into the store and reading the latest Cluster back out.
+
+Writes use SQLAlchemy Core ``executemany`` in one transaction per scan, so a
+5,000-VM snapshot is stored in a fraction of a second and a failing write
+leaves nothing half-recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from llmvirt.cluster import Balloon, Cluster, Gpu, GpuAttachment, Host, MdevType, NumaCell, NvmlGpu, Vm
+from llmvirt.errors import StoreError
+from llmvirt.inventory import ScanResult
+from llmvirt.store.schema import HostRow, HostSnapshotRow, ScanRow, VmSampleRow
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _host_detail(h: Host) -> dict[str, Any]:
+    return {
+        "numa": [[c.id, list(c.cpus), c.memory_mib] for c in h.numa_cells],
+        "gpus": [asdict(g) for g in h.gpus],
+        "notes": h.notes,
+    }
+
+
+def _vm_detail(v: Vm) -> dict[str, Any] | None:
+    d: dict[str, Any] = {}
+    if v.pinning:
+        d["pin"] = {str(k): list(c) for k, c in v.pinning.items()}
+    if v.persistent_pinning:
+        d["ppin"] = {str(k): list(c) for k, c in v.persistent_pinning.items()}
+    if v.emulator_pinning is not None:
+        d["emu"] = list(v.emulator_pinning)
+    if v.numa_tune:
+        d["numa"] = v.numa_tune
+    if v.gpus:
+        d["gpus"] = [{k: x for k, x in asdict(g).items() if x is not None} for g in v.gpus]
+    if v.pci_hostdevs:
+        d["pci"] = list(v.pci_hostdevs)
+    if not v.persistent:
+        d["transient"] = True
+    return d or None
+
+
+def _vm_row(snapshot_id: int, v: Vm) -> dict[str, Any]:
+    b = v.balloon
+    return {
+        "snapshot_id": snapshot_id, "uuid": v.uuid, "name": v.name, "state": v.state,
+        "vcpus": v.vcpus, "max_vcpus": v.max_vcpus, "memory_mib": v.memory_mib,
+        "current_memory_mib": v.current_memory_mib, "balloon_current_mib": b.current_mib,
+        "balloon_maximum_mib": b.maximum_mib, "rss_mib": b.rss_mib, "unused_mib": b.unused_mib,
+        "available_mib": b.available_mib, "usable_mib": b.usable_mib, "swap_in_mib": b.swap_in_mib,
+        "swap_out_mib": b.swap_out_mib, "major_faults": b.major_faults,
+        "cpu_time_ns": v.cpu_time_ns, "detail": _vm_detail(v),
+    }
+
+
+def record_scan(engine: Engine, result: ScanResult, taken_at: datetime | None = None) -> int:
+    """Store one scan (every host snapshot and VM sample) atomically; returns the scan id."""
+    when = taken_at or _now()
+    try:
+        with engine.begin() as conn:
+            host_ids = dict(conn.execute(select(HostRow.name, HostRow.id)).tuples().all())
+            scan_id = conn.execute(insert(ScanRow).values(
+                started_at=when, seconds=result.seconds, ok_hosts=len(result.hosts),
+                failed_hosts=len(result.failures))).inserted_primary_key[0]
+            for h in result.hosts:
+                if h.name not in host_ids:
+                    continue  # removed while the scan ran
+                snap_id = conn.execute(insert(HostSnapshotRow).values(
+                    scan_id=scan_id, host_id=host_ids[h.name], taken_at=when, ok=True, error=None,
+                    cpus=h.cpus, cpu_mhz=h.cpu_mhz, memory_mib=h.memory_mib,
+                    free_memory_mib=h.free_memory_mib, cpu_model=h.cpu_model, hostname=h.hostname,
+                    libvirt_version=h.libvirt_version, hypervisor=h.hypervisor,
+                    detail=_host_detail(h))).inserted_primary_key[0]
+                if h.vms:
+                    conn.execute(insert(VmSampleRow), [_vm_row(snap_id, v) for v in h.vms])
+            for name, reason in result.failures.items():
+                if name in host_ids:
+                    conn.execute(insert(HostSnapshotRow).values(
+                        scan_id=scan_id, host_id=host_ids[name], taken_at=when, ok=False,
+                        error=reason, cpus=0, cpu_mhz=0, memory_mib=0, cpu_model="", hostname="",
+                        libvirt_version="", hypervisor=""))
+            return int(scan_id)
+    except OperationalError as exc:
+        raise StoreError(f"cannot record the scan: {exc.orig}") from None
+
+
+def prune(engine: Engine, older_than: timedelta) -> int:
+    """Delete snapshots older than ``older_than``, keeping each host's latest; returns the count."""
+    cutoff = _now() - older_than
+    with engine.begin() as conn:
+        latest = select(func.max(HostSnapshotRow.id)).group_by(HostSnapshotRow.host_id)
+        res = conn.execute(delete(HostSnapshotRow).where(
+            HostSnapshotRow.taken_at < cutoff, HostSnapshotRow.id.not_in(latest)))
+        conn.execute(delete(ScanRow).where(
+            ScanRow.id.not_in(select(HostSnapshotRow.scan_id).distinct())))
+        return int(res.rowcount or 0)
+
+
+def _gpu_from(d: dict[str, Any]) -> Gpu:
+    d = dict(d)
+    d["mdev_types"] = tuple(MdevType(**m) for m in d.get("mdev_types", ()))
+    d["mdevs"] = tuple(tuple(m) for m in d.get("mdevs", ()))
+    d["nvml"] = NvmlGpu(**d["nvml"]) if d.get("nvml") else None
+    return Gpu(**d)
+
+
+def _pins(d: dict[str, list[int]] | None) -> dict[int, tuple[int, ...]]:
+    return {int(k): tuple(v) for k, v in (d or {}).items()}
+
+
+def _vm_from(r: VmSampleRow) -> Vm:
+    d = r.detail or {}
+    return Vm(
+        name=r.name, uuid=r.uuid, state=r.state, vcpus=r.vcpus, max_vcpus=r.max_vcpus,
+        memory_mib=r.memory_mib, current_memory_mib=r.current_memory_mib,
+        balloon=Balloon(r.balloon_current_mib, r.balloon_maximum_mib, r.rss_mib, r.unused_mib,
+                        r.available_mib, r.usable_mib, r.swap_in_mib, r.swap_out_mib, r.major_faults),
+        pinning=_pins(d.get("pin")), persistent_pinning=_pins(d.get("ppin")),
+        emulator_pinning=tuple(d["emu"]) if "emu" in d else None, numa_tune=d.get("numa"),
+        cpu_time_ns=r.cpu_time_ns, gpus=[GpuAttachment(**g) for g in d.get("gpus", [])],
+        pci_hostdevs=tuple(d.get("pci", ())), persistent=not d.get("transient", False),
+    )
+
+
+@dataclass
+class HostView:
+    """A registered host with its latest good snapshot and its latest scan outcome."""
+
+    host: Host  #: the host as last scanned (capacity empty if never scanned)
+    source: str  #: ``cli`` or ``config``
+    scanned_at: datetime | None  #: time of the latest successful snapshot
+    last_error: str | None  #: reason the latest scan attempt failed, if it did
+    previous_at: datetime | None  #: time of the snapshot before, used for utilisation
+
+
+def _latest_ok_ids(conn: Session, host_id: int, n: int) -> list[tuple[int, datetime]]:
+    q = (select(HostSnapshotRow.id, HostSnapshotRow.taken_at)
+         .where(HostSnapshotRow.host_id == host_id, HostSnapshotRow.ok.is_(True))
+         .order_by(HostSnapshotRow.id.desc()).limit(n))
+    return [(int(i), t) for i, t in conn.execute(q).all()]
+
+
+def _apply_utilisation(vms: list[Vm], prev: dict[str, int | None], seconds: float) -> None:
+    for v in vms:
+        before = prev.get(v.uuid)
+        if before is None or v.cpu_time_ns is None or seconds <= 0 or not v.running:
+            continue
+        delta = v.cpu_time_ns - before
+        if delta >= 0:  # a restarted VM resets its counter: no figure this time
+            v.cpu_util = round(delta / (seconds * 1e9 * max(1, v.vcpus)), 4)
+
+
+def _load_host(conn: Session, row: HostRow) -> HostView:
+    host = Host(name=row.name, uri=row.uri, maintenance=row.maintenance)
+    view = HostView(host=host, source=row.source, scanned_at=None, last_error=None, previous_at=None)
+    last = conn.execute(select(HostSnapshotRow).where(HostSnapshotRow.host_id == row.id)
+                        .order_by(HostSnapshotRow.id.desc()).limit(1)).scalars().first()
+    if last is not None and not last.ok:
+        view.last_error = last.error
+    ids = _latest_ok_ids(conn, row.id, 2)
+    if not ids:
+        return view
+    snap = conn.execute(select(HostSnapshotRow).where(HostSnapshotRow.id == ids[0][0])).scalars().one()
+    detail = snap.detail or {}
+    host.cpus, host.cpu_mhz, host.memory_mib = snap.cpus, snap.cpu_mhz, snap.memory_mib
+    host.free_memory_mib, host.cpu_model, host.hostname = snap.free_memory_mib, snap.cpu_model, snap.hostname
+    host.libvirt_version, host.hypervisor = snap.libvirt_version, snap.hypervisor
+    host.numa_cells = [NumaCell(i, tuple(c), m) for i, c, m in detail.get("numa", [])]
+    host.gpus = [_gpu_from(g) for g in detail.get("gpus", [])]
+    host.notes = list(detail.get("notes", []))
+    rows = conn.execute(select(VmSampleRow).where(VmSampleRow.snapshot_id == snap.id)
+                        .order_by(VmSampleRow.id)).scalars().all()
+    host.vms = [_vm_from(r) for r in rows]
+    view.scanned_at = snap.taken_at
+    if len(ids) == 2:
+        view.previous_at = ids[1][1]
+        prev = dict(conn.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
+                                 .where(VmSampleRow.snapshot_id == ids[1][0])).tuples().all())
+        _apply_utilisation(host.vms, prev, (ids[0][1] - ids[1][1]).total_seconds())
+    return view
+
+
+def latest(engine: Engine, names: list[str] | None = None) -> list[HostView]:
+    """The latest view of every registered host (or of ``names``), in registration order."""
+    q = select(HostRow).order_by(HostRow.id)
+    if names:
+        q = q.where(HostRow.name.in_(names))
+    with Session(engine) as s:
+        return [_load_host(s, r) for r in s.scalars(q).all()]
+
+
+def latest_cluster(engine: Engine, names: list[str] | None = None) -> Cluster:
+    """The Cluster as of the latest snapshots: what placement and rebalancing plan on."""
+    return Cluster(hosts=[v.host for v in latest(engine, names)])
