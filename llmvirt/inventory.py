@@ -182,7 +182,7 @@ def scan_host(name: str, uri: str, nvml: NvmlSource | None = None, maintenance: 
         conn = libvirt.open(uri)
     try:
         with translate_libvirt(f"host {name}"):
-            return _read_host(conn, name, uri, nvml, maintenance)
+            return read_host(conn, name, uri, nvml, maintenance)
     finally:
         try:
             conn.close()
@@ -190,8 +190,9 @@ def scan_host(name: str, uri: str, nvml: NvmlSource | None = None, maintenance: 
             pass
 
 
-def _read_host(conn: libvirt.virConnect, name: str, uri: str, nvml: NvmlSource | None,
-               maintenance: bool) -> Host:
+def read_host(conn: libvirt.virConnect, name: str, uri: str, nvml: NvmlSource | None = None,
+              maintenance: bool = False) -> Host:
+    """Read a host over an open connection (libvirtError escapes; :func:`scan_host` translates)."""
     model, mem_mib, cpus, mhz, nodes = conn.getInfo()[:5]
     host = Host(name=name, uri=uri, cpus=cpus, memory_mib=mem_mib, cpu_model=model, cpu_mhz=mhz,
                 hostname=conn.getHostname(), libvirt_version=_version(conn.getLibVersion()),

@@ -110,3 +110,11 @@ def record_sample(path: Path, source: NvmlSource | None = None, meta: dict[str, 
     gpus = (source or LiveNvml()).read()
     path.write_text(json.dumps({"meta": meta or {}, "gpus": [asdict(g) for g in gpus]}, indent=2) + "\n")
     return len(gpus)
+
+
+if __name__ == "__main__":  # python -m llmvirt.nvml record PATH (on a GPU host)
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "record":
+        sys.exit("usage: python -m llmvirt.nvml record PATH")
+    print(f"recorded {record_sample(Path(sys.argv[2]))} GPU(s) to {sys.argv[2]}")

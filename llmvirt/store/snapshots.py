@@ -70,7 +70,7 @@ def record_scan(engine: Engine, result: ScanResult, taken_at: datetime | None = 
     when = taken_at or _now()
     try:
         with engine.begin() as conn:
-            host_ids = dict(conn.execute(select(HostRow.name, HostRow.id)).tuples().all())
+            host_ids = dict(conn.execute(select(HostRow.name, HostRow.id)).all())
             scan_id = conn.execute(insert(ScanRow).values(
                 started_at=when, seconds=result.seconds, ok_hosts=len(result.hosts),
                 failed_hosts=len(result.failures))).inserted_primary_key[0]
@@ -187,7 +187,7 @@ def _load_host(conn: Session, row: HostRow) -> HostView:
     if len(ids) == 2:
         view.previous_at = ids[1][1]
         prev = dict(conn.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
-                                 .where(VmSampleRow.snapshot_id == ids[1][0])).tuples().all())
+                                 .where(VmSampleRow.snapshot_id == ids[1][0])).all())
         _apply_utilisation(host.vms, prev, (ids[0][1] - ids[1][1]).total_seconds())
     return view
 

@@ -1,0 +1,46 @@
+"""Shared fixtures: test-driver host files, a private database, the CLI runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmvirt.cli import app
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def fixture_uri(name: str) -> str:
+    """The test-driver URI of a fixture host file."""
+    return f"test://{FIXTURES / name}"
+
+
+@pytest.fixture
+def db_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite database per test, used by the CLI through LLMVIRT_DB."""
+    url = f"sqlite:///{tmp_path / 'llmvirt.db'}"
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("LLMVIRT_CONFIG", raising=False)
+    monkeypatch.delenv("LLMVIRT_NVML_SAMPLE", raising=False)
+    return url
+
+
+class Cli:
+    """Runs llmvirt commands in-process and returns (exit code, stdout, stderr)."""
+
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        res = self.runner.invoke(app, list(args), catch_exceptions=False)
+        return res.exit_code, res.stdout, res.stderr
+
+
+@pytest.fixture
+def cli(db_url: str) -> Cli:
+    """The CLI bound to this test's database."""
+    return Cli()

@@ -1,0 +1,148 @@
+"""The SQLite store: file mode, WAL, history, utilisation, pruning, concurrency, bad files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import fixture_uri
+from sqlalchemy import func, select
+
+from llmvirt.errors import StoreError
+from llmvirt.inventory import scan_hosts
+from llmvirt.store import database, registry, snapshots
+from llmvirt.store.schema import HostSnapshotRow, VmSampleRow
+
+
+def _engine(tmp_path: Path):
+    return database.open_engine(f"sqlite:///{tmp_path / 'x.db'}")
+
+
+def test_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    registry.add_host(engine, registry.RegisteredHost("a", fixture_uri("busy-host.xml")))
+    mode = stat.S_IMODE(os.stat(tmp_path / "x.db").st_mode)
+    assert mode == 0o600
+    with sqlite3.connect(tmp_path / "x.db") as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert database.current_revision(engine) == database.head_revision()
+
+
+def test_upgrade_is_idempotent(tmp_path: Path) -> None:
+    _engine(tmp_path)
+    engine = _engine(tmp_path)
+    database.upgrade(engine)
+    assert database.current_revision(engine) == "0001"
+
+
+def test_snapshots_are_history_and_give_utilisation(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    registry.add_host(engine, registry.RegisteredHost("busy", fixture_uri("busy-host.xml")))
+    first = scan_hosts([("busy", fixture_uri("busy-host.xml"), False)])
+    t0 = datetime(2026, 1, 1, 12, 0, 0)
+    snapshots.record_scan(engine, first, taken_at=t0)
+    view = snapshots.latest(engine)[0]
+    assert all(v.cpu_util is None for v in view.host.vms)  # one snapshot: no utilisation yet
+    second = scan_hosts([("busy", fixture_uri("busy-host.xml"), False)])
+    db1 = second.hosts[0].vm("db1")
+    assert db1 is not None and db1.cpu_time_ns is not None
+    first_db1 = first.hosts[0].vm("db1")
+    assert first_db1 is not None and first_db1.cpu_time_ns is not None
+    db1.cpu_time_ns = first_db1.cpu_time_ns + 60 * 10**9  # 60 s of CPU over 60 s on 4 vCPUs
+    snapshots.record_scan(engine, second, taken_at=t0 + timedelta(seconds=60))
+    view = snapshots.latest(engine)[0]
+    got = view.host.vm("db1")
+    assert got is not None and got.cpu_util == pytest.approx(0.25)
+    with engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(HostSnapshotRow)).scalar() == 2
+        assert c.execute(select(func.count()).select_from(VmSampleRow)).scalar() == 6
+
+
+def test_prune_keeps_latest(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    registry.add_host(engine, registry.RegisteredHost("s", fixture_uri("small-host.xml")))
+    res = scan_hosts([("s", fixture_uri("small-host.xml"), False)])
+    old = datetime(2020, 1, 1)
+    for i in range(3):
+        snapshots.record_scan(engine, res, taken_at=old + timedelta(days=i))
+    assert snapshots.prune(engine, timedelta(days=30)) == 2
+    assert snapshots.latest(engine)[0].scanned_at == old + timedelta(days=2)
+
+
+def test_failed_host_keeps_its_last_good_snapshot(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    registry.add_host(engine, registry.RegisteredHost("busy", fixture_uri("busy-host.xml")))
+    snapshots.record_scan(engine, scan_hosts([("busy", fixture_uri("busy-host.xml"), False)]))
+    bad = scan_hosts([("busy", "qemu+unix:///system?socket=/nonexistent", False)])
+    snapshots.record_scan(engine, bad)
+    view = snapshots.latest(engine)[0]
+    assert view.last_error and "/nonexistent" in view.last_error
+    assert len(view.host.vms) == 3  # nothing already stored is lost
+
+
+def test_corrupted_file_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="corrupted"):
+        database.open_engine(f"sqlite:///{path}")
+    assert path.read_bytes() == before
+
+
+def test_truncated_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    database.open_engine(f"sqlite:///{path}").dispose()
+    data = path.read_bytes()
+    path.write_bytes(data[:100] + b"\xff" * (len(data) - 100))
+    with pytest.raises(StoreError):
+        database.open_engine(f"sqlite:///{path}")
+
+
+def test_unwritable_directory(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        target = Path("/proc/llmvirt/x.db")  # not creatable even for root
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        target = ro / "x.db"
+    with pytest.raises(StoreError, match="not writable"):
+        database.open_engine(f"sqlite:///{target}")
+
+
+WRITER = """
+import sys
+from llmvirt.inventory import scan_hosts
+from llmvirt.store import database, snapshots
+engine = database.open_engine(sys.argv[1])
+uri = sys.argv[2]
+for _ in range(15):
+    snapshots.record_scan(engine, scan_hosts([("busy", uri, False)]))
+"""
+
+
+def test_two_processes_write_at_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    engine = database.open_engine(url)
+    registry.add_host(engine, registry.RegisteredHost("busy", fixture_uri("busy-host.xml")))
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, fixture_uri("busy-host.xml")])
+             for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    with engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(HostSnapshotRow)).scalar() == 30
+        assert c.execute(select(func.count()).select_from(VmSampleRow)).scalar() == 90
+    with sqlite3.connect(tmp_path / "x.db") as raw:
+        assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_two_processes_create_the_schema_at_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    code = "import sys; from llmvirt.store import database; database.open_engine(sys.argv[1])"
+    procs = [subprocess.Popen([sys.executable, "-c", code, url]) for _ in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    assert database.current_revision(database.open_engine(url)) == "0001"
