@@ -28,6 +28,7 @@ from llmvirt.libvirt_xml import (
     parse_mdev,
     parse_numa_cells,
     parse_pci_gpu,
+    parse_pinning,
 )
 from llmvirt.nvml import NvmlSource
 
@@ -94,19 +95,19 @@ def _complete_stats(dom: libvirt.virDomain, stats: dict[str, int], running: bool
     return out
 
 
-def _read_vm(dom: libvirt.virDomain, stats: dict[str, int]) -> Vm:
+def _read_vm(dom: libvirt.virDomain, stats: dict[str, int], transient: set[str]) -> Vm:
     state_code = int(stats.get("state.state", dom.state()[0]))
     state = STATE_NAMES.get(state_code, "unknown")
     running = state in ("running", "paused", "blocked", "pmsuspended")
     cfg = parse_domain(dom.XMLDesc(0))  # the live definition: its cputune is the live pinning
-    persistent = bool(dom.isPersistent())
-    persistent_cfg = (
-        parse_domain(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) if running and persistent else cfg
+    persistent = cfg.uuid not in transient
+    persistent_pins = (
+        parse_pinning(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) if running and persistent else cfg.pinning
     )
     stats = _complete_stats(dom, stats, running)
     return Vm(
-        name=dom.name(),
-        uuid=dom.UUIDString(),
+        name=cfg.name,
+        uuid=cfg.uuid,
         state=state,
         vcpus=int(stats.get("vcpu.current", cfg.vcpus)),
         max_vcpus=int(stats.get("vcpu.maximum", cfg.max_vcpus)),
@@ -115,7 +116,7 @@ def _read_vm(dom: libvirt.virDomain, stats: dict[str, int]) -> Vm:
         balloon=_balloon(stats) if running else Balloon(current_mib=cfg.current_memory_mib,
                                                         maximum_mib=cfg.memory_mib),
         pinning=dict(cfg.pinning),
-        persistent_pinning=dict(persistent_cfg.pinning),
+        persistent_pinning=dict(persistent_pins),
         emulator_pinning=cfg.emulator_pinning,
         numa_tune=cfg.numa_tune,
         cpu_time_ns=int(stats["cpu.time"]) if "cpu.time" in stats else None,
@@ -205,10 +206,11 @@ def read_host(conn: libvirt.virConnect, name: str, uri: str, nvml: NvmlSource | 
     if not host.numa_cells:
         host.numa_cells = derive_numa_cells(cpus, mem_mib, nodes)
         host.notes.append("NUMA cells derived from nodeinfo (driver reports no topology)")
+    transient = {d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)}
     for dom, stats in conn.getAllDomainStats(_STATS, 0):
         try:
             with translate_libvirt(f"domain on {name}"):
-                host.vms.append(_read_vm(dom, stats))
+                host.vms.append(_read_vm(dom, stats, transient))
         except DomainGone:
             continue  # vanished between listing and inspection: a normal race
     _link_gpus(host, _node_devices(conn))

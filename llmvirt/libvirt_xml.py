@@ -160,6 +160,8 @@ def parse_mdev(nodedev_xml: str) -> tuple[str, str, str | None] | None:
 class DomainConfig:
     """What llmvirt reads from a domain's XML."""
 
+    name: str = ""  #: ``<name>``
+    uuid: str = ""  #: ``<uuid>``
     memory_mib: int = 0  #: ``<memory>``
     current_memory_mib: int = 0  #: ``<currentMemory>``
     vcpus: int = 1  #: ``<vcpu current=...>``
@@ -174,7 +176,7 @@ class DomainConfig:
 def parse_domain(xml: str) -> DomainConfig:
     """Parse the parts of domain XML llmvirt needs."""
     root = ET.fromstring(xml)
-    cfg = DomainConfig()
+    cfg = DomainConfig(name=root.findtext("name", ""), uuid=root.findtext("uuid", ""))
     mem = root.find("memory")
     if mem is not None:
         cfg.memory_mib = _to_kib(_int(mem.text), mem.get("unit", "KiB")) // 1024
@@ -207,6 +209,19 @@ def parse_domain(xml: str) -> DomainConfig:
     if period is not None:
         cfg.balloon_period = _int(period.get("period"))
     return cfg
+
+
+def parse_pinning(xml: str) -> dict[int, tuple[int, ...]]:
+    """Only the vCPU pinning of domain XML; cheap, because it parses just ``<vcpu>`` and ``<cputune>``."""
+    if "<cputune" not in xml and "cpuset=" not in xml:
+        return {}
+    parts = []
+    for tag in ("vcpu", "cputune"):
+        start = xml.find(f"<{tag}")
+        end = xml.find(f"</{tag}>", start)
+        if start >= 0 and end >= 0:
+            parts.append(xml[start:end + len(tag) + 3])
+    return parse_domain("<domain>" + "".join(parts) + "</domain>").pinning
 
 
 def _hostdev_gpu(hd: ET.Element) -> GpuAttachment | None:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from conftest import FIXTURES, Cli, fixture_uri
@@ -157,7 +158,8 @@ def test_nvml_sample_through_cli(cli: Cli, monkeypatch) -> None:
 
 
 def test_installed_command(db_url: str) -> None:
-    exe = shutil.which("llmvirt")
+    beside = Path(sys.executable).with_name("llmvirt")
+    exe = str(beside) if beside.exists() else shutil.which("llmvirt")
     assert exe is not None, "the llmvirt console script must be installed"
     env = dict(os.environ)
     add = subprocess.run([exe, "hosts", "add", "busy", fixture_uri("busy-host.xml")], env=env,
