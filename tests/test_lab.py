@@ -1,0 +1,211 @@
+"""End-to-end tests on the lab's real libvirtd and QEMU: migration, pinning, ballooning, teardown.
+
+These need root and QEMU; `.ci/run` (make test) installs QEMU and libvirt and runs as root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+from conftest import Cli
+
+from llmvirt.errors import UsageError
+from llmvirt.lab import daemons, lab
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def lab_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """One lab (3 hosts, 6 guests) for the whole module, torn down at the end."""
+    root = tmp_path_factory.mktemp("lab")
+    url = f"sqlite:///{root / 'lab.db'}"
+    old = os.environ.get("LLMVIRT_DB")
+    os.environ["LLMVIRT_DB"] = url
+    from llmvirt.store import database
+
+    engine = database.open_engine(url)
+    lab.up(root / "lab", 3, 6, engine, say=lambda *_: None)
+    try:
+        yield root / "lab", url
+    finally:
+        lab.down(root / "lab", engine, quiet=True)
+        if old is None:
+            os.environ.pop("LLMVIRT_DB", None)
+        else:
+            os.environ["LLMVIRT_DB"] = old
+
+
+def _status(cli: Cli) -> dict:
+    code, out, err = cli("status", "--json")
+    assert code == 0, err
+    return {h["name"]: h for h in json.loads(out)["hosts"]}
+
+
+def _conn(lab_dir: Path, host: str) -> libvirt.virConnect:
+    return libvirt.open(daemons.LabHost(host, 0, lab_dir / "hosts" / host, "").uri)
+
+
+def _wait_guest_stats(cli: Cli, vm: str, pred, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        cli("scan")
+        for h in _status(cli).values():
+            for v in h["vms"]:
+                if v["name"] == vm and v["state"] == "running" and pred(v):
+                    return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{vm}: condition not met within {timeout} s")
+        time.sleep(2)
+
+
+def test_scan_shows_three_hosts_six_guests_with_guest_memory(lab_env, monkeypatch) -> None:
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    cli = Cli()
+    code, _, err = cli("scan")
+    assert code == 0, err
+    hosts = _status(cli)
+    assert sorted(hosts) == ["lab-1", "lab-2", "lab-3"]
+    running = [v for h in hosts.values() for v in h["vms"] if v["state"] == "running"]
+    assert len(running) == 6
+    counts = sorted(len(h["vms"]) for h in hosts.values())
+    assert counts[0] < counts[-1]  # spread unevenly: a rebalance has something to do
+    v = _wait_guest_stats(cli, "vm-1", lambda v: v["balloon"]["usable_mib"] is not None)
+    b = v["balloon"]
+    assert b["unused_mib"] > 0 and b["available_mib"] > 0 and b["current_mib"] == 192
+
+
+def test_live_migration_moves_a_running_guest(lab_env, monkeypatch) -> None:
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    src, dst = _conn(lab_dir, "lab-1"), _conn(lab_dir, "lab-2")
+    dom = src.lookupByName("vm-2")
+    assert dom.isActive()
+    dom.migrate3(dst, {libvirt.VIR_MIGRATE_PARAM_URI: "tcp://127.0.0.1"},
+                 libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+    assert dst.lookupByName("vm-2").isActive()
+    assert "vm-2" not in [d.name() for d in src.listAllDomains()]
+    # the guest still runs its userland after the move: it answers on its console there
+    assert lab.load(lab_dir, "vm-2", 5, 8).name == "lab-2"
+    cli = Cli()
+    cli("scan")
+    hosts = _status(cli)
+    assert "vm-2" in [v["name"] for v in hosts["lab-2"]["vms"]]
+    assert "vm-2" not in [v["name"] for v in hosts["lab-1"]["vms"]]
+
+
+def test_vcpu_pinning_is_visible_after_scan(lab_env, monkeypatch) -> None:
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    dom = _conn(lab_dir, "lab-1").lookupByName("vm-3")
+    dom.pinVcpuFlags(0, (False, True), libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    dom.pinEmulator((True, False), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    cli = Cli()
+    cli("scan")
+    vm = next(v for v in _status(cli)["lab-1"]["vms"] if v["name"] == "vm-3")
+    assert vm["pinning"] == {"0": [1]} and vm["persistent_pinning"] == {"0": [1]}
+    assert vm["emulator_pinning"] == [0]
+
+
+def test_balloon_change_is_visible_after_scan(lab_env, monkeypatch) -> None:
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    dom = _conn(lab_dir, "lab-1").lookupByName("vm-4")
+    dom.setMemoryFlags(144 * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    cli = Cli()
+    v = _wait_guest_stats(cli, "vm-4", lambda v: v["balloon"]["current_mib"] == 144)
+    assert v["balloon_mib"] == 144 and v["balloon"]["available_mib"] <= 144
+
+
+def test_load_generator_changes_guest_memory(lab_env, monkeypatch) -> None:
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    cli = Cli()
+    before = _wait_guest_stats(cli, "vm-6", lambda v: v["balloon"]["usable_mib"] is not None)
+    lab.load(lab_dir, "vm-6", 0, 96)
+    after = _wait_guest_stats(
+        cli, "vm-6", lambda v: (v["balloon"]["usable_mib"] or 10**9) < before["balloon"]["usable_mib"] - 48)
+    assert after["balloon"]["unused_mib"] < before["balloon"]["unused_mib"]
+
+
+def test_lab_status_lists_daemons_and_guests(lab_env) -> None:
+    lab_dir, _ = lab_env
+    st = lab.status(lab_dir)
+    assert st["up"] and len(st["hosts"]) == 3
+    assert all(all(h["alive"].values()) for h in st["hosts"])
+    assert sorted(st["guests"]) == [f"vm-{i}" for i in range(1, 7)]
+
+
+def test_spread_is_uneven() -> None:
+    assert lab.spread(3, 6) == [0, 0, 0, 0, 1, 1]
+    assert lab.spread(1, 2) == [0, 0]
+    assert lab.spread(4, 6) == [0, 0, 0, 0, 1, 2]
+
+
+def test_lab_refuses_without_root(monkeypatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(UsageError, match="needs root"):
+        lab.check_prerequisites()
+
+
+def test_lab_names_missing_programs(monkeypatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(lab.shutil, "which", lambda p: None if p == "libvirtd" else "/usr/bin/" + p)
+    with pytest.raises(UsageError, match="missing libvirtd"):
+        lab.check_prerequisites()
+
+
+def _lab_mounts(path: Path) -> list[str]:
+    found = []
+    for mi in Path("/proc").glob("[0-9]*/mountinfo"):
+        try:
+            found += [ln for ln in mi.read_text().splitlines() if str(path) in ln]
+        except OSError:
+            continue
+    return found
+
+
+def test_down_after_half_finished_up_leaves_nothing(tmp_path: Path, db_url: str) -> None:
+    """An `up` that died after starting a host (no state file) is still cleaned by `down`."""
+    from llmvirt.store import database
+
+    lab_dir = tmp_path / "lab"
+    host = daemons.new_host(lab_dir, 1)
+    daemons.start_host(host)
+    pids = [daemons.read_pid(host.pidfile(d)) for d in ("libvirtd", "virtlogd")]
+    assert all(p and daemons.pid_is(p, n) for p, n in zip(pids, ("libvirtd", "virtlogd"), strict=True))
+    assert _lab_mounts(host.dir)  # the namespace's bind mounts exist while the daemons run
+    engine = database.open_engine(db_url)
+    assert lab.down(lab_dir, engine, quiet=True) == 1
+    assert not any(p and (daemons.pid_is(p, "libvirtd") or daemons.pid_is(p, "virtlogd")) for p in pids)
+    assert not host.socket.exists() and not host.dir.exists()
+    assert _lab_mounts(host.dir) == []
+    assert lab.down(lab_dir, engine, quiet=True) == 0  # idempotent
+
+
+def test_full_down_leaves_no_process_mount_or_socket(tmp_path: Path, db_url: str) -> None:
+    from llmvirt.store import database
+
+    engine = database.open_engine(db_url)
+    lab_dir = tmp_path / "lab"
+    state = lab.up(lab_dir, 2, 1, engine, say=lambda *_: None)
+    st = lab.status(lab_dir)
+    pids = [(p, n) for h in st["hosts"] for n, p in h["pids"].items()]
+    pids += [(p, "qemu-system-x86_64") for h in st["hosts"] for p in h["qemu_pids"]]
+    assert len(pids) == 5
+    sockets = [h.socket for h in state.hosts]
+    lab.down(lab_dir, engine, quiet=True)
+    assert [p for p, n in pids if daemons.pid_is(p, n)] == []
+    assert [s for s in sockets if s.exists()] == []
+    assert _lab_mounts(lab_dir / "hosts") == []
+    assert not (lab_dir / "lab.json").exists()
+    from llmvirt.store import registry
+
+    assert registry.list_hosts(engine) == []
