@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The README's demo: a lab of 3 real libvirt hosts with 6 guests, scanned and shown by llmvirt.
+# Run through `make demo` (which installs everything first). Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export LLMVIRT_DB="${LLMVIRT_DB:-$PWD/.demo/llmvirt.db}"
+LAB_DIR="${LAB_DIR:-$PWD/.lab}"
+mkdir -p "$(dirname "$LLMVIRT_DB")"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "llmvirt lab down (clean up any earlier demo)"
+llmvirt lab down --dir "$LAB_DIR"
+step "llmvirt lab up: 3 libvirtd hosts, 6 guests spread unevenly"
+llmvirt lab up --dir "$LAB_DIR"
+step "llmvirt hosts list"
+llmvirt hosts list
+step "llmvirt scan (twice, 5 s apart, so CPU utilisation can be computed)"
+llmvirt scan
+sleep 5
+step "make a hotspot: vm-1 on lab-1 to 80 % CPU and 64 MiB"
+llmvirt lab load vm-1 --cpu 80 --mem 64M --dir "$LAB_DIR"
+sleep 5
+llmvirt scan
+step "llmvirt status"
+llmvirt status
+step "llmvirt status --json (first host, abridged)"
+llmvirt status --json | python3 -c 'import json,sys; h=json.load(sys.stdin)["hosts"][0]; h["vms"]=h["vms"][:1]; print(json.dumps(h, indent=2))'
+step "done: the lab keeps running. Explore with: LLMVIRT_DB=$LLMVIRT_DB .venv/bin/llmvirt status; stop it with: .venv/bin/llmvirt lab down --dir $LAB_DIR"
