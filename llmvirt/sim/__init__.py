@@ -1,0 +1,1 @@
+"""Trace-driven simulation: trace loaders, the CloudSim-faithful scenario, and its baselines."""

@@ -1,0 +1,84 @@
+"""The simulated data centre of CloudSim's PlanetLab examples (../shared/reference/README.md).
+
+800 hosts alternating HP ML110 G4 / G5, four 1-vCPU VM types assigned in
+contiguous blocks over the name-sorted trace files, 300 s scheduling interval.
+The simulator's time base follows CloudSim: decisions at 300.1, 600.1, ... s
+(the broker's 0.1 s start offset), utilisation linearly interpolated between
+samples exactly as ``UtilizationModelPlanetLabInMemory`` does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmvirt.sim.power import ML110_G4, ML110_G5
+from llmvirt.sim.traces import CpuTrace
+
+HOST_PE_MIPS = (1860.0, 2660.0)  #: G4, G5 (host type = index % 2)
+HOST_PES = 2
+HOST_RAM_MB = 4096
+HOST_BW = 1_000_000  #: kbit/s (1 Gbit/s)
+VM_MIPS = (2500.0, 2000.0, 1000.0, 500.0)
+VM_RAM_MB = (870, 1740, 1740, 613)
+VM_BW = 100_000
+INTERVAL_S = 300.0
+START_OFFSET_S = 0.1  #: CloudSim's first event after the broker's submission delay
+DAY_S = 86_400.0
+
+
+@dataclass
+class DataCenter:
+    """Static description of hosts and VMs; the simulator keeps the dynamic state."""
+
+    pe_mips: np.ndarray  #: per host, MIPS of one PE
+    total_mips: np.ndarray  #: per host, PEs x PE MIPS
+    power_table: np.ndarray  #: per host, watts at 0..100 %
+    ram_mb: np.ndarray  #: per host
+    bw: np.ndarray  #: per host
+    vm_mips: np.ndarray  #: per VM
+    vm_ram: np.ndarray  #: per VM
+    vm_bw: np.ndarray  #: per VM
+    util: np.ndarray  #: per VM, samples + 1 (CloudSim repeats the last sample)
+    interval_s: float = INTERVAL_S  #: seconds between samples
+    names: tuple[str, ...] = field(default_factory=tuple)  #: VM names
+
+    @property
+    def n_hosts(self) -> int:
+        """Number of hosts."""
+        return int(self.pe_mips.size)
+
+    @property
+    def n_vms(self) -> int:
+        """Number of VMs."""
+        return int(self.vm_mips.size)
+
+    def utilization_at(self, t: float) -> np.ndarray:
+        """Every VM's CPU utilisation at time ``t`` (UtilizationModelPlanetLabInMemory.getUtilization)."""
+        iv = self.interval_s
+        if t % iv == 0:
+            return self.util[:, int(t // iv)]
+        t1 = math.floor(t / iv)
+        t2 = math.ceil(t / iv)
+        u1, u2 = self.util[:, t1], self.util[:, t2]
+        delta = (u2 - u1) / ((t2 - t1) * iv)
+        return u1 + delta * (t - t1 * iv)
+
+
+def cloudsim_datacenter(trace: CpuTrace, n_hosts: int = 800) -> DataCenter:
+    """CloudSim's PlanetLab data centre for a loaded trace."""
+    types = np.arange(n_hosts) % 2
+    pe = np.array(HOST_PE_MIPS)[types]
+    table = np.array([ML110_G4, ML110_G5])[types]
+    n = trace.util.shape[0]
+    block = math.ceil(n / len(VM_MIPS))
+    vm_types = np.arange(n) // block
+    util = np.hstack([trace.util, trace.util[:, -1:]])  # data[n-1] = data[n-2] in CloudSim
+    return DataCenter(
+        pe_mips=pe, total_mips=pe * HOST_PES, power_table=table,
+        ram_mb=np.full(n_hosts, HOST_RAM_MB, dtype=np.float64), bw=np.full(n_hosts, HOST_BW, dtype=np.float64),
+        vm_mips=np.array(VM_MIPS)[vm_types], vm_ram=np.array(VM_RAM_MB, dtype=np.float64)[vm_types],
+        vm_bw=np.full(n, VM_BW, dtype=np.float64), util=util, interval_s=trace.interval_s, names=trace.names,
+    )

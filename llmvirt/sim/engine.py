@@ -1,0 +1,325 @@
+"""The simulation engine: CloudSim's PowerDatacenter time line, vectorised over hosts and VMs.
+
+At every decision time the engine updates all hosts (``HostDynamicWorkload.
+updateVmsProcessing``), accounts energy, SLA and migration degradation from the
+previous processing point, asks the policy for migrations, and plays those
+migrations out at their real completion times inside the interval, where
+CloudSim also processes the data centre. Hosts with a VM migrating in or out
+are updated with the time-shared scheduler's migration rules (10 % of the
+VM's MIPS reserved on the destination, 90 % given on the source); all other
+hosts are updated in bulk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmvirt.sim.datacenter import DAY_S, START_OFFSET_S, DataCenter
+from llmvirt.sim.power import energy_ws
+
+HISTORY_LENGTH = 30  # PowerVm.HISTORY_LENGTH
+
+
+@dataclass
+class Metrics:
+    """Accumulated results, in CloudSim's units."""
+
+    energy_ws: float = 0.0  #: watt-seconds
+    migrations: int = 0  #: migrations started
+    host_active_s: float = 0.0  #: pooled active host time
+    host_sla_s: float = 0.0  #: pooled time with allocated < requested
+    vm_requested: float = 0.0  #: MIPS x s requested by VMs
+    vm_underallocated_migration: float = 0.0  #: MIPS x s lost to migration
+    steps: int = 0  #: decision steps
+    per_step_energy_ws: list[float] = field(default_factory=list)  #: energy per decision interval
+    per_step_migrations: list[int] = field(default_factory=list)  #: migrations per decision step
+    per_step_active_hosts: list[int] = field(default_factory=list)  #: active hosts at each step
+
+    @property
+    def energy_kwh(self) -> float:
+        """Energy in kWh."""
+        return self.energy_ws / 3.6e6
+
+    @property
+    def slatah(self) -> float:
+        """SLA time per active host (fraction)."""
+        return self.host_sla_s / self.host_active_s if self.host_active_s else 0.0
+
+    @property
+    def pdm(self) -> float:
+        """Performance degradation due to migration (fraction)."""
+        return self.vm_underallocated_migration / self.vm_requested if self.vm_requested else 0.0
+
+    @property
+    def slav(self) -> float:
+        """SLATAH x PDM."""
+        return self.slatah * self.pdm
+
+    @property
+    def esv(self) -> float:
+        """Energy (kWh) x SLAV."""
+        return self.energy_kwh * self.slav
+
+    def summary(self) -> dict[str, float]:
+        """The figures CloudSim prints, with percentages as CloudSim shows them."""
+        return {"energy_kwh": self.energy_kwh, "migrations": self.migrations, "slatah_pct": 100 * self.slatah,
+                "pdm_pct": 100 * self.pdm, "slav_pct": 100 * self.slav, "esv": self.esv}
+
+
+@dataclass
+class Migration:
+    """A live migration in flight."""
+
+    vm: int  #: VM index
+    src: int  #: source host
+    dst: int  #: destination host
+    done_at: float  #: completion time
+
+
+class Simulation:
+    """Dynamic state of a data centre under a placement policy."""
+
+    def __init__(self, dc: DataCenter) -> None:
+        """Start with every VM unplaced; call :meth:`place_initial` next."""
+        self.dc = dc
+        h, v = dc.n_hosts, dc.n_vms
+        self.vm_host = np.full(v, -1, dtype=np.int64)
+        self.alive = np.ones(v, dtype=bool)
+        self.host_vms: list[list[int]] = [[] for _ in range(h)]
+        self.util_mips = np.zeros(h)  # HostDynamicWorkload.utilizationMips (stale between updates)
+        self.prev_util_mips = np.zeros(h)
+        self.req = np.zeros(v)  # VM requested MIPS at the last update
+        self.history = np.zeros((v, HISTORY_LENGTH))  # PowerVm utilisation history, most recent first
+        self.history_len = np.zeros(v, dtype=np.int64)
+        self.in_flight: list[Migration] = []
+        self.migrating_in: dict[int, list[int]] = {}  # host -> VMs migrating in
+        self.in_migration = np.zeros(v, dtype=bool)
+        self.metrics = Metrics()
+        self.remove_idle = True  # HostDynamicWorkload.getCompletedVms: VMs requesting 0 MIPS are removed
+        self.last_time = 0.0
+        self._last_history_tick = -1.0
+        # SLA history "last entry" per host and per VM
+        self._h_t = np.full(h, -1.0)
+        self._h_alloc = np.zeros(h)
+        self._h_req = np.zeros(h)
+        self._h_active = np.zeros(h, dtype=bool)
+        self._v_t = np.full(v, -1.0)
+        self._v_alloc = np.zeros(v)
+        self._v_req = np.zeros(v)
+        self._v_mig = np.zeros(v, dtype=bool)
+
+    # --- placement bookkeeping -------------------------------------------------------------------
+    def ram_used(self) -> np.ndarray:
+        """RAM allocated per host, migrating-in VMs included."""
+        placed = self.vm_host >= 0
+        used = np.bincount(self.vm_host[placed], self.dc.vm_ram[placed], minlength=self.dc.n_hosts)
+        for host, vms in self.migrating_in.items():
+            used[host] += self.dc.vm_ram[vms].sum()
+        return used
+
+    def place_initial(self, choose: Callable[[int, np.ndarray, np.ndarray, np.ndarray], int]) -> None:
+        """Create every VM at time 0 with its full MIPS requested (CloudSim's ``isBeingInstantiated``).
+
+        ``choose(vm, available_mips, free_ram, free_bw)`` returns a host index or -1.
+        """
+        dc = self.dc
+        avail = dc.total_mips.copy()
+        ram = dc.ram_mb.copy()
+        bw = dc.bw.copy()
+        for vm in range(dc.n_vms):
+            host = choose(vm, avail, ram, bw)
+            if host < 0:
+                raise RuntimeError(f"VM {vm} fits nowhere at time 0")
+            avail[host] -= dc.vm_mips[vm]
+            ram[host] -= dc.vm_ram[vm]
+            bw[host] -= dc.vm_bw[vm]
+            self.vm_host[vm] = host
+            self.host_vms[host].append(vm)
+            self.req[vm] = dc.vm_mips[vm]
+
+    # --- the CloudSim update ----------------------------------------------------------------------
+    def _bulk(self, req: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Allocation for hosts without migrations: (per-VM allocated, host allocated, host requested)."""
+        dc = self.dc
+        placed = (self.vm_host >= 0) & self.alive
+        hosts = np.where(placed, self.vm_host, 0)
+        capped = np.where(placed, np.minimum(req, dc.pe_mips[hosts]), 0.0)
+        sum_cap = np.bincount(hosts, capped, minlength=dc.n_hosts)
+        sum_req = np.bincount(hosts, np.where(placed, req, 0.0), minlength=dc.n_hosts)
+        over = sum_cap > dc.total_mips
+        alloc = capped
+        if over.any():
+            scale = np.where(over, dc.total_mips / np.where(sum_cap > 0, sum_cap, 1.0), 1.0)
+            alloc = np.where(over[hosts], np.floor(capped * scale[hosts]), capped)
+            sum_alloc = np.bincount(hosts, alloc, minlength=dc.n_hosts)
+        else:
+            sum_alloc = sum_cap
+        return alloc, sum_alloc, sum_req
+
+    def _host_with_migrations(self, host: int, req: np.ndarray, vm_alloc: np.ndarray) -> tuple[float, float]:
+        """Scalar update of one host with VMs migrating in or out (VmSchedulerTimeSharedOverSubscription)."""
+        dc = self.dc
+        pe = dc.pe_mips[host]
+        incoming = set(self.migrating_in.get(host, ()))
+        order = [v for v in self.host_vms[host] if self.alive[v] or v in incoming]
+        capped = [min(req[v], pe) for v in order]
+        eff = [c * 0.1 if v in incoming else c for v, c in zip(order, capped, strict=True)]
+        avail, over = dc.total_mips[host], False
+        for e in eff:
+            if avail >= e:
+                avail -= e
+            else:
+                over = True
+        scale = dc.total_mips[host] / sum(eff) if over and sum(eff) > 0 else 1.0
+        util = requested = 0.0
+        for v, c in zip(order, capped, strict=True):
+            factor = 0.1 if v in incoming else (0.9 if self.in_migration[v] else 1.0)
+            a = c * factor
+            if over:
+                a = float(np.floor(a * scale))
+            requested += req[v]
+            if v not in incoming:
+                vm_alloc[v] = a
+                if self.in_migration[v]:
+                    a /= 0.9
+            util += a
+        return util, requested
+
+    def update(self, t: float, remove_idle: bool | None = None) -> None:
+        """Process the data centre at time ``t`` (PowerDatacenter.updateCloudetProcessing...Force)."""
+        dc = self.dc
+        req = dc.utilization_at(t) * dc.vm_mips
+        req = np.where(self.alive, req, 0.0)
+        self.req = req
+        vm_alloc, util, requested = self._bulk(req)
+        touched = {m.src for m in self.in_flight} | {m.dst for m in self.in_flight}
+        if touched:
+            vm_alloc = vm_alloc.copy()
+            util, requested = util.copy(), requested.copy()
+            for host in touched:
+                util[host], requested[host] = self._host_with_migrations(host, req, vm_alloc)
+        self.prev_util_mips, self.util_mips = self.util_mips, util
+        dt = t - self.last_time
+        if dt > 0:
+            u_prev = self._frac(self.prev_util_mips)
+            u_now = self._frac(util)
+            e = float(energy_ws(dc.power_table, u_prev, u_now, dt).sum())
+            self.metrics.energy_ws += e
+            self._step_energy += e
+        self._host_entries(t, util, requested)
+        self._vm_entries(t, vm_alloc, req)
+        self._record_history(t, req)
+        if self.remove_idle if remove_idle is None else remove_idle:
+            idle = self.alive & (req == 0) & ~self.in_migration & (self.vm_host >= 0)
+            for vm in np.flatnonzero(idle):
+                self.host_vms[self.vm_host[vm]].remove(int(vm))
+                self.vm_host[vm] = -1
+                self.alive[vm] = False
+        self.last_time = t
+
+    def _frac(self, mips: np.ndarray) -> np.ndarray:
+        u = mips / self.dc.total_mips
+        return np.where((u > 1) & (u < 1.01), 1.0, u)
+
+    def _host_entries(self, t: float, alloc: np.ndarray, req: np.ndarray) -> None:
+        m = self.metrics
+        closes = (self._h_t >= 0) & (self._h_t < t) & self._h_active
+        dt = np.where(closes, t - self._h_t, 0.0)
+        m.host_active_s += float(dt.sum())
+        m.host_sla_s += float(dt[self._h_alloc < self._h_req].sum())
+        self._h_t[:] = t
+        self._h_alloc, self._h_req, self._h_active = alloc, req, alloc > 0
+
+    def _vm_entries(self, t: float, alloc: np.ndarray, req: np.ndarray) -> None:
+        m = self.metrics
+        has = self.alive & (self.vm_host >= 0)
+        closes = has & (self._v_t >= 0) & (self._v_t < t)
+        dt = np.where(closes, t - self._v_t, 0.0)
+        m.vm_requested += float((self._v_req * dt).sum())
+        lost = closes & self._v_mig & (self._v_alloc < self._v_req)
+        m.vm_underallocated_migration += float(((self._v_req - self._v_alloc) * dt)[lost].sum())
+        self._v_t = np.where(has, t, self._v_t)
+        self._v_alloc = np.where(has, alloc, self._v_alloc)
+        self._v_req = np.where(has, req, self._v_req)
+        self._v_mig = np.where(has, self.in_migration, self._v_mig)
+
+    def _record_history(self, t: float, req: np.ndarray) -> None:
+        """PowerVm.updateVmProcessing: once per scheduling tick, non-zero utilisation only."""
+        if (t - START_OFFSET_S) % self.dc.interval_s != 0 or t == self._last_history_tick:
+            return
+        self._last_history_tick = t
+        util = req / self.dc.vm_mips
+        add = self.alive & (self.vm_host >= 0) & (util != 0)
+        self.history[add, 1:] = self.history[add, :-1]
+        self.history[add, 0] = util[add]
+        self.history_len[add] = np.minimum(self.history_len[add] + 1, HISTORY_LENGTH)
+
+    # --- migrations ------------------------------------------------------------------------------
+    def start_migrations(self, plan: list[tuple[int, int]], t: float) -> None:
+        """Start the planned migrations at ``t`` (PowerDatacenter + Host.addMigratingInVm)."""
+        dc = self.dc
+        for vm, dst in plan:
+            self.metrics.migrations += 1
+            incoming = self.migrating_in.setdefault(dst, [])
+            self.in_migration[vm] = True
+            if vm not in incoming:
+                incoming.append(vm)
+                self.host_vms[dst].append(vm)
+            self.in_flight.append(Migration(vm, int(self.vm_host[vm]), dst,
+                                            t + dc.vm_ram[vm] / (dc.bw[dst] / (2 * 8000))))
+        if plan:
+            self.update(t, remove_idle=False)  # the hosts re-run their schedulers at once
+
+    def finish_migrations_until(self, end: float) -> None:
+        """Play out completions before ``end``: update, move, update again, at each completion time."""
+        while self.in_flight:
+            when = min(m.done_at for m in self.in_flight)
+            if when >= end:
+                return
+            self.update(when)
+            for m in [m for m in self.in_flight if m.done_at == when]:
+                self.in_flight.remove(m)
+                self._complete(m)
+            self.update(when)
+
+    def _complete(self, m: Migration) -> None:
+        vm = m.vm
+        src = int(self.vm_host[vm])
+        if src >= 0 and vm in self.host_vms[src]:
+            self.host_vms[src].remove(vm)
+        incoming = self.migrating_in.get(m.dst, [])
+        if vm in incoming:
+            incoming.remove(vm)
+            if not incoming:
+                del self.migrating_in[m.dst]
+        if vm in self.host_vms[m.dst]:
+            self.host_vms[m.dst].remove(vm)
+        self.host_vms[m.dst].append(vm)
+        self.vm_host[vm] = m.dst
+        self.in_migration[vm] = any(x.vm == vm for x in self.in_flight)
+
+    # --- the run loop ----------------------------------------------------------------------------
+    def run(self, decide: Callable[[Simulation, float], list[tuple[int, int]]] | None,
+            end: float = DAY_S) -> Metrics:
+        """Run the day: a decision at every tick, migrations played out between ticks."""
+        t = START_OFFSET_S + self.dc.interval_s
+        while t < end:
+            self._step_energy = 0.0
+            self.finish_migrations_until(t)
+            self.update(t)
+            plan = decide(self, t) if decide is not None else []
+            self.start_migrations(plan, t)
+            m = self.metrics
+            m.steps += 1
+            m.per_step_energy_ws.append(self._step_energy)
+            m.per_step_migrations.append(len(plan))
+            m.per_step_active_hosts.append(int((self.util_mips > 0).sum()))
+            t += self.dc.interval_s
+        self._step_energy = 0.0
+        self.finish_migrations_until(end)
+        return self.metrics
+
+    _step_energy: float = 0.0
