@@ -15,7 +15,17 @@ from llmvirt.errors import (
     StoreError,
     UsageError,
 )
-from llmvirt.inventory import ScanResult, scan_host, scan_hosts
+
+_LAZY = {"ScanResult", "scan_host", "scan_hosts"}  # need libvirt: imported on first use only
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from llmvirt import inventory
+
+        return getattr(inventory, name)
+    raise AttributeError(name)
+
 
 __version__ = "0.1.0"
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from llmvirt.cli import db, hosts, inventory_cmds, lab
+from llmvirt.cli import bench, db, hosts, inventory_cmds, lab
 from llmvirt.cli.common import State, new_app
 
 app = new_app("llmvirt: inventory, placement and rebalancing for libvirt/KVM fleets.")
@@ -16,6 +16,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(lab.app, name="lab")
 app.command("scan")(inventory_cmds.scan)
 app.command("status")(inventory_cmds.status)
+app.command("bench")(bench.bench)
 
 
 @app.callback()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmvirt.sim.engine import Simulation
-from llmvirt.sim.overload import Detector, Thr
+from llmvirt.sim.overload import Detector, Thr, make_detector
 from llmvirt.sim.power import power
 
 
@@ -59,6 +59,27 @@ def _initial_first_fit(sim: Simulation):  # noqa: ANN202
     return choose
 
 
+SELECTIONS = ("mmt", "mu", "rs")  #: minimum migration time, minimum utilisation, random selection
+
+
+class _FastPower:
+    """power() for a subset of hosts without per-call set-up (the placement hot path)."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.table = table
+        self.flat = table.reshape(-1)
+        self.base = np.arange(table.shape[0]) * table.shape[1]
+
+    def at(self, hosts: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Watts of ``hosts`` at utilisations ``u`` (already within [0, 1]); same arithmetic as power()."""
+        tenths = u * 10
+        i1 = tenths.astype(np.int64)
+        b = self.base[hosts]
+        p1 = self.flat[b + i1]
+        p2 = self.flat[b + i1 + (tenths > i1)]
+        return p1 + (p2 - p1) / 10 * (u - i1 / 10) * 100
+
+
 @dataclass
 class _Tentative:
     """The allocation being edited during one optimisation (restored afterwards, as CloudSim does)."""
@@ -69,6 +90,8 @@ class _Tentative:
     ram: np.ndarray
     bw: np.ndarray
     hist: np.ndarray  # host utilisation history (H x 30), most recent first
+    count: np.ndarray  # VMs per host
+    allocated: np.ndarray  # MIPS allocated: capped requests, or the whole host when over-subscribed
 
 
 @dataclass
@@ -97,11 +120,17 @@ class PabfdPolicy:
     _rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        """Seed the random selection."""
+        """Check the selection and seed the random one."""
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"unknown VM selection {self.selection!r}: use one of {', '.join(SELECTIONS)}")
         self._rng = np.random.default_rng(self.seed)
         if not self.name:
             param = getattr(self.detector, "threshold", getattr(self.detector, "safety", ""))
             self.name = f"{self.detector.name}-{self.selection}-{param}"
+
+    @property
+    def _power_table(self) -> _FastPower:
+        return self._fast
 
     def initial_chooser(self, sim: Simulation):  # noqa: ANN201
         """PABFD with every host idle."""
@@ -109,6 +138,11 @@ class PabfdPolicy:
 
     # ---- helpers ------------------------------------------------------------------------------
     def _snapshot(self, sim: Simulation) -> _Tentative:
+        s = self._snapshot_raw(sim)
+        s.allocated = np.minimum(s.cap_sum, sim.dc.total_mips)
+        return s
+
+    def _snapshot_raw(self, sim: Simulation) -> _Tentative:
         dc = sim.dc
         placed = np.flatnonzero(sim.vm_host >= 0)
         hosts = sim.vm_host[placed]
@@ -125,6 +159,8 @@ class PabfdPolicy:
             ram=np.bincount(hosts, dc.vm_ram[placed], minlength=dc.n_hosts),
             bw=np.bincount(hosts, dc.vm_bw[placed], minlength=dc.n_hosts),
             hist=hist,
+            count=np.array([len(v) for v in sim.host_vms]),
+            allocated=np.zeros(dc.n_hosts),
         )
 
     def _add(self, sim: Simulation, s: _Tentative, host: int, vm: int, sign: int) -> None:
@@ -132,10 +168,12 @@ class PabfdPolicy:
         r = sim.req[vm]
         s.req_sum[host] += sign * r
         s.cap_sum[host] += sign * min(r, dc.pe_mips[host])
+        s.allocated[host] = min(s.cap_sum[host], dc.total_mips[host])
         s.ram[host] += sign * dc.vm_ram[vm]
         s.bw[host] += sign * dc.vm_bw[vm]
         if not isinstance(self.detector, Thr):
             s.hist[host] += sign * sim.history[vm] * (dc.vm_mips[vm] / dc.total_mips[host])
+        s.count[host] += sign
         if sign > 0:
             s.vms[host].append(vm)
         else:
@@ -152,28 +190,29 @@ class PabfdPolicy:
         max_mig = max((dc.vm_ram[v] / (dc.bw[host] / 8000) for v in s.vms[host]), default=0.0)
         return self.detector.is_overloaded(float(req_util), hist, max_mig)
 
-    def _find_host(self, sim: Simulation, s: _Tentative, vm: int, excluded: np.ndarray,
+    def _find_host(self, sim: Simulation, s: _Tentative, vm: int, pool: np.ndarray,
                    p_stale: np.ndarray) -> int:
-        """PowerVmAllocationPolicyMigrationAbstract.findHostForVm."""
+        """PowerVmAllocationPolicyMigrationAbstract.findHostForVm over the hosts in ``pool`` (ascending ids)."""
         dc = sim.dc
         r = sim.req[vm]
-        avail = np.maximum(dc.total_mips - s.cap_sum, 0.0)
         # RAM and bandwidth never bind here: after creation a PlanetLab VM requests them through
         # UtilizationModelNull, i.e. 0 (Vm.getCurrentRequestedRam), so only CPU constrains migrations.
-        ok = ~excluded & (dc.pe_mips >= r) & (avail >= r)
-        if not ok.any():
-            return -1
-        # allocated MIPS: capped requests, or the whole host when it is over-subscribed
-        allocated = np.minimum(s.cap_sum, dc.total_mips)
-        diff = power(dc.power_table, np.minimum(1.0, (allocated + r) / dc.total_mips)) - p_stale
+        # Available MIPS = capacity - allocated, i.e. allocated <= capacity - r.
+        allocated = s.allocated[pool]
+        total = dc.total_mips[pool]
+        ok = (dc.pe_mips[pool] >= r) & (allocated <= total - r)
         if isinstance(self.detector, Thr):
-            ok &= ~((allocated != 0) & ((s.req_sum + r) / dc.total_mips > self.detector.threshold))
-            if not ok.any():
-                return -1
-            return int(np.argmin(np.where(ok, diff, np.inf)))
-        cand = np.flatnonzero(ok)
-        for host in cand[np.argsort(diff[cand], kind="stable")]:
-            if allocated[host] != 0:
+            ok &= (allocated == 0) | ((s.req_sum[pool] + r) / total <= self.detector.threshold)
+        cand = pool[ok]
+        if cand.size == 0:
+            return -1
+        u = (allocated[ok] + r) / total[ok]
+        np.minimum(u, 1.0, out=u)
+        diff = self._power_table.at(cand, u) - p_stale[cand]
+        if isinstance(self.detector, Thr):
+            return int(cand[np.argmin(diff)])  # argmin keeps the first of equals, like CloudSim's strict <
+        for host in cand[np.argsort(diff, kind="stable")]:
+            if s.allocated[host] != 0:
                 self._add(sim, s, int(host), vm, +1)
                 over = self._overloaded(sim, s, int(host))
                 self._add(sim, s, int(host), vm, -1)
@@ -203,6 +242,8 @@ class PabfdPolicy:
     def decide(self, sim: Simulation, t: float) -> list[tuple[int, int]]:
         """optimizeAllocation: migrations off over-utilised hosts, then consolidation of under-utilised ones."""
         dc = sim.dc
+        if getattr(self, "_fast", None) is None or self._fast.table is not dc.power_table:
+            self._fast = _FastPower(dc.power_table)
         s = self._snapshot(sim)
         p_stale = power(dc.power_table, np.minimum(1.0, sim.util_mips / dc.total_mips))
         active = [h for h in range(dc.n_hosts) if s.vms[h]]
@@ -220,8 +261,9 @@ class PabfdPolicy:
                 if not self._overloaded(sim, s, host):
                     break
         plan: list[tuple[int, int]] = []
+        pool = np.flatnonzero(~over_mask)
         for vm in self._sorted_by_mips(sim, to_move):
-            host = self._find_host(sim, s, vm, over_mask, p_stale)
+            host = self._find_host(sim, s, vm, pool, p_stale)
             if host >= 0:
                 self._add(sim, s, host, vm, +1)
                 plan.append((vm, host))
@@ -238,18 +280,29 @@ class PabfdPolicy:
         excl_under = over_mask | off
         excl_place = over_mask | off
         plan: list[tuple[int, int]] = []
+        pool = np.flatnonzero(~excl_place)
+        # Under THR, feasibility only shrinks during consolidation (the pool loses hosts, allocations
+        # only grow, failed attempts are rolled back), so a VM at least as large as one that found no
+        # host cannot find one either: skip the search. Exact, not a heuristic.
+        monotone = isinstance(self.detector, Thr)
+        smallest_failure = np.inf
         while not excl_under.all():
-            nonempty = np.fromiter((bool(v) for v in s.vms), dtype=bool, count=dc.n_hosts)
-            cand = ~excl_under & (u > 0) & (u < 1) & nonempty
+            cand = ~excl_under & (u > 0) & (u < 1) & (s.count > 0)
             if not cand.any():
                 break
             host = int(np.argmin(np.where(cand, u, np.inf)))
             excl_under[host] = True
             excl_place[host] = True
+            pool = pool[pool != host]
             vms = self._sorted_by_mips(sim, list(s.vms[host]))
             placed: list[tuple[int, int]] = []
             for vm in vms:
-                dst = self._find_host(sim, s, vm, excl_place, p_stale)
+                if monotone and sim.req[vm] >= smallest_failure:
+                    dst = -1
+                else:
+                    dst = self._find_host(sim, s, vm, pool, p_stale)
+                    if dst < 0 and monotone:
+                        smallest_failure = sim.req[vm]
                 if dst < 0:
                     for pvm, phost in placed:
                         self._add(sim, s, phost, pvm, -1)
@@ -267,3 +320,18 @@ def run_policy(sim: Simulation, policy: PabfdPolicy | Dvfs) -> dict[str, float]:
     """Place at time 0 with the policy's rule, run the day, return CloudSim's summary figures."""
     sim.place_initial(policy.initial_chooser(sim))
     return sim.run(policy.decide).summary()
+
+
+def make_policy(name: str, seed: int = 0) -> PabfdPolicy | Dvfs:
+    """A baseline by CloudSim's name: ``dvfs`` or ``DETECTOR-SELECTION-PARAM`` (e.g. ``thr-mmt-0.8``)."""
+    if name == "dvfs":
+        return Dvfs()
+    parts = name.split("-")
+    if len(parts) != 3:
+        raise ValueError(f"unknown policy {name!r}: use dvfs or DETECTOR-SELECTION-PARAM, e.g. thr-mmt-0.8")
+    det, sel, param = parts
+    try:
+        value = float(param)
+    except ValueError:
+        raise ValueError(f"policy {name!r}: parameter {param!r} is not a number") from None
+    return PabfdPolicy(make_detector(det, value), sel, seed=seed, name=name)

@@ -37,6 +37,7 @@ class Metrics:
     per_step_energy_ws: list[float] = field(default_factory=list)  #: energy per decision interval
     per_step_migrations: list[int] = field(default_factory=list)  #: migrations per decision step
     per_step_active_hosts: list[int] = field(default_factory=list)  #: active hosts at each step
+    per_step_demand_mips: list[float] = field(default_factory=list)  #: total requested MIPS at each step
 
     @property
     def energy_kwh(self) -> float:
@@ -97,6 +98,7 @@ class Simulation:
         self.in_flight: list[Migration] = []
         self.migrating_in: dict[int, list[int]] = {}  # host -> VMs migrating in
         self.in_migration = np.zeros(v, dtype=bool)
+        self._flying: dict[int, int] = {}  # VM -> migrations in flight
         self.metrics = Metrics()
         self.remove_idle = True  # HostDynamicWorkload.getCompletedVms: VMs requesting 0 MIPS are removed
         self.last_time = 0.0
@@ -141,52 +143,43 @@ class Simulation:
             self.req[vm] = dc.vm_mips[vm]
 
     # --- the CloudSim update ----------------------------------------------------------------------
-    def _bulk(self, req: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Allocation for hosts without migrations: (per-VM allocated, host allocated, host requested)."""
-        dc = self.dc
-        placed = (self.vm_host >= 0) & self.alive
-        hosts = np.where(placed, self.vm_host, 0)
-        capped = np.where(placed, np.minimum(req, dc.pe_mips[hosts]), 0.0)
-        sum_cap = np.bincount(hosts, capped, minlength=dc.n_hosts)
-        sum_req = np.bincount(hosts, np.where(placed, req, 0.0), minlength=dc.n_hosts)
-        over = sum_cap > dc.total_mips
-        alloc = capped
-        if over.any():
-            scale = np.where(over, dc.total_mips / np.where(sum_cap > 0, sum_cap, 1.0), 1.0)
-            alloc = np.where(over[hosts], np.floor(capped * scale[hosts]), capped)
-            sum_alloc = np.bincount(hosts, alloc, minlength=dc.n_hosts)
-        else:
-            sum_alloc = sum_cap
-        return alloc, sum_alloc, sum_req
+    def _allocate(self, req: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All hosts' schedulers at once: (per-VM allocated on its source, host utilisation, host requested).
 
-    def _host_with_migrations(self, host: int, req: np.ndarray, vm_alloc: np.ndarray) -> tuple[float, float]:
-        """Scalar update of one host with VMs migrating in or out (VmSchedulerTimeSharedOverSubscription)."""
+        Every VM is an entry on the host it runs on; a VM migrating in is a second entry on its
+        destination. VmSchedulerTimeSharedOverSubscription gives a migrating-out VM 90 % of its
+        capped request and reserves 10 % on the destination; an over-subscribed host scales every
+        allocation by capacity / demand and floors it. The host's utilisation counts a migrating-out
+        VM's allocation / 0.9 (HostDynamicWorkload), i.e. at full demand.
+        """
         dc = self.dc
-        pe = dc.pe_mips[host]
-        incoming = set(self.migrating_in.get(host, ()))
-        order = [v for v in self.host_vms[host] if self.alive[v] or v in incoming]
-        capped = [min(req[v], pe) for v in order]
-        eff = [c * 0.1 if v in incoming else c for v, c in zip(order, capped, strict=True)]
-        avail, over = dc.total_mips[host], False
-        for e in eff:
-            if avail >= e:
-                avail -= e
-            else:
-                over = True
-        scale = dc.total_mips[host] / sum(eff) if over and sum(eff) > 0 else 1.0
-        util = requested = 0.0
-        for v, c in zip(order, capped, strict=True):
-            factor = 0.1 if v in incoming else (0.9 if self.in_migration[v] else 1.0)
-            a = c * factor
-            if over:
-                a = float(np.floor(a * scale))
-            requested += req[v]
-            if v not in incoming:
-                vm_alloc[v] = a
-                if self.in_migration[v]:
-                    a /= 0.9
-            util += a
-        return util, requested
+        placed = np.flatnonzero((self.vm_host >= 0) & self.alive)
+        hosts = self.vm_host[placed]
+        factor = np.where(self.in_migration[placed], 0.9, 1.0)
+        if self.in_flight:
+            extra = np.array([m.vm for m in self.in_flight if m.vm in self.migrating_in.get(m.dst, ())],
+                             dtype=np.int64)
+            dsts = np.array([m.dst for m in self.in_flight if m.vm in self.migrating_in.get(m.dst, ())],
+                            dtype=np.int64)
+            vms = np.concatenate([placed, extra])
+            hosts = np.concatenate([hosts, dsts])
+            factor = np.concatenate([factor, np.full(extra.size, 0.1)])
+            incoming = np.concatenate([np.zeros(placed.size, dtype=bool), np.ones(extra.size, dtype=bool)])
+        else:
+            vms, incoming = placed, np.zeros(placed.size, dtype=bool)
+        r = req[vms]
+        capped = np.minimum(r, dc.pe_mips[hosts])
+        demand = np.where(incoming, capped * 0.1, capped)
+        n = dc.n_hosts
+        over = np.bincount(hosts, demand, minlength=n) > dc.total_mips
+        alloc = capped * factor
+        if over.any():
+            scale = dc.total_mips / np.maximum(np.bincount(hosts, demand, minlength=n), 1e-300)
+            alloc = np.where(over[hosts], np.floor(alloc * scale[hosts]), alloc)
+        counted = np.where(~incoming & (factor == 0.9), alloc / 0.9, alloc)
+        vm_alloc = np.zeros(dc.n_vms)
+        vm_alloc[vms[~incoming]] = alloc[~incoming]
+        return vm_alloc, np.bincount(hosts, counted, minlength=n), np.bincount(hosts, r, minlength=n)
 
     def update(self, t: float, remove_idle: bool | None = None) -> None:
         """Process the data centre at time ``t`` (PowerDatacenter.updateCloudetProcessing...Force)."""
@@ -194,13 +187,7 @@ class Simulation:
         req = dc.utilization_at(t) * dc.vm_mips
         req = np.where(self.alive, req, 0.0)
         self.req = req
-        vm_alloc, util, requested = self._bulk(req)
-        touched = {m.src for m in self.in_flight} | {m.dst for m in self.in_flight}
-        if touched:
-            vm_alloc = vm_alloc.copy()
-            util, requested = util.copy(), requested.copy()
-            for host in touched:
-                util[host], requested[host] = self._host_with_migrations(host, req, vm_alloc)
+        vm_alloc, util, requested = self._allocate(req)
         self.prev_util_mips, self.util_mips = self.util_mips, util
         dt = t - self.last_time
         if dt > 0:
@@ -268,6 +255,7 @@ class Simulation:
             if vm not in incoming:
                 incoming.append(vm)
                 self.host_vms[dst].append(vm)
+            self._flying[vm] = self._flying.get(vm, 0) + 1
             self.in_flight.append(Migration(vm, int(self.vm_host[vm]), dst,
                                             t + dc.vm_ram[vm] / (dc.bw[dst] / (2 * 8000))))
         if plan:
@@ -280,8 +268,10 @@ class Simulation:
             if when >= end:
                 return
             self.update(when)
-            for m in [m for m in self.in_flight if m.done_at == when]:
-                self.in_flight.remove(m)
+            done = [m for m in self.in_flight if m.done_at == when]
+            self.in_flight = [m for m in self.in_flight if m.done_at != when]
+            for m in done:
+                self._flying[m.vm] -= 1
                 self._complete(m)
             self.update(when)
 
@@ -299,7 +289,7 @@ class Simulation:
             self.host_vms[m.dst].remove(vm)
         self.host_vms[m.dst].append(vm)
         self.vm_host[vm] = m.dst
-        self.in_migration[vm] = any(x.vm == vm for x in self.in_flight)
+        self.in_migration[vm] = self._flying.get(vm, 0) > 0
 
     # --- the run loop ----------------------------------------------------------------------------
     def run(self, decide: Callable[[Simulation, float], list[tuple[int, int]]] | None,
@@ -317,6 +307,7 @@ class Simulation:
             m.per_step_energy_ws.append(self._step_energy)
             m.per_step_migrations.append(len(plan))
             m.per_step_active_hosts.append(int((self.util_mips > 0).sum()))
+            m.per_step_demand_mips.append(float(self.req.sum()))
             t += self.dc.interval_s
         self._step_energy = 0.0
         self.finish_migrations_until(end)

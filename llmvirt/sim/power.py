@@ -18,11 +18,12 @@ ML110_G5 = (93.7, 97.0, 101.0, 105.0, 110.0, 116.0, 121.0, 125.0, 129.0, 133.0, 
 def power(table: np.ndarray, util: np.ndarray) -> np.ndarray:
     """Watts of hosts (rows of ``table``, shape (hosts, 11)) at utilisations ``util`` in [0, 1]."""
     u = np.clip(util, 0.0, 1.0)
-    i1 = np.floor(u * 10).astype(np.int64)
-    i2 = np.ceil(u * 10).astype(np.int64)
-    rows = np.arange(table.shape[0]) if table.ndim == 2 else None
-    p1 = table[rows, i1] if rows is not None else table[i1]
-    p2 = table[rows, i2] if rows is not None else table[i2]
+    tenths = u * 10
+    i1 = tenths.astype(np.int64)  # floor, as u >= 0
+    i2 = i1 + (tenths > i1)  # ceil
+    flat = table.reshape(-1)
+    base = np.arange(table.shape[0]) * table.shape[1] if table.ndim == 2 else 0
+    p1, p2 = flat[base + i1], flat[base + i2]
     delta = (p2 - p1) / 10
     return p1 + delta * (u - i1 / 10) * 100
 

@@ -1,0 +1,105 @@
+"""Side-by-side comparison of policies on identical input, with the scenario's lower bound.
+
+Used by ``llmvirt bench``; plain functions so the benchmark scripts and tests call them too.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmvirt.sim.cloudsim_policies import make_policy, run_policy
+
+__all__ = ["make_policy", "run_cloudsim", "results_json", "plot", "energy_lower_bound_kwh"]
+from llmvirt.sim.datacenter import DataCenter, cloudsim_datacenter
+from llmvirt.sim.engine import Metrics, Simulation
+from llmvirt.sim.traces import load_planetlab
+
+DEFAULT_CLOUDSIM_POLICIES = ("dvfs", "thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2")
+
+
+@dataclass
+class RunResult:
+    """One policy on one trace."""
+
+    trace: str  #: trace directory name
+    policy: str  #: policy name
+    summary: dict[str, float]  #: CloudSim's figures
+    metrics: Metrics  #: per-step series
+    seconds: float  #: wall time of the run
+
+
+def min_watts_per_mips(dc: DataCenter) -> float:
+    """The least power any host can spend per MIPS delivered (at a table breakpoint, since power is
+    piecewise linear): no placement can carry demand D on less than D times this."""
+    u = np.arange(1, 11) / 10
+    per = dc.power_table[:, 1:] / (u[None, :] * dc.total_mips[:, None])
+    return float(per.min())
+
+
+def energy_lower_bound_kwh(dc: DataCenter, demand_mips: list[float]) -> float:
+    """Energy lower bound: each interval's demand carried at the best watts-per-MIPS of any host."""
+    return float(np.sum(demand_mips)) * min_watts_per_mips(dc) * dc.interval_s / 3.6e6
+
+
+def run_cloudsim(traces: list[Path], policies: list[str], seed: int = 0) -> tuple[list[RunResult], dict[str, float]]:
+    """Every policy on every PlanetLab day; returns the results and each day's energy lower bound."""
+    results: list[RunResult] = []
+    bounds: dict[str, float] = {}
+    for path in traces:
+        dc = cloudsim_datacenter(load_planetlab(path))
+        for name in policies:
+            policy = make_policy(name, seed=seed)
+            sim = Simulation(dc)
+            t0 = time.perf_counter()
+            summary = run_policy(sim, policy)
+            results.append(RunResult(path.name, name, summary, sim.metrics, time.perf_counter() - t0))
+            bounds.setdefault(path.name, energy_lower_bound_kwh(dc, sim.metrics.per_step_demand_mips))
+    return results, bounds
+
+
+def results_json(results: list[RunResult], bounds: dict[str, float]) -> dict[str, Any]:
+    """The ``bench --json`` document."""
+    return {
+        "scenario": "cloudsim",
+        "runs": [{"trace": r.trace, "policy": r.policy, **r.summary, "seconds": round(r.seconds, 3)}
+                 for r in results],
+        "lower_bound": {t: {"energy_kwh": e} for t, e in bounds.items()},
+    }
+
+
+def plot(results: list[RunResult], bounds: dict[str, float], path: Path) -> None:
+    """Per-step curves (first trace) and a summary chart (means over traces), as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = results[0].trace
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    hours = None
+    for r in (r for r in results if r.trace == first):
+        hours = np.arange(len(r.metrics.per_step_active_hosts)) * 300 / 3600
+        axes[0, 0].plot(hours, r.metrics.per_step_active_hosts, label=r.policy, lw=1)
+        axes[0, 1].plot(hours, np.array(r.metrics.per_step_energy_ws) / 3.6e3, label=r.policy, lw=1)
+    axes[0, 0].set(title=f"active hosts ({first})", xlabel="hour")
+    axes[0, 1].set(title=f"energy per interval, Wh ({first})", xlabel="hour")
+    axes[0, 0].legend(fontsize=7)
+    names = list(dict.fromkeys(r.policy for r in results))
+    means = {k: [np.mean([r.summary[k] for r in results if r.policy == n]) for n in names]
+             for k in ("energy_kwh", "slav_pct")}
+    axes[1, 0].bar(names, means["energy_kwh"], color="tab:blue")
+    axes[1, 0].axhline(np.mean(list(bounds.values())), color="k", ls="--", label="lower bound")
+    axes[1, 0].set(title="energy kWh (mean over traces)")
+    axes[1, 0].legend(fontsize=7)
+    axes[1, 1].bar(names, means["slav_pct"], color="tab:red")
+    axes[1, 1].set(title="SLAV % (mean over traces)")
+    for ax in axes[1]:
+        ax.tick_params(axis="x", rotation=30, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,126 @@
+"""The simulator against CloudSim 5.0's measured results (../shared/reference), and its parts."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED
+
+from llmvirt.sim.cloudsim_policies import make_policy, run_policy
+from llmvirt.sim.datacenter import cloudsim_datacenter
+from llmvirt.sim.engine import Simulation
+from llmvirt.sim.overload import Iqr, Lr, Mad, Thr, percentile_legacy
+from llmvirt.sim.power import ML110_G4, energy_ws, power
+from llmvirt.sim.traces import TraceError, load_planetlab
+
+DAY = "20110303"
+
+
+def _reference(experiment: str) -> dict[str, float]:
+    with (SHARED / "reference" / "cloudsim5_planetlab.csv").open() as f:
+        row = next(r for r in csv.DictReader(f) if r["experiment"] == experiment)
+    return {k: float(row[k]) for k in ("energy_kwh", "migrations", "slav_pct")}
+
+
+@pytest.fixture(scope="module")
+def day_dc():
+    return cloudsim_datacenter(load_planetlab(SHARED / "traces" / "planetlab" / DAY))
+
+
+def test_thr_mmt_08_within_bounds_of_cloudsim(day_dc) -> None:
+    got = run_policy(Simulation(day_dc), make_policy("thr-mmt-0.8"))
+    ref = _reference(f"{DAY}_thr_mmt_0.8")
+    assert got["energy_kwh"] == pytest.approx(ref["energy_kwh"], rel=0.10)
+    assert got["migrations"] == pytest.approx(ref["migrations"], rel=0.10)
+    assert got["slav_pct"] == pytest.approx(ref["slav_pct"], rel=0.25)
+
+
+def test_dvfs_energy_matches_cloudsim(day_dc) -> None:
+    got = run_policy(Simulation(day_dc), make_policy("dvfs"))
+    assert got["energy_kwh"] == pytest.approx(_reference(f"{DAY}_dvfs")["energy_kwh"], rel=0.03)
+    assert got["migrations"] == 0
+
+
+def test_power_model_follows_specpower_table() -> None:
+    table = np.array([ML110_G4])
+    assert power(table[[0]], np.array([0.0]))[0] == 86.0
+    assert power(table[[0]], np.array([1.0]))[0] == 117.0
+    assert power(table[[0]], np.array([0.25]))[0] == pytest.approx(92.6 + (96.0 - 92.6) / 2)
+    # a host that starts an interval at 0 % is off: no energy
+    assert energy_ws(table, np.array([0.0]), np.array([0.5]), 300.0)[0] == 0.0
+    assert energy_ws(table, np.array([0.5]), np.array([0.5]), 300.0)[0] == pytest.approx(102.0 * 300)
+
+
+def test_detectors() -> None:
+    flat = np.full(20, 0.5)
+    assert Thr(0.8).is_overloaded(0.81, flat, 0) and not Thr(0.8).is_overloaded(0.8, flat, 0)
+    assert not Iqr(1.5).is_overloaded(0.99, flat, 0)  # IQR 0: threshold 1
+    assert Iqr(1.5).is_overloaded(0.75, flat[:5], 0)  # short history: THR 0.7 fallback
+    assert Mad(2.5).is_overloaded(0.9, np.r_[np.linspace(0.1, 0.9, 20)], 0)
+    rising = np.linspace(1.0, 0.55, 10)  # most recent first: utilisation climbing
+    assert Lr(1.2).is_overloaded(0.0, rising, 20.0)
+    assert not Lr(1.2).is_overloaded(0.0, rising[::-1], 20.0)
+    assert percentile_legacy(np.array([1.0, 2.0, 3.0, 4.0]), 50) == 2.5
+
+
+def test_planetlab_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(TraceError, match="is empty"):
+        load_planetlab(tmp_path)
+    (tmp_path / "a").write_text("1\n2\n3\n")
+    (tmp_path / "b").write_text("1\nx\n3\n")
+    with pytest.raises(TraceError, match=r"b:2: not an integer"):
+        load_planetlab(tmp_path)
+    (tmp_path / "b").write_text("1\n101\n3\n")
+    with pytest.raises(TraceError, match=r"b:2: utilisation 101 is outside 0..100"):
+        load_planetlab(tmp_path)
+    (tmp_path / "b").write_text("1\n-1\n3\n")
+    with pytest.raises(TraceError, match=r"b:2: utilisation -1"):
+        load_planetlab(tmp_path)
+    (tmp_path / "b").write_text("1\n2\n")
+    with pytest.raises(TraceError, match="2 samples, but a has 3"):
+        load_planetlab(tmp_path)
+    with pytest.raises(TraceError, match="does not exist"):
+        load_planetlab(tmp_path / "nope")
+
+
+def test_planetlab_day_shape_and_order() -> None:
+    tr = load_planetlab(SHARED / "traces" / "planetlab" / DAY)
+    assert tr.util.shape == (1052, 288) and tr.interval_s == 300
+    assert 0 <= tr.util.min() and tr.util.max() <= 1
+    assert list(tr.names) == sorted(tr.names)  # name order decides the VM types, as in the reference
+
+
+def test_env_steps_like_gymnasium(day_dc) -> None:
+    from llmvirt.sim.cloudsim_policies import make_policy as mk
+    from llmvirt.sim.env import CloudSimEnv
+
+    env = CloudSimEnv(day_dc, end=3600.0)
+    obs, info = env.reset(seed=0)
+    assert obs["host_util"].shape == (800,) and info["t"] == pytest.approx(300.1)
+    policy = mk("thr-mmt-0.8")
+    total, steps, done = 0.0, 0, False
+    while not done:
+        assert env.sim is not None
+        obs, reward, done, truncated, info = env.step(policy.decide(env.sim, env.t))
+        assert reward <= 0 and not truncated
+        total += reward
+        steps += 1
+    assert steps == 11 and env.sim.metrics.migrations > 0
+
+
+def test_bench_cli_json_and_bad_policy(cli) -> None:
+    import json
+
+    day = str(SHARED / "traces" / "planetlab" / DAY)
+    code, out, err = cli("bench", "--trace", day, "--policies", "dvfs", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["runs"][0]["policy"] == "dvfs" and doc["runs"][0]["energy_kwh"] == pytest.approx(802.75, abs=0.01)
+    assert 0 < doc["lower_bound"][DAY]["energy_kwh"] < 802.75
+    code, _, err = cli("bench", "--trace", day, "--policies", "thr-zzz-0.8")
+    assert code == 2 and "unknown VM selection 'zzz'" in err
+    code, _, err = cli("bench", "--trace", "/nonexistent", "--policies", "dvfs")
+    assert code == 2 and "does not exist" in err
