@@ -60,3 +60,194 @@ def load_planetlab(directory: Path) -> CpuTrace:
         rows.append(values)
     return CpuTrace(tuple(f.name for f in files), np.vstack(rows).astype(np.float64) / 100.0,
                     PLANETLAB_INTERVAL_S)
+
+
+BITBRAINS_START = 1372636800  # 2013-07-01 00:00 UTC
+BITBRAINS_BINS = 2016  # one week of 300 s bins
+MIN_COVERAGE = 0.9  # VMs with data in fewer bins than this are left out (and reported)
+
+
+@dataclass(frozen=True)
+class UsageTrace:
+    """CPU and memory use of VMs on a common time grid (Bitbrains, the generic format, the store)."""
+
+    names: tuple[str, ...]  #: VM names
+    interval_s: int  #: seconds per sample
+    vcpus: np.ndarray  #: per VM
+    cpu_capacity_mhz: np.ndarray  #: per VM, provisioned
+    cpu_mhz: np.ndarray  #: (vms, samples) CPU used
+    mem_capacity_mib: np.ndarray  #: per VM, provisioned
+    mem_mib: np.ndarray  #: (vms, samples) memory used
+    notes: tuple[str, ...] = ()  #: clean-up that was applied, for the report
+
+    @property
+    def cpu_util(self) -> np.ndarray:
+        """CPU used as a fraction of the VM's capacity."""
+        return self.cpu_mhz / np.maximum(self.cpu_capacity_mhz, 1e-9)[:, None]
+
+    def select(self, idx: np.ndarray) -> UsageTrace:
+        """A subset of the VMs (e.g. a train/test split)."""
+        return UsageTrace(tuple(self.names[i] for i in idx), self.interval_s, self.vcpus[idx],
+                          self.cpu_capacity_mhz[idx], self.cpu_mhz[idx], self.mem_capacity_mib[idx],
+                          self.mem_mib[idx], self.notes)
+
+
+def _grid(ts: np.ndarray, values: np.ndarray, start: int, bins: int, interval: int) -> tuple[np.ndarray, int]:
+    """Mean per time bin; empty bins filled from the previous (or, at the start, the next) sample."""
+    idx = ((ts - start) // interval).astype(np.int64)
+    keep = (idx >= 0) & (idx < bins)
+    idx, values = idx[keep], values[keep]
+    sums = np.bincount(idx, values, minlength=bins)
+    counts = np.bincount(idx, minlength=bins)
+    filled = counts > 0
+    out = np.where(filled, sums / np.maximum(counts, 1), np.nan)
+    if not filled.any():
+        return out, 0
+    pos = np.where(filled, np.arange(bins), -1)
+    np.maximum.accumulate(pos, out=pos)
+    first = int(np.argmax(filled))
+    pos[pos < 0] = first
+    return out[pos], int(filled.sum())
+
+
+def _bitbrains_rows(name: str, text: str) -> np.ndarray:
+    """The first 7 columns as floats; on bad input, the first bad line is named."""
+    import io
+
+    try:
+        a = np.loadtxt(io.StringIO(text), delimiter=";", skiprows=1, usecols=range(7), ndmin=2)
+    except ValueError:
+        for i, line in enumerate(text.splitlines()[1:], 2):
+            parts = line.split(";")
+            try:
+                if len(parts) < 7 or any(float(p) != float(p) for p in parts[:7]):
+                    raise ValueError
+            except ValueError:
+                raise TraceError(f"{name}:{i}: malformed row: {line[:60]!r}") from None
+        raise TraceError(f"{name}: malformed") from None
+    if a.shape[0] == 0:
+        raise TraceError(f"{name}: no samples")
+    neg = np.flatnonzero((a[:, 3] < 0) | (a[:, 6] < 0))
+    if neg.size:
+        raise TraceError(f"{name}:{neg[0] + 2}: negative CPU or memory usage")
+    return a
+
+
+def load_bitbrains(source: Path) -> UsageTrace:
+    """Bitbrains GWA-T-12 (a directory of ``<vm>.csv`` or the week's .tar.gz), on a 300 s grid.
+
+    Clean-up, reported in ``notes``: the timestamp column holds seconds despite its name; samples
+    are averaged per 300 s bin; empty bins take the previous sample; use above the provisioned
+    CPU or memory (turbo, accounting noise) is clipped to it and counted; VMs covering less than 90 %
+    of the week, or reporting 0 cores or 0 memory throughout, are left out; where provisioned
+    cores or memory are 0 in some rows, the VM's largest value is used.
+    """
+    import tarfile
+
+    files: list[tuple[str, str]] = []
+    if source.is_dir():
+        files = [(p.name, p.read_text()) for p in sorted(source.glob("*.csv"))]
+    elif source.is_file() and source.name.endswith((".tar.gz", ".tgz")):
+        with tarfile.open(source, "r|gz") as tar:  # streaming: one pass over the gzip stream
+            for m in tar:
+                if m.isfile() and m.name.endswith(".csv"):
+                    fh = tar.extractfile(m)
+                    if fh is not None:
+                        files.append((Path(m.name).name, fh.read().decode()))
+        files.sort()
+    else:
+        raise TraceError(f"Bitbrains trace {source} is neither a directory nor a .tar.gz")
+    if not files:
+        raise TraceError(f"Bitbrains trace {source} holds no .csv files")
+    names, vcpus, cap, cpu, mcap, mem = [], [], [], [], [], []
+    dropped: list[str] = []
+    filled_bins = clipped = 0
+    for name, text in files:
+        a = _bitbrains_rows(name, text)
+        cores, cap_mhz, mem_cap = a[:, 1].max(), a[:, 2].max(), a[:, 5].max() / 1024
+        if cores <= 0 or mem_cap <= 0 or cap_mhz <= 0:
+            dropped.append(f"{name} (0 cores or memory)")
+            continue
+        c, n = _grid(a[:, 0], a[:, 3], BITBRAINS_START, BITBRAINS_BINS, 300)
+        m, _ = _grid(a[:, 0], a[:, 6] / 1024, BITBRAINS_START, BITBRAINS_BINS, 300)
+        if n < MIN_COVERAGE * BITBRAINS_BINS:
+            dropped.append(f"{name} (data in {n} of {BITBRAINS_BINS} bins)")
+            continue
+        filled_bins += BITBRAINS_BINS - n
+        clipped += int((c > cap_mhz).sum() + (m > mem_cap).sum())
+        names.append(name.removesuffix(".csv"))
+        vcpus.append(cores)
+        cap.append(cap_mhz)
+        cpu.append(np.minimum(c, cap_mhz))
+        mcap.append(mem_cap)
+        mem.append(np.minimum(m, mem_cap))
+    notes = (f"{len(names)} VMs kept, {len(dropped)} left out: {', '.join(dropped)}",
+             f"{filled_bins} empty 300 s bins filled from the previous sample",
+             f"{clipped} samples above the provisioned CPU or memory clipped to it")
+    return UsageTrace(tuple(names), 300, np.array(vcpus), np.array(cap), np.vstack(cpu), np.array(mcap),
+                      np.vstack(mem), notes)
+
+
+GENERIC_COLUMNS = ("vm", "timestamp", "cpu_pct", "mem_mib")
+
+
+def load_generic(path: Path, interval_s: int = 300) -> UsageTrace:
+    """The generic format: rows of ``vm, timestamp (Unix s), cpu_pct (of the VM's vCPUs), mem_mib``.
+
+    CSV (header required) or Parquet (same column names). Optional columns ``vcpus`` and
+    ``mem_capacity_mib`` give the VM's size; without them a VM counts 1 vCPU and its largest
+    memory use as capacity. Samples are averaged per ``interval_s`` bin from the earliest timestamp.
+    """
+    if not path.is_file():
+        raise TraceError(f"trace file {path} does not exist")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        cols = {c: table.column(c).to_pylist() for c in table.column_names}
+    else:
+        import csv
+
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            cols = {c: [] for c in (reader.fieldnames or [])}
+            for i, row in enumerate(reader, 2):
+                for c in cols:
+                    cols[c].append(row[c])
+                if any(v in ("", None) for v in row.values()):
+                    raise TraceError(f"{path}:{i}: empty field")
+    missing = [c for c in GENERIC_COLUMNS if c not in cols]
+    if missing:
+        raise TraceError(f"{path}: missing column(s) {', '.join(missing)}; need {', '.join(GENERIC_COLUMNS)}")
+    try:
+        ts = np.array(cols["timestamp"], dtype=np.float64)
+        cpu = np.array(cols["cpu_pct"], dtype=np.float64)
+        mem = np.array(cols["mem_mib"], dtype=np.float64)
+    except ValueError as exc:
+        raise TraceError(f"{path}: non-numeric value: {exc}") from None
+    bad = np.flatnonzero((cpu < 0) | (cpu > 100) | (mem < 0))
+    if bad.size:
+        raise TraceError(f"{path}: row {bad[0] + 2}: cpu_pct must be 0..100 and mem_mib >= 0")
+    vms = np.array([str(v) for v in cols["vm"]])
+    names = tuple(sorted(set(vms)))
+    start = int(ts.min())
+    bins = int((ts.max() - start) // interval_s) + 1
+    vcpus = np.ones(len(names))
+    if "vcpus" in cols:
+        per = dict(zip(vms, np.array(cols["vcpus"], dtype=np.float64), strict=True))
+        vcpus = np.array([per[n] for n in names])
+    util_rows, mem_rows = [], []
+    for n in names:
+        sel = vms == n
+        u, _ = _grid(ts[sel], cpu[sel] / 100, start, bins, interval_s)
+        m, _ = _grid(ts[sel], mem[sel], start, bins, interval_s)
+        util_rows.append(u)
+        mem_rows.append(m)
+    mem_arr = np.vstack(mem_rows)
+    mcap = mem_arr.max(axis=1)
+    if "mem_capacity_mib" in cols:
+        per = dict(zip(vms, np.array(cols["mem_capacity_mib"], dtype=np.float64), strict=True))
+        mcap = np.array([per[n] for n in names])
+    mhz = 1000.0  # nominal MHz per vCPU; only ratios matter in the scenarios
+    return UsageTrace(names, interval_s, vcpus, vcpus * mhz, np.vstack(util_rows) * (vcpus * mhz)[:, None],
+                      mcap, mem_arr)
