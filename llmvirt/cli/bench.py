@@ -1,4 +1,4 @@
-"""``llmvirt bench``: compare placement policies side by side on identical trace input."""
+"""``llmvirt bench``: compare policies side by side on identical trace input."""
 
 from __future__ import annotations
 
@@ -10,46 +10,115 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from llmvirt.cli.common import out
+from llmvirt.cli.common import out, state
 from llmvirt.errors import UsageError
 from llmvirt.sim import bench as simbench
+from llmvirt.sim import traces
 
 
 class Scenario(StrEnum):
     """Benchmark scenarios."""
 
     cloudsim = "cloudsim"
+    balance = "balance"
+    memory = "memory"
+
+
+DEFAULTS = {Scenario.cloudsim: simbench.DEFAULT_CLOUDSIM_POLICIES, Scenario.balance: simbench.DEFAULT_BALANCE_POLICIES,
+            Scenario.memory: simbench.DEFAULT_MEMORY_POLICIES}
+FLEET_COLUMNS = {
+    Scenario.balance: ("host_overload_h", "cpu_overload_h", "mem_overload_h", "migrations", "gib_migrated",
+                       "cpu_spread_avg"),
+    Scenario.memory: ("reclaimed_gib_avg", "guest_pressure_h", "mem_overload_h"),
+}
+
+
+HEADERS = {"host_overload_h": "overload h", "cpu_overload_h": "CPU over h", "mem_overload_h": "mem over h",
+           "gib_migrated": "GiB moved", "cpu_spread_avg": "CPU spread", "reclaimed_gib_avg": "reclaimed GiB",
+           "guest_pressure_h": "pressure h"}
+
+
+def _check(scenario: Scenario, names: list[str]) -> None:
+    maker = {Scenario.cloudsim: simbench.make_policy, Scenario.balance: simbench.make_balancer,
+             Scenario.memory: simbench.make_balloon}[scenario]
+    for name in names:
+        try:
+            maker(name)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def _usage_traces(ctx: typer.Context, paths: list[Path], from_store: bool) -> list[tuple[str, traces.UsageTrace]]:
+    out_traces = []
+    for p in paths:
+        if p.is_file() and p.suffix in (".csv", ".parquet"):
+            out_traces.append((p.name, traces.load_generic(p)))
+        else:
+            out_traces.append((p.name, traces.load_bitbrains(p)))
+    if from_store:
+        from llmvirt.sim.store_history import store_trace
+
+        out_traces.append(("store", store_trace(state(ctx).engine())))
+    return out_traces
 
 
 def bench(
-    scenario: Annotated[Scenario, typer.Option(help="Scenario: cloudsim (Beloglazov & Buyya on PlanetLab).")] =
-    Scenario.cloudsim,
-    trace: Annotated[list[Path] | None, typer.Option("--trace", help="Trace directory (repeatable), e.g. "
-                                                     "../shared/traces/planetlab/20110303.")] = None,
-    policies: Annotated[str, typer.Option(help="Comma-separated policies: dvfs or DETECTOR-SELECTION-PARAM "
-                                          "(thr|iqr|mad|lr x mmt|mu|rs).")] =
-    ",".join(simbench.DEFAULT_CLOUDSIM_POLICIES),
+    ctx: typer.Context,
+    scenario: Annotated[Scenario, typer.Option(help="cloudsim (PlanetLab consolidation), balance or memory "
+                                               "(Bitbrains).")] = Scenario.cloudsim,
+    trace: Annotated[list[Path] | None, typer.Option("--trace", help="Trace (repeatable): a PlanetLab day "
+                                                     "directory for cloudsim; a Bitbrains directory or .tar.gz, or "
+                                                     "a generic .csv/.parquet, for balance and memory.")] = None,
+    from_store: Annotated[bool, typer.Option("--from-store", help="Also replay the VM history in llmvirt's "
+                                             "store (balance and memory).")] = False,
+    policies: Annotated[str | None, typer.Option(help="Comma-separated policies (default: every baseline of the "
+                                                 "scenario).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for random selection (rs).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write per-step curves and a summary chart to this PNG.")]
     = None,
 ) -> None:
-    """Run every policy on every trace and print the results side by side, with a lower bound."""
-    if not trace:
-        raise UsageError("give at least one --trace DIR")
-    names = [p.strip() for p in policies.split(",") if p.strip()]
-    for name in names:
-        try:
-            simbench.make_policy(name)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    results, bounds = simbench.run_cloudsim(list(trace), names, seed)
+    """Run every policy on every trace and print the results side by side, with the scenario's bound."""
+    if not trace and not from_store:
+        raise UsageError("give at least one --trace (or --from-store)")
+    names = [p.strip() for p in (policies or ",".join(DEFAULTS[scenario])).split(",") if p.strip()]
+    _check(scenario, names)
+    if scenario is Scenario.cloudsim:
+        if from_store:
+            raise UsageError("--from-store replays CPU and memory history: use --scenario balance or memory")
+        _cloudsim(list(trace or []), names, seed, as_json, plot)
+        return
+    results, bounds = [], {}
+    for label, tr in _usage_traces(ctx, list(trace or []), from_store):
+        r, b = simbench.run_fleet(scenario.value, tr, label, names)
+        results += r
+        bounds.update(b)
+    if plot is not None:
+        simbench.plot_fleet(results, scenario.value, plot)
+    if as_json:
+        out.print_json(json.dumps({"scenario": scenario.value, "bound": bounds,
+                                   "runs": [{"trace": r.trace, "policy": r.policy, **r.summary,
+                                             "seconds": round(r.seconds, 3)} for r in results]}))
+        return
+    t = Table(title=f"{scenario.value}: policies side by side")
+    cols = FLEET_COLUMNS[scenario]
+    for col in ("trace", "policy", *cols, "s"):
+        t.add_column(HEADERS.get(col, col), overflow="fold")
+    for r in results:
+        t.add_row(r.trace, r.policy, *(f"{r.summary[c]:.2f}" for c in cols), f"{r.seconds:.1f}")
+    out.print(t)
+    for label, b in bounds.items():
+        out.print(f"bound for {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in b.items()))
+
+
+def _cloudsim(trace: list[Path], names: list[str], seed: int, as_json: bool, plot: Path | None) -> None:
+    results, bounds = simbench.run_cloudsim(trace, names, seed)
     if plot is not None:
         simbench.plot(results, bounds, plot)
     if as_json:
         out.print_json(json.dumps(simbench.results_json(results, bounds)))
         return
-    t = Table(title=f"{scenario.value}: policies side by side")
+    t = Table(title="cloudsim: policies side by side")
     for col in ("trace", "policy", "energy kWh", "migrations", "SLATAH %", "PDM %", "SLAV %", "ESV", "s"):
         t.add_column(col, justify="right" if col not in ("trace", "policy") else "left")
     for r in results:
@@ -59,5 +128,3 @@ def bench(
     for tr, e in bounds.items():
         t.add_row(tr, "[italic]lower bound[/italic]", f"{e:.2f}", "-", "-", "-", "-", "-", "-")
     out.print(t)
-    if plot is not None:
-        out.print(f"plot written to {plot}")

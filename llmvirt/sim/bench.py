@@ -13,13 +13,63 @@ from typing import Any
 import numpy as np
 
 from llmvirt.sim.cloudsim_policies import make_policy, run_policy
-
-__all__ = ["make_policy", "run_cloudsim", "results_json", "plot", "energy_lower_bound_kwh"]
 from llmvirt.sim.datacenter import DataCenter, cloudsim_datacenter
 from llmvirt.sim.engine import Metrics, Simulation
-from llmvirt.sim.traces import load_planetlab
+from llmvirt.sim.field_policies import make_balancer, make_balloon
+from llmvirt.sim.fleet import BALANCE_SETUP, MEMORY_SETUP, FleetMetrics, FleetSim
+from llmvirt.sim.traces import UsageTrace, load_planetlab
 
+__all__ = ["make_policy", "make_balancer", "make_balloon", "run_cloudsim", "run_fleet", "results_json", "plot",
+           "energy_lower_bound_kwh"]
+DEFAULT_BALANCE_POLICIES = ("none", "watcher-wb", "watcher-wb:70", "watcher-vwc", "proxlb", "proxlb:10:cpu")
+DEFAULT_MEMORY_POLICIES = ("no-balloon", "mom", "proxmox")
 DEFAULT_CLOUDSIM_POLICIES = ("dvfs", "thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2")
+
+
+@dataclass
+class FleetResult:
+    """One balancer or balloon policy on one Bitbrains (or generic) trace."""
+
+    trace: str  #: trace name
+    policy: str  #: policy name
+    summary: dict[str, float]  #: headline figures
+    metrics: FleetMetrics  #: per-step series
+    seconds: float  #: wall time of the run
+
+
+def balance_lower_bound(trace: UsageTrace, n_hosts: int) -> float:
+    """Host-hours of overload no placement can avoid: a VM alone above a host's capacity, or the
+    whole fleet's demand above the fleet's capacity (then at least one host is overloaded)."""
+    s = BALANCE_SETUP
+    cpu_total = trace.cpu_mhz.sum(axis=0)
+    mem_total = trace.mem_mib.sum(axis=0)
+    single = ((trace.cpu_mhz > s.host_mhz) | (trace.mem_mib > s.host_mem_mib)).sum(axis=0)
+    fleet = (cpu_total > n_hosts * s.host_mhz) | (mem_total > n_hosts * s.host_mem_mib)
+    return float(np.maximum(single, fleet.astype(int)).sum()) * trace.interval_s / 3600
+
+
+def memory_bound(trace: UsageTrace) -> float:
+    """Average GiB an oracle could reclaim with no guest pressure: every target at the demand."""
+    return float((trace.mem_capacity_mib[:, None] - trace.mem_mib).sum(axis=0).mean()) / 1024
+
+
+def run_fleet(scenario: str, trace: UsageTrace, label: str, policies: list[str]) -> tuple[list[FleetResult], dict]:
+    """Every policy on the trace in the balance or memory scenario, with the scenario's bound."""
+    results: list[FleetResult] = []
+    for name in policies:
+        if scenario == "balance":
+            sim = FleetSim(trace, BALANCE_SETUP, extra_hosts=1)
+            t0 = time.perf_counter()
+            m = sim.run(balance=make_balancer(name))
+        else:
+            sim = FleetSim(trace, MEMORY_SETUP)
+            t0 = time.perf_counter()
+            m = sim.run(balloon=make_balloon(name))
+        results.append(FleetResult(label, name, m.summary(), m, time.perf_counter() - t0))
+    n_hosts = FleetSim(trace, BALANCE_SETUP, extra_hosts=1).n_hosts
+    bound = ({"host_overload_h": balance_lower_bound(trace, n_hosts)} if scenario == "balance"
+             else {"reclaimed_gib_avg_max": memory_bound(trace), "guest_pressure_h": 0.0})
+    return results, {label: bound}
 
 
 @dataclass
@@ -100,6 +150,30 @@ def plot(results: list[RunResult], bounds: dict[str, float], path: Path) -> None
     axes[1, 1].set(title="SLAV % (mean over traces)")
     for ax in axes[1]:
         ax.tick_params(axis="x", rotation=30, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_fleet(results: list[FleetResult], scenario: str, path: Path) -> None:
+    """Per-step overloaded hosts (first trace) and a summary chart, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = results[0].trace
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for r in (r for r in results if r.trace == first):
+        hours = np.arange(len(r.metrics.per_step_overloaded)) * 300 / 3600
+        axes[0].plot(hours, np.cumsum(r.metrics.per_step_overloaded) * 300 / 3600, label=r.policy, lw=1)
+    axes[0].set(title=f"cumulative host overload, host-hours ({first})", xlabel="hour")
+    axes[0].legend(fontsize=7)
+    key = "host_overload_h" if scenario == "balance" else "guest_pressure_h"
+    names = list(dict.fromkeys(r.policy for r in results))
+    axes[1].bar(names, [np.mean([r.summary[key] for r in results if r.policy == n]) for n in names])
+    axes[1].set(title=f"{key} (mean over traces)")
+    axes[1].tick_params(axis="x", rotation=30, labelsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,0 +1,280 @@
+"""Baselines from the field, implemented from their published algorithms.
+
+Balancers (migration), each decides on a :class:`~llmvirt.sim.fleet.FleetView` every step:
+
+- ``watcher-wb[:THRESHOLD]``: OpenStack Watcher ``workload_balance``
+  (watcher/decision_engine/strategy/strategies/workload_balance.py): hosts at or above the
+  CPU threshold (default 25 %) are sources; from the busiest, the VM whose load best fills the
+  host's excess over the cluster average (without exceeding it) moves to the least-loaded host
+  that has allocation room and stays under the threshold. One migration per audit.
+- ``watcher-vwc``: Watcher ``vm_workload_consolidation`` (…/vm_workload_consolidation.py):
+  offload phase (overloaded hosts shed their least-CPU VMs first-fit onto the most loaded hosts
+  that fit), consolidation phase (least-loaded hosts emptied first-fit onto the most loaded ones),
+  then chains of moves of one VM collapsed into one. Capacity coefficients 1.0.
+- ``proxlb[:BALANCINESS][:cpu]``: ProxLB (gyptazy/ProxLB, models/calculations.py relocate_guests;
+  docs/03_FAQ.md "How does it work?"): when the spread of node usage (memory by default, "used"
+  mode) exceeds the balanciness (10 points), guests, smallest first, leave the most-used node for
+  the node with the most free resources until the spread is within the balanciness.
+- ``none``: never migrate.
+
+Balloon policies, each sets targets every step (run in 10 s rounds inside the 300 s step, as the
+daemons do):
+
+- ``mom``: oVirt MOM's default ``balloon.rules`` (pressure_threshold 0.20, pressure_critical 0.05,
+  min_guest_free_percent 0.20, max_balloon_change_percent 0.05, min_balloon_change_percent 0.0025):
+  shrink every guest when host free memory is under 20 %, else grow them back.
+- ``proxmox``: Proxmox VE's pvestatd auto-ballooning (PVE::AutoBalloon compute_alg1): move the
+  host toward 80 % memory use, sharing the change equally (default shares) among ballooned VMs,
+  at most 100 MiB per VM per 10 s round, between each VM's minimum (here 25 % of its maximum, as
+  in the Proxmox guide's 1 GiB-of-4 GiB example) and maximum.
+- ``no-balloon``: targets stay at the maximum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmvirt.sim.fleet import FleetView, allocation_ok
+
+ROUNDS_PER_STEP = 30  # 10 s daemon rounds in one 300 s step
+
+
+def _cores_used(view: FleetView) -> np.ndarray:
+    return view.vm_cpu_mhz / view.setup.mhz_per_core
+
+
+@dataclass
+class NoMigration:
+    """Never migrates."""
+
+    name: str = "none"  #: display name
+
+    def decide(self, view: FleetView) -> list[tuple[int, int]]:
+        """Nothing to do."""
+        return []
+
+
+@dataclass
+class WatcherWorkloadBalance:
+    """OpenStack Watcher's workload_balance strategy on CPU."""
+
+    threshold: float = 25.0  #: percent of host cores
+    name: str = "watcher-wb"  #: display name
+
+    def decide(self, view: FleetView) -> list[tuple[int, int]]:
+        """At most one migration, as one Watcher audit produces."""
+        cores = view.setup.host_cores
+        load = _cores_used(view)
+        host_load = view.host_sum(load)
+        util = host_load / cores * 100
+        over = [h for h in np.argsort(-util, kind="stable") if util[h] >= self.threshold]
+        under = [h for h in range(view.n_hosts) if util[h] < self.threshold and not view.maintenance[h]]
+        if not over or not under:
+            return []
+        avg = host_load.sum() / view.n_hosts
+        for src in over:
+            vms = np.flatnonzero(view.vm_host == src)
+            if vms.size == 0:
+                continue
+            delta = host_load[src] - avg - load[vms]
+            ok = delta >= 0
+            if not ok.any():
+                continue
+            vm = int(vms[ok][np.argmin(delta[ok])])
+            dests = [h for h in under if allocation_ok(view, vm, h, view.vm_host)
+                     and load[vm] + host_load[h] < self.threshold / 100 * cores]
+            if not dests:
+                return []
+            return [(vm, min(dests, key=lambda h: util[h]))]
+        return []
+
+
+@dataclass
+class WatcherVmWorkloadConsolidation:
+    """OpenStack Watcher's vm_workload_consolidation strategy (Sercon-style)."""
+
+    cc: float = 1.0  #: capacity coefficient for CPU and RAM
+    name: str = "watcher-vwc"  #: display name
+
+    def decide(self, view: FleetView) -> list[tuple[int, int]]:
+        """Offload, consolidate, then collapse repeated moves of a VM."""
+        s = view.setup
+        load, mem = _cores_used(view), view.vm_mem_mib
+        where = view.vm_host.copy()
+        moves: list[tuple[int, int, int]] = []
+
+        def host_load(h: int) -> tuple[float, float]:
+            on = where == h
+            return float(load[on].sum()), float(mem[on].sum())
+
+        def fits(vm: int, h: int) -> bool:
+            c, m = host_load(h)
+            return c + load[vm] <= s.host_cores * self.cc and m + mem[vm] <= s.host_mem_mib * self.cc
+
+        def move(vm: int, dst: int) -> None:
+            moves.append((vm, int(where[vm]), dst))
+            where[vm] = dst
+
+        nodes = sorted(range(view.n_hosts), key=lambda h: host_load(h)[0])
+        for node in reversed(nodes):  # offload
+            if host_load(node)[0] <= s.host_cores * self.cc:
+                continue
+            for vm in sorted(np.flatnonzero(where == node), key=lambda v: load[v]):
+                for dst in reversed(nodes):
+                    if dst != node and fits(int(vm), dst):
+                        move(int(vm), dst)
+                        break
+                if host_load(node)[0] <= s.host_cores * self.cc:
+                    break
+        nodes = sorted(range(view.n_hosts), key=lambda h: host_load(h)[0])
+        for asc, node in enumerate(nodes):  # consolidation
+            for vm in sorted(np.flatnonzero(where == node), key=lambda v: load[v], reverse=True):
+                dsc = len(nodes) - 1
+                for dst in reversed(nodes):
+                    if asc >= dsc:
+                        break
+                    if dst != node and fits(int(vm), dst):
+                        move(int(vm), dst)
+                        break
+                    dsc -= 1
+        final = {vm: dst for vm, _src, dst in moves}  # optimize_solution: one move per VM, none if back home
+        return [(vm, dst) for vm, dst in final.items() if dst != view.vm_host[vm]]
+
+
+@dataclass
+class ProxLB:
+    """ProxLB's rebalancing in "used" mode."""
+
+    balanciness: float = 10.0  #: allowed spread of node usage, percentage points
+    method: str = "memory"  #: memory (ProxLB's default) or cpu
+    name: str = "proxlb"  #: display name
+
+    def decide(self, view: FleetView) -> list[tuple[int, int]]:
+        """Move guests off the most-used node, smallest first, until the spread is small enough."""
+        s = view.setup
+        if self.method == "cpu":
+            per_vm, total = view.vm_cpu_mhz, s.host_mhz
+        else:
+            per_vm, total = view.vm_mem_mib, s.host_mem_mib
+        where = view.vm_host.copy()
+        used = view.host_sum(per_vm).astype(np.float64)
+        ok_nodes = ~view.maintenance
+        moves: list[tuple[int, int]] = []
+        for vm in np.argsort(view.vm_mem_mib, kind="stable"):  # one-guest groups, RAM ascending
+            pct = used / total * 100
+            if pct[ok_nodes].max() - pct[ok_nodes].min() <= self.balanciness:
+                break
+            src = int(where[vm])
+            if src != int(np.argmax(np.where(ok_nodes, pct, -np.inf))):
+                continue
+            dst = int(np.argmax(np.where(ok_nodes, total - used, -np.inf)))
+            if dst == src or total - used[dst] < per_vm[vm] or not allocation_ok(view, int(vm), dst, where):
+                continue
+            used[src] -= per_vm[vm]
+            used[dst] += per_vm[vm]
+            where[vm] = dst
+            moves.append((int(vm), dst))
+        return moves
+
+
+@dataclass
+class NoBalloon:
+    """Balloon targets stay at the VM's maximum."""
+
+    name: str = "no-balloon"  #: display name
+
+    def targets(self, view: FleetView) -> np.ndarray:
+        """The maximum of every VM."""
+        return view.vm_mem_cap.astype(np.float64).copy()
+
+
+@dataclass
+class MomBalloon:
+    """oVirt MOM's default balloon rules, applied in 10 s rounds."""
+
+    pressure_threshold: float = 0.20  #: host free fraction under which guests shrink
+    pressure_critical: float = 0.05  #: host free fraction under which guests are forced to swap
+    min_guest_free_percent: float = 0.20  #: free memory an unconstrained guest keeps
+    max_balloon_change_percent: float = 0.05  #: largest change per round
+    min_balloon_change_percent: float = 0.0025  #: smaller changes are skipped
+    rounds: int = ROUNDS_PER_STEP  #: 10 s rounds per step
+    name: str = "mom"  #: display name
+
+    def targets(self, view: FleetView) -> np.ndarray:
+        """Targets after one step of MOM rounds."""
+        cur = view.vm_balloon.astype(np.float64).copy()
+        cap = view.vm_mem_cap.astype(np.float64)
+        demand = view.vm_mem_mib
+        host_mem = view.setup.host_mem_mib
+        for _ in range(self.rounds):
+            used = np.minimum(demand, cur)  # balloon_cur - mem_unused
+            free = (host_mem - view.host_sum(cur)) / host_mem
+            hf = free[view.vm_host]
+            shrink = hf < self.pressure_threshold
+            gfp = np.where(hf <= self.pressure_critical, -0.05 + hf,
+                           self.min_guest_free_percent * (hf / self.pressure_threshold))
+            s_size = np.maximum(cur * (1 - self.max_balloon_change_percent), used + gfp * cur)
+            s_ok = (s_size <= cur) & (np.abs(s_size - cur) > self.min_balloon_change_percent * cur)
+            g_size = np.maximum(np.minimum(cur * (1 + self.max_balloon_change_percent), cap),
+                                used + self.min_guest_free_percent * cap)
+            g_ok = (cur < cap) & (np.abs(g_size - cur) > self.min_balloon_change_percent * cur)
+            cur = np.where(shrink, np.where(s_ok, s_size, cur), np.where(g_ok, g_size, cur))
+            cur = np.clip(cur, 0.0, cap)
+        return cur
+
+
+@dataclass
+class ProxmoxAutoBalloon:
+    """Proxmox VE auto-ballooning toward 80 % host memory use."""
+
+    target: float = 0.80  #: host memory use aimed at
+    min_fraction: float = 0.25  #: each VM's configured minimum, as a fraction of its maximum
+    max_change_mib: float = 100.0  #: per VM per 10 s round
+    rounds: int = ROUNDS_PER_STEP  #: 10 s rounds per step
+    name: str = "proxmox"  #: display name
+
+    def targets(self, view: FleetView) -> np.ndarray:
+        """Targets after one step of pvestatd rounds."""
+        cur = view.vm_balloon.astype(np.float64).copy()
+        cap = view.vm_mem_cap.astype(np.float64)
+        low = cap * self.min_fraction
+        host_mem = view.setup.host_mem_mib
+        for _ in range(self.rounds):
+            goal = self.target * host_mem - view.host_sum(cur)  # per host: + grow, - shrink
+            g = goal[view.vm_host]
+            room = np.where(g > 0, cap - cur, cur - low)
+            can = room > 0
+            n = np.bincount(view.vm_host, can.astype(np.float64), minlength=view.n_hosts)
+            share = np.abs(g) / np.maximum(n[view.vm_host], 1)  # equal shares
+            change = np.where(can, np.minimum(np.minimum(share, self.max_change_mib), room), 0.0)
+            cur = cur + np.sign(g) * change
+        return cur
+
+
+def make_balancer(name: str) -> NoMigration | WatcherWorkloadBalance | WatcherVmWorkloadConsolidation | ProxLB:
+    """A balancer by name: none, watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu]."""
+    base, *args = name.split(":")
+    try:
+        if base == "none":
+            return NoMigration()
+        if base == "watcher-wb":
+            return WatcherWorkloadBalance(float(args[0]) if args else 25.0, name=name)
+        if base == "watcher-vwc":
+            return WatcherVmWorkloadConsolidation(name=name)
+        if base == "proxlb":
+            method = "cpu" if "cpu" in args else "memory"
+            nums = [a for a in args if a != "cpu"]
+            return ProxLB(float(nums[0]) if nums else 10.0, method, name=name)
+    except ValueError:
+        raise ValueError(f"balancer {name!r}: parameter is not a number") from None
+    raise ValueError(f"unknown balancer {name!r}: use none, watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu]")
+
+
+def make_balloon(name: str) -> NoBalloon | MomBalloon | ProxmoxAutoBalloon:
+    """A balloon policy by name: no-balloon, mom, proxmox."""
+    table = {"no-balloon": NoBalloon, "mom": MomBalloon, "proxmox": ProxmoxAutoBalloon}
+    if name not in table:
+        raise ValueError(f"unknown balloon policy {name!r}: use {', '.join(table)}")
+    return table[name]()  # type: ignore[abstract]

@@ -1,0 +1,67 @@
+"""Replay llmvirt's own history: the store's VM samples as a trace in the generic format.
+
+CPU use comes from the CPU-time delta between consecutive snapshots of the same VM
+(over its vCPUs); memory use is what the guest reports (available - unused) where it
+reports it, else the balloon size. VMs are keyed by UUID, so a VM that migrated keeps
+one history. Rows can be written as the generic CSV with :func:`write_generic_csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+
+from llmvirt.errors import UsageError
+from llmvirt.sim.traces import UsageTrace, load_generic
+from llmvirt.store.schema import HostSnapshotRow, VmSampleRow
+
+
+def history_rows(engine: Engine) -> list[tuple[str, float, float, float, int, float]]:
+    """``(vm, timestamp, cpu_pct, mem_mib, vcpus, mem_capacity_mib)`` for every consecutive pair of samples."""
+    q = (select(VmSampleRow.uuid, VmSampleRow.name, HostSnapshotRow.taken_at, VmSampleRow.cpu_time_ns,
+                VmSampleRow.vcpus, VmSampleRow.memory_mib, VmSampleRow.balloon_current_mib,
+                VmSampleRow.available_mib, VmSampleRow.unused_mib, VmSampleRow.state)
+         .join(HostSnapshotRow, VmSampleRow.snapshot_id == HostSnapshotRow.id)
+         .where(HostSnapshotRow.ok.is_(True))
+         .order_by(VmSampleRow.uuid, HostSnapshotRow.taken_at))
+    rows: list[tuple[str, float, float, float, int, float]] = []
+    prev: dict[str, tuple[float, int]] = {}
+    with engine.connect() as conn:
+        for uuid, name, taken, cpu_ns, vcpus, mem_max, balloon, avail, unused, st in conn.execute(q):
+            ts = taken.timestamp()
+            if st != "running" or cpu_ns is None:
+                prev.pop(uuid, None)
+                continue
+            before = prev.get(uuid)
+            prev[uuid] = (ts, cpu_ns)
+            if before is None or ts <= before[0] or cpu_ns < before[1]:
+                continue
+            pct = min(100.0, 100 * (cpu_ns - before[1]) / ((ts - before[0]) * 1e9 * max(1, vcpus)))
+            if avail is not None and unused is not None:
+                mem = float(max(0, avail - unused))
+            else:
+                mem = float(balloon if balloon is not None else mem_max)
+            rows.append((f"{name}-{uuid[:8]}", ts, pct, mem, int(vcpus), float(mem_max)))
+    return rows
+
+
+def write_generic_csv(rows: list[tuple[str, float, float, float, int, float]], path: Path) -> None:
+    """Write rows in the generic trace format (with the optional size columns)."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["vm", "timestamp", "cpu_pct", "mem_mib", "vcpus", "mem_capacity_mib"])
+        w.writerows(rows)
+
+
+def store_trace(engine: Engine, interval_s: int = 300) -> UsageTrace:
+    """The store's history as a :class:`UsageTrace` (needs at least two scans of running VMs)."""
+    rows = history_rows(engine)
+    if not rows:
+        raise UsageError("the store holds no VM history yet: run `llmvirt scan` at least twice")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "store.csv"
+        write_generic_csv(rows, path)
+        return load_generic(path, interval_s)
