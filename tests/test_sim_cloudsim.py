@@ -124,3 +124,21 @@ def test_bench_cli_json_and_bad_policy(cli) -> None:
     assert code == 2 and "unknown VM selection 'zzz'" in err
     code, _, err = cli("bench", "--trace", "/nonexistent", "--policies", "dvfs")
     assert code == 2 and "does not exist" in err
+
+
+def test_other_selections_and_static_placements_run(day_dc) -> None:
+    from llmvirt.sim.env import CloudSimEnv
+
+    for name in ("thr-mc-0.8", "thr-mu-0.8", "thr-rs-0.8"):
+        env = CloudSimEnv(day_dc, end=3 * 3600.0)
+        env.reset()
+        policy = make_policy(name, seed=1)
+        done = False
+        while not done:
+            assert env.sim is not None
+            _, _, done, _, _ = env.step(policy.decide(env.sim, env.t))
+        assert env.sim.metrics.migrations > 0
+    dvfs = run_policy(Simulation(day_dc), make_policy("dvfs"))
+    for name in ("ffd", "bfd"):
+        got = run_policy(Simulation(day_dc), make_policy(name))
+        assert got["migrations"] == 0 and 0 < got["energy_kwh"] <= dvfs["energy_kwh"] * 1.05

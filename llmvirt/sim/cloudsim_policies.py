@@ -47,6 +47,26 @@ def _initial_pabfd(sim: Simulation):  # noqa: ANN202 - a chooser closure
     return choose
 
 
+def _initial_decreasing(sim: Simulation, best: bool):  # noqa: ANN202
+    """First-fit or best-fit decreasing at time 0: VMs are offered largest MIPS first."""
+    dc = sim.dc
+    order = np.argsort(-dc.vm_mips, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    pending = {"order": list(order)}
+
+    def choose(vm: int, avail: np.ndarray, ram: np.ndarray, bw: np.ndarray) -> int:
+        r = dc.vm_mips[vm]
+        ok = (dc.pe_mips >= r) & (avail >= r) & (ram >= dc.vm_ram[vm]) & (bw >= dc.vm_bw[vm])
+        idx = np.flatnonzero(ok)
+        if not idx.size:
+            return -1
+        return int(idx[np.argmin(avail[idx] - r)]) if best else int(idx[0])
+
+    choose.order = pending["order"]  # type: ignore[attr-defined]
+    return choose
+
+
 def _initial_first_fit(sim: Simulation):  # noqa: ANN202
     dc = sim.dc
 
@@ -59,7 +79,7 @@ def _initial_first_fit(sim: Simulation):  # noqa: ANN202
     return choose
 
 
-SELECTIONS = ("mmt", "mu", "rs")  #: minimum migration time, minimum utilisation, random selection
+SELECTIONS = ("mmt", "mu", "rs", "mc")  #: min migration time, min utilisation, random, max correlation
 
 
 class _FastPower:
@@ -103,6 +123,22 @@ class Dvfs:
     def initial_chooser(self, sim: Simulation):  # noqa: ANN201
         """First fit, as PowerVmAllocationPolicySimple."""
         return _initial_first_fit(sim)
+
+    def decide(self, sim: Simulation, t: float) -> list[tuple[int, int]]:
+        """No migrations."""
+        return []
+
+
+@dataclass
+class StaticDecreasing:
+    """First-fit (``ffd``) or best-fit (``bfd``) decreasing placement at start, then no migration."""
+
+    best: bool = False  #: best fit (least MIPS left over) instead of first fit
+    name: str = "ffd"  #: display name
+
+    def initial_chooser(self, sim: Simulation):  # noqa: ANN201
+        """The decreasing-size chooser; its ``order`` tells place_initial which VM goes first."""
+        return _initial_decreasing(sim, self.best)
 
     def decide(self, sim: Simulation, t: float) -> list[tuple[int, int]]:
         """No migrations."""
@@ -233,7 +269,29 @@ class PabfdPolicy:
             return vms[int(np.argmin(util))]
         if self.selection == "rs":
             return vms[int(self._rng.integers(len(vms)))]
+        if self.selection == "mc":
+            return self._max_correlation(sim, vms)
         raise ValueError(f"unknown VM selection {self.selection!r}")
+
+    @staticmethod
+    def _max_correlation(sim: Simulation, vms: list[int]) -> int:
+        """PowerVmSelectionPolicyMaximumCorrelation: the VM whose history is best explained (R^2 of a
+        least-squares fit) by the other VMs' histories; MMT when there is too little history."""
+        n = len(vms)
+        m = int(sim.history_len[vms].min())
+        if n < 2 or m <= n:  # OLS needs more observations than regressors + intercept
+            return vms[int(np.argmin(sim.dc.vm_ram[vms]))]
+        data = sim.history[vms, :m]
+        best, best_r2 = 0, np.finfo(float).tiny  # Java's Double.MIN_VALUE start, strict >
+        for i in range(n):
+            y = data[i]
+            x = np.column_stack([np.ones(m), np.delete(data, i, axis=0).T])
+            coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+            ss_tot = float(((y - y.mean()) ** 2).sum())
+            r2 = 1 - float(((y - x @ coef) ** 2).sum()) / ss_tot if ss_tot > 0 else 0.0
+            if r2 > best_r2:
+                best, best_r2 = i, r2
+        return vms[best]
 
     def _sorted_by_mips(self, sim: Simulation, vms: list[int]) -> list[int]:
         return sorted(vms, key=lambda v: -sim.req[v])  # Python's sort is stable, like Java's
@@ -316,16 +374,18 @@ class PabfdPolicy:
         return plan
 
 
-def run_policy(sim: Simulation, policy: PabfdPolicy | Dvfs) -> dict[str, float]:
+def run_policy(sim: Simulation, policy: PabfdPolicy | Dvfs | StaticDecreasing) -> dict[str, float]:
     """Place at time 0 with the policy's rule, run the day, return CloudSim's summary figures."""
     sim.place_initial(policy.initial_chooser(sim))
     return sim.run(policy.decide).summary()
 
 
-def make_policy(name: str, seed: int = 0) -> PabfdPolicy | Dvfs:
-    """A baseline by CloudSim's name: ``dvfs`` or ``DETECTOR-SELECTION-PARAM`` (e.g. ``thr-mmt-0.8``)."""
+def make_policy(name: str, seed: int = 0) -> PabfdPolicy | Dvfs | StaticDecreasing:
+    """A baseline by name: ``dvfs``, ``ffd``, ``bfd`` or ``DETECTOR-SELECTION-PARAM`` (e.g. ``thr-mmt-0.8``)."""
     if name == "dvfs":
         return Dvfs()
+    if name in ("ffd", "bfd"):
+        return StaticDecreasing(best=name == "bfd", name=name)
     parts = name.split("-")
     if len(parts) != 3:
         raise ValueError(f"unknown policy {name!r}: use dvfs or DETECTOR-SELECTION-PARAM, e.g. thr-mmt-0.8")

@@ -131,7 +131,8 @@ class Simulation:
         avail = dc.total_mips.copy()
         ram = dc.ram_mb.copy()
         bw = dc.bw.copy()
-        for vm in range(dc.n_vms):
+        for vm in getattr(choose, "order", range(dc.n_vms)):  # a decreasing-size chooser sets its own order
+            vm = int(vm)
             host = choose(vm, avail, ram, bw)
             if host < 0:
                 raise RuntimeError(f"VM {vm} fits nowhere at time 0")
