@@ -10,6 +10,15 @@ Default location: ``$XDG_CONFIG_HOME/llmvirt/config.toml`` (for root
     [hosts.kvm2]
     uri = "qemu+tls://kvm2.example.org/system"
     maintenance = true     # initial flag; `llmvirt hosts maintenance` changes it later
+
+    [anti_affinity]        # VMs of a group never share a host
+    web = ["web1", "web2"]
+
+    [limits]               # allocation limits place and rebalance respect
+    cpu_allocation_ratio = 4.0
+    ram_allocation_ratio = 1.0
+    reserved_cpus = 0
+    reserved_memory_mib = 1024
 """
 
 from __future__ import annotations
@@ -54,3 +63,34 @@ def load_hosts(path: Path | None) -> list[RegisteredHost]:
         out.append(RegisteredHost(name=name, uri=spec["uri"], maintenance=bool(spec.get("maintenance", False)),
                                   source="config"))
     return out
+
+
+def _read(path: Path | None) -> dict:
+    chosen = path or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else default_config_path())
+    if not chosen.exists():
+        return {}
+    try:
+        return tomllib.loads(chosen.read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"config file {chosen} is not valid TOML: {exc}") from None
+
+
+def load_groups(path: Path | None) -> dict[str, str]:
+    """VM name -> anti-affinity group, from ``[anti_affinity] group = ["vm1", "vm2"]``."""
+    out: dict[str, str] = {}
+    for group, members in _read(path).get("anti_affinity", {}).items():
+        if not isinstance(members, list):
+            raise UsageError(f"config: anti_affinity.{group} must be a list of VM names")
+        out.update({str(m): group for m in members})
+    return out
+
+
+def load_limits(path: Path | None):  # noqa: ANN201 - avoids importing the policy package at CLI start
+    """Allocation limits from ``[limits]`` (cpu_allocation_ratio, ram_allocation_ratio, reserved_*)."""
+    from llmvirt.policy.constraints import Limits
+
+    raw = _read(path).get("limits", {})
+    try:
+        return Limits(**{k: type(getattr(Limits(), k))(v) for k, v in raw.items()})
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"config: invalid [limits]: {exc}") from None

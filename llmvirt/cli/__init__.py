@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from llmvirt.cli import bench, db, hosts, inventory_cmds, lab
+from llmvirt.cli import bench, db, hosts, inventory_cmds, lab, plan_cmds, train_cmd
 from llmvirt.cli.common import State, new_app
 
 app = new_app("llmvirt: inventory, placement and rebalancing for libvirt/KVM fleets.")
@@ -17,6 +17,9 @@ app.add_typer(lab.app, name="lab")
 app.command("scan")(inventory_cmds.scan)
 app.command("status")(inventory_cmds.status)
 app.command("bench")(bench.bench)
+app.command("place")(plan_cmds.place)
+app.command("rebalance")(plan_cmds.rebalance)
+app.command("train")(train_cmd.train)
 
 
 @app.callback()

@@ -77,3 +77,13 @@ def parse_age(text: str) -> timedelta:
     if not m:
         raise UsageError(f"invalid age {text!r}: use a number and s, m, h, d or w (e.g. 30d)")
     return timedelta(**{_AGE_UNIT[m.group(2)]: int(m.group(1))})
+
+
+def parse_size_mib(text: str) -> int:
+    """``64``, ``64M``, ``64MiB``, ``4G`` or ``4GiB`` in MiB."""
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    mult = 1024 if t.endswith("g") else 1
+    t = t.rstrip("mg")
+    if not t.isdigit():
+        raise UsageError(f"invalid size {text!r}: use e.g. 512M or 4G")
+    return int(t) * mult

@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from llmvirt.cli.common import new_app, out, state
-from llmvirt.errors import UsageError
+from llmvirt.cli.common import new_app, out, parse_size_mib, state
 from llmvirt.lab import lab
 
 app = new_app("Run several real libvirt hosts with real QEMU guests on this machine (needs root).")
@@ -60,16 +59,6 @@ def status(
         t.add_row(h["name"], str(h["pids"]["libvirtd"]), str(h["pids"]["virtlogd"]),
                   "yes" if all(h["alive"].values()) else "NO", ", ".join(h["guests"]) or "-")
     out.print(t)
-
-
-def parse_size_mib(text: str) -> int:
-    """``64``, ``64M``, ``64MiB``, ``1G`` or ``1GiB`` in MiB."""
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    mult = 1024 if t.endswith("g") else 1
-    t = t.rstrip("mg")
-    if not t.isdigit():
-        raise UsageError(f"invalid size {text!r}: use e.g. 64M or 1G")
-    return int(t) * mult
 
 
 @app.command("load")

@@ -254,7 +254,11 @@ class ProxmoxAutoBalloon:
 
 
 def make_balancer(name: str) -> NoMigration | WatcherWorkloadBalance | WatcherVmWorkloadConsolidation | ProxLB:
-    """A balancer by name: none, watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu]."""
+    """A balancer by name: none, watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu], llmvirt[:POLICY]."""
+    if name == "llmvirt" or name.startswith("llmvirt:"):
+        from llmvirt.policy.sim_adapter import LlmvirtBalancer  # the policy package builds on the simulator
+
+        return LlmvirtBalancer(name.split(":", 1)[1] if ":" in name else None, name=name)  # type: ignore[return-value]
     base, *args = name.split(":")
     try:
         if base == "none":
@@ -269,7 +273,8 @@ def make_balancer(name: str) -> NoMigration | WatcherWorkloadBalance | WatcherVm
             return ProxLB(float(nums[0]) if nums else 10.0, method, name=name)
     except ValueError:
         raise ValueError(f"balancer {name!r}: parameter is not a number") from None
-    raise ValueError(f"unknown balancer {name!r}: use none, watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu]")
+    raise ValueError(f"unknown balancer {name!r}: use none, watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu], "
+                     "llmvirt[:POLICY]")
 
 
 def make_balloon(name: str) -> NoBalloon | MomBalloon | ProxmoxAutoBalloon:

@@ -1,0 +1,1 @@
+"""Placement and rebalancing policies: constraints, features, the learned scorer and its checkpoints."""

@@ -1,0 +1,285 @@
+"""``place`` and ``rebalance`` decisions on a Cluster: constraints first, then a scorer ranks.
+
+A scorer is either a baseline (``baseline:best-fit``, ``baseline:least-loaded``,
+``baseline:first-fit``) or a learned checkpoint. Plans are data: each migration
+carries its reason and predicted effect, and nothing here touches a host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from llmvirt.cluster import Cluster, Host, Vm
+from llmvirt.errors import UsageError
+from llmvirt.policy import checkpoint
+from llmvirt.policy.constraints import Limits, Request, check_host, migration_mask, placement_mask, request_of
+from llmvirt.policy.features import FEATURES, expected_util, pair_features
+from llmvirt.policy.model import PlacementScorer
+
+DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "default"
+HOT = 0.80  #: a host whose expected CPU use is above this is a hotspot (goal balance)
+COLD = 0.25  #: a host below this is a consolidation candidate (goal consolidate)
+GAIN_MARGIN = 0.05  #: a move must lower the hotter host's CPU use by this much (hysteresis)
+IDLE_W, PEAK_W = 100.0, 250.0  #: generic host power model for predicted energy (W at 0 % and 100 %)
+
+
+class Scorer(Protocol):
+    """Scores candidate hosts for a VM; higher is better."""
+
+    name: str
+
+    def scores(self, feats: np.ndarray, hosts: list[Host]) -> np.ndarray:
+        """One score per row of ``feats`` (rows follow ``hosts``)."""
+        ...
+
+
+@dataclass
+class BaselineScorer:
+    """Hand-written scoring rules, the yardsticks for the learned one."""
+
+    rule: str  #: best-fit, least-loaded or first-fit
+    name: str = ""  #: display name
+
+    def __post_init__(self) -> None:
+        """Validate the rule name."""
+        if self.rule not in ("best-fit", "least-loaded", "first-fit"):
+            raise UsageError(f"unknown baseline {self.rule!r}: use best-fit, least-loaded or first-fit")
+        self.name = self.name or f"baseline:{self.rule}"
+
+    def scores(self, feats: np.ndarray, hosts: list[Host]) -> np.ndarray:
+        """best-fit: fullest allocation that still fits; least-loaded: lowest CPU use after; first-fit: order."""
+        i = FEATURES.index
+        if self.rule == "best-fit":
+            return feats[:, i("host_vcpu_alloc_after")] + feats[:, i("host_mem_alloc_after")]
+        if self.rule == "least-loaded":
+            return -feats[:, i("host_cpu_used_after")]
+        return -np.arange(len(hosts), dtype=np.float32)
+
+
+@dataclass
+class LearnedScorer:
+    """A trained PlacementScorer loaded from a verified checkpoint."""
+
+    model: PlacementScorer  #: the network
+    meta: dict[str, Any]  #: checkpoint metadata
+    name: str = "learned"  #: display name
+
+    def scores(self, feats: np.ndarray, hosts: list[Host]) -> np.ndarray:
+        """The network's scores."""
+        return checkpoint.score(self.model, torch.from_numpy(feats)).numpy()
+
+
+def load_scorer(spec: str | None) -> BaselineScorer | LearnedScorer:
+    """``baseline:NAME``, a checkpoint directory, a name under policies/, or None for the default policy."""
+    if spec and spec.startswith("baseline:"):
+        return BaselineScorer(spec.split(":", 1)[1])
+    path = DEFAULT_POLICY if spec is None else Path(spec)
+    if spec and not path.exists():
+        path = DEFAULT_POLICY.parent / spec
+    model, meta = checkpoint.load(path)
+    return LearnedScorer(model, meta, name=meta.get("name", path.name))
+
+
+def _reasons(f: np.ndarray) -> list[str]:
+    i = FEATURES.index
+    out = [f"CPU use after {100 * f[i('host_cpu_used_after')]:.0f} %",
+           f"vCPU allocation after {100 * f[i('host_vcpu_alloc_after')]:.0f} %",
+           f"memory allocation after {100 * f[i('host_mem_alloc_after')]:.0f} %"]
+    if f[i("host_is_empty")]:
+        out.append("wakes an idle host")
+    return out
+
+
+@dataclass
+class Placement:
+    """Ranked feasible hosts and the excluded ones."""
+
+    ranked: list[dict[str, Any]] = field(default_factory=list)  #: host, score, reasons
+    excluded: dict[str, str] = field(default_factory=dict)  #: host -> constraint
+    policy: str = ""  #: scorer name
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``place --json`` document."""
+        return {"policy": self.policy, "chosen": self.ranked[0]["host"] if self.ranked else None,
+                "ranked": self.ranked, "excluded": [{"host": h, "constraint": c} for h, c in self.excluded.items()]}
+
+
+def place(cluster: Cluster, req: Request, scorer: Scorer, limits: Limits, groups: dict[str, str],
+          expected: float = 0.5) -> Placement:
+    """Rank the hosts that may take a new VM (expected CPU use ``expected`` of its vCPUs)."""
+    verdict = placement_mask(cluster, req, limits, groups)
+    hosts = [cluster.host(n) for n in verdict.feasible]
+    hosts_ok = [h for h in hosts if h is not None]
+    out = Placement(excluded=verdict.excluded, policy=scorer.name)
+    if not hosts_ok:
+        return out
+    feats = np.stack([pair_features(h, req, expected, limits) for h in hosts_ok])
+    s = scorer.scores(feats, hosts_ok)
+    for k in np.argsort(-s, kind="stable"):
+        out.ranked.append({"host": hosts_ok[k].name, "score": round(float(s[k]), 4), "reasons": _reasons(feats[k])})
+    return out
+
+
+@dataclass
+class Move:
+    """One planned live migration with its reason and predicted effect."""
+
+    vm: str  #: VM name
+    src: str  #: source host
+    dst: str  #: destination host
+    reason: str  #: why
+    src_cpu_before: float  #: expected CPU use of the source, fraction
+    src_cpu_after: float  #: ... after the move
+    dst_cpu_before: float  #: expected CPU use of the destination
+    dst_cpu_after: float  #: ... after the move
+    power_delta_w: float  #: predicted change of power (generic model), W
+
+
+@dataclass
+class Plan:
+    """A rebalancing plan: moves, VMs that cannot move, and the predicted cluster effect."""
+
+    goal: str  #: balance or consolidate
+    policy: str  #: scorer name
+    moves: list[Move] = field(default_factory=list)  #: planned migrations, in order
+    unmovable: dict[str, str] = field(default_factory=dict)  #: VM -> reason it must stay
+    before: dict[str, float] = field(default_factory=dict)  #: overloaded hosts, imbalance, power
+    after: dict[str, float] = field(default_factory=dict)  #: the same after the plan
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``rebalance --json`` document."""
+        return {"goal": self.goal, "policy": self.policy, "dry_run": True, "moves": [asdict(m) for m in self.moves],
+                "unmovable": self.unmovable, "predicted": {"before": self.before, "after": self.after}}
+
+
+def _load(host: Host, skip: str | None = None, add: Vm | None = None) -> float:
+    vms = [v for v in host.vms if v.running and v.name != skip]
+    cpu = sum(v.vcpus * expected_util(v.cpu_util) for v in vms)
+    if add is not None:
+        cpu += add.vcpus * expected_util(add.cpu_util)
+    return cpu / max(1, host.cpus)
+
+
+def _power(util: float, active: bool) -> float:
+    return IDLE_W + (PEAK_W - IDLE_W) * min(1.0, util) if active else 0.0
+
+
+def _summary(cluster: Cluster) -> dict[str, float]:
+    loads = np.array([_load(h) for h in cluster.hosts]) if cluster.hosts else np.zeros(1)
+    active = [any(v.running for v in h.vms) for h in cluster.hosts]
+    return {"overloaded_hosts": int((loads > 1.0).sum()), "hot_hosts": int((loads > HOT).sum()),
+            "imbalance": round(float(loads.max() - loads.min()), 4),
+            "power_w": round(float(sum(_power(float(u), a) for u, a in zip(loads, active, strict=True))), 1)}
+
+
+def _apply(cluster: Cluster, vm: Vm, src: Host, dst: Host) -> None:
+    src.vms.remove(vm)
+    dst.vms.append(vm)
+
+
+def _best_destination(cluster: Cluster, vm: Vm, src: Host, scorer: Scorer, limits: Limits,
+                      groups: dict[str, str]) -> Host | None:
+    verdict = migration_mask(cluster, vm, src, limits, groups)
+    cands = [h for h in (cluster.host(n) for n in verdict.feasible) if h is not None]
+    if not cands:
+        return None
+    req = request_of(vm, groups.get(vm.name))
+    util = expected_util(vm.cpu_util)
+    feats = np.stack([pair_features(h, req, util, limits, exclude_vm=vm.name) for h in cands])
+    return cands[int(np.argmax(scorer.scores(feats, cands)))]
+
+
+def rebalance(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str, str], goal: str = "balance",
+              max_migrations: int = 10) -> Plan:
+    """A dry-run plan: drain maintenance hosts, relieve hot hosts (balance) or empty cold ones (consolidate)."""
+    if goal not in ("balance", "consolidate"):
+        raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
+    plan = Plan(goal=goal, policy=scorer.name, before=_summary(cluster))
+
+    def move(vm: Vm, src: Host, dst: Host, reason: str) -> None:
+        sb, db = _load(src), _load(dst)
+        _apply(cluster, vm, src, dst)
+        sa, da = _load(src), _load(dst)
+        pw = (_power(sa, any(v.running for v in src.vms)) + _power(da, True)
+              - _power(sb, True) - _power(db, any(v.running and v is not vm for v in dst.vms)))
+        plan.moves.append(Move(vm.name, src.name, dst.name, reason, round(sb, 4), round(sa, 4), round(db, 4),
+                               round(da, 4), round(pw, 1)))
+
+    for src in [h for h in cluster.hosts if h.maintenance]:  # drain first
+        for vm in [v for v in src.vms if v.running]:
+            if len(plan.moves) >= max_migrations:
+                break
+            if vm.has_pci_passthrough:
+                plan.unmovable[vm.name] = "PCI passthrough device: cannot live-migrate"
+                continue
+            dst = _best_destination(cluster, vm, src, scorer, limits, groups)
+            if dst is None:
+                plan.unmovable[vm.name] = "no host satisfies its constraints"
+                continue
+            move(vm, src, dst, f"drain {src.name} (maintenance)")
+    if goal == "balance":
+        _relieve_hot(cluster, scorer, limits, groups, plan, move, max_migrations)
+    else:
+        _empty_cold(cluster, scorer, limits, groups, plan, move, max_migrations)
+    plan.after = _summary(cluster)
+    return plan
+
+
+def _relieve_hot(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str, str], plan: Plan,
+                 move: Any, max_migrations: int) -> None:
+    tried: set[str] = set()
+    while len(plan.moves) < max_migrations:
+        hot = sorted((h for h in cluster.hosts if not h.maintenance and _load(h) > HOT and h.name not in tried),
+                     key=_load, reverse=True)
+        if not hot:
+            return
+        src = hot[0]
+        best: tuple[float, Vm, Host] | None = None
+        for vm in [v for v in src.vms if v.running]:
+            if vm.has_pci_passthrough:
+                plan.unmovable.setdefault(vm.name, "PCI passthrough device: cannot live-migrate")
+                continue
+            dst = _best_destination(cluster, vm, src, scorer, limits, groups)
+            if dst is None:
+                continue
+            gain = _load(src) - max(_load(src, skip=vm.name), _load(dst, add=vm))
+            if gain > GAIN_MARGIN and (best is None or gain > best[0]):
+                best = (gain, vm, dst)
+        if best is None:
+            tried.add(src.name)
+            continue
+        gain, vm, dst = best
+        move(vm, src, dst, f"{src.name} expected CPU {100 * _load(src):.0f} % > {100 * HOT:.0f} %; "
+                           f"hottest of the pair drops by {100 * gain:.0f} points")
+
+
+def _empty_cold(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str, str], plan: Plan,
+                move: Any, max_migrations: int) -> None:
+    for src in sorted((h for h in cluster.hosts if not h.maintenance and 0 < _load(h) < COLD), key=_load):
+        vms = [v for v in src.vms if v.running]
+        if any(v.has_pci_passthrough for v in vms) or len(plan.moves) + len(vms) > max_migrations:
+            continue
+        staged: list[tuple[Vm, Host]] = []
+        for vm in vms:
+            dst = _best_destination(cluster, vm, src, scorer, limits, groups)
+            if dst is None or dst.maintenance or _load(dst, add=vm) > HOT or not any(v.running for v in dst.vms):
+                break
+            staged.append((vm, dst))
+            _apply(cluster, vm, src, dst)
+        for vm, dst in reversed(staged):
+            _apply(cluster, vm, dst, src)
+        if len(staged) == len(vms):
+            for vm, dst in staged:
+                move(vm, src, dst, f"empty {src.name} (expected CPU {100 * _load(src):.0f} % < {100 * COLD:.0f} %)")
+
+
+def check_move(cluster: Cluster, vm: Vm, dst: Host, limits: Limits, groups: dict[str, str]) -> str | None:
+    """The constraint a move violates now, or None (the executor's live re-check uses this)."""
+    if vm.has_pci_passthrough:
+        return "passthrough_not_live_migratable"
+    return check_host(dst, request_of(vm, groups.get(vm.name)), limits, groups, exclude_vm=vm.name)

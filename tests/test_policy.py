@@ -1,0 +1,161 @@
+"""Constraints as the action mask, checkpoints, place/rebalance, and training reproducibility."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import fixture_uri
+
+from llmvirt.cluster import Cluster, Gpu, GpuAttachment, Host, MdevType, Vm
+from llmvirt.policy import checkpoint, decide
+from llmvirt.policy.constraints import Limits, Request, check_host
+from llmvirt.policy.model import PlacementScorer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _random_cluster(rng: np.random.Generator) -> tuple[Cluster, dict[str, str]]:
+    hosts, groups = [], {}
+    for h in range(int(rng.integers(1, 7))):
+        gpus = [Gpu(pci=f"0000:{h:02x}:00.0", vendor="NVIDIA", vendor_id="0x10de", model="H100", product_id="x",
+                    driver="vfio-pci",
+                    mdev_types=(MdevType("nvidia-1", "A", int(rng.integers(0, 3))),) if rng.random() < 0.5 else ())
+                for _ in range(int(rng.integers(0, 3)))]
+        host = Host(name=f"h{h}", uri="test:///default", cpus=int(rng.choice([8, 16, 32])),
+                    memory_mib=int(rng.choice([16384, 65536])), gpus=gpus, maintenance=bool(rng.random() < 0.2))
+        for v in range(int(rng.integers(0, 8))):
+            name = f"h{h}v{v}"
+            att = [GpuAttachment("passthrough", pci=gpus[0].pci)] if gpus and rng.random() < 0.2 else []
+            host.vms.append(Vm(name=name, uuid=name, vcpus=int(rng.integers(1, 9)), max_vcpus=8,
+                               memory_mib=int(rng.choice([1024, 4096, 8192])),
+                               current_memory_mib=int(rng.choice([1024, 4096])), cpu_util=float(rng.random()),
+                               gpus=att, pci_hostdevs=tuple(a.pci for a in att if a.pci)))
+            if rng.random() < 0.3:
+                groups[name] = f"g{int(rng.integers(0, 3))}"
+        hosts.append(host)
+    return Cluster(hosts), groups
+
+
+@pytest.mark.parametrize("scorer", ["baseline:best-fit", "baseline:least-loaded", "baseline:first-fit", None])
+def test_no_infeasible_action_is_ever_chosen(scorer) -> None:
+    rng = np.random.default_rng(7)
+    sc = decide.load_scorer(scorer)
+    limits = Limits(cpu_allocation_ratio=float(rng.choice([1.0, 2.0, 4.0])))
+    for _ in range(150):
+        cluster, groups = _random_cluster(rng)
+        req = Request(vcpus=int(rng.integers(1, 16)), memory_mib=int(rng.choice([512, 4096, 32768])),
+                      gpus=int(rng.integers(0, 2)), vgpu_type="nvidia-1" if rng.random() < 0.2 else None,
+                      anti_affinity=f"g{int(rng.integers(0, 3))}" if rng.random() < 0.3 else None)
+        result = decide.place(cluster, req, sc, limits, groups)
+        for r in result.ranked:  # every ranked host passes every constraint
+            assert check_host(cluster.host(r["host"]), req, limits, groups) is None
+        assert set(result.excluded) | {r["host"] for r in result.ranked} == {h.name for h in cluster.hosts}
+        plan = decide.rebalance(cluster, sc, limits, groups, str(rng.choice(["balance", "consolidate"])), 5)
+        moved = {m.vm for m in plan.moves}
+        for m in plan.moves:
+            dst = cluster.host(m.dst)
+            assert dst is not None and not dst.maintenance
+        for h in cluster.hosts:  # after the plan: passthrough VMs never moved, anti-affinity holds on moved VMs
+            for v in h.vms:
+                if v.name in moved:
+                    assert not v.has_pci_passthrough
+                    g = groups.get(v.name)
+                    if g:
+                        assert sum(groups.get(o.name) == g for o in h.vms if o.running) == 1
+
+
+def test_excluded_hosts_name_their_constraint() -> None:
+    cluster = Cluster([Host(name="m", uri="x", cpus=8, memory_mib=8192, maintenance=True),
+                       Host(name="small", uri="x", cpus=2, memory_mib=8192),
+                       Host(name="ok", uri="x", cpus=32, memory_mib=65536)])
+    res = decide.place(cluster, Request(vcpus=16, memory_mib=4096), decide.load_scorer("baseline:best-fit"),
+                       Limits(cpu_allocation_ratio=1.0, reserved_memory_mib=0), {})
+    assert res.excluded == {"m": "maintenance", "small": "capacity_cpu"}
+    assert [r["host"] for r in res.ranked] == ["ok"]
+    res = decide.place(cluster, Request(vcpus=1, memory_mib=4096), decide.load_scorer("baseline:best-fit"),
+                       Limits(cpu_allocation_ratio=1.0, reserved_cpus=2, reserved_memory_mib=0), {})
+    assert res.excluded["small"] == "reserved_capacity"
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path: Path) -> None:
+    model = PlacementScorer(hidden=8)
+    checkpoint.save(model, tmp_path / "p", {"name": "p", "seed": 1})
+    loaded, meta = checkpoint.load(tmp_path / "p")
+    x = np.random.default_rng(0).random((5, model.n_features)).astype(np.float32)
+    import torch
+
+    assert torch.allclose(checkpoint.score(loaded, torch.from_numpy(x)), checkpoint.score(model, torch.from_numpy(x)))
+    assert meta["feature_spec"]["features"][0] == "host_cpu_used" and meta["seed"] == 1
+    bad = tmp_path / "spec"
+    shutil.copytree(tmp_path / "p", bad)
+    doc = json.loads((bad / "policy.json").read_text())
+    doc["feature_spec"]["features"] = list(reversed(doc["feature_spec"]["features"]))
+    (bad / "policy.json").write_text(json.dumps(doc))
+    with pytest.raises(checkpoint.CheckpointError, match="different feature spec"):
+        checkpoint.load(bad)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tmp_path / "p", tampered)
+    data = bytearray((tampered / "model.safetensors").read_bytes())
+    data[-5] ^= 0xFF
+    (tampered / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointError, match="SHA-256 does not match"):
+        checkpoint.load(tampered)
+    with pytest.raises(checkpoint.CheckpointError, match="not a policy checkpoint"):
+        checkpoint.load(tmp_path / "nothing")
+
+
+def test_shipped_default_policy_loads_and_is_small() -> None:
+    model, meta = checkpoint.load(ROOT / "policies" / "default")
+    size = sum(p.stat().st_size for p in (ROOT / "policies" / "default").iterdir())
+    assert size < 5 * 2**20 and meta["scenario"] == "balance" and "held_out_vms" in meta["training_data"]
+
+
+def test_place_and_rebalance_cli(cli) -> None:
+    for name, f in (("gpu1", "gpu-host.xml"), ("busy", "busy-host.xml"), ("spare", "small-host.xml")):
+        cli("hosts", "add", name, fixture_uri(f))
+    cli("scan")
+    code, out, err = cli("place", "--vcpus", "2", "--memory", "2G", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["chosen"] in ("gpu1", "busy", "spare") and doc["ranked"][0]["reasons"]
+    code, out, _ = cli("place", "--vcpus", "2", "--memory", "2G", "--vgpu", "nvidia-1156", "--json")
+    doc = json.loads(out)
+    assert doc["chosen"] == "gpu1" and {"host": "busy", "constraint": "gpu_type"} in doc["excluded"]
+    code, out, _ = cli("place", "--vcpus", "2", "--memory", "2G", "--gpu", "1")
+    assert code == 1 and "nothing fits" in out  # the H100 is taken, the L40S is split into vGPUs
+    code, _, err = cli("place", "--vcpus", "0", "--memory", "2G")
+    assert code == 2 and "--vcpus" in err
+    cli("hosts", "maintenance", "gpu1", "on")
+    cli("scan")
+    code, out, err = cli("rebalance", "--json", "--policy", "baseline:least-loaded")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["dry_run"] is True
+    assert plan["unmovable"]["train1"].startswith("PCI passthrough")
+    assert "infer1" in plan["unmovable"]  # its vGPU type exists nowhere else
+    code, _, err = cli("rebalance", "--goal", "sideways")
+    assert code == 2 and "unknown goal" in err
+    code, _, err = cli("place", "--vcpus", "1", "--memory", "1G", "--policy", "/nonexistent")
+    assert code == 2 and "not a policy checkpoint" in err
+
+
+def test_training_is_reproducible_from_the_seed(tmp_path: Path) -> None:
+    from llmvirt.policy.train import TrainConfig, train
+    from llmvirt.sim.traces import UsageTrace
+
+    rng = np.random.default_rng(3)
+    n, t = 30, 80
+    tr = UsageTrace(tuple(f"vm{i}" for i in range(n)), 300, np.full(n, 8.0), np.full(n, 20800.0),
+                    rng.random((n, t)) * 20800, np.full(n, 65536.0), np.full((n, t), 4096.0))
+    cfg = TrainConfig(seed=5, samples=40, epochs=3, horizon=6)
+    a = train(tr, tmp_path / "a", cfg)
+    b = train(tr, tmp_path / "b", cfg)
+    assert a["val_loss"] == b["val_loss"]
+    meta_a = json.loads((tmp_path / "a" / "policy.json").read_text())
+    meta_b = json.loads((tmp_path / "b" / "policy.json").read_text())
+    assert meta_a["weights_sha256"] == meta_b["weights_sha256"]
+    assert (tmp_path / "a" / "learning_curve.png").exists()
