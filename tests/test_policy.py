@@ -159,3 +159,25 @@ def test_training_is_reproducible_from_the_seed(tmp_path: Path) -> None:
     meta_b = json.loads((tmp_path / "b" / "policy.json").read_text())
     assert meta_a["weights_sha256"] == meta_b["weights_sha256"]
     assert (tmp_path / "a" / "learning_curve.png").exists()
+
+
+def test_vectorised_index_matches_per_host_reference() -> None:
+    from llmvirt.policy.constraints import check_host
+    from llmvirt.policy.features import pair_features
+    from llmvirt.policy.index import ClusterIndex
+
+    rng = np.random.default_rng(11)
+    for _ in range(100):
+        cluster, groups = _random_cluster(rng)
+        limits = Limits(cpu_allocation_ratio=float(rng.choice([1.0, 4.0])), reserved_cpus=int(rng.integers(0, 3)),
+                        reserved_memory_mib=int(rng.choice([0, 2048])))
+        req = Request(vcpus=int(rng.integers(1, 16)), memory_mib=int(rng.choice([512, 8192])),
+                      gpus=int(rng.integers(0, 2)), vgpu_type="nvidia-1" if rng.random() < 0.3 else None,
+                      anti_affinity=f"g{int(rng.integers(0, 3))}" if rng.random() < 0.4 else None)
+        idx = ClusterIndex.build(cluster, groups)
+        reasons = idx.mask(req, limits)
+        for i, h in enumerate(cluster.hosts):
+            assert (check_host(h, req, limits, groups) or "") == reasons[i]
+        rows = np.arange(len(cluster.hosts))
+        ref = np.stack([pair_features(h, req, 0.3, limits) for h in cluster.hosts])
+        assert np.allclose(idx.features(req, 0.3, limits, rows), ref, atol=1e-6)

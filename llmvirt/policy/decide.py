@@ -17,8 +17,9 @@ import torch
 from llmvirt.cluster import Cluster, Host, Vm
 from llmvirt.errors import UsageError
 from llmvirt.policy import checkpoint
-from llmvirt.policy.constraints import Limits, Request, check_host, migration_mask, placement_mask, request_of
-from llmvirt.policy.features import FEATURES, expected_util, pair_features
+from llmvirt.policy.constraints import Limits, Request, check_host, request_of
+from llmvirt.policy.features import FEATURES, expected_util
+from llmvirt.policy.index import ClusterIndex
 from llmvirt.policy.model import PlacementScorer
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "default"
@@ -110,18 +111,26 @@ class Placement:
 
 
 def place(cluster: Cluster, req: Request, scorer: Scorer, limits: Limits, groups: dict[str, str],
-          expected: float = 0.5) -> Placement:
-    """Rank the hosts that may take a new VM (expected CPU use ``expected`` of its vCPUs)."""
-    verdict = placement_mask(cluster, req, limits, groups)
-    hosts = [cluster.host(n) for n in verdict.feasible]
-    hosts_ok = [h for h in hosts if h is not None]
-    out = Placement(excluded=verdict.excluded, policy=scorer.name)
-    if not hosts_ok:
+          expected: float = 0.5, index: ClusterIndex | None = None, top: int | None = None) -> Placement:
+    """Rank the hosts that may take a new VM (expected CPU use ``expected`` of its vCPUs).
+
+    ``index`` (built once per snapshot) makes the decision a few array operations; ``top``
+    limits how many ranked hosts carry reasons (all by default).
+    """
+    idx = index or ClusterIndex.build(cluster, groups)
+    reason = idx.mask(req, limits)
+    ok = np.flatnonzero(reason == "")
+    out = Placement(excluded={idx.hosts[i].name: str(reason[i]) for i in np.flatnonzero(reason != "")},
+                    policy=scorer.name)
+    if ok.size == 0:
         return out
-    feats = np.stack([pair_features(h, req, expected, limits) for h in hosts_ok])
+    feats = idx.features(req, expected, limits, ok)
+    hosts_ok = [idx.hosts[i] for i in ok]
     s = scorer.scores(feats, hosts_ok)
-    for k in np.argsort(-s, kind="stable"):
-        out.ranked.append({"host": hosts_ok[k].name, "score": round(float(s[k]), 4), "reasons": _reasons(feats[k])})
+    order = np.argsort(-s, kind="stable")
+    for rank, k in enumerate(order):
+        reasons = _reasons(feats[k]) if top is None or rank < top else []
+        out.ranked.append({"host": hosts_ok[k].name, "score": round(float(s[k]), 4), "reasons": reasons})
     return out
 
 
@@ -182,15 +191,19 @@ def _apply(cluster: Cluster, vm: Vm, src: Host, dst: Host) -> None:
     dst.vms.append(vm)
 
 
-def _best_destination(cluster: Cluster, vm: Vm, src: Host, scorer: Scorer, limits: Limits,
+def _best_destination(index: ClusterIndex, vm: Vm, src: Host, scorer: Scorer, limits: Limits,
                       groups: dict[str, str]) -> Host | None:
-    verdict = migration_mask(cluster, vm, src, limits, groups)
-    cands = [h for h in (cluster.host(n) for n in verdict.feasible) if h is not None]
-    if not cands:
+    """The scorer's choice among the hosts the constraints allow (never the source)."""
+    if vm.has_pci_passthrough:
         return None
     req = request_of(vm, groups.get(vm.name))
-    util = expected_util(vm.cpu_util)
-    feats = np.stack([pair_features(h, req, util, limits, exclude_vm=vm.name) for h in cands])
+    reason = index.mask(req, limits)
+    reason[index.row[src.name]] = "already_there"
+    ok = np.flatnonzero(reason == "")
+    if ok.size == 0:
+        return None
+    feats = index.features(req, expected_util(vm.cpu_util), limits, ok)
+    cands = [index.hosts[i] for i in ok]
     return cands[int(np.argmax(scorer.scores(feats, cands)))]
 
 
@@ -200,10 +213,13 @@ def rebalance(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str
     if goal not in ("balance", "consolidate"):
         raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
     plan = Plan(goal=goal, policy=scorer.name, before=_summary(cluster))
+    index = ClusterIndex.build(cluster, groups)
 
     def move(vm: Vm, src: Host, dst: Host, reason: str) -> None:
         sb, db = _load(src), _load(dst)
         _apply(cluster, vm, src, dst)
+        index.refresh(index.row[src.name])
+        index.refresh(index.row[dst.name])
         sa, da = _load(src), _load(dst)
         pw = (_power(sa, any(v.running for v in src.vms)) + _power(da, True)
               - _power(sb, True) - _power(db, any(v.running and v is not vm for v in dst.vms)))
@@ -217,62 +233,68 @@ def rebalance(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str
             if vm.has_pci_passthrough:
                 plan.unmovable[vm.name] = "PCI passthrough device: cannot live-migrate"
                 continue
-            dst = _best_destination(cluster, vm, src, scorer, limits, groups)
+            dst = _best_destination(index, vm, src, scorer, limits, groups)
             if dst is None:
                 plan.unmovable[vm.name] = "no host satisfies its constraints"
                 continue
             move(vm, src, dst, f"drain {src.name} (maintenance)")
     if goal == "balance":
-        _relieve_hot(cluster, scorer, limits, groups, plan, move, max_migrations)
+        _relieve_hot(index, scorer, limits, groups, plan, move, max_migrations)
     else:
-        _empty_cold(cluster, scorer, limits, groups, plan, move, max_migrations)
+        _empty_cold(index, scorer, limits, groups, plan, move, max_migrations)
     plan.after = _summary(cluster)
     return plan
 
 
-def _relieve_hot(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str, str], plan: Plan,
+def _relieve_hot(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: dict[str, str], plan: Plan,
                  move: Any, max_migrations: int) -> None:
-    tried: set[str] = set()
+    tried = np.zeros(len(index.hosts), dtype=bool)
     while len(plan.moves) < max_migrations:
-        hot = sorted((h for h in cluster.hosts if not h.maintenance and _load(h) > HOT and h.name not in tried),
-                     key=_load, reverse=True)
-        if not hot:
+        load = index.load()
+        cand = ~index.maintenance & (load > HOT) & ~tried
+        if not cand.any():
             return
-        src = hot[0]
+        src_i = int(np.argmax(np.where(cand, load, -np.inf)))
+        src = index.hosts[src_i]
         best: tuple[float, Vm, Host] | None = None
         for vm in [v for v in src.vms if v.running]:
             if vm.has_pci_passthrough:
                 plan.unmovable.setdefault(vm.name, "PCI passthrough device: cannot live-migrate")
                 continue
-            dst = _best_destination(cluster, vm, src, scorer, limits, groups)
+            dst = _best_destination(index, vm, src, scorer, limits, groups)
             if dst is None:
                 continue
             gain = _load(src) - max(_load(src, skip=vm.name), _load(dst, add=vm))
             if gain > GAIN_MARGIN and (best is None or gain > best[0]):
                 best = (gain, vm, dst)
         if best is None:
-            tried.add(src.name)
+            tried[src_i] = True
             continue
         gain, vm, dst = best
         move(vm, src, dst, f"{src.name} expected CPU {100 * _load(src):.0f} % > {100 * HOT:.0f} %; "
                            f"hottest of the pair drops by {100 * gain:.0f} points")
 
 
-def _empty_cold(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str, str], plan: Plan,
+def _empty_cold(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: dict[str, str], plan: Plan,
                 move: Any, max_migrations: int) -> None:
+    cluster = Cluster(index.hosts)
     for src in sorted((h for h in cluster.hosts if not h.maintenance and 0 < _load(h) < COLD), key=_load):
         vms = [v for v in src.vms if v.running]
         if any(v.has_pci_passthrough for v in vms) or len(plan.moves) + len(vms) > max_migrations:
             continue
         staged: list[tuple[Vm, Host]] = []
         for vm in vms:
-            dst = _best_destination(cluster, vm, src, scorer, limits, groups)
+            dst = _best_destination(index, vm, src, scorer, limits, groups)
             if dst is None or dst.maintenance or _load(dst, add=vm) > HOT or not any(v.running for v in dst.vms):
                 break
             staged.append((vm, dst))
             _apply(cluster, vm, src, dst)
+            index.refresh(index.row[src.name])
+            index.refresh(index.row[dst.name])
         for vm, dst in reversed(staged):
             _apply(cluster, vm, dst, src)
+            index.refresh(index.row[src.name])
+            index.refresh(index.row[dst.name])
         if len(staged) == len(vms):
             for vm, dst in staged:
                 move(vm, src, dst, f"empty {src.name} (expected CPU {100 * _load(src):.0f} % < {100 * COLD:.0f} %)")
