@@ -24,6 +24,10 @@ sleep 5
 llmvirt scan
 step "llmvirt status"
 llmvirt status
+step "llmvirt place: where would a new 1-vCPU, 256 MiB VM go, and why?"
+llmvirt place --vcpus 1 --memory 256M
+step "llmvirt rebalance: the plan for the hotspot (a dry run; nothing moves)"
+llmvirt rebalance
 step "llmvirt status --json (first host, abridged)"
 llmvirt status --json | python3 -c 'import json,sys; h=json.load(sys.stdin)["hosts"][0]; h["vms"]=h["vms"][:1]; print(json.dumps(h, indent=2))'
 step "done: the lab keeps running. Explore with: LLMVIRT_DB=$LLMVIRT_DB .venv/bin/llmvirt status; stop it with: .venv/bin/llmvirt lab down --dir $LAB_DIR"

@@ -135,6 +135,30 @@ def test_load_generator_changes_guest_memory(lab_env, monkeypatch) -> None:
     assert after["balloon"]["unused_mib"] < before["balloon"]["unused_mib"]
 
 
+def test_place_and_rebalance_on_real_hosts(lab_env, monkeypatch) -> None:
+    """A hotspot on lab-1 (two guests driven to 95 % CPU) gets a plan that moves load off it."""
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    cli = Cli()
+    for vm in ("vm-1", "vm-3"):
+        assert lab.load(lab_dir, vm, 95, 8).name == "lab-1"
+    cli("scan")
+    time.sleep(6)
+    cli("scan")
+    code, out, err = cli("rebalance", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["dry_run"] and plan["moves"], plan
+    first = plan["moves"][0]
+    assert first["src"] == "lab-1" and first["dst"] in ("lab-2", "lab-3")
+    assert first["src_cpu_after"] < first["src_cpu_before"]
+    code, out, err = cli("place", "--vcpus", "1", "--memory", "128M", "--json")
+    assert code == 0, err
+    assert json.loads(out)["chosen"] in ("lab-2", "lab-3")  # not the hotspot
+    for vm in ("vm-1", "vm-3"):
+        lab.load(lab_dir, vm, 0, 8)
+
+
 def test_lab_status_lists_daemons_and_guests(lab_env) -> None:
     lab_dir, _ = lab_env
     st = lab.status(lab_dir)
