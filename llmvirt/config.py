@@ -94,3 +94,14 @@ def load_limits(path: Path | None):  # noqa: ANN201 - avoids importing the polic
         return Limits(**{k: type(getattr(Limits(), k))(v) for k, v in raw.items()})
     except (TypeError, ValueError) as exc:
         raise UsageError(f"config: invalid [limits]: {exc}") from None
+
+
+def load_migration_settings(path: Path | None):  # noqa: ANN201
+    """``[apply]``: migrate_uri, peer_to_peer, auto_converge, timeout_base_s, timeout_per_gib_s."""
+    from llmvirt.actions import MigrationSettings
+
+    raw = _read(path).get("apply", {})
+    try:
+        return MigrationSettings(**raw)
+    except TypeError as exc:
+        raise UsageError(f"config: invalid [apply]: {exc}") from None

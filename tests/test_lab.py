@@ -19,6 +19,7 @@ from llmvirt.errors import UsageError
 from llmvirt.lab import daemons, lab
 
 pytestmark = pytest.mark.lab
+HOT_GUESTS = ("vm-1", "vm-3", "vm-4")  # the guests on lab-1 after the migration test; driven to 100 % CPU
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +141,8 @@ def test_place_and_rebalance_on_real_hosts(lab_env, monkeypatch) -> None:
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
     cli = Cli()
-    for vm in ("vm-1", "vm-3"):
-        assert lab.load(lab_dir, vm, 95, 8).name == "lab-1"
+    for vm in HOT_GUESTS:
+        assert lab.load(lab_dir, vm, 100, 8).name == "lab-1"
     cli("scan")
     time.sleep(6)
     cli("scan")
@@ -155,7 +156,114 @@ def test_place_and_rebalance_on_real_hosts(lab_env, monkeypatch) -> None:
     code, out, err = cli("place", "--vcpus", "1", "--memory", "128M", "--json")
     assert code == 0, err
     assert json.loads(out)["chosen"] in ("lab-2", "lab-3")  # not the hotspot
-    for vm in ("vm-1", "vm-3"):
+    for vm in HOT_GUESTS:
+        lab.load(lab_dir, vm, 0, 8)
+
+
+def _hotspot(lab_dir: Path, cli: Cli, scans: int = 5) -> None:
+    for vm in HOT_GUESTS:
+        if "lab-1" in _running_on(lab_dir, vm):
+            lab.load(lab_dir, vm, 100, 8)
+    for _ in range(scans):
+        cli("scan")
+        time.sleep(3)
+    cli("scan")
+
+
+def _running_on(lab_dir: Path, vm: str) -> list[str]:
+    return [h for h in ("lab-1", "lab-2", "lab-3") if vm in [d.name() for d in _conn(lab_dir, h).listAllDomains(
+        libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)]]
+
+
+def test_apply_migrates_off_a_persistent_hotspot(lab_env, monkeypatch) -> None:
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    cli = Cli()
+    _hotspot(lab_dir, cli)
+    code, out, err = cli("rebalance", "--apply", "--max-migrations", "1")
+    assert code == 0, out + err
+    code, out, _ = cli("actions", "--json")
+    acts = json.loads(out)["actions"]
+    moved = next(a for a in acts if a["kind"] == "migrate")
+    assert moved["status"] == "done" and moved["src"] == "lab-1", moved
+    assert _running_on(lab_dir, moved["vm"]) == [moved["dst"]]  # on exactly one host, the destination
+    code, out, _ = cli("plans", "show", str(moved["plan_id"]), "--json")
+    events = json.loads(out)["actions"][0]["events"]
+    assert [e["status"] for e in events] == ["pending", "running", "done"]
+    for vm in HOT_GUESTS:
+        lab.load(lab_dir, vm, 0, 8)
+
+
+def test_second_apply_exits_at_once(lab_env, monkeypatch) -> None:
+    from llmvirt import executor
+
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    cli = Cli()
+    cli("scan")
+    with executor.apply_lock(url):
+        code, out, err = cli("rebalance", "--apply", "--only", "balloon")
+    assert code == executor.EXIT_LOCKED and "another `llmvirt rebalance --apply` is running" in err
+
+
+def test_apply_pins_and_balloons_for_real(lab_env, monkeypatch) -> None:
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    cli = Cli()
+    cli("scan")
+    code, out, err = cli("rebalance", "--apply", "--only", "pin")
+    assert code == 0, out + err
+    cli("scan")
+    pinned = [v for h in _status(cli).values() for v in h["vms"] if v["state"] == "running" and v["pinning"]]
+    assert pinned and all(len(c) == 1 for v in pinned for c in v["pinning"].values())
+    for h in _status(cli).values():  # pinned VMs on one host never share a host CPU
+        cpus = [c[0] for v in h["vms"] if v["state"] == "running" for c in v["pinning"].values() if len(c) == 1]
+        assert len(cpus) == len(set(cpus))
+    dom = next(_conn(lab_dir, h).lookupByName(v) for h in ("lab-1", "lab-2", "lab-3")
+               for v in ["vm-5"] if v in [d.name() for d in _conn(lab_dir, h).listAllDomains()])
+    dom.setMemoryFlags(160 * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    _wait_guest_stats(cli, "vm-5", lambda v: v["balloon"]["current_mib"] == 160)
+    code, out, err = cli("rebalance", "--apply", "--only", "balloon", "--json")
+    assert code == 0, out + err
+    v = _wait_guest_stats(cli, "vm-5", lambda v: v["balloon"]["current_mib"] > 160)
+    assert v["balloon"]["current_mib"] <= 168  # grows back at most 5 % per cycle (MOM's step limit)
+
+
+def test_sigkill_mid_plan_then_rerun_reconciles(lab_env, monkeypatch, tmp_path) -> None:
+    """Kill llmvirt while its migration runs; the next run finds where the VM is and records it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from llmvirt.store import database, journal
+
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    cli = Cli()
+    _hotspot(lab_dir, cli)
+    engine = database.open_engine(url)
+    before = {a["id"] for a in journal.all_actions(engine)}
+    proc = subprocess.Popen([sys.executable, "-m", "llmvirt", "rebalance", "--apply", "--max-migrations", "1"],
+                            env=dict(os.environ, LLMVIRT_DB=url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    running = None
+    while time.monotonic() < deadline and running is None:
+        running = next((a for a in journal.all_actions(engine) if a["id"] not in before and a["status"] == "running"),
+                       None)
+        time.sleep(0.05)
+    assert running is not None, proc.communicate(timeout=60)[0]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(3)
+    where = _running_on(lab_dir, running["vm"])
+    assert len(where) == 1  # never lost, never duplicated
+    code, out, err = cli("rebalance", "--apply", "--only", "balloon")
+    assert code in (0, 3), out + err
+    after = next(a for a in journal.all_actions(engine) if a["id"] == running["id"])
+    assert after["status"] in ("done", "failed") and after["reason"].startswith("reconciled")
+    assert (after["status"] == "done") == (where == [running["dst"]])
+    for vm in HOT_GUESTS:
         lab.load(lab_dir, vm, 0, 8)
 
 

@@ -38,7 +38,7 @@ def test_upgrade_is_idempotent(tmp_path: Path) -> None:
     _engine(tmp_path)
     engine = _engine(tmp_path)
     database.upgrade(engine)
-    assert database.current_revision(engine) == "0001"
+    assert database.current_revision(engine) == database.head_revision() == "0002"
 
 
 def test_snapshots_are_history_and_give_utilisation(tmp_path: Path) -> None:
@@ -145,4 +145,20 @@ def test_two_processes_create_the_schema_at_once(tmp_path: Path) -> None:
     code = "import sys; from llmvirt.store import database; database.open_engine(sys.argv[1])"
     procs = [subprocess.Popen([sys.executable, "-c", code, url]) for _ in range(3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
-    assert database.current_revision(database.open_engine(url)) == "0001"
+    assert database.current_revision(database.open_engine(url)) == "0002"
+
+
+def test_upgrade_from_revision_0001_keeps_data(tmp_path: Path) -> None:
+    """A store created by the first release upgrades in place; nothing stored is lost."""
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = database.open_engine(url, migrate=False)
+    cfg = database.alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    registry.add_host(engine, registry.RegisteredHost("a", fixture_uri("small-host.xml")))
+    engine = database.open_engine(url)
+    assert database.current_revision(engine) == "0002"
+    assert [h.name for h in registry.list_hosts(engine)] == ["a"]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from llmvirt.cli import bench, db, hosts, inventory_cmds, lab, plan_cmds, train_cmd
+from llmvirt.cli import bench, db, hosts, inventory_cmds, journal_cmds, lab, plan_cmds, train_cmd
 from llmvirt.cli.common import State, new_app
 
 app = new_app("llmvirt: inventory, placement and rebalancing for libvirt/KVM fleets.")
@@ -20,6 +20,9 @@ app.command("bench")(bench.bench)
 app.command("place")(plan_cmds.place)
 app.command("rebalance")(plan_cmds.rebalance)
 app.command("train")(train_cmd.train)
+app.add_typer(journal_cmds.plans_app, name="plans")
+app.add_typer(journal_cmds.cron_app, name="cron")
+app.command("actions")(journal_cmds.actions)
 
 
 @app.callback()

@@ -89,20 +89,38 @@ def _define(ctx: typer.Context, host_name: str, xml_path: Path) -> None:
         conn.close()
 
 
+PERSIST_SCANS = 3  #: a hot host must have been hot over this many scan intervals before load is moved off it
+
+
 def rebalance(
     ctx: typer.Context,
     goal: Annotated[str, typer.Option(help="balance (relieve hot hosts) or consolidate (empty cold ones).")]
     = "balance",
     max_migrations: Annotated[int, typer.Option(help="At most this many migrations in the plan.")] = 10,
     policy: PolicyOpt = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Execute the plan (without it: print only).")] = False,
+    no_migrate: Annotated[bool, typer.Option("--no-migrate", help="Plan no migrations.")] = False,
+    only: Annotated[str | None, typer.Option(help="Only pin (NUMA-aware vCPU pinning) or balloon.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Print a rebalancing plan from the latest scan (a dry run: nothing is changed)."""
+    """Plan from the latest scan; print it, or with --apply execute it with guardrails and a journal.
+
+    Exit status with --apply: 0 every action done or skipped, 3 some failed, 5 another apply is running.
+    """
     if max_migrations < 0:
         raise UsageError("--max-migrations must be at least 0")
+    if only not in (None, "pin", "balloon"):
+        raise UsageError("--only must be pin or balloon")
     st = state(ctx)
-    plan = decide.rebalance(_cluster(ctx), decide.load_scorer(policy), config.load_limits(st.config_path),
-                            config.load_groups(st.config_path), goal, max_migrations)
+    cluster = _cluster(ctx)
+    limits, groups = config.load_limits(st.config_path), config.load_groups(st.config_path)
+    if only or no_migrate:
+        plan = decide.Plan(goal=goal, policy="rules", before={}, after={})
+    else:
+        plan = decide.rebalance(cluster, decide.load_scorer(policy), limits, groups, goal, max_migrations)
+    if apply:
+        _apply(ctx, plan, only, limits, groups, as_json)
+        return
     if as_json:
         out.print_json(json.dumps(plan.as_json()))
         return
@@ -116,3 +134,69 @@ def rebalance(
     for vm, why in plan.unmovable.items():
         out.print(f"cannot move {vm}: {why}", markup=False)
     out.print(f"predicted: {plan.before} -> {plan.after}", markup=False)
+
+
+def _persistent(ctx: typer.Context, plan: decide.Plan) -> tuple[list[decide.Move], dict[str, str]]:
+    """Hysteresis: keep moves off hosts that were hot over the last PERSIST_SCANS intervals (drains always)."""
+    keep, held = [], {}
+    engine = state(ctx).engine()
+    for m in plan.moves:
+        if m.reason.startswith("drain") or plan.goal != "balance":
+            keep.append(m)
+            continue
+        hist = snapshots.host_load_history(engine, m.src, PERSIST_SCANS)
+        if len(hist) >= PERSIST_SCANS and all(x > decide.HOT for x in hist):
+            keep.append(m)
+        else:
+            held[m.vm] = (f"{m.src} not hot over the last {PERSIST_SCANS} scan intervals "
+                          f"({', '.join(f'{100 * x:.0f} %' for x in hist) or 'no history'}): waiting")
+    return keep, held
+
+
+def _apply(ctx: typer.Context, plan: decide.Plan, only: str | None, limits, groups, as_json: bool) -> None:  # noqa: ANN001
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from llmvirt import executor
+    from llmvirt.errors import EXIT_PARTIAL
+    from llmvirt.policy import tuning
+
+    st = state(ctx)
+    cluster = _cluster(ctx)
+    uuids = {v.name: v.uuid for h in cluster.hosts for v in h.vms}
+    actions: list[dict] = []
+    held: dict[str, str] = {}
+    if only == "pin":
+        pins, held = tuning.plan_pinning(cluster, limits.reserved_cpus)
+        actions = [{"kind": "pin", "vm": p.vm.name, "vm_uuid": p.vm.uuid, "src": p.host.name, "dst": None,
+                    "params": {"pins": {str(k): list(v) for k, v in p.pins.items()}, "cell": p.cell}}
+                   for p in pins]
+    elif only == "balloon":
+        actions = [{"kind": "balloon", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
+                    "params": {"target_mib": target, "why": why}}
+                   for vm, host, target, why in tuning.plan_balloons(cluster)]
+    else:
+        moves, held = _persistent(ctx, plan)
+        actions = [{"kind": "migrate", "vm": m.vm, "vm_uuid": uuids.get(m.vm), "src": m.src, "dst": m.dst,
+                    "params": {"reason": m.reason}} for m in moves]
+    for vm, why in held.items():
+        out.print(f"not acting on {vm}: {why}", markup=False)
+    if not actions:
+        out.print("nothing to apply")
+        return
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                        disable=as_json or not out.is_terminal)
+
+    def factory(label: str):  # noqa: ANN202
+        task = progress.add_task(label, total=1.0)
+        return lambda frac: progress.update(task, completed=frac)
+
+    with progress:
+        plan_id, counts = executor.apply(st.engine(), st.db_url, plan.goal, plan.policy, plan.as_json(), actions,
+                                         limits, groups, config.load_migration_settings(st.config_path),
+                                         say=lambda m: out.print(m, markup=False), progress_factory=factory)
+    if as_json:
+        out.print_json(json.dumps({"plan_id": plan_id, "outcomes": counts}))
+    else:
+        out.print(f"plan {plan_id}: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed")
+    if counts["failed"]:
+        raise typer.Exit(EXIT_PARTIAL)

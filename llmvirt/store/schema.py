@@ -88,3 +88,45 @@ class VmSampleRow(Base):
     major_faults: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     cpu_time_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # pinning, gpus, numatune
+
+
+class PlanRow(Base):
+    """A rebalancing plan that was applied (or is being applied)."""
+
+    __tablename__ = "plans"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    goal: Mapped[str] = mapped_column(String(32))
+    policy: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # applying, done, partial, failed
+    body: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # the plan as printed
+
+
+class ActionRow(Base):
+    """One action of a plan, with its current status."""
+
+    __tablename__ = "actions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # migrate, pin, balloon
+    vm: Mapped[str] = mapped_column(Text)
+    vm_uuid: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    src: Mapped[str | None] = mapped_column(Text, nullable=True)
+    dst: Mapped[str | None] = mapped_column(Text, nullable=True)
+    params: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending, running, done, skipped, failed
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ActionEventRow(Base):
+    """A state change of an action, with its time and detail."""
+
+    __tablename__ = "action_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("actions.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -204,3 +204,23 @@ def latest(engine: Engine, names: list[str] | None = None) -> list[HostView]:
 def latest_cluster(engine: Engine, names: list[str] | None = None) -> Cluster:
     """The Cluster as of the latest snapshots: what placement and rebalancing plan on."""
     return Cluster(hosts=[v.host for v in latest(engine, names)])
+
+
+def host_load_history(engine: Engine, host: str, scans: int) -> list[float]:
+    """Expected CPU use (fraction of the host's CPUs) over the host's last ``scans`` snapshot pairs, newest first."""
+    with Session(engine) as s:
+        row = s.scalars(select(HostRow).where(HostRow.name == host)).first()
+        if row is None:
+            return []
+        ids = _latest_ok_ids(s, row.id, scans + 1)
+        out = []
+        for (new_id, new_t), (old_id, old_t) in zip(ids, ids[1:], strict=False):
+            cpus = s.execute(select(HostSnapshotRow.cpus).where(HostSnapshotRow.id == new_id)).scalar_one()
+            new = dict(s.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
+                                 .where(VmSampleRow.snapshot_id == new_id, VmSampleRow.state == "running")).all())
+            old = dict(s.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
+                                 .where(VmSampleRow.snapshot_id == old_id)).all())
+            dt = (new_t - old_t).total_seconds()
+            busy = sum(max(0, (n or 0) - (old.get(u) or 0)) for u, n in new.items() if old.get(u) is not None)
+            out.append(busy / (dt * 1e9 * max(1, cpus)) if dt > 0 else 0.0)
+        return out
