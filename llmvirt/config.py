@@ -14,6 +14,10 @@ Default location: ``$XDG_CONFIG_HOME/llmvirt/config.toml`` (for root
     [anti_affinity]        # VMs of a group never share a host
     web = ["web1", "web2"]
 
+    [rebalance]            # when rebalance acts: expected CPU use as a fraction of host CPUs
+    hot = 0.8
+    cold = 0.25
+
     [limits]               # allocation limits place and rebalance respect
     cpu_allocation_ratio = 4.0
     ram_allocation_ratio = 1.0
@@ -105,3 +109,17 @@ def load_migration_settings(path: Path | None):  # noqa: ANN201
         return MigrationSettings(**raw)
     except TypeError as exc:
         raise UsageError(f"config: invalid [apply]: {exc}") from None
+
+
+def load_thresholds(path: Path | None):  # noqa: ANN201
+    """``[rebalance]``: hot, cold, gain_margin (fractions of host CPUs)."""
+    from llmvirt.policy.decide import Thresholds
+
+    raw = _read(path).get("rebalance", {})
+    try:
+        th = Thresholds(**{k: float(v) for k, v in raw.items()})
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"config: invalid [rebalance]: {exc}") from None
+    if not 0 < th.cold < th.hot <= 2:
+        raise UsageError("config: [rebalance] needs 0 < cold < hot <= 2")
+    return th

@@ -43,6 +43,14 @@ def lab_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
             os.environ["LLMVIRT_DB"] = old
 
 
+@pytest.fixture(autouse=True)
+def _lab_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TCG guests on 2 shared cores never reach a full core each: the lab states a lower hot threshold."""
+    cfg = tmp_path / "llmvirt.toml"
+    cfg.write_text("[rebalance]\nhot = 0.6\ncold = 0.1\n")
+    monkeypatch.setenv("LLMVIRT_CONFIG", str(cfg))
+
+
 def _status(cli: Cli) -> dict:
     code, out, err = cli("status", "--json")
     assert code == 0, err
@@ -241,10 +249,20 @@ def test_sigkill_mid_plan_then_rerun_reconciles(lab_env, monkeypatch, tmp_path) 
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
     cli = Cli()
-    _hotspot(lab_dir, cli)
+    cli("scan")
     engine = database.open_engine(url)
     before = {a["id"] for a in journal.all_actions(engine)}
-    proc = subprocess.Popen([sys.executable, "-m", "llmvirt", "rebalance", "--apply", "--max-migrations", "1"],
+    src = _running_on(lab_dir, "vm-1")[0]
+    dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
+    action = {"kind": "migrate", "vm": "vm-1", "vm_uuid": _uuid(lab_dir, src, "vm-1"), "src": src, "dst": dst,
+              "params": {}}
+    code = ("import json, sys\n"
+            "from llmvirt import executor\nfrom llmvirt.actions import MigrationSettings\n"
+            "from llmvirt.policy.constraints import Limits\nfrom llmvirt.store import database\n"
+            "url = sys.argv[1]\n"
+            "executor.apply(database.open_engine(url), url, 'balance', 'test', {}, [json.loads(sys.argv[2])],"
+            " Limits(), {}, MigrationSettings())\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, url, json.dumps(action)],
                             env=dict(os.environ, LLMVIRT_DB=url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     running = None
@@ -263,8 +281,147 @@ def test_sigkill_mid_plan_then_rerun_reconciles(lab_env, monkeypatch, tmp_path) 
     after = next(a for a in journal.all_actions(engine) if a["id"] == running["id"])
     assert after["status"] in ("done", "failed") and after["reason"].startswith("reconciled")
     assert (after["status"] == "done") == (where == [running["dst"]])
-    for vm in HOT_GUESTS:
-        lab.load(lab_dir, vm, 0, 8)
+
+
+def _lab_host(lab_dir: Path, name: str) -> daemons.LabHost:
+    return daemons.LabHost(name, int(name.split("-")[1]), lab_dir / "hosts" / name, "")
+
+
+def _apply_in_background(url: str, actions: list[dict]):  # noqa: ANN202
+    """Run executor.apply in a thread (as `rebalance --apply` would) and return (thread, result box)."""
+    import threading
+
+    from llmvirt import executor
+    from llmvirt.actions import MigrationSettings
+    from llmvirt.policy.constraints import Limits
+    from llmvirt.store import database
+
+    box: dict = {}
+
+    def go() -> None:
+        try:
+            box["result"] = executor.apply(database.open_engine(url), url, "balance", "test", {}, actions,
+                                           Limits(), {}, MigrationSettings(), say=lambda *_: None)
+        except BaseException as exc:  # noqa: BLE001
+            box["error"] = exc
+
+    t = threading.Thread(target=go)
+    t.start()
+    return t, box
+
+
+def _wait_running(url: str, before: set[int]) -> dict:
+    from llmvirt.store import database, journal
+
+    engine = database.open_engine(url)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for a in journal.all_actions(engine):
+            if a["id"] not in before and a["status"] == "running":
+                return a
+        time.sleep(0.02)
+    raise AssertionError("no action started")
+
+
+def _uuid(lab_dir: Path, host: str, vm: str) -> str:
+    return _conn(lab_dir, host).lookupByName(vm).UUIDString()
+
+
+def test_fault_destination_libvirtd_killed_during_migration(lab_env, monkeypatch) -> None:
+    """The destination's libvirtd dies mid-migration: the action fails with libvirt's reason, the
+    guest keeps running on its source, and after the daemon returns it runs nowhere else."""
+    import os
+    import signal
+
+    from llmvirt.store import database, journal
+
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    Cli()("scan")
+    src = _running_on(lab_dir, "vm-6")[0]
+    dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
+    before = {a["id"] for a in journal.all_actions(database.open_engine(url))}
+    t, box = _apply_in_background(url, [{"kind": "migrate", "vm": "vm-6", "vm_uuid": _uuid(lab_dir, src, "vm-6"),
+                                         "src": src, "dst": dst, "params": {}}])
+    _wait_running(url, before)
+    os.kill(daemons.read_pid(_lab_host(lab_dir, dst).pidfile("libvirtd")), signal.SIGKILL)
+    t.join(120)
+    assert "result" in box, box
+    _plan_id, counts = box["result"]
+    assert counts["failed"] == 1
+    daemons.restart_host(_lab_host(lab_dir, dst))
+    time.sleep(2)
+    assert _running_on(lab_dir, "vm-6") == [src]
+    acts = journal.all_actions(database.open_engine(url))
+    assert acts[0]["status"] == "failed" and acts[0]["reason"]
+
+
+def test_fault_source_host_stopped_during_plan(lab_env, monkeypatch) -> None:
+    """The source host's libvirtd is gone when the plan reaches its action: failed, nothing lost."""
+    import os
+    import signal
+
+    from llmvirt.store import database, journal
+
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    Cli()("scan")
+    src = _running_on(lab_dir, "vm-5")[0]
+    dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
+    uuid = _uuid(lab_dir, src, "vm-5")
+    os.kill(daemons.read_pid(_lab_host(lab_dir, src).pidfile("libvirtd")), signal.SIGKILL)
+    time.sleep(0.5)
+    t, box = _apply_in_background(url, [{"kind": "migrate", "vm": "vm-5", "vm_uuid": uuid, "src": src,
+                                         "dst": dst, "params": {}}])
+    t.join(120)
+    daemons.restart_host(_lab_host(lab_dir, src))
+    time.sleep(2)
+    assert box["result"][1]["failed"] == 1
+    act = journal.all_actions(database.open_engine(url))[0]
+    assert act["status"] == "failed" and src in act["reason"]
+    assert _running_on(lab_dir, "vm-5") == [src]
+
+
+def test_fault_database_read_only_during_run(lab_env, monkeypatch) -> None:
+    """With the store read-only, an applying run stops before acting (one line, exit 4) and moves nothing."""
+    import subprocess
+
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    cli = Cli()
+    cli("scan")
+    import os
+    import sys
+
+    db = Path(url.removeprefix("sqlite:///"))
+    # the database and its write-ahead log become immutable (root ignores file modes); the shared-memory
+    # index stays writable, since this process has it mapped
+    files = [p for p in (db, db.with_name(db.name + "-wal")) if p.exists()]
+    where = {vm: _running_on(lab_dir, vm) for vm in ("vm-1", "vm-5", "vm-6")}
+    src = where["vm-1"][0]
+    dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
+    action = {"kind": "migrate", "vm": "vm-1", "vm_uuid": _uuid(lab_dir, src, "vm-1"), "src": src, "dst": dst,
+              "params": {}}
+    code = ("import json, sys\n"
+            "from llmvirt import executor\nfrom llmvirt.actions import MigrationSettings\n"
+            "from llmvirt.errors import LlmvirtError\n"
+            "from llmvirt.policy.constraints import Limits\nfrom llmvirt.store import database\n"
+            "url = sys.argv[1]\n"
+            "try:\n"
+            "    executor.apply(database.open_engine(url), url, 'balance', 'test', {}, [json.loads(sys.argv[2])],"
+            " Limits(), {}, MigrationSettings())\n"
+            "except LlmvirtError as e:\n"
+            "    print(f'error: {e}', file=sys.stderr)\n"
+            "    sys.exit(e.exit_code)\n")
+    subprocess.run(["chattr", "+i", *map(str, files)], check=True)
+    try:
+        res = subprocess.run([sys.executable, "-c", code, url, json.dumps(action)],
+                             env=dict(os.environ, LLMVIRT_DB=url), capture_output=True, text=True, timeout=120)
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, files)], check=True)
+    code, out, err = res.returncode, res.stdout, res.stderr
+    assert code == 4 and "cannot write the journal" in err and "Traceback" not in err, (code, out, err)
+    assert {vm: _running_on(lab_dir, vm) for vm in where} == where  # nothing acted without a journal
 
 
 def test_lab_status_lists_daemons_and_guests(lab_env) -> None:

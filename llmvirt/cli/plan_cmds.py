@@ -117,7 +117,8 @@ def rebalance(
     if only or no_migrate:
         plan = decide.Plan(goal=goal, policy="rules", before={}, after={})
     else:
-        plan = decide.rebalance(cluster, decide.load_scorer(policy), limits, groups, goal, max_migrations)
+        plan = decide.rebalance(cluster, decide.load_scorer(policy), limits, groups, goal, max_migrations,
+                                config.load_thresholds(st.config_path))
     if apply:
         _apply(ctx, plan, only, limits, groups, as_json)
         return
@@ -140,12 +141,13 @@ def _persistent(ctx: typer.Context, plan: decide.Plan) -> tuple[list[decide.Move
     """Hysteresis: keep moves off hosts that were hot over the last PERSIST_SCANS intervals (drains always)."""
     keep, held = [], {}
     engine = state(ctx).engine()
+    hot = config.load_thresholds(state(ctx).config_path).hot
     for m in plan.moves:
         if m.reason.startswith("drain") or plan.goal != "balance":
             keep.append(m)
             continue
         hist = snapshots.host_load_history(engine, m.src, PERSIST_SCANS)
-        if len(hist) >= PERSIST_SCANS and all(x > decide.HOT for x in hist):
+        if len(hist) >= PERSIST_SCANS and all(x > hot for x in hist):
             keep.append(m)
         else:
             held[m.vm] = (f"{m.src} not hot over the last {PERSIST_SCANS} scan intervals "

@@ -110,6 +110,25 @@ def start_host(host: LabHost) -> None:
     raise LabError(f"{host.name}: libvirtd did not open {host.socket} within {DAEMON_START_TIMEOUT_S:g} s")
 
 
+def restart_host(host: LabHost) -> None:
+    """Start a host's daemons again on its existing state (after a crash); its QEMUs keep running."""
+    for d in ("virtlogd", "libvirtd"):
+        pid = read_pid(host.pidfile(d))
+        if pid and pid_is(pid, d):
+            os.kill(pid, signal.SIGKILL)
+    host.socket.unlink(missing_ok=True)
+    res = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-m",
+                          "llmvirt.lab.nsinit", str(host.dir)], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise LabError(f"{host.name}: restarting libvirtd failed: {res.stderr.strip()[-300:]}")
+    deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if host.socket.exists():
+            return
+        time.sleep(0.1)
+    raise LabError(f"{host.name}: libvirtd did not come back within {DAEMON_START_TIMEOUT_S:g} s")
+
+
 def _stop(pid: int | None, program: str) -> None:
     if pid is None or not pid_is(pid, program):
         return

@@ -178,10 +178,10 @@ def _power(util: float, active: bool) -> float:
     return IDLE_W + (PEAK_W - IDLE_W) * min(1.0, util) if active else 0.0
 
 
-def _summary(cluster: Cluster) -> dict[str, float]:
+def _summary(cluster: Cluster, hot: float = HOT) -> dict[str, float]:
     loads = np.array([_load(h) for h in cluster.hosts]) if cluster.hosts else np.zeros(1)
     active = [any(v.running for v in h.vms) for h in cluster.hosts]
-    return {"overloaded_hosts": int((loads > 1.0).sum()), "hot_hosts": int((loads > HOT).sum()),
+    return {"overloaded_hosts": int((loads > 1.0).sum()), "hot_hosts": int((loads > hot).sum()),
             "imbalance": round(float(loads.max() - loads.min()), 4),
             "power_w": round(float(sum(_power(float(u), a) for u, a in zip(loads, active, strict=True))), 1)}
 
@@ -207,12 +207,22 @@ def _best_destination(index: ClusterIndex, vm: Vm, src: Host, scorer: Scorer, li
     return cands[int(np.argmax(scorer.scores(feats, cands)))]
 
 
+@dataclass(frozen=True)
+class Thresholds:
+    """When rebalance acts (config ``[rebalance]``)."""
+
+    hot: float = HOT  #: expected CPU use above which a host is relieved (goal balance)
+    cold: float = COLD  #: expected CPU use under which a host is emptied (goal consolidate)
+    gain_margin: float = GAIN_MARGIN  #: a move must lower the hotter host of the pair by this much
+
+
 def rebalance(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str, str], goal: str = "balance",
-              max_migrations: int = 10) -> Plan:
+              max_migrations: int = 10, thresholds: Thresholds | None = None) -> Plan:
     """A dry-run plan: drain maintenance hosts, relieve hot hosts (balance) or empty cold ones (consolidate)."""
+    th = thresholds or Thresholds()
     if goal not in ("balance", "consolidate"):
         raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
-    plan = Plan(goal=goal, policy=scorer.name, before=_summary(cluster))
+    plan = Plan(goal=goal, policy=scorer.name, before=_summary(cluster, th.hot))
     index = ClusterIndex.build(cluster, groups)
 
     def move(vm: Vm, src: Host, dst: Host, reason: str) -> None:
@@ -239,19 +249,19 @@ def rebalance(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str
                 continue
             move(vm, src, dst, f"drain {src.name} (maintenance)")
     if goal == "balance":
-        _relieve_hot(index, scorer, limits, groups, plan, move, max_migrations)
+        _relieve_hot(index, scorer, limits, groups, plan, move, max_migrations, th)
     else:
-        _empty_cold(index, scorer, limits, groups, plan, move, max_migrations)
-    plan.after = _summary(cluster)
+        _empty_cold(index, scorer, limits, groups, plan, move, max_migrations, th)
+    plan.after = _summary(cluster, th.hot)
     return plan
 
 
 def _relieve_hot(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: dict[str, str], plan: Plan,
-                 move: Any, max_migrations: int) -> None:
+                 move: Any, max_migrations: int, th: Thresholds) -> None:
     tried = np.zeros(len(index.hosts), dtype=bool)
     while len(plan.moves) < max_migrations:
         load = index.load()
-        cand = ~index.maintenance & (load > HOT) & ~tried
+        cand = ~index.maintenance & (load > th.hot) & ~tried
         if not cand.any():
             return
         src_i = int(np.argmax(np.where(cand, load, -np.inf)))
@@ -265,27 +275,27 @@ def _relieve_hot(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: di
             if dst is None:
                 continue
             gain = _load(src) - max(_load(src, skip=vm.name), _load(dst, add=vm))
-            if gain > GAIN_MARGIN and (best is None or gain > best[0]):
+            if gain > th.gain_margin and (best is None or gain > best[0]):
                 best = (gain, vm, dst)
         if best is None:
             tried[src_i] = True
             continue
         gain, vm, dst = best
-        move(vm, src, dst, f"{src.name} expected CPU {100 * _load(src):.0f} % > {100 * HOT:.0f} %; "
+        move(vm, src, dst, f"{src.name} expected CPU {100 * _load(src):.0f} % > {100 * th.hot:.0f} %; "
                            f"hottest of the pair drops by {100 * gain:.0f} points")
 
 
 def _empty_cold(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: dict[str, str], plan: Plan,
-                move: Any, max_migrations: int) -> None:
+                move: Any, max_migrations: int, th: Thresholds) -> None:
     cluster = Cluster(index.hosts)
-    for src in sorted((h for h in cluster.hosts if not h.maintenance and 0 < _load(h) < COLD), key=_load):
+    for src in sorted((h for h in cluster.hosts if not h.maintenance and 0 < _load(h) < th.cold), key=_load):
         vms = [v for v in src.vms if v.running]
         if any(v.has_pci_passthrough for v in vms) or len(plan.moves) + len(vms) > max_migrations:
             continue
         staged: list[tuple[Vm, Host]] = []
         for vm in vms:
             dst = _best_destination(index, vm, src, scorer, limits, groups)
-            if dst is None or dst.maintenance or _load(dst, add=vm) > HOT or not any(v.running for v in dst.vms):
+            if dst is None or dst.maintenance or _load(dst, add=vm) > th.hot or not any(v.running for v in dst.vms):
                 break
             staged.append((vm, dst))
             _apply(cluster, vm, src, dst)
@@ -297,7 +307,7 @@ def _empty_cold(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: dic
             index.refresh(index.row[dst.name])
         if len(staged) == len(vms):
             for vm, dst in staged:
-                move(vm, src, dst, f"empty {src.name} (expected CPU {100 * _load(src):.0f} % < {100 * COLD:.0f} %)")
+                move(vm, src, dst, f"empty {src.name} (expected CPU {100 * _load(src):.0f} % < {100 * th.cold:.0f} %)")
 
 
 def check_move(cluster: Cluster, vm: Vm, dst: Host, limits: Limits, groups: dict[str, str]) -> str | None:
