@@ -424,6 +424,23 @@ def test_fault_database_read_only_during_run(lab_env, monkeypatch) -> None:
     assert {vm: _running_on(lab_dir, vm) for vm in where} == where  # nothing acted without a journal
 
 
+def test_maintenance_drains_host_with_apply(lab_env, monkeypatch) -> None:
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    cli = Cli()
+    host = _running_on(lab_dir, "vm-6")[0]
+    assert cli("hosts", "maintenance", host, "on")[0] == 0
+    try:
+        cli("scan")
+        code, out, err = cli("rebalance", "--apply")
+        assert code == 0, out + err
+        cli("scan")
+        assert [v for v in _status(cli)[host]["vms"] if v["state"] == "running"] == []
+        assert _running_on(lab_dir, "vm-6") not in ([host], [])
+    finally:
+        cli("hosts", "maintenance", host, "off")
+
+
 def test_lab_status_lists_daemons_and_guests(lab_env) -> None:
     lab_dir, _ = lab_env
     st = lab.status(lab_dir)

@@ -70,7 +70,8 @@ def safe_target(vm: Vm, proposed: float, pressure: bool) -> int | None:
     """Clamp a proposed balloon target to the safety limits; None when no change is worth making.
 
     Pressure deflates at once to the maximum. Otherwise a step is at most MAX_CHANGE of the
-    current size, never below use + FLOOR_MARGIN, never above the maximum.
+    current size, except that the target never goes below use + FLOOR_MARGIN (as in MOM, the
+    floor wins over the step limit) and never above the maximum.
     """
     b = vm.balloon
     cur, cap = b.current_mib, b.maximum_mib or vm.memory_mib
@@ -80,7 +81,8 @@ def safe_target(vm: Vm, proposed: float, pressure: bool) -> int | None:
         return cap if cap != cur else None
     used = (b.available_mib - b.unused_mib) if (b.available_mib is not None and b.unused_mib is not None) else cur
     floor = used + FLOOR_MARGIN * cur
-    target = min(max(proposed, cur * (1 - MAX_CHANGE), floor), cur * (1 + MAX_CHANGE), cap)
+    stepped = min(max(proposed, cur * (1 - MAX_CHANGE)), cur * (1 + MAX_CHANGE))
+    target = min(max(stepped, floor), cap)  # the floor protects the guest and wins over the step limit
     if abs(target - cur) <= MIN_CHANGE * cur:
         return None
     return int(target)
