@@ -57,6 +57,14 @@ def _running(dom: libvirt.virDomain | None) -> bool:
     return dom is not None and bool(dom.isActive())
 
 
+def _running_here(conn: libvirt.virConnect, uuid: str, vm: str, host: str) -> libvirt.virDomain | Outcome:
+    """The running domain, or the ``skipped`` outcome when it does not run on this host."""
+    dom = _find(conn, uuid)
+    if dom is None or not dom.isActive():
+        return Outcome(SKIPPED, f"{vm} is not running on {host}")
+    return dom
+
+
 @dataclass
 class Migrate:
     """Live-migrate a VM from ``src`` to ``dst`` (persistent on dst, undefined on src)."""
@@ -172,10 +180,9 @@ class PinVcpus:
     def run(self, conn: libvirt.virConnect) -> Outcome:
         """Pre-condition (running here), execute (live + config), verify (read back the live XML)."""
         with translate_libvirt(f"pin {self.vm}"):
-            dom = _find(conn, self.uuid)
-            if not _running(dom):
-                return Outcome(SKIPPED, f"{self.vm} is not running on {self.host}")
-            assert dom is not None
+            dom = _running_here(conn, self.uuid, self.vm, self.host)
+            if isinstance(dom, Outcome):
+                return dom
             ncpu = conn.getInfo()[2]
             flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
             for vcpu, cpus in self.pins.items():
@@ -203,10 +210,9 @@ class SetBalloon:
     def run(self, conn: libvirt.virConnect) -> Outcome:
         """Pre-condition (running, target within 0..maximum), execute, verify (balloon.current reached)."""
         with translate_libvirt(f"balloon {self.vm}"):
-            dom = _find(conn, self.uuid)
-            if not _running(dom):
-                return Outcome(SKIPPED, f"{self.vm} is not running on {self.host}")
-            assert dom is not None
+            dom = _running_here(conn, self.uuid, self.vm, self.host)
+            if isinstance(dom, Outcome):
+                return dom
             max_kib = dom.maxMemory()
             if not 0 < self.target_mib * 1024 <= max_kib:
                 return Outcome(FAILED, f"target {self.target_mib} MiB outside 1..{max_kib // 1024} MiB")

@@ -43,6 +43,20 @@ def lab_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
             os.environ["LLMVIRT_DB"] = old
 
 
+APPLY_IN_SUBPROCESS = (  # executor.apply on explicit actions, in its own process, as `rebalance --apply` runs it
+    "import json, sys\n"
+    "from llmvirt import executor\nfrom llmvirt.actions import MigrationSettings\n"
+    "from llmvirt.errors import LlmvirtError\n"
+    "from llmvirt.policy.constraints import Limits\nfrom llmvirt.store import database\n"
+    "url = sys.argv[1]\n"
+    "try:\n"
+    "    executor.apply(database.open_engine(url), url, 'balance', 'test', {}, [json.loads(sys.argv[2])],"
+    " Limits(), {}, MigrationSettings())\n"
+    "except LlmvirtError as e:\n"
+    "    print(f'error: {e}', file=sys.stderr)\n"
+    "    sys.exit(e.exit_code)\n")
+
+
 @pytest.fixture(autouse=True)
 def _lab_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """TCG guests on 2 shared cores never reach a full core each: the lab states a lower hot threshold."""
@@ -256,13 +270,7 @@ def test_sigkill_mid_plan_then_rerun_reconciles(lab_env, monkeypatch, tmp_path) 
     dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
     action = {"kind": "migrate", "vm": "vm-1", "vm_uuid": _uuid(lab_dir, src, "vm-1"), "src": src, "dst": dst,
               "params": {}}
-    code = ("import json, sys\n"
-            "from llmvirt import executor\nfrom llmvirt.actions import MigrationSettings\n"
-            "from llmvirt.policy.constraints import Limits\nfrom llmvirt.store import database\n"
-            "url = sys.argv[1]\n"
-            "executor.apply(database.open_engine(url), url, 'balance', 'test', {}, [json.loads(sys.argv[2])],"
-            " Limits(), {}, MigrationSettings())\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, url, json.dumps(action)],
+    proc = subprocess.Popen([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(action)],
                             env=dict(os.environ, LLMVIRT_DB=url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     running = None
@@ -402,20 +410,9 @@ def test_fault_database_read_only_during_run(lab_env, monkeypatch) -> None:
     dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
     action = {"kind": "migrate", "vm": "vm-1", "vm_uuid": _uuid(lab_dir, src, "vm-1"), "src": src, "dst": dst,
               "params": {}}
-    code = ("import json, sys\n"
-            "from llmvirt import executor\nfrom llmvirt.actions import MigrationSettings\n"
-            "from llmvirt.errors import LlmvirtError\n"
-            "from llmvirt.policy.constraints import Limits\nfrom llmvirt.store import database\n"
-            "url = sys.argv[1]\n"
-            "try:\n"
-            "    executor.apply(database.open_engine(url), url, 'balance', 'test', {}, [json.loads(sys.argv[2])],"
-            " Limits(), {}, MigrationSettings())\n"
-            "except LlmvirtError as e:\n"
-            "    print(f'error: {e}', file=sys.stderr)\n"
-            "    sys.exit(e.exit_code)\n")
     subprocess.run(["chattr", "+i", *map(str, files)], check=True)
     try:
-        res = subprocess.run([sys.executable, "-c", code, url, json.dumps(action)],
+        res = subprocess.run([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(action)],
                              env=dict(os.environ, LLMVIRT_DB=url), capture_output=True, text=True, timeout=120)
     finally:
         subprocess.run(["chattr", "-i", *map(str, files)], check=True)

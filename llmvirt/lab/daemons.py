@@ -97,6 +97,11 @@ def start_host(host: LabHost) -> None:
     for sub in ("run", "lib", "log", "cache", "sock", "lib/qemu", "lib/images"):
         (host.dir / sub).mkdir(parents=True, exist_ok=True)
     _write_config(host)
+    _launch(host)
+
+
+def _launch(host: LabHost) -> None:
+    """Start virtlogd and libvirtd in a new private mount namespace; wait for the socket."""
     res = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-m",
                           "llmvirt.lab.nsinit", str(host.dir)], capture_output=True, text=True)
     if res.returncode != 0:
@@ -117,16 +122,7 @@ def restart_host(host: LabHost) -> None:
         if pid and pid_is(pid, d):
             os.kill(pid, signal.SIGKILL)
     host.socket.unlink(missing_ok=True)
-    res = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-m",
-                          "llmvirt.lab.nsinit", str(host.dir)], capture_output=True, text=True)
-    if res.returncode != 0:
-        raise LabError(f"{host.name}: restarting libvirtd failed: {res.stderr.strip()[-300:]}")
-    deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if host.socket.exists():
-            return
-        time.sleep(0.1)
-    raise LabError(f"{host.name}: libvirtd did not come back within {DAEMON_START_TIMEOUT_S:g} s")
+    _launch(host)
 
 
 def _stop(pid: int | None, program: str) -> None:
