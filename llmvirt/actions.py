@@ -33,6 +33,7 @@ class MigrationSettings:
     timeout_base_s: float = 60.0  #: completion timeout, fixed part
     timeout_per_gib_s: float = 60.0  #: completion timeout per GiB of guest memory (Nova's idea)
     poll_s: float = 0.5  #: how often progress is read
+    max_parallel: int = 1  #: migrations at once in the cluster (never more than one per host)
 
 
 @dataclass
@@ -76,20 +77,36 @@ class Migrate:
 
     def run(self, src_conn: libvirt.virConnect, dst_conn: libvirt.virConnect, dst_uri: str,
             dst_maintenance: bool, limits: Limits, groups: dict[str, str], settings: MigrationSettings,
-            progress: Callable[[float], None] | None = None) -> Outcome:
+            progress: Callable[[float], None] | None = None, allowed_hosts: tuple[str, ...] = ()) -> Outcome:
         """Pre-condition, execute, verify."""
         with translate_libvirt(f"migrate {self.vm}"):
-            pre = self._pre(src_conn, dst_conn, dst_maintenance, limits, groups)
+            pre = self._pre(src_conn, dst_conn, dst_maintenance, limits, groups, allowed_hosts)
             if pre is not None:
                 return pre
             dom = src_conn.lookupByUUIDString(self.uuid)
             outcome = self._execute(dom, dst_conn, dst_uri, settings, progress)
             if outcome.status != DONE:
-                return outcome
+                return Outcome(outcome.status, outcome.detail + self._resume_source(src_conn), outcome.extra)
             return self._verify(src_conn, dst_conn, outcome)
 
+    def _resume_source(self, src_conn: libvirt.virConnect) -> str:
+        """A failed migration can leave the guest paused on its source: resume it. Returns a note."""
+        dom = _find(src_conn, self.uuid)
+        if dom is None:
+            return ""
+        state, reason = dom.state()
+        if state == libvirt.VIR_DOMAIN_PAUSED and reason in (libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
+                                                             libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,
+                                                             libvirt.VIR_DOMAIN_PAUSED_UNKNOWN):
+            try:
+                dom.resume()
+                return f"; {self.vm} was left paused on {self.src} and was resumed there"
+            except libvirt.libvirtError as exc:
+                return f"; {self.vm} is paused on {self.src} and could not be resumed: {exc.get_error_message()}"
+        return ""
+
     def _pre(self, src_conn: libvirt.virConnect, dst_conn: libvirt.virConnect, dst_maintenance: bool,
-             limits: Limits, groups: dict[str, str]) -> Outcome | None:
+             limits: Limits, groups: dict[str, str], allowed_hosts: tuple[str, ...]) -> Outcome | None:
         if _running(_find(dst_conn, self.uuid)):
             return Outcome(SKIPPED, f"{self.vm} already runs on {self.dst}")
         dom = _find(src_conn, self.uuid)
@@ -107,7 +124,8 @@ class Migrate:
         vm = src_host.vm(self.vm)
         if vm is None:
             return Outcome(SKIPPED, f"{self.vm} is no longer on {self.src}")
-        broken = check_host(host, request_of(vm, groups.get(vm.name)), limits, groups)
+        host.name = self.dst
+        broken = check_host(host, request_of(vm, groups.get(vm.name), allowed_hosts), limits, groups)
         if broken is not None:
             return Outcome(FAILED, f"{self.dst} cannot take {self.vm} now: {broken}")
         return None

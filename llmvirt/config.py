@@ -14,6 +14,9 @@ Default location: ``$XDG_CONFIG_HOME/llmvirt/config.toml`` (for root
     [anti_affinity]        # VMs of a group never share a host
     web = ["web1", "web2"]
 
+    [host_pinning]         # VMs that may run only on these hosts (licences, local disks)
+    db1 = ["kvm1", "kvm2"]
+
     [rebalance]            # when rebalance acts: expected CPU use as a fraction of host CPUs
     hot = 0.8
     cold = 0.25
@@ -123,3 +126,13 @@ def load_thresholds(path: Path | None):  # noqa: ANN201
     if not 0 < th.cold < th.hot <= 2:
         raise UsageError("config: [rebalance] needs 0 < cold < hot <= 2")
     return th
+
+
+def load_host_pins(path: Path | None) -> dict[str, tuple[str, ...]]:
+    """VM -> the only hosts it may run on, from ``[host_pinning] vm = ["kvm1", "kvm2"]``."""
+    out: dict[str, tuple[str, ...]] = {}
+    for vm, hosts in _read(path).get("host_pinning", {}).items():
+        if not isinstance(hosts, list) or not hosts:
+            raise UsageError(f"config: host_pinning.{vm} must be a non-empty list of host names")
+        out[str(vm)] = tuple(str(h) for h in hosts)
+    return out

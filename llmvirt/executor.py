@@ -2,8 +2,9 @@
 
 Order of a run: take the apply lock (a second run exits at once), reconcile what an
 interrupted run left pending or running by looking where each VM really is, record the
-new plan, then run its actions one at a time (so at most one migration per host, and
-one in the cluster), journaling every state change before and after it happens. A
+new plan, then run its actions (at most ``max_parallel`` at once, never two on one host,
+plan order kept between actions that share a host), journaling every state change
+before and after it happens. A
 completed migration is never issued again: a plan is computed from a fresh scan, and
 old actions are only ever reconciled, never replayed.
 """
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,20 +71,22 @@ def apply_lock(db_url: str | None) -> Iterator[None]:
 
 @dataclass
 class Hosts:
-    """Connections to registered hosts, opened on first use."""
+    """Connections to registered hosts, opened on first use (safe to share between action threads)."""
 
     engine: Engine
     _conns: dict[str, libvirt.virConnect] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def conn(self, name: str) -> libvirt.virConnect:
         """An open connection to host ``name``."""
-        if self._conns is None:
-            self._conns = {}
-        if name not in self._conns:
-            host = registry.get_host(self.engine, name)
-            with translate_libvirt(f"host {name} ({host.uri})", connecting=True):
-                self._conns[name] = libvirt.open(host.uri)
-        return self._conns[name]
+        with self._lock:
+            if self._conns is None:
+                self._conns = {}
+            if name not in self._conns:
+                host = registry.get_host(self.engine, name)
+                with translate_libvirt(f"host {name} ({host.uri})", connecting=True):
+                    self._conns[name] = libvirt.open(host.uri)
+            return self._conns[name]
 
     def uri(self, name: str) -> str:
         """The host's libvirt URI."""
@@ -136,7 +140,8 @@ def reconcile(engine: Engine, hosts: Hosts) -> list[str]:
 
 
 def run_action(a: journal.JournalAction, hosts: Hosts, limits: Limits, groups: dict[str, str],
-               settings: MigrationSettings, progress: Callable[[float], None] | None = None) -> Outcome:
+               settings: MigrationSettings, progress: Callable[[float], None] | None = None,
+               host_pins: dict[str, tuple[str, ...]] | None = None) -> Outcome:
     """Run one journaled action against live hosts."""
     try:
         if a.kind == "migrate":
@@ -146,7 +151,7 @@ def run_action(a: journal.JournalAction, hosts: Hosts, limits: Limits, groups: d
                 settings = replace(settings, migrate_uri="tcp://127.0.0.1")
             return Migrate(a.vm, a.vm_uuid, a.src, a.dst).run(
                 hosts.conn(a.src), hosts.conn(a.dst), hosts.uri(a.dst), hosts.maintenance(a.dst), limits, groups,
-                settings, progress)
+                settings, progress, (host_pins or {}).get(a.vm, ()))
         if a.kind == "pin":
             assert a.src and a.vm_uuid
             pins = {int(k): tuple(v) for k, v in a.params["pins"].items()}
@@ -160,10 +165,47 @@ def run_action(a: journal.JournalAction, hosts: Hosts, limits: Limits, groups: d
     return Outcome(FAILED, f"unknown action kind {a.kind!r}")
 
 
+def schedule(actions: list[journal.JournalAction], max_parallel: int,
+             run: Callable[[journal.JournalAction], Outcome],
+             started: Callable[[journal.JournalAction], None] = lambda a: None,
+             finished: Callable[[journal.JournalAction, Outcome], None] = lambda a, o: None) -> None:
+    """Run actions with at most ``max_parallel`` at once and never two on one host at a time.
+
+    An action starts only when none of its hosts is busy and no earlier action touching one of
+    its hosts is still waiting, so actions that share a host keep the plan's order.
+    """
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    pending = list(actions)
+    running: dict[Future[Outcome], tuple[journal.JournalAction, set[str]]] = {}
+    busy: set[str] = set()
+    with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
+        while pending or running:
+            waiting: set[str] = set()
+            for a in list(pending):
+                hosts = {h for h in (a.src, a.dst) if h}
+                if len(running) < max(1, max_parallel) and not hosts & busy and not hosts & waiting:
+                    pending.remove(a)
+                    busy |= hosts
+                    started(a)
+                    running[pool.submit(run, a)] = (a, hosts)
+                else:
+                    waiting |= hosts
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in done:
+                a, hosts = running.pop(fut)
+                busy -= hosts
+                try:
+                    outcome = fut.result()
+                except Exception as exc:  # noqa: BLE001 - an unexpected error fails the action, not the run
+                    outcome = Outcome(FAILED, f"{type(exc).__name__}: {exc}")
+                finished(a, outcome)
+
+
 def apply(engine: Engine, db_url: str | None, goal: str, policy: str, body: dict[str, Any],
           actions: list[dict[str, Any]], limits: Limits, groups: dict[str, str], settings: MigrationSettings,
-          say: Callable[[str], None] = print, progress_factory: Callable[[str], Callable[[float], None]] | None = None
-          ) -> tuple[int, dict[str, int]]:
+          host_pins: dict[str, tuple[str, ...]] | None = None, say: Callable[[str], None] = print,
+          progress_factory: Callable[[str], Callable[[float], None]] | None = None) -> tuple[int, dict[str, int]]:
     """Lock, reconcile, record and run a plan; returns (plan id, counts of outcomes)."""
     with apply_lock(db_url):
         hosts = Hosts(engine)
@@ -172,13 +214,18 @@ def apply(engine: Engine, db_url: str | None, goal: str, policy: str, body: dict
                 say(note)
             plan_id = journal.create_plan(engine, goal, policy, body, actions)
             counts = {DONE: 0, SKIPPED: 0, FAILED: 0}
-            for a in journal.plan_actions(engine, plan_id):
-                journal.set_status(engine, a.id, "running")
+
+            def run(a: journal.JournalAction) -> Outcome:
                 prog = progress_factory(f"{a.kind} {a.vm}") if progress_factory else None
-                outcome = run_action(a, hosts, limits, groups, settings, prog)
+                return run_action(a, hosts, limits, groups, settings, prog, host_pins)
+
+            def finished(a: journal.JournalAction, outcome: Outcome) -> None:
                 journal.set_status(engine, a.id, outcome.status, outcome.detail)
                 counts[outcome.status] += 1
                 say(f"{a.kind} {a.vm}: {outcome.status}: {outcome.detail}")
+
+            schedule(journal.plan_actions(engine, plan_id), settings.max_parallel, run,
+                     started=lambda a: journal.set_status(engine, a.id, "running"), finished=finished)
             journal.finish_plan(engine, plan_id)
             return plan_id, counts
         finally:

@@ -360,6 +360,9 @@ def test_fault_destination_libvirtd_killed_during_migration(lab_env, monkeypatch
     daemons.restart_host(_lab_host(lab_dir, dst))
     time.sleep(2)
     assert _running_on(lab_dir, "vm-6") == [src]
+    state, _reason = _conn(lab_dir, src).lookupByName("vm-6").state()
+    assert state == libvirt.VIR_DOMAIN_RUNNING  # running, not left paused by the failed migration
+    assert lab.load(lab_dir, "vm-6", 0, 8).name == src  # and its userland still answers
     acts = journal.all_actions(database.open_engine(url))
     assert acts[0]["status"] == "failed" and acts[0]["reason"]
 
@@ -419,6 +422,30 @@ def test_fault_database_read_only_during_run(lab_env, monkeypatch) -> None:
     code, out, err = res.returncode, res.stdout, res.stderr
     assert code == 4 and "cannot write the journal" in err and "Traceback" not in err, (code, out, err)
     assert {vm: _running_on(lab_dir, vm) for vm in where} == where  # nothing acted without a journal
+
+
+def test_migration_timeout_aborts_and_leaves_guest_on_source(lab_env, monkeypatch) -> None:
+    from llmvirt import executor
+    from llmvirt.actions import MigrationSettings
+    from llmvirt.policy.constraints import Limits
+    from llmvirt.store import database, journal
+
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    Cli()("scan")
+    src = _running_on(lab_dir, "vm-6")[0]
+    dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
+    lab.load(lab_dir, "vm-6", 100, 8)  # busy guest; a 192 MiB guest takes about 2 s to migrate, far over 0.2 s
+    settings = MigrationSettings(timeout_base_s=0.2, timeout_per_gib_s=0.0, poll_s=0.1)
+    engine = database.open_engine(url)
+    _, counts = executor.apply(engine, url, "balance", "test", {}, [
+        {"kind": "migrate", "vm": "vm-6", "vm_uuid": _uuid(lab_dir, src, "vm-6"), "src": src, "dst": dst,
+         "params": {}}], Limits(), {}, settings, say=lambda *_: None)
+    lab.load(lab_dir, "vm-6", 0, 8)
+    act = journal.all_actions(engine)[0]
+    assert counts["failed"] == 1 and "aborted" in act["reason"], act
+    time.sleep(1)
+    assert _running_on(lab_dir, "vm-6") == [src]
 
 
 def test_maintenance_drains_host_with_apply(lab_env, monkeypatch) -> None:

@@ -181,3 +181,20 @@ def test_vectorised_index_matches_per_host_reference() -> None:
         rows = np.arange(len(cluster.hosts))
         ref = np.stack([pair_features(h, req, 0.3, limits) for h in cluster.hosts])
         assert np.allclose(idx.features(req, 0.3, limits, rows), ref, atol=1e-6)
+
+
+def test_host_pinning_restricts_moves(cli, tmp_path: Path) -> None:
+    for name, f in (("gpu1", "gpu-host.xml"), ("busy", "busy-host.xml"), ("spare", "small-host.xml")):
+        cli("hosts", "add", name, fixture_uri(f))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[host_pinning]\nweb1 = ["busy", "gpu1"]\n')
+    cli("hosts", "maintenance", "busy", "on")
+    cli("scan")
+    code, out, err = cli("--config", str(cfg), "rebalance", "--json", "--policy", "baseline:least-loaded")
+    assert code == 0, err
+    plan = json.loads(out)
+    web1 = [m for m in plan["moves"] if m["vm"] == "web1"]
+    assert web1 and web1[0]["dst"] == "gpu1"  # drained, but only to a host it is pinned to
+    cfg.write_text('[host_pinning]\nweb1 = ["busy"]\n')
+    plan = json.loads(cli("--config", str(cfg), "rebalance", "--json", "--policy", "baseline:least-loaded")[1])
+    assert plan["unmovable"]["web1"] == "no host satisfies its constraints"

@@ -114,13 +114,14 @@ def rebalance(
     st = state(ctx)
     cluster = _cluster(ctx)
     limits, groups = config.load_limits(st.config_path), config.load_groups(st.config_path)
+    pins = config.load_host_pins(st.config_path)
     if only or no_migrate:
         plan = decide.Plan(goal=goal, policy="rules", before={}, after={})
     else:
         plan = decide.rebalance(cluster, decide.load_scorer(policy), limits, groups, goal, max_migrations,
-                                config.load_thresholds(st.config_path))
+                                config.load_thresholds(st.config_path), pins)
     if apply:
-        _apply(ctx, plan, only, limits, groups, as_json)
+        _apply(ctx, plan, only, limits, groups, pins, as_json)
         return
     if as_json:
         out.print_json(json.dumps(plan.as_json()))
@@ -155,7 +156,8 @@ def _persistent(ctx: typer.Context, plan: decide.Plan) -> tuple[list[decide.Move
     return keep, held
 
 
-def _apply(ctx: typer.Context, plan: decide.Plan, only: str | None, limits, groups, as_json: bool) -> None:  # noqa: ANN001
+def _apply(ctx: typer.Context, plan: decide.Plan, only: str | None, limits, groups, pins,  # noqa: ANN001
+           as_json: bool) -> None:
     from rich.progress import BarColumn, Progress, TextColumn
 
     from llmvirt import executor
@@ -194,7 +196,7 @@ def _apply(ctx: typer.Context, plan: decide.Plan, only: str | None, limits, grou
 
     with progress:
         plan_id, counts = executor.apply(st.engine(), st.db_url, plan.goal, plan.policy, plan.as_json(), actions,
-                                         limits, groups, config.load_migration_settings(st.config_path),
+                                         limits, groups, config.load_migration_settings(st.config_path), pins,
                                          say=lambda m: out.print(m, markup=False), progress_factory=factory)
     if as_json:
         out.print_json(json.dumps({"plan_id": plan_id, "outcomes": counts}))

@@ -100,10 +100,10 @@ def start_host(host: LabHost) -> None:
     _launch(host)
 
 
-def _launch(host: LabHost) -> None:
-    """Start virtlogd and libvirtd in a new private mount namespace; wait for the socket."""
+def _launch(host: LabHost, daemons: tuple[str, ...] = ()) -> None:
+    """Start the daemons (default: both) in a new private mount namespace; wait for libvirtd's socket."""
     res = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-m",
-                          "llmvirt.lab.nsinit", str(host.dir)], capture_output=True, text=True)
+                          "llmvirt.lab.nsinit", str(host.dir), *daemons], capture_output=True, text=True)
     if res.returncode != 0:
         raise LabError(f"{host.name}: starting libvirtd failed: {res.stderr.strip()[-300:]}")
     deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
@@ -116,13 +116,16 @@ def _launch(host: LabHost) -> None:
 
 
 def restart_host(host: LabHost) -> None:
-    """Start a host's daemons again on its existing state (after a crash); its QEMUs keep running."""
-    for d in ("virtlogd", "libvirtd"):
-        pid = read_pid(host.pidfile(d))
-        if pid and pid_is(pid, d):
-            os.kill(pid, signal.SIGKILL)
-    host.socket.unlink(missing_ok=True)
-    _launch(host)
+    """Start a host's dead daemons again on its existing state (after a crash); its QEMUs keep running.
+
+    A live virtlogd is kept: it holds the running QEMUs' console logs.
+    """
+    dead = tuple(d for d in ("virtlogd", "libvirtd")
+                 if not ((pid := read_pid(host.pidfile(d))) and pid_is(pid, d)))
+    if "libvirtd" in dead:
+        host.socket.unlink(missing_ok=True)
+    if dead:
+        _launch(host, dead)
 
 
 def _stop(pid: int | None, program: str) -> None:

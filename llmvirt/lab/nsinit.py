@@ -22,16 +22,17 @@ BINDS = (
 )
 
 
-def main(hostdir: Path) -> int:
-    """Bind-mount the host's state directories, then start virtlogd and libvirtd."""
+def main(hostdir: Path, daemons: tuple[str, ...] = ("virtlogd", "libvirtd")) -> int:
+    """Bind-mount the host's state directories, then start the daemons (virtlogd before libvirtd)."""
     for sub, target in BINDS:
         Path(target).mkdir(parents=True, exist_ok=True)
         subprocess.run(["mount", "--bind", str(hostdir / sub), target], check=True)
     # virtlogd first: libvirtd needs its socket to start any domain.
-    subprocess.run(["virtlogd", "-d", "-p", str(hostdir / "virtlogd.pid")], check=True)
-    subprocess.run(["libvirtd", "-d", "-p", str(hostdir / "libvirtd.pid")], check=True)
+    for d in ("virtlogd", "libvirtd"):
+        if d in daemons:
+            subprocess.run([d, "-d", "-p", str(hostdir / f"{d}.pid")], check=True)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    sys.exit(main(Path(sys.argv[1]), tuple(sys.argv[2:]) or ("virtlogd", "libvirtd")))

@@ -21,6 +21,7 @@ ANTI_AFFINITY = "anti_affinity"
 MAINTENANCE = "maintenance"
 RESERVED_CAPACITY = "reserved_capacity"
 SAME_HOST = "already_there"
+HOST_PINNING = "host_pinning"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Request:
     vgpu_type: str | None = None  #: mediated device type, e.g. nvidia-1155
     anti_affinity: str | None = None  #: group whose members must be on different hosts
     name: str = ""  #: VM name (for anti-affinity membership of an existing VM)
+    allowed_hosts: tuple[str, ...] = ()  #: host pinning: the only hosts this VM may run on (empty: any)
 
 
 @dataclass
@@ -53,12 +55,12 @@ class Verdict:
     excluded: dict[str, str] = field(default_factory=dict)  #: host name -> constraint
 
 
-def request_of(vm: Vm, group: str | None = None) -> Request:
+def request_of(vm: Vm, group: str | None = None, allowed_hosts: tuple[str, ...] = ()) -> Request:
     """The request an existing VM makes of a destination."""
     vgpu = next((g.mdev_type for g in vm.gpus if g.kind == "vgpu"), None)
     return Request(vcpus=vm.vcpus, memory_mib=vm.memory_mib,
                    gpus=sum(1 for g in vm.gpus if g.kind == "passthrough"), vgpu_type=vgpu,
-                   anti_affinity=group, name=vm.name)
+                   anti_affinity=group, name=vm.name, allowed_hosts=allowed_hosts)
 
 
 def free_gpus(host: Host) -> int:
@@ -82,6 +84,8 @@ def check_host(host: Host, req: Request, limits: Limits, groups: dict[str, str],
     """
     if host.maintenance:
         return MAINTENANCE
+    if req.allowed_hosts and host.name not in req.allowed_hosts:
+        return HOST_PINNING
     others = [v for v in host.vms if v.running and v.name != exclude_vm]
     vcpus = sum(v.vcpus for v in others)
     memory = sum(v.balloon_mib for v in others)

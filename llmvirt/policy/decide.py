@@ -192,11 +192,11 @@ def _apply(cluster: Cluster, vm: Vm, src: Host, dst: Host) -> None:
 
 
 def _best_destination(index: ClusterIndex, vm: Vm, src: Host, scorer: Scorer, limits: Limits,
-                      groups: dict[str, str]) -> Host | None:
+                      groups: dict[str, str], host_pins: dict[str, tuple[str, ...]]) -> Host | None:
     """The scorer's choice among the hosts the constraints allow (never the source)."""
     if vm.has_pci_passthrough:
         return None
-    req = request_of(vm, groups.get(vm.name))
+    req = request_of(vm, groups.get(vm.name), host_pins.get(vm.name, ()))
     reason = index.mask(req, limits)
     reason[index.row[src.name]] = "already_there"
     ok = np.flatnonzero(reason == "")
@@ -217,9 +217,14 @@ class Thresholds:
 
 
 def rebalance(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str, str], goal: str = "balance",
-              max_migrations: int = 10, thresholds: Thresholds | None = None) -> Plan:
-    """A dry-run plan: drain maintenance hosts, relieve hot hosts (balance) or empty cold ones (consolidate)."""
+              max_migrations: int = 10, thresholds: Thresholds | None = None,
+              host_pins: dict[str, tuple[str, ...]] | None = None) -> Plan:
+    """A dry-run plan: drain maintenance hosts, relieve hot hosts (balance) or empty cold ones (consolidate).
+
+    ``host_pins`` maps a VM to the only hosts it may run on (config ``[host_pinning]``).
+    """
     th = thresholds or Thresholds()
+    pins = host_pins or {}
     if goal not in ("balance", "consolidate"):
         raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
     plan = Plan(goal=goal, policy=scorer.name, before=_summary(cluster, th.hot))
@@ -243,21 +248,21 @@ def rebalance(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str
             if vm.has_pci_passthrough:
                 plan.unmovable[vm.name] = "PCI passthrough device: cannot live-migrate"
                 continue
-            dst = _best_destination(index, vm, src, scorer, limits, groups)
+            dst = _best_destination(index, vm, src, scorer, limits, groups, pins)
             if dst is None:
                 plan.unmovable[vm.name] = "no host satisfies its constraints"
                 continue
             move(vm, src, dst, f"drain {src.name} (maintenance)")
     if goal == "balance":
-        _relieve_hot(index, scorer, limits, groups, plan, move, max_migrations, th)
+        _relieve_hot(index, scorer, limits, groups, plan, move, max_migrations, th, pins)
     else:
-        _empty_cold(index, scorer, limits, groups, plan, move, max_migrations, th)
+        _empty_cold(index, scorer, limits, groups, plan, move, max_migrations, th, pins)
     plan.after = _summary(cluster, th.hot)
     return plan
 
 
 def _relieve_hot(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: dict[str, str], plan: Plan,
-                 move: Any, max_migrations: int, th: Thresholds) -> None:
+                 move: Any, max_migrations: int, th: Thresholds, pins: dict[str, tuple[str, ...]]) -> None:
     tried = np.zeros(len(index.hosts), dtype=bool)
     while len(plan.moves) < max_migrations:
         load = index.load()
@@ -271,7 +276,7 @@ def _relieve_hot(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: di
             if vm.has_pci_passthrough:
                 plan.unmovable.setdefault(vm.name, "PCI passthrough device: cannot live-migrate")
                 continue
-            dst = _best_destination(index, vm, src, scorer, limits, groups)
+            dst = _best_destination(index, vm, src, scorer, limits, groups, pins)
             if dst is None:
                 continue
             gain = _load(src) - max(_load(src, skip=vm.name), _load(dst, add=vm))
@@ -286,7 +291,7 @@ def _relieve_hot(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: di
 
 
 def _empty_cold(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: dict[str, str], plan: Plan,
-                move: Any, max_migrations: int, th: Thresholds) -> None:
+                move: Any, max_migrations: int, th: Thresholds, pins: dict[str, tuple[str, ...]]) -> None:
     cluster = Cluster(index.hosts)
     for src in sorted((h for h in cluster.hosts if not h.maintenance and 0 < _load(h) < th.cold), key=_load):
         vms = [v for v in src.vms if v.running]
@@ -294,7 +299,7 @@ def _empty_cold(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: dic
             continue
         staged: list[tuple[Vm, Host]] = []
         for vm in vms:
-            dst = _best_destination(index, vm, src, scorer, limits, groups)
+            dst = _best_destination(index, vm, src, scorer, limits, groups, pins)
             if dst is None or dst.maintenance or _load(dst, add=vm) > th.hot or not any(v.running for v in dst.vms):
                 break
             staged.append((vm, dst))
@@ -310,8 +315,10 @@ def _empty_cold(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: dic
                 move(vm, src, dst, f"empty {src.name} (expected CPU {100 * _load(src):.0f} % < {100 * th.cold:.0f} %)")
 
 
-def check_move(cluster: Cluster, vm: Vm, dst: Host, limits: Limits, groups: dict[str, str]) -> str | None:
-    """The constraint a move violates now, or None (the executor's live re-check uses this)."""
+def check_move(cluster: Cluster, vm: Vm, dst: Host, limits: Limits, groups: dict[str, str],
+               host_pins: dict[str, tuple[str, ...]] | None = None) -> str | None:
+    """The constraint a move violates now, or None."""
     if vm.has_pci_passthrough:
         return "passthrough_not_live_migratable"
-    return check_host(dst, request_of(vm, groups.get(vm.name)), limits, groups, exclude_vm=vm.name)
+    return check_host(dst, request_of(vm, groups.get(vm.name), (host_pins or {}).get(vm.name, ())), limits, groups,
+                      exclude_vm=vm.name)

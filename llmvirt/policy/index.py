@@ -85,6 +85,8 @@ class ClusterIndex:
             reason[(reason == "") & cond] = name
 
         first(self.maintenance, c.MAINTENANCE)
+        if req.allowed_hosts:
+            first(np.array([h.name not in req.allowed_hosts for h in self.hosts], dtype=bool), c.HOST_PINNING)
         need_cpu = self.vcpus + req.vcpus
         over_cpu = need_cpu > (self.cpus - limits.reserved_cpus) * limits.cpu_allocation_ratio
         fits_raw = need_cpu <= self.cpus * limits.cpu_allocation_ratio
