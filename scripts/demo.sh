@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 export LLMVIRT_DB="${LLMVIRT_DB:-$PWD/.demo/llmvirt.db}"
 LAB_DIR="${LAB_DIR:-$PWD/.lab}"
 mkdir -p "$(dirname "$LLMVIRT_DB")"
+# TCG guests sharing this machine's 2 cores never reach a full core each: call a host hot at 60 %.
+export LLMVIRT_CONFIG="${LLMVIRT_CONFIG:-$PWD/.demo/llmvirt.toml}"
+[ -f "$LLMVIRT_CONFIG" ] || printf '[rebalance]\nhot = 0.6\ncold = 0.1\n' > "$LLMVIRT_CONFIG"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -18,16 +21,23 @@ llmvirt hosts list
 step "llmvirt scan (twice, 5 s apart, so CPU utilisation can be computed)"
 llmvirt scan
 sleep 5
-step "make a hotspot: vm-1 on lab-1 to 80 % CPU and 64 MiB"
-llmvirt lab load vm-1 --cpu 80 --mem 64M --dir "$LAB_DIR"
-sleep 5
-llmvirt scan
+step "make a hotspot: every guest on lab-1 to 100 % CPU, then scan 4 times (hysteresis wants 3 hot intervals)"
+for vm in $(llmvirt lab status --dir "$LAB_DIR" --json | python3 -c 'import json,sys; print(" ".join(g for g, h in json.load(sys.stdin)["guests"].items() if h == "lab-1"))'); do
+  llmvirt lab load "$vm" --cpu 100 --mem 16M --dir "$LAB_DIR"
+done
+for _ in 1 2 3 4; do sleep 4; llmvirt scan >/dev/null; done
 step "llmvirt status"
 llmvirt status
 step "llmvirt place: where would a new 1-vCPU, 256 MiB VM go, and why?"
 llmvirt place --vcpus 1 --memory 256M
 step "llmvirt rebalance: the plan for the hotspot (a dry run; nothing moves)"
 llmvirt rebalance
+step "llmvirt rebalance --apply --max-migrations 1: a real live migration, journaled"
+llmvirt rebalance --apply --max-migrations 1 || true
+llmvirt scan >/dev/null
+step "llmvirt plans list / actions: the journal"
+llmvirt plans list
+llmvirt actions
 step "llmvirt status --json (first host, abridged)"
 llmvirt status --json | python3 -c 'import json,sys; h=json.load(sys.stdin)["hosts"][0]; h["vms"]=h["vms"][:1]; print(json.dumps(h, indent=2))'
 step "done: the lab keeps running. Explore with: LLMVIRT_DB=$LLMVIRT_DB .venv/bin/llmvirt status; stop it with: .venv/bin/llmvirt lab down --dir $LAB_DIR"
