@@ -54,11 +54,6 @@ def format_cpuset(cpus: tuple[int, ...] | list[int]) -> str:
     return ",".join(runs)
 
 
-def cpumap_to_cpus(cpumap: tuple[bool, ...] | list[bool]) -> tuple[int, ...]:
-    """Turn a libvirt cpumap (one bool per host CPU) into CPU ids."""
-    return tuple(i for i, on in enumerate(cpumap) if on)
-
-
 def pci_address(domain: int, bus: int, slot: int, function: int) -> str:
     """Normalise a PCI address to ``0000:41:00.0``."""
     return f"{domain:04x}:{bus:02x}:{slot:02x}.{function:x}"

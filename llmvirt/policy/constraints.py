@@ -107,18 +107,6 @@ def check_host(host: Host, req: Request, limits: Limits, groups: dict[str, str],
     return None
 
 
-def placement_mask(cluster: Cluster, req: Request, limits: Limits, groups: dict[str, str]) -> Verdict:
-    """Which hosts may take a new VM."""
-    out = Verdict()
-    for h in cluster.hosts:
-        reason = check_host(h, req, limits, groups)
-        if reason is None:
-            out.feasible.append(h.name)
-        else:
-            out.excluded[h.name] = reason
-    return out
-
-
 def migration_mask(cluster: Cluster, vm: Vm, src: Host, limits: Limits, groups: dict[str, str]) -> Verdict:
     """Which hosts ``vm`` (running on ``src``) may live-migrate to."""
     out = Verdict()

@@ -17,7 +17,7 @@ import torch
 from llmvirt.cluster import Cluster, Host, Vm
 from llmvirt.errors import UsageError
 from llmvirt.policy import checkpoint
-from llmvirt.policy.constraints import Limits, Request, check_host, request_of
+from llmvirt.policy.constraints import Limits, Request, request_of
 from llmvirt.policy.features import FEATURES, expected_util
 from llmvirt.policy.index import ClusterIndex
 from llmvirt.policy.model import PlacementScorer
@@ -315,10 +315,3 @@ def _empty_cold(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: dic
                 move(vm, src, dst, f"empty {src.name} (expected CPU {100 * _load(src):.0f} % < {100 * th.cold:.0f} %)")
 
 
-def check_move(cluster: Cluster, vm: Vm, dst: Host, limits: Limits, groups: dict[str, str],
-               host_pins: dict[str, tuple[str, ...]] | None = None) -> str | None:
-    """The constraint a move violates now, or None."""
-    if vm.has_pci_passthrough:
-        return "passthrough_not_live_migratable"
-    return check_host(dst, request_of(vm, groups.get(vm.name), (host_pins or {}).get(vm.name, ())), limits, groups,
-                      exclude_vm=vm.name)
