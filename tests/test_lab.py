@@ -448,6 +448,25 @@ def test_migration_timeout_aborts_and_leaves_guest_on_source(lab_env, monkeypatc
     assert _running_on(lab_dir, "vm-6") == [src]
 
 
+def test_peer_to_peer_migration(lab_env, monkeypatch) -> None:
+    """[apply] peer_to_peer: the source libvirtd connects to the destination itself (migrateToURI3)."""
+    from llmvirt import executor
+    from llmvirt.actions import MigrationSettings
+    from llmvirt.policy.constraints import Limits
+    from llmvirt.store import database
+
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    Cli()("scan")
+    src = _running_on(lab_dir, "vm-5")[0]
+    dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
+    _, counts = executor.apply(database.open_engine(url), url, "balance", "test", {}, [
+        {"kind": "migrate", "vm": "vm-5", "vm_uuid": _uuid(lab_dir, src, "vm-5"), "src": src, "dst": dst,
+         "params": {}}], Limits(), {}, MigrationSettings(peer_to_peer=True), say=lambda *_: None)
+    assert counts["done"] == 1, counts
+    assert _running_on(lab_dir, "vm-5") == [dst]
+
+
 def test_maintenance_drains_host_with_apply(lab_env, monkeypatch) -> None:
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
