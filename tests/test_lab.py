@@ -266,10 +266,7 @@ def test_sigkill_mid_plan_then_rerun_reconciles(lab_env, monkeypatch, tmp_path) 
     cli("scan")
     engine = database.open_engine(url)
     before = {a["id"] for a in journal.all_actions(engine)}
-    src = _running_on(lab_dir, "vm-1")[0]
-    dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
-    action = {"kind": "migrate", "vm": "vm-1", "vm_uuid": _uuid(lab_dir, src, "vm-1"), "src": src, "dst": dst,
-              "params": {}}
+    src, dst, action = _migration(lab_dir, "vm-1")
     proc = subprocess.Popen([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(action)],
                             env=dict(os.environ, LLMVIRT_DB=url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
@@ -335,6 +332,14 @@ def _uuid(lab_dir: Path, host: str, vm: str) -> str:
     return _conn(lab_dir, host).lookupByName(vm).UUIDString()
 
 
+def _migration(lab_dir: Path, vm: str) -> tuple[str, str, dict]:
+    """(source, destination, journal action) for moving ``vm`` off the host it runs on now."""
+    src = _running_on(lab_dir, vm)[0]
+    dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
+    return src, dst, {"kind": "migrate", "vm": vm, "vm_uuid": _uuid(lab_dir, src, vm), "src": src, "dst": dst,
+                      "params": {}}
+
+
 def test_fault_destination_libvirtd_killed_during_migration(lab_env, monkeypatch) -> None:
     """The destination's libvirtd dies mid-migration: the action fails with libvirt's reason, the
     guest keeps running on its source, and after the daemon returns it runs nowhere else."""
@@ -346,11 +351,9 @@ def test_fault_destination_libvirtd_killed_during_migration(lab_env, monkeypatch
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
     Cli()("scan")
-    src = _running_on(lab_dir, "vm-6")[0]
-    dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
+    src, dst, action = _migration(lab_dir, "vm-6")
     before = {a["id"] for a in journal.all_actions(database.open_engine(url))}
-    t, box = _apply_in_background(url, [{"kind": "migrate", "vm": "vm-6", "vm_uuid": _uuid(lab_dir, src, "vm-6"),
-                                         "src": src, "dst": dst, "params": {}}])
+    t, box = _apply_in_background(url, [action])
     _wait_running(url, before)
     os.kill(daemons.read_pid(_lab_host(lab_dir, dst).pidfile("libvirtd")), signal.SIGKILL)
     t.join(120)
@@ -377,13 +380,10 @@ def test_fault_source_host_stopped_during_plan(lab_env, monkeypatch) -> None:
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
     Cli()("scan")
-    src = _running_on(lab_dir, "vm-5")[0]
-    dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
-    uuid = _uuid(lab_dir, src, "vm-5")
+    src, dst, action = _migration(lab_dir, "vm-5")  # resolved while the source still answers
     os.kill(daemons.read_pid(_lab_host(lab_dir, src).pidfile("libvirtd")), signal.SIGKILL)
     time.sleep(0.5)
-    t, box = _apply_in_background(url, [{"kind": "migrate", "vm": "vm-5", "vm_uuid": uuid, "src": src,
-                                         "dst": dst, "params": {}}])
+    t, box = _apply_in_background(url, [action])
     t.join(120)
     daemons.restart_host(_lab_host(lab_dir, src))
     time.sleep(2)
@@ -433,14 +433,12 @@ def test_migration_timeout_aborts_and_leaves_guest_on_source(lab_env, monkeypatc
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
     Cli()("scan")
-    src = _running_on(lab_dir, "vm-6")[0]
-    dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
+    src, dst, action = _migration(lab_dir, "vm-6")
     lab.load(lab_dir, "vm-6", 100, 8)  # busy guest; a 192 MiB guest takes about 2 s to migrate, far over 0.2 s
     settings = MigrationSettings(timeout_base_s=0.2, timeout_per_gib_s=0.0, poll_s=0.1)
     engine = database.open_engine(url)
-    _, counts = executor.apply(engine, url, "balance", "test", {}, [
-        {"kind": "migrate", "vm": "vm-6", "vm_uuid": _uuid(lab_dir, src, "vm-6"), "src": src, "dst": dst,
-         "params": {}}], Limits(), {}, settings, say=lambda *_: None)
+    _, counts = executor.apply(engine, url, "balance", "test", {}, [action], Limits(), {}, settings,
+                               say=lambda *_: None)
     lab.load(lab_dir, "vm-6", 0, 8)
     act = journal.all_actions(engine)[0]
     assert counts["failed"] == 1 and "aborted" in act["reason"], act
@@ -458,11 +456,9 @@ def test_peer_to_peer_migration(lab_env, monkeypatch) -> None:
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
     Cli()("scan")
-    src = _running_on(lab_dir, "vm-5")[0]
-    dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
-    _, counts = executor.apply(database.open_engine(url), url, "balance", "test", {}, [
-        {"kind": "migrate", "vm": "vm-5", "vm_uuid": _uuid(lab_dir, src, "vm-5"), "src": src, "dst": dst,
-         "params": {}}], Limits(), {}, MigrationSettings(peer_to_peer=True), say=lambda *_: None)
+    _src, dst, action = _migration(lab_dir, "vm-5")
+    _, counts = executor.apply(database.open_engine(url), url, "balance", "test", {}, [action], Limits(), {},
+                               MigrationSettings(peer_to_peer=True), say=lambda *_: None)
     assert counts["done"] == 1, counts
     assert _running_on(lab_dir, "vm-5") == [dst]
 

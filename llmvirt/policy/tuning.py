@@ -5,7 +5,9 @@ cell when one has room (the cell with the most free CPUs); CPUs pinned by other 
 reserved host CPUs are never shared or used. A VM that fits no single cell is left
 unpinned, with the reason.
 
-Balloon: oVirt MOM's limits, named here, bound every target whatever proposed it:
+Balloon: oVirt MOM's limits, named below (MAX_CHANGE, MIN_CHANGE, FLOOR_MARGIN), bound every
+target whatever proposed it, and a guest under pressure (PRESSURE_USABLE, swap-in or major
+faults rising) is deflated at once.
 """
 
 from __future__ import annotations

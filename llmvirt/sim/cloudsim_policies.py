@@ -51,9 +51,6 @@ def _initial_decreasing(sim: Simulation, best: bool):  # noqa: ANN202
     """First-fit or best-fit decreasing at time 0: VMs are offered largest MIPS first."""
     dc = sim.dc
     order = np.argsort(-dc.vm_mips, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    pending = {"order": list(order)}
 
     def choose(vm: int, avail: np.ndarray, ram: np.ndarray, bw: np.ndarray) -> int:
         r = dc.vm_mips[vm]
@@ -63,7 +60,7 @@ def _initial_decreasing(sim: Simulation, best: bool):  # noqa: ANN202
             return -1
         return int(idx[np.argmin(avail[idx] - r)]) if best else int(idx[0])
 
-    choose.order = pending["order"]  # type: ignore[attr-defined]
+    choose.order = [int(v) for v in order]  # type: ignore[attr-defined]
     return choose
 
 

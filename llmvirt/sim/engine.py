@@ -102,6 +102,7 @@ class Simulation:
         self.metrics = Metrics()
         self.remove_idle = True  # HostDynamicWorkload.getCompletedVms: VMs requesting 0 MIPS are removed
         self.last_time = 0.0
+        self._step_energy = 0.0  # energy of the decision interval being simulated
         self._last_history_tick = -1.0
         # SLA history "last entry" per host and per VM
         self._h_t = np.full(h, -1.0)
@@ -313,5 +314,3 @@ class Simulation:
         self._step_energy = 0.0
         self.finish_migrations_until(end)
         return self.metrics
-
-    _step_energy: float = 0.0
