@@ -1,6 +1,8 @@
 """Policy checkpoints: weights in safetensors, metadata in JSON; nothing is unpickled.
 
-A checkpoint is a directory ``NAME/`` with ``model.safetensors`` and ``policy.json``.
+A checkpoint is a directory ``NAME/`` with ``model.safetensors`` and ``policy.json`` (the
+placement/migration head) and, beside them, one ``HEAD.safetensors`` + ``HEAD.json`` pair per
+further head (``balloon``, ``pin``): one policy, several heads, each loaded with the same checks.
 The JSON records the format version, the feature spec and its order, the scenario and
 goal, the training data, the seed, metrics, the git commit and the SHA-256 of the
 weights file. Loading refuses a different format, a different feature spec, or
@@ -12,11 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from llmvirt.errors import UsageError
 from llmvirt.policy.features import FEATURE_SPEC_VERSION, FEATURES
@@ -63,11 +68,10 @@ def save(model: PlacementScorer, directory: Path, meta: dict[str, Any]) -> Path:
     return path
 
 
-def load(directory: Path) -> tuple[PlacementScorer, dict[str, Any]]:
-    """Load and verify a checkpoint; raises :class:`CheckpointError` with the reason."""
-    meta_path, weights = directory / META, directory / WEIGHTS
+def _verify(directory: Path, meta_path: Path, weights: Path, version: int, features: list[str]) -> dict[str, Any]:
+    """Read the metadata and check format, feature spec and weights hash; returns the metadata."""
     if not meta_path.is_file() or not weights.is_file():
-        raise CheckpointError(f"{directory} is not a policy checkpoint (needs {META} and {WEIGHTS})")
+        raise CheckpointError(f"{directory} is not a policy checkpoint (needs {meta_path.name} and {weights.name})")
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
@@ -76,19 +80,68 @@ def load(directory: Path) -> tuple[PlacementScorer, dict[str, Any]]:
         raise CheckpointError(f"{directory}: checkpoint format {meta.get('format_version')!r}, "
                               f"this llmvirt reads {FORMAT_VERSION}")
     spec = meta.get("feature_spec", {})
-    if spec.get("version") != FEATURE_SPEC_VERSION or spec.get("features") != list(FEATURES):
-        raise CheckpointError(f"{directory}: made for a different feature spec "
+    if spec.get("version") != version or spec.get("features") != features:
+        raise CheckpointError(f"{meta_path}: made for a different feature spec "
                               f"(version {spec.get('version')!r}); retrain it with this llmvirt")
     if _sha256(weights) != meta.get("weights_sha256"):
-        raise CheckpointError(f"{weights}: SHA-256 does not match {META}: the weights were changed or damaged")
-    cfg = meta.get("model", {})
+        raise CheckpointError(f"{weights}: SHA-256 does not match {meta_path.name}: "
+                              "the weights were changed or damaged")
+    return meta
+
+
+def _load_weights(directory: Path, model: nn.Module, weights: Path) -> None:
     try:
-        model = PlacementScorer(int(cfg["n_features"]), int(cfg["hidden"]))
-        state = load_file(str(weights))
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(load_file(str(weights)), strict=True)
     except (KeyError, ValueError, RuntimeError, OSError) as exc:
         raise CheckpointError(f"{directory}: weights do not fit the model: {exc}") from None
     model.eval()
+
+
+def load(directory: Path) -> tuple[PlacementScorer, dict[str, Any]]:
+    """Load and verify a checkpoint; raises :class:`CheckpointError` with the reason."""
+    meta = _verify(directory, directory / META, directory / WEIGHTS, FEATURE_SPEC_VERSION, list(FEATURES))
+    cfg = meta.get("model", {})
+    try:
+        model = PlacementScorer(int(cfg["n_features"]), int(cfg["hidden"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{directory}: model parameters missing or wrong: {exc}") from None
+    _load_weights(directory, model, directory / WEIGHTS)
+    return model, meta
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A further head of the policy: its file stem, feature spec and how to build its module."""
+
+    name: str  #: file stem: ``NAME.safetensors`` and ``NAME.json``
+    version: int  #: version of the head's feature spec
+    features: tuple[str, ...]  #: feature names in order
+    build: Callable[[dict[str, Any]], nn.Module]  #: module from the stored constructor parameters
+
+
+def save_head(model: nn.Module, directory: Path, spec: HeadSpec, config: dict[str, Any],
+              meta: dict[str, Any]) -> Path:
+    """Write one head's weights and metadata beside the policy; returns the metadata path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / f"{spec.name}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    doc = {"format_version": FORMAT_VERSION, "head": spec.name,
+           "feature_spec": {"version": spec.version, "features": list(spec.features)},
+           "model": config, "weights_sha256": _sha256(weights), "git_commit": git_commit(), **meta}
+    path = directory / f"{spec.name}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def load_head(directory: Path, spec: HeadSpec) -> tuple[nn.Module, dict[str, Any]]:
+    """Load and verify one head (same checks as :func:`load`)."""
+    meta = _verify(directory, directory / f"{spec.name}.json", directory / f"{spec.name}.safetensors",
+                   spec.version, list(spec.features))
+    try:
+        model = spec.build(meta.get("model", {}))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{directory}: {spec.name} head parameters missing or wrong: {exc}") from None
+    _load_weights(directory, model, directory / f"{spec.name}.safetensors")
     return model, meta
 
 
