@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from llmvirt.cluster import Cluster, Host, Vm
 
 MAX_CHANGE = 0.05  #: MOM max_balloon_change_percent: at most 5 % of current size per cycle
 MIN_CHANGE = 0.0025  #: MOM min_balloon_change_percent: skip changes under 0.25 %
 FLOOR_MARGIN = 0.20  #: never below guest use + 20 % of current size (MOM min_guest_free_percent)
+HOST_BUDGET = 0.80  #: balloons on a host add up to at most 80 % of its memory (MOM's pressure_threshold: 20 % free)
 PRESSURE_USABLE = 0.10  #: usable memory under 10 % of the balloon, or swap-in / major faults rising: deflate now
 
 
@@ -68,26 +71,53 @@ def under_pressure(vm: Vm, previous: Vm | None) -> bool:
     return False
 
 
-def safe_target(vm: Vm, proposed: float, pressure: bool) -> int | None:
-    """Clamp a proposed balloon target to the safety limits; None when no change is worth making.
+def safe_targets(cur: np.ndarray, cap: np.ndarray, used: np.ndarray, proposed: np.ndarray,
+                 pressure: np.ndarray) -> np.ndarray:
+    """The safety limits on arrays (one code path for the simulator and real hosts).
 
     Pressure deflates at once to the maximum. Otherwise a step is at most MAX_CHANGE of the
-    current size, except that the target never goes below use + FLOOR_MARGIN (as in MOM, the
-    floor wins over the step limit) and never above the maximum.
+    current size, except that the target never goes below use + FLOOR_MARGIN of the current size
+    (as in MOM, the floor wins over the step limit) and never above the maximum. A change of at
+    most MIN_CHANGE keeps the current size. Returns the new sizes.
     """
+    stepped = np.minimum(np.maximum(proposed, cur * (1 - MAX_CHANGE)), cur * (1 + MAX_CHANGE))
+    target = np.minimum(np.maximum(stepped, used + FLOOR_MARGIN * cur), cap)
+    target = np.where(np.abs(target - cur) <= MIN_CHANGE * cur, cur, target)
+    return np.where(pressure, cap, target)
+
+
+def fit_to_hosts(proposed: np.ndarray, floor: np.ndarray, host_of: np.ndarray, host_mem: np.ndarray,
+                 budget: float = HOST_BUDGET) -> np.ndarray:
+    """Shrink proposals on hosts whose balloons would add up to more than ``budget`` of their memory.
+
+    Each VM gives up the same share of its slack above ``floor`` (what it was predicted not to
+    need), so the host stays out of memory overload before any guest is squeezed below its need.
+    """
+    total = np.bincount(host_of, proposed, minlength=host_mem.size)
+    slack = np.maximum(proposed - floor, 0.0)
+    room = np.bincount(host_of, slack, minlength=host_mem.size)
+    excess = np.maximum(total - budget * host_mem, 0.0)
+    share = np.minimum(np.divide(excess, room, out=np.zeros_like(excess), where=room > 0), 1.0)
+    return proposed - slack * share[host_of]
+
+
+def safe_target(vm: Vm, proposed: float, pressure: bool) -> int | None:
+    """Clamp a proposed balloon target for one VM (see :func:`safe_targets`); None when nothing changes."""
     b = vm.balloon
     cur, cap = b.current_mib, b.maximum_mib or vm.memory_mib
     if cur is None or not cap:
         return None
-    if pressure:
-        return cap if cap != cur else None
-    used = (b.available_mib - b.unused_mib) if (b.available_mib is not None and b.unused_mib is not None) else cur
-    floor = used + FLOOR_MARGIN * cur
-    stepped = min(max(proposed, cur * (1 - MAX_CHANGE)), cur * (1 + MAX_CHANGE))
-    target = min(max(stepped, floor), cap)  # the floor protects the guest and wins over the step limit
-    if abs(target - cur) <= MIN_CHANGE * cur:
-        return None
-    return int(target)
+    target = float(safe_targets(np.array([cur], float), np.array([cap], float), np.array([used_mib(vm)], float),
+                                np.array([proposed], float), np.array([pressure]))[0])
+    return None if target == cur else int(target)
+
+
+def used_mib(vm: Vm) -> float:
+    """Memory the guest uses: balloon size minus guest-reported unused; the balloon size without stats."""
+    b = vm.balloon
+    if b.available_mib is not None and b.unused_mib is not None:
+        return float(b.available_mib - b.unused_mib)
+    return float(b.current_mib if b.current_mib is not None else vm.memory_mib)
 
 
 def plan_balloons(cluster: Cluster, previous: Cluster | None = None,

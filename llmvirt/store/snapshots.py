@@ -224,3 +224,23 @@ def host_load_history(engine: Engine, host: str, scans: int) -> list[float]:
             busy = sum(max(0, (n or 0) - (old.get(u) or 0)) for u, n in new.items() if old.get(u) is not None)
             out.append(busy / (dt * 1e9 * max(1, cpus)) if dt > 0 else 0.0)
         return out
+
+
+def vm_usage_history(engine: Engine, scans: int) -> dict[str, list[tuple[float, float, float]]]:
+    """Per VM uuid, ``(time s, memory used MiB, CPU seconds used)`` per stored sample over the last ``scans`` scans,
+    oldest first. Memory used is balloon size minus guest-reported unused (the balloon size without
+    guest stats); the heads read their history from here on real hosts."""
+    with Session(engine) as s:
+        ids = [int(i) for i in s.execute(select(ScanRow.id).order_by(ScanRow.id.desc()).limit(scans)).scalars()]
+        if not ids:
+            return {}
+        q = (select(HostSnapshotRow.taken_at, VmSampleRow.uuid, VmSampleRow.available_mib, VmSampleRow.unused_mib,
+                    VmSampleRow.balloon_current_mib, VmSampleRow.current_memory_mib, VmSampleRow.cpu_time_ns)
+             .join(HostSnapshotRow, HostSnapshotRow.id == VmSampleRow.snapshot_id)
+             .where(HostSnapshotRow.scan_id.in_(ids), VmSampleRow.state == "running")
+             .order_by(HostSnapshotRow.taken_at, VmSampleRow.id))
+        out: dict[str, list[tuple[float, float, float]]] = {}
+        for when, uuid, avail, unused, cur, mem, cpu in s.execute(q).all():
+            used = float(avail - unused) if avail is not None and unused is not None else float(cur or mem)
+            out.setdefault(uuid, []).append((when.timestamp(), used, (cpu or 0) / 1e9))
+        return out
