@@ -22,25 +22,28 @@ class Scenario(StrEnum):
     cloudsim = "cloudsim"
     balance = "balance"
     memory = "memory"
+    pinning = "pinning"
 
 
 DEFAULTS = {Scenario.cloudsim: simbench.DEFAULT_CLOUDSIM_POLICIES, Scenario.balance: simbench.DEFAULT_BALANCE_POLICIES,
-            Scenario.memory: simbench.DEFAULT_MEMORY_POLICIES}
+            Scenario.memory: simbench.DEFAULT_MEMORY_POLICIES, Scenario.pinning: simbench.DEFAULT_PINNING_POLICIES}
 FLEET_COLUMNS = {
     Scenario.balance: ("host_overload_h", "cpu_overload_h", "mem_overload_h", "migrations", "gib_migrated",
                        "cpu_spread_avg"),
     Scenario.memory: ("reclaimed_gib_avg", "guest_pressure_h", "mem_overload_h"),
+    Scenario.pinning: ("weighted_slowdown", "p95_slowdown", "vms_per_host", "repins"),
 }
 
 
 HEADERS = {"host_overload_h": "overload h", "cpu_overload_h": "CPU over h", "mem_overload_h": "mem over h",
            "gib_migrated": "GiB moved", "cpu_spread_avg": "CPU spread", "reclaimed_gib_avg": "reclaimed GiB",
-           "guest_pressure_h": "pressure h"}
+           "guest_pressure_h": "pressure h", "weighted_slowdown": "weighted slowdown",
+           "p95_slowdown": "p95 slowdown", "vms_per_host": "VMs/host", "repins": "re-pins"}
 
 
 def _check(scenario: Scenario, names: list[str]) -> None:
     maker = {Scenario.cloudsim: simbench.make_policy, Scenario.balance: simbench.make_balancer,
-             Scenario.memory: simbench.make_balloon}[scenario]
+             Scenario.memory: simbench.make_balloon, Scenario.pinning: simbench.make_pin_policy}[scenario]
     for name in names:
         try:
             maker(name)
@@ -64,8 +67,8 @@ def _usage_traces(ctx: typer.Context, paths: list[Path], from_store: bool) -> li
 
 def bench(
     ctx: typer.Context,
-    scenario: Annotated[Scenario, typer.Option(help="cloudsim (PlanetLab consolidation), balance or memory "
-                                               "(Bitbrains).")] = Scenario.cloudsim,
+    scenario: Annotated[Scenario, typer.Option(help="cloudsim (PlanetLab consolidation), balance, memory or "
+                                               "pinning (Bitbrains).")] = Scenario.cloudsim,
     trace: Annotated[list[Path] | None, typer.Option("--trace", help="Trace (repeatable): a PlanetLab day "
                                                      "directory for cloudsim; a Bitbrains directory or .tar.gz, or "
                                                      "a generic .csv/.parquet, for balance and memory.")] = None,
@@ -73,6 +76,8 @@ def bench(
                                              "store (balance and memory).")] = False,
     policies: Annotated[str | None, typer.Option(help="Comma-separated policies (default: every baseline of the "
                                                  "scenario).")] = None,
+    held_out: Annotated[bool, typer.Option("--held-out", help="Only the VMs the learned policy was not trained "
+                                           "on (the 40 % hash split; balance, memory, pinning).")] = False,
     seed: Annotated[int, typer.Option(help="Seed for random selection (rs).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write per-step curves and a summary chart to this PNG.")]
@@ -90,6 +95,10 @@ def bench(
         return
     results, bounds = [], {}
     for label, tr in _usage_traces(ctx, list(trace or []), from_store):
+        if held_out:
+            from llmvirt.policy.train import TrainConfig, split
+
+            tr, label = tr.select(split(tr.names, TrainConfig().train_fraction)[1]), f"{label} (held out)"
         r, b = simbench.run_fleet(scenario.value, tr, label, names)
         results += r
         bounds.update(b)

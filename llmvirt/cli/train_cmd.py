@@ -1,7 +1,8 @@
-"""``llmvirt train``: train a placement policy in the simulator and write a checkpoint."""
+"""``llmvirt train``: train a policy head in the simulator and write it into a checkpoint directory."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,17 +12,25 @@ from llmvirt.cli.common import out
 from llmvirt.errors import UsageError
 
 
+class Head(StrEnum):
+    """Which head to train."""
+
+    placement = "placement"
+    balloon = "balloon"
+    pin = "pin"
+
+
 def train(
     trace: Annotated[Path, typer.Option("--trace", help="Bitbrains directory or .tar.gz, or a generic .csv/.parquet.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write, e.g. policies/mine.")],
-    scenario: Annotated[str, typer.Option(help="Scenario to learn in (balance).")] = "balance",
+    head: Annotated[Head, typer.Option(help="placement (migration/placement scorer, balance scenario), balloon "
+                                       "(memory scenario) or pin (pinning scenario).")] = Head.placement,
+    scenario: Annotated[str, typer.Option(help="Scenario to learn the placement head in (balance).")] = "balance",
     seed: Annotated[int, typer.Option(help="Seed: the run is reproducible from it.")] = 0,
-    samples: Annotated[int, typer.Option(help="Decisions sampled from the training replay.")] = 3000,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 60,
+    samples: Annotated[int, typer.Option(help="Placement: decisions sampled from the training replay.")] = 3000,
+    epochs: Annotated[int, typer.Option(help="Placement: training epochs.")] = 60,
 ) -> None:
-    """Imitate a lookahead planner on the training split; write safetensors + JSON and a learning curve."""
-    from llmvirt.policy.train import TrainConfig
-    from llmvirt.policy.train import train as run
+    """Train one head on the training split; write safetensors + JSON and a learning curve."""
     from llmvirt.sim import traces
 
     if scenario != "balance":
@@ -29,5 +38,20 @@ def train(
     if samples < 10 or epochs < 1:
         raise UsageError("--samples must be at least 10 and --epochs at least 1")
     tr = traces.load_generic(trace) if trace.suffix in (".csv", ".parquet") else traces.load_bitbrains(trace)
+    if head is Head.balloon:
+        from llmvirt.policy import train_balloon
+
+        metrics = train_balloon.train(tr, out_dir, train_balloon.BalloonTrainConfig(seed=seed), trace.name)
+        out.print(f"wrote {out_dir}/balloon.safetensors, balloon.json, balloon_curve.csv: {metrics}", markup=False)
+        return
+    if head is Head.pin:
+        from llmvirt.policy import train_pin
+
+        metrics = train_pin.train(tr, out_dir, train_pin.PinTrainConfig(seed=seed), trace_label=trace.name)
+        out.print(f"wrote {out_dir}/pin.safetensors, pin.json, pin_curve.csv: {metrics}", markup=False)
+        return
+    from llmvirt.policy.train import TrainConfig
+    from llmvirt.policy.train import train as run
+
     metrics = run(tr, out_dir, TrainConfig(seed=seed, samples=samples, epochs=epochs), scenario, trace.name)
-    out.print(f"wrote {out_dir}/model.safetensors, policy.json, learning_curve.csv/.png: {metrics}")
+    out.print(f"wrote {out_dir}/model.safetensors, policy.json, learning_curve.csv/.png: {metrics}", markup=False)

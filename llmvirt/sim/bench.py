@@ -17,12 +17,15 @@ from llmvirt.sim.datacenter import DataCenter, cloudsim_datacenter
 from llmvirt.sim.engine import Metrics, Simulation
 from llmvirt.sim.field_policies import make_balancer, make_balloon
 from llmvirt.sim.fleet import BALANCE_SETUP, MEMORY_SETUP, FleetMetrics, FleetSim
+from llmvirt.sim.pinning import PIN_SETUP, PinMetrics, make_pin_policy
+from llmvirt.sim.pinning import run as run_pinning
 from llmvirt.sim.traces import UsageTrace, load_planetlab
 
-__all__ = ["make_policy", "make_balancer", "make_balloon", "run_cloudsim", "run_fleet", "results_json", "plot",
-           "energy_lower_bound_kwh"]
+__all__ = ["make_policy", "make_balancer", "make_balloon", "make_pin_policy", "run_cloudsim", "run_fleet",
+           "results_json", "plot", "energy_lower_bound_kwh"]
 DEFAULT_BALANCE_POLICIES = ("none", "watcher-wb", "watcher-wb:70", "watcher-vwc", "proxlb", "proxlb:10:cpu")
-DEFAULT_MEMORY_POLICIES = ("no-balloon", "mom", "proxmox")
+DEFAULT_MEMORY_POLICIES = ("no-balloon", "mom", "proxmox", "llmvirt")
+DEFAULT_PINNING_POLICIES = ("none", "nova", "llmvirt")
 DEFAULT_CLOUDSIM_POLICIES = ("dvfs", "thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2")
 
 
@@ -33,7 +36,7 @@ class FleetResult:
     trace: str  #: trace name
     policy: str  #: policy name
     summary: dict[str, float]  #: headline figures
-    metrics: FleetMetrics  #: per-step series
+    metrics: FleetMetrics | PinMetrics  #: per-step series
     seconds: float  #: wall time of the run
 
 
@@ -56,6 +59,12 @@ def memory_bound(trace: UsageTrace) -> float:
 def run_fleet(scenario: str, trace: UsageTrace, label: str, policies: list[str]) -> tuple[list[FleetResult], dict]:
     """Every policy on the trace in the balance or memory scenario, with the scenario's bound."""
     results: list[FleetResult] = []
+    if scenario == "pinning":
+        for name in policies:
+            t0 = time.perf_counter()
+            pm = run_pinning(trace, PIN_SETUP, make_pin_policy(name))
+            results.append(FleetResult(label, name, pm.summary(), pm, time.perf_counter() - t0))
+        return results, {label: {"weighted_slowdown": 1.0}}
     for name in policies:
         if scenario == "balance":
             sim = FleetSim(trace, BALANCE_SETUP, extra_hosts=1)
@@ -165,11 +174,16 @@ def plot_fleet(results: list[FleetResult], scenario: str, path: Path) -> None:
     first = results[0].trace
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     for r in (r for r in results if r.trace == first):
-        hours = np.arange(len(r.metrics.per_step_overloaded)) * 300 / 3600
-        axes[0].plot(hours, np.cumsum(r.metrics.per_step_overloaded) * 300 / 3600, label=r.policy, lw=1)
-    axes[0].set(title=f"cumulative host overload, host-hours ({first})", xlabel="hour")
+        m = r.metrics
+        if isinstance(m, PinMetrics):
+            axes[0].plot(np.arange(len(m.per_step)) * 300 / 3600, m.per_step, label=r.policy, lw=0.8)
+        else:
+            hours = np.arange(len(m.per_step_overloaded)) * 300 / 3600
+            axes[0].plot(hours, np.cumsum(m.per_step_overloaded) * 300 / 3600, label=r.policy, lw=1)
+    axes[0].set(title=(f"weighted slowdown per step ({first})" if scenario == "pinning"
+                       else f"cumulative host overload, host-hours ({first})"), xlabel="hour")
     axes[0].legend(fontsize=7)
-    key = "host_overload_h" if scenario == "balance" else "guest_pressure_h"
+    key = {"balance": "host_overload_h", "memory": "guest_pressure_h"}.get(scenario, "weighted_slowdown")
     names = list(dict.fromkeys(r.policy for r in results))
     axes[1].bar(names, [np.mean([r.summary[key] for r in results if r.policy == n]) for n in names])
     axes[1].set(title=f"{key} (mean over traces)")

@@ -278,8 +278,12 @@ def make_balancer(name: str) -> NoMigration | WatcherWorkloadBalance | WatcherVm
 
 
 def make_balloon(name: str) -> NoBalloon | MomBalloon | ProxmoxAutoBalloon:
-    """A balloon policy by name: no-balloon, mom, proxmox."""
+    """A balloon policy by name: no-balloon, mom, proxmox, llmvirt[:POLICY] (the learned balloon head)."""
+    if name == "llmvirt" or name.startswith("llmvirt:"):
+        from llmvirt.policy.sim_adapter import LearnedBalloon  # the policy package builds on the simulator
+
+        return LearnedBalloon(name.split(":", 1)[1] if ":" in name else None, name=name)  # type: ignore[return-value]
     table = {"no-balloon": NoBalloon, "mom": MomBalloon, "proxmox": ProxmoxAutoBalloon}
     if name not in table:
-        raise ValueError(f"unknown balloon policy {name!r}: use {', '.join(table)}")
+        raise ValueError(f"unknown balloon policy {name!r}: use {', '.join(table)}, llmvirt[:POLICY]")
     return table[name]()  # type: ignore[abstract]
