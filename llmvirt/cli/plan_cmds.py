@@ -100,7 +100,9 @@ def rebalance(
     policy: PolicyOpt = None,
     apply: Annotated[bool, typer.Option("--apply", help="Execute the plan (without it: print only).")] = False,
     no_migrate: Annotated[bool, typer.Option("--no-migrate", help="Plan no migrations.")] = False,
-    only: Annotated[str | None, typer.Option(help="Only pin (NUMA-aware vCPU pinning) or balloon.")] = None,
+    only: Annotated[str | None, typer.Option(help="Only pin (vCPU pinning) or balloon, decided by the policy's "
+                                             "pin/balloon head (--policy baseline:rules: one-to-one NUMA pinning "
+                                             "and MOM's balloon rules).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Plan from the latest scan; print it, or with --apply execute it with guardrails and a journal.
@@ -115,13 +117,16 @@ def rebalance(
     cluster = _cluster(ctx)
     limits, groups = config.load_limits(st.config_path), config.load_groups(st.config_path)
     pins = config.load_host_pins(st.config_path)
-    if only or no_migrate:
+    if only:
+        _tuning(ctx, cluster, only, policy, limits, groups, pins, apply, as_json)
+        return
+    if no_migrate:
         plan = decide.Plan(goal=goal, policy="rules", before={}, after={})
     else:
         plan = decide.rebalance(cluster, decide.load_scorer(policy), limits, groups, goal, max_migrations,
                                 config.load_thresholds(st.config_path), pins)
     if apply:
-        _apply(ctx, plan, only, limits, groups, pins, as_json)
+        _apply(ctx, plan, limits, groups, pins, as_json)
         return
     if as_json:
         out.print_json(json.dumps(plan.as_json()))
@@ -156,32 +161,88 @@ def _persistent(ctx: typer.Context, plan: decide.Plan) -> tuple[list[decide.Move
     return keep, held
 
 
-def _apply(ctx: typer.Context, plan: decide.Plan, only: str | None, limits, groups, pins,  # noqa: ANN001
-           as_json: bool) -> None:
+def tuning_actions(ctx: typer.Context, cluster, only: str, policy: str | None,  # noqa: ANN001
+                   limits) -> tuple[list[dict], dict[str, str], str]:  # noqa: ANN001
+    """Pin or balloon actions: from the policy's head, or one-to-one NUMA pinning and MOM's balloon
+    rules for ``--policy baseline:rules``. Returns (actions, VMs left alone with why, policy label)."""
+    from llmvirt.policy import balloon_head, pin_head, tuning
+
+    if policy and policy.startswith("baseline:"):
+        if policy != "baseline:rules":
+            raise UsageError("--only pin|balloon takes a policy with heads, or baseline:rules")
+        if only == "pin":
+            plans, held = tuning.plan_pinning(cluster, limits.reserved_cpus)
+            return ([{"kind": "pin", "vm": p.vm.name, "vm_uuid": p.vm.uuid, "src": p.host.name, "dst": None,
+                      "params": {"pins": {str(k): list(v) for k, v in p.pins.items()}, "cell": p.cell,
+                                 "why": f"one vCPU per free CPU of cell {p.cell}"}} for p in plans], held, "rules")
+        return ([{"kind": "balloon", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
+                  "params": {"target_mib": target, "why": why}}
+                 for vm, host, target, why in tuning.plan_balloons(cluster)], {}, "rules")
+    path = decide.policy_dir(policy)
+    history = snapshots.vm_usage_history(state(ctx).engine(), balloon_head.DAY)
+    if only == "pin":
+        pin_plans, held = pin_head.plan(cluster, history, pin_head.load(path), limits.reserved_cpus)
+        return ([{"kind": "pin", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
+                  "params": {"pins": {str(k): list(v) for k, v in p.items()}, "why": why}}
+                 for vm, host, p, why in pin_plans], held, f"{path.name}/pin")
+    return ([{"kind": "balloon", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
+              "params": {"target_mib": target, "why": why}}
+             for vm, host, target, why in balloon_head.plan(cluster, history, balloon_head.load(path))],
+            {}, f"{path.name}/balloon")
+
+
+def _tuning(ctx: typer.Context, cluster, only: str, policy: str | None, limits, groups, pins,  # noqa: ANN001
+            apply: bool, as_json: bool) -> None:
+    actions, held, label = tuning_actions(ctx, cluster, only, policy, limits)
+    plan = decide.Plan(goal=only, policy=label, before={}, after={})
+    if apply:
+        _execute(ctx, plan, actions, held, limits, groups, pins, as_json)
+        return
+    if as_json:
+        out.print_json(json.dumps({"goal": only, "policy": label, "actions": actions, "left_alone": held}))
+        return
+    t = Table(title=f"{only} plan ({label}), dry run")
+    for col in ("#", "VM", "host", "change", "why"):
+        t.add_column(col)
+    for i, a in enumerate(actions, 1):
+        p = a["params"]
+        change = f"balloon → {p['target_mib']} MiB" if a["kind"] == "balloon" else \
+            "; ".join(f"vCPU {k} → {_cpus(v)}" for k, v in p["pins"].items())
+        t.add_row(str(i), a["vm"], a["src"], change, p.get("why", ""))
+    out.print(t)
+    for vm, why in held.items():
+        out.print(f"not acting on {vm}: {why}", markup=False)
+
+
+def _cpus(cpus: list[int]) -> str:
+    """CPU list as ranges: 0-3,8."""
+    parts, start = [], None
+    for i, c in enumerate(cpus):
+        if start is None:
+            start = c
+        if i + 1 == len(cpus) or cpus[i + 1] != c + 1:
+            parts.append(f"{start}-{c}" if c != start else str(c))
+            start = None
+    return ",".join(parts)
+
+
+def _apply(ctx: typer.Context, plan: decide.Plan, limits, groups, pins, as_json: bool) -> None:  # noqa: ANN001
+    cluster = _cluster(ctx)
+    uuids = {v.name: v.uuid for h in cluster.hosts for v in h.vms}
+    moves, held = _persistent(ctx, plan)
+    actions = [{"kind": "migrate", "vm": m.vm, "vm_uuid": uuids.get(m.vm), "src": m.src, "dst": m.dst,
+                "params": {"reason": m.reason}} for m in moves]
+    _execute(ctx, plan, actions, held, limits, groups, pins, as_json)
+
+
+def _execute(ctx: typer.Context, plan: decide.Plan, actions: list[dict], held: dict[str, str],
+             limits, groups, pins, as_json: bool) -> None:  # noqa: ANN001
     from rich.progress import BarColumn, Progress, TextColumn
 
     from llmvirt import executor
     from llmvirt.errors import EXIT_PARTIAL
-    from llmvirt.policy import tuning
 
     st = state(ctx)
-    cluster = _cluster(ctx)
-    uuids = {v.name: v.uuid for h in cluster.hosts for v in h.vms}
-    actions: list[dict] = []
-    held: dict[str, str] = {}
-    if only == "pin":
-        pins, held = tuning.plan_pinning(cluster, limits.reserved_cpus)
-        actions = [{"kind": "pin", "vm": p.vm.name, "vm_uuid": p.vm.uuid, "src": p.host.name, "dst": None,
-                    "params": {"pins": {str(k): list(v) for k, v in p.pins.items()}, "cell": p.cell}}
-                   for p in pins]
-    elif only == "balloon":
-        actions = [{"kind": "balloon", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
-                    "params": {"target_mib": target, "why": why}}
-                   for vm, host, target, why in tuning.plan_balloons(cluster)]
-    else:
-        moves, held = _persistent(ctx, plan)
-        actions = [{"kind": "migrate", "vm": m.vm, "vm_uuid": uuids.get(m.vm), "src": m.src, "dst": m.dst,
-                    "params": {"reason": m.reason}} for m in moves]
     for vm, why in held.items():
         out.print(f"not acting on {vm}: {why}", markup=False)
     if not actions:

@@ -75,13 +75,19 @@ class LearnedScorer:
         return checkpoint.score(self.model, torch.from_numpy(feats)).numpy()
 
 
+def policy_dir(spec: str | None) -> Path:
+    """A policy's directory: a path, a name under policies/, or None for the default policy."""
+    path = DEFAULT_POLICY if spec is None else Path(spec)
+    if spec and not path.exists():
+        path = DEFAULT_POLICY.parent / spec
+    return path
+
+
 def load_scorer(spec: str | None) -> BaselineScorer | LearnedScorer:
     """``baseline:NAME``, a checkpoint directory, a name under policies/, or None for the default policy."""
     if spec and spec.startswith("baseline:"):
         return BaselineScorer(spec.split(":", 1)[1])
-    path = DEFAULT_POLICY if spec is None else Path(spec)
-    if spec and not path.exists():
-        path = DEFAULT_POLICY.parent / spec
+    path = policy_dir(spec)
     model, meta = checkpoint.load(path)
     return LearnedScorer(model, meta, name=meta.get("name", path.name))
 
