@@ -1,0 +1,241 @@
+"""The balloon and pinning heads: features, safety, checkpoints, training, and the contention model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED, fixture_uri
+
+from llmvirt.cluster import Balloon, Cluster, Host, NumaCell, Vm
+from llmvirt.policy import balloon_head, checkpoint, pin_head, tuning
+from llmvirt.policy.balloon_head import DAY, BalloonForecaster, BalloonHead, OperatingPoint
+from llmvirt.policy.sim_adapter import LearnedBalloon, LearnedPinning, apply_rounds
+from llmvirt.policy.train_balloon import BalloonTrainConfig, fit, trace_features
+from llmvirt.policy.train_pin import PinTrainConfig
+from llmvirt.policy.train_pin import train as train_pin
+from llmvirt.sim import numa, pinning
+from llmvirt.sim.fleet import MEMORY_SETUP, FleetSim
+from llmvirt.sim.traces import UsageTrace
+
+ROOT = Path(__file__).resolve().parents[1]
+BITBRAINS = SHARED / "traces" / "bitbrains-rnd" / "rnd_2013-7_week1.tar.gz"
+
+
+def _trace(n: int = 12, steps: int = 400, seed: int = 0) -> UsageTrace:
+    rng = np.random.default_rng(seed)
+    cap = rng.choice([2048.0, 4096.0, 8192.0], n)
+    mem = np.clip(cap[:, None] * (0.2 + 0.1 * np.sin(np.arange(steps) / 30.0 + rng.uniform(0, 6, (n, 1)))
+                                  + rng.normal(0, 0.02, (n, steps))), 0, cap[:, None])
+    vcpus = rng.choice([1, 2, 4, 8], n).astype(np.int64)
+    cpu_cap = vcpus * 2600.0
+    cpu = np.clip(cpu_cap[:, None] * rng.uniform(0, 0.8, (n, steps)), 0, cpu_cap[:, None])
+    return UsageTrace(tuple(f"vm{i}" for i in range(n)), 300, vcpus, cpu_cap, cpu, cap, mem)
+
+
+# --- the balloon head ---------------------------------------------------------------------------
+
+
+def test_training_features_equal_the_online_features() -> None:
+    """One code path: the vectorised training features are what the head computes step by step."""
+    tr = _trace()
+    feats, use = trace_features(tr)
+    for t in (0, 5, DAY - 1, DAY + 37, 399):
+        window = np.stack([balloon_head.pad_history(use[v, :t + 1]) for v in range(use.shape[0])])
+        online = balloon_head.window_features(window, use[:, :t + 1].max(axis=1), tr.mem_capacity_mib)
+        np.testing.assert_allclose(online, feats[:, t], rtol=1e-5, atol=1e-6)
+
+
+def test_forecaster_learns_monotone_quantiles() -> None:
+    tr = _trace(seed=1)
+    feats, use = trace_features(tr)
+    model, curve = fit(feats, use, BalloonTrainConfig(samples=4000, epochs=15, batch=256))
+    assert curve[-1][2] < curve[0][2]  # validation pinball loss went down
+    q = BalloonHead(model, OperatingPoint()).forecast(feats[:, 200])
+    assert np.all(np.diff(q, axis=1) >= 0)  # quantiles never cross
+    coverage = (use[:, 201] <= q[:, 1]).mean()  # the 0.9 quantile covers most next steps
+    assert coverage > 0.6
+
+
+class _Zero(BalloonForecaster):
+    """A head gone wrong: it forecasts no memory need at all."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], self.n_quantiles)
+
+
+def test_unsafe_proposals_are_refused_by_the_safety_limits() -> None:
+    head = BalloonHead(_Zero(), OperatingPoint(0, 0.0))
+    vm = Vm(name="a", uuid="u-a", vcpus=1, memory_mib=4096, current_memory_mib=2000,
+            balloon=Balloon(current_mib=2000, maximum_mib=4096, available_mib=2000, unused_mib=800, usable_mib=900))
+    host = Host(name="h", uri="test:///", cpus=4, memory_mib=65536, vms=[vm])
+    [(_, _, target, why)] = balloon_head.plan(Cluster(hosts=[host]), {}, head)
+    assert target == int(2000 * (1 - tuning.MAX_CHANGE))  # one 5 % step, however low the proposal
+    vm.balloon = replace(vm.balloon, unused_mib=100)  # uses 1,900 MiB: the floor (use + 20 %) wins
+    [(_, _, target, _)] = balloon_head.plan(Cluster(hosts=[host]), {}, head)
+    assert target >= 1900 + 0.2 * 2000 - 1
+    vm.balloon = replace(vm.balloon, usable_mib=50)  # pressure: straight back to the maximum
+    [(_, _, target, why)] = balloon_head.plan(Cluster(hosts=[host]), {}, head)
+    assert target == 4096 and "pressure" in why
+
+
+def test_simulated_rounds_keep_the_floor_and_the_step_limit() -> None:
+    cur = np.array([1000.0, 1000.0, 1000.0])
+    cap = np.array([2000.0, 2000.0, 2000.0])
+    demand = np.array([100.0, 900.0, 1200.0])  # the third is above its balloon: pressure
+    out = apply_rounds(cur, cap, demand, np.zeros(3), rounds=1)
+    assert out[0] == pytest.approx(950.0)  # 5 % step
+    assert out[1] == pytest.approx(900 + 0.2 * 1000)  # the floor
+    assert out[2] == 2000.0  # deflated at once
+    many = apply_rounds(cur, cap, demand, np.zeros(3), rounds=200)
+    # never below use + 20 % of the size (its fixed point: use / 0.8), give or take a skipped tiny step
+    assert np.all(many >= demand / (1 - tuning.FLOOR_MARGIN) * (1 - tuning.MIN_CHANGE) - 1e-6)
+
+
+def test_fit_to_hosts_keeps_hosts_within_budget_above_the_floor() -> None:
+    proposed = np.array([600.0, 500.0, 300.0])
+    floor = np.array([200.0, 100.0, 300.0])
+    out = tuning.fit_to_hosts(proposed, floor, np.array([0, 0, 0]), np.array([1000.0]))
+    assert out.sum() == pytest.approx(800.0) and np.all(out >= floor)
+    tight = tuning.fit_to_hosts(proposed, floor, np.array([0, 0, 0]), np.array([500.0]))
+    np.testing.assert_allclose(tight, floor)  # never below the floor, even when the budget cannot be met
+
+
+def test_balloon_head_checkpoint_round_trip_and_refusals(tmp_path: Path) -> None:
+    model = BalloonForecaster(hidden=8)
+    meta = {"operating_point": {"quantile": 2, "margin": 0.1}}
+    checkpoint.save_head(model, tmp_path, balloon_head.SPEC, model.config(), meta)
+    head = balloon_head.load(tmp_path)
+    x = torch.rand(5, len(balloon_head.BALLOON_FEATURES))
+    assert torch.equal(head.model(x), model(x)) and head.point == OperatingPoint(2, 0.1)
+    doc = json.loads((tmp_path / "balloon.json").read_text())
+    bad = dict(doc, operating_point={"quantile": 9, "margin": 0.1})
+    (tmp_path / "balloon.json").write_text(json.dumps(bad))
+    with pytest.raises(checkpoint.CheckpointError, match="out of range"):
+        balloon_head.load(tmp_path)
+    (tmp_path / "balloon.json").write_text(json.dumps(dict(doc, feature_spec={"version": 1, "features": ["x"]})))
+    with pytest.raises(checkpoint.CheckpointError, match="feature spec"):
+        balloon_head.load(tmp_path)
+    (tmp_path / "balloon.json").write_text(json.dumps(doc))
+    raw = bytearray((tmp_path / "balloon.safetensors").read_bytes())
+    raw[-3] ^= 0xFF
+    (tmp_path / "balloon.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(checkpoint.CheckpointError, match="SHA-256"):
+        balloon_head.load(tmp_path)
+
+
+def test_shipped_balloon_head_runs_in_the_memory_scenario() -> None:
+    tr = _trace(n=20, steps=60)
+    m = FleetSim(tr, MEMORY_SETUP).run(balloon=LearnedBalloon())
+    assert m.reclaimed_gib_h > 0 and m.steps == 60
+
+
+# --- the NUMA contention model and the pinning head ---------------------------------------------
+
+
+TOPO = numa.Topology(cells=2, cpus_per_cell=4, mem_per_cell_mib=8192.0)
+
+
+def test_contention_model() -> None:
+    d, v, mem = np.array([2.0, 2.0]), np.array([4, 4]), np.array([1024.0, 1024.0])
+    compact = numa.slowdowns(TOPO, d, v, mem, np.array([0, 1]))
+    assert np.allclose(compact, 1.0)  # local memory, no contention
+    shared = numa.slowdowns(TOPO, d, v, mem, np.array([numa.SHARED, numa.SHARED]))
+    assert np.allclose(shared, 1 + numa.REMOTE_PENALTY * 0.5)  # half the accesses remote
+    crowded = numa.slowdowns(TOPO, np.array([4.0, 4.0]), v, mem, np.array([0, 0]))
+    assert np.allclose(crowded, 2.0)  # 8 busy vCPUs on 4 pCPUs: twice as long
+    spill = numa.slowdowns(TOPO, d, v, np.array([6144.0, 6144.0]), np.array([0, 0]))
+    assert np.all(spill > 1.0)  # 12 GiB pinned to an 8 GiB cell: part of it remote
+    dedicated = numa.slowdowns(TOPO, np.array([4.0, 3.0]), v, mem, np.array([0, 0]), np.array([True, False]))
+    assert dedicated[0] == 1.0 and dedicated[1] > 100  # the dedicated VM took the whole cell
+    moved = numa.slowdowns(TOPO, d, v, mem, np.array([0, 1]), moved=np.array([True, False]))
+    assert moved[0] == pytest.approx(1 + numa.REMOTE_PENALTY) and moved[1] == 1.0
+
+
+def test_pin_assign_follows_the_chooser_and_tracks_load() -> None:
+    seen = []
+
+    def always_cell0(feats: np.ndarray, vm: int) -> int:
+        seen.append(feats)
+        return 1  # candidates: shared, cell 0, cell 1, spread
+
+    codes = pin_head.assign(TOPO, np.array([1.0, 3.0]), np.array([1.0, 3.0]), np.array([2, 4]),
+                            np.array([1024.0, 1024.0]), always_cell0)
+    assert list(codes) == [0, 0]
+    assert seen[0].shape == (4, len(pin_head.PIN_FEATURES))
+    load_after = pin_head.PIN_FEATURES.index("load_after")
+    assert seen[1][1, load_after] == pytest.approx((3.0 + 1.0) / 4)  # the busier VM went first
+
+
+def test_pin_plan_on_a_scanned_host_uses_cell_cpus_and_skips_reserved() -> None:
+    cells = [NumaCell(0, (0, 1, 2, 3), 8192), NumaCell(1, (4, 5, 6, 7), 8192)]
+    vms = [Vm(name=f"v{i}", uuid=f"u{i}", vcpus=2, memory_mib=1024, current_memory_mib=1024, cpu_util=0.5)
+           for i in range(3)]
+    host = Host(name="h", uri="test:///", cpus=8, memory_mib=16384, numa_cells=cells, vms=vms)
+    head = pin_head.load(ROOT / "policies" / "default")
+    plans, held = pin_head.plan(Cluster(hosts=[host]), {}, head, reserved_cpus=1)
+    assert plans and not held
+    for _vm, _host, pins, why in plans:
+        assert why.startswith("head:")
+        for cpus in pins.values():
+            assert 0 not in cpus  # reserved
+            assert set(cpus) <= {1, 2, 3} or set(cpus) <= {4, 5, 6, 7} or set(cpus) == {1, 2, 3, 4, 5, 6, 7}
+
+
+def test_pin_training_writes_a_loadable_head(tmp_path: Path) -> None:
+    metrics = train_pin(_trace(n=30, steps=120), tmp_path, PinTrainConfig(decisions=4, epochs=2),
+                        pinning.PinSetup(topo=TOPO, vcpu_ratio=2.0))
+    head = pin_head.load(tmp_path)
+    assert metrics["samples"] > 0 and isinstance(head.model, pin_head.PinScorer)
+    raw = bytearray((tmp_path / "pin.safetensors").read_bytes())
+    raw[-1] ^= 0x01
+    (tmp_path / "pin.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(checkpoint.CheckpointError, match="SHA-256"):
+        pin_head.load(tmp_path)
+
+
+def test_pinning_scenario_keeps_density_equal() -> None:
+    tr = _trace(n=30, steps=48)
+    setup = pinning.PinSetup(topo=TOPO, vcpu_ratio=2.0)
+    runs = {p.name: pinning.run(tr, setup, p) for p in (pinning.NoPinning(), pinning.NovaDedicated(),
+                                                         LearnedPinning())}
+    assert len({r.vms_per_host for r in runs.values()}) == 1
+    assert all(r.weighted_slowdown >= 1.0 for r in runs.values())
+    assert runs["none"].weighted_slowdown >= 1 + numa.REMOTE_PENALTY * 0.5 - 1e-9  # every VM floats: remote
+
+
+# --- the CLI ------------------------------------------------------------------------------------
+
+
+def test_bench_memory_and_pinning_with_the_heads_on_held_out_vms(cli) -> None:
+    code, out, err = cli("bench", "--scenario", "pinning", "--trace", str(BITBRAINS), "--held-out", "--json")
+    assert code == 0, err
+    runs = {r["policy"]: r for r in json.loads(out)["runs"]}
+    assert set(runs) == {"none", "nova", "llmvirt"} and all("(held out)" in r["trace"] for r in runs.values())
+    assert runs["llmvirt"]["weighted_slowdown"] < min(runs["none"]["weighted_slowdown"],
+                                                      runs["nova"]["weighted_slowdown"])
+    code, out, err = cli("bench", "--scenario", "memory", "--trace", str(BITBRAINS), "--held-out", "--json",
+                         "--policies", "mom,llmvirt")
+    assert code == 0, err
+    runs = {r["policy"]: r for r in json.loads(out)["runs"]}
+    assert runs["llmvirt"]["reclaimed_gib_avg"] > runs["mom"]["reclaimed_gib_avg"]
+
+
+def test_rebalance_only_pin_and_balloon_dry_run(cli) -> None:
+    cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
+    cli("scan")
+    code, out, err = cli("rebalance", "--only", "pin", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["policy"] == "default/pin" and all(a["kind"] == "pin" for a in doc["actions"])
+    code, out, err = cli("rebalance", "--only", "balloon", "--json")
+    assert code == 0, err
+    assert json.loads(out)["policy"] == "default/balloon"
+    code, out, err = cli("rebalance", "--only", "balloon", "--policy", "baseline:rules", "--json")
+    assert code == 0 and json.loads(out)["policy"] == "rules"
+    code, _, err = cli("rebalance", "--only", "pin", "--policy", "baseline:least-loaded")
+    assert code == 2 and "baseline:rules" in err
