@@ -228,27 +228,78 @@ def test_second_apply_exits_at_once(lab_env, monkeypatch) -> None:
     assert code == executor.EXIT_LOCKED and "another `llmvirt rebalance --apply` is running" in err
 
 
-def test_apply_pins_and_balloons_for_real(lab_env, monkeypatch) -> None:
+def _running(cli: Cli) -> dict[str, dict]:
+    return {v["name"]: v for h in _status(cli).values() for v in h["vms"] if v["state"] == "running"}
+
+
+def test_apply_pins_as_the_pin_head_chose(lab_env, monkeypatch) -> None:
+    """--only pin: the head's plan (here with host CPU 0 reserved) is what the guests end up pinned to."""
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
+    cfg = Path(os.environ["LLMVIRT_CONFIG"])
+    base = cfg.read_text()
+    cfg.write_text(base + "[limits]\nreserved_cpus = 1\n")
     cli = Cli()
     cli("scan")
+    code, out, err = cli("rebalance", "--only", "pin", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["policy"] == "default/pin" and plan["actions"]
+    assert all(a["params"]["why"].startswith("head:") for a in plan["actions"])
+    assert all(c == [1] for a in plan["actions"] for c in a["params"]["pins"].values())  # CPU 0 is reserved
     code, out, err = cli("rebalance", "--apply", "--only", "pin")
     assert code == 0, out + err
     cli("scan")
-    pinned = [v for h in _status(cli).values() for v in h["vms"] if v["state"] == "running" and v["pinning"]]
-    assert pinned and all(len(c) == 1 for v in pinned for c in v["pinning"].values())
-    for h in _status(cli).values():  # pinned VMs on one host never share a host CPU
+    live = _running(cli)
+    for a in plan["actions"]:
+        assert live[a["vm"]]["pinning"] == a["params"]["pins"]
+    cfg.write_text(base)  # nothing reserved: the head floats the guests over every CPU again
+    code, out, err = cli("rebalance", "--apply", "--only", "pin")
+    assert code == 0, out + err
+    cli("scan")
+    assert all(set(map(tuple, v["pinning"].values())) <= {(0, 1)} for v in _running(cli).values())
+    code, out, err = cli("rebalance", "--apply", "--only", "pin", "--policy", "baseline:rules")
+    assert code == 0, out + err
+    cli("scan")
+    for h in _status(cli).values():  # the rules pin one-to-one and never share a host CPU
         cpus = [c[0] for v in h["vms"] if v["state"] == "running" for c in v["pinning"].values() if len(c) == 1]
         assert len(cpus) == len(set(cpus))
-    dom = next(_conn(lab_dir, h).lookupByName(v) for h in ("lab-1", "lab-2", "lab-3")
-               for v in ["vm-5"] if v in [d.name() for d in _conn(lab_dir, h).listAllDomains()])
-    dom.setMemoryFlags(160 * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-    _wait_guest_stats(cli, "vm-5", lambda v: v["balloon"]["current_mib"] == 160)
+
+
+def test_balloon_head_shrinks_within_limits_and_deflates_under_load(lab_env, monkeypatch) -> None:
+    """--only balloon: real balloons move to the head's targets, one safe step at a time, and a guest
+    whose memory load rises is given its memory back at once."""
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    cli = Cli()
+    _wait_guest_stats(cli, "vm-5", lambda v: v["balloon"]["usable_mib"] is not None)
+    before = _running(cli)
+    code, out, err = cli("rebalance", "--only", "balloon", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["policy"] == "default/balloon"
+    shrink = {a["vm"]: a["params"]["target_mib"] for a in plan["actions"]}
+    assert "vm-5" in shrink and all("forecast need" in a["params"]["why"] for a in plan["actions"])
+    for vm, target in shrink.items():
+        b = before[vm]["balloon"]
+        used = b["available_mib"] - b["unused_mib"]
+        assert b["current_mib"] * 0.95 - 1 <= target < b["current_mib"]  # one step of at most 5 %
+        assert target >= used + 0.2 * b["current_mib"] - 1  # never below the floor
+    code, out, err = cli("rebalance", "--apply", "--only", "balloon")
+    assert code == 0, out + err
+    for vm, target in shrink.items():
+        _wait_guest_stats(cli, vm, lambda v, t=target: v["balloon"]["current_mib"] == t)
+    dom = next(_conn(lab_dir, h).lookupByName("vm-5") for h in ("lab-1", "lab-2", "lab-3")
+               if "vm-5" in [d.name() for d in _conn(lab_dir, h).listAllDomains()])
+    lab.load(lab_dir, "vm-5", 0, 96)  # the guest's memory load rises ...
+    dom.setMemoryFlags(128 * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)  # ... into a balloon that someone squeezed
+    _wait_guest_stats(cli, "vm-5", lambda v: (v["balloon"]["usable_mib"] or 10**9) < 0.1 * v["balloon"]["current_mib"],
+                      timeout=60)
     code, out, err = cli("rebalance", "--apply", "--only", "balloon", "--json")
     assert code == 0, out + err
-    v = _wait_guest_stats(cli, "vm-5", lambda v: v["balloon"]["current_mib"] > 160)
-    assert v["balloon"]["current_mib"] <= 168  # grows back at most 5 % per cycle (MOM's step limit)
+    v = _wait_guest_stats(cli, "vm-5", lambda v: v["balloon"]["current_mib"] == 192)  # deflated to the maximum
+    lab.load(lab_dir, "vm-5", 0, 0)
+    assert v["balloon"]["maximum_mib"] == 192
 
 
 def test_sigkill_mid_plan_then_rerun_reconciles(lab_env, monkeypatch, tmp_path) -> None:
