@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from llmvirt.cluster import Balloon, Cluster, Host, NumaCell, Vm
+from llmvirt.scoring import Score
 from llmvirt.sim.traces import UsageTrace
 
 
@@ -118,6 +119,12 @@ class FleetMetrics:
     reclaimed_gib_h: float = 0.0  #: integral of (maximum - target) memory
     cpu_spread: list[float] = field(default_factory=list)  #: per step: max - min host CPU utilisation
     per_step_overloaded: list[int] = field(default_factory=list)  #: hosts overloaded at each step
+
+    def score(self) -> Score:
+        """The run as the shared scoring code sees it."""
+        return Score(overload_h=self.host_overload_h, pressure_h=self.guest_pressure_h,
+                     gib_migrated=self.gib_migrated, migrations=self.migrations,
+                     reclaimed_gib_h=self.reclaimed_gib_h)
 
     def summary(self) -> dict[str, float]:
         """Headline figures."""

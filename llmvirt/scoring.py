@@ -1,0 +1,40 @@
+"""The reward: one scoring function for simulated runs and for outcomes recorded on real hosts.
+
+Every figure is a cost or a benefit over some time. A run in the simulator (``FleetMetrics``) and
+an executed action's outcome (:mod:`llmvirt.outcomes`) both reduce to the same :class:`Score`,
+and :func:`reward` weighs it by goal. Higher is better.
+
+The weights say what an operator trades: one host-hour of overload (CPU or memory demand above
+capacity) costs as much as moving 10 GiB of memory or 10 guest-hours of memory pressure;
+reclaimed memory is worth a little (1 GiB-hour = 0.01), so it never outweighs pressure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WEIGHTS: dict[str, dict[str, float]] = {
+    "balance": {"overload_h": -1.0, "pressure_h": -0.1, "gib_migrated": -0.1, "migrations": -0.05,
+                "reclaimed_gib_h": 0.0},
+    "memory": {"overload_h": -1.0, "pressure_h": -0.1, "gib_migrated": -0.1, "migrations": -0.05,
+               "reclaimed_gib_h": 0.01},
+}  #: reward weights per goal
+
+
+@dataclass
+class Score:
+    """What a run or an action came to."""
+
+    overload_h: float = 0.0  #: host-hours with demand above capacity
+    pressure_h: float = 0.0  #: guest-hours with memory demand above the balloon
+    gib_migrated: float = 0.0  #: memory moved by live migration
+    migrations: float = 0.0  #: live migrations
+    reclaimed_gib_h: float = 0.0  #: memory held back by balloons, GiB x hours
+
+
+def reward(score: Score, goal: str = "balance") -> float:
+    """The weighted sum of ``score`` for ``goal`` (balance or memory); higher is better."""
+    if goal not in WEIGHTS:
+        raise ValueError(f"unknown goal {goal!r}: use {', '.join(WEIGHTS)}")
+    w = WEIGHTS[goal]
+    return sum(w[k] * float(getattr(score, k)) for k in w)
