@@ -45,6 +45,18 @@ class Outcome:
     extra: dict[str, float] = field(default_factory=dict)  #: e.g. migration seconds
 
 
+def _completed_job(conn: libvirt.virConnect, uuid: str) -> dict[str, float]:
+    """Duration, downtime and memory moved of the migration that just finished, from libvirt's
+    completed-job statistics on the destination (empty where the driver keeps none)."""
+    try:
+        js = conn.lookupByUUIDString(uuid).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    except libvirt.libvirtError:
+        return {}
+    out = {"job_elapsed_ms": js.get("time_elapsed"), "downtime_ms": js.get("downtime"),
+           "memory_transferred_mib": (js["memory_processed"] / 2**20) if "memory_processed" in js else None}
+    return {k: float(v) for k, v in out.items() if v is not None}
+
+
 def _find(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain | None:
     try:
         return conn.lookupByUUIDString(uuid)
@@ -175,7 +187,8 @@ class Migrate:
         if err is not None:
             msg = err.get_error_message() if isinstance(err, libvirt.libvirtError) else str(err)
             return Outcome(FAILED, f"libvirt: {' '.join(str(msg).split())}")
-        return Outcome(DONE, f"{self.vm} moved to {self.dst}", {"seconds": round(time.monotonic() - t0, 2)})
+        return Outcome(DONE, f"{self.vm} moved to {self.dst}",
+                       {"seconds": round(time.monotonic() - t0, 2), **_completed_job(dst_conn, self.uuid)})
 
     def _verify(self, src_conn: libvirt.virConnect, dst_conn: libvirt.virConnect, outcome: Outcome) -> Outcome:
         on_dst = _running(_find(dst_conn, self.uuid))

@@ -220,7 +220,7 @@ def apply(engine: Engine, db_url: str | None, goal: str, policy: str, body: dict
                 return run_action(a, hosts, limits, groups, settings, prog, host_pins)
 
             def finished(a: journal.JournalAction, outcome: Outcome) -> None:
-                journal.set_status(engine, a.id, outcome.status, outcome.detail)
+                journal.set_status(engine, a.id, outcome.status, outcome.detail, outcome.extra or None)
                 counts[outcome.status] += 1
                 say(f"{a.kind} {a.vm}: {outcome.status}: {outcome.detail}")
 

@@ -38,7 +38,7 @@ def test_upgrade_is_idempotent(tmp_path: Path) -> None:
     _engine(tmp_path)
     engine = _engine(tmp_path)
     database.upgrade(engine)
-    assert database.current_revision(engine) == database.head_revision() == "0002"
+    assert database.current_revision(engine) == database.head_revision() == "0003"
 
 
 def test_snapshots_are_history_and_give_utilisation(tmp_path: Path) -> None:
@@ -145,7 +145,7 @@ def test_two_processes_create_the_schema_at_once(tmp_path: Path) -> None:
     code = "import sys; from llmvirt.store import database; database.open_engine(sys.argv[1])"
     procs = [subprocess.Popen([sys.executable, "-c", code, url]) for _ in range(3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
-    assert database.current_revision(database.open_engine(url)) == "0002"
+    assert database.current_revision(database.open_engine(url)) == database.head_revision()
 
 
 def test_upgrade_from_revision_0001_keeps_data(tmp_path: Path) -> None:
@@ -160,5 +160,5 @@ def test_upgrade_from_revision_0001_keeps_data(tmp_path: Path) -> None:
         command.upgrade(cfg, "0001")
     registry.add_host(engine, registry.RegisteredHost("a", fixture_uri("small-host.xml")))
     engine = database.open_engine(url)
-    assert database.current_revision(engine) == "0002"
+    assert database.current_revision(engine) == database.head_revision()
     assert [h.name for h in registry.list_hosts(engine)] == ["a"]

@@ -61,8 +61,9 @@ def create_plan(engine: Engine, goal: str, policy: str, body: dict[str, Any],
 
 
 @_guard
-def set_status(engine: Engine, action_id: int, status: str, detail: str | None = None) -> None:
-    """Move an action to ``status`` and record the event."""
+def set_status(engine: Engine, action_id: int, status: str, detail: str | None = None,
+               result: dict[str, float] | None = None) -> None:
+    """Move an action to ``status`` and record the event (and what the action measured, if anything)."""
     now = _now()
     values: dict[str, Any] = {"status": status}
     if status == "running":
@@ -70,6 +71,8 @@ def set_status(engine: Engine, action_id: int, status: str, detail: str | None =
     if status in ("done", "skipped", "failed"):
         values["finished_at"] = now
         values["reason"] = detail
+    if result:
+        values["result"] = result
     with engine.begin() as conn:
         conn.execute(update(ActionRow).where(ActionRow.id == action_id).values(**values))
         conn.execute(insert(ActionEventRow).values(action_id=action_id, at=now, status=status, detail=detail))

@@ -119,6 +119,7 @@ class ActionRow(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # measured by the action: seconds, downtime
 
 
 class ActionEventRow(Base):
@@ -130,3 +131,32 @@ class ActionEventRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime)
     status: Mapped[str] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class OutcomeRow(Base):
+    """The scored outcome of one executed action, once the scans after it have been seen."""
+
+    __tablename__ = "outcomes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("actions.id", ondelete="CASCADE"), unique=True)
+    scored_at: Mapped[datetime] = mapped_column(DateTime)
+    window_s: Mapped[float] = mapped_column(Float)
+    success: Mapped[bool] = mapped_column(Boolean)
+    reward: Mapped[float] = mapped_column(Float)
+    goal: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # before/after loads, score, job stats
+
+
+class PolicyVersionRow(Base):
+    """A policy version: where its checkpoint lives, where it came from, and whether it is active."""
+
+    __tablename__ = "policy_versions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    parent: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    source: Mapped[str] = mapped_column(String(32))  # shipped, fine-tuned, trained, imported
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
