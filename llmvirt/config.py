@@ -136,3 +136,17 @@ def load_host_pins(path: Path | None) -> dict[str, tuple[str, ...]]:
             raise UsageError(f"config: host_pinning.{vm} must be a non-empty list of host names")
         out[str(vm)] = tuple(str(h) for h in hosts)
     return out
+
+
+def load_outcome_window(path: Path | None) -> float:
+    """``[outcomes] window_s``: seconds of scans after an action that measure its outcome (default 900)."""
+    from llmvirt.outcomes import WINDOW_S
+
+    raw = _read(path).get("outcomes", {})
+    try:
+        window = float(raw.get("window_s", WINDOW_S))
+    except (TypeError, ValueError):
+        raise UsageError("config: [outcomes] window_s must be a number of seconds") from None
+    if window < 0:
+        raise UsageError("config: [outcomes] window_s must be at least 0")
+    return window

@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from llmvirt.cli import bench, db, hosts, inventory_cmds, journal_cmds, lab, plan_cmds, train_cmd
+from llmvirt.cli import (
+    bench,
+    db,
+    hosts,
+    inventory_cmds,
+    journal_cmds,
+    lab,
+    outcome_cmds,
+    plan_cmds,
+    policy_cmds,
+    train_cmd,
+)
 from llmvirt.cli.common import State, new_app
 
 app = new_app("llmvirt: inventory, placement and rebalancing for libvirt/KVM fleets.")
@@ -23,6 +34,9 @@ app.command("train")(train_cmd.train)
 app.add_typer(journal_cmds.plans_app, name="plans")
 app.add_typer(journal_cmds.cron_app, name="cron")
 app.command("actions")(journal_cmds.actions)
+app.command("outcomes")(outcome_cmds.outcomes_cmd)
+app.command("score")(outcome_cmds.score)
+app.add_typer(policy_cmds.policy_app, name="policy")
 
 
 @app.callback()

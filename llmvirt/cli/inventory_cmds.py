@@ -48,6 +48,9 @@ def scan(
     result = scan_hosts([(h.name, h.uri, h.maintenance) for h in targets], nvml=default_source(),
                         workers=workers, timeout=timeout)
     scan_id = snapshots.record_scan(engine, result)
+    from llmvirt import config, outcomes  # outcomes whose window this scan closed are scored now
+
+    outcomes.score_due(engine, config.load_outcome_window(state(ctx).config_path))
     if as_json:
         out.print_json(json.dumps({
             "scan_id": scan_id, "seconds": round(result.seconds, 3),

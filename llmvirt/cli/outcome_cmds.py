@@ -1,0 +1,42 @@
+"""``llmvirt outcomes`` and ``llmvirt score``: what executed actions came to, and their rewards."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from llmvirt import config, outcomes
+from llmvirt.cli.common import out, state
+
+
+def score(ctx: typer.Context,
+          as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Score every executed action whose outcome window has passed (also run at the end of each scan)."""
+    st = state(ctx)
+    n = outcomes.score_due(st.engine(), config.load_outcome_window(st.config_path))
+    if as_json:
+        out.print_json(json.dumps({"scored": n}))
+    else:
+        out.print(f"scored {n} outcome{'s' if n != 1 else ''}")
+
+
+def outcomes_cmd(ctx: typer.Context,
+                 as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+                 limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50) -> None:
+    """Executed actions with their measured outcome and reward (or pending while their window runs)."""
+    rows = outcomes.listing(state(ctx).engine(), limit)
+    if as_json:
+        out.print_json(json.dumps({"outcomes": rows}))
+        return
+    t = Table(title="Outcomes")
+    for col in ("action", "policy", "kind", "VM", "from", "to", "status", "outcome", "reward", "load after"):
+        t.add_column(col)
+    for r in rows:
+        after = ", ".join(f"{h} {100 * x:.0f} %" for h, x in (r.get("detail") or {}).get("after", {}).items()
+                          if x is not None)
+        t.add_row(str(r["action_id"]), r["policy"], r["kind"], r["vm"], r["src"] or "", r["dst"] or "", r["status"],
+                  r["outcome"], f"{r['reward']:.4f}" if "reward" in r else "", after)
+    out.print(t)
