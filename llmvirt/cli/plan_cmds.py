@@ -20,6 +20,16 @@ PolicyOpt = Annotated[str | None, typer.Option(help="Policy: a name under polici
                                                "baseline:best-fit|least-loaded|first-fit (default: policies/default).")]
 
 
+def _policy(ctx: typer.Context, policy: str | None) -> tuple[str | None, str]:
+    """(what to load, version prefix for plans): ``--policy`` as given, else the active version."""
+    if policy is not None:
+        return policy, ""
+    from llmvirt.policy import versions
+
+    path, name = versions.active_spec(state(ctx).engine())
+    return path, f"{name}:"
+
+
 def _cluster(ctx: typer.Context):  # noqa: ANN202
     cluster = snapshots.latest_cluster(state(ctx).engine())
     if not any(h.cpus for h in cluster.hosts):
@@ -48,7 +58,8 @@ def place(
     st = state(ctx)
     req = Request(vcpus=vcpus, memory_mib=parse_size_mib(memory), gpus=gpu, vgpu_type=vgpu,
                   anti_affinity=anti_affinity)
-    result = decide.place(_cluster(ctx), req, decide.load_scorer(policy), config.load_limits(st.config_path),
+    spec, _ = _policy(ctx, policy)
+    result = decide.place(_cluster(ctx), req, decide.load_scorer(spec), config.load_limits(st.config_path),
                           config.load_groups(st.config_path), expected_cpu)
     if as_json:
         out.print_json(json.dumps(result.as_json()))
@@ -123,8 +134,10 @@ def rebalance(
     if no_migrate:
         plan = decide.Plan(goal=goal, policy="rules", before={}, after={})
     else:
-        plan = decide.rebalance(cluster, decide.load_scorer(policy), limits, groups, goal, max_migrations,
+        spec, version = _policy(ctx, policy)
+        plan = decide.rebalance(cluster, decide.load_scorer(spec), limits, groups, goal, max_migrations,
                                 config.load_thresholds(st.config_path), pins)
+        plan.policy = version + plan.policy
     if apply:
         _apply(ctx, plan, limits, groups, pins, as_json)
         return
@@ -178,17 +191,18 @@ def tuning_actions(ctx: typer.Context, cluster, only: str, policy: str | None,  
         return ([{"kind": "balloon", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
                   "params": {"target_mib": target, "why": why}}
                  for vm, host, target, why in tuning.plan_balloons(cluster)], {}, "rules")
-    path = decide.policy_dir(policy)
+    spec, version = _policy(ctx, policy)
+    path = decide.policy_dir(spec)
     history = snapshots.vm_usage_history(state(ctx).engine(), balloon_head.DAY)
     if only == "pin":
         pin_plans, held = pin_head.plan(cluster, history, pin_head.load(path), limits.reserved_cpus)
         return ([{"kind": "pin", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
                   "params": {"pins": {str(k): list(v) for k, v in p.items()}, "why": why}}
-                 for vm, host, p, why in pin_plans], held, f"{path.name}/pin")
+                 for vm, host, p, why in pin_plans], held, f"{version}{path.name}/pin")
     return ([{"kind": "balloon", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
               "params": {"target_mib": target, "why": why}}
              for vm, host, target, why in balloon_head.plan(cluster, history, balloon_head.load(path))],
-            {}, f"{path.name}/balloon")
+            {}, f"{version}{path.name}/balloon")
 
 
 def _tuning(ctx: typer.Context, cluster, only: str, policy: str | None, limits, groups, pins,  # noqa: ANN001
@@ -231,7 +245,7 @@ def _apply(ctx: typer.Context, plan: decide.Plan, limits, groups, pins, as_json:
     uuids = {v.name: v.uuid for h in cluster.hosts for v in h.vms}
     moves, held = _persistent(ctx, plan)
     actions = [{"kind": "migrate", "vm": m.vm, "vm_uuid": uuids.get(m.vm), "src": m.src, "dst": m.dst,
-                "params": {"reason": m.reason}} for m in moves]
+                "params": {"reason": m.reason, **({"decision": m.decision} if m.decision else {})}} for m in moves]
     _execute(ctx, plan, actions, held, limits, groups, pins, as_json)
 
 

@@ -21,8 +21,15 @@ class Head(StrEnum):
 
 
 def train(
-    trace: Annotated[Path, typer.Option("--trace", help="Bitbrains directory or .tar.gz, or a generic .csv/.parquet.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Checkpoint directory to write, e.g. policies/mine.")],
+    ctx: typer.Context,
+    trace: Annotated[Path | None, typer.Option("--trace", help="Bitbrains directory or .tar.gz, or a generic "
+                                               ".csv/.parquet.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Checkpoint directory to write, e.g. "
+                                                 "policies/mine (--from-store: default beside the database).")]
+    = None,
+    from_store: Annotated[bool, typer.Option("--from-store", help="Fine-tune the active policy on the outcomes "
+                                             "and history recorded in the store; registers a new, inactive "
+                                             "version.")] = False,
     head: Annotated[Head, typer.Option(help="placement (migration/placement scorer, balance scenario), balloon "
                                        "(memory scenario) or pin (pinning scenario).")] = Head.placement,
     scenario: Annotated[str, typer.Option(help="Scenario to learn the placement head in (balance).")] = "balance",
@@ -30,8 +37,15 @@ def train(
     samples: Annotated[int, typer.Option(help="Placement: decisions sampled from the training replay.")] = 3000,
     epochs: Annotated[int, typer.Option(help="Placement: training epochs.")] = 60,
 ) -> None:
-    """Train one head on the training split; write safetensors + JSON and a learning curve."""
+    """Train one head on the training split; write safetensors + JSON and a learning curve.
+    With --from-store: fine-tune the active policy on recorded outcomes into a new version."""
     from llmvirt.sim import traces
+
+    if from_store:
+        _from_store(ctx, out_dir, seed)
+        return
+    if trace is None or out_dir is None:
+        raise UsageError("give --trace and --out (or --from-store)")
 
     if scenario != "balance":
         raise UsageError(f"scenario {scenario!r} has no trainer yet: use balance")
@@ -55,3 +69,21 @@ def train(
 
     metrics = run(tr, out_dir, TrainConfig(seed=seed, samples=samples, epochs=epochs), scenario, trace.name)
     out.print(f"wrote {out_dir}/model.safetensors, policy.json, learning_curve.csv/.png: {metrics}", markup=False)
+
+
+def _from_store(ctx: typer.Context, out_dir: Path | None, seed: int) -> None:
+    from llmvirt.cli.common import state
+    from llmvirt.policy import versions
+    from llmvirt.policy.finetune import FinetuneConfig, from_store
+
+    st = state(ctx)
+    engine = st.engine()
+    base = versions.active(engine)
+    name = versions.next_name(engine)
+    from llmvirt.store.database import resolve_url
+
+    target = out_dir or versions.versions_dir(resolve_url(st.db_url)) / name
+    metrics = from_store(engine, Path(base["path"]), target, FinetuneConfig(seed=seed), base["name"])
+    versions.register(engine, name, target.resolve(), "fine-tuned", base["name"], {"finetune": metrics})
+    out.print(f"{name}: fine-tuned from {base['name']} into {target}: {metrics}; "
+              f"`llmvirt policy promote {name}` to evaluate and activate it", markup=False)

@@ -153,6 +153,7 @@ class Move:
     dst_cpu_before: float  #: expected CPU use of the destination
     dst_cpu_after: float  #: ... after the move
     power_delta_w: float  #: predicted change of power (generic model), W
+    decision: dict[str, Any] | None = None  #: candidates and their features when it was chosen (for retraining)
 
 
 @dataclass
@@ -165,10 +166,12 @@ class Plan:
     unmovable: dict[str, str] = field(default_factory=dict)  #: VM -> reason it must stay
     before: dict[str, float] = field(default_factory=dict)  #: overloaded hosts, imbalance, power
     after: dict[str, float] = field(default_factory=dict)  #: the same after the plan
+    decisions: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  #: VM -> last decision inputs
 
     def as_json(self) -> dict[str, Any]:
         """The ``rebalance --json`` document."""
-        return {"goal": self.goal, "policy": self.policy, "dry_run": True, "moves": [asdict(m) for m in self.moves],
+        moves = [{k: v for k, v in asdict(m).items() if k != "decision"} for m in self.moves]
+        return {"goal": self.goal, "policy": self.policy, "dry_run": True, "moves": moves,
                 "unmovable": self.unmovable, "predicted": {"before": self.before, "after": self.after}}
 
 
@@ -198,7 +201,8 @@ def _apply(cluster: Cluster, vm: Vm, src: Host, dst: Host) -> None:
 
 
 def _best_destination(index: ClusterIndex, vm: Vm, src: Host, scorer: Scorer, limits: Limits,
-                      groups: dict[str, str], host_pins: dict[str, tuple[str, ...]]) -> Host | None:
+                      groups: dict[str, str], host_pins: dict[str, tuple[str, ...]],
+                      decisions: dict[str, dict[str, Any]] | None = None) -> Host | None:
     """The scorer's choice among the hosts the constraints allow (never the source)."""
     if vm.has_pci_passthrough:
         return None
@@ -210,7 +214,11 @@ def _best_destination(index: ClusterIndex, vm: Vm, src: Host, scorer: Scorer, li
         return None
     feats = index.features(req, expected_util(vm.cpu_util), limits, ok)
     cands = [index.hosts[i] for i in ok]
-    return cands[int(np.argmax(scorer.scores(feats, cands)))]
+    choice = int(np.argmax(scorer.scores(feats, cands)))
+    if decisions is not None:
+        decisions[vm.name] = {"candidates": [h.name for h in cands], "chosen": choice,
+                              "features": np.round(feats, 5).tolist()}
+    return cands[choice]
 
 
 @dataclass(frozen=True)
@@ -245,7 +253,7 @@ def rebalance(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str
         pw = (_power(sa, any(v.running for v in src.vms)) + _power(da, True)
               - _power(sb, True) - _power(db, any(v.running and v is not vm for v in dst.vms)))
         plan.moves.append(Move(vm.name, src.name, dst.name, reason, round(sb, 4), round(sa, 4), round(db, 4),
-                               round(da, 4), round(pw, 1)))
+                               round(da, 4), round(pw, 1), plan.decisions.get(vm.name)))
 
     for src in [h for h in cluster.hosts if h.maintenance]:  # drain first
         for vm in [v for v in src.vms if v.running]:
@@ -254,7 +262,7 @@ def rebalance(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str
             if vm.has_pci_passthrough:
                 plan.unmovable[vm.name] = "PCI passthrough device: cannot live-migrate"
                 continue
-            dst = _best_destination(index, vm, src, scorer, limits, groups, pins)
+            dst = _best_destination(index, vm, src, scorer, limits, groups, pins, plan.decisions)
             if dst is None:
                 plan.unmovable[vm.name] = "no host satisfies its constraints"
                 continue
@@ -282,7 +290,7 @@ def _relieve_hot(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: di
             if vm.has_pci_passthrough:
                 plan.unmovable.setdefault(vm.name, "PCI passthrough device: cannot live-migrate")
                 continue
-            dst = _best_destination(index, vm, src, scorer, limits, groups, pins)
+            dst = _best_destination(index, vm, src, scorer, limits, groups, pins, plan.decisions)
             if dst is None:
                 continue
             gain = _load(src) - max(_load(src, skip=vm.name), _load(dst, add=vm))
@@ -305,7 +313,7 @@ def _empty_cold(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: dic
             continue
         staged: list[tuple[Vm, Host]] = []
         for vm in vms:
-            dst = _best_destination(index, vm, src, scorer, limits, groups, pins)
+            dst = _best_destination(index, vm, src, scorer, limits, groups, pins, plan.decisions)
             if dst is None or dst.maintenance or _load(dst, add=vm) > th.hot or not any(v.running for v in dst.vms):
                 break
             staged.append((vm, dst))

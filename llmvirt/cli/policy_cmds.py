@@ -1,0 +1,109 @@
+"""``llmvirt policy list|show|promote|rollback``: policy versions and which one is active."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from llmvirt.cli.common import new_app, out, state
+from llmvirt.errors import UsageError
+from llmvirt.policy import versions
+
+policy_app = new_app("Policy versions: list, show, promote (only when better), roll back.")
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@policy_app.command("list")
+def list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Every version, the active one marked."""
+    rows = versions.list_versions(state(ctx).engine())
+    if as_json:
+        out.print_json(json.dumps({"versions": rows}))
+        return
+    t = Table(title="Policy versions")
+    for col in ("", "name", "source", "parent", "created", "path"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row("*" if r["active"] else "", r["name"], r["source"], r["parent"] or "", r["created_at"], r["path"])
+    out.print(t)
+
+
+@policy_app.command("show")
+def show_cmd(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Version, e.g. v1.")],
+             as_json: JsonOpt = False) -> None:
+    """One version with its evaluation and its checkpoint's metadata."""
+    v = versions.get(state(ctx).engine(), name)
+    meta_path = Path(v["path"]) / "policy.json"
+    v["checkpoint"] = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    if as_json:
+        out.print_json(json.dumps(v))
+        return
+    out.print(json.dumps(v, indent=2), markup=False)
+
+
+@policy_app.command("promote")
+def promote_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Version to make active.")],
+    trace: Annotated[list[Path] | None, typer.Option("--trace", help="Benchmark trace (Bitbrains or generic; "
+                                                     "its held-out VMs are used). Repeatable.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Evaluate on the first N steps of each trace.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Promote even if it evaluates worse.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate the version against the active one (benchmark traces and the store's replayed history);
+    make it active only if it is no worse. Exit 1 when refused."""
+    from llmvirt.policy.evaluate import compare
+
+    engine = state(ctx).engine()
+    cand, cur = versions.get(engine, name), versions.active(engine)
+    if cand["name"] == cur["name"]:
+        raise UsageError(f"{name} is already active")
+    if steps is not None and steps < 2:
+        raise UsageError("--steps must be at least 2")
+    traces = _eval_traces(ctx, list(trace or []))
+    if not traces and not force:
+        raise UsageError("nothing to evaluate on: give --trace, or scan at least twice (or use --force)")
+    ok, cand_r, cur_r = compare(Path(cand["path"]), Path(cur["path"]), traces, steps) if traces else (True, {}, {})
+    doc = {"candidate": name, "active": cur["name"], "candidate_rewards": cand_r, "active_rewards": cur_r,
+           "better_or_equal": ok, "promoted": ok or force}
+    if ok or force:
+        versions.activate(engine, name, {"evaluation": doc})
+    if as_json:
+        out.print_json(json.dumps(doc))
+    elif ok or force:
+        out.print(f"{name} is active (reward {cand_r.get('total', 'not evaluated')} vs {cur['name']} "
+                  f"{cur_r.get('total', 'not evaluated')}{', forced' if not ok else ''})", markup=False)
+    else:
+        out.print(f"refused: {name} evaluates worse than {cur['name']} (reward {cand_r['total']} < "
+                  f"{cur_r['total']}); --force to promote anyway", markup=False)
+    if not (ok or force):
+        raise typer.Exit(1)
+
+
+@policy_app.command("rollback")
+def rollback_cmd(ctx: typer.Context) -> None:
+    """Make the previously active version active again."""
+    out.print(f"{versions.rollback(state(ctx).engine())} is active")
+
+
+def _eval_traces(ctx: typer.Context, paths: list[Path]) -> list[tuple[str, object]]:
+    from llmvirt.errors import UsageError as _UsageError
+    from llmvirt.policy.train import TrainConfig, split
+    from llmvirt.sim import traces
+    from llmvirt.sim.store_history import scan_interval, store_trace
+
+    out_traces: list[tuple[str, object]] = []
+    for p in paths:
+        tr = traces.load_generic(p) if p.suffix in (".csv", ".parquet") else traces.load_bitbrains(p)
+        out_traces.append((f"{p.name} (held out)", tr.select(split(tr.names, TrainConfig().train_fraction)[1])))
+    engine = state(ctx).engine()
+    try:
+        out_traces.append(("store", store_trace(engine, scan_interval(engine))))
+    except _UsageError:
+        pass  # no history yet: benchmark traces only
+    return out_traces
