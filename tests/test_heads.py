@@ -231,10 +231,10 @@ def test_rebalance_only_pin_and_balloon_dry_run(cli) -> None:
     code, out, err = cli("rebalance", "--only", "pin", "--json")
     assert code == 0, err
     doc = json.loads(out)
-    assert doc["policy"] == "default/pin" and all(a["kind"] == "pin" for a in doc["actions"])
+    assert doc["policy"] == "v0:default/pin" and all(a["kind"] == "pin" for a in doc["actions"])
     code, out, err = cli("rebalance", "--only", "balloon", "--json")
     assert code == 0, err
-    assert json.loads(out)["policy"] == "default/balloon"
+    assert json.loads(out)["policy"] == "v0:default/balloon"
     code, out, err = cli("rebalance", "--only", "balloon", "--policy", "baseline:rules", "--json")
     assert code == 0 and json.loads(out)["policy"] == "rules"
     code, _, err = cli("rebalance", "--only", "pin", "--policy", "baseline:least-loaded")
