@@ -5,8 +5,10 @@ an executed action's outcome (:mod:`llmvirt.outcomes`) both reduce to the same :
 and :func:`reward` weighs it by goal. Higher is better.
 
 The weights say what an operator trades: one host-hour of overload (CPU or memory demand above
-capacity) costs as much as moving 10 GiB of memory or 10 guest-hours of memory pressure;
-reclaimed memory is worth a little (1 GiB-hour = 0.01), so it never outweighs pressure.
+capacity) costs as much as moving 10 GiB of memory; when balancing, 10 guest-hours of memory
+pressure cost as much. When sizing balloons (goal memory), one guest-hour of pressure costs as
+much as a host-hour of overload, and reclaimed memory is worth 0.01 per GiB-hour: holding back
+100 GiB for an hour is worth one guest-hour of pressure.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 WEIGHTS: dict[str, dict[str, float]] = {
     "balance": {"overload_h": -1.0, "pressure_h": -0.1, "gib_migrated": -0.1, "migrations": -0.05,
                 "reclaimed_gib_h": 0.0},
-    "memory": {"overload_h": -1.0, "pressure_h": -0.1, "gib_migrated": -0.1, "migrations": -0.05,
+    "memory": {"overload_h": -1.0, "pressure_h": -1.0, "gib_migrated": -0.1, "migrations": -0.05,
                "reclaimed_gib_h": 0.01},
 }  #: reward weights per goal
 

@@ -6,7 +6,8 @@ Offline, from the store only:
   from. Its reward minus the mean reward of the recorded migrations is the advantage; the loss
   raises the log-probability of better-than-average choices and lowers the others.
 - **balloon head**: every VM's recorded memory use is an outcome of the head's forecast: the
-  pinball loss on (features at a scan, use at the next scan).
+  pinball loss on (features at a scan, use at the next scan). Its operating point is then chosen
+  again by replaying the recorded history in the memory scenario, with the training rule.
 - **regularisation**, so that a handful of samples cannot wreck the policy: the store's own
   history replayed in the simulator gives imitation targets for the placement head (the
   look-ahead planner of :mod:`llmvirt.policy.train`) and the base head's own forecasts for the
@@ -32,8 +33,10 @@ from torch import nn
 
 from llmvirt.errors import UsageError
 from llmvirt.policy import balloon_head, checkpoint
+from llmvirt.policy.balloon_head import OperatingPoint
 from llmvirt.policy.train import TrainConfig, collect
-from llmvirt.policy.train_balloon import pinball, trace_features
+from llmvirt.policy.train_balloon import BalloonTrainConfig, calibrate, pinball, trace_features
+from llmvirt.sim.traces import UsageTrace
 from llmvirt.store.schema import ActionRow, OutcomeRow
 
 
@@ -107,6 +110,12 @@ def finetune_balloon(model: nn.Module, recorded: tuple[np.ndarray, np.ndarray],
     return {"balloon_recorded": int(len(x)), "balloon_loss": loss_val}
 
 
+def recalibrate(model: nn.Module, replay: UsageTrace, cfg: FinetuneConfig) -> tuple[OperatingPoint, dict]:
+    """Choose the balloon head's operating point again on the replayed history (the rule of training:
+    the most memory reclaimed at no more than 0.7x MOM's guest pressure on the same VMs)."""
+    return calibrate(model, replay, BalloonTrainConfig(seed=cfg.seed))  # type: ignore[arg-type]
+
+
 def recorded_migrations(engine: Engine) -> list[tuple[np.ndarray, int, float]]:
     """(candidate features, chosen index, reward) of every scored migration that carries its decision."""
     with Session(engine) as s:
@@ -140,6 +149,10 @@ def from_store(engine: Engine, base: Path, out: Path, cfg: FinetuneConfig, paren
         raise UsageError("the store has no recorded outcomes or history to learn from yet: scan, apply, scan")
     metrics = {**finetune_placement(model, recorded, replay, cfg),
                **finetune_balloon(bhead.model, (x, y), x, cfg)}
+    point, calib = recalibrate(bhead.model, trace, cfg)
+    bhead.meta["operating_point"] = asdict(point)
+    metrics["balloon_operating_point"] = asdict(point)
+    metrics["balloon_replay"] = calib
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(base, out)
