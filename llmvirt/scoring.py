@@ -8,7 +8,9 @@ The weights say what an operator trades: one host-hour of overload (CPU or memor
 capacity) costs as much as moving 10 GiB of memory; when balancing, 10 guest-hours of memory
 pressure cost as much. When sizing balloons (goal memory), one guest-hour of pressure costs as
 much as a host-hour of overload, and reclaimed memory is worth 0.01 per GiB-hour: holding back
-100 GiB for an hour is worth one guest-hour of pressure.
+100 GiB for an hour is worth one guest-hour of pressure. When consolidating (the ``cloudsim``
+scenario), a kWh costs 1, a SLAV of 0.001 % costs 2 (CloudSim's policies reach 0.003 to 0.005 %),
+and 500 migrations cost as much as a kWh.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ WEIGHTS: dict[str, dict[str, float]] = {
                 "reclaimed_gib_h": 0.0},
     "memory": {"overload_h": -1.0, "pressure_h": -1.0, "gib_migrated": -0.1, "migrations": -0.05,
                "reclaimed_gib_h": 0.01},
+    "consolidate": {"energy_kwh": -1.0, "slav_pct": -2_000.0, "migrations": -0.002},
 }  #: reward weights per goal
 
 
@@ -32,10 +35,12 @@ class Score:
     gib_migrated: float = 0.0  #: memory moved by live migration
     migrations: float = 0.0  #: live migrations
     reclaimed_gib_h: float = 0.0  #: memory held back by balloons, GiB x hours
+    energy_kwh: float = 0.0  #: energy used by the hosts
+    slav_pct: float = 0.0  #: CloudSim's SLA violation, SLATAH x PDM, in percent
 
 
 def reward(score: Score, goal: str = "balance") -> float:
-    """The weighted sum of ``score`` for ``goal`` (balance or memory); higher is better."""
+    """The weighted sum of ``score`` for ``goal`` (balance, memory or consolidate); higher is better."""
     if goal not in WEIGHTS:
         raise ValueError(f"unknown goal {goal!r}: use {', '.join(WEIGHTS)}")
     w = WEIGHTS[goal]

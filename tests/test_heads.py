@@ -239,3 +239,40 @@ def test_rebalance_only_pin_and_balloon_dry_run(cli) -> None:
     assert code == 0 and json.loads(out)["policy"] == "rules"
     code, _, err = cli("rebalance", "--only", "pin", "--policy", "baseline:least-loaded")
     assert code == 2 and "baseline:rules" in err
+
+
+# --- the consolidation head (cloudsim) ----------------------------------------------------------
+
+
+PLANETLAB = SHARED / "traces" / "planetlab"
+
+
+def test_learned_consolidation_meets_the_goals_on_a_held_back_day() -> None:
+    from llmvirt.policy.train_consolidate import TRAIN_DAYS
+    from llmvirt.sim.bench import run_cloudsim
+
+    assert "20110325" not in TRAIN_DAYS
+    results, _ = run_cloudsim([PLANETLAB / "20110325"], ["thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2",
+                                                        "llmvirt"])
+    s = {r.policy: r.summary for r in results}
+    best_esv = min(s[p]["esv"] for p in ("thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2"))
+    assert s["llmvirt"]["esv"] <= 0.5 * best_esv
+    assert s["llmvirt"]["migrations"] <= 0.5 * s["thr-mmt-0.8"]["migrations"]
+    assert s["llmvirt"]["energy_kwh"] <= s["lr-mmt-1.2"]["energy_kwh"]
+
+
+def test_consolidation_search_writes_a_verified_head(tmp_path: Path) -> None:
+    from llmvirt.policy import consolidate_head
+    from llmvirt.policy.train_consolidate import ConsolidateTrainConfig, train
+
+    metrics = train(PLANETLAB, tmp_path, ConsolidateTrainConfig(generations=1, population=2, elite=1,
+                                                                days=("20110303",)))
+    pol, meta = consolidate_head.load(tmp_path)
+    lo, hi = consolidate_head.BOUNDS[0]
+    assert lo <= pol.detector.threshold <= hi and pol.every == metrics["params"]["consolidate_every"]
+    assert meta["training_data"]["train_days"] == ["20110303"]
+    raw = bytearray((tmp_path / "consolidate.safetensors").read_bytes())
+    raw[-2] ^= 0x10
+    (tmp_path / "consolidate.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(checkpoint.CheckpointError, match="SHA-256"):
+        consolidate_head.load(tmp_path)

@@ -18,6 +18,7 @@ class Head(StrEnum):
     placement = "placement"
     balloon = "balloon"
     pin = "pin"
+    consolidate = "consolidate"
 
 
 def train(
@@ -31,7 +32,8 @@ def train(
                                              "and history recorded in the store; registers a new, inactive "
                                              "version.")] = False,
     head: Annotated[Head, typer.Option(help="placement (migration/placement scorer, balance scenario), balloon "
-                                       "(memory scenario) or pin (pinning scenario).")] = Head.placement,
+                                       "(memory scenario), pin (pinning scenario) or consolidate (cloudsim "
+                                       "scenario; --trace is the PlanetLab directory of days).")] = Head.placement,
     scenario: Annotated[str, typer.Option(help="Scenario to learn the placement head in (balance).")] = "balance",
     seed: Annotated[int, typer.Option(help="Seed: the run is reproducible from it.")] = 0,
     samples: Annotated[int, typer.Option(help="Placement: decisions sampled from the training replay.")] = 3000,
@@ -51,6 +53,12 @@ def train(
         raise UsageError(f"scenario {scenario!r} has no trainer yet: use balance")
     if samples < 10 or epochs < 1:
         raise UsageError("--samples must be at least 10 and --epochs at least 1")
+    if head is Head.consolidate:
+        from llmvirt.policy import train_consolidate
+
+        metrics = train_consolidate.train(trace, out_dir, train_consolidate.ConsolidateTrainConfig(seed=seed))
+        out.print(f"wrote {out_dir}/consolidate.safetensors, consolidate.json: {metrics['params']}", markup=False)
+        return
     tr = traces.load_generic(trace) if trace.suffix in (".csv", ".parquet") else traces.load_bitbrains(trace)
     if head is Head.balloon:
         from llmvirt.policy import train_balloon

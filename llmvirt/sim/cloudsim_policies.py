@@ -378,14 +378,20 @@ def run_policy(sim: Simulation, policy: PabfdPolicy | Dvfs | StaticDecreasing) -
 
 
 def make_policy(name: str, seed: int = 0) -> PabfdPolicy | Dvfs | StaticDecreasing:
-    """A baseline by name: ``dvfs``, ``ffd``, ``bfd`` or ``DETECTOR-SELECTION-PARAM`` (e.g. ``thr-mmt-0.8``)."""
+    """A policy by name: ``dvfs``, ``ffd``, ``bfd``, ``DETECTOR-SELECTION-PARAM`` (e.g. ``thr-mmt-0.8``), or
+    ``llmvirt[:POLICY]`` (the learned consolidation head)."""
+    if name == "llmvirt" or name.startswith("llmvirt:"):
+        from llmvirt.policy import consolidate_head, decide  # the policy package builds on the simulator
+
+        return consolidate_head.load(decide.policy_dir(name.split(":", 1)[1] if ":" in name else None), name)[0]
     if name == "dvfs":
         return Dvfs()
     if name in ("ffd", "bfd"):
         return StaticDecreasing(best=name == "bfd", name=name)
     parts = name.split("-")
     if len(parts) != 3:
-        raise ValueError(f"unknown policy {name!r}: use dvfs or DETECTOR-SELECTION-PARAM, e.g. thr-mmt-0.8")
+        raise ValueError(f"unknown policy {name!r}: use dvfs, ffd, bfd, DETECTOR-SELECTION-PARAM (e.g. "
+                         "thr-mmt-0.8) or llmvirt[:POLICY]")
     det, sel, param = parts
     try:
         value = float(param)

@@ -1,0 +1,53 @@
+"""The learned consolidation head against every CloudSim baseline, all 7 PlanetLab days (issue 5).
+
+Goals, on the days the policy was not trained on: ESV at most 0.5x the best of THR/IQR/MAD/LR-MMT,
+migrations at most 0.5x THR-MMT-0.8's, energy no higher than LR-MMT-1.2's.
+
+Usage: python bench/policy_cloudsim.py
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+from llmvirt.policy.train_consolidate import TRAIN_DAYS
+from llmvirt.sim.bench import DEFAULT_CLOUDSIM_POLICIES, run_cloudsim
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+MMT = ("thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2")
+
+
+def main() -> None:
+    """Run and print a markdown table with the goal verdict per day."""
+    t0 = time.perf_counter()
+    days = sorted(p for p in (SHARED / "traces" / "planetlab").iterdir() if p.is_dir())
+    results, _ = run_cloudsim(days, list(DEFAULT_CLOUDSIM_POLICIES))
+    by = {(r.trace, r.policy): r.summary for r in results}
+    print(f"# learned consolidation vs CloudSim baselines, {platform.machine()} {date.today()}\n")
+    print("| day | split | policy | energy kWh | migrations | SLAV % | ESV |\n|---|---|---|---|---|---|---|")
+    verdicts = []
+    for d in days:
+        split = "train" if d.name in TRAIN_DAYS else "held back"
+        for p in DEFAULT_CLOUDSIM_POLICIES:
+            s = by[(d.name, p)]
+            name = f"**{p}**" if p == "llmvirt" else p
+            print(f"| {d.name} | {split} | {name} | {s['energy_kwh']:.2f} | {int(s['migrations'])} | "
+                  f"{s['slav_pct']:.5f} | {s['esv']:.6f} |")
+        me = by[(d.name, "llmvirt")]
+        best_esv = min(by[(d.name, p)]["esv"] for p in MMT)
+        esv_x = me["esv"] / best_esv
+        mig_x = me["migrations"] / by[(d.name, "thr-mmt-0.8")]["migrations"]
+        en_x = me["energy_kwh"] / by[(d.name, "lr-mmt-1.2")]["energy_kwh"]
+        verdicts.append((d.name, split, esv_x, mig_x, en_x, esv_x <= 0.5 and mig_x <= 0.5 and en_x <= 1.0))
+    print("\n| day | split | ESV / best MMT | migrations / THR-MMT-0.8 | energy / LR-MMT-1.2 | goals met |")
+    print("|---|---|---|---|---|---|")
+    for d, split, e, m, n, ok in verdicts:
+        print(f"| {d} | {split} | {e:.3f} | {m:.3f} | {n:.3f} | {'yes' if ok else 'no'} |")
+    print(f"\n({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

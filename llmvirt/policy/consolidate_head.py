@@ -1,0 +1,86 @@
+"""The consolidation head: a gated PABFD consolidation policy whose parameters are learned in the
+``cloudsim`` scenario by policy search (:mod:`llmvirt.policy.train_consolidate`).
+
+It keeps CloudSim's structure (overload detection, minimum-migration-time selection, power-aware
+best-fit placement, emptying under-used hosts) and learns three numbers:
+
+- ``overload_threshold``: a host counts as overloaded above this CPU use, and no VM is placed on a
+  host it would push above it;
+- ``consolidate_every``: under-used hosts are emptied every this many 300 s steps, not every step
+  (the baselines' every-step consolidation is where most of their migrations come from);
+- ``consolidate_below``: only hosts under this CPU use are candidates to be emptied.
+
+The parameters live in ``consolidate.safetensors`` beside the other heads, checked like them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from llmvirt.policy.checkpoint import HeadSpec
+from llmvirt.sim.cloudsim_policies import PabfdPolicy
+from llmvirt.sim.engine import Simulation
+from llmvirt.sim.overload import Thr
+
+PARAMS = ("overload_threshold", "consolidate_every", "consolidate_below")
+BOUNDS = ((0.6, 1.0), (1.0, 12.0), (0.1, 1.0))  #: search range of each parameter
+
+
+class ConsolidateParams(nn.Module):
+    """The head's learned numbers, as a module so they are stored and verified like weights."""
+
+    def __init__(self, n_params: int = len(PARAMS)) -> None:
+        """A vector of ``n_params`` values."""
+        super().__init__()
+        self.n_params = n_params
+        self.values = nn.Parameter(torch.zeros(n_params), requires_grad=False)
+
+    def config(self) -> dict[str, int]:
+        """Constructor parameters, stored in the checkpoint metadata."""
+        return {"n_params": self.n_params}
+
+
+SPEC = HeadSpec("consolidate", 1, PARAMS, lambda c: ConsolidateParams(int(c["n_params"])))
+
+
+def clip(x: np.ndarray) -> np.ndarray:
+    """Parameters within their bounds; ``consolidate_every`` a whole number of steps."""
+    out = np.array([min(max(float(v), lo), hi) for v, (lo, hi) in zip(x, BOUNDS, strict=True)])
+    out[1] = round(out[1])
+    return out
+
+
+@dataclass
+class GatedConsolidation(PabfdPolicy):
+    """PABFD with a learned overload threshold and a gated, less frequent consolidation."""
+
+    every: int = 2  #: consolidate every this many steps
+    below: float = 0.5  #: only hosts under this CPU use are emptied
+    _step: int = 0
+
+    def _consolidate(self, sim: Simulation, s: Any, over_mask: np.ndarray, p_stale: np.ndarray) -> list:
+        self._step += 1
+        if self._step % self.every:
+            return []
+        u = sim.util_mips / sim.dc.total_mips
+        return super()._consolidate(sim, s, over_mask | (u > self.below), p_stale)
+
+
+def policy(values: np.ndarray, name: str = "llmvirt") -> GatedConsolidation:
+    """The policy for parameter vector ``values`` (clipped to the bounds)."""
+    thr, every, below = clip(values)
+    return GatedConsolidation(Thr(float(thr)), "mmt", name=name, every=int(every), below=float(below))
+
+
+def load(directory: Path | str, name: str = "llmvirt") -> tuple[GatedConsolidation, dict[str, Any]]:
+    """The consolidation policy of the checkpoint in ``directory`` (verified like every checkpoint)."""
+    from llmvirt.policy import checkpoint
+
+    model, meta = checkpoint.load_head(Path(directory), SPEC)
+    return policy(model.values.detach().numpy().astype(np.float64), name), meta  # type: ignore[union-attr]
