@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from llmvirt.policy.tuning import PRESSURE_USABLE
 from llmvirt.scoring import Score, reward
 from llmvirt.store.schema import ActionRow, HostRow, HostSnapshotRow, OutcomeRow, PlanRow, VmSampleRow
+from llmvirt.store.snapshots import pair_load
 
 WINDOW_S = 900.0  #: default: outcomes are measured over the 15 minutes after an action (3 cron intervals)
 OVERLOAD = 1.0  #: a host is overloaded when its VMs' CPU demand exceeds its CPUs
@@ -43,15 +44,8 @@ def host_loads(s: Session, host: str, start: datetime, end: datetime) -> list[tu
     rows = rows[::-1]
     out = []
     for (old_id, old_t, _), (new_id, new_t, cpus) in zip(rows, rows[1:], strict=False):
-        if new_t <= start:
-            continue
-        new = dict(s.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
-                             .where(VmSampleRow.snapshot_id == new_id, VmSampleRow.state == "running")).all())
-        old = dict(s.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
-                             .where(VmSampleRow.snapshot_id == old_id)).all())
-        dt = (new_t - old_t).total_seconds()
-        busy = sum(max(0, (n or 0) - (old.get(u) or 0)) for u, n in new.items() if old.get(u) is not None)
-        out.append((new_t, busy / (dt * 1e9 * max(1, cpus)) if dt > 0 else 0.0))
+        if new_t > start:
+            out.append((new_t, pair_load(s, old_id, new_id, cpus, (new_t - old_t).total_seconds())))
     return out
 
 

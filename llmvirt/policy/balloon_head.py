@@ -17,6 +17,7 @@ limit, immediate deflation under pressure), in the simulator and on real hosts a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -113,10 +114,8 @@ def fit_proposals(proposed: np.ndarray, need: np.ndarray, used: np.ndarray, cap:
     return tuning.fit_to_hosts(out, floor, host_of, host_mem)
 
 
-def load(directory: Any) -> BalloonHead:
+def load(directory: Path | str) -> BalloonHead:
     """The balloon head of the policy in ``directory`` (verified like every checkpoint)."""
-    from pathlib import Path
-
     from llmvirt.policy import checkpoint
 
     model, meta = checkpoint.load_head(Path(directory), SPEC)

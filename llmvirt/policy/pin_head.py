@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -140,13 +141,11 @@ class PinHead:
             return int(self.model(torch.from_numpy(feats)).argmax())
 
 
-def load(directory: object) -> PinHead:
+def load(directory: Path | str) -> PinHead:
     """The pinning head of the policy in ``directory`` (verified like every checkpoint)."""
-    from pathlib import Path
-
     from llmvirt.policy import checkpoint
 
-    model, meta = checkpoint.load_head(Path(str(directory)), SPEC)
+    model, meta = checkpoint.load_head(Path(directory), SPEC)
     return PinHead(model, meta)  # type: ignore[arg-type]
 
 
@@ -156,7 +155,7 @@ def cpuset(host: Host, code: int, vcpu: int, reserved: set[int]) -> tuple[int, .
     if code == SHARED:
         return tuple(sorted(c for cell in cells for c in cell.cpus if c not in reserved))
     cell = cells[vcpu % len(cells)] if code == SPREAD else cells[code]
-    return tuple(c for cell_cpu in [cell.cpus] for c in cell_cpu if c not in reserved)
+    return tuple(c for c in cell.cpus if c not in reserved)
 
 
 def plan(cluster: Cluster, history: dict[str, list[tuple[float, float, float]]], head: PinHead,
@@ -178,7 +177,7 @@ def plan(cluster: Cluster, history: dict[str, list[tuple[float, float, float]]],
         codes = assign(topo, now, peak, np.array([v.vcpus for v in vms]),
                        np.array([float(v.memory_mib) for v in vms]), head.choose)
         reserved = set(range(reserved_cpus))
-        for v, code in zip(vms, codes, strict=True):
+        for i, (v, code) in enumerate(zip(vms, codes, strict=True)):
             pins = {i: cpuset(host, int(code), i, reserved) for i in range(v.vcpus)}
             if any(not c for c in pins.values()):
                 held[v.name] = f"no CPU of {host.name} left for {names.get(int(code), f'cell {code}')}"
@@ -188,8 +187,7 @@ def plan(cluster: Cluster, history: dict[str, list[tuple[float, float, float]]],
             if current == pins:
                 continue
             label = names.get(int(code), f"compact in cell {code}")
-            out.append((v, host, pins, f"head: {label} (busy {now[vms.index(v)]:.2f}, peak {peak[vms.index(v)]:.2f} "
-                                       "vCPUs)"))
+            out.append((v, host, pins, f"head: {label} (busy {now[i]:.2f}, peak {peak[i]:.2f} vCPUs)"))
     return out, held
 
 

@@ -216,14 +216,18 @@ def host_load_history(engine: Engine, host: str, scans: int) -> list[float]:
         out = []
         for (new_id, new_t), (old_id, old_t) in zip(ids, ids[1:], strict=False):
             cpus = s.execute(select(HostSnapshotRow.cpus).where(HostSnapshotRow.id == new_id)).scalar_one()
-            new = dict(s.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
-                                 .where(VmSampleRow.snapshot_id == new_id, VmSampleRow.state == "running")).all())
-            old = dict(s.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
-                                 .where(VmSampleRow.snapshot_id == old_id)).all())
-            dt = (new_t - old_t).total_seconds()
-            busy = sum(max(0, (n or 0) - (old.get(u) or 0)) for u, n in new.items() if old.get(u) is not None)
-            out.append(busy / (dt * 1e9 * max(1, cpus)) if dt > 0 else 0.0)
+            out.append(pair_load(s, old_id, new_id, cpus, (new_t - old_t).total_seconds()))
         return out
+
+
+def pair_load(s: Session, old_id: int, new_id: int, cpus: int, seconds: float) -> float:
+    """A host's CPU use (fraction of its CPUs) between two of its snapshots, from the VMs' CPU time."""
+    new = dict(s.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
+                         .where(VmSampleRow.snapshot_id == new_id, VmSampleRow.state == "running")).all())
+    old = dict(s.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
+                         .where(VmSampleRow.snapshot_id == old_id)).all())
+    busy = sum(max(0, (n or 0) - (old.get(u) or 0)) for u, n in new.items() if old.get(u) is not None)
+    return busy / (seconds * 1e9 * max(1, cpus)) if seconds > 0 else 0.0
 
 
 def vm_usage_history(engine: Engine, scans: int) -> dict[str, list[tuple[float, float, float]]]:
