@@ -32,11 +32,12 @@ def outcomes_cmd(ctx: typer.Context,
         out.print_json(json.dumps({"outcomes": rows}))
         return
     t = Table(title="Outcomes")
-    for col in ("action", "policy", "kind", "VM", "from", "to", "status", "outcome", "reward", "load after"):
+    for col in ("action", "policy", "kind", "VM", "hosts", "status", "reward", "load after"):
         t.add_column(col)
     for r in rows:
         after = ", ".join(f"{h} {100 * x:.0f} %" for h, x in (r.get("detail") or {}).get("after", {}).items()
                           if x is not None)
-        t.add_row(str(r["action_id"]), r["policy"], r["kind"], r["vm"], r["src"] or "", r["dst"] or "", r["status"],
-                  r["outcome"], f"{r['reward']:.4f}" if "reward" in r else "", after)
+        hosts = f"{r['src']}→{r['dst']}" if r["dst"] else (r["src"] or "")
+        t.add_row(str(r["action_id"]), r["policy"], r["kind"], r["vm"], hosts, r["status"],
+                  f"{r['reward']:.4f}" if "reward" in r else "pending", after or "-")
     out.print(t)

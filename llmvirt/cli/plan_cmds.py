@@ -215,6 +215,8 @@ def _tuning(ctx: typer.Context, cluster, only: str, policy: str | None, limits, 
     if as_json:
         out.print_json(json.dumps({"goal": only, "policy": label, "actions": actions, "left_alone": held}))
         return
+    if not actions:
+        out.print(f"{only} plan ({label}): no change to make", markup=False)
     t = Table(title=f"{only} plan ({label}), dry run")
     for col in ("#", "VM", "host", "change", "why"):
         t.add_column(col)
@@ -223,7 +225,8 @@ def _tuning(ctx: typer.Context, cluster, only: str, policy: str | None, limits, 
         change = f"balloon → {p['target_mib']} MiB" if a["kind"] == "balloon" else \
             "; ".join(f"vCPU {k} → {_cpus(v)}" for k, v in p["pins"].items())
         t.add_row(str(i), a["vm"], a["src"], change, p.get("why", ""))
-    out.print(t)
+    if actions:
+        out.print(t)
     for vm, why in held.items():
         out.print(f"not acting on {vm}: {why}", markup=False)
 

@@ -56,25 +56,45 @@ def _anchor(model: nn.Module, base: dict[str, torch.Tensor]) -> torch.Tensor:
     return sum(((p - base[n]) ** 2).sum() for n, p in model.named_parameters())  # type: ignore[return-value]
 
 
+def _padded(feats: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate lists of different lengths as one (N, C, F) tensor and its (N, C) validity mask."""
+    n, c = len(feats), max(f.shape[0] for f in feats)
+    x = np.zeros((n, c, feats[0].shape[1]), dtype=np.float32)
+    mask = np.zeros((n, c), dtype=bool)
+    for i, f in enumerate(feats):
+        x[i, :f.shape[0]], mask[i, :f.shape[0]] = f, True
+    return torch.from_numpy(x), torch.from_numpy(mask)
+
+
+def _log_probs(model: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(model(x).masked_fill(~mask, float("-inf")), dim=1)
+
+
 def finetune_placement(model: nn.Module, recorded: list[tuple[np.ndarray, int, float]],
                        replay: list[tuple[np.ndarray, np.ndarray]], cfg: FinetuneConfig) -> dict[str, float]:
     """Advantage-weighted update on ``recorded`` (features, chosen, reward) plus imitation of ``replay``."""
     torch.manual_seed(cfg.seed)
     base = {n: p.detach().clone() for n, p in model.named_parameters()}
     rewards = np.array([r for _, _, r in recorded], dtype=np.float64)
-    adv = rewards - rewards.mean() if rewards.size else rewards
+    adv = torch.tensor(rewards - rewards.mean() if rewards.size else rewards, dtype=torch.float32)
+    rec = _padded([f.astype(np.float32) for f, _, _ in recorded]) if recorded else None
+    chosen = torch.tensor([c for _, c, _ in recorded], dtype=torch.long)
+    rep = _padded([f.astype(np.float32) for f, _ in replay]) if replay else None
+    if rep is not None:
+        target = torch.zeros(rep[1].shape)
+        for i, (_, t) in enumerate(replay):
+            target[i, :len(t)] = torch.from_numpy(t).float()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     model.train()
     loss_val = 0.0
     for _ in range(cfg.steps if (recorded or replay) else 0):
         loss = cfg.anchor * _anchor(model, base)
-        for (feats, chosen, _), a in zip(recorded, adv, strict=True):
-            logp = torch.log_softmax(model(torch.from_numpy(feats.astype(np.float32))), dim=0)[chosen]
-            loss = loss - float(a) * logp / max(1, len(recorded))
-        for feats, target in replay:
-            logits = model(torch.from_numpy(feats.astype(np.float32)))
-            loss = loss - cfg.replay * (torch.from_numpy(target).float() * torch.log_softmax(logits, 0)).sum() \
-                / max(1, len(replay))
+        if rec is not None:
+            logp = _log_probs(model, *rec).gather(1, chosen[:, None]).squeeze(1)
+            loss = loss - (adv * logp).mean()
+        if rep is not None:
+            logp = _log_probs(model, *rep).masked_fill(~rep[1], 0.0)
+            loss = loss - cfg.replay * (target * logp).sum(dim=1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

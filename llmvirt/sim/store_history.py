@@ -68,10 +68,9 @@ def store_trace(engine: Engine, interval_s: int = 300) -> UsageTrace:
 
 
 def scan_interval(engine: Engine, default: int = 300) -> int:
-    """Median seconds between the store's scans (the replay's step), ``default`` with fewer than two."""
-    from llmvirt.store.schema import ScanRow
-
+    """Median seconds between the store's snapshots (the replay's step), ``default`` with fewer than two."""
     with engine.connect() as conn:
-        times = [t for (t,) in conn.execute(select(ScanRow.started_at).order_by(ScanRow.started_at))]
+        times = [t for (t,) in conn.execute(select(HostSnapshotRow.taken_at).distinct()
+                                            .order_by(HostSnapshotRow.taken_at))]
     gaps = sorted((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
     return max(1, int(round(gaps[len(gaps) // 2]))) if gaps else default

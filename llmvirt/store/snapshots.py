@@ -221,11 +221,14 @@ def host_load_history(engine: Engine, host: str, scans: int) -> list[float]:
 
 
 def pair_load(s: Session, old_id: int, new_id: int, cpus: int, seconds: float) -> float:
-    """A host's CPU use (fraction of its CPUs) between two of its snapshots, from the VMs' CPU time."""
+    """A host's CPU use (fraction of its CPUs) between two of its snapshots, from the VMs' CPU time.
+    A VM that arrived by migration in between counts from its sample on its old host in the same scan."""
     new = dict(s.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
                          .where(VmSampleRow.snapshot_id == new_id, VmSampleRow.state == "running")).all())
+    scan = select(HostSnapshotRow.scan_id).where(HostSnapshotRow.id == old_id).scalar_subquery()
     old = dict(s.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
-                         .where(VmSampleRow.snapshot_id == old_id)).all())
+                         .join(HostSnapshotRow, HostSnapshotRow.id == VmSampleRow.snapshot_id)
+                         .where(HostSnapshotRow.scan_id == scan, VmSampleRow.uuid.in_(list(new)))).all())
     busy = sum(max(0, (n or 0) - (old.get(u) or 0)) for u, n in new.items() if old.get(u) is not None)
     return busy / (seconds * 1e9 * max(1, cpus)) if seconds > 0 else 0.0
 
