@@ -537,11 +537,11 @@ def test_real_actions_are_scored_and_retrain_a_new_version(lab_env, monkeypatch)
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
     cfg = Path(os.environ["LLMVIRT_CONFIG"])
-    cfg.write_text(cfg.read_text() + "[outcomes]\nwindow_s = 4\n")
+    cfg.write_text(cfg.read_text() + "[outcomes]\nwindow_s = 8\n")
     cli = Cli()
-    for _ in range(3):
+    for _ in range(4):
         cli("scan")
-        time.sleep(2.5)
+        time.sleep(3)
     code, out, err = cli("outcomes", "--json")
     assert code == 0, err
     rows = [r for r in json.loads(out)["outcomes"] if r["outcome"] == "scored"]
@@ -550,7 +550,7 @@ def test_real_actions_are_scored_and_retrain_a_new_version(lab_env, monkeypatch)
     moved = [r for r in rows if r["kind"] == "migrate" and r["success"]]
     assert moved and all(r["reward"] < 0 and r["detail"]["score"]["gib_migrated"] > 0 for r in moved)
     assert any("downtime_ms" in r["detail"]["job"] for r in moved)  # libvirt's completed-job statistics
-    assert all(r["detail"]["after_scans"] >= 1 for r in rows if r["detail"]["after"])
+    assert any(r["detail"]["after_scans"] >= 1 and r["detail"]["after"][r["dst"]] is not None for r in moved)
     code, out, err = cli("train", "--from-store")
     assert code == 0, out + err
     code, out, err = cli("policy", "list", "--json")
