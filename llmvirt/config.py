@@ -114,13 +114,15 @@ def load_migration_settings(path: Path | None):  # noqa: ANN201
         raise UsageError(f"config: invalid [apply]: {exc}") from None
 
 
-def load_thresholds(path: Path | None):  # noqa: ANN201
-    """``[rebalance]``: hot, cold, gain_margin (fractions of host CPUs)."""
+def load_thresholds(path: Path | None, defaults=None):  # noqa: ANN001, ANN201
+    """``[rebalance]``: hot, cold, gain_margin (fractions of host CPUs); unset keys from ``defaults``."""
+    from dataclasses import asdict
+
     from llmvirt.policy.decide import Thresholds
 
     raw = _read(path).get("rebalance", {})
     try:
-        th = Thresholds(**{k: float(v) for k, v in raw.items()})
+        th = Thresholds(**{**asdict(defaults or Thresholds()), **{k: float(v) for k, v in raw.items()}})
     except (TypeError, ValueError) as exc:
         raise UsageError(f"config: invalid [rebalance]: {exc}") from None
     if not 0 < th.cold < th.hot <= 2:

@@ -276,3 +276,24 @@ def test_consolidation_search_writes_a_verified_head(tmp_path: Path) -> None:
     (tmp_path / "consolidate.safetensors").write_bytes(bytes(raw))
     with pytest.raises(checkpoint.CheckpointError, match="SHA-256"):
         consolidate_head.load(tmp_path)
+
+
+def test_real_consolidation_takes_the_heads_limits_unless_configured(cli, tmp_path: Path, monkeypatch) -> None:
+    from llmvirt import config
+    from llmvirt.policy import consolidate_head
+
+    hot, cold = consolidate_head.thresholds(ROOT / "policies" / "default")
+    doc = json.loads((ROOT / "policies" / "default" / "consolidate.json").read_text())
+    assert (hot, cold) == pytest.approx((doc["metrics"]["params"]["overload_threshold"],
+                                         doc["metrics"]["params"]["consolidate_below"]), abs=1e-6)
+    learned = config.load_thresholds(None, type(config.load_thresholds(None))(hot=hot, cold=cold))
+    assert (learned.hot, learned.cold) == (hot, cold)
+    cfg = tmp_path / "llmvirt.toml"
+    cfg.write_text("[rebalance]\ncold = 0.2\n")
+    assert config.load_thresholds(cfg, learned).cold == 0.2  # the operator's config wins
+    cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
+    cli("hosts", "add", "spare", fixture_uri("small-host.xml"))
+    cli("scan")
+    code, out, err = cli("rebalance", "--goal", "consolidate", "--json")
+    assert code == 0 and json.loads(out)["policy"] == "v0:default", err
+    assert consolidate_head.thresholds(tmp_path) is None  # a policy without the head keeps the defaults

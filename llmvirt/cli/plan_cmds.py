@@ -30,6 +30,16 @@ def _policy(ctx: typer.Context, policy: str | None) -> tuple[str | None, str]:
     return path, f"{name}:"
 
 
+def _learned_thresholds(spec: str | None, goal: str) -> decide.Thresholds | None:
+    """For goal consolidate, the consolidation head's hot/cold limits as defaults (config still wins)."""
+    if goal != "consolidate" or (spec or "").startswith("baseline:"):
+        return None
+    from llmvirt.policy import consolidate_head
+
+    learned = consolidate_head.thresholds(decide.policy_dir(spec))
+    return decide.Thresholds(hot=learned[0], cold=learned[1]) if learned else None
+
+
 def _cluster(ctx: typer.Context):  # noqa: ANN202
     cluster = snapshots.latest_cluster(state(ctx).engine())
     if not any(h.cpus for h in cluster.hosts):
@@ -136,7 +146,7 @@ def rebalance(
     else:
         spec, version = _policy(ctx, policy)
         plan = decide.rebalance(cluster, decide.load_scorer(spec), limits, groups, goal, max_migrations,
-                                config.load_thresholds(st.config_path), pins)
+                                config.load_thresholds(st.config_path, _learned_thresholds(spec, goal)), pins)
         plan.policy = version + plan.policy
     if apply:
         _apply(ctx, plan, limits, groups, pins, as_json)
