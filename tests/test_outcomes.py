@@ -131,8 +131,7 @@ def _worse_version(engine, tmp_path: Path) -> None:  # noqa: ANN001
     path = tmp_path / "worse"
     shutil.copytree(DEFAULT_POLICY, path)
     head = balloon_head.load(path)
-    meta = {k: v for k, v in head.meta.items() if k not in ("format_version", "head", "feature_spec", "model",
-                                                              "weights_sha256", "git_commit")}
+    meta = checkpoint.user_meta(head.meta)
     meta["operating_point"] = {"quantile": 0, "margin": 0.0}  # the median: squeezes guests half of the time
     checkpoint.save_head(head.model, path, balloon_head.SPEC, head.model.config(), meta)
     versions.register(engine, "v1", path, "trained", "v0", {})

@@ -92,7 +92,6 @@ def rollback_cmd(ctx: typer.Context) -> None:
 
 
 def _eval_traces(ctx: typer.Context, paths: list[Path]) -> list[tuple[str, object]]:
-    from llmvirt.errors import UsageError as _UsageError
     from llmvirt.policy.train import TrainConfig, split
     from llmvirt.sim import traces
     from llmvirt.sim.store_history import scan_interval, store_trace
@@ -104,6 +103,6 @@ def _eval_traces(ctx: typer.Context, paths: list[Path]) -> list[tuple[str, objec
     engine = state(ctx).engine()
     try:
         out_traces.append(("store", store_trace(engine, scan_interval(engine))))
-    except _UsageError:
+    except UsageError:
         pass  # no history yet: benchmark traces only
     return out_traces

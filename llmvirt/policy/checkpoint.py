@@ -32,6 +32,14 @@ WEIGHTS = "model.safetensors"
 META = "policy.json"
 
 
+WRITTEN_KEYS = ("format_version", "head", "feature_spec", "model", "weights_sha256", "git_commit")  #: set on save
+
+
+def user_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """The metadata a caller gave on save, without the keys the checkpoint writes itself (to re-save it)."""
+    return {k: v for k, v in meta.items() if k not in WRITTEN_KEYS}
+
+
 class CheckpointError(UsageError):
     """A policy checkpoint is missing, corrupted, tampered with or made for other features."""
 

@@ -178,9 +178,7 @@ def from_store(engine: Engine, base: Path, out: Path, cfg: FinetuneConfig, paren
     shutil.copytree(base, out)
     lineage = {"parent": parent, "method": "fine-tuned on recorded outcomes (llmvirt train --from-store)",
                "finetune": {**asdict(cfg), **metrics}}
-    checkpoint.save(model, out, {k: v for k, v in meta.items() if k not in (
-        "format_version", "feature_spec", "model", "weights_sha256", "git_commit")} | lineage)
-    bmeta = {k: v for k, v in bhead.meta.items() if k not in (
-        "format_version", "head", "feature_spec", "model", "weights_sha256", "git_commit")}
-    checkpoint.save_head(bhead.model, out, balloon_head.SPEC, bhead.model.config(), bmeta | lineage)
+    checkpoint.save(model, out, checkpoint.user_meta(meta) | lineage)
+    checkpoint.save_head(bhead.model, out, balloon_head.SPEC, bhead.model.config(),
+                         checkpoint.user_meta(bhead.meta) | lineage)
     return metrics

@@ -52,6 +52,12 @@ def split(names: tuple[str, ...], train_fraction: float) -> tuple[np.ndarray, np
     return np.flatnonzero(h < train_fraction), np.flatnonzero(h >= train_fraction)
 
 
+def split_meta(trace_label: str, train_idx: np.ndarray, held_idx: np.ndarray) -> dict[str, object]:
+    """The ``training_data`` entry every head's metadata carries: which VMs trained it, which are held out."""
+    return {"trace": trace_label, "split": "sha256(name) < train_fraction", "train_vms": int(train_idx.size),
+            "held_out_vms": int(held_idx.size)}
+
+
 def limits_for(setup: FleetSetup) -> Limits:
     """The fleet's allocation ratios as constraint limits."""
     return Limits(cpu_allocation_ratio=setup.cpu_allocation_ratio, ram_allocation_ratio=setup.ram_allocation_ratio,
@@ -138,8 +144,7 @@ def train(trace: UsageTrace, out: Path, cfg: TrainConfig, scenario: str = "balan
     checkpoint.save(model, out, {
         "name": out.name, "scenario": scenario, "goal": "balance",
         "method": "imitation of a lookahead planner (future overload on the destination)",
-        "training_data": {"trace": trace_label, "split": "sha256(name) < train_fraction",
-                          "train_vms": int(train_idx.size), "held_out_vms": int(held_idx.size)},
+        "training_data": split_meta(trace_label, train_idx, held_idx),
         "config": asdict(cfg), "seed": cfg.seed, "metrics": metrics,
     })
     _write_curve(out, curve)

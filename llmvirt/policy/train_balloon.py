@@ -22,7 +22,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from llmvirt.policy import checkpoint
 from llmvirt.policy.balloon_head import DAY, HOUR, QUANTILES, SPEC, BalloonForecaster, BalloonHead, OperatingPoint
 from llmvirt.policy.sim_adapter import LearnedBalloon
-from llmvirt.policy.train import split
+from llmvirt.policy.train import split, split_meta
 from llmvirt.sim.field_policies import MomBalloon
 from llmvirt.sim.fleet import MEMORY_SETUP, FleetSim
 from llmvirt.sim.traces import UsageTrace
@@ -132,8 +132,7 @@ def train(trace: UsageTrace, out: Path, cfg: BalloonTrainConfig, trace_label: st
         "quantiles": list(QUANTILES), "operating_point": asdict(point),
         "method": "quantile regression (pinball loss) of next-step memory use; operating point chosen on "
                   "the training VMs in the memory scenario",
-        "training_data": {"trace": trace_label, "split": "sha256(name) < train_fraction",
-                          "train_vms": int(train_idx.size), "held_out_vms": int(held_idx.size)},
+        "training_data": split_meta(trace_label, train_idx, held_idx),
         "config": asdict(cfg), "seed": cfg.seed, "metrics": metrics})
     with (out / "balloon_curve.csv").open("w") as f:
         f.write("epoch,train_pinball,val_pinball\n")

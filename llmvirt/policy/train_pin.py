@@ -21,7 +21,7 @@ import torch
 
 from llmvirt.policy import checkpoint
 from llmvirt.policy.pin_head import PEAK_WINDOW, SPEC, HostState, PinScorer, candidate_features, candidates
-from llmvirt.policy.train import split
+from llmvirt.policy.train import split, split_meta
 from llmvirt.sim import numa
 from llmvirt.sim.pinning import PIN_SETUP, PinSetup, demand_cores, pack
 from llmvirt.sim.traces import UsageTrace
@@ -121,8 +121,7 @@ def train(trace: UsageTrace, out: Path, cfg: PinTrainConfig, setup: PinSetup = P
         "method": "imitation of a look-ahead planner (future extra work under the NUMA contention model)",
         "contention_model": {"remote_penalty": numa.REMOTE_PENALTY, "topology": asdict(setup.topo),
                              "vcpu_ratio": setup.vcpu_ratio},
-        "training_data": {"trace": trace_label, "split": "sha256(name) < train_fraction",
-                          "train_vms": int(train_idx.size), "held_out_vms": int(held_idx.size)},
+        "training_data": split_meta(trace_label, train_idx, held_idx),
         "config": asdict(cfg), "seed": cfg.seed, "metrics": metrics})
     with (out / "pin_curve.csv").open("w") as f:
         f.write("epoch,train_loss,val_agreement\n")
