@@ -155,3 +155,39 @@ def test_promotion_refuses_a_worse_policy_unless_forced_and_rolls_back(cli, db_u
     assert [v["name"] for v in json.loads(out)["versions"] if v["active"]] == ["v0"]
     code, _, err = cli("policy", "promote", "v9")
     assert code == 2 and "no policy version 'v9'" in err
+
+
+def test_migrated_vm_counts_on_its_destination_although_its_counter_restarted(db_url: str) -> None:
+    """Issue 17: the destination's new QEMU process starts the guest's CPU-time counter again; the
+    destination's load must count what the guest used there, not clamp a negative delta to 0."""
+    from sqlalchemy import select, update
+
+    from llmvirt.store.schema import HostRow, HostSnapshotRow, VmSampleRow
+
+    engine = _store(db_url, scans=3)
+    uuid = "b2b2b2b2-0000-4000-8000-000000000002"  # web1, on "busy" in every recorded scan
+    with engine.begin() as conn:
+        spare_snaps = conn.execute(select(HostSnapshotRow.id, HostSnapshotRow.cpus).join(HostRow)
+                                   .where(HostRow.name == "spare").order_by(HostSnapshotRow.taken_at)).all()
+        busy_rows = conn.execute(select(VmSampleRow.id).join(HostSnapshotRow)
+                                 .where(VmSampleRow.uuid == uuid).order_by(HostSnapshotRow.taken_at)).scalars().all()
+        # the last scan finds web1 on "spare", 60 CPU-seconds into its new process
+        conn.execute(update(VmSampleRow).where(VmSampleRow.id == busy_rows[-1])
+                     .values(snapshot_id=spare_snaps[-1][0], cpu_time_ns=60 * 10**9))
+    from sqlalchemy.orm import Session
+
+    with Session(engine) as s:
+        loads = outcomes.host_loads(s, "spare", T0, T0 + timedelta(seconds=600))
+    cpus = spare_snaps[-1][1]
+    assert loads[-1][1] == pytest.approx(60 / (300 * cpus))  # the test driver's other counters stand still
+    [spare] = [v for v in snapshots.latest(engine) if v.host.name == "spare"]
+    [web1] = [v for v in spare.host.vms if v.uuid == uuid]
+    assert web1.cpu_util == pytest.approx(round(60 / (300 * web1.vcpus), 4))  # status shows it busy, not blank
+
+
+def test_cpu_usage_arithmetic_handles_a_restarted_counter() -> None:
+    from llmvirt.model.usage import cpu_fraction, cpu_ns_used, restarted
+
+    assert cpu_ns_used(10, 25) == 15 and cpu_ns_used(100, 7) == 7 and cpu_ns_used(None, 7) is None
+    assert restarted(100, 7) and not restarted(7, 100)
+    assert cpu_fraction(0, 3 * 10**9, 3.0, 2) == pytest.approx(0.5) and cpu_fraction(0, 5, 0.0, 1) is None

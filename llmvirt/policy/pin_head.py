@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from llmvirt.cluster import Cluster, Host, Vm
+from llmvirt.model.usage import cpu_fraction
 from llmvirt.policy.checkpoint import HeadSpec
 from llmvirt.sim.numa import SHARED, SPREAD, Topology, _water_fill
 
@@ -196,6 +197,6 @@ def _peak_busy(samples: list[tuple[float, float, float]], window_s: float = 3600
     if len(samples) < 2:
         return 0.0
     end = samples[-1][0]
-    rates = [(b[2] - a[2]) / (b[0] - a[0]) for a, b in zip(samples, samples[1:], strict=False)
-             if b[0] > a[0] and b[0] >= end - window_s and b[2] >= a[2]]
-    return max(rates, default=0.0)
+    rates = [cpu_fraction(int(a[2] * 1e9), int(b[2] * 1e9), b[0] - a[0], 1)
+             for a, b in zip(samples, samples[1:], strict=False) if b[0] >= end - window_s]
+    return max((r for r in rates if r is not None), default=0.0)

@@ -1,9 +1,10 @@
 """Replay llmvirt's own history: the store's VM samples as a trace in the generic format.
 
-CPU use comes from the CPU-time delta between consecutive snapshots of the same VM
-(over its vCPUs); memory use is what the guest reports (available - unused) where it
-reports it, else the balloon size. VMs are keyed by UUID, so a VM that migrated keeps
-one history. Rows can be written as the generic CSV with :func:`write_generic_csv`.
+CPU use comes from the CPU-time delta between consecutive snapshots of the same VM (over its
+vCPUs; :mod:`llmvirt.model.usage`, so a migrated VM's restarted counter still counts); memory use
+is what the guest reports (available - unused) where it reports it, else the balloon size. VMs are
+keyed by UUID, so a VM that migrated keeps one history. Rows can be written as the generic CSV
+with :func:`write_generic_csv`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 
 from llmvirt.errors import UsageError
+from llmvirt.model.usage import cpu_fraction
 from llmvirt.sim.traces import UsageTrace, load_generic
 from llmvirt.store.schema import HostSnapshotRow, VmSampleRow
 
@@ -37,9 +39,10 @@ def history_rows(engine: Engine) -> list[tuple[str, float, float, float, int, fl
                 continue
             before = prev.get(uuid)
             prev[uuid] = (ts, cpu_ns)
-            if before is None or ts <= before[0] or cpu_ns < before[1]:
+            frac = cpu_fraction(before[1], cpu_ns, ts - before[0], vcpus) if before else None
+            if frac is None:
                 continue
-            pct = min(100.0, 100 * (cpu_ns - before[1]) / ((ts - before[0]) * 1e9 * max(1, vcpus)))
+            pct = min(100.0, 100 * frac)
             if avail is not None and unused is not None:
                 mem = float(max(0, avail - unused))
             else:

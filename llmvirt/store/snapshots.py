@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from llmvirt.cluster import Balloon, Cluster, Gpu, GpuAttachment, Host, MdevType, NumaCell, NvmlGpu, Vm
 from llmvirt.errors import StoreError
 from llmvirt.inventory import ScanResult
+from llmvirt.model.usage import cpu_fraction, cpu_ns_used
 from llmvirt.store.schema import HostRow, HostSnapshotRow, ScanRow, VmSampleRow
 
 
@@ -157,9 +158,9 @@ def _apply_utilisation(vms: list[Vm], prev: dict[str, int | None], seconds: floa
         before = prev.get(v.uuid)
         if before is None or v.cpu_time_ns is None or seconds <= 0 or not v.running:
             continue
-        delta = v.cpu_time_ns - before
-        if delta >= 0:  # a restarted VM resets its counter: no figure this time
-            v.cpu_util = round(delta / (seconds * 1e9 * max(1, v.vcpus)), 4)
+        frac = cpu_fraction(before, v.cpu_time_ns, seconds, v.vcpus)
+        if frac is not None:
+            v.cpu_util = round(frac, 4)
 
 
 def _load_host(conn: Session, row: HostRow) -> HostView:
@@ -186,8 +187,12 @@ def _load_host(conn: Session, row: HostRow) -> HostView:
     view.scanned_at = snap.taken_at
     if len(ids) == 2:
         view.previous_at = ids[1][1]
+        # from the whole previous scan: a VM that arrived by migration has its sample on its old host
+        scan = select(HostSnapshotRow.scan_id).where(HostSnapshotRow.id == ids[1][0]).scalar_subquery()
         prev = dict(conn.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
-                                 .where(VmSampleRow.snapshot_id == ids[1][0])).all())
+                                 .join(HostSnapshotRow, HostSnapshotRow.id == VmSampleRow.snapshot_id)
+                                 .where(HostSnapshotRow.scan_id == scan,
+                                        VmSampleRow.uuid.in_([v.uuid for v in host.vms]))).all())
         _apply_utilisation(host.vms, prev, (ids[0][1] - ids[1][1]).total_seconds())
     return view
 
@@ -222,14 +227,15 @@ def host_load_history(engine: Engine, host: str, scans: int) -> list[float]:
 
 def pair_load(s: Session, old_id: int, new_id: int, cpus: int, seconds: float) -> float:
     """A host's CPU use (fraction of its CPUs) between two of its snapshots, from the VMs' CPU time.
-    A VM that arrived by migration in between counts from its sample on its old host in the same scan."""
+    A VM that arrived by migration in between counts from its sample on its old host in the same scan;
+    its counter restarted with its new QEMU process, so it counts what it used here (:mod:`llmvirt.model.usage`)."""
     new = dict(s.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
                          .where(VmSampleRow.snapshot_id == new_id, VmSampleRow.state == "running")).all())
     scan = select(HostSnapshotRow.scan_id).where(HostSnapshotRow.id == old_id).scalar_subquery()
     old = dict(s.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
                          .join(HostSnapshotRow, HostSnapshotRow.id == VmSampleRow.snapshot_id)
                          .where(HostSnapshotRow.scan_id == scan, VmSampleRow.uuid.in_(list(new)))).all())
-    busy = sum(max(0, (n or 0) - (old.get(u) or 0)) for u, n in new.items() if old.get(u) is not None)
+    busy = sum(cpu_ns_used(old.get(u), n) or 0 for u, n in new.items())
     return busy / (seconds * 1e9 * max(1, cpus)) if seconds > 0 else 0.0
 
 

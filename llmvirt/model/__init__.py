@@ -1,0 +1,1 @@
+"""The data model: what every other layer speaks (cluster, usage arithmetic). Imports nothing from llmvirt."""
