@@ -13,8 +13,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from llmvirt.bench.run import DEFAULT_CLOUDSIM_POLICIES, run_cloudsim
 from llmvirt.policy.train_consolidate import TRAIN_DAYS
-from llmvirt.sim.bench import DEFAULT_CLOUDSIM_POLICIES, run_cloudsim
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MMT = ("thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2")

@@ -12,9 +12,9 @@ from datetime import date
 from pathlib import Path
 
 from llmvirt.policy.train import split
-from llmvirt.sim.field_policies import make_balancer
 from llmvirt.sim.fleet import BALANCE_SETUP, FleetSetup, FleetSim
 from llmvirt.sim.traces import load_bitbrains
+from llmvirt.strategies.registry import make_balancer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DENSE = FleetSetup(cpu_allocation_ratio=8.0, ram_allocation_ratio=1.0, fill=1.0)

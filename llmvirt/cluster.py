@@ -181,3 +181,12 @@ class Cluster:
     def locate(self, vm_name: str) -> list[Host]:
         """Hosts where a VM of this name is running (more than one means trouble)."""
         return [h for h in self.hosts if (v := h.vm(vm_name)) is not None and v.running]
+
+
+@dataclass
+class ScanResult:
+    """Hosts that were read and hosts that failed, with libvirt's reason (what a scan hands the store)."""
+
+    hosts: list[Host] = field(default_factory=list)  #: hosts read successfully
+    failures: dict[str, str] = field(default_factory=dict)  #: host name -> reason
+    seconds: float = 0.0  #: wall time of the scan

@@ -14,12 +14,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import libvirt
 
-from llmvirt.cluster import Balloon, Gpu, GpuAttachment, Host, Vm
+from llmvirt.cluster import Balloon, Gpu, GpuAttachment, Host, ScanResult, Vm
 from llmvirt.errors import DomainGone, HostError, HostTimeout, translate_libvirt
 from llmvirt.libvirt_xml import (
     NodeDevices,
@@ -216,15 +216,6 @@ def read_host(conn: libvirt.virConnect, name: str, uri: str, nvml: NvmlSource | 
     _link_gpus(host, _node_devices(conn))
     _attach_nvml(host, nvml)
     return host
-
-
-@dataclass
-class ScanResult:
-    """Hosts that were read and hosts that failed, with libvirt's reason."""
-
-    hosts: list[Host] = field(default_factory=list)  #: hosts read successfully
-    failures: dict[str, str] = field(default_factory=dict)  #: host name -> reason
-    seconds: float = 0.0  #: wall time of the scan
 
 
 def run_bounded(tasks: Sequence[tuple[str, Callable[[], Host]]], workers: int,

@@ -248,8 +248,8 @@ PLANETLAB = SHARED / "traces" / "planetlab"
 
 
 def test_learned_consolidation_meets_the_goals_on_a_held_back_day() -> None:
+    from llmvirt.bench.run import run_cloudsim
     from llmvirt.policy.train_consolidate import TRAIN_DAYS
-    from llmvirt.sim.bench import run_cloudsim
 
     assert "20110325" not in TRAIN_DAYS
     results, _ = run_cloudsim([PLANETLAB / "20110325"], ["thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2",
@@ -278,22 +278,16 @@ def test_consolidation_search_writes_a_verified_head(tmp_path: Path) -> None:
         consolidate_head.load(tmp_path)
 
 
-def test_real_consolidation_takes_the_heads_limits_unless_configured(cli, tmp_path: Path, monkeypatch) -> None:
-    from llmvirt import config
-    from llmvirt.policy import consolidate_head
+def test_real_consolidation_runs_the_head_the_cloudsim_scenario_measures(cli) -> None:
+    """rebalance --goal consolidate runs the consolidation head's own gated PABFD (issue 13), not a
+    different algorithm fed its thresholds."""
+    from llmvirt.strategies import registry
 
-    hot, cold = consolidate_head.thresholds(ROOT / "policies" / "default")
-    doc = json.loads((ROOT / "policies" / "default" / "consolidate.json").read_text())
-    assert (hot, cold) == pytest.approx((doc["metrics"]["params"]["overload_threshold"],
-                                         doc["metrics"]["params"]["consolidate_below"]), abs=1e-6)
-    learned = config.load_thresholds(None, type(config.load_thresholds(None))(hot=hot, cold=cold))
-    assert (learned.hot, learned.cold) == (hot, cold)
-    cfg = tmp_path / "llmvirt.toml"
-    cfg.write_text("[rebalance]\ncold = 0.2\n")
-    assert config.load_thresholds(cfg, learned).cold == 0.2  # the operator's config wins
+    strategy = registry.resolve(None, "consolidate")
+    assert isinstance(strategy, registry.CloudsimStrategy) and type(strategy.policy).__name__ == "GatedConsolidation"
     cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
     cli("hosts", "add", "spare", fixture_uri("small-host.xml"))
     cli("scan")
     code, out, err = cli("rebalance", "--goal", "consolidate", "--json")
-    assert code == 0 and json.loads(out)["policy"] == "v0:default", err
-    assert consolidate_head.thresholds(tmp_path) is None  # a policy without the head keeps the defaults
+    assert code == 0, err
+    assert json.loads(out)["policy"] == "v0:default consolidation head", out

@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from llmvirt.bench import run as simbench
 from llmvirt.cli.common import out, state
 from llmvirt.errors import UsageError
-from llmvirt.sim import bench as simbench
 from llmvirt.sim import traces
 
 

@@ -17,7 +17,9 @@ from llmvirt.policy.constraints import Request
 from llmvirt.store import snapshots
 
 PolicyOpt = Annotated[str | None, typer.Option(help="Policy: a name under policies/, a checkpoint directory, or "
-                                               "baseline:best-fit|least-loaded|first-fit (default: policies/default).")]
+                                               "baseline:best-fit|least-loaded|first-fit (default: the active "
+                                               "version). rebalance also takes every bench strategy: "
+                                               "baseline:watcher-wb, watcher-vwc, proxlb, thr-mmt-0.8, ...")]
 
 
 def _policy(ctx: typer.Context, policy: str | None) -> tuple[str | None, str]:
@@ -28,16 +30,6 @@ def _policy(ctx: typer.Context, policy: str | None) -> tuple[str | None, str]:
 
     path, name = versions.active_spec(state(ctx).engine())
     return path, f"{name}:"
-
-
-def _learned_thresholds(spec: str | None, goal: str) -> decide.Thresholds | None:
-    """For goal consolidate, the consolidation head's hot/cold limits as defaults (config still wins)."""
-    if goal != "consolidate" or (spec or "").startswith("baseline:"):
-        return None
-    from llmvirt.policy import consolidate_head
-
-    learned = consolidate_head.thresholds(decide.policy_dir(spec))
-    return decide.Thresholds(hot=learned[0], cold=learned[1]) if learned else None
 
 
 def _cluster(ctx: typer.Context):  # noqa: ANN202
@@ -110,6 +102,7 @@ def _define(ctx: typer.Context, host_name: str, xml_path: Path) -> None:
         conn.close()
 
 
+HISTORY_SCANS = 31  #: scans of CPU history (30 intervals, CloudSim's history length) for the adaptive detectors
 PERSIST_SCANS = 3  #: a hot host must have been hot over this many scan intervals before load is moved off it
 
 
@@ -134,6 +127,8 @@ def rebalance(
         raise UsageError("--max-migrations must be at least 0")
     if only not in (None, "pin", "balloon"):
         raise UsageError("--only must be pin or balloon")
+    if goal not in ("balance", "consolidate"):
+        raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
     st = state(ctx)
     cluster = _cluster(ctx)
     limits, groups = config.load_limits(st.config_path), config.load_groups(st.config_path)
@@ -144,9 +139,14 @@ def rebalance(
     if no_migrate:
         plan = decide.Plan(goal=goal, policy="rules", before={}, after={})
     else:
+        from llmvirt.strategies import registry
+
         spec, version = _policy(ctx, policy)
-        plan = decide.rebalance(cluster, decide.load_scorer(spec), limits, groups, goal, max_migrations,
-                                config.load_thresholds(st.config_path, _learned_thresholds(spec, goal)), pins)
+        strategy = registry.resolve(spec, goal)
+        history = snapshots.vm_cpu_history(st.engine(), HISTORY_SCANS) if isinstance(
+            strategy, registry.CloudsimStrategy) else {}
+        plan = strategy.plan(cluster, goal, decide.Context(limits, groups, pins, config.load_thresholds(st.config_path),
+                                                           max_migrations, history))
         plan.policy = version + plan.policy
     if apply:
         _apply(ctx, plan, limits, groups, pins, as_json)

@@ -11,9 +11,9 @@ best-fit placement, emptying under-used hosts) and learns three numbers:
 - ``consolidate_below``: only hosts under this CPU use are candidates to be emptied.
 
 The parameters live in ``consolidate.safetensors`` beside the other heads, checked like them. On
-real hosts ``rebalance --goal consolidate`` takes the threshold and the gate as its hot and cold
-limits (unless the config's ``[rebalance]`` sets them); the cron interval stands in for
-``consolidate_every``.
+real hosts ``rebalance --goal consolidate`` runs this very policy on arrays built from the scanned
+cluster (:mod:`llmvirt.strategies.registry`), so what the cloudsim scenario measures is what runs;
+each run is one decision step, the cron interval standing in for ``consolidate_every``.
 """
 
 from __future__ import annotations
@@ -87,13 +87,3 @@ def load(directory: Path | str, name: str = "llmvirt") -> tuple[GatedConsolidati
 
     model, meta = checkpoint.load_head(Path(directory), SPEC)
     return policy(model.values.detach().numpy().astype(np.float64), name), meta  # type: ignore[union-attr]
-
-
-def thresholds(directory: Path | str) -> tuple[float, float] | None:
-    """(hot, cold) for real ``rebalance --goal consolidate`` from the head in ``directory``: no host is
-    filled above the learned overload threshold, and only hosts under the learned gate are emptied.
-    None when the policy has no consolidation head."""
-    if not (Path(directory) / f"{SPEC.name}.json").is_file():
-        return None
-    pol, _ = load(directory)
-    return float(pol.detector.threshold), float(pol.below)

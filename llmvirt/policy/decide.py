@@ -200,6 +200,28 @@ def _apply(cluster: Cluster, vm: Vm, src: Host, dst: Host) -> None:
     dst.vms.append(vm)
 
 
+def host_load(host: Host) -> float:
+    """A host's expected CPU use (fraction of its CPUs) from its running VMs."""
+    return _load(host)
+
+
+def summary(cluster: Cluster, hot: float = HOT) -> dict[str, float]:
+    """Overloaded and hot hosts, load imbalance and power of ``cluster`` (a plan's before/after)."""
+    return _summary(cluster, hot)
+
+
+def move(cluster: Cluster, vm: Vm, src: Host, dst: Host, reason: str,
+         decision: dict[str, Any] | None = None) -> Move:
+    """Move ``vm`` from ``src`` to ``dst`` in ``cluster`` and return the planned move with its predicted effect."""
+    sb, db = _load(src), _load(dst)
+    _apply(cluster, vm, src, dst)
+    sa, da = _load(src), _load(dst)
+    pw = (_power(sa, any(v.running for v in src.vms)) + _power(da, True)
+          - _power(sb, True) - _power(db, any(v.running and v is not vm for v in dst.vms)))
+    return Move(vm.name, src.name, dst.name, reason, round(sb, 4), round(sa, 4), round(db, 4), round(da, 4),
+                round(pw, 1), decision)
+
+
 def _best_destination(index: ClusterIndex, vm: Vm, src: Host, scorer: Scorer, limits: Limits,
                       groups: dict[str, str], host_pins: dict[str, tuple[str, ...]],
                       decisions: dict[str, dict[str, Any]] | None = None) -> Host | None:
@@ -230,6 +252,18 @@ class Thresholds:
     gain_margin: float = GAIN_MARGIN  #: a move must lower the hotter host of the pair by this much
 
 
+@dataclass
+class Context:
+    """What a strategy decides with besides the cluster (config, flags and history), passed as one."""
+
+    limits: Limits = field(default_factory=Limits)  #: allocation limits and reservations
+    groups: dict[str, str] = field(default_factory=dict)  #: VM -> anti-affinity group
+    host_pins: dict[str, tuple[str, ...]] = field(default_factory=dict)  #: VM -> the only hosts it may run on
+    thresholds: Thresholds = field(default_factory=Thresholds)  #: hot, cold, gain margin
+    max_migrations: int = 10  #: at most this many migrations in a plan
+    history: dict[str, list[float]] = field(default_factory=dict)  #: VM uuid -> past CPU use, oldest first
+
+
 def rebalance(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str, str], goal: str = "balance",
               max_migrations: int = 10, thresholds: Thresholds | None = None,
               host_pins: dict[str, tuple[str, ...]] | None = None) -> Plan:
@@ -244,16 +278,10 @@ def rebalance(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str
     plan = Plan(goal=goal, policy=scorer.name, before=_summary(cluster, th.hot))
     index = ClusterIndex.build(cluster, groups)
 
-    def move(vm: Vm, src: Host, dst: Host, reason: str) -> None:
-        sb, db = _load(src), _load(dst)
-        _apply(cluster, vm, src, dst)
+    def move_(vm: Vm, src: Host, dst: Host, reason: str) -> None:
+        plan.moves.append(move(cluster, vm, src, dst, reason, plan.decisions.get(vm.name)))
         index.refresh(index.row[src.name])
         index.refresh(index.row[dst.name])
-        sa, da = _load(src), _load(dst)
-        pw = (_power(sa, any(v.running for v in src.vms)) + _power(da, True)
-              - _power(sb, True) - _power(db, any(v.running and v is not vm for v in dst.vms)))
-        plan.moves.append(Move(vm.name, src.name, dst.name, reason, round(sb, 4), round(sa, 4), round(db, 4),
-                               round(da, 4), round(pw, 1), plan.decisions.get(vm.name)))
 
     for src in [h for h in cluster.hosts if h.maintenance]:  # drain first
         for vm in [v for v in src.vms if v.running]:
@@ -266,11 +294,11 @@ def rebalance(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str
             if dst is None:
                 plan.unmovable[vm.name] = "no host satisfies its constraints"
                 continue
-            move(vm, src, dst, f"drain {src.name} (maintenance)")
+            move_(vm, src, dst, f"drain {src.name} (maintenance)")
     if goal == "balance":
-        _relieve_hot(index, scorer, limits, groups, plan, move, max_migrations, th, pins)
+        _relieve_hot(index, scorer, limits, groups, plan, move_, max_migrations, th, pins)
     else:
-        _empty_cold(index, scorer, limits, groups, plan, move, max_migrations, th, pins)
+        _empty_cold(index, scorer, limits, groups, plan, move_, max_migrations, th, pins)
     plan.after = _summary(cluster, th.hot)
     return plan
 

@@ -31,9 +31,10 @@ class LlmvirtBalancer:
         """Plan on the cluster view and map the moves back to simulator indices."""
         if self._scorer is None:
             self._scorer = decide.load_scorer(self.policy)
-        plan = decide.rebalance(view.to_cluster(), self._scorer, limits_for(view.setup), {}, "balance",
-                                self.max_migrations)
-        return [(int(m.vm.split("-")[1]), int(m.dst.split("-")[1])) for m in plan.moves]
+        cluster = view.to_cluster()
+        vm_index, host_index = view.names(cluster)
+        plan = decide.rebalance(cluster, self._scorer, limits_for(view.setup), {}, "balance", self.max_migrations)
+        return [(vm_index[m.vm], host_index[m.dst]) for m in plan.moves]
 
 
 class LearnedBalloon:

@@ -122,22 +122,31 @@ def used_mib(vm: Vm) -> float:
 
 def plan_balloons(cluster: Cluster, previous: Cluster | None = None,
                   host_free_threshold: float = 0.20) -> list[tuple[Vm, Host, int, str]]:
-    """MOM's default rule as the proposal (shrink when the host is short of memory, else grow back),
-    passed through :func:`safe_target`. Returns (VM, host, target MiB, why)."""
+    """oVirt MOM's default rules as the proposal, with the very arithmetic the memory scenario
+    benchmarks (:meth:`llmvirt.sim.field_policies.MomBalloon.round`, one cycle per run), each target
+    then passed through :func:`safe_target` (a guest under pressure is deflated at once).
+    Returns (VM, host, target MiB, why)."""
+    from llmvirt.sim.field_policies import MomBalloon
+
+    rows = [(h, host, v) for h, host in enumerate(cluster.hosts) for v in host.vms
+            if v.running and v.balloon.current_mib]
+    if not rows:
+        return []
+    mom = MomBalloon(pressure_threshold=host_free_threshold)
+    cur = np.array([float(v.balloon.current_mib or v.memory_mib) for _, _, v in rows])
+    cap = np.array([float(v.balloon.maximum_mib or v.memory_mib) for _, _, v in rows])
+    host_of = np.array([h for h, _, _ in rows], dtype=np.int64)
+    host_mem = np.array([float(max(1, host.memory_mib)) for host in cluster.hosts])
+    proposed = mom.round(cur, cap, np.array([used_mib(v) for _, _, v in rows]), host_of, host_mem)
+    free = (host_mem - np.bincount(host_of, cur, minlength=host_mem.size)) / host_mem
     out = []
-    for host in cluster.hosts:
-        running = [v for v in host.vms if v.running and v.balloon.current_mib]
-        free = 1 - sum(v.balloon_mib for v in running) / max(1, host.memory_mib)
-        for vm in running:
-            prev_host = previous.host(host.name) if previous else None
-            prev = prev_host.vm(vm.name) if prev_host else None
-            pressure = under_pressure(vm, prev)
-            cur = vm.balloon.current_mib or vm.memory_mib
-            proposed = cur * (1 - MAX_CHANGE) if free < host_free_threshold else float(vm.memory_mib)
-            target = safe_target(vm, proposed, pressure)
-            if target is not None:
-                why = "guest under memory pressure: deflate" if pressure else (
-                    f"host free memory {100 * free:.0f} % < {100 * host_free_threshold:.0f} %: shrink"
-                    if free < host_free_threshold else "host has room: give memory back")
-                out.append((vm, host, target, why))
+    for i, (h, host, vm) in enumerate(rows):
+        prev_host = previous.host(host.name) if previous else None
+        pressure = under_pressure(vm, prev_host.vm(vm.name) if prev_host else None)
+        target = safe_target(vm, float(proposed[i]), pressure)
+        if target is not None:
+            why = "guest under memory pressure: deflate" if pressure else (
+                f"host free memory {100 * free[h]:.0f} % < {100 * host_free_threshold:.0f} %: shrink (MOM)"
+                if free[h] < host_free_threshold else "host has room: give memory back (MOM)")
+            out.append((vm, host, target, why))
     return out

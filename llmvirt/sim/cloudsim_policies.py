@@ -256,6 +256,9 @@ class PabfdPolicy:
 
     def _select(self, sim: Simulation, s: _Tentative, host: int) -> int:
         vms = s.vms[host]
+        movable = getattr(sim, "movable", None)  # real clusters: a VM that cannot live-migrate is never chosen
+        if movable is not None:
+            vms = [v for v in vms if movable[v]]
         if not vms:
             return -1
         if self.selection == "mmt":
@@ -316,7 +319,7 @@ class PabfdPolicy:
                 if not self._overloaded(sim, s, host):
                     break
         plan: list[tuple[int, int]] = []
-        pool = np.flatnonzero(~over_mask)
+        pool = np.flatnonzero(~over_mask & _placeable(sim))
         for vm in self._sorted_by_mips(sim, to_move):
             host = self._find_host(sim, s, vm, pool, p_stale)
             if host >= 0:
@@ -332,8 +335,8 @@ class PabfdPolicy:
         u = sim.util_mips / dc.total_mips
         u = np.where((u > 1) & (u < 1.01), 1.0, u)
         off = u == 0
-        excl_under = over_mask | off
-        excl_place = over_mask | off
+        excl_under = over_mask | off | _holds_unmovable(sim)
+        excl_place = over_mask | off | ~_placeable(sim)
         plan: list[tuple[int, int]] = []
         pool = np.flatnonzero(~excl_place)
         # Under THR, feasibility only shrinks during consolidation (the pool loses hosts, allocations
@@ -371,6 +374,21 @@ class PabfdPolicy:
         return plan
 
 
+def _placeable(sim: Simulation) -> np.ndarray:
+    """Hosts that may receive VMs: all in the simulator; not those in maintenance on a real cluster."""
+    mask = getattr(sim, "placeable", None)
+    return np.ones(sim.dc.n_hosts, dtype=bool) if mask is None else mask
+
+
+def _holds_unmovable(sim: Simulation) -> np.ndarray:
+    """Hosts that cannot be emptied because a VM on them cannot live-migrate (none in the simulator)."""
+    movable = getattr(sim, "movable", None)
+    out = np.zeros(sim.dc.n_hosts, dtype=bool)
+    if movable is not None and (~movable).any():
+        out[sim.vm_host[~movable]] = True
+    return out
+
+
 def run_policy(sim: Simulation, policy: PabfdPolicy | Dvfs | StaticDecreasing) -> dict[str, float]:
     """Place at time 0 with the policy's rule, run the day, return CloudSim's summary figures."""
     sim.place_initial(policy.initial_chooser(sim))
@@ -378,12 +396,8 @@ def run_policy(sim: Simulation, policy: PabfdPolicy | Dvfs | StaticDecreasing) -
 
 
 def make_policy(name: str, seed: int = 0) -> PabfdPolicy | Dvfs | StaticDecreasing:
-    """A policy by name: ``dvfs``, ``ffd``, ``bfd``, ``DETECTOR-SELECTION-PARAM`` (e.g. ``thr-mmt-0.8``), or
-    ``llmvirt[:POLICY]`` (the learned consolidation head)."""
-    if name == "llmvirt" or name.startswith("llmvirt:"):
-        from llmvirt.policy import consolidate_head, decide  # the policy package builds on the simulator
-
-        return consolidate_head.load(decide.policy_dir(name.split(":", 1)[1] if ":" in name else None), name)[0]
+    """A baseline by name: ``dvfs``, ``ffd``, ``bfd``, ``DETECTOR-SELECTION-PARAM`` (e.g. ``thr-mmt-0.8``).
+    ``llmvirt[:POLICY]`` (the learned consolidation head) resolves in :mod:`llmvirt.strategies.registry`."""
     if name == "dvfs":
         return Dvfs()
     if name in ("ffd", "bfd"):

@@ -206,23 +206,29 @@ class MomBalloon:
         """Targets after one step of MOM rounds."""
         cur = view.vm_balloon.astype(np.float64).copy()
         cap = view.vm_mem_cap.astype(np.float64)
-        demand = view.vm_mem_mib
-        host_mem = view.setup.host_mem_mib
+        host_mem = np.full(view.n_hosts, view.setup.host_mem_mib)
         for _ in range(self.rounds):
-            used = np.minimum(demand, cur)  # balloon_cur - mem_unused
-            free = (host_mem - view.host_sum(cur)) / host_mem
-            hf = free[view.vm_host]
-            shrink = hf < self.pressure_threshold
-            gfp = np.where(hf <= self.pressure_critical, -0.05 + hf,
-                           self.min_guest_free_percent * (hf / self.pressure_threshold))
-            s_size = np.maximum(cur * (1 - self.max_balloon_change_percent), used + gfp * cur)
-            s_ok = (s_size <= cur) & (np.abs(s_size - cur) > self.min_balloon_change_percent * cur)
-            g_size = np.maximum(np.minimum(cur * (1 + self.max_balloon_change_percent), cap),
-                                used + self.min_guest_free_percent * cap)
-            g_ok = (cur < cap) & (np.abs(g_size - cur) > self.min_balloon_change_percent * cur)
-            cur = np.where(shrink, np.where(s_ok, s_size, cur), np.where(g_ok, g_size, cur))
-            cur = np.clip(cur, 0.0, cap)
+            cur = self.round(cur, cap, view.vm_mem_mib, view.vm_host, host_mem)
         return cur
+
+    def round(self, cur: np.ndarray, cap: np.ndarray, demand: np.ndarray, host_of: np.ndarray,
+              host_mem: np.ndarray) -> np.ndarray:
+        """One MOM cycle: every VM's new balloon size (MiB) from its size ``cur``, maximum ``cap`` and memory
+        ``demand``, on hosts of memory ``host_mem`` (``host_of``: each VM's host). The one MOM: the
+        simulator runs it in 10 s rounds, real hosts once per ``rebalance --only balloon``."""
+        used = np.minimum(demand, cur)  # balloon_cur - mem_unused
+        free = (host_mem - np.bincount(host_of, cur, minlength=host_mem.size)) / host_mem
+        hf = free[host_of]
+        shrink = hf < self.pressure_threshold
+        gfp = np.where(hf <= self.pressure_critical, -0.05 + hf,
+                       self.min_guest_free_percent * (hf / self.pressure_threshold))
+        s_size = np.maximum(cur * (1 - self.max_balloon_change_percent), used + gfp * cur)
+        s_ok = (s_size <= cur) & (np.abs(s_size - cur) > self.min_balloon_change_percent * cur)
+        g_size = np.maximum(np.minimum(cur * (1 + self.max_balloon_change_percent), cap),
+                            used + self.min_guest_free_percent * cap)
+        g_ok = (cur < cap) & (np.abs(g_size - cur) > self.min_balloon_change_percent * cur)
+        cur = np.where(shrink, np.where(s_ok, s_size, cur), np.where(g_ok, g_size, cur))
+        return np.clip(cur, 0.0, cap)
 
 
 @dataclass
@@ -254,11 +260,8 @@ class ProxmoxAutoBalloon:
 
 
 def make_balancer(name: str) -> NoMigration | WatcherWorkloadBalance | WatcherVmWorkloadConsolidation | ProxLB:
-    """A balancer by name: none, watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu], llmvirt[:POLICY]."""
-    if name == "llmvirt" or name.startswith("llmvirt:"):
-        from llmvirt.policy.sim_adapter import LlmvirtBalancer  # the policy package builds on the simulator
-
-        return LlmvirtBalancer(name.split(":", 1)[1] if ":" in name else None, name=name)  # type: ignore[return-value]
+    """A baseline balancer by name: none, watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu] (``llmvirt[:POLICY]``
+    resolves in :mod:`llmvirt.strategies.registry`)."""
     base, *args = name.split(":")
     try:
         if base == "none":
@@ -278,11 +281,8 @@ def make_balancer(name: str) -> NoMigration | WatcherWorkloadBalance | WatcherVm
 
 
 def make_balloon(name: str) -> NoBalloon | MomBalloon | ProxmoxAutoBalloon:
-    """A balloon policy by name: no-balloon, mom, proxmox, llmvirt[:POLICY] (the learned balloon head)."""
-    if name == "llmvirt" or name.startswith("llmvirt:"):
-        from llmvirt.policy.sim_adapter import LearnedBalloon  # the policy package builds on the simulator
-
-        return LearnedBalloon(name.split(":", 1)[1] if ":" in name else None, name=name)  # type: ignore[return-value]
+    """A baseline balloon policy by name: no-balloon, mom, proxmox (``llmvirt[:POLICY]`` resolves in
+    :mod:`llmvirt.strategies.registry`)."""
     table = {"no-balloon": NoBalloon, "mom": MomBalloon, "proxmox": ProxmoxAutoBalloon}
     if name not in table:
         raise ValueError(f"unknown balloon policy {name!r}: use {', '.join(table)}, llmvirt[:POLICY]")

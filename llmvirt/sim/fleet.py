@@ -71,6 +71,8 @@ class FleetView:
         """The same state as the shared Cluster model (what features and explanations read)."""
         s = self.setup
         hosts = [Host(name=f"sim-{h}", uri="sim://", cpus=s.host_cores, memory_mib=int(s.host_mem_mib),
+                      cpu_mhz=int(s.mhz_per_core),
+                      maintenance=bool(self.maintenance[h]) if self.maintenance.size else False,
                       numa_cells=[NumaCell(0, tuple(range(s.host_cores)), int(s.host_mem_mib))])
                  for h in range(self.n_hosts)]
         for v, h in enumerate(self.vm_host):
@@ -79,9 +81,18 @@ class FleetView:
                 name=f"vm-{v}", uuid=f"00000000-0000-4000-8000-{v:012d}", vcpus=vc, max_vcpus=vc,
                 memory_mib=int(self.vm_mem_cap[v]), current_memory_mib=int(self.vm_balloon[v]),
                 balloon=Balloon(current_mib=int(self.vm_balloon[v]), maximum_mib=int(self.vm_mem_cap[v]),
-                                unused_mib=int(self.vm_unused_mib[v])),
+                                unused_mib=int(self.vm_unused_mib[v]), available_mib=int(self.vm_balloon[v])),
                 cpu_util=float(self.vm_cpu_mhz[v] / (vc * s.mhz_per_core))))
         return Cluster(hosts=hosts)
+
+    def names(self, cluster: Cluster) -> tuple[dict[str, int], dict[str, int]]:
+        """Index of each VM and host name in the arrays, for a cluster made by :meth:`to_cluster` (decisions
+        on the Cluster map back to array indices by these, never by parsing names)."""
+        vm_index: dict[str, int] = {}
+        for h, host in enumerate(cluster.hosts):
+            on = np.flatnonzero(self.vm_host == h)
+            vm_index.update({vm.name: int(i) for vm, i in zip(host.vms, on, strict=True)})
+        return vm_index, {host.name: h for h, host in enumerate(cluster.hosts)}
 
 
 class BalancePolicy(Protocol):

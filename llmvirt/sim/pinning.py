@@ -170,11 +170,8 @@ def run(trace: UsageTrace, setup: PinSetup, policy: PinPolicy, steps: int | None
 
 
 def make_pin_policy(name: str) -> PinPolicy:
-    """A pinning policy by name: none, nova[:FRACTION], llmvirt[:POLICY]."""
-    if name == "llmvirt" or name.startswith("llmvirt:"):
-        from llmvirt.policy.sim_adapter import LearnedPinning  # the policy package builds on the simulator
-
-        return LearnedPinning(name.split(":", 1)[1] if ":" in name else None, name=name)
+    """A baseline pinning policy by name: none, nova[:FRACTION] (``llmvirt[:POLICY]`` resolves in
+    :mod:`llmvirt.strategies.registry`: the simulator never imports the strategies)."""
     base, *args = name.split(":")
     if base == "none":
         return NoPinning()

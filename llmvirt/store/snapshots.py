@@ -15,9 +15,8 @@ from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from llmvirt.cluster import Balloon, Cluster, Gpu, GpuAttachment, Host, MdevType, NumaCell, NvmlGpu, Vm
+from llmvirt.cluster import Balloon, Cluster, Gpu, GpuAttachment, Host, MdevType, NumaCell, NvmlGpu, ScanResult, Vm
 from llmvirt.errors import StoreError
-from llmvirt.inventory import ScanResult
 from llmvirt.model.usage import cpu_fraction, cpu_ns_used
 from llmvirt.store.schema import HostRow, HostSnapshotRow, ScanRow, VmSampleRow
 
@@ -257,3 +256,23 @@ def vm_usage_history(engine: Engine, scans: int) -> dict[str, list[tuple[float, 
             used = float(avail - unused) if avail is not None and unused is not None else float(cur or mem)
             out.setdefault(uuid, []).append((when.timestamp(), used, (cpu or 0) / 1e9))
         return out
+
+
+def vm_cpu_history(engine: Engine, scans: int) -> dict[str, list[float]]:
+    """Per VM uuid, its CPU use (fraction of its vCPUs) between consecutive stored samples over the last
+    ``scans`` scans, oldest first; what CloudSim's adaptive overload detectors read on real hosts."""
+    out: dict[str, list[float]] = {}
+    with Session(engine) as s:
+        ids = [int(i) for i in s.execute(select(ScanRow.id).order_by(ScanRow.id.desc()).limit(scans)).scalars()]
+        q = (select(HostSnapshotRow.taken_at, VmSampleRow.uuid, VmSampleRow.cpu_time_ns, VmSampleRow.vcpus)
+             .join(HostSnapshotRow, HostSnapshotRow.id == VmSampleRow.snapshot_id)
+             .where(HostSnapshotRow.scan_id.in_(ids), VmSampleRow.state == "running")
+             .order_by(HostSnapshotRow.taken_at, VmSampleRow.id))
+        last: dict[str, tuple[datetime, int | None]] = {}
+        for when, uuid, cpu, vcpus in s.execute(q).all():
+            if uuid in last:
+                frac = cpu_fraction(last[uuid][1], cpu, (when - last[uuid][0]).total_seconds(), vcpus)
+                if frac is not None:
+                    out.setdefault(uuid, []).append(min(1.0, frac))
+            last[uuid] = (when, cpu)
+    return out

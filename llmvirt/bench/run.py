@@ -12,14 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from llmvirt.sim.cloudsim_policies import make_policy, run_policy
+from llmvirt.sim.cloudsim_policies import run_policy
 from llmvirt.sim.datacenter import DataCenter, cloudsim_datacenter
 from llmvirt.sim.engine import Metrics, Simulation
-from llmvirt.sim.field_policies import make_balancer, make_balloon
 from llmvirt.sim.fleet import BALANCE_SETUP, MEMORY_SETUP, FleetMetrics, FleetSim
-from llmvirt.sim.pinning import PIN_SETUP, PinMetrics, make_pin_policy
+from llmvirt.sim.pinning import PIN_SETUP, PinMetrics
 from llmvirt.sim.pinning import run as run_pinning
 from llmvirt.sim.traces import UsageTrace, load_planetlab
+from llmvirt.strategies.registry import make_balancer, make_balloon, make_pin_policy, make_policy
 
 __all__ = ["make_policy", "make_balancer", "make_balloon", "make_pin_policy", "run_cloudsim", "run_fleet",
            "results_json", "plot", "energy_lower_bound_kwh"]

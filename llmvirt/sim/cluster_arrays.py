@@ -1,0 +1,172 @@
+"""The simulator's arrays built from a scanned (or stored) :class:`~llmvirt.cluster.Cluster`.
+
+The strategies the simulator benchmarks decide on arrays: the balance scenario's
+:class:`~llmvirt.sim.fleet.FleetView` (Watcher, ProxLB) and the cloudsim scenario's
+simulation state (CloudSim's PABFD and the learned consolidation head). Building those arrays
+from a real cluster lets ``llmvirt rebalance --policy NAME`` run the very code that
+``llmvirt bench --policies NAME`` measures. VMs and hosts are identified by their index in the
+arrays and by the names kept beside them (``vm_names``, ``host_names``), never by parsing names.
+
+Only running VMs are in the arrays. Mapping to the simulator's units:
+
+- CPU: a host's capacity is its CPUs x its MHz; a VM's demand is its expected CPU use (measured,
+  else 50 %) x its vCPUs x its host's MHz.
+- Memory: a VM uses what its guest reports (balloon minus unused), else its balloon size.
+- CloudSim's VMs have one PE; a real VM's vCPUs spread over the host's cores, so a real host's
+  PE is the whole host (no per-core fit check).
+- Power: the generic linear model that ``rebalance`` predicts energy with (``IDLE_W`` .. ``PEAK_W``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmvirt.cluster import Cluster, Host, Vm
+from llmvirt.errors import UsageError
+from llmvirt.sim.engine import HISTORY_LENGTH
+from llmvirt.sim.fleet import FleetSetup, FleetView
+
+IDLE_W, PEAK_W = 100.0, 250.0  #: generic host power model (W at 0 % and 100 %), shared with rebalance's predictions
+DEFAULT_MHZ = 1000.0  #: a host that reports no clock speed (libvirt's test driver) counts this per CPU
+DEFAULT_UTIL = 0.5  #: CPU use assumed for a VM with no measurement yet
+
+
+def generic_power_table(n_hosts: int) -> np.ndarray:
+    """The linear power model as SPECpower-style tables (watts at 0, 10, ..., 100 %), one row per host."""
+    return np.tile(IDLE_W + (PEAK_W - IDLE_W) * np.linspace(0.0, 1.0, 11), (n_hosts, 1))
+
+
+def _mhz(host: Host) -> float:
+    return float(host.cpu_mhz or DEFAULT_MHZ)
+
+
+def _util(vm: Vm) -> float:
+    return DEFAULT_UTIL if vm.cpu_util is None else float(vm.cpu_util)
+
+
+def _mem_used(vm: Vm) -> float:
+    b = vm.balloon
+    if b.available_mib is not None and b.unused_mib is not None:
+        return float(max(0, b.available_mib - b.unused_mib))
+    return float(vm.balloon_mib)
+
+
+def _running(cluster: Cluster) -> list[tuple[int, Vm]]:
+    return [(h, v) for h, host in enumerate(cluster.hosts) for v in host.vms if v.running]
+
+
+@dataclass
+class Identity:
+    """Names beside the arrays: index i of the arrays is ``vm_names[i]`` / ``host_names[i]``."""
+
+    vm_names: list[str] = field(default_factory=list)  #: VM name per VM index
+    host_names: list[str] = field(default_factory=list)  #: host name per host index
+    movable: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  #: per VM: may live-migrate
+
+    def named(self, pairs: list[tuple[int, int]]) -> list[tuple[str, str]]:
+        """``(vm index, host index)`` decisions as ``(vm name, host name)``."""
+        return [(self.vm_names[v], self.host_names[h]) for v, h in pairs]
+
+
+def fleet_view(cluster: Cluster, cpu_allocation_ratio: float, ram_allocation_ratio: float
+               ) -> tuple[FleetView, Identity]:
+    """The balance scenario's view of a real cluster. Its baselines model identical hosts, so a
+    cluster of mixed host sizes is refused with one clear line."""
+    if not cluster.hosts:
+        raise UsageError("no scanned hosts")
+    sizes = {(h.cpus, h.memory_mib, _mhz(h)) for h in cluster.hosts}
+    if len(sizes) > 1:
+        raise UsageError("this baseline models identical hosts, and these hosts differ in CPUs, memory or MHz: "
+                         "use the learned policy or baseline:best-fit|least-loaded|first-fit")
+    cpus, mem, mhz = sizes.pop()
+    setup = FleetSetup(host_cores=max(1, cpus), mhz_per_core=mhz, host_mem_mib=float(mem),
+                       cpu_allocation_ratio=cpu_allocation_ratio, ram_allocation_ratio=ram_allocation_ratio)
+    vms = _running(cluster)
+    balloon = np.array([float(v.balloon_mib) for _, v in vms])
+    used = np.array([_mem_used(v) for _, v in vms])
+    view = FleetView(
+        setup=setup, vm_host=np.array([h for h, _ in vms], dtype=np.int64),
+        vm_vcpus=np.array([v.vcpus for _, v in vms], dtype=np.int64),
+        vm_mem_cap=np.array([float(v.memory_mib) for _, v in vms]),
+        vm_cpu_mhz=np.array([_util(v) * v.vcpus * mhz for _, v in vms]),
+        vm_mem_mib=used, vm_balloon=balloon, vm_unused_mib=np.maximum(balloon - used, 0.0),
+        n_hosts=len(cluster.hosts), maintenance=np.array([h.maintenance for h in cluster.hosts], dtype=bool))
+    return view, _identity(cluster, vms)
+
+
+def _identity(cluster: Cluster, vms: list[tuple[int, Vm]]) -> Identity:
+    return Identity([v.name for _, v in vms], [h.name for h in cluster.hosts],
+                    np.array([not v.has_pci_passthrough for _, v in vms], dtype=bool))
+
+
+@dataclass
+class HostArrays:
+    """The data-centre arrays CloudSim's policies read (the fields of :class:`~llmvirt.sim.datacenter.DataCenter`
+    they use), for a real cluster."""
+
+    pe_mips: np.ndarray  #: per host, MIPS one VM can get (the whole host: see the module docstring)
+    total_mips: np.ndarray  #: per host, CPUs x MHz
+    power_table: np.ndarray  #: per host, watts at 0..100 %
+    bw: np.ndarray  #: per host, kbit/s (sets migration time for the adaptive detectors)
+    vm_mips: np.ndarray  #: per VM, vCPUs x host MHz
+    vm_ram: np.ndarray  #: per VM, MiB
+    vm_bw: np.ndarray  #: per VM
+
+    @property
+    def n_hosts(self) -> int:
+        """Number of hosts."""
+        return int(self.total_mips.size)
+
+
+@dataclass
+class ClusterState:
+    """One decision step of the cloudsim scenario's state (what :class:`~llmvirt.sim.engine.Simulation`
+    offers a policy's ``decide``), built from a real cluster. ``placeable`` and ``movable`` carry the
+    hard rules the simulator has no need for: maintenance hosts take nothing, and a VM that cannot
+    live-migrate is never selected."""
+
+    dc: HostArrays  #: hosts
+    vm_host: np.ndarray  #: host of each VM
+    req: np.ndarray  #: VM demand now, MIPS
+    history: np.ndarray  #: VM utilisation history (fraction of its MIPS), most recent first
+    history_len: np.ndarray  #: samples in each VM's history
+    host_vms: list[list[int]]  #: VMs of each host
+    util_mips: np.ndarray  #: host demand now, MIPS (capped at capacity)
+    placeable: np.ndarray  #: per host: may receive VMs
+    movable: np.ndarray  #: per VM: may live-migrate
+
+
+def cloudsim_state(cluster: Cluster, history: dict[str, list[float]] | None = None,
+                   bw_kbit_s: float = 1_000_000.0) -> tuple[ClusterState, Identity]:
+    """The cloudsim scenario's state for a real cluster. ``history`` maps a VM's uuid to its past CPU use
+    (fraction of its vCPUs), oldest first; the adaptive detectors (IQR, MAD, LR) read it."""
+    if not cluster.hosts:
+        raise UsageError("no scanned hosts")
+    vms = _running(cluster)
+    n_h, n_v = len(cluster.hosts), len(vms)
+    mhz = np.array([_mhz(h) for h in cluster.hosts])
+    total = np.array([max(1, h.cpus) for h in cluster.hosts]) * mhz
+    vm_host = np.array([h for h, _ in vms], dtype=np.int64)
+    vm_mips = np.array([v.vcpus * mhz[h] for h, v in vms])
+    util = np.array([_util(v) for _, v in vms])
+    hist = np.zeros((n_v, HISTORY_LENGTH))
+    hlen = np.zeros(n_v, dtype=np.int64)
+    for i, (_, v) in enumerate(vms):
+        past = [*(history or {}).get(v.uuid, []), float(util[i])][-HISTORY_LENGTH:]
+        hist[i, : len(past)] = past[::-1]
+        hlen[i] = len(past)
+    req = util * vm_mips
+    host_vms: list[list[int]] = [[] for _ in range(n_h)]
+    for i, h in enumerate(vm_host):
+        host_vms[int(h)].append(i)
+    dc = HostArrays(pe_mips=total.copy(), total_mips=total, power_table=generic_power_table(n_h),
+                    bw=np.full(n_h, bw_kbit_s), vm_mips=vm_mips,
+                    vm_ram=np.array([float(v.memory_mib) for _, v in vms]), vm_bw=np.zeros(n_v))
+    ident = _identity(cluster, vms)
+    state = ClusterState(dc=dc, vm_host=vm_host, req=req, history=hist, history_len=hlen, host_vms=host_vms,
+                         util_mips=np.minimum(np.bincount(vm_host, req, minlength=n_h), total),
+                         placeable=np.array([not h.maintenance for h in cluster.hosts], dtype=bool),
+                         movable=ident.movable)
+    return state, ident

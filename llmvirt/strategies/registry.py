@@ -1,0 +1,183 @@
+"""One registry: a strategy name becomes a Strategy that plans on a real cluster.
+
+``llmvirt rebalance --policy NAME`` and ``llmvirt bench --policies NAME`` take the same names, and
+both run the same decision code: ``bench`` on the simulator's arrays, ``rebalance`` on arrays
+built from the scanned cluster (:mod:`llmvirt.sim.cluster_arrays`).
+
+=====================================  ===========================================================
+name                                   strategy
+=====================================  ===========================================================
+``baseline:watcher-wb[:T]``            OpenStack Watcher workload_balance (balance scenario)
+``baseline:watcher-vwc``               OpenStack Watcher vm_workload_consolidation
+``baseline:proxlb[:B][:cpu]``          ProxLB rebalancing
+``baseline:none``, ``baseline:dvfs``   never migrate
+``baseline:DET-SEL-P``                 CloudSim PABFD, e.g. ``thr-mmt-0.8``, ``lr-mmt-1.2`` (cloudsim scenario)
+``baseline:best-fit|least-loaded|``    llmvirt's own rule scorers in its rebalance loop
+``first-fit``
+``llmvirt[:POLICY]``, a policy path,   the learned policy: the placement scorer for goal balance;
+a name under policies/, or nothing     the consolidation head (gated PABFD) for goal consolidate
+=====================================  ===========================================================
+
+The ``baseline:`` prefix is optional for the simulator's names (``watcher-wb`` = ``baseline:watcher-wb``).
+The layers: this module (the cli/bench layer) imports the simulator and the policy package; the
+simulator never imports strategies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from llmvirt.cluster import Cluster
+from llmvirt.errors import UsageError
+from llmvirt.policy import decide
+from llmvirt.policy.proposals import plan_from_proposals
+from llmvirt.sim import cloudsim_policies, cluster_arrays, field_policies, pinning
+from llmvirt.sim.cloudsim_policies import Dvfs, PabfdPolicy, StaticDecreasing
+
+SCORER_RULES = ("best-fit", "least-loaded", "first-fit")
+GOALS = ("balance", "consolidate")
+
+
+def _learned_spec(name: str) -> tuple[bool, str | None]:
+    """(is it llmvirt's learned policy, its checkpoint spec) for a scenario name."""
+    if name == "llmvirt" or name.startswith("llmvirt:"):
+        return True, name.split(":", 1)[1] if ":" in name else None
+    return False, None
+
+
+# ---- the simulator's scenarios: one maker per scenario, the same names as rebalance ----------------
+def make_policy(name: str, seed: int = 0) -> Any:
+    """A cloudsim-scenario policy: a CloudSim baseline (``baseline:`` optional) or ``llmvirt[:POLICY]``."""
+    learned, spec = _learned_spec(name)
+    if learned:
+        from llmvirt.policy import consolidate_head
+
+        return consolidate_head.load(decide.policy_dir(spec), name)[0]
+    return cloudsim_policies.make_policy(name.removeprefix("baseline:"), seed=seed)
+
+
+def make_balancer(name: str) -> Any:
+    """A balance-scenario policy: a field baseline or ``llmvirt[:POLICY]`` (llmvirt's rebalance loop)."""
+    learned, spec = _learned_spec(name)
+    base = name.removeprefix("baseline:")
+    if learned or base in SCORER_RULES:
+        from llmvirt.policy.sim_adapter import LlmvirtBalancer
+
+        return LlmvirtBalancer(spec if learned else f"baseline:{base}", name=name)
+    return field_policies.make_balancer(base)
+
+
+def make_balloon(name: str) -> Any:
+    """A memory-scenario policy: MOM, Proxmox, no-balloon, or ``llmvirt[:POLICY]`` (the balloon head)."""
+    learned, spec = _learned_spec(name)
+    if learned:
+        from llmvirt.policy.sim_adapter import LearnedBalloon
+
+        return LearnedBalloon(spec, name=name)
+    return field_policies.make_balloon(name.removeprefix("baseline:"))
+
+
+def make_pin_policy(name: str) -> Any:
+    """A pinning-scenario policy: none, nova[:FRACTION], or ``llmvirt[:POLICY]`` (the pinning head)."""
+    learned, spec = _learned_spec(name)
+    if learned:
+        from llmvirt.policy.sim_adapter import LearnedPinning
+
+        return LearnedPinning(spec, name=name)
+    return pinning.make_pin_policy(name.removeprefix("baseline:"))
+
+
+class Strategy(Protocol):
+    """Plans on a cluster: (cluster, context) -> plan. ``cluster`` is left as the plan would leave it."""
+
+    name: str
+
+    def plan(self, cluster: Cluster, goal: str, ctx: decide.Context) -> decide.Plan:
+        """A dry-run plan for ``goal``."""
+        ...
+
+
+@dataclass
+class ScorerStrategy:
+    """llmvirt's rebalance loop (drain, relieve hot hosts or empty cold ones) driven by a host scorer."""
+
+    scorer: Any  #: decide.BaselineScorer or decide.LearnedScorer
+    name: str = ""  #: display name
+
+    def plan(self, cluster: Cluster, goal: str, ctx: decide.Context) -> decide.Plan:
+        """decide.rebalance with the context's limits, groups, pins and thresholds."""
+        return decide.rebalance(cluster, self.scorer, ctx.limits, ctx.groups, goal, ctx.max_migrations,
+                                ctx.thresholds, ctx.host_pins)
+
+
+@dataclass
+class FleetStrategy:
+    """A balance-scenario baseline (Watcher, ProxLB) on the cluster's FleetView."""
+
+    balancer: Any  #: a BalancePolicy from llmvirt.sim.field_policies
+    name: str  #: display name
+
+    def plan(self, cluster: Cluster, goal: str, ctx: decide.Context) -> decide.Plan:
+        """The balancer's one decision on the scanned state, through the hard rules."""
+        view, ident = cluster_arrays.fleet_view(cluster, ctx.limits.cpu_allocation_ratio,
+                                                ctx.limits.ram_allocation_ratio)
+        return plan_from_proposals(cluster, goal, self.name, ident.named(self.balancer.decide(view)), ctx)
+
+
+@dataclass
+class CloudsimStrategy:
+    """A cloudsim-scenario policy (PABFD baselines, the learned consolidation head) on the cluster's arrays."""
+
+    policy: PabfdPolicy | Dvfs | StaticDecreasing  #: the simulator's policy object
+    name: str  #: display name
+
+    def plan(self, cluster: Cluster, goal: str, ctx: decide.Context) -> decide.Plan:
+        """One optimisation step (overload relief, then consolidation) on the scanned state.
+
+        A gated head consolidates every ``every`` steps in the simulator; on real hosts each run is a
+        decision step the operator chose to take (the cron interval stands in for the gate)."""
+        state, ident = cluster_arrays.cloudsim_state(cluster, ctx.history)
+        if hasattr(self.policy, "every"):
+            self.policy._step = self.policy.every - 1  # type: ignore[union-attr]
+        pairs = self.policy.decide(state, 0.0)  # type: ignore[arg-type]
+        return plan_from_proposals(cluster, goal, self.name, ident.named(pairs), ctx)
+
+
+def _learned(spec: str | None, goal: str) -> Strategy:
+    scorer = decide.load_scorer(spec)
+    if goal == "consolidate":
+        from llmvirt.policy import consolidate_head
+
+        path = decide.policy_dir(spec)
+        if (path / f"{consolidate_head.SPEC.name}.json").is_file():
+            policy, _ = consolidate_head.load(path, name=f"{scorer.name} consolidation head")
+            return CloudsimStrategy(policy, policy.name)
+    return ScorerStrategy(scorer, scorer.name)
+
+
+def resolve(name: str | None, goal: str = "balance") -> Strategy:
+    """The Strategy called ``name`` for ``goal`` (see the module docstring); one clear line for a bad name."""
+    if goal not in GOALS:
+        raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
+    if name is None or name == "llmvirt":
+        return _learned(None, goal)
+    if name.startswith("llmvirt:"):
+        return _learned(name.split(":", 1)[1], goal)
+    base = name.removeprefix("baseline:")
+    if base in SCORER_RULES:
+        return ScorerStrategy(decide.BaselineScorer(base), f"baseline:{base}")
+    label = f"baseline:{base}"
+    try:
+        return FleetStrategy(field_policies.make_balancer(base), label)
+    except ValueError:
+        pass
+    try:
+        return CloudsimStrategy(cloudsim_policies.make_policy(base), label)
+    except ValueError:
+        pass
+    if name.startswith("baseline:"):
+        raise UsageError(f"unknown baseline {name!r}: use baseline:best-fit|least-loaded|first-fit, "
+                         "watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu], none, dvfs or DETECTOR-SELECTION-PARAM "
+                         "(e.g. thr-mmt-0.8)")
+    return _learned(name, goal)

@@ -1,0 +1,88 @@
+"""The package's layers import one way (issue 13): no import cycles, and the named one-way rules.
+
+Every ``import`` counts, including those inside functions: a lazy import hides a cycle from Python,
+not from a reader.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "llmvirt"
+
+#: (importer prefix, forbidden prefixes, why)
+RULES = (
+    ("llmvirt.model", ("llmvirt.",), "the data model imports nothing from llmvirt"),
+    ("llmvirt.cluster", ("llmvirt.",), "the Cluster model imports nothing from llmvirt"),
+    ("llmvirt.sim", ("llmvirt.strategies", "llmvirt.policy", "llmvirt.bench", "llmvirt.cli"),
+     "the simulator never imports strategies: a name becomes a Strategy in the registry"),
+    ("llmvirt.store", ("llmvirt.inventory", "llmvirt.policy", "llmvirt.sim", "llmvirt.strategies", "llmvirt.cli"),
+     "the store holds data; it does not observe hosts or decide"),
+    ("llmvirt.policy", ("llmvirt.strategies", "llmvirt.bench", "llmvirt.cli"), "policies know nothing of names"),
+    ("llmvirt.strategies", ("llmvirt.bench", "llmvirt.cli"), "the registry sits below bench and cli"),
+)
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in PACKAGE.rglob("*.py"):
+        parts = p.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = p
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the llmvirt modules it imports (anywhere in its body)."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
+                         for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            graph[m].update(n for n in names if n in mods and n != m)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                return stack[stack.index(d):] + [d]
+            if d not in state and (found := visit(d)):
+                return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_no_import_cycles() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, " -> ".join(cycle or [])
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_layers_import_one_way() -> None:
+    broken = [f"{m} imports {d}: {why}" for m, deps in import_graph().items() for prefix, banned, why in RULES
+              if m == prefix or m.startswith(prefix + ".") for d in deps if d.startswith(banned)]
+    assert not broken, "\n".join(broken)

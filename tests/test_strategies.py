@@ -1,0 +1,192 @@
+"""One decision path (issue 13): a strategy decides the same inside the simulator and on a stored scan.
+
+For random fleets, the plan a strategy makes on the simulator's arrays equals, action for action,
+the plan ``rebalance --policy NAME`` makes from the same state after it went through the store
+(two recorded scans whose CPU-time counters give the same CPU use) and the registry.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+
+from llmvirt.cluster import ScanResult
+from llmvirt.policy import decide
+from llmvirt.policy.constraints import Limits
+from llmvirt.sim import cluster_arrays
+from llmvirt.sim.field_policies import make_balancer
+from llmvirt.sim.fleet import FleetSetup, FleetView
+from llmvirt.store import database, registry, snapshots
+from llmvirt.strategies import registry as strategies
+
+T0 = datetime(2026, 12, 1, 8, 0, 0)
+STEP_S = 300
+# allocation ratios loose enough that llmvirt's hard rules never refuse a baseline's move here (Watcher's
+# vm_workload_consolidation checks used memory, not provisioned memory: a refusal is tested on its own)
+SETUP = FleetSetup(host_cores=16, mhz_per_core=2600.0, host_mem_mib=64 * 1024.0, cpu_allocation_ratio=4.0,
+                   ram_allocation_ratio=8.0)
+FLEET_BASELINES = ("watcher-wb", "watcher-wb:60", "watcher-vwc", "proxlb", "proxlb:5:cpu", "none")
+
+
+def _random_view(rng: np.random.Generator) -> tuple[FleetView, np.ndarray]:
+    """A fleet of identical hosts; CPU use in 1/10,000 steps so the store's counters reproduce it exactly."""
+    n_hosts, n_vms = int(rng.integers(3, 7)), int(rng.integers(6, 22))
+    vcpus = rng.integers(1, 9, n_vms)
+    cap = rng.choice([2048, 4096, 8192, 16384], n_vms).astype(np.float64)
+    used = np.floor(cap * rng.uniform(0.2, 0.95, n_vms))
+    util_k = rng.integers(0, 10001, n_vms)
+    mhz = (util_k / 10000) * vcpus * SETUP.mhz_per_core
+    view = FleetView(SETUP, rng.integers(0, n_hosts, n_vms), vcpus, cap, mhz, used, cap.copy(), cap - used,
+                     n_hosts, np.zeros(n_hosts, dtype=bool))
+    return view, util_k
+
+
+def _through_the_store(view: FleetView, util_k: np.ndarray, db_url: str):  # noqa: ANN202
+    """The view's cluster recorded as two scans STEP_S apart and read back as rebalance reads it."""
+    engine = database.open_engine(db_url)
+    cluster = view.to_cluster()
+    for h in cluster.hosts:
+        registry.add_host(engine, registry.RegisteredHost(h.name, "test:///default"))
+    vm_index, _ = view.names(cluster)
+    for step in (0, 1):
+        for h in cluster.hosts:
+            for v in h.vms:
+                v.state = "running"
+                v.cpu_util = None
+                v.cpu_time_ns = step * int(util_k[vm_index[v.name]]) * (STEP_S * 10**9 // 10000) * v.vcpus
+        snapshots.record_scan(engine, ScanResult(hosts=cluster.hosts), taken_at=T0 + timedelta(seconds=step * STEP_S))
+    return snapshots.latest_cluster(engine)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fleet_baselines_plan_alike_in_the_simulator_and_on_a_stored_scan(seed: int, tmp_path) -> None:
+    rng = np.random.default_rng(seed)
+    view, util_k = _random_view(rng)
+    scanned = _through_the_store(view, util_k, f"sqlite:///{tmp_path / 'eq.db'}")
+    ctx = decide.Context(Limits(cpu_allocation_ratio=SETUP.cpu_allocation_ratio,
+                                ram_allocation_ratio=SETUP.ram_allocation_ratio, reserved_memory_mib=0),
+                         max_migrations=1000)
+    for name in FLEET_BASELINES:
+        in_sim = view.names(view.to_cluster())
+        sim_names = {i: n for n, i in in_sim[0].items()}, {i: n for n, i in in_sim[1].items()}
+        expected = [(sim_names[0][v], sim_names[1][h]) for v, h in make_balancer(name).decide(view)]
+        plan = strategies.resolve(f"baseline:{name}", "balance").plan(_clone(scanned), "balance", ctx)
+        assert [(m.vm, m.dst) for m in plan.moves] == expected, name
+        assert not plan.unmovable, (name, plan.unmovable)
+
+
+def _clone(cluster):  # noqa: ANN001, ANN202
+    import copy
+
+    return copy.deepcopy(cluster)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rule_scorers_plan_alike_in_the_simulator_and_on_a_stored_scan(seed: int, tmp_path) -> None:
+    """llmvirt's own balancer (``LlmvirtBalancer`` in bench) and ``rebalance`` on the stored state."""
+    from llmvirt.policy.sim_adapter import LlmvirtBalancer
+    from llmvirt.policy.train import limits_for
+
+    rng = np.random.default_rng(100 + seed)
+    view, util_k = _random_view(rng)
+    scanned = _through_the_store(view, util_k, f"sqlite:///{tmp_path / 'eq.db'}")
+    for rule in ("least-loaded", "best-fit"):
+        sim = LlmvirtBalancer(f"baseline:{rule}", max_migrations=5)
+        cluster = view.to_cluster()
+        vm_names = {i: n for n, i in view.names(cluster)[0].items()}
+        expected = [(vm_names[v], f"sim-{h}") for v, h in sim.decide(view)]
+        ctx = decide.Context(limits_for(view.setup), max_migrations=5)
+        plan = strategies.resolve(f"baseline:{rule}", "balance").plan(_clone(scanned), "balance", ctx)
+        assert [(m.vm, m.dst) for m in plan.moves] == expected, rule
+
+
+def test_cloudsim_arrays_from_a_stored_scan_equal_those_of_the_cluster(tmp_path) -> None:
+    """PABFD and the consolidation head read the same arrays whether the cluster is in memory or was stored."""
+    view, util_k = _random_view(np.random.default_rng(7))
+    scanned = _through_the_store(view, util_k, f"sqlite:///{tmp_path / 'eq.db'}")
+    cluster = view.to_cluster()
+    vm_index, _ = view.names(cluster)
+    for v in (v for h in cluster.hosts for v in h.vms):  # the same CPU use to the last bit: under the linear
+        v.cpu_util = int(util_k[vm_index[v.name]]) / 10000  # power model PABFD's power deltas tie on every host
+    direct, _ = cluster_arrays.cloudsim_state(cluster)
+    stored, ident = cluster_arrays.cloudsim_state(scanned)
+    for field in ("vm_host", "req", "util_mips", "placeable", "movable"):
+        np.testing.assert_allclose(getattr(direct, field), getattr(stored, field), err_msg=field)
+    np.testing.assert_allclose(direct.dc.total_mips, stored.dc.total_mips)
+    pol = strategies.resolve("baseline:thr-mmt-0.8", "consolidate")
+    assert isinstance(pol, strategies.CloudsimStrategy)
+    a = pol.policy.decide(direct, 0.0)
+    b = strategies.resolve("baseline:thr-mmt-0.8", "consolidate").policy.decide(stored, 0.0)
+    assert a == b and ident.named(b) == [(ident.vm_names[v], ident.host_names[h]) for v, h in a]
+
+
+def test_hard_rules_refuse_a_baselines_move_and_say_so(tmp_path) -> None:
+    """Watcher's vm_workload_consolidation packs by used memory; llmvirt's allocation limit disposes."""
+    view, util_k = _random_view(np.random.default_rng(0))
+    scanned = _through_the_store(view, util_k, f"sqlite:///{tmp_path / 'eq.db'}")
+    tight = decide.Context(Limits(cpu_allocation_ratio=4.0, ram_allocation_ratio=1.0, reserved_memory_mib=0),
+                           max_migrations=1000)
+    plan = strategies.resolve("baseline:watcher-vwc", "balance").plan(scanned, "balance", tight)
+    assert plan.unmovable and all("refused: capacity" in why for why in plan.unmovable.values()), plan.unmovable
+    for h in scanned.hosts:  # the kept moves leave every host within the limits
+        assert sum(v.memory_mib for v in h.vms if v.running) <= h.memory_mib or not any(
+            m.dst == h.name for m in plan.moves)
+
+
+def test_pabfd_never_moves_a_passthrough_vm_nor_fills_a_maintenance_host(tmp_path) -> None:
+    view, util_k = _random_view(np.random.default_rng(3))
+    cluster = view.to_cluster()
+    cluster.hosts[0].maintenance = True
+    pinned = next(v for h in cluster.hosts[1:] for v in h.vms)
+    pinned.pci_hostdevs = ("0000:41:00.0",)
+    state, ident = cluster_arrays.cloudsim_state(cluster)
+    for name in ("thr-mmt-0.5", "thr-mmt-0.9", "lr-mmt-1.2", "mad-mu-2.5"):
+        pairs = strategies.resolve(f"baseline:{name}", "consolidate").policy.decide(state, 0.0)
+        named = ident.named(pairs)
+        assert all(dst != cluster.hosts[0].name for _, dst in named), name
+        assert all(vm != pinned.name for vm, _ in named), name
+
+
+def test_every_bench_name_runs_under_rebalance(cli, tmp_path) -> None:
+    """The bench's default strategies of the balance and cloudsim scenarios are rebalance policies too."""
+    from conftest import fixture_uri
+
+    from llmvirt.bench.run import DEFAULT_BALANCE_POLICIES, DEFAULT_CLOUDSIM_POLICIES
+
+    cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
+    cli("hosts", "add", "spare", fixture_uri("busy-host.xml"))
+    cli("scan")
+    for name in (*DEFAULT_BALANCE_POLICIES, *DEFAULT_CLOUDSIM_POLICIES):
+        goal = "consolidate" if name in DEFAULT_CLOUDSIM_POLICIES else "balance"
+        code, out, err = cli("rebalance", "--policy", name if name == "llmvirt" else f"baseline:{name}",
+                             "--goal", goal, "--json")
+        assert code == 0, (name, out, err)
+        assert json.loads(out)["goal"] == goal
+    code, out, err = cli("rebalance", "--policy", "baseline:nonsense")
+    assert code == 2 and "unknown baseline" in err and "Traceback" not in err
+    code, out, err = cli("rebalance", "--goal", "sideways")
+    assert code == 2 and "unknown goal" in err
+
+
+def test_one_mom_real_hosts_take_the_simulators_mom_cycle() -> None:
+    """``rebalance --only balloon --policy baseline:rules`` proposes what the memory scenario's MOM does in one
+    cycle, then passes it through the shared safety limits."""
+    from llmvirt.policy.tuning import plan_balloons, safe_target
+    from llmvirt.sim.field_policies import MomBalloon
+
+    rng = np.random.default_rng(5)
+    view, _ = _random_view(rng)
+    view.setup = FleetSetup(host_cores=16, host_mem_mib=float(rng.choice([48, 96, 400])) * 1024)
+    view.vm_balloon = np.floor(view.vm_mem_cap * rng.uniform(0.6, 1.0, view.vm_mem_cap.size))
+    view.vm_mem_mib = np.floor(np.minimum(view.vm_mem_mib, view.vm_balloon))
+    view.vm_unused_mib = view.vm_balloon - view.vm_mem_mib
+    cluster = view.to_cluster()
+    vm_index, _ = view.names(cluster)
+    sim = MomBalloon(rounds=1).targets(view)
+    vms = {v.name: v for h in cluster.hosts for v in h.vms}
+    expected = {n: safe_target(vms[n], float(sim[i]), False) for n, i in vm_index.items()}
+    planned = {vm.name: target for vm, _h, target, _why in plan_balloons(cluster)}
+    assert planned and planned == {n: t for n, t in expected.items() if t is not None}
