@@ -33,9 +33,12 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmvirt.errors import UsageError
-from llmvirt.store.registry import RegisteredHost
+
+if TYPE_CHECKING:
+    from llmvirt.store.registry import RegisteredHost
 
 CONFIG_ENV = "LLMVIRT_CONFIG"
 
@@ -48,6 +51,8 @@ def default_config_path() -> Path:
 
 def load_hosts(path: Path | None) -> list[RegisteredHost]:
     """Hosts from the config file; an explicitly named file must exist and parse."""
+    from llmvirt.store.registry import RegisteredHost
+
     explicit = path is not None or bool(os.environ.get(CONFIG_ENV))
     chosen = path or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else default_config_path())
     if not chosen.exists():

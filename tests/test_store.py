@@ -162,3 +162,8 @@ def test_upgrade_from_revision_0001_keeps_data(tmp_path: Path) -> None:
     engine = database.open_engine(url)
     assert database.current_revision(engine) == database.head_revision()
     assert [h.name for h in registry.list_hosts(engine)] == ["a"]
+
+
+def test_schema_head_constant_is_alembics_head() -> None:
+    """Opening a store compares against SCHEMA_HEAD without loading Alembic: it must name the newest migration."""
+    assert database.SCHEMA_HEAD == database.head_revision()

@@ -1,2 +1,10 @@
 """The bench layer: strategies side by side in the simulator's scenarios (names resolve in
-:mod:`llmvirt.strategies.registry`, the same names ``rebalance --policy`` takes)."""
+:mod:`llmvirt.strategies.registry`, the same names ``rebalance --policy`` takes).
+
+The default policy lists live here, free of heavy imports, so ``llmvirt --help`` can show them.
+"""
+
+DEFAULT_BALANCE_POLICIES = ("none", "watcher-wb", "watcher-wb:70", "watcher-vwc", "proxlb", "proxlb:10:cpu")
+DEFAULT_MEMORY_POLICIES = ("no-balloon", "mom", "proxmox", "llmvirt")
+DEFAULT_PINNING_POLICIES = ("none", "nova", "llmvirt")
+DEFAULT_CLOUDSIM_POLICIES = ("dvfs", "thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2", "llmvirt")

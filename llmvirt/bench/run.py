@@ -12,6 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from llmvirt.bench import (  # noqa: F401 - re-exported for the benchmark scripts
+    DEFAULT_BALANCE_POLICIES,
+    DEFAULT_CLOUDSIM_POLICIES,
+    DEFAULT_MEMORY_POLICIES,
+    DEFAULT_PINNING_POLICIES,
+)
 from llmvirt.sim.cloudsim_policies import run_policy
 from llmvirt.sim.datacenter import DataCenter, cloudsim_datacenter
 from llmvirt.sim.engine import Metrics, Simulation
@@ -23,10 +29,6 @@ from llmvirt.strategies.registry import make_balancer, make_balloon, make_pin_po
 
 __all__ = ["make_policy", "make_balancer", "make_balloon", "make_pin_policy", "run_cloudsim", "run_fleet",
            "results_json", "plot", "energy_lower_bound_kwh"]
-DEFAULT_BALANCE_POLICIES = ("none", "watcher-wb", "watcher-wb:70", "watcher-vwc", "proxlb", "proxlb:10:cpu")
-DEFAULT_MEMORY_POLICIES = ("no-balloon", "mom", "proxmox", "llmvirt")
-DEFAULT_PINNING_POLICIES = ("none", "nova", "llmvirt")
-DEFAULT_CLOUDSIM_POLICIES = ("dvfs", "thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2", "llmvirt")
 
 
 @dataclass

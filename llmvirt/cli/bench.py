@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from llmvirt.bench import run as simbench
+from llmvirt import bench as defaults
 from llmvirt.cli.common import out, state
 from llmvirt.errors import UsageError
-from llmvirt.sim import traces
+
+if TYPE_CHECKING:
+    from llmvirt.sim import traces
 
 
 class Scenario(StrEnum):
@@ -25,8 +27,8 @@ class Scenario(StrEnum):
     pinning = "pinning"
 
 
-DEFAULTS = {Scenario.cloudsim: simbench.DEFAULT_CLOUDSIM_POLICIES, Scenario.balance: simbench.DEFAULT_BALANCE_POLICIES,
-            Scenario.memory: simbench.DEFAULT_MEMORY_POLICIES, Scenario.pinning: simbench.DEFAULT_PINNING_POLICIES}
+DEFAULTS = {Scenario.cloudsim: defaults.DEFAULT_CLOUDSIM_POLICIES, Scenario.balance: defaults.DEFAULT_BALANCE_POLICIES,
+            Scenario.memory: defaults.DEFAULT_MEMORY_POLICIES, Scenario.pinning: defaults.DEFAULT_PINNING_POLICIES}
 FLEET_COLUMNS = {
     Scenario.balance: ("host_overload_h", "cpu_overload_h", "mem_overload_h", "migrations", "gib_migrated",
                        "cpu_spread_avg"),
@@ -42,6 +44,8 @@ HEADERS = {"host_overload_h": "overload h", "cpu_overload_h": "CPU over h", "mem
 
 
 def _check(scenario: Scenario, names: list[str]) -> None:
+    from llmvirt.bench import run as simbench
+
     maker = {Scenario.cloudsim: simbench.make_policy, Scenario.balance: simbench.make_balancer,
              Scenario.memory: simbench.make_balloon, Scenario.pinning: simbench.make_pin_policy}[scenario]
     for name in names:
@@ -52,6 +56,8 @@ def _check(scenario: Scenario, names: list[str]) -> None:
 
 
 def _usage_traces(ctx: typer.Context, paths: list[Path], from_store: bool) -> list[tuple[str, traces.UsageTrace]]:
+    from llmvirt.sim import traces
+
     out_traces = []
     for p in paths:
         if p.is_file() and p.suffix in (".csv", ".parquet"):
@@ -93,6 +99,8 @@ def bench(
             raise UsageError("--from-store replays CPU and memory history: use --scenario balance or memory")
         _cloudsim(list(trace or []), names, seed, as_json, plot)
         return
+    from llmvirt.bench import run as simbench
+
     results, bounds = [], {}
     for label, tr in _usage_traces(ctx, list(trace or []), from_store):
         if held_out:
@@ -121,6 +129,8 @@ def bench(
 
 
 def _cloudsim(trace: list[Path], names: list[str], seed: int, as_json: bool, plot: Path | None) -> None:
+    from llmvirt.bench import run as simbench
+
     results, bounds = simbench.run_cloudsim(trace, names, seed)
     if plot is not None:
         simbench.plot(results, bounds, plot)

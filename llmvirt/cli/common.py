@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy import Engine
 from typer.core import TyperGroup
 
-from llmvirt import config
 from llmvirt.errors import LlmvirtError, UsageError
-from llmvirt.store import database, registry
+
+if TYPE_CHECKING:  # SQLAlchemy loads when a command first opens the store, not at start-up
+    from sqlalchemy import Engine
+
+def lazy(module: str) -> Any:
+    """A stand-in for ``module`` that imports it on first attribute access: commands import the store,
+    the policies and the inventory only when they run, so ``--help`` and light commands start fast.
+    Modules bind it under ``if not TYPE_CHECKING`` and import the real module for type checkers."""
+    return _LazyModule(module)
+
+
+class _LazyModule:
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self._name), attr)
+
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -51,6 +67,9 @@ class State:
     def engine(self) -> Engine:
         """The store, opened and upgraded, with the config file's hosts registered."""
         if self._engine is None:
+            from llmvirt import config
+            from llmvirt.store import database, registry
+
             hosts = config.load_hosts(self.config_path)
             self._engine = database.open_engine(self.db_url)
             if hosts:

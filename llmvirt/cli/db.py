@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from llmvirt.cli.common import new_app, out, parse_age, state
-from llmvirt.store import database, snapshots
+from llmvirt.cli.common import lazy, new_app, out, parse_age, state
+
+if TYPE_CHECKING:
+    import llmvirt.store.database as database
+    import llmvirt.store.snapshots as snapshots
+else:  # imported when a command runs
+    database = lazy("llmvirt.store.database")
+    snapshots = lazy("llmvirt.store.snapshots")
 
 app = new_app("Manage the llmvirt database.")
 

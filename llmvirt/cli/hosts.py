@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from llmvirt.cli.common import new_app, out, state
+from llmvirt.cli.common import lazy, new_app, out, state
 from llmvirt.errors import UsageError
-from llmvirt.store import registry
+
+if TYPE_CHECKING:
+    import llmvirt.store.registry as registry
+else:  # imported when a command runs
+    registry = lazy("llmvirt.store.registry")
 
 app = new_app("Register the libvirt hosts llmvirt manages.")
 

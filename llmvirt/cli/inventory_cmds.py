@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from llmvirt.cli.common import err, out, state
+from llmvirt.cli.common import err, lazy, out, state
 from llmvirt.errors import EXIT_PARTIAL, UsageError
-from llmvirt.inventory import scan_hosts
-from llmvirt.nvml import default_source
-from llmvirt.status_view import print_status, status_json
-from llmvirt.store import registry, snapshots
+
+if TYPE_CHECKING:
+    import llmvirt.inventory as inventory
+    import llmvirt.nvml as nvml
+    import llmvirt.status_view as status_view
+    import llmvirt.store.registry as registry
+    import llmvirt.store.snapshots as snapshots
+else:  # imported when a command runs
+    inventory = lazy("llmvirt.inventory")
+    nvml = lazy("llmvirt.nvml")
+    status_view = lazy("llmvirt.status_view")
+    registry = lazy("llmvirt.store.registry")
+    snapshots = lazy("llmvirt.store.snapshots")
 
 HostOpt = Annotated[list[str] | None, typer.Option("--host", help="Only this host (repeatable).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (see docs/json-contracts.md).")]
@@ -45,7 +54,7 @@ def scan(
     targets = _selected(ctx, host)
     if not targets:
         raise UsageError("no hosts registered: add one with `llmvirt hosts add NAME URI`")
-    result = scan_hosts([(h.name, h.uri, h.maintenance) for h in targets], nvml=default_source(),
+    result = inventory.scan_hosts([(h.name, h.uri, h.maintenance) for h in targets], nvml=nvml.default_source(),
                         workers=workers, timeout=timeout)
     scan_id = snapshots.record_scan(engine, result)
     from llmvirt import config, outcomes  # outcomes whose window this scan closed are scored now
@@ -74,6 +83,6 @@ def status(ctx: typer.Context, host: HostOpt = None, as_json: JsonOpt = False) -
     names = [h.name for h in _selected(ctx, host)] if host else None
     views = snapshots.latest(state(ctx).engine(), names)
     if as_json:
-        out.print_json(json.dumps(status_json(views)))
+        out.print_json(json.dumps(status_view.status_json(views)))
     else:
-        print_status(out, views)
+        status_view.print_status(out, views)

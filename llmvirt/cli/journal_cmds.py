@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from llmvirt.cli.common import new_app, out, state
+from llmvirt.cli.common import lazy, new_app, out, state
 from llmvirt.errors import UsageError
-from llmvirt.store import journal
+
+if TYPE_CHECKING:
+    import llmvirt.store.journal as journal
+else:  # imported when a command runs
+    journal = lazy("llmvirt.store.journal")
 
 plans_app = new_app("Plans that were applied, and what happened to each action.")
 cron_app = new_app("Unattended runs: crontab lines and systemd units.")

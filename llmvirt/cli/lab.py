@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from llmvirt.cli.common import new_app, out, parse_size_mib, state
-from llmvirt.lab import lab
+from llmvirt.cli.common import lazy, new_app, out, parse_size_mib, state
+
+if TYPE_CHECKING:
+    import llmvirt.lab.lab as lab
+else:  # imported when a command runs
+    lab = lazy("llmvirt.lab.lab")
 
 app = new_app("Run several real libvirt hosts with real QEMU guests on this machine (needs root).")
 

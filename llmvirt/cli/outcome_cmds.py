@@ -8,13 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from llmvirt import config, outcomes
+from llmvirt import config
 from llmvirt.cli.common import out, state
 
 
 def score(ctx: typer.Context,
           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Score every executed action whose outcome window has passed (also run at the end of each scan)."""
+    from llmvirt import outcomes
+
     st = state(ctx)
     n = outcomes.score_due(st.engine(), config.load_outcome_window(st.config_path))
     if as_json:
@@ -27,6 +29,8 @@ def outcomes_cmd(ctx: typer.Context,
                  as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
                  limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50) -> None:
     """Executed actions with their measured outcome and reward (or pending while their window runs)."""
+    from llmvirt import outcomes
+
     rows = outcomes.listing(state(ctx).engine(), limit)
     if as_json:
         out.print_json(json.dumps({"outcomes": rows}))

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from llmvirt import config
-from llmvirt.cli.common import out, parse_size_mib, state
+from llmvirt.cli.common import lazy, out, parse_size_mib, state
 from llmvirt.errors import EXIT_ERROR, UsageError, translate_libvirt
-from llmvirt.policy import decide
-from llmvirt.policy.constraints import Request
-from llmvirt.store import snapshots
+
+if TYPE_CHECKING:
+    import llmvirt.store.snapshots as snapshots
+else:  # imported when a command runs
+    snapshots = lazy("llmvirt.store.snapshots")
+
+if TYPE_CHECKING:  # the policy package pulls in torch: imported when a command runs, not at start
+    from llmvirt.policy import decide
 
 PolicyOpt = Annotated[str | None, typer.Option(help="Policy: a name under policies/, a checkpoint directory, or "
                                                "baseline:best-fit|least-loaded|first-fit (default: the active "
@@ -57,6 +62,9 @@ def place(
         raise UsageError("--vcpus must be at least 1, --gpu at least 0, --expected-cpu within 0..1")
     if gpu and vgpu:
         raise UsageError("use --gpu or --vgpu, not both")
+    from llmvirt.policy import decide
+    from llmvirt.policy.constraints import Request
+
     st = state(ctx)
     req = Request(vcpus=vcpus, memory_mib=parse_size_mib(memory), gpus=gpu, vgpu_type=vgpu,
                   anti_affinity=anti_affinity)
@@ -129,6 +137,8 @@ def rebalance(
         raise UsageError("--only must be pin or balloon")
     if goal not in ("balance", "consolidate"):
         raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
+    from llmvirt.policy import decide
+
     st = state(ctx)
     cluster = _cluster(ctx)
     limits, groups = config.load_limits(st.config_path), config.load_groups(st.config_path)
@@ -189,6 +199,7 @@ def tuning_actions(ctx: typer.Context, cluster, only: str, policy: str | None,  
     """Pin or balloon actions: from the policy's head, or one-to-one NUMA pinning and MOM's balloon
     rules for ``--policy baseline:rules``. Returns (actions, VMs left alone with why, policy label)."""
     from llmvirt.policy import balloon_head, pin_head, tuning
+    from llmvirt.policy.paths import policy_dir
 
     if policy and policy.startswith("baseline:"):
         if policy != "baseline:rules":
@@ -202,7 +213,7 @@ def tuning_actions(ctx: typer.Context, cluster, only: str, policy: str | None,  
                   "params": {"target_mib": target, "why": why}}
                  for vm, host, target, why in tuning.plan_balloons(cluster)], {}, "rules")
     spec, version = _policy(ctx, policy)
-    path = decide.policy_dir(spec)
+    path = policy_dir(spec)
     history = snapshots.vm_usage_history(state(ctx).engine(), balloon_head.DAY)
     if only == "pin":
         pin_plans, held = pin_head.plan(cluster, history, pin_head.load(path), limits.reserved_cpus)
@@ -217,6 +228,8 @@ def tuning_actions(ctx: typer.Context, cluster, only: str, policy: str | None,  
 
 def _tuning(ctx: typer.Context, cluster, only: str, policy: str | None, limits, groups, pins,  # noqa: ANN001
             apply: bool, as_json: bool) -> None:
+    from llmvirt.policy import decide
+
     actions, held, label = tuning_actions(ctx, cluster, only, policy, limits)
     plan = decide.Plan(goal=only, policy=label, before={}, after={})
     if apply:

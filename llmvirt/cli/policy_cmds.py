@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from llmvirt.cli.common import new_app, out, state
+from llmvirt.cli.common import lazy, new_app, out, state
 from llmvirt.errors import UsageError
-from llmvirt.policy import versions
+
+if TYPE_CHECKING:
+    import llmvirt.policy.versions as versions
+else:  # imported when a command runs
+    versions = lazy("llmvirt.policy.versions")
 
 policy_app = new_app("Policy versions: list, show, promote (only when better), roll back.")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]

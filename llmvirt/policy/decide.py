@@ -8,7 +8,6 @@ carries its reason and predicted effect, and nothing here touches a host.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,12 +20,13 @@ from llmvirt.policy.constraints import Limits, Request, request_of
 from llmvirt.policy.features import FEATURES, expected_util
 from llmvirt.policy.index import ClusterIndex
 from llmvirt.policy.model import PlacementScorer
+from llmvirt.policy.paths import DEFAULT_POLICY, policy_dir  # noqa: F401 - DEFAULT_POLICY re-exported
+from llmvirt.sim.power import GENERIC_IDLE_W as IDLE_W
+from llmvirt.sim.power import GENERIC_PEAK_W as PEAK_W
 
-DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "default"
 HOT = 0.80  #: a host whose expected CPU use is above this is a hotspot (goal balance)
 COLD = 0.25  #: a host below this is a consolidation candidate (goal consolidate)
 GAIN_MARGIN = 0.05  #: a move must lower the hotter host's CPU use by this much (hysteresis)
-IDLE_W, PEAK_W = 100.0, 250.0  #: generic host power model for predicted energy (W at 0 % and 100 %)
 
 
 class Scorer(Protocol):
@@ -73,14 +73,6 @@ class LearnedScorer:
     def scores(self, feats: np.ndarray, hosts: list[Host]) -> np.ndarray:
         """The network's scores."""
         return checkpoint.score(self.model, torch.from_numpy(feats)).numpy()
-
-
-def policy_dir(spec: str | None) -> Path:
-    """A policy's directory: a path, a name under policies/, or None for the default policy."""
-    path = DEFAULT_POLICY if spec is None else Path(spec)
-    if spec and not path.exists():
-        path = DEFAULT_POLICY.parent / spec
-    return path
 
 
 def load_scorer(spec: str | None) -> BaselineScorer | LearnedScorer:

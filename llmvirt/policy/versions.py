@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from llmvirt.errors import UsageError
-from llmvirt.policy.decide import DEFAULT_POLICY
+from llmvirt.policy.paths import DEFAULT_POLICY
 from llmvirt.store.schema import PolicyVersionRow
 
 

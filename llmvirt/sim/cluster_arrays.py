@@ -14,7 +14,7 @@ Only running VMs are in the arrays. Mapping to the simulator's units:
 - Memory: a VM uses what its guest reports (balloon minus unused), else its balloon size.
 - CloudSim's VMs have one PE; a real VM's vCPUs spread over the host's cores, so a real host's
   PE is the whole host (no per-core fit check).
-- Power: the generic linear model that ``rebalance`` predicts energy with (``IDLE_W`` .. ``PEAK_W``).
+- Power: the generic linear model that ``rebalance`` predicts energy with (:func:`llmvirt.sim.power.generic_table`).
 """
 
 from __future__ import annotations
@@ -27,15 +27,10 @@ from llmvirt.cluster import Cluster, Host, Vm
 from llmvirt.errors import UsageError
 from llmvirt.sim.engine import HISTORY_LENGTH
 from llmvirt.sim.fleet import FleetSetup, FleetView
+from llmvirt.sim.power import generic_table
 
-IDLE_W, PEAK_W = 100.0, 250.0  #: generic host power model (W at 0 % and 100 %), shared with rebalance's predictions
 DEFAULT_MHZ = 1000.0  #: a host that reports no clock speed (libvirt's test driver) counts this per CPU
 DEFAULT_UTIL = 0.5  #: CPU use assumed for a VM with no measurement yet
-
-
-def generic_power_table(n_hosts: int) -> np.ndarray:
-    """The linear power model as SPECpower-style tables (watts at 0, 10, ..., 100 %), one row per host."""
-    return np.tile(IDLE_W + (PEAK_W - IDLE_W) * np.linspace(0.0, 1.0, 11), (n_hosts, 1))
 
 
 def _mhz(host: Host) -> float:
@@ -161,7 +156,7 @@ def cloudsim_state(cluster: Cluster, history: dict[str, list[float]] | None = No
     host_vms: list[list[int]] = [[] for _ in range(n_h)]
     for i, h in enumerate(vm_host):
         host_vms[int(h)].append(i)
-    dc = HostArrays(pe_mips=total.copy(), total_mips=total, power_table=generic_power_table(n_h),
+    dc = HostArrays(pe_mips=total.copy(), total_mips=total, power_table=generic_table(n_h),
                     bw=np.full(n_h, bw_kbit_s), vm_mips=vm_mips,
                     vm_ram=np.array([float(v.memory_mib) for _, v in vms]), vm_bw=np.zeros(n_v))
     ident = _identity(cluster, vms)

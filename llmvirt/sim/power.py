@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: the generic host power model for real hosts, whose power curve llmvirt does not know (W at 0 % and 100 %):
+#: rebalance's predicted energy and the arrays built from a scanned cluster both use it
+GENERIC_IDLE_W, GENERIC_PEAK_W = 100.0, 250.0
 #: HP ProLiant ML110 G4 (Xeon 3040), watts at 0..100 % in 10 % steps (CloudSim)
 ML110_G4 = (86.0, 89.4, 92.6, 96.0, 99.5, 102.0, 106.0, 108.0, 112.0, 114.0, 117.0)
 #: HP ProLiant ML110 G5 (Xeon 3075)
@@ -32,3 +35,8 @@ def energy_ws(table: np.ndarray, u_from: np.ndarray, u_to: np.ndarray, seconds: 
     """Watt-seconds per host over an interval, trapezoid between the end points; 0 if it started off."""
     p_from, p_to = power(table, u_from), power(table, u_to)
     return np.where(u_from == 0, 0.0, (p_from + (p_to - p_from) / 2) * seconds)
+
+
+def generic_table(n_hosts: int) -> np.ndarray:
+    """The generic linear model as SPECpower-style tables (watts at 0, 10, ..., 100 %), one row per host."""
+    return np.tile(GENERIC_IDLE_W + (GENERIC_PEAK_W - GENERIC_IDLE_W) * np.linspace(0.0, 1.0, 11), (n_hosts, 1))

@@ -17,11 +17,7 @@ from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
@@ -88,8 +84,13 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     cur.close()
 
 
-def alembic_config() -> Config:
+SCHEMA_HEAD = "0003"  #: the newest migration; a test holds it equal to Alembic's head (Alembic loads only to upgrade)
+
+
+def alembic_config():  # noqa: ANN201 - alembic.config.Config, imported only when needed
     """An Alembic config pointing at the installed migrations."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(files("llmvirt_migrations")))
     return cfg
@@ -111,21 +112,27 @@ def _upgrade_lock(path: Path | None) -> Iterator[None]:
 
 
 def head_revision() -> str:
-    """The newest schema revision this llmvirt knows."""
+    """The newest schema revision this llmvirt knows (read from the migrations by Alembic)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The schema revision the database is at (None when empty)."""
+    """The schema revision the database is at (None when empty): Alembic's version table, read directly."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def upgrade(engine: Engine, path: Path | None = None) -> None:
     """Bring the schema to the newest revision (a no-op when already there)."""
     with _upgrade_lock(path):
-        if current_revision(engine) == head_revision():
+        if current_revision(engine) == SCHEMA_HEAD:
             return
+        from alembic import command
+
         cfg = alembic_config()
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
