@@ -198,3 +198,28 @@ def test_host_pinning_restricts_moves(cli, tmp_path: Path) -> None:
     cfg.write_text('[host_pinning]\nweb1 = ["busy"]\n')
     plan = json.loads(cli("--config", str(cfg), "rebalance", "--json", "--policy", "baseline:least-loaded")[1])
     assert plan["unmovable"]["web1"] == "no host satisfies its constraints"
+
+
+def test_numpy_inference_scores_like_the_torch_model() -> None:
+    """place/rebalance score with numpy (no torch at decision time): the same scores as the torch module."""
+    import torch
+
+    from llmvirt.policy.features import FEATURES
+
+    model, _ = checkpoint.load(decide.DEFAULT_POLICY)
+    scorer = decide.load_scorer(None)
+    x = np.random.default_rng(0).random((500, len(FEATURES))).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(scorer.scores(x, []), expected, rtol=1e-5, atol=1e-5)
+    assert (scorer.scores(x, []).argmax() == expected.argmax())
+
+
+def test_rebalance_path_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom llmvirt.strategies import registry\nregistry.resolve(None, 'balance')\n"
+            "registry.resolve(None, 'consolidate')\nimport llmvirt.cli\nprint('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "False", res.stderr

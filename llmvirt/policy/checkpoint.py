@@ -11,7 +11,6 @@ weights whose hash does not match (a tampered or truncated file), with one clear
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from collections.abc import Callable
@@ -23,14 +22,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from llmvirt.errors import UsageError
 from llmvirt.policy.features import FEATURE_SPEC_VERSION, FEATURES
 from llmvirt.policy.model import PlacementScorer
-
-FORMAT_VERSION = 1
-WEIGHTS = "model.safetensors"
-META = "policy.json"
-
+from llmvirt.policy.weights import (  # noqa: F401 - re-exported: the checks live with the torch-free reader
+    FORMAT_VERSION,
+    META,
+    WEIGHTS,
+    CheckpointError,
+    sha256,
+    verify,
+)
 
 WRITTEN_KEYS = ("format_version", "head", "feature_spec", "model", "weights_sha256", "git_commit")  #: set on save
 
@@ -40,12 +41,7 @@ def user_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k not in WRITTEN_KEYS}
 
 
-class CheckpointError(UsageError):
-    """A policy checkpoint is missing, corrupted, tampered with or made for other features."""
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+_sha256 = sha256
 
 
 def git_commit() -> str:
@@ -76,25 +72,7 @@ def save(model: PlacementScorer, directory: Path, meta: dict[str, Any]) -> Path:
     return path
 
 
-def _verify(directory: Path, meta_path: Path, weights: Path, version: int, features: list[str]) -> dict[str, Any]:
-    """Read the metadata and check format, feature spec and weights hash; returns the metadata."""
-    if not meta_path.is_file() or not weights.is_file():
-        raise CheckpointError(f"{directory} is not a policy checkpoint (needs {meta_path.name} and {weights.name})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{meta_path}: unreadable metadata: {exc}") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{directory}: checkpoint format {meta.get('format_version')!r}, "
-                              f"this llmvirt reads {FORMAT_VERSION}")
-    spec = meta.get("feature_spec", {})
-    if spec.get("version") != version or spec.get("features") != features:
-        raise CheckpointError(f"{meta_path}: made for a different feature spec "
-                              f"(version {spec.get('version')!r}); retrain it with this llmvirt")
-    if _sha256(weights) != meta.get("weights_sha256"):
-        raise CheckpointError(f"{weights}: SHA-256 does not match {meta_path.name}: "
-                              "the weights were changed or damaged")
-    return meta
+_verify = verify
 
 
 def _load_weights(directory: Path, model: nn.Module, weights: Path) -> None:

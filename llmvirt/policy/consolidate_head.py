@@ -23,10 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from llmvirt.policy.checkpoint import HeadSpec
 from llmvirt.sim.cloudsim_policies import PabfdPolicy
 from llmvirt.sim.engine import Simulation
 from llmvirt.sim.overload import Thr
@@ -35,21 +32,7 @@ PARAMS = ("overload_threshold", "consolidate_every", "consolidate_below")
 BOUNDS = ((0.6, 1.0), (1.0, 12.0), (0.1, 1.0))  #: search range of each parameter
 
 
-class ConsolidateParams(nn.Module):
-    """The head's learned numbers, as a module so they are stored and verified like weights."""
-
-    def __init__(self, n_params: int = len(PARAMS)) -> None:
-        """A vector of ``n_params`` values."""
-        super().__init__()
-        self.n_params = n_params
-        self.values = nn.Parameter(torch.zeros(n_params), requires_grad=False)
-
-    def config(self) -> dict[str, int]:
-        """Constructor parameters, stored in the checkpoint metadata."""
-        return {"n_params": self.n_params}
-
-
-SPEC = HeadSpec("consolidate", 1, PARAMS, lambda c: ConsolidateParams(int(c["n_params"])))
+SPEC_NAME, SPEC_VERSION = "consolidate", 1  #: file stem and feature-spec version of the head's checkpoint
 
 
 def clip(x: np.ndarray) -> np.ndarray:
@@ -82,8 +65,12 @@ def policy(values: np.ndarray, name: str = "llmvirt") -> GatedConsolidation:
 
 
 def load(directory: Path | str, name: str = "llmvirt") -> tuple[GatedConsolidation, dict[str, Any]]:
-    """The consolidation policy of the checkpoint in ``directory`` (verified like every checkpoint)."""
-    from llmvirt.policy import checkpoint
+    """The consolidation policy of the checkpoint in ``directory`` (verified like every checkpoint; read
+    without torch, since deciding needs only the three numbers)."""
+    from llmvirt.policy.weights import CheckpointError, load_arrays
 
-    model, meta = checkpoint.load_head(Path(directory), SPEC)
-    return policy(model.values.detach().numpy().astype(np.float64), name), meta  # type: ignore[union-attr]
+    arrays, meta = load_arrays(Path(directory), SPEC_NAME, SPEC_VERSION, list(PARAMS))
+    values = arrays.get("values")
+    if values is None or values.shape != (len(PARAMS),):
+        raise CheckpointError(f"{directory}: the {SPEC_NAME} head's weights do not fit ({len(PARAMS)} values)")
+    return policy(values.astype(np.float64), name), meta

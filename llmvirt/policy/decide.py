@@ -11,16 +11,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from llmvirt.cluster import Cluster, Host, Vm
 from llmvirt.errors import UsageError
-from llmvirt.policy import checkpoint
 from llmvirt.policy.constraints import Limits, Request, request_of
-from llmvirt.policy.features import FEATURES, expected_util
+from llmvirt.policy.features import FEATURE_SPEC_VERSION, FEATURES, expected_util
 from llmvirt.policy.index import ClusterIndex
-from llmvirt.policy.model import PlacementScorer
 from llmvirt.policy.paths import DEFAULT_POLICY, policy_dir  # noqa: F401 - DEFAULT_POLICY re-exported
+from llmvirt.policy.weights import CheckpointError, NumpyMLP, load_arrays
 from llmvirt.sim.power import GENERIC_IDLE_W as IDLE_W
 from llmvirt.sim.power import GENERIC_PEAK_W as PEAK_W
 
@@ -64,15 +62,15 @@ class BaselineScorer:
 
 @dataclass
 class LearnedScorer:
-    """A trained PlacementScorer loaded from a verified checkpoint."""
+    """A trained PlacementScorer loaded from a verified checkpoint, run in numpy (no torch at decision time)."""
 
-    model: PlacementScorer  #: the network
+    model: NumpyMLP  #: the network's inference
     meta: dict[str, Any]  #: checkpoint metadata
     name: str = "learned"  #: display name
 
     def scores(self, feats: np.ndarray, hosts: list[Host]) -> np.ndarray:
         """The network's scores."""
-        return checkpoint.score(self.model, torch.from_numpy(feats)).numpy()
+        return self.model(feats)
 
 
 def load_scorer(spec: str | None) -> BaselineScorer | LearnedScorer:
@@ -80,7 +78,12 @@ def load_scorer(spec: str | None) -> BaselineScorer | LearnedScorer:
     if spec and spec.startswith("baseline:"):
         return BaselineScorer(spec.split(":", 1)[1])
     path = policy_dir(spec)
-    model, meta = checkpoint.load(path)
+    arrays, meta = load_arrays(path, None, FEATURE_SPEC_VERSION, list(FEATURES))
+    cfg = meta.get("model", {})
+    try:
+        model = NumpyMLP(arrays, int(cfg["n_features"]), int(cfg["hidden"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: model parameters missing or wrong: {exc}") from None
     return LearnedScorer(model, meta, name=meta.get("name", path.name))
 
 

@@ -17,15 +17,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from llmvirt.policy import checkpoint
-from llmvirt.policy.consolidate_head import BOUNDS, PARAMS, SPEC, ConsolidateParams, clip, policy
+from llmvirt.policy.checkpoint import HeadSpec
+from llmvirt.policy.consolidate_head import BOUNDS, PARAMS, SPEC_NAME, SPEC_VERSION, clip, policy
 from llmvirt.scoring import Score, reward
 from llmvirt.sim.cloudsim_policies import run_policy
 from llmvirt.sim.datacenter import cloudsim_datacenter
 from llmvirt.sim.engine import Simulation
 from llmvirt.sim.traces import load_planetlab
 
+
+class ConsolidateParams(nn.Module):
+    """The head's learned numbers, as a module so they are stored and verified like weights."""
+
+    def __init__(self, n_params: int = len(PARAMS)) -> None:
+        """A vector of ``n_params`` values."""
+        super().__init__()
+        self.n_params = n_params
+        self.values = nn.Parameter(torch.zeros(n_params), requires_grad=False)
+
+    def config(self) -> dict[str, int]:
+        """Constructor parameters, stored in the checkpoint metadata."""
+        return {"n_params": self.n_params}
+
+
+SPEC = HeadSpec(SPEC_NAME, SPEC_VERSION, PARAMS, lambda c: ConsolidateParams(int(c["n_params"])))
 TRAIN_DAYS = ("20110303", "20110306", "20110309")  #: learned on these; 20110325, 20110403, 20110411, 20110412 held back
 
 

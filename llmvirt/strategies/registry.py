@@ -150,7 +150,7 @@ def _learned(spec: str | None, goal: str) -> Strategy:
         from llmvirt.policy import consolidate_head
 
         path = decide.policy_dir(spec)
-        if (path / f"{consolidate_head.SPEC.name}.json").is_file():
+        if (path / f"{consolidate_head.SPEC_NAME}.json").is_file():
             policy, _ = consolidate_head.load(path, name=f"{scorer.name} consolidation head")
             return CloudsimStrategy(policy, policy.name)
     return ScorerStrategy(scorer, scorer.name)
