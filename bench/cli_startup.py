@@ -1,8 +1,10 @@
 """Benchmark: how long each command takes from start to exit, side by side in one run (issue 18).
 
-Usage: python bench/cli_startup.py [--runs 7]
+Usage: python bench/cli_startup.py [--runs 7] [--compare GIT_REF]
 Runs ``python -c pass``, ``virsh --version`` and llmvirt's commands against a store with two
 libvirt test-driver hosts (scanned twice), and prints the median and the worst wall time of each.
+``--compare REF`` also runs every llmvirt command from a git worktree of REF (same interpreter and
+packages, its own code on PYTHONPATH), interleaved with this tree's runs, in one table.
 Goals: ``--help``, ``hosts list``, ``status`` and ``scan`` of a test-driver host at most 0.3 s;
 ``place`` and ``rebalance`` with the default policy at most 1.0 s.
 """
@@ -27,19 +29,23 @@ LLMVIRT = [sys.executable, "-m", "llmvirt"]
 GOALS = {"--help": 0.3, "hosts list": 0.3, "status": 0.3, "scan": 0.3, "place": 1.0, "rebalance": 1.0}
 
 
-def _time(cmd: list[str], env: dict[str, str], runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-        out.append(time.perf_counter() - t0)
-    return out
+def _once(cmd: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    # cwd outside any checkout: ``python -m`` puts the working directory first on sys.path
+    subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, cwd="/")
+    return time.perf_counter() - t0
+
+
+def _worktree(ref: str, where: Path) -> Path:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(where), ref], check=True)
+    return where
 
 
 def main() -> None:
     """Print a markdown table: command, median s, max s, goal."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--compare", help="a git ref to time side by side (e.g. the commit before a change)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "LLMVIRT_DB": f"sqlite:///{tmp}/bench.db", "LLMVIRT_CONFIG": f"{tmp}/none.toml"}
@@ -56,15 +62,34 @@ def main() -> None:
                  ("status", [*LLMVIRT, "status"]), ("scan", [*LLMVIRT, "scan", "--host", "spare"]),
                  ("place", [*LLMVIRT, "place", "--vcpus", "2", "--memory", "2G"]),
                  ("rebalance", [*LLMVIRT, "rebalance"])]
+        envs = {"this tree": env}
+        if args.compare:
+            old = _worktree(args.compare, Path(tmp) / "ref")
+            envs[args.compare] = {**env, "PYTHONPATH": str(old)}
+        try:
+            times: dict[tuple[str, str], list[float]] = {}
+            for _ in range(args.runs):  # interleaved, so both trees see the same machine
+                for label, cmd in rows:
+                    for tree, e in envs.items():
+                        if tree == "this tree" or cmd[:3] == LLMVIRT:
+                            times.setdefault((label, tree), []).append(_once(cmd, e))
+        finally:
+            if args.compare:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], check=False)
         print(f"# command start-up, {args.runs} runs each, {platform.node()} "
               f"({os.cpu_count()} CPUs), {date.today()}\n")
-        print("| command | median s | max s | goal s | met |\n|---|---|---|---|---|")
-        for label, cmd in rows:
-            t = _time(cmd, env, args.runs)
+        ref_cols = f" {args.compare} median s |" if args.compare else ""
+        print(f"| command | median s | max s |{ref_cols} goal s | met |")
+        print("|---|---|---|" + ("---|" if args.compare else "") + "---|---|")
+        for label, _cmd in rows:
+            t = times[(label, "this tree")]
             goal = GOALS.get(label)
             met = "" if goal is None else ("yes" if statistics.median(t) <= goal else "no")
-            print(f"| `{label}` | {statistics.median(t):.3f} | {max(t):.3f} | {goal or '-'} | {met} |")
-
+            ref = ""
+            if args.compare:
+                r = times.get((label, args.compare))
+                ref = f" {statistics.median(r):.3f} |" if r else " - |"
+            print(f"| `{label}` | {statistics.median(t):.3f} | {max(t):.3f} |{ref} {goal or '-'} | {met} |")
 
 if __name__ == "__main__":
     main()
