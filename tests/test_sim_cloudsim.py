@@ -142,3 +142,39 @@ def test_other_selections_and_static_placements_run(day_dc) -> None:
     for name in ("ffd", "bfd"):
         got = run_policy(Simulation(day_dc), make_policy(name))
         assert got["migrations"] == 0 and 0 < got["energy_kwh"] <= dvfs["energy_kwh"] * 1.05
+
+
+def _tiny_dc(util: float, steps: int = 12):  # noqa: ANN202
+    """One host of 1,000 MIPS (one PE), two VMs of 1,000 MIPS each at a constant ``util``."""
+    from llmvirt.sim.datacenter import DataCenter
+
+    return DataCenter(pe_mips=np.array([1000.0]), total_mips=np.array([1000.0]),
+                      power_table=np.array([ML110_G4], dtype=np.float64), ram_mb=np.array([4096.0]),
+                      bw=np.array([1e6]), vm_mips=np.array([1000.0, 1000.0]), vm_ram=np.array([512.0, 512.0]),
+                      vm_bw=np.zeros(2), util=np.full((2, steps + 1), util), interval_s=300.0)
+
+
+def test_honest_metrics_count_genuine_overload_only() -> None:
+    """Two VMs wanting 750 MIPS each on a 1,000 MIPS host: a third of the demand is not served, and the
+    host is overloaded the whole time; at 40 % each nothing is unmet and nothing is overloaded."""
+    from llmvirt.sim.datacenter import START_OFFSET_S
+
+    for util, unmet, overloaded in ((0.75, 100 / 3, True), (0.4, 0.0, False)):
+        sim = Simulation(_tiny_dc(util))
+        sim.place_initial(lambda vm, *_: 0)
+        s = sim.run(None, end=START_OFFSET_S + 12 * 300.0).summary()
+        assert s["unmet_demand_pct"] == pytest.approx(unmet, abs=0.01)
+        span_h = (sim.last_time - START_OFFSET_S - 300.0) / 3600
+        assert s["overload_host_h"] == pytest.approx(span_h if overloaded else 0.0, rel=0.01, abs=1e-9)
+        assert s["migrations"] == 0 and s["migration_vm_s"] == 0
+
+
+def test_honest_metrics_do_not_count_the_destinations_reservation(day_dc) -> None:
+    """CloudSim's SLATAH counts hosts receiving a migration as in violation; unmet demand counts only what
+    VMs did not get where they run, migration degradation included (so it is at least PDM)."""
+    sim = Simulation(day_dc)
+    s = run_policy(sim, make_policy("thr-mmt-0.8"))
+    assert s["migrations"] > 0 and s["migration_vm_s"] > 0
+    assert s["unmet_demand_pct"] >= s["pdm_pct"] > 0
+    # most of SLATAH's violation time is hosts receiving a migration, not hosts short of CPU
+    assert 0 < sim.metrics.host_overload_s < 0.2 * sim.metrics.host_sla_s
