@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import libvirt
 
@@ -34,6 +35,7 @@ class MigrationSettings:
     timeout_per_gib_s: float = 60.0  #: completion timeout per GiB of guest memory (Nova's idea)
     poll_s: float = 0.5  #: how often progress is read
     max_parallel: int = 1  #: migrations at once in the cluster (never more than one per host)
+    bandwidth_mib_s: int = 0  #: cap each migration's bandwidth (MiB/s, like Nova's live_migration_bandwidth); 0: none
 
 
 @dataclass
@@ -147,7 +149,9 @@ class Migrate:
         flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
         if settings.auto_converge:
             flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
-        params = {libvirt.VIR_MIGRATE_PARAM_URI: settings.migrate_uri} if settings.migrate_uri else {}
+        params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_URI: settings.migrate_uri} if settings.migrate_uri else {}
+        if settings.bandwidth_mib_s > 0:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(settings.bandwidth_mib_s)
         mem_gib = dom.maxMemory() / 2**20
         timeout = settings.timeout_base_s + settings.timeout_per_gib_s * mem_gib
         result: dict[str, BaseException | None] = {"error": None}

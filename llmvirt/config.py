@@ -109,7 +109,8 @@ def load_limits(path: Path | None):  # noqa: ANN201 - avoids importing the polic
 
 
 def load_migration_settings(path: Path | None):  # noqa: ANN201
-    """``[apply]``: migrate_uri, peer_to_peer, auto_converge, timeout_base_s, timeout_per_gib_s."""
+    """``[apply]``: migrate_uri, peer_to_peer, auto_converge, timeout_base_s, timeout_per_gib_s, max_parallel,
+    bandwidth_mib_s."""
     from llmvirt.actions import MigrationSettings
 
     raw = _read(path).get("apply", {})

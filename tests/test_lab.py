@@ -354,7 +354,7 @@ def _lab_host(lab_dir: Path, name: str) -> daemons.LabHost:
     return daemons.LabHost(name, int(name.split("-")[1]), lab_dir / "hosts" / name, "")
 
 
-def _apply_in_background(url: str, actions: list[dict]):  # noqa: ANN202
+def _apply_in_background(url: str, actions: list[dict], settings=None):  # noqa: ANN001, ANN202
     """Run executor.apply in a thread (as `rebalance --apply` would) and return (thread, result box)."""
     import threading
 
@@ -368,7 +368,7 @@ def _apply_in_background(url: str, actions: list[dict]):  # noqa: ANN202
     def go() -> None:
         try:
             box["result"] = executor.apply(database.open_engine(url), url, "balance", "test", {}, actions,
-                                           Limits(), {}, MigrationSettings(), say=lambda *_: None)
+                                           Limits(), {}, settings or MigrationSettings(), say=lambda *_: None)
         except BaseException as exc:  # noqa: BLE001
             box["error"] = exc
 
@@ -402,26 +402,54 @@ def _migration(lab_dir: Path, vm: str) -> tuple[str, str, dict]:
                       "params": {}}
 
 
+def _wait_job_active(lab_dir: Path, host: str, vm: str, timeout: float = 60.0) -> dict:
+    """libvirt's job statistics of ``vm`` on ``host`` once a migration job is active and has moved data."""
+    dom = _conn(lab_dir, host).lookupByName(vm)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = dom.jobStats()
+        if stats.get("type") == libvirt.VIR_DOMAIN_JOB_UNBOUNDED and stats.get("data_processed", 0) > 0:
+            return stats
+        time.sleep(0.05)
+    raise AssertionError(f"{vm}: no active migration job on {host} within {timeout} s")
+
+
 def test_fault_destination_libvirtd_killed_during_migration(lab_env, monkeypatch) -> None:
     """The destination's libvirtd dies mid-migration: the action fails with libvirt's reason, the
-    guest keeps running on its source, and after the daemon returns it runs nowhere else."""
+    guest keeps running on its source, and after the daemon returns it runs nowhere else.
+
+    Deterministic: the migration's bandwidth is capped (2 MiB/s for a 192 MiB guest), and the kill comes
+    only once libvirt reports the migration job active with data moved and data left (issue 17).
+    With the client-driven protocol libvirt notices the dead destination daemon only in its Finish
+    phase, after the whole transfer; llmvirt's completion timeout aborts the job first, the action
+    fails, and the guest is resumed on its source."""
     import os
     import signal
 
+    from llmvirt.actions import MigrationSettings
     from llmvirt.store import database, journal
 
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
     Cli()("scan")
     src, dst, action = _migration(lab_dir, "vm-6")
+    lab.load(lab_dir, "vm-6", 100, 8)  # a busy guest keeps dirtying pages
     before = {a["id"] for a in journal.all_actions(database.open_engine(url))}
-    t, box = _apply_in_background(url, [action])
+    slow = MigrationSettings(bandwidth_mib_s=2, timeout_base_s=12, timeout_per_gib_s=0)
+    t, box = _apply_in_background(url, [action], slow)
     _wait_running(url, before)
+    job = _wait_job_active(lab_dir, src, "vm-6")
+    assert job["data_remaining"] > 0, job  # the kill lands mid-transfer
     os.kill(daemons.read_pid(_lab_host(lab_dir, dst).pidfile("libvirtd")), signal.SIGKILL)
+    killed_at = time.monotonic()
     t.join(120)
     assert "result" in box, box
     _plan_id, counts = box["result"]
     assert counts["failed"] == 1
+    failed = [a for a in journal.all_actions(database.open_engine(url)) if a["id"] not in before]
+    print(f"destination killed mid-transfer ({job['data_processed'] >> 20} MiB sent, "
+          f"{job['data_remaining'] >> 20} MiB left); failed after {time.monotonic() - killed_at:.1f} s: "
+          f"{failed[0]['reason']}")
     daemons.restart_host(_lab_host(lab_dir, dst))
     time.sleep(2)
     assert _running_on(lab_dir, "vm-6") == [src]
