@@ -45,3 +45,16 @@ def reward(score: Score, goal: str = "balance") -> float:
         raise ValueError(f"unknown goal {goal!r}: use {', '.join(WEIGHTS)}")
     w = WEIGHTS[goal]
     return sum(w[k] * float(getattr(score, k)) for k in w)
+
+
+#: The honest consolidation cost (issue 14), in kWh-equivalents; lower is better. Fixed in the repo
+#: before any baseline was tuned, the same for every policy: a kWh costs 1; a core-hour of CPU demand
+#: a VM asked for and did not get (overload shortfall or migration degradation) costs 10, about what
+#: an hour of a 1-core SLA breach is worth against electricity at cloud prices; a GiB moved by live
+#: migration costs 0.001 (network and copy energy). See docs/metrics.md.
+COST_WEIGHTS: dict[str, float] = {"energy_kwh": 1.0, "unmet_core_h": 10.0, "gib_migrated": 0.001}
+
+
+def consolidation_cost(summary: dict[str, float]) -> float:
+    """The honest cost of one cloudsim run (a ``Metrics.summary()``); lower is better."""
+    return sum(w * float(summary[k]) for k, w in COST_WEIGHTS.items())

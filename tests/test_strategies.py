@@ -190,3 +190,37 @@ def test_one_mom_real_hosts_take_the_simulators_mom_cycle() -> None:
     expected = {n: safe_target(vms[n], float(sim[i]), False) for n, i in vm_index.items()}
     planned = {vm.name: target for vm, _h, target, _why in plan_balloons(cluster)}
     assert planned and planned == {n: t for n, t in expected.items() if t is not None}
+
+
+def test_tuning_picks_the_lowest_cost_of_a_grid_on_training_days(monkeypatch, tmp_path) -> None:
+    """``llmvirt tune`` keeps every grid point and names the one with the lowest honest cost as the family's best."""
+    from conftest import SHARED
+
+    from llmvirt.bench import tune
+    from llmvirt.scoring import consolidation_cost
+
+    monkeypatch.setitem(tune.GRIDS, "thr-mmt", ["thr-mmt-0.8", "thr-mmt-1.0"])
+    day = SHARED / "traces" / "planetlab" / "20110303"
+    doc = tune.tune_cloudsim([day], ["thr-mmt"], workers=1)
+    fam = doc["families"]["thr-mmt"]
+    assert [g["name"] for g in fam["grid"]] == ["thr-mmt-0.8", "thr-mmt-1.0"]
+    assert fam["best"] == min(fam["grid"], key=lambda g: g["cost"])["name"]
+    direct = tune.run_one(str(day), fam["best"])
+    assert fam["cost"] == pytest.approx(consolidation_cost(direct), abs=1e-5)
+    assert doc["train_days"] == ["20110303"] and doc["cost_weights"]
+
+
+def test_tuned_and_gated_names_resolve_in_both_places(tmp_path) -> None:
+    from llmvirt.errors import UsageError
+    from llmvirt.strategies import tuned
+
+    path = tmp_path / "tuned.json"
+    path.write_text(json.dumps({"families": {"thr-mmt": {"best": "thr-mmt-0.9"}}}))
+    assert tuned.tuned_name("thr-mmt", path) == "thr-mmt-0.9"
+    with pytest.raises(ValueError, match="no tuned 'lr-mmt'"):
+        tuned.tuned_name("lr-mmt", path)
+    gated = strategies.make_policy("gated:0.95:4:0.3")
+    assert (gated.detector.threshold, gated.every, gated.below) == (0.95, 4, 0.3)
+    assert isinstance(strategies.resolve("baseline:gated:0.95:4:0.3", "consolidate"), strategies.CloudsimStrategy)
+    with pytest.raises(UsageError, match="gated:THRESHOLD"):
+        strategies.resolve("baseline:gated:x", "consolidate")

@@ -151,3 +151,46 @@ def _cloudsim(trace: list[Path], names: list[str], seed: int, as_json: bool, plo
     out.print("unmet % and overload h are the honest metrics; SLATAH, PDM, SLAV and ESV are CloudSim's, which "
               "count a migration's destination as in violation (docs/metrics.md)", markup=False)
     out.print(t)
+
+
+def tune(
+    trace: Annotated[list[Path], typer.Option("--trace", help="PlanetLab day directory of the training split "
+                                              "(repeatable). Never a day you report held-back results on.")],
+    family: Annotated[list[str] | None, typer.Option("--family", help="Baseline family (repeatable; default: all): "
+                                                     "thr-mmt, iqr-mmt, mad-mmt, lr-mmt, gated-thr-mmt.")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Where to write the tuned parameters "
+                                                  "(default: policies/tuned.json).")] = None,
+    workers: Annotated[int, typer.Option(help="Simulations at once.")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Tune the cloudsim baselines by grid search on training days, by the honest cost; `tuned:FAMILY` runs them."""
+    from rich.progress import Progress
+
+    from llmvirt.bench import tune as tuner
+
+    missing = [p for p in trace if not p.is_dir()]
+    if missing:
+        raise UsageError(f"{missing[0]}: not a PlanetLab day directory")
+    if workers < 1:
+        raise UsageError("--workers must be at least 1")
+    with Progress(disable=as_json or not out.is_terminal) as bar:
+        task = bar.add_task("tuning", total=None)
+        try:
+            doc = tuner.tune_cloudsim(list(trace), list(family or []) or None, workers,
+                                      lambda i, n: bar.update(task, completed=i, total=n))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    target = out_path or tuner.TUNED_FILE
+    target.write_text(json.dumps(doc, indent=1) + "\n")
+    if as_json:
+        out.print_json(json.dumps(doc))
+        return
+    t = Table(title=f"tuned on {', '.join(doc['train_days'])} (cost in kWh-equivalents, lower is better)")
+    for col in ("family", "best", "cost", "energy kWh", "unmet core-h", "GiB moved"):
+        t.add_column(col)
+    for fam, f in doc["families"].items():
+        best = next(g for g in f["grid"] if g["name"] == f["best"])
+        t.add_row(fam, f["best"], f"{best['cost']:.2f}", f"{best['energy_kwh']:.2f}", f"{best['unmet_core_h']:.2f}",
+                  f"{best['gib_migrated']:.0f}")
+    out.print(t)
+    out.print(f"written to {target}", markup=False)

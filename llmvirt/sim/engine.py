@@ -21,6 +21,7 @@ from llmvirt.sim.datacenter import DAY_S, START_OFFSET_S, DataCenter
 from llmvirt.sim.power import energy_ws
 
 HISTORY_LENGTH = 30  # PowerVm.HISTORY_LENGTH
+CORE_MIPS = 1000.0  #: one core-hour of unmet demand = 1,000 MIPS for an hour (the honest metrics' unit)
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Metrics:
     vm_unmet: float = 0.0  #: MIPS x s requested by VMs and not given them on the host they run on (honest metric)
     host_overload_s: float = 0.0  #: host time with its own VMs' demand above capacity (incoming VMs not counted)
     migration_vm_s: float = 0.0  #: VM-seconds spent migrating
+    gib_migrated: float = 0.0  #: memory moved by migrations (the VMs' RAM), GiB
     steps: int = 0  #: decision steps
     per_step_energy_ws: list[float] = field(default_factory=list)  #: energy per decision interval
     per_step_migrations: list[int] = field(default_factory=list)  #: migrations per decision step
@@ -79,7 +81,8 @@ class Metrics:
         return {"energy_kwh": self.energy_kwh, "migrations": self.migrations, "slatah_pct": 100 * self.slatah,
                 "pdm_pct": 100 * self.pdm, "slav_pct": 100 * self.slav, "esv": self.esv,
                 "unmet_demand_pct": self.unmet_demand_pct, "overload_host_h": self.host_overload_s / 3600,
-                "migration_vm_s": self.migration_vm_s}
+                "migration_vm_s": self.migration_vm_s, "unmet_core_h": self.vm_unmet / 3600 / CORE_MIPS,
+                "gib_migrated": self.gib_migrated}
 
 
 @dataclass
@@ -279,6 +282,7 @@ class Simulation:
             self._flying[vm] = self._flying.get(vm, 0) + 1
             seconds = dc.vm_ram[vm] / (dc.bw[dst] / (2 * 8000))
             self.metrics.migration_vm_s += float(seconds)
+            self.metrics.gib_migrated += float(dc.vm_ram[vm]) / 1024
             self.in_flight.append(Migration(vm, int(self.vm_host[vm]), dst, t + seconds))
         if plan:
             self.update(t, remove_idle=False)  # the hosts re-run their schedulers at once

@@ -12,6 +12,8 @@ name                                   strategy
 ``baseline:proxlb[:B][:cpu]``          ProxLB rebalancing
 ``baseline:none``, ``baseline:dvfs``   never migrate
 ``baseline:DET-SEL-P``                 CloudSim PABFD, e.g. ``thr-mmt-0.8``, ``lr-mmt-1.2`` (cloudsim scenario)
+``baseline:gated:T:E:B``               THR-MMT with a consolidation gate (the learned head's structure)
+``baseline:tuned:FAMILY``              a family's best parameters from ``policies/tuned.json`` (``llmvirt tune``)
 ``baseline:best-fit|least-loaded|``    llmvirt's own rule scorers in its rebalance loop
 ``first-fit``
 ``llmvirt[:POLICY]``, a policy path,   the learned policy: the placement scorer for goal balance;
@@ -34,6 +36,7 @@ from llmvirt.policy import decide
 from llmvirt.policy.proposals import plan_from_proposals
 from llmvirt.sim import cloudsim_policies, cluster_arrays, field_policies, pinning
 from llmvirt.sim.cloudsim_policies import Dvfs, PabfdPolicy, StaticDecreasing
+from llmvirt.strategies.tuned import tuned_name
 
 SCORER_RULES = ("best-fit", "least-loaded", "first-fit")
 GOALS = ("balance", "consolidate")
@@ -46,15 +49,36 @@ def _learned_spec(name: str) -> tuple[bool, str | None]:
     return False, None
 
 
+def _gated(name: str) -> Any:
+    """``gated:THRESHOLD:EVERY:BELOW``: THR-MMT with a consolidation gate, the learned head's structure as a
+    baseline with hand-set (or grid-tuned) numbers."""
+    from llmvirt.policy.consolidate_head import GatedConsolidation
+    from llmvirt.sim.overload import Thr
+
+    try:
+        thr, every, below = (float(x) for x in name.split(":")[1:])
+    except ValueError:
+        raise ValueError(f"{name!r}: use gated:THRESHOLD:EVERY:BELOW, e.g. gated:0.9:2:0.5") from None
+    return GatedConsolidation(Thr(thr), "mmt", name=name, every=max(1, int(every)), below=below)
+
+
 # ---- the simulator's scenarios: one maker per scenario, the same names as rebalance ----------------
 def make_policy(name: str, seed: int = 0) -> Any:
-    """A cloudsim-scenario policy: a CloudSim baseline (``baseline:`` optional) or ``llmvirt[:POLICY]``."""
+    """A cloudsim-scenario policy: a CloudSim baseline (``baseline:`` optional), ``gated:T:E:B``,
+    ``tuned:FAMILY`` (policies/tuned.json) or ``llmvirt[:POLICY]``."""
     learned, spec = _learned_spec(name)
     if learned:
         from llmvirt.policy import consolidate_head
 
         return consolidate_head.load(decide.policy_dir(spec), name)[0]
-    return cloudsim_policies.make_policy(name.removeprefix("baseline:"), seed=seed)
+    base = name.removeprefix("baseline:")
+    if base.startswith("tuned:"):
+        policy = make_policy(tuned_name(base.split(":", 1)[1]), seed)
+        policy.name = name
+        return policy
+    if base.startswith("gated:"):
+        return _gated(base)
+    return cloudsim_policies.make_policy(base, seed=seed)
 
 
 def make_balancer(name: str) -> Any:
@@ -173,9 +197,10 @@ def resolve(name: str | None, goal: str = "balance") -> Strategy:
     except ValueError:
         pass
     try:
-        return CloudsimStrategy(cloudsim_policies.make_policy(base), label)
-    except ValueError:
-        pass
+        return CloudsimStrategy(make_policy(base), label)
+    except ValueError as exc:
+        if base.startswith(("tuned:", "gated:")):
+            raise UsageError(str(exc)) from None
     if name.startswith("baseline:"):
         raise UsageError(f"unknown baseline {name!r}: use baseline:best-fit|least-loaded|first-fit, "
                          "watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu], none, dvfs or DETECTOR-SELECTION-PARAM "
