@@ -202,6 +202,24 @@ def schedule(actions: list[journal.JournalAction], max_parallel: int,
                 finished(a, outcome)
 
 
+def reconcile_if_idle(engine: Engine, db_url: str | None) -> list[str]:
+    """Reconcile what an interrupted run left open, unless a run holds the apply lock now (it owns them).
+
+    Called by every command that talks to hosts (``scan``, and ``rebalance --apply`` with nothing to
+    apply), so the journal is set right by the next run of any of them, never only by the next plan."""
+    if not journal.open_actions(engine):
+        return []
+    try:
+        with apply_lock(db_url):
+            hosts = Hosts(engine)
+            try:
+                return reconcile(engine, hosts)
+            finally:
+                hosts.close()
+    except ApplyLocked:
+        return []
+
+
 def apply(engine: Engine, db_url: str | None, goal: str, policy: str, body: dict[str, Any],
           actions: list[dict[str, Any]], limits: Limits, groups: dict[str, str], settings: MigrationSettings,
           host_pins: dict[str, tuple[str, ...]] | None = None, say: Callable[[str], None] = print,

@@ -253,12 +253,12 @@ def test_learned_consolidation_meets_the_goals_on_a_held_back_day() -> None:
 
     assert "20110325" not in TRAIN_DAYS
     results, _ = run_cloudsim([PLANETLAB / "20110325"], ["thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2",
-                                                        "llmvirt"])
+                                                        "llmvirt-head"])
     s = {r.policy: r.summary for r in results}
     best_esv = min(s[p]["esv"] for p in ("thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2"))
-    assert s["llmvirt"]["esv"] <= 0.5 * best_esv
-    assert s["llmvirt"]["migrations"] <= 0.5 * s["thr-mmt-0.8"]["migrations"]
-    assert s["llmvirt"]["energy_kwh"] <= s["lr-mmt-1.2"]["energy_kwh"]
+    assert s["llmvirt-head"]["esv"] <= 0.5 * best_esv
+    assert s["llmvirt-head"]["migrations"] <= 0.5 * s["thr-mmt-0.8"]["migrations"]
+    assert s["llmvirt-head"]["energy_kwh"] <= s["lr-mmt-1.2"]["energy_kwh"]
 
 
 def test_consolidation_search_writes_a_verified_head(tmp_path: Path) -> None:
@@ -283,11 +283,34 @@ def test_real_consolidation_runs_the_head_the_cloudsim_scenario_measures(cli) ->
     different algorithm fed its thresholds."""
     from llmvirt.strategies import registry
 
-    strategy = registry.resolve(None, "consolidate")
+    strategy = registry.resolve("llmvirt-head", "consolidate")
     assert isinstance(strategy, registry.CloudsimStrategy) and type(strategy.policy).__name__ == "GatedConsolidation"
+    assert strategy.policy.every == int(json.loads((ROOT / "policies" / "default" / "consolidate.json").read_text())
+                                        ["metrics"]["params"]["consolidate_every"])
     cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
     cli("hosts", "add", "spare", fixture_uri("small-host.xml"))
     cli("scan")
-    code, out, err = cli("rebalance", "--goal", "consolidate", "--json")
+    code, out, err = cli("rebalance", "--goal", "consolidate", "--policy", "llmvirt-head", "--json")
     assert code == 0, err
-    assert json.loads(out)["policy"] == "v0:default consolidation head", out
+    assert json.loads(out)["policy"] == "default consolidation head", out
+
+
+def test_default_consolidation_is_the_tuned_baseline_that_beats_the_head_on_training_days(cli) -> None:
+    """A learned strategy is the default only where it beats the tuned baselines: the shipped policy names
+    the tuned gated THR-MMT for goal consolidate, in rebalance and in bench alike."""
+    from llmvirt.strategies import registry, tuned
+
+    doc = json.loads((ROOT / "policies" / "tuned.json").read_text())
+    head = json.loads((ROOT / "policies" / "default" / "consolidate.json").read_text())["metrics"]
+    head_cost = -head["reward_train"] / len(head["train_days"])
+    assert doc["train_days"] == list(head["train_days"])  # the same training days, the same cost
+    assert doc["families"]["gated-thr-mmt"]["cost"] < head_cost  # why the default is the baseline
+    strategy = registry.resolve(None, "consolidate")
+    best = registry.make_policy(tuned.tuned_name("gated-thr-mmt"))
+    assert (strategy.policy.detector.threshold, strategy.policy.every, strategy.policy.below) == (
+        best.detector.threshold, best.every, best.below)
+    assert registry.make_policy("llmvirt").every == strategy.policy.every  # bench's llmvirt is the same
+    cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
+    cli("scan")
+    code, out, err = cli("rebalance", "--goal", "consolidate", "--json")
+    assert code == 0 and json.loads(out)["policy"] == "v0:default consolidate=tuned:gated-thr-mmt", out + err

@@ -49,9 +49,10 @@ APPLY_IN_SUBPROCESS = (  # executor.apply on explicit actions, in its own proces
     "from llmvirt.errors import LlmvirtError\n"
     "from llmvirt.policy.constraints import Limits\nfrom llmvirt.store import database\n"
     "url = sys.argv[1]\n"
+    "settings = MigrationSettings(**json.loads(sys.argv[3])) if len(sys.argv) > 3 else MigrationSettings()\n"
     "try:\n"
     "    executor.apply(database.open_engine(url), url, 'balance', 'test', {}, [json.loads(sys.argv[2])],"
-    " Limits(), {}, MigrationSettings())\n"
+    " Limits(), {}, settings)\n"
     "except LlmvirtError as e:\n"
     "    print(f'error: {e}', file=sys.stderr)\n"
     "    sys.exit(e.exit_code)\n")
@@ -314,7 +315,8 @@ def test_balloon_head_shrinks_within_limits_and_deflates_under_load(lab_env, mon
 
 
 def test_sigkill_mid_plan_then_rerun_reconciles(lab_env, monkeypatch, tmp_path) -> None:
-    """Kill llmvirt while its migration runs; the next run finds where the VM is and records it."""
+    """Kill llmvirt while its migration is mid-transfer (libvirt reports the job active, issue 17); the next
+    run of any command (here a plain `scan`, not another plan) finds where the VM is and records it."""
     import os
     import signal
     import subprocess
@@ -329,7 +331,8 @@ def test_sigkill_mid_plan_then_rerun_reconciles(lab_env, monkeypatch, tmp_path) 
     engine = database.open_engine(url)
     before = {a["id"] for a in journal.all_actions(engine)}
     src, dst, action = _migration(lab_dir, "vm-1")
-    proc = subprocess.Popen([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(action)],
+    slow = {"bandwidth_mib_s": 2, "timeout_base_s": 60, "timeout_per_gib_s": 0}
+    proc = subprocess.Popen([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(action), json.dumps(slow)],
                             env=dict(os.environ, LLMVIRT_DB=url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     running = None
@@ -338,16 +341,23 @@ def test_sigkill_mid_plan_then_rerun_reconciles(lab_env, monkeypatch, tmp_path) 
                        None)
         time.sleep(0.05)
     assert running is not None, proc.communicate(timeout=60)[0]
+    job = _wait_job_active(lab_dir, src, running["vm"])
+    assert job["data_remaining"] > 0, job
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    time.sleep(3)
+    deadline = time.monotonic() + 60  # the source daemon cancels a migration whose client died
+    while time.monotonic() < deadline and len(_running_on(lab_dir, running["vm"])) != 1:
+        time.sleep(0.5)
     where = _running_on(lab_dir, running["vm"])
     assert len(where) == 1  # never lost, never duplicated
-    code, out, err = cli("rebalance", "--apply", "--only", "balloon")
-    assert code in (0, 3), out + err
+    code, out, err = cli("scan")
+    assert code == 0, out + err
     after = next(a for a in journal.all_actions(engine) if a["id"] == running["id"])
-    assert after["status"] in ("done", "failed") and after["reason"].startswith("reconciled")
+    assert after["status"] in ("done", "failed") and after["reason"].startswith("reconciled"), after
     assert (after["status"] == "done") == (where == [running["dst"]])
+    assert "reconciled" in err  # the scan says what it set right
+    assert cli("scan")[0] == 0 and next(a for a in journal.all_actions(engine)
+                                        if a["id"] == running["id"])["reason"] == after["reason"]  # never twice
 
 
 def _lab_host(lab_dir: Path, name: str) -> daemons.LabHost:

@@ -7,4 +7,5 @@ The default policy lists live here, free of heavy imports, so ``llmvirt --help``
 DEFAULT_BALANCE_POLICIES = ("none", "watcher-wb", "watcher-wb:70", "watcher-vwc", "proxlb", "proxlb:10:cpu")
 DEFAULT_MEMORY_POLICIES = ("no-balloon", "mom", "proxmox", "llmvirt")
 DEFAULT_PINNING_POLICIES = ("none", "nova", "llmvirt")
-DEFAULT_CLOUDSIM_POLICIES = ("dvfs", "thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2", "llmvirt")
+DEFAULT_CLOUDSIM_POLICIES = ("dvfs", "thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2", "llmvirt-head",
+                             "llmvirt")

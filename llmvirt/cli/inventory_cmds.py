@@ -54,6 +54,10 @@ def scan(
     targets = _selected(ctx, host)
     if not targets:
         raise UsageError("no hosts registered: add one with `llmvirt hosts add NAME URI`")
+    from llmvirt import executor  # a run killed mid-plan is set right by the next scan, not only the next plan
+
+    for note in executor.reconcile_if_idle(engine, state(ctx).db_url):
+        err.print(note, markup=False, soft_wrap=True)
     result = inventory.scan_hosts([(h.name, h.uri, h.maintenance) for h in targets], nvml=nvml.default_source(),
                         workers=workers, timeout=timeout)
     scan_id = snapshots.record_scan(engine, result)

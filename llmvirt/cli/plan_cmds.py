@@ -286,6 +286,8 @@ def _execute(ctx: typer.Context, plan: decide.Plan, actions: list[dict], held: d
     for vm, why in held.items():
         out.print(f"not acting on {vm}: {why}", markup=False)
     if not actions:
+        for note in executor.reconcile_if_idle(st.engine(), st.db_url):
+            out.print(note, markup=False)
         out.print("nothing to apply")
         return
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

@@ -12,7 +12,9 @@ back for the benchmark.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from torch import nn
 from llmvirt.policy import checkpoint
 from llmvirt.policy.checkpoint import HeadSpec
 from llmvirt.policy.consolidate_head import BOUNDS, PARAMS, SPEC_NAME, SPEC_VERSION, clip, policy
-from llmvirt.scoring import Score, reward
+from llmvirt.scoring import Score, consolidation_cost, reward
 from llmvirt.sim.cloudsim_policies import run_policy
 from llmvirt.sim.datacenter import cloudsim_datacenter
 from llmvirt.sim.engine import Simulation
@@ -56,13 +58,31 @@ class ConsolidateTrainConfig:
     population: int = 12  #: candidates per generation
     elite: int = 3  #: best candidates that re-fit the distribution
     days: tuple[str, ...] = field(default=TRAIN_DAYS)  #: training days (directory names)
+    objective: str = "cost"  #: "cost": the honest cost the tuned baselines use; "slav": the old CloudSim reward
+    workers: int = 2  #: simulations at once (candidates x days run in worker processes)
 
 
-def day_reward(values: np.ndarray, dc_factory) -> tuple[float, dict[str, float]]:  # noqa: ANN001
-    """Reward of one parameter vector on one day, and CloudSim's figures."""
+def day_reward(values: np.ndarray, dc_factory, objective: str = "cost") -> tuple[float, dict[str, float]]:  # noqa: ANN001
+    """Reward of one parameter vector on one day (higher is better), and the run's figures.
+
+    ``cost``: minus :func:`llmvirt.scoring.consolidation_cost`, the cost the baselines are tuned by
+    (so the head and the tuned baselines optimise the same thing). ``slav``: the first sessions'
+    reward on CloudSim's SLAV, which rewards migrating less through CloudSim's artefact."""
     r = run_policy(Simulation(dc_factory()), policy(values))
+    if objective == "cost":
+        return -consolidation_cost(r), r
     score = Score(migrations=r["migrations"], energy_kwh=r["energy_kwh"], slav_pct=r["slav_pct"])
     return reward(score, "consolidate"), r
+
+
+@cache
+def _day_dc(day: str):  # noqa: ANN202 - one data centre per worker process and day
+    return cloudsim_datacenter(load_planetlab(Path(day)))
+
+
+def _candidate_day(args: tuple[tuple[float, ...], str, str]) -> float:
+    values, day, objective = args
+    return day_reward(np.array(values), lambda: _day_dc(day), objective)[0]
 
 
 def train(planetlab: Path, out: Path, cfg: ConsolidateTrainConfig) -> dict:
@@ -76,7 +96,10 @@ def train(planetlab: Path, out: Path, cfg: ConsolidateTrainConfig) -> dict:
     curve, best = [], (-np.inf, mean)
     for g in range(cfg.generations):
         cands = [clip(rng.normal(mean, std)) for _ in range(cfg.population)]
-        scores = [sum(day_reward(c, f)[0] for f in factories) for c in cands]
+        jobs = [(tuple(float(x) for x in c), str(planetlab / d), cfg.objective) for c in cands for d in cfg.days]
+        with ProcessPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+            per = list(pool.map(_candidate_day, jobs))
+        scores = [sum(per[i * len(cfg.days):(i + 1) * len(cfg.days)]) for i in range(len(cands))]
         order = np.argsort(scores)[::-1]
         elite = np.array([cands[i] for i in order[:cfg.elite]])
         mean, std = elite.mean(axis=0), np.maximum(elite.std(axis=0), (hi - lo) * 0.02)
@@ -87,7 +110,7 @@ def train(planetlab: Path, out: Path, cfg: ConsolidateTrainConfig) -> dict:
     model = ConsolidateParams()
     with torch.no_grad():
         model.values.copy_(torch.tensor(values, dtype=torch.float32))
-    per_day = {d: day_reward(values, f)[1] for d, f in zip(cfg.days, factories, strict=True)}
+    per_day = {d: day_reward(values, f, cfg.objective)[1] for d, f in zip(cfg.days, factories, strict=True)}
     metrics = {"reward_train": best[0], "params": dict(zip(PARAMS, values.tolist(), strict=True)),
                "train_days": per_day, "train_seconds": round(time.perf_counter() - t0, 1)}
     checkpoint.save_head(model, out, SPEC, model.config(), {

@@ -16,8 +16,10 @@ name                                   strategy
 ``baseline:tuned:FAMILY``              a family's best parameters from ``policies/tuned.json`` (``llmvirt tune``)
 ``baseline:best-fit|least-loaded|``    llmvirt's own rule scorers in its rebalance loop
 ``first-fit``
-``llmvirt[:POLICY]``, a policy path,   the learned policy: the placement scorer for goal balance;
-a name under policies/, or nothing     the consolidation head (gated PABFD) for goal consolidate
+``llmvirt[:POLICY]``, a policy path,   the policy's default per goal: the placement scorer for goal
+a name under policies/, or nothing     balance; for consolidate its ``strategies.json`` choice (a
+                                       tuned baseline where the head does not beat it), else the head
+``llmvirt-head[:POLICY]``              the learned consolidation head itself (gated PABFD)
 =====================================  ===========================================================
 
 The ``baseline:`` prefix is optional for the simulator's names (``watcher-wb`` = ``baseline:watcher-wb``).
@@ -27,6 +29,7 @@ simulator never imports strategies.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,6 +52,32 @@ def _learned_spec(name: str) -> tuple[bool, str | None]:
     return False, None
 
 
+def _head_spec(name: str) -> tuple[bool, str | None]:
+    """(is it ``llmvirt-head[:POLICY]``, the consolidation head itself, its checkpoint spec)."""
+    if name == "llmvirt-head" or name.startswith("llmvirt-head:"):
+        return True, name.split(":", 1)[1] if ":" in name else None
+    return False, None
+
+
+GOAL_DEFAULTS = "strategies.json"  #: in a policy directory: {goal: {"strategy": NAME, "why": ...}}
+
+
+def goal_default(spec: str | None, goal: str) -> tuple[str, str] | None:
+    """The strategy a policy directory names for ``goal`` instead of its learned head, and why.
+
+    A learned strategy is the default only where it beats the tuned baselines (on the training
+    split); where it does not, the policy says which tuned baseline runs instead, and the model card
+    says why. ``llmvirt-head`` still runs the head itself."""
+    path = decide.policy_dir(spec) / GOAL_DEFAULTS
+    if not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text()).get(goal)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: unreadable: {exc}") from None
+    return (str(entry["strategy"]), str(entry.get("why", ""))) if entry else None
+
+
 def _gated(name: str) -> Any:
     """``gated:THRESHOLD:EVERY:BELOW``: THR-MMT with a consolidation gate, the learned head's structure as a
     baseline with hand-set (or grid-tuned) numbers."""
@@ -66,11 +95,16 @@ def _gated(name: str) -> Any:
 def make_policy(name: str, seed: int = 0) -> Any:
     """A cloudsim-scenario policy: a CloudSim baseline (``baseline:`` optional), ``gated:T:E:B``,
     ``tuned:FAMILY`` (policies/tuned.json) or ``llmvirt[:POLICY]``."""
+    head, head_spec = _head_spec(name)
     learned, spec = _learned_spec(name)
-    if learned:
+    if learned and (chosen := goal_default(spec, "consolidate")) is not None:
+        policy = make_policy(chosen[0], seed)
+        policy.name = name
+        return policy
+    if head or learned:
         from llmvirt.policy import consolidate_head
 
-        return consolidate_head.load(decide.policy_dir(spec), name)[0]
+        return consolidate_head.load(decide.policy_dir(head_spec if head else spec), name)[0]
     base = name.removeprefix("baseline:")
     if base.startswith("tuned:"):
         policy = make_policy(tuned_name(base.split(":", 1)[1]), seed)
@@ -168,11 +202,14 @@ class CloudsimStrategy:
         return plan_from_proposals(cluster, goal, self.name, ident.named(pairs), ctx)
 
 
-def _learned(spec: str | None, goal: str) -> Strategy:
+def _learned(spec: str | None, goal: str, head_only: bool = False) -> Strategy:
     scorer = decide.load_scorer(spec)
     if goal == "consolidate":
         from llmvirt.policy import consolidate_head
 
+        chosen = None if head_only else goal_default(spec, goal)
+        if chosen is not None:
+            return CloudsimStrategy(make_policy(chosen[0]), f"{scorer.name} {goal}={chosen[0]}")
         path = decide.policy_dir(spec)
         if (path / f"{consolidate_head.SPEC_NAME}.json").is_file():
             policy, _ = consolidate_head.load(path, name=f"{scorer.name} consolidation head")
@@ -188,6 +225,9 @@ def resolve(name: str | None, goal: str = "balance") -> Strategy:
         return _learned(None, goal)
     if name.startswith("llmvirt:"):
         return _learned(name.split(":", 1)[1], goal)
+    head, head_spec = _head_spec(name)
+    if head:
+        return _learned(head_spec, goal, head_only=True)
     base = name.removeprefix("baseline:")
     if base in SCORER_RULES:
         return ScorerStrategy(decide.BaselineScorer(base), f"baseline:{base}")
