@@ -62,7 +62,7 @@ def main() -> None:
     for seed in range(5):
         c = synthetic(800, 1500, seed=seed)
         t0 = time.perf_counter()
-        plan = decide.rebalance(c, scorer, limits, {}, "balance", max_migrations=20)
+        plan = decide.rebalance(c, scorer, "balance", decide.Context(limits, max_migrations=20))
         plans.append((time.perf_counter() - t0, len(plan.moves)))
     print(f"# policy latency, default policy, {platform.machine()} {os.cpu_count()} CPUs, {date.today()}\n")
     print("| measure | value | goal |\n|---|---|---|")

@@ -54,7 +54,8 @@ def test_no_infeasible_action_is_ever_chosen(scorer) -> None:
         for r in result.ranked:  # every ranked host passes every constraint
             assert check_host(cluster.host(r["host"]), req, limits, groups) is None
         assert set(result.excluded) | {r["host"] for r in result.ranked} == {h.name for h in cluster.hosts}
-        plan = decide.rebalance(cluster, sc, limits, groups, str(rng.choice(["balance", "consolidate"])), 5)
+        plan = decide.rebalance(cluster, sc, str(rng.choice(["balance", "consolidate"])),
+                                decide.Context(limits, groups, max_migrations=5))
         moved = {m.vm for m in plan.moves}
         for m in plan.moves:
             dst = cluster.host(m.dst)

@@ -217,27 +217,6 @@ def move(cluster: Cluster, vm: Vm, src: Host, dst: Host, reason: str,
                 round(pw, 1), decision)
 
 
-def _best_destination(index: ClusterIndex, vm: Vm, src: Host, scorer: Scorer, limits: Limits,
-                      groups: dict[str, str], host_pins: dict[str, tuple[str, ...]],
-                      decisions: dict[str, dict[str, Any]] | None = None) -> Host | None:
-    """The scorer's choice among the hosts the constraints allow (never the source)."""
-    if vm.has_pci_passthrough:
-        return None
-    req = request_of(vm, groups.get(vm.name), host_pins.get(vm.name, ()))
-    reason = index.mask(req, limits)
-    reason[index.row[src.name]] = "already_there"
-    ok = np.flatnonzero(reason == "")
-    if ok.size == 0:
-        return None
-    feats = index.features(req, expected_util(vm.cpu_util), limits, ok)
-    cands = [index.hosts[i] for i in ok]
-    choice = int(np.argmax(scorer.scores(feats, cands)))
-    if decisions is not None:
-        decisions[vm.name] = {"candidates": [h.name for h in cands], "chosen": choice,
-                              "features": np.round(feats, 5).tolist()}
-    return cands[choice]
-
-
 @dataclass(frozen=True)
 class Thresholds:
     """When rebalance acts (config ``[rebalance]``)."""
@@ -259,96 +238,130 @@ class Context:
     history: dict[str, list[float]] = field(default_factory=dict)  #: VM uuid -> past CPU use, oldest first
 
 
-def rebalance(cluster: Cluster, scorer: Scorer, limits: Limits, groups: dict[str, str], goal: str = "balance",
-              max_migrations: int = 10, thresholds: Thresholds | None = None,
-              host_pins: dict[str, tuple[str, ...]] | None = None) -> Plan:
+def rebalance(cluster: Cluster, scorer: Scorer, goal: str = "balance", ctx: Context | None = None) -> Plan:
     """A dry-run plan: drain maintenance hosts, relieve hot hosts (balance) or empty cold ones (consolidate).
 
-    ``host_pins`` maps a VM to the only hosts it may run on (config ``[host_pinning]``).
+    ``ctx`` carries the limits, anti-affinity groups, host pinning (config ``[host_pinning]``: the only
+    hosts a VM may run on), thresholds and the migration cap. ``cluster`` is left as the plan leaves it.
     """
-    th = thresholds or Thresholds()
-    pins = host_pins or {}
     if goal not in ("balance", "consolidate"):
         raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
-    plan = Plan(goal=goal, policy=scorer.name, before=_summary(cluster, th.hot))
-    index = ClusterIndex.build(cluster, groups)
-
-    def move_(vm: Vm, src: Host, dst: Host, reason: str) -> None:
-        plan.moves.append(move(cluster, vm, src, dst, reason, plan.decisions.get(vm.name)))
-        index.refresh(index.row[src.name])
-        index.refresh(index.row[dst.name])
-
-    for src in [h for h in cluster.hosts if h.maintenance]:  # drain first
-        for vm in [v for v in src.vms if v.running]:
-            if len(plan.moves) >= max_migrations:
-                break
-            if vm.has_pci_passthrough:
-                plan.unmovable[vm.name] = "PCI passthrough device: cannot live-migrate"
-                continue
-            dst = _best_destination(index, vm, src, scorer, limits, groups, pins, plan.decisions)
-            if dst is None:
-                plan.unmovable[vm.name] = "no host satisfies its constraints"
-                continue
-            move_(vm, src, dst, f"drain {src.name} (maintenance)")
+    ctx = ctx or Context()
+    run = _Planner(cluster, scorer, ctx, ClusterIndex.build(cluster, ctx.groups),
+                   Plan(goal=goal, policy=scorer.name, before=_summary(cluster, ctx.thresholds.hot)))
+    run.drain()
     if goal == "balance":
-        _relieve_hot(index, scorer, limits, groups, plan, move_, max_migrations, th, pins)
+        run.relieve_hot()
     else:
-        _empty_cold(index, scorer, limits, groups, plan, move_, max_migrations, th, pins)
-    plan.after = _summary(cluster, th.hot)
-    return plan
+        run.empty_cold()
+    run.plan.after = _summary(cluster, ctx.thresholds.hot)
+    return run.plan
 
 
-def _relieve_hot(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: dict[str, str], plan: Plan,
-                 move: Any, max_migrations: int, th: Thresholds, pins: dict[str, tuple[str, ...]]) -> None:
-    tried = np.zeros(len(index.hosts), dtype=bool)
-    while len(plan.moves) < max_migrations:
-        load = index.load()
-        cand = ~index.maintenance & (load > th.hot) & ~tried
-        if not cand.any():
-            return
-        src_i = int(np.argmax(np.where(cand, load, -np.inf)))
-        src = index.hosts[src_i]
-        best: tuple[float, Vm, Host] | None = None
-        for vm in [v for v in src.vms if v.running]:
-            if vm.has_pci_passthrough:
-                plan.unmovable.setdefault(vm.name, "PCI passthrough device: cannot live-migrate")
+@dataclass
+class _Planner:
+    """One rebalance: the cluster being edited, its index, the scorer, the context and the plan so far."""
+
+    cluster: Cluster
+    scorer: Scorer
+    ctx: Context
+    index: ClusterIndex
+    plan: Plan
+
+    def _room(self) -> bool:
+        return len(self.plan.moves) < self.ctx.max_migrations
+
+    def _refresh(self, *hosts: Host) -> None:
+        for h in hosts:
+            self.index.refresh(self.index.row[h.name])
+
+    def move(self, vm: Vm, src: Host, dst: Host, reason: str) -> None:
+        """Add the move to the plan and apply it to the cluster and the index."""
+        self.plan.moves.append(move(self.cluster, vm, src, dst, reason, self.plan.decisions.get(vm.name)))
+        self._refresh(src, dst)
+
+    def best_destination(self, vm: Vm, src: Host) -> Host | None:
+        """The scorer's choice among the hosts the constraints allow (never the source)."""
+        if vm.has_pci_passthrough:
+            return None
+        ctx = self.ctx
+        req = request_of(vm, ctx.groups.get(vm.name), ctx.host_pins.get(vm.name, ()))
+        reason = self.index.mask(req, ctx.limits)
+        reason[self.index.row[src.name]] = "already_there"
+        ok = np.flatnonzero(reason == "")
+        if ok.size == 0:
+            return None
+        feats = self.index.features(req, expected_util(vm.cpu_util), ctx.limits, ok)
+        cands = [self.index.hosts[i] for i in ok]
+        choice = int(np.argmax(self.scorer.scores(feats, cands)))
+        self.plan.decisions[vm.name] = {"candidates": [h.name for h in cands], "chosen": choice,
+                                        "features": np.round(feats, 5).tolist()}
+        return cands[choice]
+
+    def drain(self) -> None:
+        """Move every running VM off hosts in maintenance (passthrough VMs are listed as unmovable)."""
+        for src in [h for h in self.cluster.hosts if h.maintenance]:
+            for vm in [v for v in src.vms if v.running]:
+                if not self._room():
+                    break
+                if vm.has_pci_passthrough:
+                    self.plan.unmovable[vm.name] = "PCI passthrough device: cannot live-migrate"
+                    continue
+                dst = self.best_destination(vm, src)
+                if dst is None:
+                    self.plan.unmovable[vm.name] = "no host satisfies its constraints"
+                    continue
+                self.move(vm, src, dst, f"drain {src.name} (maintenance)")
+
+    def relieve_hot(self) -> None:
+        """From the hottest host above ``hot``, the move that lowers the hotter host of the pair most."""
+        th, index = self.ctx.thresholds, self.index
+        tried = np.zeros(len(index.hosts), dtype=bool)
+        while self._room():
+            load = index.load()
+            cand = ~index.maintenance & (load > th.hot) & ~tried
+            if not cand.any():
+                return
+            src_i = int(np.argmax(np.where(cand, load, -np.inf)))
+            src = index.hosts[src_i]
+            best: tuple[float, Vm, Host] | None = None
+            for vm in [v for v in src.vms if v.running]:
+                if vm.has_pci_passthrough:
+                    self.plan.unmovable.setdefault(vm.name, "PCI passthrough device: cannot live-migrate")
+                    continue
+                dst = self.best_destination(vm, src)
+                if dst is None:
+                    continue
+                gain = _load(src) - max(_load(src, skip=vm.name), _load(dst, add=vm))
+                if gain > th.gain_margin and (best is None or gain > best[0]):
+                    best = (gain, vm, dst)
+            if best is None:
+                tried[src_i] = True
                 continue
-            dst = _best_destination(index, vm, src, scorer, limits, groups, pins, plan.decisions)
-            if dst is None:
+            gain, vm, dst = best
+            self.move(vm, src, dst, f"{src.name} expected CPU {100 * _load(src):.0f} % > {100 * th.hot:.0f} %; "
+                                    f"hottest of the pair drops by {100 * gain:.0f} points")
+
+    def empty_cold(self) -> None:
+        """Empty hosts under ``cold`` whose every VM fits elsewhere under ``hot`` (all or none of a host)."""
+        th, cluster = self.ctx.thresholds, self.cluster
+        for src in sorted((h for h in cluster.hosts if not h.maintenance and 0 < _load(h) < th.cold), key=_load):
+            vms = [v for v in src.vms if v.running]
+            if any(v.has_pci_passthrough for v in vms) or len(self.plan.moves) + len(vms) > self.ctx.max_migrations:
                 continue
-            gain = _load(src) - max(_load(src, skip=vm.name), _load(dst, add=vm))
-            if gain > th.gain_margin and (best is None or gain > best[0]):
-                best = (gain, vm, dst)
-        if best is None:
-            tried[src_i] = True
-            continue
-        gain, vm, dst = best
-        move(vm, src, dst, f"{src.name} expected CPU {100 * _load(src):.0f} % > {100 * th.hot:.0f} %; "
-                           f"hottest of the pair drops by {100 * gain:.0f} points")
-
-
-def _empty_cold(index: ClusterIndex, scorer: Scorer, limits: Limits, groups: dict[str, str], plan: Plan,
-                move: Any, max_migrations: int, th: Thresholds, pins: dict[str, tuple[str, ...]]) -> None:
-    cluster = Cluster(index.hosts)
-    for src in sorted((h for h in cluster.hosts if not h.maintenance and 0 < _load(h) < th.cold), key=_load):
-        vms = [v for v in src.vms if v.running]
-        if any(v.has_pci_passthrough for v in vms) or len(plan.moves) + len(vms) > max_migrations:
-            continue
-        staged: list[tuple[Vm, Host]] = []
-        for vm in vms:
-            dst = _best_destination(index, vm, src, scorer, limits, groups, pins, plan.decisions)
-            if dst is None or dst.maintenance or _load(dst, add=vm) > th.hot or not any(v.running for v in dst.vms):
-                break
-            staged.append((vm, dst))
-            _apply(cluster, vm, src, dst)
-            index.refresh(index.row[src.name])
-            index.refresh(index.row[dst.name])
-        for vm, dst in reversed(staged):
-            _apply(cluster, vm, dst, src)
-            index.refresh(index.row[src.name])
-            index.refresh(index.row[dst.name])
-        if len(staged) == len(vms):
-            for vm, dst in staged:
-                move(vm, src, dst, f"empty {src.name} (expected CPU {100 * _load(src):.0f} % < {100 * th.cold:.0f} %)")
-
-
+            staged: list[tuple[Vm, Host]] = []
+            for vm in vms:
+                dst = self.best_destination(vm, src)
+                if dst is None or dst.maintenance or _load(dst, add=vm) > th.hot or not any(
+                        v.running for v in dst.vms):
+                    break
+                staged.append((vm, dst))
+                _apply(cluster, vm, src, dst)
+                self._refresh(src, dst)
+            for vm, dst in reversed(staged):
+                _apply(cluster, vm, dst, src)
+                self._refresh(src, dst)
+            if len(staged) == len(vms):
+                for vm, dst in staged:
+                    self.move(vm, src, dst,
+                              f"empty {src.name} (expected CPU {100 * _load(src):.0f} % < {100 * th.cold:.0f} %)")

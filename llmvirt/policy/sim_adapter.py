@@ -33,7 +33,8 @@ class LlmvirtBalancer:
             self._scorer = decide.load_scorer(self.policy)
         cluster = view.to_cluster()
         vm_index, host_index = view.names(cluster)
-        plan = decide.rebalance(cluster, self._scorer, limits_for(view.setup), {}, "balance", self.max_migrations)
+        plan = decide.rebalance(cluster, self._scorer, "balance",
+                                decide.Context(limits_for(view.setup), max_migrations=self.max_migrations))
         return [(vm_index[m.vm], host_index[m.dst]) for m in plan.moves]
 
 

@@ -27,54 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmvirt.sim.engine import Simulation
+from llmvirt.sim.initial_placement import initial_decreasing, initial_first_fit, initial_pabfd
 from llmvirt.sim.overload import Detector, Thr, make_detector
 from llmvirt.sim.power import power
-
-
-def _initial_pabfd(sim: Simulation):  # noqa: ANN202 - a chooser closure
-    """Initial placement with PABFD at time 0 (every host's stale utilisation is 0)."""
-    dc = sim.dc
-    p0 = power(dc.power_table, np.zeros(dc.n_hosts))
-
-    def choose(vm: int, avail: np.ndarray, ram: np.ndarray, bw: np.ndarray) -> int:
-        r = dc.vm_mips[vm]
-        ok = (dc.pe_mips >= r) & (avail >= r) & (ram >= dc.vm_ram[vm]) & (bw >= dc.vm_bw[vm])
-        if not ok.any():
-            return -1
-        diff = power(dc.power_table, np.minimum(1.0, r / dc.total_mips)) - p0
-        return int(np.argmin(np.where(ok, diff, np.inf)))
-
-    return choose
-
-
-def _initial_decreasing(sim: Simulation, best: bool):  # noqa: ANN202
-    """First-fit or best-fit decreasing at time 0: VMs are offered largest MIPS first."""
-    dc = sim.dc
-    order = np.argsort(-dc.vm_mips, kind="stable")
-
-    def choose(vm: int, avail: np.ndarray, ram: np.ndarray, bw: np.ndarray) -> int:
-        r = dc.vm_mips[vm]
-        ok = (dc.pe_mips >= r) & (avail >= r) & (ram >= dc.vm_ram[vm]) & (bw >= dc.vm_bw[vm])
-        idx = np.flatnonzero(ok)
-        if not idx.size:
-            return -1
-        return int(idx[np.argmin(avail[idx] - r)]) if best else int(idx[0])
-
-    choose.order = [int(v) for v in order]  # type: ignore[attr-defined]
-    return choose
-
-
-def _initial_first_fit(sim: Simulation):  # noqa: ANN202
-    dc = sim.dc
-
-    def choose(vm: int, avail: np.ndarray, ram: np.ndarray, bw: np.ndarray) -> int:
-        r = dc.vm_mips[vm]
-        ok = (dc.pe_mips >= r) & (avail >= r) & (ram >= dc.vm_ram[vm]) & (bw >= dc.vm_bw[vm])
-        idx = np.flatnonzero(ok)
-        return int(idx[0]) if idx.size else -1
-
-    return choose
-
 
 SELECTIONS = ("mmt", "mu", "rs", "mc")  #: min migration time, min utilisation, random, max correlation
 
@@ -119,7 +74,7 @@ class Dvfs:
 
     def initial_chooser(self, sim: Simulation):  # noqa: ANN201
         """First fit, as PowerVmAllocationPolicySimple."""
-        return _initial_first_fit(sim)
+        return initial_first_fit(sim)
 
     def decide(self, sim: Simulation, t: float) -> list[tuple[int, int]]:
         """No migrations."""
@@ -135,7 +90,7 @@ class StaticDecreasing:
 
     def initial_chooser(self, sim: Simulation):  # noqa: ANN201
         """The decreasing-size chooser; its ``order`` tells place_initial which VM goes first."""
-        return _initial_decreasing(sim, self.best)
+        return initial_decreasing(sim, self.best)
 
     def decide(self, sim: Simulation, t: float) -> list[tuple[int, int]]:
         """No migrations."""
@@ -167,7 +122,7 @@ class PabfdPolicy:
 
     def initial_chooser(self, sim: Simulation):  # noqa: ANN201
         """PABFD with every host idle."""
-        return _initial_pabfd(sim)
+        return initial_pabfd(sim)
 
     # ---- helpers ------------------------------------------------------------------------------
     def _snapshot(self, sim: Simulation) -> _Tentative:

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from llmvirt.sim.cloudsim_policies import _initial_pabfd
 from llmvirt.sim.datacenter import DAY_S, START_OFFSET_S, DataCenter
 from llmvirt.sim.engine import Simulation
+from llmvirt.sim.initial_placement import initial_pabfd
 
 
 @dataclass
@@ -47,7 +47,7 @@ class CloudSimEnv:
     def reset(self, seed: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Place every VM (PABFD at time 0) and advance to the first decision time."""
         self.sim = Simulation(self.dc)
-        self.sim.place_initial(_initial_pabfd(self.sim))
+        self.sim.place_initial(initial_pabfd(self.sim))
         self.t = START_OFFSET_S + self.dc.interval_s
         self.sim.update(self.t)
         return self._obs(), {"t": self.t}

@@ -165,8 +165,7 @@ class ScorerStrategy:
 
     def plan(self, cluster: Cluster, goal: str, ctx: decide.Context) -> decide.Plan:
         """decide.rebalance with the context's limits, groups, pins and thresholds."""
-        return decide.rebalance(cluster, self.scorer, ctx.limits, ctx.groups, goal, ctx.max_migrations,
-                                ctx.thresholds, ctx.host_pins)
+        return decide.rebalance(cluster, self.scorer, goal, ctx)
 
 
 @dataclass
