@@ -35,6 +35,9 @@ step "llmvirt place: where would a new 1-vCPU, 256 MiB VM go, and why?"
 llmvirt place --vcpus 1 --memory 256M
 step "llmvirt rebalance: the plan for the hotspot (a dry run; nothing moves)"
 llmvirt rebalance
+step "llmvirt rebalance --policy baseline:watcher-wb / --goal consolidate: the heuristics you know and the consolidation default, dry runs on the same cluster"
+llmvirt rebalance --policy baseline:watcher-wb
+llmvirt rebalance --goal consolidate
 step "llmvirt rebalance --apply --max-migrations 1: a real live migration, journaled"
 llmvirt rebalance --apply --max-migrations 1 || true
 llmvirt scan >/dev/null

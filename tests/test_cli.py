@@ -173,3 +173,37 @@ def test_installed_command(db_url: str) -> None:
     assert missing.returncode == EXIT_USAGE
     status = subprocess.run([exe, "status", "--json"], env=env, capture_output=True, text=True)
     assert json.loads(status.stdout)["hosts"][0]["name"] == "busy"
+
+
+def test_plan_from_a_snapshot_file_equals_the_store_and_answers_what_if(cli, tmp_path) -> None:
+    """``--snapshot FILE`` (issue 14): the status contract read back plans as the store does; an edited copy
+    (a host put in maintenance) gives the what-if plan; bad files get one line and exit 2."""
+    cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
+    cli("hosts", "add", "spare", fixture_uri("small-host.xml"))
+    cli("scan")
+    cli("scan")
+    code, out, err = cli("status", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    snap = tmp_path / "status.json"
+    snap.write_text(json.dumps(doc))
+    for args in (["rebalance", "--policy", "baseline:least-loaded"], ["rebalance", "--goal", "consolidate",
+                                                                      "--policy", "baseline:thr-mmt-0.8"],
+                 ["place", "--vcpus", "2", "--memory", "1G", "--policy", "baseline:best-fit"]):
+        a = json.loads(cli(*args, "--json")[1])
+        b = json.loads(cli(*args, "--snapshot", str(snap), "--json")[1])
+        assert a == b, args
+    for h in doc["hosts"]:
+        h["maintenance"] = h["name"] == "busy"
+    snap.write_text(json.dumps(doc))
+    code, out, err = cli("rebalance", "--policy", "baseline:least-loaded", "--snapshot", str(snap), "--json")
+    plan = json.loads(out)
+    assert code == 0 and plan["moves"] and all(m["src"] == "busy" and m["dst"] == "spare" for m in plan["moves"])
+    assert all("drain busy" in m["reason"] for m in plan["moves"])
+    assert cli("rebalance", "--snapshot", str(snap), "--apply")[0] == 2  # a what-if is never applied
+    for bad, words in (("{", "not JSON"), ('{"hosts": [{"name": "x", "cpus": 4}]}', "memory_mib"),
+                       ('{"format": 9, "hosts": []}', "status format 9"), ("[]", "JSON object")):
+        snap.write_text(bad)
+        code, out, err = cli("rebalance", "--snapshot", str(snap))
+        assert code == 2 and words in err and "Traceback" not in err, (bad, err)
+    assert cli("place", "--vcpus", "1", "--memory", "1G", "--snapshot", str(tmp_path / "none.json"))[0] == 2

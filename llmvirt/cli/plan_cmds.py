@@ -37,7 +37,16 @@ def _policy(ctx: typer.Context, policy: str | None) -> tuple[str | None, str]:
     return path, f"{name}:"
 
 
-def _cluster(ctx: typer.Context):  # noqa: ANN202
+SnapshotOpt = Annotated[Path | None, typer.Option("--snapshot", help="Plan from this file (the `llmvirt status "
+                                                  "--json` document, edited or from elsewhere) instead of the "
+                                                  "store: what-if planning; nothing is applied.")]
+
+
+def _cluster(ctx: typer.Context, snapshot: Path | None = None):  # noqa: ANN202
+    if snapshot is not None:
+        from llmvirt import snapshot_file
+
+        return snapshot_file.load(snapshot)
     cluster = snapshots.latest_cluster(state(ctx).engine())
     if not any(h.cpus for h in cluster.hosts):
         raise UsageError("no scanned hosts: run `llmvirt hosts add` and `llmvirt scan` first")
@@ -55,6 +64,7 @@ def place(
     expected_cpu: Annotated[float, typer.Option(help="Expected CPU use, fraction of its vCPUs.")] = 0.5,
     policy: PolicyOpt = None,
     define: Annotated[Path | None, typer.Option(help="Domain XML to define and start on the chosen host.")] = None,
+    snapshot: SnapshotOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Rank the hosts that can take a new VM, say why the others cannot, optionally create it there."""
@@ -62,14 +72,16 @@ def place(
         raise UsageError("--vcpus must be at least 1, --gpu at least 0, --expected-cpu within 0..1")
     if gpu and vgpu:
         raise UsageError("use --gpu or --vgpu, not both")
+    if snapshot is not None and define is not None:
+        raise UsageError("--define creates the VM on a real host: not with --snapshot")
     from llmvirt.policy import decide
     from llmvirt.policy.constraints import Request
 
     st = state(ctx)
     req = Request(vcpus=vcpus, memory_mib=parse_size_mib(memory), gpus=gpu, vgpu_type=vgpu,
                   anti_affinity=anti_affinity)
-    spec, _ = _policy(ctx, policy)
-    result = decide.place(_cluster(ctx), req, decide.load_scorer(spec), config.load_limits(st.config_path),
+    spec, _ = (policy, "") if snapshot is not None else _policy(ctx, policy)
+    result = decide.place(_cluster(ctx, snapshot), req, decide.load_scorer(spec), config.load_limits(st.config_path),
                           config.load_groups(st.config_path), expected_cpu)
     if as_json:
         out.print_json(json.dumps(result.as_json()))
@@ -125,6 +137,7 @@ def rebalance(
     only: Annotated[str | None, typer.Option(help="Only pin (vCPU pinning) or balloon, decided by the policy's "
                                              "pin/balloon head (--policy baseline:rules: one-to-one NUMA pinning "
                                              "and MOM's balloon rules).")] = None,
+    snapshot: SnapshotOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Plan from the latest scan; print it, or with --apply execute it with guardrails and a journal.
@@ -137,10 +150,12 @@ def rebalance(
         raise UsageError("--only must be pin or balloon")
     if goal not in ("balance", "consolidate"):
         raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
+    if snapshot is not None and (apply or only):
+        raise UsageError("--snapshot plans from a file: not with --apply or --only")
     from llmvirt.policy import decide
 
     st = state(ctx)
-    cluster = _cluster(ctx)
+    cluster = _cluster(ctx, snapshot)
     limits, groups = config.load_limits(st.config_path), config.load_groups(st.config_path)
     pins = config.load_host_pins(st.config_path)
     if only:
@@ -151,9 +166,9 @@ def rebalance(
     else:
         from llmvirt.strategies import registry
 
-        spec, version = _policy(ctx, policy)
+        spec, version = (policy, "") if snapshot is not None else _policy(ctx, policy)
         strategy = registry.resolve(spec, goal)
-        history = snapshots.vm_cpu_history(st.engine(), HISTORY_SCANS) if isinstance(
+        history = snapshots.vm_cpu_history(st.engine(), HISTORY_SCANS) if snapshot is None and isinstance(
             strategy, registry.CloudsimStrategy) else {}
         plan = strategy.plan(cluster, goal, decide.Context(limits, groups, pins, config.load_thresholds(st.config_path),
                                                            max_migrations, history))
