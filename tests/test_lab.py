@@ -611,6 +611,21 @@ def test_real_actions_are_scored_and_retrain_a_new_version(lab_env, monkeypatch)
     assert "store/balance" in doc["candidate_rewards"] and doc["promoted"] == doc["better_or_equal"]
 
 
+def test_doctor_on_the_lab(lab_env, monkeypatch) -> None:
+    """doctor against real libvirtd: every lab host answers, its guests report memory (virtio_balloon), and
+    the shared hostname of hosts on one machine is named with its fix (issue 18)."""
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    code, out, err = Cli()("doctor", "--json")
+    checks = {(c["scope"], c["check"]): c for c in json.loads(out)["checks"]}
+    assert code == 0, out + err
+    for host in ("lab-1", "lab-2", "lab-3"):
+        assert checks[(host, "reachable")]["status"] == "ok"
+        assert checks[(host, "balloon statistics")]["status"] == "ok", checks[(host, "balloon statistics")]
+    assert checks[("cluster", "hostnames")]["status"] == "warn" and "migrate_uri" in checks[("cluster", "hostnames")][
+        "fix"]
+
+
 def test_lab_status_lists_daemons_and_guests(lab_env) -> None:
     lab_dir, _ = lab_env
     st = lab.status(lab_dir)

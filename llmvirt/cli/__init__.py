@@ -10,6 +10,7 @@ import typer
 from llmvirt.cli import (
     bench,
     db,
+    doctor_cmd,
     hosts,
     inventory_cmds,
     journal_cmds,
@@ -29,6 +30,7 @@ app.command("scan")(inventory_cmds.scan)
 app.command("status")(inventory_cmds.status)
 app.command("bench")(bench.bench)
 app.command("tune")(bench.tune)
+app.command("doctor")(doctor_cmd.doctor)
 app.command("place")(plan_cmds.place)
 app.command("rebalance")(plan_cmds.rebalance)
 app.command("train")(train_cmd.train)

@@ -43,7 +43,8 @@ def resolve_url(url: str | None) -> str:
     return f"sqlite:///{default_db_path()}"
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases or an in-memory one)."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -146,7 +147,7 @@ def open_engine(url: str | None = None, migrate: bool = True) -> Engine:
     created, read or written, or is not a database at all.
     """
     resolved = resolve_url(url)
-    path = _sqlite_path(resolved)
+    path = sqlite_path(resolved)
     if path is not None:
         _check_sqlite_file(path)
         old_umask = os.umask(0o077)  # WAL and SHM files follow the database's mode too

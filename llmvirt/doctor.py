@@ -1,0 +1,133 @@
+"""``llmvirt doctor``: check a set-up before trusting it, one line per check with a fix hint.
+
+Per registered host: reachable and authenticated; libvirt and hypervisor versions; KVM or only
+TCG; guests without balloon statistics (no virtio_balloon driver, so balloon plans cannot see their
+use); NVML where the host has NVIDIA GPUs and is local. Across hosts: CPU models that differ (live
+migration needs a CPU model every host offers) and hostnames that repeat (libvirt derives the
+migration address from the destination's hostname). Globally: the store is writable and at this
+llmvirt's schema, and unattended runs are installed (cron or systemd).
+
+A check is ``ok``, ``warn`` (works, but an operator should know) or ``fail`` (llmvirt cannot do its
+job there); ``doctor`` exits 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from llmvirt.errors import HostError
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+UNIT_PATHS = (Path("/etc/systemd/system/llmvirt-rebalance.timer"), Path("/etc/cron.d/llmvirt"))
+
+
+@dataclass
+class Check:
+    """One finding."""
+
+    scope: str  #: a host's name, "cluster" or "store"
+    check: str  #: what was checked
+    status: str  #: ok, warn or fail
+    detail: str  #: what was found
+    fix: str = ""  #: what to do about it (warn and fail)
+
+
+def _kvm(caps_xml: str) -> bool:
+    root = ET.fromstring(caps_xml)
+    return any(d.get("type") == "kvm" for d in root.iter("domain"))
+
+
+def host_checks(name: str, uri: str, timeout: float = 10.0) -> tuple[list[Check], dict[str, Any]]:
+    """The checks of one host, and what the cluster-wide checks need (CPU model, hostname)."""
+    from llmvirt.inventory import is_local_uri, run_bounded, scan_host
+
+    found = run_bounded([(name, lambda: scan_host(name, uri))], 1, timeout)[name]
+    if isinstance(found, BaseException):
+        why = str(found) if isinstance(found, HostError) else f"{type(found).__name__}: {found}"
+        return [Check(name, "reachable", FAIL, why, "check the URI, that libvirtd runs there, and libvirt's "
+                      "authentication (qemu+ssh: the SSH key; qemu+tls: the certificates)")], {}
+    host = found
+    out = [Check(name, "reachable", OK, f"{uri}, hostname {host.hostname or '?'}"),
+           Check(name, "versions", OK, f"libvirt {host.libvirt_version}, {host.hypervisor}")]
+    import libvirt
+
+    conn = libvirt.open(uri)
+    try:
+        kvm = _kvm(conn.getCapabilities())
+    finally:
+        conn.close()
+    out.append(Check(name, "virtualisation", OK, "KVM available") if kvm else
+               Check(name, "virtualisation", WARN, "no KVM domain type: guests run under TCG (emulation, slow)",
+                     "load kvm_intel or kvm_amd and check /dev/kvm; nested hosts need nested virtualisation"))
+    blind = [v.name for v in host.vms if v.running and v.balloon.available_mib is None]
+    out.append(Check(name, "balloon statistics", OK, "every running guest reports its memory use") if not blind
+               else Check(name, "balloon statistics", WARN, f"no guest memory statistics from {', '.join(blind)}",
+                          "give those guests a virtio_balloon driver and <memballoon><stats period='10'/>; "
+                          "balloon plans leave them alone until then"))
+    if host.gpus and is_local_uri(uri):
+        has_nvml = any(g.nvml is not None for g in host.gpus)
+        nvidia = any(g.vendor_id == "0x10de" for g in host.gpus)
+        if nvidia and not has_nvml:
+            out.append(Check(name, "NVML", WARN, "NVIDIA GPUs but no NVML: GPU memory and use are not seen",
+                             "install the NVIDIA driver's NVML (nvidia-ml-py is in llmvirt's dependencies)"))
+    return out, {"cpu_model": host.cpu_model, "hostname": host.hostname}
+
+
+def cluster_checks(facts: dict[str, dict[str, Any]]) -> list[Check]:
+    """CPU models and hostnames across the hosts that answered."""
+    out = []
+    models = {f["cpu_model"] for f in facts.values() if f}
+    if len(models) > 1:
+        out.append(Check("cluster", "CPU models", WARN, f"hosts differ: {', '.join(sorted(models))}",
+                         "give guests a CPU model every host offers (custom/host-model with a common baseline), "
+                         "or live migrations between these hosts may be refused"))
+    elif models:
+        out.append(Check("cluster", "CPU models", OK, f"every host: {models.pop()}"))
+    names: dict[str, list[str]] = {}
+    for host, f in facts.items():
+        if f:
+            names.setdefault(f["hostname"], []).append(host)
+    dup = {h: hs for h, hs in names.items() if len(hs) > 1}
+    if dup:
+        out.append(Check("cluster", "hostnames", WARN, "; ".join(f"{', '.join(hs)} all say {h!r}"
+                                                                for h, hs in dup.items()),
+                         "libvirt derives the migration address from the hostname: set [apply] migrate_uri or "
+                         "give each host its own name"))
+    return out
+
+
+def store_checks(engine_factory: Any, db_path: Path | None) -> list[Check]:
+    """The store opens, is writable and is at this llmvirt's schema; unattended runs are installed."""
+    from llmvirt.errors import StoreError
+    from llmvirt.store import database
+
+    out = []
+    try:
+        engine = engine_factory()
+        rev = database.current_revision(engine)
+        out.append(Check("store", "schema", OK, f"revision {rev}") if rev == database.SCHEMA_HEAD else
+                   Check("store", "schema", FAIL, f"revision {rev}, this llmvirt needs {database.SCHEMA_HEAD}",
+                         "run any llmvirt command against it with write access to upgrade it"))
+    except StoreError as exc:
+        out.append(Check("store", "opens", FAIL, str(exc), "check the path, its permissions and the disk"))
+        return out
+    if db_path is not None:
+        writable = os.access(db_path, os.W_OK) and os.access(db_path.parent, os.W_OK)
+        out.append(Check("store", "writable", OK, str(db_path)) if writable else
+                   Check("store", "writable", FAIL, f"{db_path} is read-only",
+                         "scans and plans cannot be recorded: fix the file's or directory's permissions"))
+    installed = [str(p) for p in UNIT_PATHS if p.exists()]
+    out.append(Check("store", "unattended runs", OK, ", ".join(installed)) if installed else
+               Check("store", "unattended runs", WARN, "no cron file or systemd timer found",
+                     "`llmvirt cron print` writes the crontab line and the systemd units"))
+    return out
+
+
+def as_json(checks: list[Check]) -> dict[str, Any]:
+    """The ``doctor --json`` document."""
+    return {"checks": [asdict(c) for c in checks], "failed": sum(c.status == FAIL for c in checks),
+            "warnings": sum(c.status == WARN for c in checks)}
