@@ -224,3 +224,16 @@ def test_rebalance_path_does_not_import_torch() -> None:
             "registry.resolve(None, 'consolidate')\nimport llmvirt.cli\nprint('torch' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False", res.stderr
+
+
+def test_reasons_and_predictions_read_correctly_at_the_boundary() -> None:
+    """Issue 18: never "60 % > 60 %", never "-0 W", and the predicted effect is a sentence, not a dict."""
+    from llmvirt.cli.plan_cmds import _watts, predicted_sentence
+
+    assert decide._pct_above(0.6004, 0.6) == "60.04 %" and decide._pct_above(0.75, 0.6) == "75 %"
+    assert _watts(-0.4) == "±0 W" and _watts(12.6) == "+13 W" and _watts(-30) == "-30 W"
+    before = {"overloaded_hosts": 1, "hot_hosts": 2, "imbalance": 0.45, "power_w": 850.0}
+    after = {"overloaded_hosts": 0, "hot_hosts": 1, "imbalance": 0.2, "power_w": 700.0}
+    text = predicted_sentence(before, after)
+    assert text == ("predicted: overloaded hosts 1 → 0, hot hosts 2 → 1, load spread 45 → 20 points, "
+                    "power 850 → 700 W") and "{" not in text

@@ -184,11 +184,28 @@ def rebalance(
         t.add_column(col)
     for i, m in enumerate(plan.moves, 1):
         t.add_row(str(i), m.vm, m.src, m.dst, f"{100 * m.src_cpu_before:.0f}→{100 * m.src_cpu_after:.0f} %",
-                  f"{100 * m.dst_cpu_before:.0f}→{100 * m.dst_cpu_after:.0f} %", f"{m.power_delta_w:+.0f} W", m.reason)
+                  f"{100 * m.dst_cpu_before:.0f}→{100 * m.dst_cpu_after:.0f} %", _watts(m.power_delta_w), m.reason)
     out.print(t)
     for vm, why in plan.unmovable.items():
         out.print(f"cannot move {vm}: {why}", markup=False)
-    out.print(f"predicted: {plan.before} -> {plan.after}", markup=False)
+    out.print(predicted_sentence(plan.before, plan.after), markup=False)
+
+
+def _watts(delta: float) -> str:
+    """A power change for people: no "-0 W"."""
+    rounded = round(delta)
+    return "±0 W" if rounded == 0 else f"{rounded:+d} W"
+
+
+def predicted_sentence(before: dict[str, float], after: dict[str, float]) -> str:
+    """The plan's predicted effect as a sentence, one number per quantity before and after."""
+    if not before or not after:
+        return "predicted: no change"
+    parts = [f"overloaded hosts {before['overloaded_hosts']:.0f} → {after['overloaded_hosts']:.0f}",
+             f"hot hosts {before['hot_hosts']:.0f} → {after['hot_hosts']:.0f}",
+             f"load spread {100 * before['imbalance']:.0f} → {100 * after['imbalance']:.0f} points",
+             f"power {before['power_w']:.0f} → {after['power_w']:.0f} W"]
+    return "predicted: " + ", ".join(parts)
 
 
 def _persistent(ctx: typer.Context, plan: decide.Plan) -> tuple[list[decide.Move], dict[str, str]]:

@@ -258,6 +258,15 @@ def rebalance(cluster: Cluster, scorer: Scorer, goal: str = "balance", ctx: Cont
     return run.plan
 
 
+def _pct_above(value: float, limit: float) -> str:
+    """``value`` as a percentage with enough decimals to read as above ``limit`` (never "60 % > 60 %")."""
+    for digits in range(4):
+        text = f"{100 * value:.{digits}f}"
+        if float(text) > 100 * limit:
+            return f"{text} %"
+    return f"{100 * value:.4f} %"
+
+
 @dataclass
 class _Planner:
     """One rebalance: the cluster being edited, its index, the scorer, the context and the plan so far."""
@@ -339,7 +348,7 @@ class _Planner:
                 tried[src_i] = True
                 continue
             gain, vm, dst = best
-            self.move(vm, src, dst, f"{src.name} expected CPU {100 * _load(src):.0f} % > {100 * th.hot:.0f} %; "
+            self.move(vm, src, dst, f"{src.name} expected CPU {_pct_above(_load(src), th.hot)} > {100 * th.hot:.0f} %; "
                                     f"hottest of the pair drops by {100 * gain:.0f} points")
 
     def empty_cold(self) -> None:
