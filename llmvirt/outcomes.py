@@ -31,9 +31,11 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def host_loads(s: Session, host: str, start: datetime, end: datetime) -> list[tuple[datetime, float]]:
+def host_loads(s: Session, host: str, start: datetime, end: datetime,
+               arrived: dict[str, datetime] | None = None) -> list[tuple[datetime, float]]:
     """CPU use of ``host`` (fraction of its CPUs) for each pair of consecutive good snapshots whose
-    later one falls in (start, end]."""
+    later one falls in (start, end]. ``arrived``: VM uuid -> when it started arriving on this host (a
+    migration's start), so a pair that straddles the move counts the VM at its rate since then."""
     hid = s.scalar(select(HostRow.id).where(HostRow.name == host))
     if hid is None:
         return []
@@ -45,7 +47,8 @@ def host_loads(s: Session, host: str, start: datetime, end: datetime) -> list[tu
     out = []
     for (old_id, old_t, _), (new_id, new_t, cpus) in zip(rows, rows[1:], strict=False):
         if new_t > start:
-            out.append((new_t, pair_load(s, old_id, new_id, cpus, (new_t - old_t).total_seconds())))
+            here = {u: (new_t - t).total_seconds() for u, t in (arrived or {}).items()}
+            out.append((new_t, pair_load(s, old_id, new_id, cpus, (new_t - old_t).total_seconds(), here)))
     return out
 
 
@@ -74,7 +77,9 @@ def measure(s: Session, a: ActionRow, window_s: float) -> tuple[Score, dict[str,
     start, end = a.finished_at, a.finished_at + timedelta(seconds=window_s)
     hosts = [h for h in (a.src, a.dst) if h]
     before = {h: _before(s, h, a.started_at or a.finished_at) for h in hosts}
-    after = {h: host_loads(s, h, start, end) for h in hosts}
+    arrived = ({a.vm_uuid: a.started_at or a.finished_at} if a.kind == "migrate" and a.status == "done"
+               and a.vm_uuid else {})
+    after = {h: host_loads(s, h, start, end, arrived if h == a.dst else None) for h in hosts}
     samples = max((len(v) for v in after.values()), default=0)
     step_h = window_s / 3600 / max(samples, 1)
     overload_h = sum(step_h for v in after.values() for _, load in v if load > OVERLOAD)

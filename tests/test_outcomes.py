@@ -191,3 +191,26 @@ def test_cpu_usage_arithmetic_handles_a_restarted_counter() -> None:
     assert cpu_ns_used(10, 25) == 15 and cpu_ns_used(100, 7) == 7 and cpu_ns_used(None, 7) is None
     assert restarted(100, 7) and not restarted(7, 100)
     assert cpu_fraction(0, 3 * 10**9, 3.0, 2) == pytest.approx(0.5) and cpu_fraction(0, 5, 0.0, 1) is None
+
+
+def test_outcome_reads_the_destination_with_the_migrated_vm_at_its_rate_since_arrival(db_url: str) -> None:
+    """The scan pair straddling a move holds the guest on its destination for only part of the interval: the
+    outcome counts it at its rate since the migration started, so "load after" means load with the VM there."""
+    from sqlalchemy import select, update
+
+    from llmvirt.store.schema import HostRow, HostSnapshotRow, VmSampleRow
+
+    engine = _store(db_url, scans=3)
+    uuid = "b2b2b2b2-0000-4000-8000-000000000002"
+    with engine.begin() as conn:
+        spare_snaps = conn.execute(select(HostSnapshotRow.id, HostSnapshotRow.cpus).join(HostRow)
+                                   .where(HostRow.name == "spare").order_by(HostSnapshotRow.taken_at)).all()
+        rows = conn.execute(select(VmSampleRow.id).join(HostSnapshotRow)
+                            .where(VmSampleRow.uuid == uuid).order_by(HostSnapshotRow.taken_at)).scalars().all()
+        conn.execute(update(VmSampleRow).where(VmSampleRow.id == rows[-1])
+                     .values(snapshot_id=spare_snaps[-1][0], cpu_time_ns=60 * 10**9))
+    _migration(engine, T0 + timedelta(seconds=545))  # started at 540 s: 60 s before the scan at 600 s
+    assert outcomes.score_due(engine, window_s=100, now=T0 + timedelta(seconds=1000)) == 1
+    [row] = outcomes.listing(engine)
+    cpus = spare_snaps[-1][1]
+    assert row["detail"]["after"]["spare"] == pytest.approx(60 / 60 / cpus)  # one busy vCPU on spare's CPUs

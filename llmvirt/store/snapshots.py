@@ -224,17 +224,27 @@ def host_load_history(engine: Engine, host: str, scans: int) -> list[float]:
         return out
 
 
-def pair_load(s: Session, old_id: int, new_id: int, cpus: int, seconds: float) -> float:
+def pair_load(s: Session, old_id: int, new_id: int, cpus: int, seconds: float,
+              here_for: dict[str, float] | None = None) -> float:
     """A host's CPU use (fraction of its CPUs) between two of its snapshots, from the VMs' CPU time.
     A VM that arrived by migration in between counts from its sample on its old host in the same scan;
-    its counter restarted with its new QEMU process, so it counts what it used here (:mod:`llmvirt.model.usage`)."""
+    its counter restarted with its new QEMU process, so it counts what it used here (:mod:`llmvirt.model.usage`).
+    ``here_for`` (VM uuid -> seconds it has been on this host at the later snapshot, when known: an
+    outcome knows when its migration started) turns such a VM's partial figure into its rate over the
+    whole interval, so the pair reads as the host's load with the VM on it."""
     new = dict(s.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
                          .where(VmSampleRow.snapshot_id == new_id, VmSampleRow.state == "running")).all())
     scan = select(HostSnapshotRow.scan_id).where(HostSnapshotRow.id == old_id).scalar_subquery()
     old = dict(s.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
                          .join(HostSnapshotRow, HostSnapshotRow.id == VmSampleRow.snapshot_id)
                          .where(HostSnapshotRow.scan_id == scan, VmSampleRow.uuid.in_(list(new)))).all())
-    busy = sum(cpu_ns_used(old.get(u), n) or 0 for u, n in new.items())
+    busy = 0.0
+    for u, n in new.items():
+        used = cpu_ns_used(old.get(u), n) or 0
+        stay = (here_for or {}).get(u)
+        if stay is not None and 0 < stay < seconds and n is not None and old.get(u) is not None and n < old[u]:
+            used = used * seconds / stay  # restarted here: its rate since arrival, over the whole interval
+        busy += used
     return busy / (seconds * 1e9 * max(1, cpus)) if seconds > 0 else 0.0
 
 
