@@ -109,7 +109,7 @@ def print_status(console: Console, views: list[HostView]) -> None:
     t = Table(title="Hosts")
     for col in ("host", "maint", "scanned", "CPU alloc/cap", "CPU used", "mem alloc/cap MiB",
                 "GPUs used/total", "VMs"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for v in views:
         h = v.host
         when = (_iso(v.scanned_at) or "never") + (" [red](last scan failed)[/red]" if v.last_error else "")
@@ -130,7 +130,7 @@ def print_status(console: Console, views: list[HostView]) -> None:
         vt = Table(title=f"VMs on {v.host.name}")
         for col in ("VM", "state", "vCPUs", "pinning", "mem MiB", "balloon MiB", "guest usable MiB",
                     "CPU util", "GPUs"):
-            vt.add_column(col)
+            vt.add_column(col, overflow="fold")
         for vm in v.host.vms:
             pins = ", ".join(f"{k}:{','.join(map(str, c))}" for k, c in sorted(vm.pinning.items()))
             gpus = ", ".join(g.pci or "" if g.kind == "passthrough" else f"vgpu {g.mdev_type or g.mdev_uuid}"

@@ -207,3 +207,35 @@ def test_plan_from_a_snapshot_file_equals_the_store_and_answers_what_if(cli, tmp
         code, out, err = cli("rebalance", "--snapshot", str(snap))
         assert code == 2 and words in err and "Traceback" not in err, (bad, err)
     assert cli("place", "--vcpus", "1", "--memory", "1G", "--snapshot", str(tmp_path / "none.json"))[0] == 2
+
+
+def test_listings_fit_80_columns_without_cutting_names(cli, db_url) -> None:
+    """Issue 18: every listing of the demo reads at 80 columns; long names and URIs wrap, none is cut with …"""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from llmvirt import outcomes
+    from llmvirt.store import database, journal
+    from llmvirt.store.schema import ActionRow
+
+    cli("hosts", "add", "a-rather-long-host-name-1", fixture_uri("busy-host.xml"))
+    cli("hosts", "add", "a-rather-long-host-name-2", fixture_uri("small-host.xml"))
+    cli("scan")
+    cli("scan")
+    engine = database.open_engine(db_url)
+    plan = journal.create_plan(engine, "balance", "v0:default", {}, [{
+        "kind": "migrate", "vm": "web1", "vm_uuid": "b2b2b2b2-0000-4000-8000-000000000002",
+        "src": "a-rather-long-host-name-1", "dst": "a-rather-long-host-name-2", "params": {"reason": "test"}}])
+    aid = journal.plan_actions(engine, plan)[0].id
+    journal.set_status(engine, aid, "running")
+    journal.set_status(engine, aid, "done", "moved", {"seconds": 1.0})
+    with engine.begin() as conn:
+        conn.execute(update(ActionRow).where(ActionRow.id == aid).values(
+            finished_at=datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=2)))
+    outcomes.score_due(engine, window_s=60)
+    for args in (["hosts", "list"], ["status"], ["plans", "list"], ["actions"], ["outcomes"], ["rebalance"],
+                 ["place", "--vcpus", "1", "--memory", "1G"], ["doctor"]):
+        code, out, err = cli(*args)
+        assert "…" not in out, (args, out)
+        assert max(len(line) for line in out.splitlines()) <= 80, (args, out)

@@ -140,7 +140,7 @@ def _cloudsim(trace: list[Path], names: list[str], seed: int, as_json: bool, plo
     t = Table(title="cloudsim: policies side by side")
     for col in ("trace", "policy", "energy kWh", "migrations", "unmet %", "overload h", "SLATAH %", "PDM %",
                 "SLAV %", "ESV", "s"):
-        t.add_column(col, justify="right" if col not in ("trace", "policy") else "left")
+        t.add_column(col, justify="right" if col not in ("trace", "policy") else "left", overflow="fold")
     for r in results:
         s = r.summary
         t.add_row(r.trace, r.policy, f"{s['energy_kwh']:.2f}", str(int(s["migrations"])),
@@ -187,7 +187,7 @@ def tune(
         return
     t = Table(title=f"tuned on {', '.join(doc['train_days'])} (cost in kWh-equivalents, lower is better)")
     for col in ("family", "best", "cost", "energy kWh", "unmet core-h", "GiB moved"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for fam, f in doc["families"].items():
         best = next(g for g in f["grid"] if g["name"] == f["best"])
         t.add_row(fam, f["best"], f"{best['cost']:.2f}", f"{best['energy_kwh']:.2f}", f"{best['unmet_core_h']:.2f}",

@@ -45,7 +45,7 @@ def list_(
         return
     t = Table(title="Registered hosts")
     for col in ("name", "uri", "maintenance", "source"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for h in hosts:
         t.add_row(h.name, h.uri, "yes" if h.maintenance else "no", h.source)
     out.print(t)

@@ -58,7 +58,7 @@ def status(
         return
     t = Table(title=f"Lab in {st['dir']} (guests as type='{st['virt_type']}')")
     for col in ("host", "libvirtd pid", "virtlogd pid", "alive", "guests"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for h in st["hosts"]:
         t.add_row(h["name"], str(h["pids"]["libvirtd"]), str(h["pids"]["virtlogd"]),
                   "yes" if all(h["alive"].values()) else "NO", ", ".join(h["guests"]) or "-")

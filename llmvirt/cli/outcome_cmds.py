@@ -37,7 +37,7 @@ def outcomes_cmd(ctx: typer.Context,
         return
     t = Table(title="Outcomes")
     for col in ("action", "policy", "kind", "VM", "hosts", "status", "reward", "load after"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for r in rows:
         after = ", ".join(f"{h} {100 * x:.0f} %" for h, x in (r.get("detail") or {}).get("after", {}).items()
                           if x is not None)

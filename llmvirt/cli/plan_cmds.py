@@ -88,7 +88,7 @@ def place(
     else:
         t = Table(title=f"Placement ({result.policy})")
         for col in ("rank", "host", "score", "reasons"):
-            t.add_column(col)
+            t.add_column(col, overflow="fold")
         for i, r in enumerate(result.ranked, 1):
             t.add_row(str(i), r["host"], f"{r['score']:.3f}", "; ".join(r["reasons"]))
         out.print(t)
@@ -181,7 +181,7 @@ def rebalance(
         return
     t = Table(title=f"Rebalance plan, goal {plan.goal} ({plan.policy}), dry run")
     for col in ("#", "VM", "from", "to", "src CPU", "dst CPU", "power", "reason"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for i, m in enumerate(plan.moves, 1):
         t.add_row(str(i), m.vm, m.src, m.dst, f"{100 * m.src_cpu_before:.0f}→{100 * m.src_cpu_after:.0f} %",
                   f"{100 * m.dst_cpu_before:.0f}→{100 * m.dst_cpu_after:.0f} %", _watts(m.power_delta_w), m.reason)
@@ -274,7 +274,7 @@ def _tuning(ctx: typer.Context, cluster, only: str, policy: str | None, limits, 
         out.print(f"{only} plan ({label}): no change to make", markup=False)
     t = Table(title=f"{only} plan ({label}), dry run")
     for col in ("#", "VM", "host", "change", "why"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     for i, a in enumerate(actions, 1):
         p = a["params"]
         change = f"balloon → {p['target_mib']} MiB" if a["kind"] == "balloon" else \
