@@ -240,6 +240,32 @@ def test_second_apply_exits_at_once(lab_env, monkeypatch) -> None:
     assert code == executor.EXIT_LOCKED and "another `llmvirt rebalance --apply` is running" in err
 
 
+def test_two_processes_race_to_apply(lab_env, monkeypatch) -> None:
+    """Two real processes apply the same migration at once (issue 17): exactly one runs it, the other exits 5
+    at once with the lock's message, and the guest ends on exactly one host, the destination."""
+    import subprocess
+    import sys
+
+    from llmvirt.store import database, journal
+
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    Cli()("scan")
+    engine = database.open_engine(url)
+    before = {a["id"] for a in journal.all_actions(engine)}
+    src, dst, action = _migration(lab_dir, "vm-5")
+    slow = json.dumps({"bandwidth_mib_s": 16, "timeout_base_s": 120, "timeout_per_gib_s": 0})
+    procs = [subprocess.Popen([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(action), slow],
+                              env=dict(os.environ, LLMVIRT_DB=url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    results = sorted(((p.wait(timeout=180), p.communicate()[1]) for p in procs), key=lambda r: r[0])
+    assert [code for code, _ in results] == [0, 5], results
+    assert "another `llmvirt rebalance --apply` is running" in results[1][1]
+    new = [a for a in journal.all_actions(engine) if a["id"] not in before]
+    assert [a["status"] for a in new] == ["done"], new  # one journaled run, not two
+    assert _running_on(lab_dir, "vm-5") == [dst]
+
+
 def _running(cli: Cli) -> dict[str, dict]:
     return {v["name"]: v for h in _status(cli).values() for v in h["vms"] if v["state"] == "running"}
 
