@@ -520,33 +520,36 @@ def test_fault_source_host_stopped_during_plan(lab_env, monkeypatch) -> None:
 
 
 def test_fault_database_read_only_during_run(lab_env, monkeypatch) -> None:
-    """With the store read-only, an applying run stops before acting (one line, exit 4) and moves nothing."""
+    """With the store read-only, the real `llmvirt rebalance --apply` (a drain plan of a host put in
+    maintenance) stops before acting: one line, exit 4, nothing moved (issue 17: through the command)."""
+    import os
     import subprocess
+    import sys
 
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
     cli = Cli()
-    cli("scan")
-    import os
-    import sys
-
     db = Path(url.removeprefix("sqlite:///"))
-    # the database and its write-ahead log become immutable (root ignores file modes); the shared-memory
-    # index stays writable, since this process has it mapped
-    files = [p for p in (db, db.with_name(db.name + "-wal")) if p.exists()]
     where = {vm: _running_on(lab_dir, vm) for vm in ("vm-1", "vm-5", "vm-6")}
-    src = where["vm-1"][0]
-    dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
-    action = {"kind": "migrate", "vm": "vm-1", "vm_uuid": _uuid(lab_dir, src, "vm-1"), "src": src, "dst": dst,
-              "params": {}}
-    subprocess.run(["chattr", "+i", *map(str, files)], check=True)
+    host = where["vm-1"][0]
+    assert cli("hosts", "maintenance", host, "on")[0] == 0
     try:
-        res = subprocess.run([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(action)],
-                             env=dict(os.environ, LLMVIRT_DB=url), capture_output=True, text=True, timeout=120)
+        cli("scan")
+        code, out, err = cli("rebalance", "--json")
+        assert code == 0 and json.loads(out)["moves"], out + err  # there is a plan to apply
+        # the database and its write-ahead log become immutable (root ignores file modes)
+        files = [p for p in (db, db.with_name(db.name + "-wal")) if p.exists()]
+        subprocess.run(["chattr", "+i", *map(str, files)], check=True)
+        try:
+            res = subprocess.run([sys.executable, "-m", "llmvirt", "rebalance", "--apply"],
+                                 env=dict(os.environ, LLMVIRT_DB=url), capture_output=True, text=True, timeout=120)
+        finally:
+            subprocess.run(["chattr", "-i", *map(str, files)], check=True)
     finally:
-        subprocess.run(["chattr", "-i", *map(str, files)], check=True)
+        cli("hosts", "maintenance", host, "off")
     code, out, err = res.returncode, res.stdout, res.stderr
     assert code == 4 and "cannot write the journal" in err and "Traceback" not in err, (code, out, err)
+    assert len(err.strip().splitlines()) == 1, err
     assert {vm: _running_on(lab_dir, vm) for vm in where} == where  # nothing acted without a journal
 
 
