@@ -363,7 +363,8 @@ def test_sigkill_mid_plan_then_rerun_reconciles(lab_env, monkeypatch, tmp_path) 
     deadline = time.monotonic() + 60
     running = None
     while time.monotonic() < deadline and running is None:
-        running = next((a for a in journal.all_actions(engine) if a["id"] not in before and a["status"] == "running"),
+        acts = journal.all_actions(engine)
+        running = next((a for a in acts if a["id"] not in before and a["status"] == "running"),
                        None)
         time.sleep(0.05)
     assert running is not None, proc.communicate(timeout=60)[0]

@@ -67,13 +67,12 @@ def _create_private(path: Path) -> None:
 
 
 def _check_sqlite_file(path: Path) -> None:
+    """Refuse an unreadable file. The file is never opened here: closing any descriptor of a database
+    file drops every POSIX lock this process's SQLite connections hold on it, after which another
+    process may checkpoint and remove the WAL under them (stale reads, then "file is not a
+    database"). SQLite itself reports a file that is not a database (see :func:`open_engine`)."""
     if path.exists() and not os.access(path, os.R_OK):
         raise StoreError(f"database {path} is not readable")
-    if path.exists() and path.stat().st_size > 0:
-        with path.open("rb") as fh:
-            if fh.read(16) != b"SQLite format 3\x00":
-                raise StoreError(f"database {path} is corrupted or not an SQLite database; "
-                                 "it was left untouched")
 
 
 def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
