@@ -28,14 +28,11 @@ def main() -> None:
     by = {(r.trace, r.policy): r.summary for r in results}
     print(f"# learned consolidation vs CloudSim baselines, {platform.machine()} {date.today()}\n")
     print("| day | split | policy | energy kWh | migrations | SLAV % | ESV |\n|---|---|---|---|---|---|---|")
+    _rows(days, by, lambda s: f"{s['energy_kwh']:.2f} | {int(s['migrations'])} | {s['slav_pct']:.5f} | "
+                                f"{s['esv']:.6f}")
     verdicts = []
     for d in days:
-        split = "train" if d.name in TRAIN_DAYS else "held back"
-        for p in DEFAULT_CLOUDSIM_POLICIES:
-            s = by[(d.name, p)]
-            name = f"**{p}**" if p == "llmvirt-head" else p
-            print(f"| {d.name} | {split} | {name} | {s['energy_kwh']:.2f} | {int(s['migrations'])} | "
-                  f"{s['slav_pct']:.5f} | {s['esv']:.6f} |")
+        split = _split(d)
         me = by[(d.name, "llmvirt-head")]
         best_esv = min(by[(d.name, p)]["esv"] for p in MMT)
         esv_x = me["esv"] / best_esv
@@ -50,6 +47,18 @@ def main() -> None:
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 
+def _split(day: Path) -> str:
+    return "train" if day.name in TRAIN_DAYS else "held back"
+
+
+def _rows(days: list[Path], by: dict, cells) -> None:  # noqa: ANN001 - summary -> the row's metric cells
+    """One markdown row per day and policy, the head in bold."""
+    for d in days:
+        for p in DEFAULT_CLOUDSIM_POLICIES:
+            name = f"**{p}**" if p == "llmvirt-head" else p
+            print(f"| {d.name} | {_split(d)} | {name} | {cells(by[(d.name, p)])} |")
+
+
 def ratio(a: float, b: float) -> str:
     """a / b to two decimals, or - when b is 0."""
     return f"{a / b:.2f}" if b else "-"
@@ -60,20 +69,14 @@ def _honest(days: list[Path], by: dict) -> None:
     print("\n## The same runs on the honest metrics\n")
     print("| day | split | policy | energy kWh | unmet demand % | overload host-h | migrations | migration VM-h |")
     print("|---|---|---|---|---|---|---|---|")
-    for d in days:
-        split = "train" if d.name in TRAIN_DAYS else "held back"
-        for p in DEFAULT_CLOUDSIM_POLICIES:
-            s = by[(d.name, p)]
-            name = f"**{p}**" if p == "llmvirt-head" else p
-            print(f"| {d.name} | {split} | {name} | {s['energy_kwh']:.2f} | {s['unmet_demand_pct']:.4f} | "
-                  f"{s['overload_host_h']:.2f} | {int(s['migrations'])} | {s['migration_vm_s'] / 3600:.1f} |")
+    _rows(days, by, lambda s: f"{s['energy_kwh']:.2f} | {s['unmet_demand_pct']:.4f} | {s['overload_host_h']:.2f} | "
+                                f"{int(s['migrations'])} | {s['migration_vm_s'] / 3600:.1f}")
     print("\n| day | split | unmet / THR-MMT-0.8 | overload h / THR-MMT-0.8 | unmet / best MMT |")
     print("|---|---|---|---|---|")
     for d in days:
-        split = "train" if d.name in TRAIN_DAYS else "held back"
         me, thr = by[(d.name, "llmvirt-head")], by[(d.name, "thr-mmt-0.8")]
         best = min(by[(d.name, p)]["unmet_demand_pct"] for p in MMT)
-        print(f"| {d.name} | {split} | {ratio(me['unmet_demand_pct'], thr['unmet_demand_pct'])} | "
+        print(f"| {d.name} | {_split(d)} | {ratio(me['unmet_demand_pct'], thr['unmet_demand_pct'])} | "
               f"{ratio(me['overload_host_h'], thr['overload_host_h'])} | {ratio(me['unmet_demand_pct'], best)} |")
 
 

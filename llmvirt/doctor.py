@@ -41,25 +41,34 @@ def _kvm(caps_xml: str) -> bool:
     return any(d.get("type") == "kvm" for d in root.iter("domain"))
 
 
+def _probe(name: str, uri: str) -> tuple[Any, bool]:
+    """The host as a scan reads it, and whether it offers KVM, over one connection."""
+    import libvirt
+
+    from llmvirt.errors import translate_libvirt
+    from llmvirt.inventory import read_host
+
+    with translate_libvirt(f"host {name} ({uri})", connecting=True):
+        conn = libvirt.open(uri)
+    try:
+        with translate_libvirt(f"host {name}"):
+            return read_host(conn, name, uri), _kvm(conn.getCapabilities())
+    finally:
+        conn.close()
+
+
 def host_checks(name: str, uri: str, timeout: float = 10.0) -> tuple[list[Check], dict[str, Any]]:
     """The checks of one host, and what the cluster-wide checks need (CPU model, hostname)."""
-    from llmvirt.inventory import is_local_uri, run_bounded, scan_host
+    from llmvirt.inventory import is_local_uri, run_bounded
 
-    found = run_bounded([(name, lambda: scan_host(name, uri))], 1, timeout)[name]
+    found = run_bounded([(name, lambda: _probe(name, uri))], 1, timeout)[name]
     if isinstance(found, BaseException):
         why = str(found) if isinstance(found, HostError) else f"{type(found).__name__}: {found}"
         return [Check(name, "reachable", FAIL, why, "check the URI, that libvirtd runs there, and libvirt's "
                       "authentication (qemu+ssh: the SSH key; qemu+tls: the certificates)")], {}
-    host = found
+    host, kvm = found
     out = [Check(name, "reachable", OK, f"{uri}, hostname {host.hostname or '?'}"),
            Check(name, "versions", OK, f"libvirt {host.libvirt_version}, {host.hypervisor}")]
-    import libvirt
-
-    conn = libvirt.open(uri)
-    try:
-        kvm = _kvm(conn.getCapabilities())
-    finally:
-        conn.close()
     out.append(Check(name, "virtualisation", OK, "KVM available") if kvm else
                Check(name, "virtualisation", WARN, "no KVM domain type: guests run under TCG (emulation, slow)",
                      "load kvm_intel or kvm_amd and check /dev/kvm; nested hosts need nested virtualisation"))

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import libvirt
@@ -42,6 +43,7 @@ STATE_NAMES = {
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
 }
+T = TypeVar("T")  #: what a task of :func:`run_bounded` returns
 _STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
           | libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_VCPU)
 _LOCAL_TRANSPORTS = {"", "unix"}
@@ -218,17 +220,17 @@ def read_host(conn: libvirt.virConnect, name: str, uri: str, nvml: NvmlSource | 
     return host
 
 
-def run_bounded(tasks: Sequence[tuple[str, Callable[[], Host]]], workers: int,
-                timeout: float) -> dict[str, Host | BaseException]:
+def run_bounded(tasks: Sequence[tuple[str, Callable[[], T]]], workers: int,
+                timeout: float) -> dict[str, T | BaseException]:
     """Run tasks on at most ``workers`` daemon threads, each allowed ``timeout`` seconds.
 
     A task that overruns is reported as :class:`HostTimeout`; its thread is
     abandoned (daemon threads never block exit), because a libvirt call stuck
     on a dead network cannot be interrupted.
     """
-    done: queue.Queue[tuple[str, Host | BaseException]] = queue.Queue()
+    done: queue.Queue[tuple[str, T | BaseException]] = queue.Queue()
 
-    def _run(key: str, fn: Callable[[], Host]) -> None:
+    def _run(key: str, fn: Callable[[], T]) -> None:
         try:
             done.put((key, fn()))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller as a result
@@ -236,7 +238,7 @@ def run_bounded(tasks: Sequence[tuple[str, Callable[[], Host]]], workers: int,
 
     pending = list(tasks)
     running: dict[str, float] = {}
-    results: dict[str, Host | BaseException] = {}
+    results: dict[str, T | BaseException] = {}
     while pending or running:
         while pending and len(running) < max(1, workers):
             key, fn = pending.pop(0)

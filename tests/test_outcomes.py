@@ -157,31 +157,38 @@ def test_promotion_refuses_a_worse_policy_unless_forced_and_rolls_back(cli, db_u
     assert code == 2 and "no policy version 'v9'" in err
 
 
-def test_migrated_vm_counts_on_its_destination_although_its_counter_restarted(db_url: str) -> None:
-    """Issue 17: the destination's new QEMU process starts the guest's CPU-time counter again; the
-    destination's load must count what the guest used there, not clamp a negative delta to 0."""
+WEB1 = "b2b2b2b2-0000-4000-8000-000000000002"  # on "busy" in every scan _store records
+
+
+def _store_with_web1_moved_to_spare(db_url: str):  # noqa: ANN202
+    """Three scans; the last finds web1 on "spare", 60 CPU-seconds into its new QEMU process (its counter
+    started again). Returns (engine, spare's CPUs)."""
     from sqlalchemy import select, update
 
     from llmvirt.store.schema import HostRow, HostSnapshotRow, VmSampleRow
 
     engine = _store(db_url, scans=3)
-    uuid = "b2b2b2b2-0000-4000-8000-000000000002"  # web1, on "busy" in every recorded scan
     with engine.begin() as conn:
         spare_snaps = conn.execute(select(HostSnapshotRow.id, HostSnapshotRow.cpus).join(HostRow)
                                    .where(HostRow.name == "spare").order_by(HostSnapshotRow.taken_at)).all()
-        busy_rows = conn.execute(select(VmSampleRow.id).join(HostSnapshotRow)
-                                 .where(VmSampleRow.uuid == uuid).order_by(HostSnapshotRow.taken_at)).scalars().all()
-        # the last scan finds web1 on "spare", 60 CPU-seconds into its new process
-        conn.execute(update(VmSampleRow).where(VmSampleRow.id == busy_rows[-1])
+        rows = conn.execute(select(VmSampleRow.id).join(HostSnapshotRow)
+                            .where(VmSampleRow.uuid == WEB1).order_by(HostSnapshotRow.taken_at)).scalars().all()
+        conn.execute(update(VmSampleRow).where(VmSampleRow.id == rows[-1])
                      .values(snapshot_id=spare_snaps[-1][0], cpu_time_ns=60 * 10**9))
+    return engine, spare_snaps[-1][1]
+
+
+def test_migrated_vm_counts_on_its_destination_although_its_counter_restarted(db_url: str) -> None:
+    """Issue 17: the destination's new QEMU process starts the guest's CPU-time counter again; the
+    destination's load must count what the guest used there, not clamp a negative delta to 0."""
+    engine, cpus = _store_with_web1_moved_to_spare(db_url)
     from sqlalchemy.orm import Session
 
     with Session(engine) as s:
         loads = outcomes.host_loads(s, "spare", T0, T0 + timedelta(seconds=600))
-    cpus = spare_snaps[-1][1]
     assert loads[-1][1] == pytest.approx(60 / (300 * cpus))  # the test driver's other counters stand still
     [spare] = [v for v in snapshots.latest(engine) if v.host.name == "spare"]
-    [web1] = [v for v in spare.host.vms if v.uuid == uuid]
+    [web1] = [v for v in spare.host.vms if v.uuid == WEB1]
     assert web1.cpu_util == pytest.approx(round(60 / (300 * web1.vcpus), 4))  # status shows it busy, not blank
 
 
@@ -196,21 +203,8 @@ def test_cpu_usage_arithmetic_handles_a_restarted_counter() -> None:
 def test_outcome_reads_the_destination_with_the_migrated_vm_at_its_rate_since_arrival(db_url: str) -> None:
     """The scan pair straddling a move holds the guest on its destination for only part of the interval: the
     outcome counts it at its rate since the migration started, so "load after" means load with the VM there."""
-    from sqlalchemy import select, update
-
-    from llmvirt.store.schema import HostRow, HostSnapshotRow, VmSampleRow
-
-    engine = _store(db_url, scans=3)
-    uuid = "b2b2b2b2-0000-4000-8000-000000000002"
-    with engine.begin() as conn:
-        spare_snaps = conn.execute(select(HostSnapshotRow.id, HostSnapshotRow.cpus).join(HostRow)
-                                   .where(HostRow.name == "spare").order_by(HostSnapshotRow.taken_at)).all()
-        rows = conn.execute(select(VmSampleRow.id).join(HostSnapshotRow)
-                            .where(VmSampleRow.uuid == uuid).order_by(HostSnapshotRow.taken_at)).scalars().all()
-        conn.execute(update(VmSampleRow).where(VmSampleRow.id == rows[-1])
-                     .values(snapshot_id=spare_snaps[-1][0], cpu_time_ns=60 * 10**9))
+    engine, cpus = _store_with_web1_moved_to_spare(db_url)
     _migration(engine, T0 + timedelta(seconds=545))  # started at 540 s: 60 s before the scan at 600 s
     assert outcomes.score_due(engine, window_s=100, now=T0 + timedelta(seconds=1000)) == 1
     [row] = outcomes.listing(engine)
-    cpus = spare_snaps[-1][1]
     assert row["detail"]["after"]["spare"] == pytest.approx(60 / 60 / cpus)  # one busy vCPU on spare's CPUs

@@ -69,9 +69,9 @@ def test_fleet_baselines_plan_alike_in_the_simulator_and_on_a_stored_scan(seed: 
     ctx = decide.Context(Limits(cpu_allocation_ratio=SETUP.cpu_allocation_ratio,
                                 ram_allocation_ratio=SETUP.ram_allocation_ratio, reserved_memory_mib=0),
                          max_migrations=1000)
+    in_sim = view.names(view.to_cluster())
+    sim_names = {i: n for n, i in in_sim[0].items()}, {i: n for n, i in in_sim[1].items()}
     for name in FLEET_BASELINES:
-        in_sim = view.names(view.to_cluster())
-        sim_names = {i: n for n, i in in_sim[0].items()}, {i: n for n, i in in_sim[1].items()}
         expected = [(sim_names[0][v], sim_names[1][h]) for v, h in make_balancer(name).decide(view)]
         plan = strategies.resolve(f"baseline:{name}", "balance").plan(_clone(scanned), "balance", ctx)
         assert [(m.vm, m.dst) for m in plan.moves] == expected, name

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +35,14 @@ GRIDS: dict[str, list[str]] = {
 }  #: the grid of each family, as strategy names
 
 
-@cache
-def _datacenter(day: str):  # noqa: ANN202 - one per worker process and day
-    from llmvirt.sim.datacenter import cloudsim_datacenter
-    from llmvirt.sim.traces import load_planetlab
-
-    return cloudsim_datacenter(load_planetlab(Path(day)))
-
-
 def run_one(day: str, name: str) -> dict[str, float]:
     """One strategy on one PlanetLab day: its summary, with the honest cost."""
     from llmvirt.sim.cloudsim_policies import run_policy
+    from llmvirt.sim.datacenter import planetlab_day
     from llmvirt.sim.engine import Simulation
     from llmvirt.strategies.registry import make_policy
 
-    summary = run_policy(Simulation(_datacenter(day)), make_policy(name))
+    summary = run_policy(Simulation(planetlab_day(day)), make_policy(name))
     return {**summary, "cost": consolidation_cost(summary)}
 
 

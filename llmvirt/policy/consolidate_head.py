@@ -50,6 +50,11 @@ class GatedConsolidation(PabfdPolicy):
     below: float = 0.5  #: only hosts under this CPU use are emptied
     _step: int = 0
 
+    def consolidate_next_step(self) -> None:
+        """Make the next decision a consolidating one: on real hosts each run is one decision step that
+        the operator chose to take (the cron interval stands in for ``every``)."""
+        self._step = self.every - 1
+
     def _consolidate(self, sim: Simulation, s: Any, over_mask: np.ndarray, p_stale: np.ndarray) -> list:
         self._step += 1
         if self._step % self.every:

@@ -182,7 +182,8 @@ def _power(util: float, active: bool) -> float:
     return IDLE_W + (PEAK_W - IDLE_W) * min(1.0, util) if active else 0.0
 
 
-def _summary(cluster: Cluster, hot: float = HOT) -> dict[str, float]:
+def summary(cluster: Cluster, hot: float = HOT) -> dict[str, float]:
+    """Overloaded and hot hosts, load imbalance and power of ``cluster`` (a plan's before/after)."""
     loads = np.array([_load(h) for h in cluster.hosts]) if cluster.hosts else np.zeros(1)
     active = [any(v.running for v in h.vms) for h in cluster.hosts]
     return {"overloaded_hosts": int((loads > 1.0).sum()), "hot_hosts": int((loads > hot).sum()),
@@ -198,11 +199,6 @@ def _apply(cluster: Cluster, vm: Vm, src: Host, dst: Host) -> None:
 def host_load(host: Host) -> float:
     """A host's expected CPU use (fraction of its CPUs) from its running VMs."""
     return _load(host)
-
-
-def summary(cluster: Cluster, hot: float = HOT) -> dict[str, float]:
-    """Overloaded and hot hosts, load imbalance and power of ``cluster`` (a plan's before/after)."""
-    return _summary(cluster, hot)
 
 
 def move(cluster: Cluster, vm: Vm, src: Host, dst: Host, reason: str,
@@ -248,13 +244,13 @@ def rebalance(cluster: Cluster, scorer: Scorer, goal: str = "balance", ctx: Cont
         raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
     ctx = ctx or Context()
     run = _Planner(cluster, scorer, ctx, ClusterIndex.build(cluster, ctx.groups),
-                   Plan(goal=goal, policy=scorer.name, before=_summary(cluster, ctx.thresholds.hot)))
+                   Plan(goal=goal, policy=scorer.name, before=summary(cluster, ctx.thresholds.hot)))
     run.drain()
     if goal == "balance":
         run.relieve_hot()
     else:
         run.empty_cold()
-    run.plan.after = _summary(cluster, ctx.thresholds.hot)
+    run.plan.after = summary(cluster, ctx.thresholds.hot)
     return run.plan
 
 

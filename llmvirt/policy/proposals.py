@@ -11,17 +11,9 @@ predicted effects as every other plan, so dry run, journal and executor treat th
 
 from __future__ import annotations
 
-from llmvirt.cluster import Cluster, Host, Vm
+from llmvirt.cluster import Cluster, Host
 from llmvirt.policy import decide
 from llmvirt.policy.constraints import PASSTHROUGH_NOT_MIGRATABLE, check_host, request_of
-
-
-def _find(cluster: Cluster, vm_name: str) -> tuple[Vm, Host] | None:
-    for h in cluster.hosts:
-        for v in h.vms:
-            if v.name == vm_name and v.running:
-                return v, h
-    return None
 
 
 def _reason(strategy: str, src: Host, emptied: bool, before: float) -> str:
@@ -36,11 +28,12 @@ def plan_from_proposals(cluster: Cluster, goal: str, strategy: str, proposals: l
     ``ctx.max_migrations`` moves. ``cluster`` is changed to the state after the plan."""
     plan = decide.Plan(goal=goal, policy=strategy, before=decide.summary(cluster, ctx.thresholds.hot))
     hosts = {h.name: h for h in cluster.hosts}
-    final_src = {vm: next((h.name for h in cluster.hosts for v in h.vms if v.name == vm), "") for vm, _ in proposals}
-    emptied = {name for name in {final_src[vm] for vm, _ in proposals}
-               if name in hosts and all(v.name in final_src for v in hosts[name].vms if v.running)}
+    where = {v.name: (v, h) for h in cluster.hosts for v in h.vms if v.running}  # kept current as moves apply
+    proposed = {vm for vm, _ in proposals}
+    emptied = {h.name for h in cluster.hosts
+               if any(v.running for v in h.vms) and all(v.name in proposed for v in h.vms if v.running)}
     for vm_name, dst_name in proposals:
-        found = _find(cluster, vm_name)
+        found = where.get(vm_name)
         if found is None or dst_name not in hosts or found[1].name == dst_name:
             continue
         vm, src = found
@@ -55,8 +48,9 @@ def plan_from_proposals(cluster: Cluster, goal: str, strategy: str, proposals: l
             continue
         if len(plan.moves) >= ctx.max_migrations:
             break
-        plan.moves.append(decide.move(cluster, vm, src, dst, _reason(strategy, src, src.name in emptied,
-                                                                        decide.host_load(src))))
+        reason = _reason(strategy, src, src.name in emptied, decide.host_load(src))
+        plan.moves.append(decide.move(cluster, vm, src, dst, reason))
+        where[vm.name] = (vm, dst)
     plan.after = decide.summary(cluster, ctx.thresholds.hot)
     return plan
 

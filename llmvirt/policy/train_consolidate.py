@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from llmvirt.policy.checkpoint import HeadSpec
 from llmvirt.policy.consolidate_head import BOUNDS, PARAMS, SPEC_NAME, SPEC_VERSION, clip, policy
 from llmvirt.scoring import Score, consolidation_cost, reward
 from llmvirt.sim.cloudsim_policies import run_policy
-from llmvirt.sim.datacenter import cloudsim_datacenter
+from llmvirt.sim.datacenter import cloudsim_datacenter, planetlab_day
 from llmvirt.sim.engine import Simulation
 from llmvirt.sim.traces import load_planetlab
 
@@ -75,14 +74,9 @@ def day_reward(values: np.ndarray, dc_factory, objective: str = "cost") -> tuple
     return reward(score, "consolidate"), r
 
 
-@cache
-def _day_dc(day: str):  # noqa: ANN202 - one data centre per worker process and day
-    return cloudsim_datacenter(load_planetlab(Path(day)))
-
-
 def _candidate_day(args: tuple[tuple[float, ...], str, str]) -> float:
     values, day, objective = args
-    return day_reward(np.array(values), lambda: _day_dc(day), objective)[0]
+    return day_reward(np.array(values), lambda: planetlab_day(day), objective)[0]
 
 
 def train(planetlab: Path, out: Path, cfg: ConsolidateTrainConfig) -> dict:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 
 from llmvirt.sim.power import ML110_G4, ML110_G5
-from llmvirt.sim.traces import CpuTrace
+from llmvirt.sim.traces import CpuTrace, load_planetlab
 
 HOST_PE_MIPS = (1860.0, 2660.0)  #: G4, G5 (host type = index % 2)
 HOST_PES = 2
@@ -82,3 +84,10 @@ def cloudsim_datacenter(trace: CpuTrace, n_hosts: int = 800) -> DataCenter:
         vm_mips=np.array(VM_MIPS)[vm_types], vm_ram=np.array(VM_RAM_MB, dtype=np.float64)[vm_types],
         vm_bw=np.full(n, VM_BW, dtype=np.float64), util=util, interval_s=trace.interval_s, names=trace.names,
     )
+
+
+@cache
+def planetlab_day(day: str) -> DataCenter:
+    """CloudSim's data centre for the PlanetLab day directory ``day``, loaded once per process (the tuner's
+    and the head's search workers run many policies on the same days)."""
+    return cloudsim_datacenter(load_planetlab(Path(day)))

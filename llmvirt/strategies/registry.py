@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from llmvirt.cluster import Cluster
 from llmvirt.errors import UsageError
 from llmvirt.policy import decide
+from llmvirt.policy.consolidate_head import GatedConsolidation
 from llmvirt.policy.proposals import plan_from_proposals
 from llmvirt.sim import cloudsim_policies, cluster_arrays, field_policies, pinning
 from llmvirt.sim.cloudsim_policies import Dvfs, PabfdPolicy, StaticDecreasing
@@ -45,18 +46,21 @@ SCORER_RULES = ("best-fit", "least-loaded", "first-fit")
 GOALS = ("balance", "consolidate")
 
 
-def _learned_spec(name: str) -> tuple[bool, str | None]:
-    """(is it llmvirt's learned policy, its checkpoint spec) for a scenario name."""
-    if name == "llmvirt" or name.startswith("llmvirt:"):
+def _named(name: str, prefix: str) -> tuple[bool, str | None]:
+    """(is ``name`` ``PREFIX`` or ``PREFIX:POLICY``, the checkpoint spec after the colon)."""
+    if name == prefix or name.startswith(prefix + ":"):
         return True, name.split(":", 1)[1] if ":" in name else None
     return False, None
+
+
+def _learned_spec(name: str) -> tuple[bool, str | None]:
+    """(is it ``llmvirt[:POLICY]``, llmvirt's learned policy, its checkpoint spec)."""
+    return _named(name, "llmvirt")
 
 
 def _head_spec(name: str) -> tuple[bool, str | None]:
     """(is it ``llmvirt-head[:POLICY]``, the consolidation head itself, its checkpoint spec)."""
-    if name == "llmvirt-head" or name.startswith("llmvirt-head:"):
-        return True, name.split(":", 1)[1] if ":" in name else None
-    return False, None
+    return _named(name, "llmvirt-head")
 
 
 GOAL_DEFAULTS = "strategies.json"  #: in a policy directory: {goal: {"strategy": NAME, "why": ...}}
@@ -81,7 +85,6 @@ def goal_default(spec: str | None, goal: str) -> tuple[str, str] | None:
 def _gated(name: str) -> Any:
     """``gated:THRESHOLD:EVERY:BELOW``: THR-MMT with a consolidation gate, the learned head's structure as a
     baseline with hand-set (or grid-tuned) numbers."""
-    from llmvirt.policy.consolidate_head import GatedConsolidation
     from llmvirt.sim.overload import Thr
 
     try:
@@ -195,8 +198,8 @@ class CloudsimStrategy:
         A gated head consolidates every ``every`` steps in the simulator; on real hosts each run is a
         decision step the operator chose to take (the cron interval stands in for the gate)."""
         state, ident = cluster_arrays.cloudsim_state(cluster, ctx.history)
-        if hasattr(self.policy, "every"):
-            self.policy._step = self.policy.every - 1  # type: ignore[union-attr]
+        if isinstance(self.policy, GatedConsolidation):
+            self.policy.consolidate_next_step()
         pairs = self.policy.decide(state, 0.0)  # type: ignore[arg-type]
         return plan_from_proposals(cluster, goal, self.name, ident.named(pairs), ctx)
 
@@ -220,10 +223,11 @@ def resolve(name: str | None, goal: str = "balance") -> Strategy:
     """The Strategy called ``name`` for ``goal`` (see the module docstring); one clear line for a bad name."""
     if goal not in GOALS:
         raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
-    if name is None or name == "llmvirt":
+    if name is None:
         return _learned(None, goal)
-    if name.startswith("llmvirt:"):
-        return _learned(name.split(":", 1)[1], goal)
+    learned, spec = _learned_spec(name)
+    if learned:
+        return _learned(spec, goal)
     head, head_spec = _head_spec(name)
     if head:
         return _learned(head_spec, goal, head_only=True)
