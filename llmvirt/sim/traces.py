@@ -62,8 +62,8 @@ def load_planetlab(directory: Path) -> CpuTrace:
                     PLANETLAB_INTERVAL_S)
 
 
-BITBRAINS_START = 1372636800  # 2013-07-01 00:00 UTC
-BITBRAINS_BINS = 2016  # one week of 300 s bins
+BITBRAINS_START = 1372636800  # 2013-07-01 00:00 UTC: the July week's start (its period, from the data)
+BITBRAINS_BINS = 2016  # the July week: 2016 bins of 300 s
 MIN_COVERAGE = 0.9  # VMs with data in fewer bins than this are left out (and reported)
 
 
@@ -108,6 +108,17 @@ def _grid(ts: np.ndarray, values: np.ndarray, start: int, bins: int, interval: i
     first = int(np.argmax(filled))
     pos[pos < 0] = first
     return out[pos], int(filled.sum())
+
+
+def bitbrains_period(timestamps: list[np.ndarray], interval: int = 300) -> tuple[int, int]:
+    """The trace's period from the data: (start, bins) on the ``interval`` grid, from the median first
+    and last timestamps over the VMs (a VM that starts late or stops early does not move it). The
+    July week gives 2013-07-01 00:00 UTC and 2016 bins; the August month its own period."""
+    first = float(np.median([t.min() for t in timestamps]))
+    last = float(np.median([t.max() for t in timestamps]))
+    start = int(first // interval) * interval
+    bins = max(1, int((last - start) // interval) + 1)
+    return start, bins
 
 
 def _bitbrains_rows(name: str, text: str) -> np.ndarray:
@@ -159,21 +170,22 @@ def load_bitbrains(source: Path) -> UsageTrace:
         raise TraceError(f"Bitbrains trace {source} is neither a directory nor a .tar.gz")
     if not files:
         raise TraceError(f"Bitbrains trace {source} holds no .csv files")
+    parsed = [(name, _bitbrains_rows(name, text)) for name, text in files]
+    start, bins = bitbrains_period([a[:, 0] for _, a in parsed])
     names, vcpus, cap, cpu, mcap, mem = [], [], [], [], [], []
     dropped: list[str] = []
     filled_bins = clipped = 0
-    for name, text in files:
-        a = _bitbrains_rows(name, text)
+    for name, a in parsed:
         cores, cap_mhz, mem_cap = a[:, 1].max(), a[:, 2].max(), a[:, 5].max() / 1024
         if cores <= 0 or mem_cap <= 0 or cap_mhz <= 0:
             dropped.append(f"{name} (0 cores or memory)")
             continue
-        c, n = _grid(a[:, 0], a[:, 3], BITBRAINS_START, BITBRAINS_BINS, 300)
-        m, _ = _grid(a[:, 0], a[:, 6] / 1024, BITBRAINS_START, BITBRAINS_BINS, 300)
-        if n < MIN_COVERAGE * BITBRAINS_BINS:
-            dropped.append(f"{name} (data in {n} of {BITBRAINS_BINS} bins)")
+        c, n = _grid(a[:, 0], a[:, 3], start, bins, 300)
+        m, _ = _grid(a[:, 0], a[:, 6] / 1024, start, bins, 300)
+        if n < MIN_COVERAGE * bins:
+            dropped.append(f"{name} (data in {n} of {bins} bins)")
             continue
-        filled_bins += BITBRAINS_BINS - n
+        filled_bins += bins - n
         clipped += int((c > cap_mhz).sum() + (m > mem_cap).sum())
         names.append(name.removesuffix(".csv"))
         vcpus.append(cores)
