@@ -19,6 +19,7 @@ class Head(StrEnum):
     balloon = "balloon"
     pin = "pin"
     consolidate = "consolidate"
+    balance_rl = "balance-rl"
 
 
 def train(
@@ -31,13 +32,19 @@ def train(
     from_store: Annotated[bool, typer.Option("--from-store", help="Fine-tune the active policy on the outcomes "
                                              "and history recorded in the store; registers a new, inactive "
                                              "version.")] = False,
-    head: Annotated[Head, typer.Option(help="placement (migration/placement scorer, balance scenario), balloon "
+    head: Annotated[Head, typer.Option(help="placement (migration/placement scorer, balance scenario), balance-rl "
+                                       "(the learned balance policy, PPO on the balance cost), balloon "
                                        "(memory scenario), pin (pinning scenario) or consolidate (cloudsim "
                                        "scenario; --trace is the PlanetLab directory of days).")] = Head.placement,
     scenario: Annotated[str, typer.Option(help="Scenario to learn the placement head in (balance).")] = "balance",
     seed: Annotated[int, typer.Option(help="Seed: the run is reproducible from it.")] = 0,
     samples: Annotated[int, typer.Option(help="Placement: decisions sampled from the training replay.")] = 3000,
     epochs: Annotated[int, typer.Option(help="Placement: training epochs.")] = 60,
+    extra_trace: Annotated[list[Path] | None, typer.Option("--extra-trace", help="balance-rl: more Bitbrains or "
+                                                           "generic traces to train on (their training VMs).")]
+    = None,
+    iters: Annotated[int, typer.Option(help="balance-rl: PPO iterations.")] = 300,
+    mode: Annotated[str, typer.Option(help="balance-rl: full, or an ablation: no-forecast, no-history.")] = "full",
 ) -> None:
     """Train one head on the training split; write safetensors + JSON and a learning curve.
     With --from-store: fine-tune the active policy on recorded outcomes into a new version."""
@@ -53,6 +60,15 @@ def train(
         raise UsageError(f"scenario {scenario!r} has no trainer yet: use balance")
     if samples < 10 or epochs < 1:
         raise UsageError("--samples must be at least 10 and --epochs at least 1")
+    if head is Head.balance_rl:
+        from llmvirt.policy import train_balance
+
+        cfg = train_balance.RlConfig(seed=seed, iters=iters, mode=mode)
+        record = train_balance.train_files([trace, *(extra_trace or [])], out_dir, cfg,
+                                           log=lambda line: out.print(line, markup=False))
+        out.print(f"wrote {out_dir}/balance_rl.safetensors, balance_rl.json, balance_rl_curve.csv "
+                  f"({record['decision_steps']} decision steps in {record['wall_s']:.0f} s)", markup=False)
+        return
     if head is Head.consolidate:
         from llmvirt.policy import train_consolidate
 

@@ -1,0 +1,210 @@
+"""What the learned balance policy sees: candidate moves and their features, for any fleet size.
+
+The policy scores candidate moves ``(VM, destination host)`` one by one with shared weights, plus
+a "do nothing" option, so the same network runs on 3 hosts or 10,000. Candidates, per fleet:
+
+- the ``SOURCES`` hosts with the highest forecast load, and on each the ``PER_SOURCE`` VMs with the
+  highest forecast demand that may live-migrate;
+- as destinations, the ``DESTINATIONS`` placeable hosts with the lowest forecast load (every host
+  in a small fleet).
+
+The mask keeps only moves the hard rules allow (destination placeable and not the VM's host, its
+vCPU and memory allocation within the limits): the policy proposes, the constraints dispose.
+
+Every figure is scale-free (loads as a share of the host's cores), so fleets of any host size
+share one network. The forecast (:class:`Forecaster`) turns each VM's last hour into quantiles of
+its next-step demand; the ablation ``mode`` replaces it by the last value (``no-forecast``) or
+removes the history features (``no-history``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmvirt.sim.balance_env import HISTORY, BalanceState
+
+SOURCES = 3  #: hottest hosts a move may leave
+PER_SOURCE = 8  #: VMs per source host considered
+DESTINATIONS = 16  #: coolest hosts a move may go to
+MODES = ("full", "no-forecast", "no-history")  #: the ablations' inputs
+
+CANDIDATE_FEATURES = [
+    "src_load_now", "src_load_q50", "src_load_q90",
+    "dst_load_now", "dst_load_q50", "dst_load_q90",
+    "vm_now", "vm_q50", "vm_q90",
+    "src_excess_q90", "src_excess_after_q90", "dst_excess_after_q90", "relief_q90", "relief_now",
+    "vm_mem_gib", "vm_hist_mean", "vm_hist_max", "vm_hist_std", "since_move", "dst_vcpu_room",
+    "fleet_mean_load", "fleet_max_q90",
+]  #: per candidate move, in order
+GLOBAL_FEATURES = ["fleet_max_now", "fleet_max_q90", "hosts_over_q90", "hosts_over_now", "fleet_mean_load",
+                   "best_relief_now", "best_relief_q90"]
+FEATURE_SPEC_VERSION = 1
+
+
+class Forecaster:
+    """Quantiles (50 %, 90 %) of a VM's next-step CPU use from its last hour, a small MLP in numpy.
+
+    Input: the last ``HISTORY`` samples as a share of the VM's vCPUs and log2(vCPUs); output: the
+    two quantiles as a share of its vCPUs (the 90 % one never below the 50 % one)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        """``arrays``: ``forecast.{0,2,4}.{weight,bias}`` as trained by :mod:`llmvirt.policy.train_balance`."""
+        self.layers = [(arrays[f"forecast.{i}.weight"].astype(np.float32),
+                        arrays[f"forecast.{i}.bias"].astype(np.float32)) for i in (0, 2, 4)]
+
+    @staticmethod
+    def inputs(history: np.ndarray, vcpus: np.ndarray) -> np.ndarray:
+        """(..., HISTORY + 1) network inputs from history (cores) and vCPUs."""
+        v = np.maximum(vcpus, 1.0)[..., None]
+        return np.concatenate([history / v, np.log2(v)], axis=-1).astype(np.float32)
+
+    def __call__(self, history: np.ndarray, vcpus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(q50, q90) of next-step demand in cores, shaped like ``vcpus``."""
+        h = self.inputs(history, vcpus)
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w.T + b
+            if i < 2:
+                h = np.maximum(h, 0.0)
+        q50 = np.clip(h[..., 0], 0.0, 1.0)
+        q90 = np.clip(q50 + np.logaddexp(0.0, h[..., 1]), 0.0, 1.0)
+        v = np.maximum(vcpus, 1.0)
+        return q50 * v, q90 * v
+
+
+@dataclass
+class Candidates:
+    """Candidate moves of every fleet in a batch, padded to ``N`` per fleet."""
+
+    vm: np.ndarray  #: (E, N) VM index
+    dst: np.ndarray  #: (E, N) destination host index
+    mask: np.ndarray  #: (E, N) allowed by the hard rules
+    features: np.ndarray  #: (E, N, F) float32
+    global_features: np.ndarray  #: (E, G) float32
+
+    @property
+    def noop_mask(self) -> np.ndarray:
+        """(E, N + 1): "do nothing" (index 0, always allowed), then the candidates."""
+        return np.concatenate([np.ones((self.mask.shape[0], 1), dtype=bool), self.mask], axis=1)
+
+
+def _host_sum(vm_host: np.ndarray, per_vm: np.ndarray, valid: np.ndarray, n_hosts: int) -> np.ndarray:
+    e = vm_host.shape[0]
+    flat = (vm_host + np.arange(e)[:, None] * n_hosts).ravel()
+    return np.bincount(flat, (per_vm * valid).ravel(), minlength=e * n_hosts).reshape(e, n_hosts)
+
+
+def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Row-wise gather: a (E, X), idx (E, ...) -> (E, ...)."""
+    return np.take_along_axis(a, idx.reshape(idx.shape[0], -1), axis=1).reshape(idx.shape)
+
+
+def candidates(state: BalanceState, forecaster: Forecaster | None, mode: str = "full") -> Candidates:
+    """The candidate moves and features of every fleet in ``state`` (see the module docstring).
+
+    Figures are computed at the level they vary on (source host, VM, destination, pair) and
+    broadcast into one preallocated array, which keeps a batch of 64 fleets at a few milliseconds."""
+    if mode not in MODES:
+        raise ValueError(f"unknown feature mode {mode!r}: use {', '.join(MODES)}")
+    e_n, n_h = state.host_valid.shape
+    valid = state.vm_valid
+    now = state.demand
+    if forecaster is None or mode == "no-forecast":
+        q50 = q90 = now
+    else:
+        q50, q90 = np.zeros_like(now), np.zeros_like(now)
+        q50[valid], q90[valid] = forecaster(state.history[valid], state.vcpus[valid])
+    c1 = state.cores[:, None]
+    load_now = _host_sum(state.vm_host, now, valid, n_h) / c1
+    load50 = _host_sum(state.vm_host, q50, valid, n_h) / c1
+    load90 = _host_sum(state.vm_host, q90, valid, n_h) / c1
+    hv = state.host_valid
+    n_valid = np.maximum(hv.sum(axis=1), 1)
+    s_n = min(SOURCES, n_h)
+    src = np.argsort(np.where(hv, -load90, np.inf), axis=1, kind="stable")[:, :s_n]  # (E, S)
+    on_src = state.vm_host[:, None, :] == src[:, :, None]  # (E, S, V)
+    vm_score = np.where(on_src & (valid & state.movable)[:, None, :], q90[:, None, :], -np.inf)
+    k = min(PER_SOURCE, vm_score.shape[2])
+    top = np.argsort(-vm_score, axis=2, kind="stable")[:, :, :k]  # (E, S, K)
+    top_ok = np.take_along_axis(vm_score, top, axis=2) > -np.inf
+    d_n = min(DESTINATIONS, n_h)
+    dst = np.argsort(np.where(hv & state.placeable, load90, np.inf), axis=1, kind="stable")[:, :d_n]  # (E, D)
+    shape = (e_n, s_n, k, d_n)
+    c4 = state.cores[:, None, None, None]
+    # per source host (E, S, 1, 1), per VM (E, S, K, 1), per destination (E, 1, 1, D)
+    s_now, s50, s90 = (_take(x, src)[:, :, None, None] for x in (load_now, load50, load90))
+    v_now, v50, v90 = (_take(x, top)[..., None] / c4 for x in (now, q50, q90))
+    d_now, d50, d90 = (_take(x, dst)[:, None, None, :] for x in (load_now, load50, load90))
+    vc = _take(state.vcpus, top)[..., None]
+    mc = _take(state.mem_cap_gib, top)[..., None]
+    d_vc = _take(state.host_vcpus, dst)[:, None, None, :]
+    d_mc = _take(state.host_mem_cap, dst)[:, None, None, :]
+    ok = top_ok[..., None] & (dst[:, None, None, :] != src[:, :, None, None])
+    ok = ok & _take(hv & state.placeable, dst)[:, None, None, :]
+    ok = ok & (d_vc + vc <= state.vcpu_limit[:, None, None, None] + 1e-9)
+    ok = ok & (d_mc + mc <= state.mem_limit[:, None, None, None] + 1e-9)
+    src_ex = np.maximum(s90 - 1.0, 0.0)
+    src_after = np.maximum(s90 - v90 - 1.0, 0.0)
+    dst_after = np.maximum(d90 + v90 - 1.0, 0.0)
+    relief_now = (np.maximum(s_now - 1.0, 0.0) - np.maximum(s_now - v_now - 1.0, 0.0)
+                  - (np.maximum(d_now + v_now - 1.0, 0.0) - np.maximum(d_now - 1.0, 0.0)))
+    if mode == "no-history":
+        h_mean = h_max = h_std = np.zeros((e_n, s_n, k, 1))
+    else:
+        past = np.take_along_axis(state.history[..., :-1], top.reshape(e_n, -1)[..., None], axis=1)
+        past = past.reshape(e_n, s_n, k, -1)
+        h_mean, h_max, h_std = (f(past, axis=3)[..., None] / c4 for f in (np.mean, np.max, np.std))
+    mean_load = (load_now * hv).sum(axis=1) / n_valid
+    max90 = np.where(hv, load90, -np.inf).max(axis=1)
+    vcl = state.vcpu_limit[:, None, None, None]
+    cols = [s_now, s50, s90, d_now, d50, d90, v_now, v50, v90, src_ex, src_after, dst_after,
+            (src_ex - src_after) - (dst_after - np.maximum(d90 - 1.0, 0.0)), relief_now,
+            _take(state.mem_gib, top)[..., None] / 64.0, h_mean, h_max, h_std,
+            np.minimum(_take(state.since_move, top), 12.0)[..., None] / 12.0,
+            (vcl - d_vc - vc) / vcl, mean_load[:, None, None, None], max90[:, None, None, None]]
+    feats = np.empty((*shape, len(cols)), dtype=np.float32)
+    for j, col in enumerate(cols):
+        feats[..., j] = col
+    n = s_n * k * d_n
+    ok = np.broadcast_to(ok, shape).reshape(e_n, n)
+    feats = feats.reshape(e_n, n, len(cols))
+    feats[~ok] = 0.0
+    vm = np.broadcast_to(top[..., None], shape).reshape(e_n, n)
+    dh = np.broadcast_to(dst[:, None, None, :], shape).reshape(e_n, n)
+    max_now = np.where(hv, load_now, -np.inf).max(axis=1)
+    best_now = np.where(ok, feats[..., CANDIDATE_FEATURES.index("relief_now")], 0.0).max(axis=1, initial=0.0)
+    best_q90 = np.where(ok, feats[..., CANDIDATE_FEATURES.index("relief_q90")], 0.0).max(axis=1, initial=0.0)
+    glob = np.stack([max_now, max90, ((load90 > 1.0) & hv).sum(axis=1) / n_valid,
+                     ((load_now > 1.0) & hv).sum(axis=1) / n_valid, mean_load, best_now, best_q90],
+                    axis=-1).astype(np.float32)
+    return Candidates(vm, dh, ok, feats, glob)
+
+
+PRIOR_ACT = 3.0  #: prior logit added to a move the fallback would make (above "do nothing" at 0)
+PRIOR_SKIP = -3.0  #: prior logit of an allowed move the fallback would not make
+
+
+def prior_logits(cand: Candidates, threshold: float = 1.0) -> np.ndarray:
+    """The heuristic fallback as logits: (E, N + 1), "do nothing" first at 0; disallowed moves -inf.
+
+    React to what is measured now: when a source host is above ``threshold`` of its cores, a move that
+    lowers its load without making the destination hotter than the source was scores ``PRIOR_ACT`` plus
+    the overload it relieves now (x100, in shares of a host) plus how much it lowers the hotter end;
+    every other allowed move scores ``PRIOR_SKIP``. Its argmax is the fallback's decision (ablation a: no
+    forecast, no history, no network); the learned policy's network adds its correction to these
+    logits (residual reinforcement learning), so training starts from the fallback's behaviour."""
+    i = CANDIDATE_FEATURES.index
+    f = cand.features
+    src_now = f[..., i("src_load_now")]
+    v_now = f[..., i("vm_now")]
+    after_dst = f[..., i("dst_load_now")] + v_now
+    hotter_after = np.maximum(src_now - v_now, after_dst)
+    acts = cand.mask & (src_now > threshold) & (after_dst < src_now)
+    gain = f[..., i("relief_now")] * 100 + np.maximum(src_now - hotter_after, 0.0)
+    scores = np.where(acts, PRIOR_ACT + gain, PRIOR_SKIP)
+    scores = np.where(cand.mask, scores, -np.inf)
+    return np.concatenate([np.zeros((scores.shape[0], 1)), scores], axis=1).astype(np.float32)
+
+
+HISTORY_LEN = HISTORY  #: re-exported: samples of history the policy reads
