@@ -181,8 +181,11 @@ def candidates(state: BalanceState, forecaster: Forecaster | None, mode: str = "
     return Candidates(vm, dh, ok, feats, glob)
 
 
-PRIOR_ACT = 3.0  #: prior logit added to a move the fallback would make (above "do nothing" at 0)
-PRIOR_SKIP = -3.0  #: prior logit of an allowed move the fallback would not make
+PRIOR_ACT = 1.0  #: prior logit of a move the fallback would make (above "do nothing" at 0), plus its gain
+PRIOR_GAIN = 0.1  #: prior logit per point of gain (overload relieved x100 + the hotter end's drop)
+PRIOR_SKIP = -10.0  #: prior logit of an allowed move the fallback would not make: with a few hundred
+#: candidates, "do nothing" stays about 99 % likely when sampling where the fallback would not act, while
+#: where it would, "do nothing" keeps 10 % to 25 %: the policy explores whether acting is worth it
 
 
 def prior_logits(cand: Candidates, threshold: float = 1.0) -> np.ndarray:
@@ -190,7 +193,8 @@ def prior_logits(cand: Candidates, threshold: float = 1.0) -> np.ndarray:
 
     React to what is measured now: when a source host is above ``threshold`` of its cores, a move that
     lowers its load without making the destination hotter than the source was scores ``PRIOR_ACT`` plus
-    the overload it relieves now (x100, in shares of a host) plus how much it lowers the hotter end;
+    ``PRIOR_GAIN`` x its gain: the overload it relieves now (x100, in shares of a host) plus how much it
+    lowers the hotter end;
     every other allowed move scores ``PRIOR_SKIP``. Its argmax is the fallback's decision (ablation a: no
     forecast, no history, no network); the learned policy's network adds its correction to these
     logits (residual reinforcement learning), so training starts from the fallback's behaviour."""
@@ -202,7 +206,7 @@ def prior_logits(cand: Candidates, threshold: float = 1.0) -> np.ndarray:
     hotter_after = np.maximum(src_now - v_now, after_dst)
     acts = cand.mask & (src_now > threshold) & (after_dst < src_now)
     gain = f[..., i("relief_now")] * 100 + np.maximum(src_now - hotter_after, 0.0)
-    scores = np.where(acts, PRIOR_ACT + gain, PRIOR_SKIP)
+    scores = np.where(acts, PRIOR_ACT + PRIOR_GAIN * gain, PRIOR_SKIP)
     scores = np.where(cand.mask, scores, -np.inf)
     return np.concatenate([np.zeros((scores.shape[0], 1)), scores], axis=1).astype(np.float32)
 
