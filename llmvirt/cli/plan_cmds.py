@@ -168,8 +168,8 @@ def rebalance(
 
         spec, version = (policy, "") if snapshot is not None else _policy(ctx, policy)
         strategy = registry.resolve(spec, goal)
-        history = snapshots.vm_cpu_history(st.engine(), HISTORY_SCANS) if snapshot is None and isinstance(
-            strategy, registry.CloudsimStrategy) else {}
+        history = (snapshots.vm_cpu_history(st.engine(), HISTORY_SCANS)
+                   if snapshot is None and getattr(strategy, "needs_history", False) else {})
         plan = strategy.plan(cluster, goal, decide.Context(limits, groups, pins, config.load_thresholds(st.config_path),
                                                            max_migrations, history))
         plan.policy = version + plan.policy

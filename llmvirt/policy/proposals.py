@@ -23,9 +23,10 @@ def _reason(strategy: str, src: Host, emptied: bool, before: float) -> str:
 
 
 def plan_from_proposals(cluster: Cluster, goal: str, strategy: str, proposals: list[tuple[str, str]],
-                        ctx: decide.Context) -> decide.Plan:
+                        ctx: decide.Context, reasons: dict[str, str] | None = None) -> decide.Plan:
     """The plan of ``proposals`` (VM name, destination host name) after the hard rules, at most
-    ``ctx.max_migrations`` moves. ``cluster`` is changed to the state after the plan."""
+    ``ctx.max_migrations`` moves. ``reasons`` (VM name -> why) replaces the generic reason where the
+    strategy says what drove a move. ``cluster`` is changed to the state after the plan."""
     plan = decide.Plan(goal=goal, policy=strategy, before=decide.summary(cluster, ctx.thresholds.hot))
     hosts = {h.name: h for h in cluster.hosts}
     where = {v.name: (v, h) for h in cluster.hosts for v in h.vms if v.running}  # kept current as moves apply
@@ -48,7 +49,8 @@ def plan_from_proposals(cluster: Cluster, goal: str, strategy: str, proposals: l
             continue
         if len(plan.moves) >= ctx.max_migrations:
             break
-        reason = _reason(strategy, src, src.name in emptied, decide.host_load(src))
+        reason = (f"{strategy}: {reasons[vm.name]}" if reasons and vm.name in reasons
+                  else _reason(strategy, src, src.name in emptied, decide.host_load(src)))
         plan.moves.append(decide.move(cluster, vm, src, dst, reason))
         where[vm.name] = (vm, dst)
     plan.after = decide.summary(cluster, ctx.thresholds.hot)

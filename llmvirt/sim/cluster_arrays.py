@@ -59,6 +59,7 @@ class Identity:
     vm_names: list[str] = field(default_factory=list)  #: VM name per VM index
     host_names: list[str] = field(default_factory=list)  #: host name per host index
     movable: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  #: per VM: may live-migrate
+    vm_uuids: list[str] = field(default_factory=list)  #: UUID per VM index (history is keyed by it)
 
     def named(self, pairs: list[tuple[int, int]]) -> list[tuple[str, str]]:
         """``(vm index, host index)`` decisions as ``(vm name, host name)``."""
@@ -93,7 +94,7 @@ def fleet_view(cluster: Cluster, cpu_allocation_ratio: float, ram_allocation_rat
 
 def _identity(cluster: Cluster, vms: list[tuple[int, Vm]]) -> Identity:
     return Identity([v.name for _, v in vms], [h.name for h in cluster.hosts],
-                    np.array([not v.has_pci_passthrough for _, v in vms], dtype=bool))
+                    np.array([not v.has_pci_passthrough for _, v in vms], dtype=bool), [v.uuid for _, v in vms])
 
 
 @dataclass

@@ -20,6 +20,8 @@ name                                   strategy
 a name under policies/, or nothing     balance; for consolidate its ``strategies.json`` choice (a
                                        tuned baseline where the head does not beat it), else the head
 ``llmvirt-head[:POLICY]``              the learned consolidation head itself (gated PABFD)
+``llmvirt-rl[:POLICY]``                the learned balance policy (PPO on the balance cost)
+``llmvirt-rl-fallback[:T]``            its heuristic fallback in the same loop (trigger T, default 1.0)
 =====================================  ===========================================================
 
 The ``baseline:`` prefix is optional for the simulator's names (``watcher-wb`` = ``baseline:watcher-wb``).
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from llmvirt.cluster import Cluster
 from llmvirt.errors import UsageError
@@ -56,6 +58,35 @@ def _named(name: str, prefix: str) -> tuple[bool, str | None]:
 def _learned_spec(name: str) -> tuple[bool, str | None]:
     """(is it ``llmvirt[:POLICY]``, llmvirt's learned policy, its checkpoint spec)."""
     return _named(name, "llmvirt")
+
+
+def _rl_spec(name: str) -> tuple[bool, str | None]:
+    """(is it ``llmvirt-rl[:POLICY]``, the learned balance policy, its checkpoint spec)."""
+    return _named(name, "llmvirt-rl")
+
+
+def _fallback_spec(name: str) -> tuple[bool, float]:
+    """(is it ``llmvirt-rl-fallback[:T]``, the learned balance policy's heuristic fallback, its trigger)."""
+    hit, arg = _named(name, "llmvirt-rl-fallback")
+    if not hit:
+        return False, 1.0
+    try:
+        return True, float(arg) if arg else 1.0
+    except ValueError:
+        raise UsageError(f"{name!r}: use llmvirt-rl-fallback[:TRIGGER], e.g. llmvirt-rl-fallback:0.9") from None
+
+
+def balance_actor(name: str) -> Any:
+    """The learned balance policy (``llmvirt-rl[:POLICY]``) or its fallback (``llmvirt-rl-fallback[:T]``), or None."""
+    from llmvirt.policy import balance_policy
+
+    fb, trigger = _fallback_spec(name)
+    if fb:
+        return balance_policy.BalanceActor(name=name, fallback=True, threshold=trigger)
+    rl, spec = _rl_spec(name)
+    if rl:
+        return balance_policy.load(decide.policy_dir(spec), name=name)
+    return None
 
 
 def _head_spec(name: str) -> tuple[bool, str | None]:
@@ -120,7 +151,14 @@ def make_policy(name: str, seed: int = 0) -> Any:
 
 def make_balancer(name: str) -> Any:
     """A balance-scenario policy: a field baseline or ``llmvirt[:POLICY]`` (llmvirt's rebalance loop)."""
+    actor = balance_actor(name)
+    if actor is not None:
+        return actor
     learned, spec = _learned_spec(name)
+    if learned and (chosen := goal_default(spec, "balance")) is not None:
+        balancer = make_balancer(chosen[0])
+        balancer.name = name
+        return balancer
     base = name.removeprefix("baseline:")
     if learned or base in SCORER_RULES:
         from llmvirt.policy.sim_adapter import LlmvirtBalancer
@@ -191,6 +229,7 @@ class CloudsimStrategy:
 
     policy: PabfdPolicy | Dvfs | StaticDecreasing  #: the simulator's policy object
     name: str  #: display name
+    needs_history: ClassVar[bool] = True  #: the adaptive detectors read each VM's past CPU use
 
     def plan(self, cluster: Cluster, goal: str, ctx: decide.Context) -> decide.Plan:
         """One optimisation step (overload relief, then consolidation) on the scanned state.
@@ -204,7 +243,46 @@ class CloudsimStrategy:
         return plan_from_proposals(cluster, goal, self.name, ident.named(pairs), ctx)
 
 
+@dataclass
+class BalanceRlStrategy:
+    """The learned balance policy (or its fallback) on the cluster's FleetView, with each VM's recent CPU
+    history from the store; one move per plan, as it was trained (one per 300 s step), unless the plan
+    has hosts to drain (then the hard rules' drain comes first: ``decide.rebalance`` with least-loaded)."""
+
+    actor: Any  #: llmvirt.policy.balance_policy.BalanceActor
+    name: str  #: display name
+    needs_history: ClassVar[bool] = True  #: the forecast reads each VM's last hour
+
+    def plan(self, cluster: Cluster, goal: str, ctx: decide.Context) -> decide.Plan:
+        """The actor's decision on the scanned state, with its reason, through the hard rules."""
+        import numpy as np
+
+        if goal != "balance":
+            raise UsageError(f"{self.name} decides goal balance only; for consolidate use llmvirt or llmvirt-head")
+        view, ident = cluster_arrays.fleet_view(cluster, ctx.limits.cpu_allocation_ratio,
+                                                ctx.limits.ram_allocation_ratio)
+        mhz = view.setup.mhz_per_core
+        hist = np.full((len(ident.vm_uuids), 11), np.nan)
+        for i, uuid in enumerate(ident.vm_uuids):
+            past = ctx.history.get(uuid, [])[-11:]
+            if past:
+                hist[i, 11 - len(past):] = np.asarray(past) * view.vm_vcpus[i] * mhz
+        # a VM with a shorter history repeats its oldest sample; one with none repeats now
+        for i in range(hist.shape[0]):
+            row = hist[i]
+            known = np.flatnonzero(~np.isnan(row))
+            row[: known[0] if known.size else row.size] = row[known[0]] if known.size else view.vm_cpu_mhz[i]
+        decisions = self.actor.explain(view, hist, ident.movable)
+        pairs = [(d.vm, d.dst) for d in decisions]
+        reasons = {ident.vm_names[d.vm]: d.reason for d in decisions}
+        return plan_from_proposals(cluster, goal, self.name, ident.named(pairs), ctx, reasons)
+
+
 def _learned(spec: str | None, goal: str, head_only: bool = False) -> Strategy:
+    if goal == "balance" and not head_only and (chosen := goal_default(spec, goal)) is not None:
+        strategy = resolve(chosen[0], goal)
+        strategy.name = f"llmvirt balance={chosen[0]}"
+        return strategy
     scorer = decide.load_scorer(spec)
     if goal == "consolidate":
         from llmvirt.policy import consolidate_head
@@ -225,6 +303,9 @@ def resolve(name: str | None, goal: str = "balance") -> Strategy:
         raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
     if name is None:
         return _learned(None, goal)
+    actor = balance_actor(name)
+    if actor is not None:
+        return BalanceRlStrategy(actor, name)
     learned, spec = _learned_spec(name)
     if learned:
         return _learned(spec, goal)
