@@ -1,0 +1,96 @@
+"""The learned balance policy against the tuned baselines, on fixed fleets of held-back (or training) VMs.
+
+Every policy runs on the same fleets in the same batched simulator (:mod:`llmvirt.sim.balance_env`)
+and is judged on the same cost. Fleets are drawn from a seed: the spread over seeds is the spread
+over fleet shapes, VMs and days.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from llmvirt.sim.balance_env import BalanceEnv, EnvConfig, Fleet, draw_fleet, trace_pool
+from llmvirt.sim.traces import UsageTrace
+
+
+def fleets(trace: UsageTrace, vms: np.ndarray, n: int, seed: int, cfg: EnvConfig) -> list[Fleet]:
+    """``n`` fleets drawn from ``vms`` of ``trace`` with ``seed``."""
+    rng = np.random.default_rng(seed)
+    pool_cpu, vcpus, mcap, _ = trace_pool(trace, cfg.mhz_per_core)
+    return [draw_fleet(rng, pool_cpu, vcpus, mcap, cfg, vms) for _ in range(n)]
+
+
+@dataclass
+class EvalResult:
+    """One policy on one set of fleets."""
+
+    policy: str  #: name
+    rows: list[dict[str, float]]  #: per fleet: cost, unmet_core_h, migrations, ...
+    seconds: float  #: wall time
+
+    def total(self, key: str = "cost") -> float:
+        """Sum over the fleets."""
+        return float(sum(r[key] for r in self.rows))
+
+
+def run_actor(actor: Any, trace: UsageTrace, fl: list[Fleet], cfg: EnvConfig) -> EvalResult:
+    """A batched actor (:class:`~llmvirt.policy.balance_policy.BalanceActor`) on every fleet at once."""
+    env = BalanceEnv(trace, len(fl), cfg, fleets=fl)
+    t0 = time.perf_counter()
+    for _ in range(cfg.episode_steps):
+        vm, dst, _, _ = actor.act(env.state())
+        env.step(vm, dst)
+    return EvalResult(actor.name, [env.metrics.row(e) for e in range(len(fl))], time.perf_counter() - t0)
+
+
+def run_balancer(balancer: Any, trace: UsageTrace, fl: list[Fleet], cfg: EnvConfig, name: str = "") -> EvalResult:
+    """A balance-scenario baseline (``decide(FleetView)``: Watcher, ProxLB) on every fleet; its moves of a
+    step are applied one by one (refused ones counted), then time advances."""
+    env = BalanceEnv(trace, len(fl), cfg, fleets=fl)
+    t0 = time.perf_counter()
+    for _ in range(cfg.episode_steps):
+        plans = [balancer.decide(env.fleet_view(e)) for e in range(len(fl))]
+        for k in range(max((len(p) for p in plans), default=0)):
+            vm = np.array([p[k][0] if k < len(p) else -1 for p in plans])
+            dst = np.array([p[k][1] if k < len(p) else -1 for p in plans])
+            env.move(vm, dst)
+        env.advance()
+    return EvalResult(name or balancer.name, [env.metrics.row(e) for e in range(len(fl))], time.perf_counter() - t0)
+
+
+BASELINE_GRID: dict[str, tuple[str, ...]] = {
+    "watcher-wb": tuple(f"watcher-wb:{t}" for t in (50, 60, 70, 75, 80, 85, 90, 95, 100)),
+    "proxlb": ("proxlb:5", "proxlb:10", "proxlb:20", "proxlb:40", "proxlb:5:cpu", "proxlb:10:cpu", "proxlb:20:cpu",
+               "proxlb:40:cpu"),
+    "llmvirt-rl-fallback": tuple(f"llmvirt-rl-fallback:{t}" for t in (0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.1)),
+}
+"""Each tuned baseline family's grid (Watcher's CPU threshold in %, ProxLB's balanciness on memory or CPU, the
+fallback's trigger as a share of the host's cores)."""
+
+
+def run_named(name: str, trace: UsageTrace, fl: list[Fleet], cfg: EnvConfig) -> EvalResult:
+    """Any balance strategy name of the registry on the fleets."""
+    from llmvirt.strategies.registry import balance_actor, make_balancer
+
+    actor = balance_actor(name)
+    if actor is not None:
+        return run_actor(actor, trace, fl, cfg)
+    return run_balancer(make_balancer(name), trace, fl, cfg, name)
+
+
+def tune(trace: UsageTrace, vms: np.ndarray, cfg: EnvConfig, n_fleets: int, seeds: tuple[int, ...],
+         log: Any = print) -> dict[str, dict[str, Any]]:
+    """Each family's best grid point by total cost on fleets of the training VMs ``vms``."""
+    fl = [f for s in seeds for f in fleets(trace, vms, n_fleets, s, cfg)]
+    best: dict[str, dict[str, Any]] = {}
+    for family, grid in BASELINE_GRID.items():
+        costs = {name: run_named(name, trace, fl, cfg).total() for name in grid}
+        pick = min(costs, key=lambda k: costs[k])
+        best[family] = {"strategy": pick, "cost": costs[pick], "grid": costs}
+        grid_text = ", ".join(f"{k}={v:.0f}" for k, v in costs.items())
+        log(f"  tuned {family}: {pick} (cost {costs[pick]:.1f}; grid {grid_text})")
+    return best
