@@ -160,7 +160,7 @@ def draw_fleet(rng: np.random.Generator, pool_cpu: np.ndarray, pool_vcpus: np.nd
     load = float(rng.uniform(*cfg.load))
     days = cfg.episode_steps
     last = n_t - 1 - cfg.episode_steps  # the latest first step: the episode's last step must exist
-    start = int(rng.integers(HISTORY, min(days, last) + 1))
+    start = int(rng.integers(HISTORY, max(HISTORY, min(days, last)) + 1))
     shifts = start + days * np.arange((last - start) // days + 1)
     pool = np.arange(n_vm) if eligible is None else np.asarray(eligible)
     pool = pool[pool_vcpus[pool] <= cores / 2]
