@@ -100,6 +100,17 @@ def status_json(views: list[HostView]) -> dict[str, Any]:
     return {"format": STATUS_FORMAT, "hosts": [host_json(v) for v in views]}
 
 
+def ago(t: datetime | None, now: datetime | None = None) -> str:
+    """A naive-UTC time as people read it in a table: "12 s ago", "5 min ago", "3 h ago", "2 d ago"."""
+    if t is None:
+        return "never"
+    secs = max(0.0, ((now or datetime.now(UTC).replace(tzinfo=None)) - t).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if secs >= size:
+            return f"{int(secs // size)} {unit} ago"
+    return f"{int(secs)} s ago"
+
+
 def _pct(a: float, b: float) -> str:
     return f"{100 * a / b:.0f}%" if b else "-"
 
@@ -112,7 +123,7 @@ def print_status(console: Console, views: list[HostView]) -> None:
         t.add_column(col, overflow="fold")
     for v in views:
         h = v.host
-        when = (_iso(v.scanned_at) or "never") + (" [red](last scan failed)[/red]" if v.last_error else "")
+        when = ago(v.scanned_at) + (" [red](last scan failed)[/red]" if v.last_error else "")
         used = h.used_cpus
         t.add_row(h.name, "yes" if h.maintenance else "", when,
                   f"{h.allocated_vcpus}/{h.cpus} ({_pct(h.allocated_vcpus, h.cpus)})",

@@ -239,3 +239,17 @@ def test_listings_fit_80_columns_without_cutting_names(cli, db_url) -> None:
         code, out, err = cli(*args)
         assert "…" not in out, (args, out)
         assert max(len(line) for line in out.splitlines()) <= 80, (args, out)
+
+
+def test_tables_show_scan_ages_as_people_read_them() -> None:
+    from datetime import datetime, timedelta
+
+    from llmvirt.status_view import ago
+
+    now = datetime(2026, 12, 1, 12, 0, 0)
+    assert ago(None, now) == "never"
+    assert ago(now - timedelta(seconds=12), now) == "12 s ago"
+    assert ago(now - timedelta(minutes=5, seconds=59), now) == "5 min ago"
+    assert ago(now - timedelta(hours=3), now) == "3 h ago"
+    assert ago(now - timedelta(days=2, hours=1), now) == "2 d ago"
+    assert ago(now + timedelta(seconds=3), now) == "0 s ago"  # a clock a little ahead never reads negative
