@@ -43,8 +43,10 @@ def train(
     extra_trace: Annotated[list[Path] | None, typer.Option("--extra-trace", help="balance-rl: more Bitbrains or "
                                                            "generic traces to train on (their training VMs).")]
     = None,
-    iters: Annotated[int, typer.Option(help="balance-rl: PPO iterations.")] = 300,
+    iters: Annotated[int, typer.Option(help="balance-rl --method ppo: PPO iterations.")] = 300,
     mode: Annotated[str, typer.Option(help="balance-rl: full, or an ablation: no-forecast, no-history.")] = "full",
+    method: Annotated[str, typer.Option(help="balance-rl: ppo (residual PPO, the shipped recipe) or api "
+                                        "(policy iteration with simulated rollouts).")] = "ppo",
 ) -> None:
     """Train one head on the training split; write safetensors + JSON and a learning curve.
     With --from-store: fine-tune the active policy on recorded outcomes into a new version."""
@@ -63,7 +65,9 @@ def train(
     if head is Head.balance_rl:
         from llmvirt.policy import train_balance
 
-        cfg = train_balance.RlConfig(seed=seed, iters=iters, mode=mode)
+        if method not in ("api", "ppo"):
+            raise UsageError(f"unknown --method {method!r}: use api or ppo")
+        cfg = train_balance.RlConfig(seed=seed, iters=iters, mode=mode, method=method)
         record = train_balance.train_files([trace, *(extra_trace or [])], out_dir, cfg,
                                            log=lambda line: out.print(line, markup=False))
         out.print(f"wrote {out_dir}/balance_rl.safetensors, balance_rl.json, balance_rl_curve.csv "

@@ -36,10 +36,10 @@ CANDIDATE_FEATURES = [
     "vm_now", "vm_q50", "vm_q90",
     "src_excess_q90", "src_excess_after_q90", "dst_excess_after_q90", "relief_q90", "relief_now",
     "vm_mem_gib", "vm_hist_mean", "vm_hist_max", "vm_hist_std", "since_move", "dst_vcpu_room",
-    "fleet_mean_load", "fleet_max_q90",
+    "fleet_mean_load", "fleet_max_q90", "fallback_acts", "fallback_pick",
 ]  #: per candidate move, in order
 GLOBAL_FEATURES = ["fleet_max_now", "fleet_max_q90", "hosts_over_q90", "hosts_over_now", "fleet_mean_load",
-                   "best_relief_now", "best_relief_q90"]
+                   "best_relief_now", "best_relief_q90", "fallback_acts", "fallback_gain"]
 FEATURE_SPEC_VERSION = 1
 
 
@@ -100,7 +100,8 @@ def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.take_along_axis(a, idx.reshape(idx.shape[0], -1), axis=1).reshape(idx.shape)
 
 
-def candidates(state: BalanceState, forecaster: Forecaster | None, mode: str = "full") -> Candidates:
+def candidates(state: BalanceState, forecaster: Forecaster | None, mode: str = "full",
+               threshold: float = 1.0) -> Candidates:
     """The candidate moves and features of every fleet in ``state`` (see the module docstring).
 
     Figures are computed at the level they vary on (source host, VM, destination, pair) and
@@ -162,7 +163,7 @@ def candidates(state: BalanceState, forecaster: Forecaster | None, mode: str = "
             (src_ex - src_after) - (dst_after - np.maximum(d90 - 1.0, 0.0)), relief_now,
             _take(state.mem_gib, top)[..., None] / 64.0, h_mean, h_max, h_std,
             np.minimum(_take(state.since_move, top), 12.0)[..., None] / 12.0,
-            (vcl - d_vc - vc) / vcl, mean_load[:, None, None, None], max90[:, None, None, None]]
+            (vcl - d_vc - vc) / vcl, mean_load[:, None, None, None], max90[:, None, None, None], 0.0, 0.0]
     feats = np.empty((*shape, len(cols)), dtype=np.float32)
     for j, col in enumerate(cols):
         feats[..., j] = col
@@ -170,43 +171,54 @@ def candidates(state: BalanceState, forecaster: Forecaster | None, mode: str = "
     ok = np.broadcast_to(ok, shape).reshape(e_n, n)
     feats = feats.reshape(e_n, n, len(cols))
     feats[~ok] = 0.0
+    gain = _fallback_scores(feats, ok, threshold)  # what the fallback would do, from the figures above
+    acts = gain.max(axis=1, initial=-np.inf) > -np.inf
+    pick = np.where(acts, gain.argmax(axis=1), -1)
+    feats[..., CANDIDATE_FEATURES.index("fallback_acts")] = acts[:, None]
+    feats[np.arange(e_n)[acts], pick[acts], CANDIDATE_FEATURES.index("fallback_pick")] = 1.0
+    feats[~ok] = 0.0
     vm = np.broadcast_to(top[..., None], shape).reshape(e_n, n)
     dh = np.broadcast_to(dst[:, None, None, :], shape).reshape(e_n, n)
     max_now = np.where(hv, load_now, -np.inf).max(axis=1)
     best_now = np.where(ok, feats[..., CANDIDATE_FEATURES.index("relief_now")], 0.0).max(axis=1, initial=0.0)
     best_q90 = np.where(ok, feats[..., CANDIDATE_FEATURES.index("relief_q90")], 0.0).max(axis=1, initial=0.0)
+    best_gain = np.where(acts, gain.max(axis=1, initial=-np.inf), 0.0) / 100.0
     glob = np.stack([max_now, max90, ((load90 > 1.0) & hv).sum(axis=1) / n_valid,
-                     ((load_now > 1.0) & hv).sum(axis=1) / n_valid, mean_load, best_now, best_q90],
-                    axis=-1).astype(np.float32)
+                     ((load_now > 1.0) & hv).sum(axis=1) / n_valid, mean_load, best_now, best_q90,
+                     acts.astype(np.float64), best_gain], axis=-1).astype(np.float32)
     return Candidates(vm, dh, ok, feats, glob)
 
 
-PRIOR_ACT = 1.0  #: prior logit of a move the fallback would make (above "do nothing" at 0), plus its gain
-PRIOR_GAIN = 0.1  #: prior logit per point of gain (overload relieved x100 + the hotter end's drop)
+PRIOR_ACT = 5.0  #: prior logit of a move the fallback would make (above "do nothing" at 0), plus its gain
+PRIOR_GAIN = 1.0  #: prior logit per point of gain (overload relieved x100 + the hotter end's drop)
 PRIOR_SKIP = -10.0  #: prior logit of an allowed move the fallback would not make: with a few hundred
-#: candidates, "do nothing" stays about 99 % likely when sampling where the fallback would not act, while
-#: where it would, "do nothing" keeps 10 % to 25 %: the policy explores whether acting is worth it
+#: candidates, "do nothing" stays about 99 % likely when sampling where the fallback would not act
 
 
-def prior_logits(cand: Candidates, threshold: float = 1.0) -> np.ndarray:
-    """The heuristic fallback as logits: (E, N + 1), "do nothing" first at 0; disallowed moves -inf.
-
-    React to what is measured now: when a source host is above ``threshold`` of its cores, a move that
-    lowers its load without making the destination hotter than the source was scores ``PRIOR_ACT`` plus
-    ``PRIOR_GAIN`` x its gain: the overload it relieves now (x100, in shares of a host) plus how much it
-    lowers the hotter end;
-    every other allowed move scores ``PRIOR_SKIP``. Its argmax is the fallback's decision (ablation a: no
-    forecast, no history, no network); the learned policy's network adds its correction to these
-    logits (residual reinforcement learning), so training starts from the fallback's behaviour."""
+def _fallback_scores(f: np.ndarray, mask: np.ndarray, threshold: float) -> np.ndarray:
+    """(E, N) the fallback's gain for each move it would consider, -inf for the others."""
     i = CANDIDATE_FEATURES.index
-    f = cand.features
     src_now = f[..., i("src_load_now")]
     v_now = f[..., i("vm_now")]
     after_dst = f[..., i("dst_load_now")] + v_now
     hotter_after = np.maximum(src_now - v_now, after_dst)
-    acts = cand.mask & (src_now > threshold) & (after_dst < src_now)
+    acts = mask & (src_now > threshold) & (after_dst < src_now)
     gain = f[..., i("relief_now")] * 100 + np.maximum(src_now - hotter_after, 0.0)
-    scores = np.where(acts, PRIOR_ACT + PRIOR_GAIN * gain, PRIOR_SKIP)
+    return np.where(acts, gain, -np.inf)
+
+
+def prior_logits(cand: Candidates, threshold: float = 1.0, act: float = PRIOR_ACT, per_gain: float = PRIOR_GAIN
+                 ) -> np.ndarray:
+    """The heuristic fallback as logits: (E, N + 1), "do nothing" first at 0; disallowed moves -inf.
+
+    React to what is measured now: when a source host is above ``threshold`` of its cores, a move that
+    lowers its load without making the destination hotter than the source was scores ``act`` plus
+    ``per_gain`` x its gain: the overload it relieves now (x100, in shares of a host) plus how much it
+    lowers the hotter end; every other allowed move scores ``PRIOR_SKIP``. Its argmax is the fallback's
+    decision (ablation a: no forecast, no history, no network), whatever ``act`` and ``per_gain``; they set
+    how sharply a residual policy samples around it."""
+    gain = _fallback_scores(cand.features, cand.mask, threshold)
+    scores = np.where(gain > -np.inf, act + per_gain * gain, PRIOR_SKIP)
     scores = np.where(cand.mask, scores, -np.inf)
     return np.concatenate([np.zeros((scores.shape[0], 1)), scores], axis=1).astype(np.float32)
 

@@ -67,6 +67,10 @@ class BalanceActor:
     def __post_init__(self) -> None:
         """Unpack the layers and the forecaster; check their shapes."""
         self.mode = str(self.meta.get("mode", "full"))
+        self.head = str(self.meta.get("head", "residual"))  #: advantage (policy iteration) or residual (PPO)
+        self.margin = float(self.meta.get("margin", 0.0))  #: advantage head: least predicted saving to depart
+        shape = self.meta.get("prior_shape", [bf.PRIOR_ACT, bf.PRIOR_GAIN])
+        self.prior_shape = (float(shape[0]), float(shape[1]))  #: the prior's act logit and logit per gain point
         if "prior_threshold" in self.meta:
             self.threshold = float(self.meta["prior_threshold"])
         self.forecaster = bf.Forecaster(self.arrays) if "forecast.0.weight" in self.arrays else None
@@ -86,16 +90,18 @@ class BalanceActor:
     def logits(self, cand: bf.Candidates) -> np.ndarray:
         """(E, N + 1) masked logits: "do nothing" first, then each candidate; disallowed are -inf.
         The fallback's prior logits plus the network's correction (none for the fallback itself)."""
-        prior = bf.prior_logits(cand, self.threshold)
+        prior = bf.prior_logits(cand, self.threshold, *self.prior_shape)
         if self.fallback:
             return prior
         s = _mlp(self.cand, cand.features)[..., 0]
         n = _mlp(self.noop, cand.global_features)[..., 0]
+        if self.head == "advantage":
+            return advantage_logits(prior, n, s, cand.noop_mask, self.margin)
         return prior + np.concatenate([n[:, None], s], axis=1)
 
     def act(self, state: BalanceState) -> tuple[np.ndarray, np.ndarray, bf.Candidates, np.ndarray]:
         """Greedy moves of every fleet: (vm, dst) with -1 for none, the candidates and the chosen index."""
-        cand = bf.candidates(state, self.forecaster, self.mode)
+        cand = bf.candidates(state, self.forecaster, self.mode, self.threshold)
         choice = self.logits(cand).argmax(axis=1)
         e = np.arange(choice.size)
         pick = np.maximum(choice - 1, 0)
@@ -116,6 +122,20 @@ class BalanceActor:
             return []
         forecast = self.forecaster is not None and self.mode != "no-forecast" and not self.fallback
         return [Decision(int(vm[0]), int(dst[0]), reason(cand, int(choice[0]) - 1, forecast))]
+
+
+def advantage_logits(prior: np.ndarray, noop: np.ndarray, moves: np.ndarray, mask: np.ndarray,
+                     margin: float = 0.0) -> np.ndarray:
+    """The advantage head's logits: the fallback's choice scores 0, every other option the network's
+    predicted saving over it (``noop``: of doing nothing instead; ``moves``: of that move instead). So the
+    policy is the fallback wherever the network predicts no option is better, and departs from it only
+    where it predicts one is by more than ``margin`` (a guard against the most over-estimated of a few
+    hundred predictions winning)."""
+    e = np.arange(prior.shape[0])
+    base = prior.argmax(axis=1)
+    scores = np.concatenate([noop[:, None], moves], axis=1).astype(np.float32) - margin
+    scores[e, base] = 0.0
+    return np.where(mask, scores, -np.inf)
 
 
 def reason(cand: bf.Candidates, k: int, forecast: bool = True) -> str:

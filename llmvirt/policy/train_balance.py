@@ -1,21 +1,26 @@
-"""Training the learned balance policy: a demand forecaster, then PPO on the balance cost.
+"""Training the learned balance policy: a demand forecaster, then reinforcement learning on the balance cost.
 
-One file in the CleanRL style (no RL library): the action set is variable (a fleet's candidate
-moves, masked by the hard rules, plus "do nothing") and differs between fleets of different sizes.
-Stable-Baselines3's MaskablePPO needs one fixed-size Discrete action space and flat observations,
-and TorchRL's masked categorical would still need this set encoding; so the rollout, GAE and
-clipped-objective update are written out here, about 150 lines, over padded candidate sets.
+Two methods, both in this file, neither from an RL library: the action set is variable (a fleet's
+candidate moves, masked by the hard rules, plus "do nothing") and differs between fleets of different
+sizes. Stable-Baselines3's MaskablePPO needs one fixed-size Discrete action space and flat
+observations, and TorchRL's masked categorical would still need this set encoding; so each is written
+out here over padded candidate sets.
 
-Recipe (:class:`RlConfig`, everything from one seed):
+- ``ppo`` (the shipped recipe): residual PPO in the CleanRL style (rollout, GAE, clipped objective).
+  The network's logits are added to the heuristic fallback's prior logits, so training starts from the
+  fallback's behaviour and learns where to depart from it; the prior is sharp (a move the fallback
+  would not make starts at -10), so sampling explores little noise. A softer prior (act at +1 instead of
+  +5) explored more and made the greedy policy worse on the validation fleets.
+- ``api``: approximate policy iteration with simulated rollouts (:func:`_train_api`). The simulator is
+  deterministic given the trace, so each alternative to the fallback's choice is measured exactly by
+  playing both out on the same future demand; a network regresses the saving on what is known now.
+  On Bitbrains its greedy departures cost more than they saved on the validation fleets at every margin
+  tried (bench/RESULTS.md), so it is not the recipe.
 
-1. **Forecaster**: quantile regression (pinball loss, 50 % and 90 %) of each training VM's
-   next-step CPU use from its last hour.
-2. **Warm start** (optional, ``bc_iters``): imitate the heuristic fallback for a few iterations.
-3. **PPO** on the balance cost (:mod:`llmvirt.sim.balance_env`): the reward is minus the step's
-   cost, as a share of the fleet's capacity; fleets of 3 to 10 hosts of 8 to 24 cores at 45 % to
-   80 % load are redrawn every episode (one day), from the training VMs of every trace given.
-
-The final policy is optimised on the cost, not on agreement with the fallback.
+Common to both (:class:`RlConfig`, everything from one seed): a quantile forecaster (pinball loss,
+50 % and 90 %) of each training VM's next-step CPU use from its last hour; fleets of 3 to 10 hosts of
+8 to 24 cores at 45 % to 80 % load, drawn from the training VMs of every trace given; the policy kept
+is the one with the lowest greedy cost on validation fleets of training VMs (never held-back VMs).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class RlConfig:
     iters: int = 300  #: PPO iterations
     bc_iters: int = 0  #: warm-start iterations imitating the fallback (0: none; the prior already starts there)
     prior_threshold: float = 1.0  #: the fallback prior's trigger, share of a host's cores
+    prior_shape: tuple[float, float] = (bf.PRIOR_ACT, bf.PRIOR_GAIN)  #: the prior's act logit and logit per gain
     epochs: int = 4  #: PPO epochs per iteration
     minibatch: int = 256  #: transitions per gradient step
     lr: float = 3e-4  #: Adam
@@ -61,6 +67,14 @@ class RlConfig:
     entropy: float = 0.003  #: entropy bonus
     value_coef: float = 0.5  #: value loss weight
     reward_scale: float = 100.0  #: reward = -cost / (fleet core-hours of the step) x this
+    method: str = "ppo"  #: ppo (residual PPO, shipped) or api (policy iteration with simulated rollouts)
+    api_rounds: int = 1  #: policy-improvement rounds (each: states, rollouts, fit); the fallback stays the base
+    api_states: int = 8192  #: decision states sampled per round, shared out over the traces
+    api_horizon: int = 24  #: steps each counterfactual is played out (2 hours)
+    api_candidates: int = 8  #: moves evaluated per state besides "do nothing": the prior's best, then random
+    api_random: int = 3  #: of which drawn at random among the allowed (so rarely-tried moves are learned too)
+    api_epochs: int = 40  #: regression passes
+    api_margins: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1)  #: departure margins tried on validation
     eval_every: int = 10  #: iterations between greedy evaluations on the validation fleets
     eval_fleets: int = 16  #: validation fleets: training VMs, a seed of their own (never held-back VMs)
     forecast_samples: int = 200_000  #: (VM, step) samples for the forecaster
@@ -160,6 +174,11 @@ def make_env(traces: list[tuple[UsageTrace, np.ndarray]], cfg: RlConfig, env_cfg
     return [BalanceEnv(tr, per, env_cfg, seed=cfg.seed * 1000 + i, eligible=idx) for i, (tr, idx) in enumerate(traces)]
 
 
+def _meta(cfg: RlConfig, **extra: Any) -> dict[str, Any]:
+    """A checkpoint's decision settings: feature mode and the fallback prior's trigger and shape."""
+    return {"mode": cfg.mode, "prior_threshold": cfg.prior_threshold, "prior_shape": list(cfg.prior_shape), **extra}
+
+
 def _validation(traces: list[tuple[UsageTrace, np.ndarray]], cfg: RlConfig, env_cfg: EnvConfig
                 ) -> list[tuple[UsageTrace, list[Fleet]]]:
     """Fixed fleets of the training VMs of each trace (seed ``cfg.seed + 7919``) for checkpoint selection."""
@@ -177,7 +196,7 @@ def _validation(traces: list[tuple[UsageTrace, np.ndarray]], cfg: RlConfig, env_
 def _validate(validation: list[tuple[UsageTrace, list[Fleet]]], model: ActorCritic, fc_arrays: dict[str, np.ndarray],
               cfg: RlConfig, env_cfg: EnvConfig) -> float:
     """Total greedy cost of the current actor on the validation fleets."""
-    meta = {"mode": cfg.mode, "prior_threshold": cfg.prior_threshold}
+    meta = _meta(cfg)
     actor = BalanceActor({**fc_arrays, **actor_arrays(model)}, meta)
     total = 0.0
     for tr, fl in validation:
@@ -204,8 +223,10 @@ def train(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: RlConfig 
     t_start = time.perf_counter()
     fc_arrays = train_forecaster(traces, cfg)
     forecaster = bf.Forecaster(fc_arrays)
+    if cfg.method == "api":
+        return _train_api(traces, out, cfg, env_cfg, fc_arrays, log, t_start)
     envs = make_env(traces, cfg, env_cfg)
-    fallback = BalanceActor(fc_arrays, {"mode": cfg.mode, "prior_threshold": cfg.prior_threshold}, fallback=True)
+    fallback = BalanceActor(fc_arrays, _meta(cfg), fallback=True)
     model = ActorCritic()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
@@ -254,13 +275,183 @@ def train(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: RlConfig 
               "kept": {"iter": best[1], "validation_cost": best[0],
                        "rule": "the iteration with the lowest greedy cost on the validation fleets (training VMs)"},
               "traces": [{"vms": int(idx.size), "steps": int(tr.cpu_mhz.shape[1])} for tr, idx in traces]}
-    save(out, {**fc_arrays, **best[2]}, {"mode": cfg.mode, "prior_threshold": cfg.prior_threshold,
-                                         "training": record})
+    save(out, {**fc_arrays, **best[2]}, _meta(cfg, training=record))
     with (out / f"{STEM}_curve.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(curve[0]))
         w.writeheader()
         w.writerows(curve)
     return record
+
+
+def _train_api(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: RlConfig, env_cfg: EnvConfig,
+               fc_arrays: dict[str, np.ndarray], log: Any, t_start: float) -> dict[str, Any]:
+    """Approximate policy iteration with simulated rollouts (Lagoudakis & Parr 2003; Bertsekas' rollout).
+
+    Each round: run the current policy (first the fallback) on random fleets of training VMs and sample
+    decision states; at each, play out "do nothing" and ``api_candidates`` moves for ``api_horizon`` steps
+    with the current policy deciding afterwards (the trace is fixed, so each counterfactual is exact and
+    they share the same future demand); regress each move's advantage over doing nothing (cost saved,
+    per fleet capacity) on its features. The greedy policy on the fitted advantages is the next round's
+    policy: it moves only where a move is predicted to save cost. Optimised on the cost alone; the
+    fallback is only where the first round starts and which moves it tries first."""
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    validation = _validation(traces, cfg, env_cfg)
+    base = BalanceActor(fc_arrays, _meta(cfg), fallback=True)
+    start_cost = _validate_actor(validation, base, env_cfg)
+    log(f"validation cost of the fallback (round 0): {start_cost:.1f}")
+    curve: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, np.ndarray] | None, float] = (start_cost, 0, None, 0.0)
+    parts: dict[str, list[np.ndarray]] = {"x_moves": [], "y_moves": [], "x_noop": [], "y_noop": []}
+    model = ActorCritic()
+    for rnd in range(1, cfg.api_rounds + 1):
+        t0 = time.perf_counter()
+        for ti, (tr, idx) in enumerate(traces):
+            snaps = _sample_states(tr, idx, base, cfg, env_cfg, rng, seed=cfg.seed * 1000 + 100 * rnd + ti,
+                                   want=cfg.api_states // len(traces))
+            for i in range(0, len(snaps), 256):
+                for key, v in zip(parts, _counterfactuals(tr, snaps[i:i + 256], base, cfg, env_cfg, rng), strict=True):
+                    parts[key].append(v)
+        sample_s = time.perf_counter() - t0
+        model = ActorCritic()  # refit from scratch on every round's samples so far
+        data = {k: np.concatenate(v) for k, v in parts.items()}
+        n_eval = int(data["y_moves"].size + data["y_noop"].size)
+        loss = _fit_advantage(model, data, cfg)
+        arrays = {**fc_arrays, **actor_arrays(model)}
+        costs = {}
+        for margin in cfg.api_margins:  # the least predicted saving to depart from the fallback, on validation
+            actor = BalanceActor(arrays, _meta(cfg, head="advantage", margin=margin))
+            costs[margin] = _validate_actor(validation, actor, env_cfg)
+        margin = min(costs, key=lambda m: costs[m])
+        cost = costs[margin]
+        log(f"round {rnd}: validation cost by margin: " + ", ".join(f"{m}: {c:.1f}" for m, c in costs.items()))
+        base = BalanceActor(arrays, _meta(cfg, head="advantage", margin=margin))
+        curve.append({"round": rnd, "samples": float(n_eval), "fit_loss": loss,
+                      "validation_cost": cost, "sample_s": sample_s, "wall_s": time.perf_counter() - t_start})
+        log(f"round {rnd}: {n_eval} evaluated alternatives, fit loss {loss:.4f}, "
+            f"validation cost {cost:.1f} (fallback {start_cost:.1f}), {sample_s:.0f} s of rollouts")
+        if cost < best[0] or best[2] is None:
+            best = (cost, rnd, arrays, margin)
+    env_record = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(env_cfg).items()}
+    record = {"config": asdict(cfg), "env": env_record, "wall_s": time.perf_counter() - t_start,
+              "decision_steps": int(sum(r["samples"] for r in curve[-1:]) * (cfg.api_horizon + 1)),
+              "start_validation_cost": start_cost,
+              "kept": {"round": best[1], "validation_cost": best[0], "margin": best[3],
+                       "rule": "the round with the lowest greedy cost on the validation fleets (training VMs)"},
+              "traces": [{"vms": int(idx.size), "steps": int(tr.cpu_mhz.shape[1])} for tr, idx in traces]}
+    assert best[2] is not None
+    save(out, best[2], _meta(cfg, head="advantage", margin=best[3], training=record))
+    with (out / f"{STEM}_curve.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(curve[0]))
+        w.writeheader()
+        w.writerows(curve)
+    return record
+
+
+def _sample_states(trace: UsageTrace, idx: np.ndarray, policy: BalanceActor, cfg: RlConfig, env_cfg: EnvConfig,
+                   rng: np.random.Generator, seed: int, want: int) -> list[Fleet]:
+    """Decision states met while ``policy`` runs random fleets of the VMs ``idx``: mostly where a host is
+    busy (85 % of its cores now, or forecast above them), some calm ones (where the answer is to wait)."""
+    env = BalanceEnv(trace, 64, env_cfg, seed=seed, eligible=idx)
+    last = env_cfg.episode_steps - cfg.api_horizon - 1
+    out: list[Fleet] = []
+    while len(out) < want:
+        for t in range(env_cfg.episode_steps):
+            vm, dst, cand, _ = policy.act(env.state())
+            if t <= last:
+                g = cand.global_features
+                busy = (g[:, 0] >= 0.85) | (g[:, 1] >= 1.0)
+                take = (rng.uniform(size=busy.size) < 0.05) & (busy | (rng.uniform(size=busy.size) < 0.15))
+                out.extend(env.snapshot(int(e)) for e in np.flatnonzero(take))
+            env.step(vm, dst)
+    return out[:want]
+
+
+def _counterfactuals(trace: UsageTrace, snaps: list[Fleet], policy: BalanceActor, cfg: RlConfig,
+                     env_cfg: EnvConfig, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For each state: the fallback's choice and up to ``api_candidates`` alternatives (doing nothing when
+    the fallback would move; the prior's next-best moves; random allowed ones), each played out for
+    ``api_horizon`` steps with ``policy`` deciding afterwards. Returns the alternative moves' features and
+    their saving over the fallback's choice, and the same for "do nothing" (fleet figures, saving); savings
+    in cost per 100 core-hours of fleet capacity per step."""
+    from dataclasses import replace
+
+    h_cfg = replace(env_cfg, episode_steps=cfg.api_horizon)
+    s_n, k = len(snaps), cfg.api_candidates
+    env0 = BalanceEnv(trace, s_n, h_cfg, fleets=snaps)
+    cand = bf.candidates(env0.state(), policy.forecaster, cfg.mode, cfg.prior_threshold)
+    prior = bf.prior_logits(cand, cfg.prior_threshold, *cfg.prior_shape)
+    base = prior.argmax(axis=1)  # 0: do nothing, c + 1: candidate c
+    noise = rng.uniform(size=cand.mask.shape)
+    order = np.argsort(-np.where(cand.mask, prior[:, 1:] + noise * 1e-3, -np.inf), axis=1)
+    rand = np.argsort(-np.where(cand.mask, noise, -np.inf), axis=1)
+    # option 0 is the fallback's choice; options 1..k the alternatives (as indices into [noop, candidates])
+    options = np.full((s_n, k + 1), -1, dtype=np.int64)
+    options[:, 0] = base
+    for s in range(s_n):
+        alts: list[int] = [0] if base[s] != 0 else []
+        pool = [*order[s, : k - cfg.api_random], *rand[s, : k]]
+        for c in pool:
+            o = int(c) + 1
+            if cand.mask[s, c] and o != base[s] and o not in alts and len(alts) < k:
+                alts.append(o)
+        options[s, 1:1 + len(alts)] = alts
+    rows = np.arange(s_n)[:, None]
+    pick = np.maximum(options - 1, 0)
+    moves = options >= 1
+    vm = np.where(moves, cand.vm[rows, pick], -1)
+    dst = np.where(moves, cand.dst[rows, pick], -1)
+    env = BalanceEnv(trace, s_n * (k + 1), h_cfg, fleets=[snaps[s] for s in range(s_n) for _ in range(k + 1)])
+    env.step(vm.ravel(), dst.ravel())
+    for _ in range(cfg.api_horizon - 1):
+        v, d, _, _ = policy.act(env.state())
+        env.step(v, d)
+    q = env.metrics.cost.reshape(s_n, k + 1)
+    cap = np.array([f.cores * f.n_hosts for f in snaps]) * env_cfg.interval_s / 3600
+    saving = ((q[:, :1] - q) / cap[:, None] * 100 / cfg.api_horizon).astype(np.float32)
+    alt_move = moves.copy()
+    alt_move[:, 0] = False
+    alt_noop = options == 0
+    alt_noop[:, 0] = False
+    x_moves = cand.features[rows, pick][alt_move]
+    x_noop = np.broadcast_to(cand.global_features[:, None, :], (s_n, k + 1, cand.global_features.shape[1]))[alt_noop]
+    return x_moves, saving[alt_move], x_noop, saving[alt_noop]
+
+
+def _fit_advantage(model: ActorCritic, data: dict[str, np.ndarray], cfg: RlConfig) -> float:
+    """Regress the savings on the options' features (Huber loss): moves with the candidate scorer, doing
+    nothing with the fleet-figures scorer. Returns the last epoch's mean loss."""
+    last = 0.0
+    for head, x, y in ((model.cand, data["x_moves"], data["y_moves"]), (model.noop, data["x_noop"], data["y_noop"])):
+        if x.shape[0] == 0:
+            continue
+        opt = torch.optim.Adam(head.parameters(), lr=2e-3)
+        xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        for _ in range(cfg.api_epochs):
+            perm = torch.randperm(xt.shape[0], generator=gen)
+            total = 0.0
+            for i in range(0, xt.shape[0], 512):
+                b = perm[i:i + 512]
+                loss = nn.functional.huber_loss(head(xt[b])[:, 0], yt[b], delta=1.0)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * b.numel()
+        last += total / xt.shape[0]
+    return last
+
+
+def _validate_actor(validation: list[tuple[UsageTrace, list[Fleet]]], actor: BalanceActor, env_cfg: EnvConfig) -> float:
+    total = 0.0
+    for tr, fl in validation:
+        env = BalanceEnv(tr, len(fl), env_cfg, fleets=fl)
+        for _ in range(env_cfg.episode_steps):
+            vm, dst, _, _ = actor.act(env.state())
+            env.step(vm, dst)
+        total += float(env.metrics.cost.sum())
+    return total
 
 
 def load_trace(path: Path) -> UsageTrace:
@@ -311,12 +502,13 @@ def save(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Path
 def _inputs(envs: list[BalanceEnv], forecaster: bf.Forecaster, cfg: RlConfig
             ) -> tuple[list[tuple[BalanceEnv, bf.Candidates]], dict[str, np.ndarray]]:
     """Every fleet's candidates, and the network's padded inputs: features, fleet figures, mask, prior."""
-    parts = [(env, bf.candidates(env.state(), forecaster, cfg.mode)) for env in envs]
+    parts = [(env, bf.candidates(env.state(), forecaster, cfg.mode, cfg.prior_threshold)) for env in envs]
     n = _n(parts)
     x = {"feats": np.concatenate([_pad(c.features, n) for _, c in parts]),
          "glob": np.concatenate([c.global_features for _, c in parts]),
          "mask": np.concatenate([_pad(c.noop_mask, n + 1) for _, c in parts]),
-         "prior": np.concatenate([_pad(bf.prior_logits(c, cfg.prior_threshold), n + 1, -np.inf) for _, c in parts])}
+         "prior": np.concatenate([_pad(bf.prior_logits(c, cfg.prior_threshold, *cfg.prior_shape), n + 1, -np.inf)
+                                  for _, c in parts])}
     return parts, x
 
 

@@ -68,6 +68,7 @@ class Fleet:
     n_hosts: int  #: hosts
     cores: int  #: cores per host
     vm_host: np.ndarray  #: initial host of each VM
+    since_move: np.ndarray | None = None  #: per VM, steps since it last moved (None: never)
 
 
 @dataclass
@@ -244,6 +245,15 @@ class BalanceEnv:
         self.start[i, :n] = fleet.start
         self.t[i] = 0
         self.since_move[i] = 1000.0
+        if fleet.since_move is not None:
+            self.since_move[i, :n] = fleet.since_move
+
+    def snapshot(self, e: int) -> Fleet:
+        """Environment ``e`` as it is now, as a fixed fleet whose first step is the current one: the
+        start of a counterfactual (what if this move, what if none)."""
+        n = int(self.vm_valid[e].sum())
+        return Fleet(self.vm_src[e, :n].copy(), self.start[e, :n] + self.t[e], int(self.host_valid[e].sum()),
+                     int(self.cores[e]), self.vm_host[e, :n].copy(), self.since_move[e, :n].copy())
 
     # ---- the state a policy reads ------------------------------------------------------------
     def _col(self) -> np.ndarray:
