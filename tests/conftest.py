@@ -11,6 +11,7 @@ from llmvirt.cli import app
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def fixture_uri(name: str) -> str:
