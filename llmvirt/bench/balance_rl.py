@@ -63,10 +63,10 @@ def run_balancer(balancer: Any, trace: UsageTrace, fl: list[Fleet], cfg: EnvConf
 
 
 BASELINE_GRID: dict[str, tuple[str, ...]] = {
-    "watcher-wb": tuple(f"watcher-wb:{t}" for t in (50, 60, 70, 75, 80, 85, 90, 95, 100)),
+    "watcher-wb": tuple(f"watcher-wb:{t}" for t in (50, 60, 70, 80, 85, 90, 95, 100, 105, 110, 120)),
     "proxlb": ("proxlb:5", "proxlb:10", "proxlb:20", "proxlb:40", "proxlb:5:cpu", "proxlb:10:cpu", "proxlb:20:cpu",
-               "proxlb:40:cpu"),
-    "llmvirt-rl-fallback": tuple(f"llmvirt-rl-fallback:{t}" for t in (0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.1)),
+               "proxlb:40:cpu", "proxlb:60:cpu", "proxlb:80:cpu"),
+    "llmvirt-rl-fallback": tuple(f"llmvirt-rl-fallback:{t}" for t in (0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2)),
 }
 """Each tuned baseline family's grid (Watcher's CPU threshold in %, ProxLB's balanciness on memory or CPU, the
 fallback's trigger as a share of the host's cores)."""
