@@ -228,6 +228,31 @@ def test_apply_migrates_off_a_persistent_hotspot(lab_env, monkeypatch) -> None:
         lab.load(lab_dir, vm_name, 0, 8)
 
 
+def test_learned_balance_policy_plans_and_its_loop_applies_on_the_lab(lab_env, monkeypatch) -> None:
+    """`rebalance --policy llmvirt-rl` runs the learned policy on the scanned lab with the guests' CPU history
+    from the store (issue 15): any move it plans leaves lab-1 and says what drove it. The same loop with its
+    fallback (trigger 50 % of a host's cores) then applies a real live migration off the hotspot."""
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    cli = Cli()
+    _hotspot(lab_dir, cli)
+    code, out, err = cli("rebalance", "--policy", "llmvirt-rl", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["policy"] == "llmvirt-rl" and plan["dry_run"]
+    for m in plan["moves"]:
+        assert m["src"] == "lab-1" and m["dst"] != "lab-1" and "forecast" in m["reason"], m  # what drove it
+    assert len(plan["moves"]) <= 1  # one move per decision step, as it was trained
+    code, out, err = cli("rebalance", "--policy", "llmvirt-rl-fallback:0.5", "--apply")
+    assert code == 0, out + err
+    code, out, _ = cli("actions", "--json")
+    moved = next(a for a in json.loads(out)["actions"] if a["kind"] == "migrate")
+    assert moved["status"] == "done" and moved["src"] == "lab-1", moved
+    assert _running_on(lab_dir, moved["vm"]) == [moved["dst"]]
+    for vm_name in HOT_GUESTS:
+        lab.load(lab_dir, vm_name, 0, 8)
+
+
 def test_second_apply_exits_at_once(lab_env, monkeypatch) -> None:
     from llmvirt import executor
 
