@@ -46,7 +46,12 @@ def main() -> None:
     ap.add_argument("--fleets", type=int, default=16)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/balance_rl.json")
+    ap.add_argument("--only-ablations", action="store_true",
+                    help="only the --ablation policies and the shipped one, on the same held-back fleets (no tuning)")
     args = ap.parse_args()
+    if args.only_ablations:
+        _ablations_only(args)
+        return
     t0 = time.perf_counter()
     cfg = EnvConfig()
     actor = balance_policy.load(args.policy, name="llmvirt-rl")
@@ -89,6 +94,32 @@ def main() -> None:
     out["wall_s"] = time.perf_counter() - t0
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(f"\nwrote {args.out} in {out['wall_s']:.0f} s")
+
+
+def _ablations_only(args: argparse.Namespace) -> None:
+    """The retrained ablations beside the shipped policy and its fallback, on the held-back fleets of the
+    main run's seeds (same draws: same seeds, same configuration)."""
+    cfg = EnvConfig()
+    actor = balance_policy.load(args.policy, name="llmvirt-rl")
+    fallback = balance_policy.BalanceActor(name="(a) fallback", fallback=True, threshold=actor.threshold)
+    actors = {"llmvirt-rl": actor, "(a) fallback": fallback}
+    for item in args.ablation:
+        label, path = item.split("=", 1)
+        actors[label] = balance_policy.load(Path(path), name=label)
+    for family, path in TRACES.items():
+        trace = load_trace(path)
+        held = split(trace.names, TRAIN_FRACTION)[1]
+        costs = {k: [] for k in actors}
+        for seed in range(EVAL_SEED0, EVAL_SEED0 + args.seeds):
+            fl = fleets(trace, held, args.fleets, seed, cfg)
+            for k, a in actors.items():
+                costs[k].append(run_actor(a, trace, fl, cfg).total())
+        print(f"\n{family}, held-back VMs: cost per seed (core-h), mean ± sd")
+        print("| policy | " + " | ".join(f"seed {s}" for s in range(args.seeds)) + " | mean ± sd |")
+        print("|---|" + "---|" * (args.seeds + 1))
+        for k, c in costs.items():
+            print(f"| {k} | " + " | ".join(f"{x:.1f}" for x in c)
+                  + f" | {statistics.mean(c):.1f} ± {statistics.stdev(c):.1f} |")
 
 
 def _row(runs: dict, seeds: list[int], name: str, base: float, n_fleets: int) -> str:
