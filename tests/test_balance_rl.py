@@ -256,3 +256,23 @@ def test_policy_iteration_measures_each_alternative_exactly_against_the_fallback
                                                                    int(cand.dst[0, c])))) / cap * 100 / rl.api_horizon
     hits = [v for v in savings.values() if np.isclose(y_moves, v, rtol=1e-4, atol=1e-5).any()]
     assert hits, (savings, np.sort(y_moves)[:10])
+
+
+def test_rebalance_path_decides_as_the_benchmarked_batch_does() -> None:
+    """The bench runs the actor on the simulator's batched state; rebalance on a FleetView built from a scan
+    (``state_of``). On the same fleets and history both give the same move."""
+    actor = balance_policy.load(SHIPPED)
+    cfg = EnvConfig(hosts=(3, 6), host_cores=(8, 16), episode_steps=20, max_vms=120, load=(0.7, 0.9))
+    env = BalanceEnv(synthetic_trace(120, 200), 8, cfg, seed=4)
+    for _ in range(3):  # a few steps in, with no move yet (time since the last move is not in a scan)
+        env.step(np.full(8, -1), np.full(8, -1))
+    st = env.state()
+    vm, dst, _, _ = actor.act(st)
+    moves = 0
+    for e in range(8):
+        n = int(st.vm_valid[e].sum())
+        past = st.history[e, :n, :-1].astype(np.float64) * cfg.mhz_per_core
+        one = actor.decide(env.fleet_view(e), past)
+        assert one == ([] if vm[e] < 0 else [(int(vm[e]), int(dst[e]))]), e
+        moves += len(one)
+    assert moves > 0

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmvirt.sim.balance_env import HISTORY, BalanceState
+from llmvirt.sim.balance_env import BalanceState
 
 SOURCES = 3  #: hottest hosts a move may leave
 PER_SOURCE = 8  #: VMs per source host considered
@@ -222,5 +222,3 @@ def prior_logits(cand: Candidates, threshold: float = 1.0, act: float = PRIOR_AC
     scores = np.where(cand.mask, scores, -np.inf)
     return np.concatenate([np.zeros((scores.shape[0], 1)), scores], axis=1).astype(np.float32)
 
-
-HISTORY_LEN = HISTORY  #: re-exported: samples of history the policy reads

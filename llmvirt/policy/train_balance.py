@@ -196,16 +196,7 @@ def _validation(traces: list[tuple[UsageTrace, np.ndarray]], cfg: RlConfig, env_
 def _validate(validation: list[tuple[UsageTrace, list[Fleet]]], model: ActorCritic, fc_arrays: dict[str, np.ndarray],
               cfg: RlConfig, env_cfg: EnvConfig) -> float:
     """Total greedy cost of the current actor on the validation fleets."""
-    meta = _meta(cfg)
-    actor = BalanceActor({**fc_arrays, **actor_arrays(model)}, meta)
-    total = 0.0
-    for tr, fl in validation:
-        env = BalanceEnv(tr, len(fl), env_cfg, fleets=fl)
-        for _ in range(env_cfg.episode_steps):
-            vm, dst, _, _ = actor.act(env.state())
-            env.step(vm, dst)
-        total += float(env.metrics.cost.sum())
-    return total
+    return _validate_actor(validation, BalanceActor({**fc_arrays, **actor_arrays(model)}, _meta(cfg)), env_cfg)
 
 
 def _capacity(env: BalanceEnv) -> np.ndarray:
@@ -245,10 +236,8 @@ def train(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: RlConfig 
             loss = _imitate(model, opt, batch, cfg, rng)
         else:
             loss = _ppo_update(model, opt, batch, cfg, rng)
-        done_cost = [float(x) for e in envs for x in getattr(e, "_done_costs", [])]
+        done_cost = batch["episode_costs"]
         recent += done_cost
-        for e in envs:
-            e._done_costs = []
         row = {"iter": it, "phase": 0.0 if bc else 1.0, "steps": float(steps), "loss": loss,
                "reward_mean": float(batch["rew"].mean()),
                "episode_cost": float(np.mean(done_cost)) if done_cost else float("nan"),
@@ -528,6 +517,7 @@ def _rollout(envs: list[BalanceEnv], model: ActorCritic, forecaster: bf.Forecast
     torch.set_num_threads(1)  # small batches: one thread beats two contending with numpy
     # (2,100-2,600 decision steps/s against 1,100-1,400 with two)
     store: dict[str, list[np.ndarray]] = {k: [] for k in (*KEYS, "act", "logp", "val", "rew", "done")}
+    episode_costs: list[float] = []
     for _ in range(cfg.rollout):
         parts, x = _inputs(envs, forecaster, cfg)
         with torch.no_grad():
@@ -549,7 +539,7 @@ def _rollout(envs: list[BalanceEnv], model: ActorCritic, forecaster: bf.Forecast
             cap = _capacity(env)
             cost, done = env.step(vm, dst)
             if done.any():
-                env._done_costs = [*getattr(env, "_done_costs", []), *env.finished.cost[done].tolist()]
+                episode_costs += env.finished.cost[done].tolist()
             rews.append(-cost / cap * cfg.reward_scale / 12)
             dones.append(done)
             off += n
@@ -574,6 +564,7 @@ def _rollout(envs: list[BalanceEnv], model: ActorCritic, forecaster: bf.Forecast
     batch["adv"] = adv
     batch["ret"] = adv + batch["val"]
     batch["n"] = int(batch["act"].size)
+    batch["episode_costs"] = episode_costs
     torch.set_num_threads(threads)
     return batch, time.perf_counter() - t0
 
@@ -599,46 +590,46 @@ def _flat(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _imitate(model: ActorCritic, opt: torch.optim.Optimizer, batch: dict[str, Any], cfg: RlConfig,
-             rng: np.random.Generator) -> float:
+def _update(model: ActorCritic, opt: torch.optim.Optimizer, batch: dict[str, Any], cfg: RlConfig,
+            rng: np.random.Generator, loss_fn: Any) -> float:
+    """``cfg.epochs`` passes of minibatch steps on ``loss_fn(logits, value, batch, idx)``; the last loss."""
     b = _flat(batch)
     total = 0.0
     for _ in range(cfg.epochs):
         for idx in _minibatches(b["act"].shape[0], cfg.minibatch, rng):
             logits, value = _forward(model, {k: b[k][idx] for k in KEYS})
-            vloss = ((value - b["ret"][idx]) ** 2).mean()
-            loss = nn.functional.cross_entropy(logits, b["act"][idx].long()) + cfg.value_coef * vloss
+            loss = loss_fn(logits, value, b, idx)
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 0.5)
             opt.step()
             total = float(loss.detach())
     return total
+
+
+def _imitate(model: ActorCritic, opt: torch.optim.Optimizer, batch: dict[str, Any], cfg: RlConfig,
+             rng: np.random.Generator) -> float:
+    def loss(logits: torch.Tensor, value: torch.Tensor, b: dict[str, torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+        vloss = ((value - b["ret"][idx]) ** 2).mean()
+        return nn.functional.cross_entropy(logits, b["act"][idx].long()) + cfg.value_coef * vloss
+
+    return _update(model, opt, batch, cfg, rng, loss)
 
 
 def _ppo_update(model: ActorCritic, opt: torch.optim.Optimizer, batch: dict[str, Any], cfg: RlConfig,
                 rng: np.random.Generator) -> float:
-    b = _flat(batch)
-    total = 0.0
-    for _ in range(cfg.epochs):
-        for idx in _minibatches(b["act"].shape[0], cfg.minibatch, rng):
-            logits, value = _forward(model, {k: b[k][idx] for k in KEYS})
-            logp_all = torch.log_softmax(logits, dim=1)
-            logp = logp_all.gather(1, b["act"][idx].long()[:, None])[:, 0]
-            adv = b["adv"][idx]
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-            ratio = torch.exp(logp - b["logp"][idx])
-            pg = -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv).mean()
-            probs = logp_all.exp()
-            ent = -(probs * logp_all.clamp(min=-30)).sum(1).mean()
-            vloss = ((value - b["ret"][idx]) ** 2).mean()
-            loss = pg + cfg.value_coef * vloss - cfg.entropy * ent
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 0.5)
-            opt.step()
-            total = float(loss.detach())
-    return total
+    def loss(logits: torch.Tensor, value: torch.Tensor, b: dict[str, torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+        logp_all = torch.log_softmax(logits, dim=1)
+        logp = logp_all.gather(1, b["act"][idx].long()[:, None])[:, 0]
+        adv = b["adv"][idx]
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        ratio = torch.exp(logp - b["logp"][idx])
+        pg = -torch.min(ratio * adv, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * adv).mean()
+        ent = -(logp_all.exp() * logp_all.clamp(min=-30)).sum(1).mean()
+        vloss = ((value - b["ret"][idx]) ** 2).mean()
+        return pg + cfg.value_coef * vloss - cfg.entropy * ent
+
+    return _update(model, opt, batch, cfg, rng, loss)
 
 
 def _minibatches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:

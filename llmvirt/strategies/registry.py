@@ -257,21 +257,18 @@ class BalanceRlStrategy:
         """The actor's decision on the scanned state, with its reason, through the hard rules."""
         import numpy as np
 
+        from llmvirt.sim.balance_env import HISTORY
+
         if goal != "balance":
             raise UsageError(f"{self.name} decides goal balance only; for consolidate use llmvirt or llmvirt-head")
         view, ident = cluster_arrays.fleet_view(cluster, ctx.limits.cpu_allocation_ratio,
                                                 ctx.limits.ram_allocation_ratio)
         mhz = view.setup.mhz_per_core
-        hist = np.full((len(ident.vm_uuids), 11), np.nan)
-        for i, uuid in enumerate(ident.vm_uuids):
-            past = ctx.history.get(uuid, [])[-11:]
-            if past:
-                hist[i, 11 - len(past):] = np.asarray(past) * view.vm_vcpus[i] * mhz
-        # a VM with a shorter history repeats its oldest sample; one with none repeats now
-        for i in range(hist.shape[0]):
-            row = hist[i]
-            known = np.flatnonzero(~np.isnan(row))
-            row[: known[0] if known.size else row.size] = row[known[0]] if known.size else view.vm_cpu_mhz[i]
+        k = HISTORY - 1  # past samples besides now
+        hist = np.empty((len(ident.vm_uuids), k))
+        for i, uuid in enumerate(ident.vm_uuids):  # CPU use as a share of the VM's vCPUs, oldest first
+            past = [x * view.vm_vcpus[i] * mhz for x in ctx.history.get(uuid, [])[-k:]] or [view.vm_cpu_mhz[i]]
+            hist[i] = [past[0]] * (k - len(past)) + past  # a short history repeats its oldest sample
         decisions = self.actor.explain(view, hist, ident.movable)
         pairs = [(d.vm, d.dst) for d in decisions]
         reasons = {ident.vm_names[d.vm]: d.reason for d in decisions}
