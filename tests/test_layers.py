@@ -21,6 +21,8 @@ RULES = (
      "the store holds data; it does not observe hosts or decide"),
     ("llmvirt.policy", ("llmvirt.strategies", "llmvirt.bench", "llmvirt.cli"), "policies know nothing of names"),
     ("llmvirt.strategies", ("llmvirt.bench", "llmvirt.cli"), "the registry sits below bench and cli"),
+    ("llmvirt.peers.pve_crs", ("llmvirt.",),
+     "Proxmox's scheduler arithmetic is shared by the simulator, the case replay and hosts, so it imports none"),
 )
 
 

@@ -16,6 +16,7 @@ from llmvirt.cli import (
     journal_cmds,
     lab,
     outcome_cmds,
+    peers_cmds,
     plan_cmds,
     policy_cmds,
     train_cmd,
@@ -40,6 +41,7 @@ app.command("actions")(journal_cmds.actions)
 app.command("outcomes")(outcome_cmds.outcomes_cmd)
 app.command("score")(outcome_cmds.score)
 app.add_typer(policy_cmds.policy_app, name="policy")
+app.add_typer(peers_cmds.peers_app, name="peers")
 
 
 @app.callback()

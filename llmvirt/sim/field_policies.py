@@ -15,6 +15,13 @@ Balancers (migration), each decides on a :class:`~llmvirt.sim.fleet.FleetView` e
   docs/03_FAQ.md "How does it work?"): when the spread of node usage (memory by default, "used"
   mode) exceeds the balanciness (10 points), guests, smallest first, leave the most-used node for
   the node with the most free resources until the spread is within the balanciness.
+- ``proxmox-crs[:static|dynamic][:THRESHOLD[:MARGIN]][:topsis]``: Proxmox VE's CRS automatic
+  rebalancing (PVE 9.2, :mod:`llmvirt.peers.pve_crs`, checked against Proxmox's own CRS test cases):
+  when the coefficient of variation of the nodes' CPU+memory shares exceeds the threshold (0.3), the
+  single migration with the lowest imbalance after it (or the best TOPSIS score), if it lowers the
+  imbalance by the margin (10 %, relative); repeated within the step (Proxmox's rounds are 10 s, its
+  hold 3 rounds), at most 5 moves. ``dynamic`` (default) counts what guests use, ``static`` what they
+  are configured with. Guests on hosts in maintenance go to the best-scored node first.
 - ``none``: never migrate.
 
 Balloon policies, each sets targets every step (run in 10 s rounds inside the 300 s step, as the
@@ -36,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llmvirt.peers import pve_crs
 from llmvirt.sim.fleet import FleetView, allocation_ok
 
 ROUNDS_PER_STEP = 30  # 10 s daemon rounds in one 300 s step
@@ -180,6 +188,64 @@ class ProxLB:
 
 
 @dataclass
+class ProxmoxCrs:
+    """Proxmox VE's CRS automatic rebalancing on the fleet's arrays."""
+
+    threshold: float = pve_crs.DEFAULT_THRESHOLD  #: imbalance (CV of CPU+memory shares) that triggers it
+    margin: float = pve_crs.DEFAULT_MARGIN  #: least relative improvement a migration must bring
+    method: str = "bruteforce"  #: bruteforce (lowest imbalance after the move) or topsis
+    mode: str = "dynamic"  #: dynamic (used CPU and memory) or static (configured)
+    max_moves: int = 5  #: migrations per step (Proxmox issues one per settled round)
+    name: str = "proxmox-crs"  #: display name
+
+    def _usage(self, view: FleetView, vm: int) -> pve_crs.Usage:
+        if self.mode == "static":
+            return pve_crs.Usage(float(view.vm_vcpus[vm]), float(view.vm_mem_cap[vm]))
+        return pve_crs.Usage(float(view.vm_cpu_mhz[vm] / view.setup.mhz_per_core), float(view.vm_mem_mib[vm]))
+
+    def decide(self, view: FleetView) -> list[tuple[int, int]]:
+        """Evacuate hosts in maintenance, then migrate while the imbalance stays above the threshold."""
+        s = view.setup
+        maint = view.maintenance if view.maintenance.size else np.zeros(view.n_hosts, dtype=bool)
+        usable = [h for h in range(view.n_hosts) if not maint[h]]
+        if len(usable) < 2 and not maint.any():
+            return []
+        load = pve_crs.Load([pve_crs.Node(str(h), float(s.host_cores), float(s.host_mem_mib)) for h in usable],
+                            unlimited_cpu=False)
+        usages = {str(v): self._usage(view, v) for v in range(len(view.vm_host))}
+        where = view.vm_host.copy()
+        for v in range(len(where)):
+            if not maint[where[v]]:
+                load.add(str(int(where[v])), usages[str(v)])
+        moves: list[tuple[int, int]] = []
+        for v in np.flatnonzero(maint[where]):  # Proxmox moves guests off a node in maintenance first
+            fits = [str(h) for h in usable if allocation_ok(view, int(v), h, where)]
+            dst = pve_crs.best_node(load, usages[str(v)], fits)
+            if dst is not None:
+                load.add(dst, usages[str(v)])
+                where[v] = int(dst)
+                moves.append((int(v), int(dst)))
+        ok_host = ~maint
+        while len(moves) < self.max_moves and len(usable) > 1 and pve_crs.imbalance(load) > self.threshold:
+            cpu_alloc = np.bincount(where, view.vm_vcpus, minlength=view.n_hosts)
+            mem_alloc = np.bincount(where, view.vm_mem_cap, minlength=view.n_hosts)
+            fits = ((cpu_alloc[None, :] + view.vm_vcpus[:, None] <= s.cpu_allocation_ratio * s.host_cores)
+                    & (mem_alloc[None, :] + view.vm_mem_cap[:, None] <= s.ram_allocation_ratio * s.host_mem_mib)
+                    & ok_host[None, :] & ok_host[where][:, None]
+                    & (np.arange(view.n_hosts)[None, :] != where[:, None]))
+            cands = [pve_crs.Candidate((str(v),), str(int(where[v])), str(h)) for v, h in np.argwhere(fits)]
+            choice = pve_crs.choose_rebalance(load, usages, cands, self.method, self.margin)
+            if choice is None or not choice.accepted:
+                break
+            v, dst = int(choice.candidate.sids[0]), int(choice.candidate.target)
+            load.add(choice.candidate.source, usages[str(v)], -1.0)
+            load.add(choice.candidate.target, usages[str(v)])
+            where[v] = dst
+            moves.append((v, dst))
+        return moves
+
+
+@dataclass
 class NoBalloon:
     """Balloon targets stay at the VM's maximum."""
 
@@ -259,10 +325,30 @@ class ProxmoxAutoBalloon:
         return cur
 
 
-def make_balancer(name: str) -> NoMigration | WatcherWorkloadBalance | WatcherVmWorkloadConsolidation | ProxLB:
-    """A baseline balancer by name: none, watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu] (``llmvirt[:POLICY]``
-    resolves in :mod:`llmvirt.strategies.registry`)."""
+def _proxmox_crs(name: str, args: list[str]) -> ProxmoxCrs:
+    words = {"static", "dynamic", "topsis", "bruteforce"}
+    try:
+        nums = [float(a) for a in args if a not in words]
+    except ValueError:
+        raise ValueError(f"balancer {name!r}: use proxmox-crs[:static|dynamic][:THRESHOLD[:MARGIN]][:topsis]") from None
+    if len(nums) > 2:
+        raise ValueError(f"balancer {name!r}: at most a threshold and a margin")
+    mode = "static" if "static" in args else "dynamic"
+    method = "topsis" if "topsis" in args else "bruteforce"
+    threshold = nums[0] if nums else pve_crs.DEFAULT_THRESHOLD
+    margin = nums[1] if len(nums) > 1 else pve_crs.DEFAULT_MARGIN
+    return ProxmoxCrs(threshold, margin, method, mode, name=name)
+
+
+def make_balancer(
+    name: str,
+) -> NoMigration | WatcherWorkloadBalance | WatcherVmWorkloadConsolidation | ProxLB | ProxmoxCrs:
+    """A baseline balancer by name: none, watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu],
+    proxmox-crs[:static|dynamic][:T[:M]][:topsis] (``llmvirt[:POLICY]`` resolves in
+    :mod:`llmvirt.strategies.registry`)."""
     base, *args = name.split(":")
+    if base == "proxmox-crs":
+        return _proxmox_crs(name, args)
     try:
         if base == "none":
             return NoMigration()
@@ -277,7 +363,7 @@ def make_balancer(name: str) -> NoMigration | WatcherWorkloadBalance | WatcherVm
     except ValueError:
         raise ValueError(f"balancer {name!r}: parameter is not a number") from None
     raise ValueError(f"unknown balancer {name!r}: use none, watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu], "
-                     "llmvirt[:POLICY]")
+                     "proxmox-crs[:static|dynamic][:T[:M]][:topsis], llmvirt[:POLICY]")
 
 
 def make_balloon(name: str) -> NoBalloon | MomBalloon | ProxmoxAutoBalloon:

@@ -10,6 +10,8 @@ name                                   strategy
 ``baseline:watcher-wb[:T]``            OpenStack Watcher workload_balance (balance scenario)
 ``baseline:watcher-vwc``               OpenStack Watcher vm_workload_consolidation
 ``baseline:proxlb[:B][:cpu]``          ProxLB rebalancing
+``baseline:proxmox-crs[:OPTS]``        Proxmox VE CRS auto-rebalancing (``static``/``dynamic``, threshold,
+                                       margin, ``topsis``); reproduces Proxmox's own CRS test cases
 ``baseline:none``, ``baseline:dvfs``   never migrate
 ``baseline:DET-SEL-P``                 CloudSim PABFD, e.g. ``thr-mmt-0.8``, ``lr-mmt-1.2`` (cloudsim scenario)
 ``baseline:gated:T:E:B``               THR-MMT with a consolidation gate (the learned head's structure)
@@ -315,8 +317,9 @@ def resolve(name: str | None, goal: str = "balance") -> Strategy:
     label = f"baseline:{base}"
     try:
         return FleetStrategy(field_policies.make_balancer(base), label)
-    except ValueError:
-        pass
+    except ValueError as exc:
+        if base.startswith("proxmox-crs"):
+            raise UsageError(str(exc)) from None
     try:
         return CloudsimStrategy(make_policy(base), label)
     except ValueError as exc:
@@ -324,6 +327,6 @@ def resolve(name: str | None, goal: str = "balance") -> Strategy:
             raise UsageError(str(exc)) from None
     if name.startswith("baseline:"):
         raise UsageError(f"unknown baseline {name!r}: use baseline:best-fit|least-loaded|first-fit, "
-                         "watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu], none, dvfs or DETECTOR-SELECTION-PARAM "
-                         "(e.g. thr-mmt-0.8)")
+                         "watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu], proxmox-crs[:OPTS], none, dvfs or "
+                         "DETECTOR-SELECTION-PARAM (e.g. thr-mmt-0.8)")
     return _learned(name, goal)
