@@ -29,12 +29,9 @@ PolicyOpt = Annotated[str | None, typer.Option(help="Policy: a name under polici
 
 def _policy(ctx: typer.Context, policy: str | None) -> tuple[str | None, str]:
     """(what to load, version prefix for plans): ``--policy`` as given, else the active version."""
-    if policy is not None:
-        return policy, ""
-    from llmvirt.policy import versions
+    from llmvirt import plan_service
 
-    path, name = versions.active_spec(state(ctx).engine())
-    return path, f"{name}:"
+    return plan_service.policy_spec(state(ctx).engine(), policy)
 
 
 SnapshotOpt = Annotated[Path | None, typer.Option("--snapshot", help="Plan from this file (the `llmvirt status "
@@ -47,11 +44,9 @@ def _cluster(ctx: typer.Context, snapshot: Path | None = None):  # noqa: ANN202
         from llmvirt import snapshot_file
 
         return snapshot_file.load(snapshot)
-    cluster = snapshots.latest_cluster(state(ctx).engine())
-    if not any(h.cpus for h in cluster.hosts):
-        raise UsageError("no scanned hosts: run `llmvirt hosts add` and `llmvirt scan` first")
-    cluster.hosts = [h for h in cluster.hosts if h.cpus]
-    return cluster
+    from llmvirt import plan_service
+
+    return plan_service.scanned_cluster(state(ctx).engine())
 
 
 def place(
@@ -122,10 +117,6 @@ def _define(ctx: typer.Context, host_name: str, xml_path: Path) -> None:
         conn.close()
 
 
-HISTORY_SCANS = 31  #: scans of CPU history (30 intervals, CloudSim's history length) for the adaptive detectors
-PERSIST_SCANS = 3  #: a hot host must have been hot over this many scan intervals before load is moved off it
-
-
 def rebalance(
     ctx: typer.Context,
     goal: Annotated[str, typer.Option(help="balance (relieve hot hosts) or consolidate (empty cold ones).")]
@@ -164,15 +155,10 @@ def rebalance(
     if no_migrate:
         plan = decide.Plan(goal=goal, policy="rules", before={}, after={})
     else:
-        from llmvirt.strategies import registry
+        from llmvirt import plan_service
 
-        spec, version = (policy, "") if snapshot is not None else _policy(ctx, policy)
-        strategy = registry.resolve(spec, goal)
-        history = (snapshots.vm_cpu_history(st.engine(), HISTORY_SCANS)
-                   if snapshot is None and getattr(strategy, "needs_history", False) else {})
-        plan = strategy.plan(cluster, goal, decide.Context(limits, groups, pins, config.load_thresholds(st.config_path),
-                                                           max_migrations, history))
-        plan.policy = version + plan.policy
+        plan = plan_service.rebalance_plan(None if snapshot is not None else st.engine(), st.config_path, cluster,
+                                           goal, policy, max_migrations)
     if apply:
         _apply(ctx, plan, limits, groups, pins, as_json)
         return
@@ -206,24 +192,6 @@ def predicted_sentence(before: dict[str, float], after: dict[str, float]) -> str
              f"load spread {100 * before['imbalance']:.0f} → {100 * after['imbalance']:.0f} points",
              f"power {before['power_w']:.0f} → {after['power_w']:.0f} W"]
     return "predicted: " + ", ".join(parts)
-
-
-def _persistent(ctx: typer.Context, plan: decide.Plan) -> tuple[list[decide.Move], dict[str, str]]:
-    """Hysteresis: keep moves off hosts that were hot over the last PERSIST_SCANS intervals (drains always)."""
-    keep, held = [], {}
-    engine = state(ctx).engine()
-    hot = config.load_thresholds(state(ctx).config_path).hot
-    for m in plan.moves:
-        if m.reason.startswith("drain") or plan.goal != "balance":
-            keep.append(m)
-            continue
-        hist = snapshots.host_load_history(engine, m.src, PERSIST_SCANS)
-        if len(hist) >= PERSIST_SCANS and all(x > hot for x in hist):
-            keep.append(m)
-        else:
-            held[m.vm] = (f"{m.src} not hot over the last {PERSIST_SCANS} scan intervals "
-                          f"({', '.join(f'{100 * x:.0f} %' for x in hist) or 'no history'}): waiting")
-    return keep, held
 
 
 def tuning_actions(ctx: typer.Context, cluster, only: str, policy: str | None,  # noqa: ANN001
@@ -299,11 +267,10 @@ def _cpus(cpus: list[int]) -> str:
 
 
 def _apply(ctx: typer.Context, plan: decide.Plan, limits, groups, pins, as_json: bool) -> None:  # noqa: ANN001
-    cluster = _cluster(ctx)
-    uuids = {v.name: v.uuid for h in cluster.hosts for v in h.vms}
-    moves, held = _persistent(ctx, plan)
-    actions = [{"kind": "migrate", "vm": m.vm, "vm_uuid": uuids.get(m.vm), "src": m.src, "dst": m.dst,
-                "params": {"reason": m.reason, **({"decision": m.decision} if m.decision else {})}} for m in moves]
+    from llmvirt import plan_service
+
+    st = state(ctx)
+    actions, held = plan_service.migrate_actions(st.engine(), st.config_path, plan)
     _execute(ctx, plan, actions, held, limits, groups, pins, as_json)
 
 

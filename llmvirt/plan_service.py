@@ -1,0 +1,96 @@
+"""Plans as every front end makes them: the CLI (``place``, ``rebalance``) and the MCP server.
+
+One path from the store to a plan and from a plan to the executor's actions, so a plan an assistant
+shows is the plan ``llmvirt rebalance`` would show, and applying it goes through the same hysteresis,
+guardrails, lock and journal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import Engine
+
+from llmvirt import config
+from llmvirt.cluster import Cluster
+from llmvirt.errors import UsageError
+
+if TYPE_CHECKING:
+    from llmvirt.policy import decide
+
+HISTORY_SCANS = 31  #: scans of CPU history (30 intervals, CloudSim's history length) for the adaptive detectors
+PERSIST_SCANS = 3  #: a hot host must have been hot over this many scan intervals before load is moved off it
+
+
+def policy_spec(engine: Engine, policy: str | None) -> tuple[str | None, str]:
+    """(what to load, version prefix for plans): ``policy`` as given, else the active version."""
+    if policy is not None:
+        return policy, ""
+    from llmvirt.policy import versions
+
+    path, name = versions.active_spec(engine)
+    return path, f"{name}:"
+
+
+def scanned_cluster(engine: Engine) -> Cluster:
+    """The latest scan's hosts that were read at least once; a clear error when there are none."""
+    from llmvirt.store import snapshots
+
+    cluster = snapshots.latest_cluster(engine)
+    if not any(h.cpus for h in cluster.hosts):
+        raise UsageError("no scanned hosts: run `llmvirt hosts add` and `llmvirt scan` first")
+    cluster.hosts = [h for h in cluster.hosts if h.cpus]
+    return cluster
+
+
+def rebalance_plan(engine: Engine | None, config_path: Path | None, cluster: Cluster, goal: str,
+                   policy: str | None, max_migrations: int) -> decide.Plan:
+    """The dry-run plan of ``policy`` (default: the active version) for ``goal`` on ``cluster``.
+
+    ``engine`` None plans from a file (no store: no active version, no CPU history)."""
+    from llmvirt.policy import decide
+    from llmvirt.store import snapshots
+    from llmvirt.strategies import registry
+
+    limits, groups = config.load_limits(config_path), config.load_groups(config_path)
+    pins = config.load_host_pins(config_path)
+    spec, version = (policy, "") if engine is None else policy_spec(engine, policy)
+    strategy = registry.resolve(spec, goal)
+    history = (snapshots.vm_cpu_history(engine, HISTORY_SCANS)
+               if engine is not None and getattr(strategy, "needs_history", False) else {})
+    plan = strategy.plan(cluster, goal, decide.Context(limits, groups, pins, config.load_thresholds(config_path),
+                                                       max_migrations, history))
+    plan.policy = version + plan.policy
+    return plan
+
+
+def persistent_moves(engine: Engine, config_path: Path | None,
+                     plan: decide.Plan) -> tuple[list[decide.Move], dict[str, str]]:
+    """Hysteresis: keep moves off hosts that were hot over the last PERSIST_SCANS intervals (drains always)."""
+    from llmvirt.store import snapshots
+
+    keep, held = [], {}
+    hot = config.load_thresholds(config_path).hot
+    for m in plan.moves:
+        if m.reason.startswith("drain") or plan.goal != "balance":
+            keep.append(m)
+            continue
+        hist = snapshots.host_load_history(engine, m.src, PERSIST_SCANS)
+        if len(hist) >= PERSIST_SCANS and all(x > hot for x in hist):
+            keep.append(m)
+        else:
+            held[m.vm] = (f"{m.src} not hot over the last {PERSIST_SCANS} scan intervals "
+                          f"({', '.join(f'{100 * x:.0f} %' for x in hist) or 'no history'}): waiting")
+    return keep, held
+
+
+def migrate_actions(engine: Engine, config_path: Path | None,
+                    plan: decide.Plan) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The executor's actions for a plan's moves (after hysteresis), and the moves held back with why."""
+    cluster = scanned_cluster(engine)
+    uuids = {v.name: v.uuid for h in cluster.hosts for v in h.vms}
+    moves, held = persistent_moves(engine, config_path, plan)
+    actions = [{"kind": "migrate", "vm": m.vm, "vm_uuid": uuids.get(m.vm), "src": m.src, "dst": m.dst,
+                "params": {"reason": m.reason, **({"decision": m.decision} if m.decision else {})}} for m in moves]
+    return actions, held
