@@ -253,6 +253,32 @@ def test_learned_balance_policy_plans_and_its_loop_applies_on_the_lab(lab_env, m
         lab.load(lab_dir, vm_name, 0, 8)
 
 
+def test_mcp_applies_a_shown_plan_on_the_lab(lab_env, monkeypatch) -> None:
+    """`llmvirt mcp --allow-apply` (issue 21), driven by the MCP SDK's client over stdio: the plan it shows
+    for the hotspot is the one it applies, through the executor, and the journal says who asked."""
+    from test_mcp import call, session
+
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    cli = Cli()
+    _hotspot(lab_dir, cli)
+
+    async def fn(c) -> tuple:  # noqa: ANN001
+        shown = (await call(c, "rebalance_plan", {"policy": "llmvirt-rl-fallback:0.5"}))[1]
+        return shown, await call(c, "apply_plan", {"plan_id": shown["plan_id"]})
+
+    shown, (is_error, done) = session(fn, "--allow-apply")
+    assert not is_error, done
+    [move] = shown["moves"]
+    assert move["src"] == "lab-1" and done["applied"] and done["outcomes"]["done"] == 1, done
+    assert _running_on(lab_dir, move["vm"]) == [move["dst"]]
+    code, out, _ = cli("plans", "show", str(done["journal_plan_id"]), "--json")
+    body = json.loads(out)["plan"]
+    assert body["requested_by"]["client"] == "llmvirt-tests" and body["shown_plan_id"] == shown["plan_id"]
+    for vm_name in HOT_GUESTS:
+        lab.load(lab_dir, vm_name, 0, 8)
+
+
 def test_second_apply_exits_at_once(lab_env, monkeypatch) -> None:
     from llmvirt import executor
 

@@ -15,6 +15,7 @@ from llmvirt.cli import (
     inventory_cmds,
     journal_cmds,
     lab,
+    mcp_cmd,
     outcome_cmds,
     peers_cmds,
     plan_cmds,
@@ -32,6 +33,7 @@ app.command("status")(inventory_cmds.status)
 app.command("bench")(bench.bench)
 app.command("tune")(bench.tune)
 app.command("doctor")(doctor_cmd.doctor)
+app.command("mcp")(mcp_cmd.mcp)
 app.command("place")(plan_cmds.place)
 app.command("rebalance")(plan_cmds.rebalance)
 app.command("train")(train_cmd.train)
