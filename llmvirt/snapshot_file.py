@@ -85,7 +85,13 @@ def cluster_from_status(doc: dict[str, Any], source: str = "snapshot") -> Cluste
 
 
 def load(path: Path) -> Cluster:
-    """Read a snapshot file; one clear line for an unreadable or malformed one."""
+    """Read a snapshot file, or a Proxmox VE CRS test case directory (its initial state: nodes, and the
+    started guests with their configured size and, where given, their CPU use); one clear line for an
+    unreadable or malformed one."""
+    if path.is_dir():
+        from llmvirt.peers.llmvirt_scheduler import cluster_from_case
+
+        return cluster_from_case(path)
     try:
         doc = json.loads(path.read_text())
     except OSError as exc:

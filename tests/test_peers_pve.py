@@ -204,3 +204,19 @@ def test_rebalance_runs_the_crs_on_a_scanned_cluster() -> None:
     assert sorted(m.dst for m in plan.moves) == ["kvm2", "kvm3"]
     with pytest.raises(UsageError, match="proxmox-crs"):
         registry.resolve("baseline:proxmox-crs:0.1:0.2:0.3")
+
+
+def test_a_proxmox_case_is_a_snapshot_rebalance_and_place_plan_on(cli) -> None:
+    """`--snapshot CASE_DIR` imports a case's initial state; the CRS plans Proxmox's own moves on it, with
+    Proxmox's imbalance figures as the reasons."""
+    case = str(CASES / "test-crs-static-auto-rebalance2")
+    code, out, err = cli("rebalance", "--snapshot", case, "--policy", "baseline:proxmox-crs:static", "--json")
+    assert code == 0, err
+    moves = [(m["vm"], m["src"], m["dst"]) for m in json.loads(out)["moves"]]
+    assert moves == [("vm:101", "node1", "node2"), ("vm:102", "node1", "node3")]
+    assert "1.41 -> 0.94" in json.loads(out)["moves"][0]["reason"]
+    code, out, err = cli("place", "--snapshot", case, "--vcpus", "2", "--memory", "8G", "--json")
+    assert code == 0, err
+    assert json.loads(out)["chosen"] in ("node2", "node3")  # node1's 32 GiB are taken
+    code, out, err = cli("rebalance", "--snapshot", str(CASES), "--policy", "baseline:proxmox-crs")
+    assert code == 2 and "not a Proxmox CRS case" in err

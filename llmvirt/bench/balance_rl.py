@@ -71,6 +71,10 @@ BASELINE_GRID: dict[str, tuple[str, ...]] = {
 """Each tuned baseline family's grid (Watcher's CPU threshold in %, ProxLB's balanciness on memory or CPU, the
 fallback's trigger as a share of the host's cores)."""
 
+PROXMOX_CRS_GRID: tuple[str, ...] = ("proxmox-crs:0.1", "proxmox-crs:0.2", "proxmox-crs", "proxmox-crs:0.5",
+                                     "proxmox-crs:0.2:0.05", "proxmox-crs:0.2:0.2", "proxmox-crs:static")
+"""Proxmox CRS's grid: the imbalance threshold (default 0.3), the margin (default 0.1), static mode."""
+
 
 def run_named(name: str, trace: UsageTrace, fl: list[Fleet], cfg: EnvConfig) -> EvalResult:
     """Any balance strategy name of the registry on the fleets."""
@@ -83,11 +87,12 @@ def run_named(name: str, trace: UsageTrace, fl: list[Fleet], cfg: EnvConfig) -> 
 
 
 def tune(trace: UsageTrace, vms: np.ndarray, cfg: EnvConfig, n_fleets: int, seeds: tuple[int, ...],
-         log: Any = print) -> dict[str, dict[str, Any]]:
-    """Each family's best grid point by total cost on fleets of the training VMs ``vms``."""
+         log: Any = print, grids: dict[str, tuple[str, ...]] | None = None) -> dict[str, dict[str, Any]]:
+    """Each family's best grid point (``grids``, default :data:`BASELINE_GRID`) by total cost on fleets
+    of the training VMs ``vms``."""
     fl = [f for s in seeds for f in fleets(trace, vms, n_fleets, s, cfg)]
     best: dict[str, dict[str, Any]] = {}
-    for family, grid in BASELINE_GRID.items():
+    for family, grid in (grids or BASELINE_GRID).items():
         costs = {name: run_named(name, trace, fl, cfg).total() for name in grid}
         pick = min(costs, key=lambda k: costs[k])
         best[family] = {"strategy": pick, "cost": costs[pick], "grid": costs}

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from llmvirt.cluster import Cluster, Host, Vm
 from llmvirt.peers import pve_crs
-from llmvirt.peers.pve_case import MIB, HaReplay
+from llmvirt.peers.pve_case import MIB, HaReplay, _Svc, load_case
 from llmvirt.peers.pve_crs import Candidate
 from llmvirt.policy import decide
 from llmvirt.policy.constraints import Limits, Request
@@ -49,6 +50,17 @@ def to_cluster(replay: HaReplay, exclude: str | None = None) -> Cluster:
             if node in by_name:
                 by_name[node].vms.append(_vm(replay, sid, node))
     return Cluster(hosts)
+
+
+def cluster_from_case(path: Path) -> Cluster:
+    """A Proxmox CRS case's initial state as a Cluster: every node, and the guests configured as
+    started on their node (what ``place``/``rebalance --snapshot CASE_DIR`` plan on)."""
+    replay = HaReplay(load_case(path))
+    replay.online = set(replay.case.nodes)
+    for sid, conf in sorted(replay.config.items()):
+        if sid not in replay.ss and HaReplay._want(conf) == "started" and conf.get("node") in replay.case.nodes:
+            replay.ss[sid] = _Svc("started", conf["node"])
+    return to_cluster(replay)
 
 
 def _vm(replay: HaReplay, sid: str, node: str) -> Vm:

@@ -205,6 +205,10 @@ class ProxmoxCrs:
 
     def decide(self, view: FleetView) -> list[tuple[int, int]]:
         """Evacuate hosts in maintenance, then migrate while the imbalance stays above the threshold."""
+        return [(v, h) for v, h, _ in self.explain(view)]
+
+    def explain(self, view: FleetView) -> list[tuple[int, int, str]]:
+        """:meth:`decide` with the reason for each move: the imbalance it changes, or the evacuation."""
         s = view.setup
         maint = view.maintenance if view.maintenance.size else np.zeros(view.n_hosts, dtype=bool)
         usable = [h for h in range(view.n_hosts) if not maint[h]]
@@ -217,14 +221,14 @@ class ProxmoxCrs:
         for v in range(len(where)):
             if not maint[where[v]]:
                 load.add(str(int(where[v])), usages[str(v)])
-        moves: list[tuple[int, int]] = []
+        moves: list[tuple[int, int, str]] = []
         for v in np.flatnonzero(maint[where]):  # Proxmox moves guests off a node in maintenance first
             fits = [str(h) for h in usable if allocation_ok(view, int(v), h, where)]
             dst = pve_crs.best_node(load, usages[str(v)], fits)
             if dst is not None:
                 load.add(dst, usages[str(v)])
                 where[v] = int(dst)
-                moves.append((int(v), int(dst)))
+                moves.append((int(v), int(dst), "evacuate a host in maintenance to the best-scored node"))
         ok_host = ~maint
         while len(moves) < self.max_moves and len(usable) > 1 and pve_crs.imbalance(load) > self.threshold:
             cpu_alloc = np.bincount(where, view.vm_vcpus, minlength=view.n_hosts)
@@ -241,7 +245,8 @@ class ProxmoxCrs:
             load.add(choice.candidate.source, usages[str(v)], -1.0)
             load.add(choice.candidate.target, usages[str(v)])
             where[v] = dst
-            moves.append((v, dst))
+            moves.append((v, dst, f"imbalance (CV of CPU+memory shares) {choice.before:.2f} -> {choice.after:.2f}, "
+                                  f"above the threshold {self.threshold:g}"))
         return moves
 
 

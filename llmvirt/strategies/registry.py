@@ -222,6 +222,11 @@ class FleetStrategy:
         """The balancer's one decision on the scanned state, through the hard rules."""
         view, ident = cluster_arrays.fleet_view(cluster, ctx.limits.cpu_allocation_ratio,
                                                 ctx.limits.ram_allocation_ratio)
+        if hasattr(self.balancer, "explain"):  # a balancer that says why (proxmox-crs)
+            said = self.balancer.explain(view)
+            reasons = {ident.vm_names[v]: why for v, _, why in said}
+            return plan_from_proposals(cluster, goal, self.name, ident.named([(v, h) for v, h, _ in said]), ctx,
+                                       reasons)
         return plan_from_proposals(cluster, goal, self.name, ident.named(self.balancer.decide(view)), ctx)
 
 
