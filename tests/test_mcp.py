@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,34 @@ def test_bad_server_options_are_one_line(cli) -> None:
 def test_the_readme_mentions_it() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "llmvirt mcp" in readme and "docs/mcp.md" in readme
+
+
+def test_streamable_http_serves_the_same_tools(scanned) -> None:
+    import socket
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "llmvirt", "mcp", "--listen", f"127.0.0.1:{port}"],
+                            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # wait for the port
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
+                time.sleep(0.3)
+
+        async def main() -> tuple:
+            async with Client(f"http://127.0.0.1:{port}/mcp", client_info=ME) as c:
+                return {t.name for t in (await c.list_tools()).tools}, await call(c, "status", {"limit": 1})
+
+        tools, (is_error, doc) = anyio.run(main)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert tools == READ_ONLY
+    assert not is_error and doc["format"] == 1 and len(doc["hosts"]) == 1 and doc["hosts_omitted"] == 1
