@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
-from llmvirt.policy.tuning import PRESSURE_USABLE
+from llmvirt.model.pressure import PRESSURE_USABLE
 from llmvirt.scoring import Score, reward
 from llmvirt.store.schema import ActionRow, HostRow, HostSnapshotRow, OutcomeRow, PlanRow, VmSampleRow
 from llmvirt.store.snapshots import pair_load

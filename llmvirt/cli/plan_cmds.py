@@ -198,7 +198,7 @@ def tuning_actions(ctx: typer.Context, cluster, only: str, policy: str | None,  
                    limits) -> tuple[list[dict], dict[str, str], str]:  # noqa: ANN001
     """Pin or balloon actions: from the policy's head, or one-to-one NUMA pinning and MOM's balloon
     rules for ``--policy baseline:rules``. Returns (actions, VMs left alone with why, policy label)."""
-    from llmvirt.policy import balloon_head, pin_head, tuning
+    from llmvirt.policy import balloon_feedback, balloon_head, pin_head, tuning
     from llmvirt.policy.paths import policy_dir
 
     if policy and policy.startswith("baseline:"):
@@ -222,7 +222,9 @@ def tuning_actions(ctx: typer.Context, cluster, only: str, policy: str | None,  
                  for vm, host, p, why in pin_plans], held, f"{version}{path.name}/pin")
     return ([{"kind": "balloon", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
               "params": {"target_mib": target, "why": why}}
-             for vm, host, target, why in balloon_head.plan(cluster, history, balloon_head.load(path))],
+             for vm, host, target, why in balloon_head.plan(
+                 cluster, history, balloon_head.load(path),
+                 pressure=snapshots.vm_pressure_history(state(ctx).engine(), balloon_feedback.WINDOW))],
             {}, f"{version}{path.name}/balloon")
 
 

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from llmvirt.cluster import Cluster, Host, Vm
+from llmvirt.policy import balloon_feedback
+from llmvirt.policy.balloon_feedback import Feedback
 from llmvirt.policy.checkpoint import HeadSpec
 
 HOUR, DAY = 12, 288  #: windows in 300 s steps
@@ -79,10 +81,27 @@ def pad_history(series: list[float] | np.ndarray, length: int = DAY) -> np.ndarr
 
 @dataclass
 class OperatingPoint:
-    """How forecasts become targets: target = maximum x min(1, quantile + margin)."""
+    """How forecasts become targets: target = maximum x min(1, quantile + margin). With ``feedback``
+    the margin is each VM's own, from its recent pressure (:mod:`llmvirt.policy.balloon_feedback`)."""
 
     quantile: int = len(QUANTILES) - 1  #: index into QUANTILES
-    margin: float = 0.1  #: added headroom, fraction of the maximum
+    margin: float = 0.1  #: added headroom, fraction of the maximum (without feedback)
+    feedback: Feedback | None = None  #: per-VM margins from pressure feedback
+
+    def margins(self, pressure: np.ndarray | None, n: int) -> np.ndarray:
+        """The margin of each of ``n`` VMs given their pressure flags (VMs x steps, oldest first)."""
+        if self.feedback is None:
+            return np.full(n, self.margin)
+        if pressure is None:
+            return np.full(n, self.feedback.base)
+        return balloon_feedback.margins(pressure, self.feedback)
+
+    def describe(self) -> dict[str, Any]:
+        """For the checkpoint metadata and reports."""
+        out: dict[str, Any] = {"quantile": self.quantile, "margin": self.margin}
+        if self.feedback is not None:
+            out["feedback"] = self.feedback.as_dict()
+        return out
 
 
 class BalloonHead:
@@ -97,10 +116,15 @@ class BalloonHead:
         with torch.no_grad():
             return self.model(torch.from_numpy(np.asarray(feats, dtype=np.float32))).numpy().astype(np.float64)
 
-    def propose(self, feats: np.ndarray, cap_mib: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Proposed balloon sizes and the forecast need (the chosen quantile), MiB, before the safety limits."""
-        need = np.maximum(self.forecast(feats)[:, self.point.quantile], feats[:, 0])
-        return np.minimum(1.0, need + self.point.margin) * cap_mib, np.minimum(need, 1.0) * cap_mib
+    def propose(self, feats: np.ndarray, cap_mib: np.ndarray, pressure: np.ndarray | None = None,
+                quantiles: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Proposed balloon sizes and the forecast need (the chosen quantile), MiB, before the safety limits.
+        ``pressure``: each VM's pressure flags (VMs x steps) for the feedback margin; ``quantiles``: the
+        forecast when it was computed already (it depends on the use history only)."""
+        q = self.forecast(feats) if quantiles is None else quantiles
+        need = np.maximum(q[:, self.point.quantile], feats[:, 0])
+        margin = self.point.margins(pressure, len(need))
+        return np.minimum(1.0, need + margin) * cap_mib, np.minimum(need, 1.0) * cap_mib
 
 
 def fit_proposals(proposed: np.ndarray, need: np.ndarray, used: np.ndarray, cap: np.ndarray, host_of: np.ndarray,
@@ -121,7 +145,8 @@ def load(directory: Path | str) -> BalloonHead:
     model, meta = checkpoint.load_head(Path(directory), SPEC)
     op = meta.get("operating_point", {})
     try:
-        point = OperatingPoint(int(op["quantile"]), float(op["margin"]))
+        fb = Feedback.from_dict(op["feedback"]) if op.get("feedback") is not None else None
+        point = OperatingPoint(int(op["quantile"]), float(op["margin"]), fb)
     except (KeyError, TypeError, ValueError):
         raise checkpoint.CheckpointError(f"{directory}: balloon head has no valid operating point") from None
     if not 0 <= point.quantile < len(QUANTILES) or not 0.0 <= point.margin <= 1.0:
@@ -130,10 +155,12 @@ def load(directory: Path | str) -> BalloonHead:
 
 
 def plan(cluster: Cluster, history: dict[str, list[tuple[float, float, float]]], head: BalloonHead,
-         previous: Cluster | None = None) -> list[tuple[Vm, Host, int, str]]:
+         previous: Cluster | None = None,
+         pressure: dict[str, list[bool]] | None = None) -> list[tuple[Vm, Host, int, str]]:
     """Balloon targets for real hosts: the head's proposals, fitted to each host's budget and passed
-    through the safety limits. ``history`` is :func:`llmvirt.store.snapshots.vm_usage_history`.
-    Returns (VM, host, target MiB, why) for every VM whose balloon should change."""
+    through the safety limits. ``history`` is :func:`llmvirt.store.snapshots.vm_usage_history`;
+    ``pressure`` each VM's pressure flags per scan (:func:`llmvirt.store.snapshots.vm_pressure_history`)
+    for the feedback margin. Returns (VM, host, target MiB, why) for every VM whose balloon should change."""
     from llmvirt.policy import tuning
 
     out: list[tuple[Vm, Host, int, str]] = []
@@ -146,17 +173,24 @@ def plan(cluster: Cluster, history: dict[str, list[tuple[float, float, float]]],
         series = [[u for _, u, _ in history.get(v.uuid, [])] or [used[i]] for i, v in enumerate(vms)]
         window = np.stack([pad_history(np.asarray(s) / cap[i]) for i, s in enumerate(series)])
         seen = np.array([max(s) for s in series]) / cap
-        proposed, need = head.propose(window_features(window, seen, cap), cap)
+        flags = None
+        if pressure is not None:
+            rows = [pressure.get(v.uuid, []) for v in vms]
+            width = max((len(r) for r in rows), default=0)
+            flags = np.array([[False] * (width - len(r)) + list(r) for r in rows], dtype=bool).reshape(len(vms), width)
+        margin = head.point.margins(flags, len(vms))
+        proposed, need = head.propose(window_features(window, seen, cap), cap, flags)
         proposed = fit_proposals(proposed, need, used, cap, np.zeros(len(vms), dtype=np.int64),
                                  np.array([float(host.memory_mib)]))
         for i, vm in enumerate(vms):
             prev_host = previous.host(host.name) if previous else None
-            pressure = tuning.under_pressure(vm, prev_host.vm(vm.name) if prev_host else None)
-            target = tuning.safe_target(vm, float(proposed[i]), pressure)
+            under = tuning.under_pressure(vm, prev_host.vm(vm.name) if prev_host else None)
+            target = tuning.safe_target(vm, float(proposed[i]), under)
             if target is None:
                 continue
-            why = ("guest under memory pressure: deflate" if pressure else
+            why = ("guest under memory pressure: deflate" if under else
                    f"forecast need {need[i]:.0f} MiB (q{QUANTILES[head.point.quantile]}) + "
-                   f"{100 * head.point.margin:.0f} % margin: toward {proposed[i]:.0f} MiB")
+                   f"{100 * margin[i]:.0f} % margin{' (pressure feedback)' if head.point.feedback else ''}: "
+                   f"toward {proposed[i]:.0f} MiB")
             out.append((vm, host, target, why))
     return out

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llmvirt.policy import balloon_head, decide, pin_head, tuning
+from llmvirt.policy import balloon_feedback, balloon_head, decide, pin_head, tuning
 from llmvirt.policy.train import limits_for
 from llmvirt.sim.field_policies import ROUNDS_PER_STEP
 from llmvirt.sim.fleet import FleetView
@@ -41,32 +41,46 @@ class LlmvirtBalancer:
 class LearnedBalloon:
     """``llmvirt[:POLICY]`` in ``bench --scenario memory``: the balloon head, through the safety limits.
 
-    Each 300 s step the head proposes targets from the use history it has seen so far; the
-    safety limits then act in 10 s rounds as MOM's daemon does (step limit, floor), and a
+    Each 300 s step the head proposes targets from the use history it has seen so far (and, with
+    pressure feedback, each VM's margin from its pressure flags: use above the balloon at a step);
+    the safety limits then act in 10 s rounds as MOM's daemon does (step limit, floor), and a
     guest whose use exceeded its balloon is deflated to its maximum at once.
     """
 
     def __init__(self, policy: str | None = None, name: str = "llmvirt",
-                 head: balloon_head.BalloonHead | None = None, rounds: int = ROUNDS_PER_STEP) -> None:
-        """Load the head of ``policy`` (or use ``head``)."""
+                 head: balloon_head.BalloonHead | None = None, rounds: int = ROUNDS_PER_STEP,
+                 forecasts: np.ndarray | None = None) -> None:
+        """Load the head of ``policy`` (or use ``head``). ``forecasts`` (VMs x steps x quantiles), when
+        given, replaces the forecaster's output step by step (it depends on the use history only, so
+        operating points can be compared without recomputing it)."""
         self.name, self.rounds = name, rounds
         self.head = head or balloon_head.load(decide.policy_dir(policy))
+        self.forecasts = forecasts
         self._window: np.ndarray | None = None
         self._seen: np.ndarray | None = None
+        self._pressure: np.ndarray | None = None
+        self._t = 0
 
     def targets(self, view: FleetView) -> np.ndarray:
         """New balloon targets after one step of rounds."""
         cap = view.vm_mem_cap.astype(np.float64)
         use = view.vm_mem_mib / cap
-        if self._window is None or self._seen is None:
+        flag = view.vm_mem_mib > view.vm_balloon + 1e-6  # the guest needed more than its balloon
+        if self._window is None or self._seen is None or self._pressure is None:
             self._window = np.repeat(use[:, None], balloon_head.DAY, axis=1)
             self._seen = use.copy()
+            self._pressure = flag[:, None]
         else:
             self._window = np.concatenate([self._window[:, 1:], use[:, None]], axis=1)
             self._seen = np.maximum(self._seen, use)
-        proposed, need = self.head.propose(balloon_head.window_features(self._window, self._seen, cap), cap)
+            self._pressure = np.concatenate([self._pressure[:, -(balloon_feedback.WINDOW - 1):], flag[:, None]], axis=1)
+        feats = balloon_head.window_features(self._window, self._seen, cap)
+        quantiles = self.forecasts[:, self._t, :] if self.forecasts is not None else None
+        self._t += 1
+        proposed, need = self.head.propose(feats, cap, self._pressure, quantiles)
         proposed = balloon_head.fit_proposals(proposed, need, view.vm_mem_mib, cap, view.vm_host,
                                               np.full(view.n_hosts, view.setup.host_mem_mib))
+        proposed = np.where(flag, cap, proposed)  # under pressure: back to the maximum, and kept there this step
         return apply_rounds(view.vm_balloon.astype(np.float64), cap, view.vm_mem_mib.astype(np.float64), proposed,
                             self.rounds)
 

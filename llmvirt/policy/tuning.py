@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmvirt.cluster import Cluster, Host, Vm
+from llmvirt.model.pressure import pressure_flag
 
 MAX_CHANGE = 0.05  #: MOM max_balloon_change_percent: at most 5 % of current size per cycle
 MIN_CHANGE = 0.0025  #: MOM min_balloon_change_percent: skip changes under 0.25 %
 FLOOR_MARGIN = 0.20  #: never below guest use + 20 % of current size (MOM min_guest_free_percent)
 HOST_BUDGET = 0.80  #: balloons on a host add up to at most 80 % of its memory (MOM's pressure_threshold: 20 % free)
-PRESSURE_USABLE = 0.10  #: usable memory under 10 % of the balloon, or swap-in / major faults rising: deflate now
 
 
 @dataclass
@@ -58,17 +58,11 @@ def plan_pinning(cluster: Cluster, reserved_cpus: int = 0) -> tuple[list[PinPlan
 
 
 def under_pressure(vm: Vm, previous: Vm | None) -> bool:
-    """The guest shows memory pressure: swap-in or major faults rising, or usable memory low."""
-    b = vm.balloon
-    if b.usable_mib is not None and b.current_mib and b.usable_mib < PRESSURE_USABLE * b.current_mib:
-        return True
-    if previous is not None:
-        p = previous.balloon
-        if b.swap_in_mib is not None and p.swap_in_mib is not None and b.swap_in_mib > p.swap_in_mib:
-            return True
-        if b.major_faults is not None and p.major_faults is not None and b.major_faults > p.major_faults:
-            return True
-    return False
+    """The guest shows memory pressure: swap-in or major faults rising, or usable memory low
+    (:func:`llmvirt.model.pressure.pressure_flag`)."""
+    b, p = vm.balloon, previous.balloon if previous is not None else None
+    return pressure_flag(b.usable_mib, b.current_mib, b.swap_in_mib, p.swap_in_mib if p else None,
+                         b.major_faults, p.major_faults if p else None)
 
 
 def safe_targets(cur: np.ndarray, cap: np.ndarray, used: np.ndarray, proposed: np.ndarray,

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from llmvirt.cluster import Balloon, Cluster, Gpu, GpuAttachment, Host, MdevType, NumaCell, NvmlGpu, ScanResult, Vm
 from llmvirt.errors import StoreError
+from llmvirt.model.pressure import pressure_flag
 from llmvirt.model.usage import cpu_fraction, cpu_ns_used
 from llmvirt.store.schema import HostRow, HostSnapshotRow, ScanRow, VmSampleRow
 
@@ -285,4 +286,24 @@ def vm_cpu_history(engine: Engine, scans: int) -> dict[str, list[float]]:
                 if frac is not None:
                     out.setdefault(uuid, []).append(min(1.0, frac))
             last[uuid] = (when, cpu)
+    return out
+
+
+def vm_pressure_history(engine: Engine, scans: int) -> dict[str, list[bool]]:
+    """Per VM uuid, one memory-pressure flag per stored sample over the last ``scans`` scans, oldest first
+    (:func:`llmvirt.model.pressure.pressure_flag`, each sample with the one before it): what the balloon
+    head's pressure feedback reads on real hosts."""
+    out: dict[str, list[bool]] = {}
+    with Session(engine) as s:
+        ids = [int(i) for i in s.execute(select(ScanRow.id).order_by(ScanRow.id.desc()).limit(scans)).scalars()]
+        q = (select(VmSampleRow.uuid, VmSampleRow.usable_mib, VmSampleRow.balloon_current_mib,
+                    VmSampleRow.swap_in_mib, VmSampleRow.major_faults)
+             .join(HostSnapshotRow, HostSnapshotRow.id == VmSampleRow.snapshot_id)
+             .where(HostSnapshotRow.scan_id.in_(ids), VmSampleRow.state == "running")
+             .order_by(HostSnapshotRow.taken_at, VmSampleRow.id))
+        last: dict[str, tuple[int | None, int | None]] = {}
+        for uuid, usable, cur, swap_in, faults in s.execute(q).all():
+            prev_swap, prev_faults = last.get(uuid, (None, None))
+            out.setdefault(uuid, []).append(pressure_flag(usable, cur, swap_in, prev_swap, faults, prev_faults))
+            last[uuid] = (swap_in, faults)
     return out

@@ -1,0 +1,152 @@
+"""The balloon head's pressure feedback (issue 16): pressure gives memory back at once and widens the VM's
+margin; calm narrows it slowly; never below the floor nor above the ceiling; the same rule in the simulator
+and on the store's history; the operating point chosen by worst-fold cross-validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from llmvirt.cluster import Balloon, Cluster, Host, ScanResult, Vm
+from llmvirt.model.pressure import pressure_flag
+from llmvirt.policy import balloon_calibration, balloon_head, checkpoint
+from llmvirt.policy.balloon_feedback import WINDOW, Feedback, margins
+from llmvirt.policy.balloon_head import QUANTILES, BalloonForecaster, BalloonHead, OperatingPoint
+from llmvirt.policy.sim_adapter import LearnedBalloon
+from llmvirt.sim.fleet import FleetSetup, FleetView
+from llmvirt.sim.traces import UsageTrace
+from llmvirt.store import database, registry, snapshots
+
+FB = Feedback(base=0.1, widen=2.0, narrow=0.99, floor=0.02, ceiling=0.5)
+
+
+def test_pressure_widens_the_margin_and_calm_narrows_it_slowly() -> None:
+    flags = np.zeros((1, 100), dtype=bool)
+    calm = margins(flags, FB)[0]
+    assert calm == pytest.approx(0.1 * 0.99**100)  # calm since the window began: narrowed step by step
+    flags[0, -1] = True
+    once = margins(flags, FB)[0]
+    assert once == pytest.approx(0.2)  # pressure now: base x widen, no calm step yet
+    flags[0, -2] = True
+    assert margins(flags, FB)[0] == pytest.approx(0.4)  # again: wider
+    later = np.concatenate([flags, np.zeros((1, 10), dtype=bool)], axis=1)
+    assert margins(later, FB)[0] == pytest.approx(0.4 * 0.99**10)  # then narrows by 1 % a calm step
+    assert margins(np.zeros((3, 0), dtype=bool), FB).tolist() == [0.1, 0.1, 0.1]  # no history yet: base
+
+
+def test_the_margin_never_leaves_floor_and_ceiling_and_forgets_after_a_day() -> None:
+    stormy = np.ones((1, 50), dtype=bool)
+    assert margins(stormy, FB)[0] == FB.ceiling
+    ancient = np.zeros((1, WINDOW + 500), dtype=bool)
+    ancient[0, :400] = True  # all of it older than the window
+    assert margins(ancient, FB)[0] == pytest.approx(max(FB.floor, 0.1 * 0.99**WINDOW))
+    long_calm = np.zeros((1, WINDOW), dtype=bool)
+    assert margins(long_calm, Feedback(base=0.1, narrow=0.9, floor=0.03))[0] == 0.03
+    with pytest.raises(ValueError):
+        Feedback.from_dict({"base": 0.1, "floor": 0.2})  # floor above base
+
+
+class _Flat(BalloonForecaster):
+    """A forecaster that always predicts 30 % of the maximum."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], self.n_quantiles), 0.3)
+
+
+def _view(used: np.ndarray, balloon: np.ndarray, cap: float = 8192.0) -> FleetView:
+    n = used.size
+    setup = FleetSetup(host_cores=64, host_mem_mib=1e6)
+    capv = np.full(n, cap)
+    return FleetView(setup, np.zeros(n, dtype=np.int64), np.full(n, 2), capv, np.zeros(n), used, balloon,
+                     np.maximum(balloon - used, 0), 1, np.zeros(1, dtype=bool))
+
+
+def test_in_the_simulator_pressure_gives_memory_back_at_once_and_the_margin_grows() -> None:
+    head = BalloonHead(_Flat(), OperatingPoint(1, 0.1, FB))
+    pol = LearnedBalloon(head=head, rounds=30)
+    cap = 8192.0
+    used = np.array([2000.0, 2000.0])
+    balloon = np.full(2, cap)
+    for _ in range(60):  # calm: both shrink toward 30 % + margin
+        balloon = pol.targets(_view(used, balloon))
+    assert np.all(balloon < cap)
+    calm_margin = margins(pol._pressure, FB)  # noqa: SLF001
+    used2 = np.array([2000.0, balloon[1] + 500])  # VM 1 now needs more than its balloon
+    after = pol.targets(_view(used2, balloon))
+    assert after[1] == cap  # given back at once
+    assert after[0] <= balloon[0]  # the calm VM is untouched by its neighbour's pressure
+    grown = margins(pol._pressure, FB)  # noqa: SLF001
+    assert grown[1] > calm_margin[1] and grown[0] <= calm_margin[0]
+
+
+def test_the_store_reads_pressure_as_the_live_rule_does(tmp_path: Path) -> None:
+    engine = database.open_engine(f"sqlite:///{tmp_path / 's.db'}")
+    registry.add_host(engine, registry.RegisteredHost("h", "test:///default"))
+
+    def scan(usable: int, swap_in: int, faults: int) -> None:
+        b = Balloon(current_mib=1000, maximum_mib=2048, usable_mib=usable, swap_in_mib=swap_in, major_faults=faults)
+        vm = Vm(name="g", uuid="u-g", vcpus=1, memory_mib=2048, current_memory_mib=1000, balloon=b)
+        snapshots.record_scan(engine, ScanResult(hosts=[Host(name="h", uri="test:///", cpus=4, memory_mib=8192,
+                                                             vms=[vm])]))
+
+    for args in ((500, 0, 10), (500, 0, 10), (50, 0, 10), (500, 5, 10), (500, 5, 12), (500, 5, 12)):
+        scan(*args)
+    assert snapshots.vm_pressure_history(engine, 10) == {"u-g": [False, False, True, True, True, False]}
+    assert pressure_flag(50, 1000, None, None, None, None) and not pressure_flag(500, 1000, 3, 5, 1, 1)
+
+
+def test_on_hosts_a_vm_with_recent_pressure_keeps_a_wider_margin() -> None:
+    head = BalloonHead(_Flat(), OperatingPoint(1, 0.1, FB))
+    vms = [Vm(name=n, uuid=f"u-{n}", vcpus=1, memory_mib=4096, current_memory_mib=4096,
+              balloon=Balloon(current_mib=4096, maximum_mib=4096, available_mib=4096, unused_mib=3000,
+                              usable_mib=3000)) for n in ("calm", "stormy")]
+    host = Host(name="h", uri="test:///", cpus=4, memory_mib=65536, vms=vms)
+    pressure = {"u-calm": [False] * 50, "u-stormy": [False] * 45 + [True] * 3 + [False] * 2}
+    plans = {vm.name: why for vm, _, _, why in balloon_head.plan(Cluster(hosts=[host]), {}, head, pressure=pressure)}
+    calm_pct = int(plans["calm"].split(" % margin")[0].split("+ ")[-1])
+    stormy_pct = int(plans["stormy"].split(" % margin")[0].split("+ ")[-1])
+    assert stormy_pct > calm_pct and "pressure feedback" in plans["stormy"]
+
+
+def test_the_operating_point_round_trips_through_the_checkpoint(tmp_path: Path) -> None:
+    model = BalloonForecaster()
+    point = OperatingPoint(2, 0.1, FB)
+    checkpoint.save_head(model, tmp_path, balloon_head.SPEC, model.config(), {"operating_point": point.describe()})
+    assert balloon_head.load(tmp_path).point == point
+    meta = json.loads((tmp_path / "balloon.json").read_text())
+    meta["operating_point"]["feedback"]["ceiling"] = 3.0
+    (tmp_path / "balloon.json").write_text(json.dumps(meta))
+    with pytest.raises(checkpoint.CheckpointError, match="operating point"):
+        balloon_head.load(tmp_path)
+
+
+def _trace(n: int, steps: int, seed: int) -> UsageTrace:
+    rng = np.random.default_rng(seed)
+    cap = np.full(n, 4096.0)
+    mem = np.clip(cap[:, None] * (0.3 + 0.25 * (rng.random((n, steps)) < 0.03) + rng.normal(0, 0.02, (n, steps))),
+                  0, cap[:, None])
+    vcpus = np.full(n, 2, dtype=np.int64)
+    return UsageTrace(tuple(f"vm{seed}-{i}" for i in range(n)), 300, vcpus, vcpus * 2600.0,
+                      np.full((n, steps), 1000.0), cap, mem)
+
+
+def test_cross_validation_takes_the_worst_fold_and_never_reads_held_back_vms() -> None:
+    parts = {"a": _trace(40, 300, 1), "b": _trace(40, 300, 2)}
+    gs = balloon_calibration.groups(parts, lambda p: np.full((len(p.names), p.mem_mib.shape[1], len(QUANTILES)), 0.3))
+    assert [g.label for g in gs] == ["a", "b"]
+    grid = balloon_calibration.feedback_grid(quantiles=(1,), bases=(0.05, 0.3), widens=(2.0,), narrows=(0.99,))
+    rows = balloon_calibration.cross_validate(_Flat(), grid, gs)
+    for r in rows:
+        assert r["worst_x_mom_pressure"] == max(g["x_mom_pressure"] for g in r["groups"])
+        assert r["worst_x_mom_reclaimed"] == min(g["x_mom_reclaimed"] for g in r["groups"])
+    point, row = balloon_calibration.choose(grid, rows, pressure_factor=1.0)
+    feasible = [r for r in rows if r["worst_x_mom_pressure"] <= 1.0]
+    if feasible:
+        assert row["worst_x_mom_reclaimed"] == max(r["worst_x_mom_reclaimed"] for r in feasible)
+    else:
+        assert row["worst_x_mom_pressure"] == min(r["worst_x_mom_pressure"] for r in rows)
+    assert point in grid
