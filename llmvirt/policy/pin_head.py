@@ -21,7 +21,7 @@ from torch import nn
 from llmvirt.cluster import Cluster, Host, Vm
 from llmvirt.model.usage import cpu_fraction
 from llmvirt.policy.checkpoint import HeadSpec
-from llmvirt.sim.numa import SHARED, SPREAD, Topology, _water_fill
+from llmvirt.sim.numa import REMOTE_PENALTY, SHARED, SPREAD, Topology, _water_fill, repin_pays
 
 PIN_FEATURES = ("is_shared", "is_compact", "is_spread", "remote", "vm_now", "vm_peak", "vm_vcpus", "load_before",
                 "load_after", "host_load", "mem_frac")
@@ -129,12 +129,20 @@ def assign(topo: Topology, now: np.ndarray, peak: np.ndarray, vcpus: np.ndarray,
     return codes
 
 
+STICKY_HORIZON = 288  #: a re-pin must pay for its move within a day of 300 s steps
+
+
 class PinHead:
-    """A trained pinning scorer."""
+    """A trained pinning scorer, sticky: a host's pinnings change only when the change pays for its
+    move in the contention model (:func:`llmvirt.sim.numa.repin_pays`) within ``sticky_horizon`` steps."""
 
     def __init__(self, model: PinScorer, meta: dict | None = None) -> None:
-        """Wrap ``model``."""
+        """Wrap ``model``; the remote-memory penalty and its source come from ``meta`` (``remote_penalty``,
+        ``remote_penalty_source``), else the contention model's assumed constant."""
         self.model, self.meta = model, meta or {}
+        self.remote_penalty = float(self.meta.get("remote_penalty", REMOTE_PENALTY))
+        self.remote_penalty_source = str(self.meta.get("remote_penalty_source", "assumed (llmvirt/sim/numa.py)"))
+        self.sticky_horizon = int(self.meta.get("sticky_horizon", STICKY_HORIZON))
 
     def choose(self, feats: np.ndarray, _vm: int) -> int:
         """The best-scoring candidate."""
@@ -175,8 +183,18 @@ def plan(cluster: Cluster, history: dict[str, list[tuple[float, float, float]]],
         topo = Topology(len(cells), min(len(c.cpus) for c in cells), float(min(c.memory_mib for c in cells)))
         now = np.array([(v.cpu_util or 0.0) * v.vcpus for v in vms])
         peak = np.array([max(now[i], _peak_busy(history.get(v.uuid, []))) for i, v in enumerate(vms)])
-        codes = assign(topo, now, peak, np.array([v.vcpus for v in vms]),
-                       np.array([float(v.memory_mib) for v in vms]), head.choose)
+        vcpus, mem = np.array([v.vcpus for v in vms]), np.array([float(v.memory_mib) for v in vms])
+        codes = assign(topo, now, peak, vcpus, mem, head.choose)
+        old = np.array([code_of(host, v) for v in vms])
+        no_ded = np.zeros(len(vms), dtype=bool)
+        if head.sticky_horizon and (codes != old).any() and not repin_pays(
+                topo, now, vcpus, mem, (old, no_ded), (codes, no_ded), head.sticky_horizon, head.remote_penalty):
+            for v, c, o in zip(vms, codes, old, strict=True):
+                if c != o:
+                    held[v.name] = (f"re-pinning {host.name} would not pay for its moves within "
+                                    f"{head.sticky_horizon} steps (remote penalty {head.remote_penalty:g}, "
+                                    f"{head.remote_penalty_source})")
+            continue
         reserved = set(range(reserved_cpus))
         for i, (v, code) in enumerate(zip(vms, codes, strict=True)):
             pins = {i: cpuset(host, int(code), i, reserved) for i in range(v.vcpus)}
@@ -190,6 +208,23 @@ def plan(cluster: Cluster, history: dict[str, list[tuple[float, float, float]]],
             label = names.get(int(code), f"compact in cell {code}")
             out.append((v, host, pins, f"head: {label} (busy {now[i]:.2f}, peak {peak[i]:.2f} vCPUs)"))
     return out, held
+
+
+def code_of(host: Host, vm: Vm) -> int:
+    """A VM's current pinning as a code: a NUMA cell when every vCPU is pinned inside it, spread when
+    vCPU i is pinned inside cell i mod cells, else shared (floating, libvirt's default)."""
+    cells = [set(c.cpus) for c in host.numa_cells]
+    if not vm.pinning or not cells:
+        return SHARED
+    sets = [set(vm.pinning.get(i, ())) for i in range(vm.vcpus)]
+    if any(not s for s in sets):
+        return SHARED
+    for k, cell in enumerate(cells):
+        if all(s <= cell for s in sets):
+            return k
+    if len(cells) > 1 and all(s <= cells[i % len(cells)] for i, s in enumerate(sets)):
+        return SPREAD
+    return SHARED
 
 
 def _peak_busy(samples: list[tuple[float, float, float]], window_s: float = 3600.0) -> float:

@@ -96,12 +96,17 @@ def apply_rounds(cur: np.ndarray, cap: np.ndarray, demand: np.ndarray, proposed:
 
 
 class LearnedPinning:
-    """``llmvirt[:POLICY]`` in the pinning scenario: the pinning head on each host's recent history."""
+    """``llmvirt[:POLICY]`` in the pinning scenario: the pinning head on each host's recent history,
+    sticky (a host's pinnings change only when the change pays for its move in the contention model
+    with the head's ``remote_penalty``; ``sticky=False`` for the ablation)."""
 
-    def __init__(self, policy: str | None = None, name: str = "llmvirt", head: pin_head.PinHead | None = None) -> None:
-        """Load the head of ``policy`` (or use ``head``)."""
+    def __init__(self, policy: str | None = None, name: str = "llmvirt", head: pin_head.PinHead | None = None,
+                 sticky: bool = True, model_penalty: float | None = None) -> None:
+        """Load the head of ``policy`` (or use ``head``); ``model_penalty`` overrides the head's penalty."""
         self.name = name
         self.head = head or pin_head.load(decide.policy_dir(policy))
+        self.sticky_horizon = self.head.sticky_horizon if sticky else 0
+        self.model_penalty = self.head.remote_penalty if model_penalty is None else model_penalty
 
     def pinning(self, topo: Topology, history: np.ndarray, vcpus: np.ndarray,
                 mem: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -68,9 +68,11 @@ def _water_fill(load: np.ndarray, cap: np.ndarray, extra: float) -> np.ndarray:
 
 
 def slowdowns(topo: Topology, demand: np.ndarray, vcpus: np.ndarray, mem_mib: np.ndarray, mode: np.ndarray,
-              dedicated: np.ndarray | None = None, moved: np.ndarray | None = None) -> np.ndarray:
+              dedicated: np.ndarray | None = None, moved: np.ndarray | None = None,
+              penalty: float = REMOTE_PENALTY) -> np.ndarray:
     """Slowdown (>= 1) of each VM on one host. ``demand``: busy vCPUs (cores) now; ``mode``: pinning codes;
-    ``dedicated``: VMs with exclusive pCPUs (then ``mode`` is their cell); ``moved``: VMs that changed cell."""
+    ``dedicated``: VMs with exclusive pCPUs (then ``mode`` is their cell); ``moved``: VMs that changed cell;
+    ``penalty``: slowdown of a fully remote working set."""
     n, k = demand.size, topo.cells
     dedicated = np.zeros(n, dtype=bool) if dedicated is None else dedicated
     excl = np.bincount(mode[dedicated], vcpus[dedicated].astype(float), minlength=k)[:k] if dedicated.any() \
@@ -95,9 +97,25 @@ def slowdowns(topo: Topology, demand: np.ndarray, vcpus: np.ndarray, mem_mib: np
     remote[pinned] = np.maximum(remote[pinned], over[cell[pinned]])
     if moved is not None:
         remote[moved & pinned] = 1.0
-    return cpu * (1.0 + REMOTE_PENALTY * remote)
+    return cpu * (1.0 + penalty * remote)
 
 
 def weighted(demand: np.ndarray, slow: np.ndarray) -> tuple[float, float]:
     """(demand x slowdown, demand): sums for a contention-weighted mean slowdown."""
     return float((demand * slow).sum()), float(demand.sum())
+
+
+def repin_pays(topo: Topology, demand: np.ndarray, vcpus: np.ndarray, mem_mib: np.ndarray,
+               old: tuple[np.ndarray, np.ndarray], new: tuple[np.ndarray, np.ndarray], horizon: int,
+               penalty: float = REMOTE_PENALTY, margin: float = 0.01) -> bool:
+    """Whether changing one host's pinnings from ``old`` to ``new`` (codes, dedicated flags) pays for its
+    cost in this model: over ``horizon`` steps at the current ``demand``, the new pinning's
+    contention-weighted slowdown, with every VM that changes cell fully remote for the first step
+    while its memory follows, must be at least ``margin`` lower than keeping the old one."""
+    changed = (new[0] != old[0]) | (new[1] != old[1])
+    if not changed.any():
+        return False
+    keep, _ = weighted(demand, slowdowns(topo, demand, vcpus, mem_mib, old[0], old[1], None, penalty))
+    first, _ = weighted(demand, slowdowns(topo, demand, vcpus, mem_mib, new[0], new[1], changed, penalty))
+    then, _ = weighted(demand, slowdowns(topo, demand, vcpus, mem_mib, new[0], new[1], None, penalty))
+    return first + (horizon - 1) * then < (1.0 - margin) * horizon * keep

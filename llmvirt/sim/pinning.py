@@ -11,7 +11,9 @@ the history they have seen:
 - ``nova``: Nova's static ``hw:cpu_policy=dedicated``: ``dedicated_fraction`` of each cell's pCPUs
   form the dedicated set (``cpu_dedicated_set``) and the largest VMs get one exclusive pCPU per
   vCPU in one cell while they fit; the rest float over the shared set. Decided once, at boot.
-- ``llmvirt[:POLICY]``: the pinning head.
+- ``llmvirt[:POLICY]``: the pinning head. A policy with a ``sticky_horizon`` (the head's) keeps a
+  host's pinnings unless the new ones pay for the move in the model (:func:`llmvirt.sim.numa.repin_pays`,
+  with the policy's ``model_penalty``, which may differ from the scenario's ``remote_penalty``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class PinSetup:
     vcpu_ratio: float = 3.0  #: provisioned vCPUs per pCPU (VM density)
     interval: int = 12  #: steps between pinning decisions (one hour of 300 s)
     dedicated_fraction: float = 0.5  #: Nova: share of each cell's pCPUs in the dedicated set
+    remote_penalty: float = numa.REMOTE_PENALTY  #: the contention model's remote-memory penalty
 
 
 PIN_SETUP = PinSetup()  #: the scenario as benchmarked
@@ -143,9 +146,14 @@ def run(trace: UsageTrace, setup: PinSetup, policy: PinPolicy, steps: int | None
     weights: list[np.ndarray] = []
     for t in range(n_steps):
         if t % setup.interval == 0:
+            horizon = getattr(policy, "sticky_horizon", 0)
             for h, idx in enumerate(hosts):
                 new, d = policy.pinning(setup.topo, demand[idx, :t + 1], trace.vcpus[idx],
                                         trace.mem_capacity_mib[idx].astype(float))
+                if horizon and not numa.repin_pays(setup.topo, demand[idx, t], trace.vcpus[idx],
+                                                   trace.mem_capacity_mib[idx].astype(float), (codes[h], ded[h]),
+                                                   (new, d), horizon, policy.model_penalty):
+                    new, d = codes[h], ded[h]  # sticky: a re-pin that does not pay for itself is not made
                 changed = (new != codes[h]) | (d != ded[h])
                 moved[h] = changed & (t > 0)
                 m.repins += int(changed.sum()) if t > 0 else 0
@@ -154,7 +162,7 @@ def run(trace: UsageTrace, setup: PinSetup, policy: PinPolicy, steps: int | None
         for h, idx in enumerate(hosts):
             d_now = demand[idx, t]
             slow = numa.slowdowns(setup.topo, d_now, trace.vcpus[idx], trace.mem_capacity_mib[idx].astype(float),
-                                  codes[h], ded[h], moved[h])
+                                  codes[h], ded[h], moved[h], setup.remote_penalty)
             a, b = numa.weighted(d_now, slow)
             step_num, step_den = step_num + a, step_den + b
             samples.append(slow)
