@@ -62,7 +62,10 @@ def _first_sentence(text: str) -> str:
 
 
 def _reason(expected: list[Decision], tested: list[Decision], pve: HaReplay, run: HaReplay) -> str:
-    """Why the tested scheduler decided differently, from what differs."""
+    """Why the tested scheduler decided differently, from what differs (with llmvirt's own design reason
+    where the tested scheduler is llmvirt's policy)."""
+    who = run.scheduler.name
+    ours = who.startswith("llmvirt")
     exp_reb = [d for d in expected if d.kind == "rebalance"]
     got_reb = [d for d in tested if d.kind == "rebalance"]
     exp_place = [d for d in expected if d.kind != "rebalance"]
@@ -70,18 +73,18 @@ def _reason(expected: list[Decision], tested: list[Decision], pve: HaReplay, run
     parts = []
     if exp_place != got_place:
         n = sum(a != b for a, b in zip(exp_place, got_place, strict=False)) + abs(len(exp_place) - len(got_place))
-        parts.append(f"{n} placement(s) differ: llmvirt ranks nodes by its placement scorer (CPU headroom and "
-                     "fit), Proxmox by TOPSIS on CPU and memory shares with memory weighted 5-10x")
+        parts.append(f"{n} placement(s) differ: {who} ranks nodes by llmvirt's placement scorer (CPU headroom "
+                     "and fit), Proxmox by TOPSIS on CPU and memory shares with memory weighted 5-10x")
     if len(got_reb) < len(exp_reb):
-        parts.append(f"llmvirt made {len(got_reb)} of Proxmox's {len(exp_reb)} rebalancing migrations: it moves "
-                     "a VM to relieve a hot node (expected CPU above its hot threshold) or to drain one, and does "
-                     "not even out nodes that are under it")
+        why = (": it moves a VM to relieve a hot node (expected CPU above its hot threshold) or to drain one, "
+               "and does not even out nodes that are under it") if ours else ""
+        parts.append(f"{who} made {len(got_reb)} of Proxmox's {len(exp_reb)} rebalancing migrations{why}")
     elif len(got_reb) > len(exp_reb):
-        parts.append(f"llmvirt made {len(got_reb)} rebalancing migrations where Proxmox made {len(exp_reb)}: it "
+        parts.append(f"{who} made {len(got_reb)} rebalancing migrations where Proxmox made {len(exp_reb)}: it "
                      "acts on the current load (a spike included), Proxmox waits the hold duration "
                      f"({pve.case.crs.hold} rounds)")
     elif exp_reb != got_reb:
-        parts.append("the rebalancing migrations differ: llmvirt picks the VM and target by its own cost, "
+        parts.append(f"the rebalancing migrations differ: {who} picks the VM and target by its own rule, "
                      "Proxmox by the lowest coefficient of variation of CPU+memory shares")
     return "; ".join(parts) or "same decisions"
 

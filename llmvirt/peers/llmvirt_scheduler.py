@@ -5,7 +5,8 @@ Proxmox's scheduler; this scheduler answers them with what ``llmvirt place`` and
 would do on the same cluster:
 
 - a node for a starting, recovered or evacuated guest: ``decide.place`` with the policy's placement
-  scorer, among the nodes the case's rules allow;
+  scorer (the default one for a strategy that has none, such as ``baseline:watcher-wb``), among the
+  nodes the case's rules allow;
 - a rebalancing migration: the policy's balance strategy (``strategies.resolve``), one move per
   settled round, as Proxmox paces its own.
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from llmvirt.cluster import Cluster, Host, Vm
+from llmvirt.errors import UsageError
 from llmvirt.peers import pve_crs
 from llmvirt.peers.pve_case import MIB, HaReplay, _Svc, load_case
 from llmvirt.peers.pve_crs import Candidate
@@ -88,8 +90,11 @@ class LlmvirtScheduler:
     def __post_init__(self) -> None:
         from llmvirt.strategies import registry
 
-        self._scorer = decide.load_scorer(self.policy)
         self._strategy = registry.resolve(self.policy, "balance")
+        try:
+            self._scorer = decide.load_scorer(self.policy)
+        except UsageError:  # a balance strategy with no placement scorer of its own: place as the default does
+            self._scorer = decide.load_scorer(None)
 
     def choose(self, replay: HaReplay, sid: str, nodes: list[str]) -> str | None:
         """The best-ranked allowed node for the guest by ``llmvirt place``, or None if none fits."""

@@ -88,16 +88,16 @@ def groups(parts: dict[str, UsageTrace], need_of: Any, k: int = FOLDS) -> list[G
     return out
 
 
-def feedback_grid(quantiles: tuple[int, ...] = (2, 3), bases: tuple[float, ...] = (0.05, 0.1, 0.2),
-                  widens: tuple[float, ...] = (1.5, 3.0), narrows: tuple[float, ...] = (0.99, 0.997)
-                  ) -> list[OperatingPoint]:
+def feedback_grid(quantiles: tuple[int, ...] = (2, 3), bases: tuple[float, ...] = (0.3, 0.45, 0.6),
+                  widens: tuple[float, ...] = (3.0,), narrows: tuple[float, ...] = (0.996, 0.998),
+                  floors: tuple[float, ...] = (0.05, 0.1), ceiling: float = 1.0) -> list[OperatingPoint]:
     """Operating points with pressure feedback (the margin field is unused with feedback)."""
-    return [OperatingPoint(q, b, Feedback(base=b, widen=w, narrow=n))
-            for q, b, w, n in itertools.product(quantiles, bases, widens, narrows)]
+    return [OperatingPoint(q, b, Feedback(base=b, widen=w, narrow=n, floor=f, ceiling=ceiling))
+            for q, b, w, n, f in itertools.product(quantiles, bases, widens, narrows, floors) if f <= b]
 
 
 def fixed_grid(quantiles: tuple[int, ...] = (2, 3),
-               margins: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4)) -> list[OperatingPoint]:
+               margins: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)) -> list[OperatingPoint]:
     """Operating points with one fixed margin for every VM (the feedback ablation)."""
     return [OperatingPoint(q, m) for q, m in itertools.product(quantiles, margins)]
 
