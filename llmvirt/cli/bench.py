@@ -161,6 +161,8 @@ def tune(
     out_path: Annotated[Path | None, typer.Option("--out", help="Where to write the tuned parameters "
                                                   "(default: policies/tuned.json).")] = None,
     workers: Annotated[int, typer.Option(help="Simulations at once.")] = 2,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the sweep's Pareto frontier (energy against "
+                                              "unmet demand and against GiB moved) to this PNG.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Tune the cloudsim baselines by grid search on training days, by the honest cost; `tuned:FAMILY` runs them."""
@@ -182,6 +184,10 @@ def tune(
             raise UsageError(str(exc)) from None
     target = out_path or tuner.TUNED_FILE
     target.write_text(json.dumps(doc, indent=1) + "\n")
+    if plot is not None:
+        from llmvirt.bench import frontier
+
+        frontier.plot(doc, plot)
     if as_json:
         out.print_json(json.dumps(doc))
         return
