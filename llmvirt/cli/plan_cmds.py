@@ -220,12 +220,12 @@ def tuning_actions(ctx: typer.Context, cluster, only: str, policy: str | None,  
         return ([{"kind": "pin", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
                   "params": {"pins": {str(k): list(v) for k, v in p.items()}, "why": why}}
                  for vm, host, p, why in pin_plans], held, f"{version}{path.name}/pin")
+    unchanged: dict[str, str] = {}
+    planned = balloon_head.plan(cluster, history, balloon_head.load(path), unchanged=unchanged,
+                                pressure=snapshots.vm_pressure_history(state(ctx).engine(), balloon_feedback.WINDOW))
     return ([{"kind": "balloon", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
-              "params": {"target_mib": target, "why": why}}
-             for vm, host, target, why in balloon_head.plan(
-                 cluster, history, balloon_head.load(path),
-                 pressure=snapshots.vm_pressure_history(state(ctx).engine(), balloon_feedback.WINDOW))],
-            {}, f"{version}{path.name}/balloon")
+              "params": {"target_mib": target, "why": why}} for vm, host, target, why in planned],
+            unchanged, f"{version}{path.name}/balloon")
 
 
 def _tuning(ctx: typer.Context, cluster, only: str, policy: str | None, limits, groups, pins,  # noqa: ANN001

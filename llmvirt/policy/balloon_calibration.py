@@ -88,9 +88,9 @@ def groups(parts: dict[str, UsageTrace], need_of: Any, k: int = FOLDS) -> list[G
     return out
 
 
-def feedback_grid(quantiles: tuple[int, ...] = (2, 3), bases: tuple[float, ...] = (0.3, 0.45, 0.6),
-                  widens: tuple[float, ...] = (3.0,), narrows: tuple[float, ...] = (0.996, 0.998),
-                  floors: tuple[float, ...] = (0.05, 0.1), ceiling: float = 1.0) -> list[OperatingPoint]:
+def feedback_grid(quantiles: tuple[int, ...] = (3,), bases: tuple[float, ...] = (0.3, 0.45, 0.6),
+                  widens: tuple[float, ...] = (3.0,), narrows: tuple[float, ...] = (0.99, 0.995, 0.998),
+                  floors: tuple[float, ...] = (0.02, 0.05, 0.1), ceiling: float = 1.0) -> list[OperatingPoint]:
     """Operating points with pressure feedback (the margin field is unused with feedback)."""
     return [OperatingPoint(q, b, Feedback(base=b, widen=w, narrow=n, floor=f, ceiling=ceiling))
             for q, b, w, n, f in itertools.product(quantiles, bases, widens, narrows, floors) if f <= b]

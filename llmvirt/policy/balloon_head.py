@@ -155,8 +155,8 @@ def load(directory: Path | str) -> BalloonHead:
 
 
 def plan(cluster: Cluster, history: dict[str, list[tuple[float, float, float]]], head: BalloonHead,
-         previous: Cluster | None = None,
-         pressure: dict[str, list[bool]] | None = None) -> list[tuple[Vm, Host, int, str]]:
+         previous: Cluster | None = None, pressure: dict[str, list[bool]] | None = None,
+         unchanged: dict[str, str] | None = None) -> list[tuple[Vm, Host, int, str]]:
     """Balloon targets for real hosts: the head's proposals, fitted to each host's budget and passed
     through the safety limits. ``history`` is :func:`llmvirt.store.snapshots.vm_usage_history`;
     ``pressure`` each VM's pressure flags per scan (:func:`llmvirt.store.snapshots.vm_pressure_history`)
@@ -186,11 +186,13 @@ def plan(cluster: Cluster, history: dict[str, list[tuple[float, float, float]]],
             prev_host = previous.host(host.name) if previous else None
             under = tuning.under_pressure(vm, prev_host.vm(vm.name) if prev_host else None)
             target = tuning.safe_target(vm, float(proposed[i]), under)
-            if target is None:
-                continue
             why = ("guest under memory pressure: deflate" if under else
                    f"forecast need {need[i]:.0f} MiB (q{QUANTILES[head.point.quantile]}) + "
                    f"{100 * margin[i]:.0f} % margin{' (pressure feedback)' if head.point.feedback else ''}: "
                    f"toward {proposed[i]:.0f} MiB")
+            if target is None:
+                if unchanged is not None:
+                    unchanged[vm.name] = f"keeps {vm.balloon.current_mib} MiB: {why}"
+                continue
             out.append((vm, host, target, why))
     return out
