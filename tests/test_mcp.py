@@ -82,7 +82,7 @@ def test_every_read_only_tool_answers_with_its_contract(scanned) -> None:
     async def fn(c: Client) -> dict:
         out = {}
         out["status"] = await call(c, "status", {"limit": 5})
-        vm = out["status"][1]["hosts"][0]["vms"][0]["name"]
+        vm = next(v["name"] for v in out["status"][1]["hosts"][0]["vms"] if v["state"] == "running")
         out["vm_history"] = await call(c, "vm_history", {"vm": vm, "limit": 5})
         out["place"] = await call(c, "place", {"vcpus": 1, "memory_mib": 256})
         out["rebalance_plan"] = await call(c, "rebalance_plan", {"goal": "balance", "policy": "baseline:least-loaded"})
