@@ -69,6 +69,21 @@ class Shown:
     created: float  #: time.monotonic() when shown
     shown_at: str  #: ISO time, for people
     plan: Any  #: llmvirt.policy.decide.Plan
+    actions: list[dict[str, Any]] | None = None  #: pin or balloon actions (``only``); None: the plan's moves
+    held: dict[str, str] = field(default_factory=dict)  #: VMs left alone, with why
+
+    def doc(self) -> dict[str, Any]:
+        """What the client was shown: the ``rebalance --json`` (or ``--only ... --json``) document."""
+        if self.actions is None:
+            return self.plan.as_json()
+        return {"goal": self.plan.goal, "policy": self.plan.policy, "dry_run": True, "actions": self.actions,
+                "left_alone": self.held}
+
+    def summary(self) -> str:
+        """One line for the operator's confirmation."""
+        if self.actions is None:
+            return "; ".join(f"{m.vm} {m.src} -> {m.dst}" for m in self.plan.moves) or "no moves"
+        return "; ".join(f"{a['kind']} {a['vm']} on {a['src']}" for a in self.actions) or "no changes"
 
 
 @dataclass
@@ -171,20 +186,31 @@ class LlmvirtMcp:
         doc["ranked"] = doc["ranked"][:limit]
         return doc
 
-    def rebalance_plan(self, goal: str, policy: str | None, max_migrations: int) -> dict[str, Any]:
-        """A dry-run plan (the ``rebalance --json`` document) with the id ``apply_plan`` takes."""
-        from llmvirt import plan_service
+    def rebalance_plan(self, goal: str, policy: str | None, max_migrations: int,
+                       only: str | None = None) -> dict[str, Any]:
+        """A dry-run plan (the ``rebalance --json`` document, or with ``only`` the ``rebalance --only pin|balloon
+        --json`` one) with the id ``apply_plan`` takes."""
+        from llmvirt import config, plan_service
+        from llmvirt.policy import decide
 
-        plan = plan_service.rebalance_plan(self.engine(), self.config_path, self.cluster(), goal,
-                                           self.policy(policy), max_migrations)
+        actions, held = None, {}
+        if only is None:
+            plan = plan_service.rebalance_plan(self.engine(), self.config_path, self.cluster(), goal,
+                                               self.policy(policy), max_migrations)
+        else:
+            limits = config.load_limits(self.config_path)
+            actions, held, label = plan_service.tuning_actions(self.engine(), self.cluster(), only,
+                                                               self.policy(policy), limits)
+            plan = decide.Plan(goal=only, policy=label, before={}, after={})
         plan_id = f"p-{secrets.token_hex(6)}"
         now = datetime.now(UTC).isoformat()
-        self.shown[plan_id] = Shown(plan_id, time.monotonic(), now, plan)
+        shown = Shown(plan_id, time.monotonic(), now, plan, actions, held)
+        self.shown[plan_id] = shown
         while len(self.shown) > 50:  # the oldest shown plans are forgotten
             self.shown.pop(next(iter(self.shown)))
         return {"plan_id": plan_id, "shown_at": now, "expires_in_s": self.stale_s,
                 "apply": "apply_plan with this plan_id" if self.allow_apply else
-                "this server is read-only (started without --allow-apply)", **plan.as_json()}
+                "this server is read-only (started without --allow-apply)", **shown.doc()}
 
     def journal_plans(self, limit: int) -> dict[str, Any]:
         """Recent applied plans, newest first (``plans list --json``)."""
@@ -256,12 +282,15 @@ class LlmvirtMcp:
             self.shown.pop(shown.plan_id, None)  # a plan is applied once
             self.last_apply = time.monotonic()
             plan = shown.plan
-            actions, held = plan_service.migrate_actions(self.engine(), self.config_path, plan)
+            if shown.actions is None:
+                actions, held = plan_service.migrate_actions(self.engine(), self.config_path, plan)
+            else:  # pin or balloon changes, exactly as shown
+                actions, held = shown.actions, shown.held
             notes: list[str] = []
             if not actions:
                 return {"plan_id": shown.plan_id, "journal_plan_id": None, "held": held, "requested_by": caller,
                         "outcomes": {"done": 0, "skipped": 0, "failed": 0}, "notes": ["nothing to apply"]}
-            body = {**plan.as_json(), "dry_run": False, "requested_by": caller, "shown_plan_id": shown.plan_id,
+            body = {**shown.doc(), "dry_run": False, "requested_by": caller, "shown_plan_id": shown.plan_id,
                     "shown_at": shown.shown_at}
             journal_id, counts = executor.apply(
                 self.engine(), self.db_url, plan.goal, plan.policy, body, actions,
@@ -324,9 +353,13 @@ def build(app: LlmvirtMcp) -> Any:
 
     @server.tool(annotations=read_only)
     def rebalance_plan(goal: Goal = "balance", policy: PolicyName = None,
-                       max_migrations: Annotated[int, Field(ge=0, le=100)] = 10) -> dict[str, Any]:
-        """A dry-run rebalancing plan with each move's reason and predicted effect, and its plan_id."""
-        return guarded(app.rebalance_plan, goal, policy, max_migrations)
+                       max_migrations: Annotated[int, Field(ge=0, le=100)] = 10,
+                       only: Annotated[Literal["pin", "balloon"] | None, Field(
+                           description="Plan only vCPU pinning or only balloon sizes (the policy's heads) "
+                                       "instead of migrations.")] = None) -> dict[str, Any]:
+        """A dry-run plan with each change's reason (each move's predicted effect), and its plan_id:
+        migrations for a goal, or with ``only`` pinning or balloon changes. A single migration: max_migrations 1."""
+        return guarded(app.rebalance_plan, goal, policy, max_migrations, only)
 
     @server.tool(annotations=read_only)
     def recent_plans(limit: Limit = 20) -> dict[str, Any]:
@@ -366,8 +399,7 @@ def build(app: LlmvirtMcp) -> Any:
             caps = ctx.client_capabilities
             if caps is None or caps.elicitation is None:
                 return Confirm(apply=True)
-            moves = "; ".join(f"{m.vm} {m.src} -> {m.dst}" for m in shown.plan.moves) or "no moves"
-            return Elicit(f"Apply llmvirt plan {plan_id} (goal {shown.plan.goal}, {shown.plan.policy}): {moves}?",
+            return Elicit(f"Apply llmvirt plan {plan_id} ({shown.plan.goal}, {shown.plan.policy}): {shown.summary()}?",
                           Confirm)
 
         @server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=False,
@@ -396,7 +428,7 @@ def build(app: LlmvirtMcp) -> Any:
         """The plan shown last in this session, else the latest applied plan from the journal."""
         if app.shown:
             last = next(reversed(app.shown.values()))
-            return {"plan_id": last.plan_id, "shown_at": last.shown_at, **last.plan.as_json()}
+            return {"plan_id": last.plan_id, "shown_at": last.shown_at, **last.doc()}
         rows = app.journal_plans(1)["plans"]
         return app.journal_plan(rows[0]["id"]) if rows else {"plans": []}
 

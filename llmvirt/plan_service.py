@@ -94,3 +94,41 @@ def migrate_actions(engine: Engine, config_path: Path | None,
     actions = [{"kind": "migrate", "vm": m.vm, "vm_uuid": uuids.get(m.vm), "src": m.src, "dst": m.dst,
                 "params": {"reason": m.reason, **({"decision": m.decision} if m.decision else {})}} for m in moves]
     return actions, held
+
+
+def tuning_actions(engine: Engine, cluster: Cluster, only: str, policy: str | None,
+                   limits: Any) -> tuple[list[dict[str, Any]], dict[str, str], str]:
+    """Pin or balloon actions: from the policy's head (default: the active version), or one-to-one NUMA
+    pinning and MOM's balloon rules for ``baseline:rules``. Returns (actions, VMs left alone with why,
+    policy label)."""
+    from llmvirt.policy import balloon_feedback, balloon_head, pin_head, tuning
+    from llmvirt.policy.paths import policy_dir
+    from llmvirt.store import snapshots
+
+    if only not in ("pin", "balloon"):
+        raise UsageError("only pin or balloon")
+    if policy and policy.startswith("baseline:"):
+        if policy != "baseline:rules":
+            raise UsageError("--only pin|balloon takes a policy with heads, or baseline:rules")
+        if only == "pin":
+            plans, held = tuning.plan_pinning(cluster, limits.reserved_cpus)
+            return ([{"kind": "pin", "vm": p.vm.name, "vm_uuid": p.vm.uuid, "src": p.host.name, "dst": None,
+                      "params": {"pins": {str(k): list(v) for k, v in p.pins.items()}, "cell": p.cell,
+                                 "why": f"one vCPU per free CPU of cell {p.cell}"}} for p in plans], held, "rules")
+        return ([{"kind": "balloon", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
+                  "params": {"target_mib": target, "why": why}}
+                 for vm, host, target, why in tuning.plan_balloons(cluster)], {}, "rules")
+    spec, version = policy_spec(engine, policy)
+    path = policy_dir(spec)
+    history = snapshots.vm_usage_history(engine, balloon_head.DAY)
+    if only == "pin":
+        pin_plans, held = pin_head.plan(cluster, history, pin_head.load(path), limits.reserved_cpus)
+        return ([{"kind": "pin", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
+                  "params": {"pins": {str(k): list(v) for k, v in p.items()}, "why": why}}
+                 for vm, host, p, why in pin_plans], held, f"{version}{path.name}/pin")
+    unchanged: dict[str, str] = {}
+    planned = balloon_head.plan(cluster, history, balloon_head.load(path), unchanged=unchanged,
+                                pressure=snapshots.vm_pressure_history(engine, balloon_feedback.WINDOW))
+    return ([{"kind": "balloon", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
+              "params": {"target_mib": target, "why": why}} for vm, host, target, why in planned],
+            unchanged, f"{version}{path.name}/balloon")

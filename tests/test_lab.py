@@ -255,7 +255,8 @@ def test_learned_balance_policy_plans_and_its_loop_applies_on_the_lab(lab_env, m
 
 def test_mcp_applies_a_shown_plan_on_the_lab(lab_env, monkeypatch) -> None:
     """`llmvirt mcp --allow-apply` (issue 21), driven by the MCP SDK's client over stdio: the plan it shows
-    for the hotspot is the one it applies, through the executor, and the journal says who asked."""
+    for the hotspot is the one it applies, through the executor, and the journal says who asked; a shown
+    balloon plan is applied the same way."""
     from test_mcp import call, session
 
     lab_dir, url = lab_env
@@ -265,9 +266,14 @@ def test_mcp_applies_a_shown_plan_on_the_lab(lab_env, monkeypatch) -> None:
 
     async def fn(c) -> tuple:  # noqa: ANN001
         shown = (await call(c, "rebalance_plan", {"policy": "llmvirt-rl-fallback:0.5"}))[1]
-        return shown, await call(c, "apply_plan", {"plan_id": shown["plan_id"]})
+        done = await call(c, "apply_plan", {"plan_id": shown["plan_id"]})
+        balloons = (await call(c, "rebalance_plan", {"only": "balloon"}))[1]
+        return shown, done, balloons, await call(c, "apply_plan", {"plan_id": balloons["plan_id"]})
 
-    shown, (is_error, done) = session(fn, "--allow-apply")
+    shown, (is_error, done), balloons, (b_error, b_done) = session(fn, "--allow-apply", "--apply-interval", "0")
+    assert balloons["actions"] and all(a["kind"] == "balloon" for a in balloons["actions"]), balloons
+    assert not b_error and b_done["outcomes"]["failed"] == 0, b_done
+    assert b_done["outcomes"]["done"] >= 1, b_done  # balloon changes, as shown, through the executor
     assert not is_error, done
     [move] = shown["moves"]
     assert move["src"] == "lab-1" and done["applied"] and done["outcomes"]["done"] == 1, done
@@ -356,8 +362,8 @@ def test_apply_pins_as_the_pin_head_chose(lab_env, monkeypatch) -> None:
 
 
 def test_balloon_head_shrinks_within_limits_and_deflates_under_load(lab_env, monkeypatch) -> None:
-    """--only balloon: real balloons move to the head's targets, one safe step at a time, and a guest
-    whose memory load rises is given its memory back at once."""
+    """--only balloon: real balloons move to the head's targets, one safe step at a time, a guest whose
+    memory load rises is given its memory back at once, and its margin grows (pressure feedback)."""
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
     cli = Cli()
@@ -369,6 +375,8 @@ def test_balloon_head_shrinks_within_limits_and_deflates_under_load(lab_env, mon
     assert plan["policy"].endswith("default/balloon")
     shrink = {a["vm"]: a["params"]["target_mib"] for a in plan["actions"]}
     assert "vm-5" in shrink and all("forecast need" in a["params"]["why"] for a in plan["actions"])
+    first_why = next(a["params"]["why"] for a in plan["actions"] if a["vm"] == "vm-5")
+    assert "pressure feedback" in first_why
     for vm, target in shrink.items():
         b = before[vm]["balloon"]
         used = b["available_mib"] - b["unused_mib"]
@@ -389,6 +397,19 @@ def test_balloon_head_shrinks_within_limits_and_deflates_under_load(lab_env, mon
     v = _wait_guest_stats(cli, "vm-5", lambda v: v["balloon"]["current_mib"] == 192)  # deflated to the maximum
     lab.load(lab_dir, "vm-5", 0, 0)
     assert v["balloon"]["maximum_mib"] == 192
+    # pressure feedback (issue 16): once calm again, vm-5 is offered a smaller balloon with a wider margin
+    _wait_guest_stats(cli, "vm-5", lambda v: (v["balloon"]["usable_mib"] or 0) > 0.3 * v["balloon"]["current_mib"],
+                      timeout=60)
+    code, out, err = cli("rebalance", "--only", "balloon", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    again = next((a["params"]["why"] for a in doc["actions"] if a["vm"] == "vm-5"), None) or doc["left_alone"]["vm-5"]
+    assert _margin_pct(again) > _margin_pct(first_why), (first_why, again)
+
+
+def _margin_pct(why: str) -> int:
+    """The margin a balloon plan's reason states, in percent ("... + 12 % margin (pressure feedback) ...")."""
+    return int(why.split(" % margin")[0].rsplit("+ ", 1)[1])
 
 
 def test_sigkill_mid_plan_then_rerun_reconciles(lab_env, monkeypatch, tmp_path) -> None:

@@ -87,6 +87,8 @@ def test_every_read_only_tool_answers_with_its_contract(scanned) -> None:
         out["place"] = await call(c, "place", {"vcpus": 1, "memory_mib": 256})
         out["rebalance_plan"] = await call(c, "rebalance_plan", {"goal": "balance", "policy": "baseline:least-loaded"})
         out["consolidate"] = await call(c, "rebalance_plan", {"goal": "consolidate"})
+        out["balloon"] = await call(c, "rebalance_plan", {"only": "balloon", "policy": "baseline:rules"})
+        out["pin"] = await call(c, "rebalance_plan", {"only": "pin"})
         for tool in ("recent_plans", "recent_actions", "outcomes", "policies"):
             out[tool] = await call(c, tool)
         out["doctor"] = await call(c, "doctor", {"timeout_s": 5})
@@ -108,12 +110,15 @@ def test_every_read_only_tool_answers_with_its_contract(scanned) -> None:
     assert plan["plan_id"].startswith("p-") and plan["dry_run"] is True and plan["policy"] == "baseline:least-loaded"
     assert "read-only" in plan["apply"]
     assert out["consolidate"][1]["goal"] == "consolidate"
+    for only in ("balloon", "pin"):  # the `rebalance --only ... --json` contract, with a plan id
+        doc = out[only][1]
+        assert doc["goal"] == only and doc["plan_id"].startswith("p-") and {"actions", "left_alone"} <= set(doc)
     assert out["recent_plans"][1] == {"plans": []} and out["recent_actions"][1] == {"actions": []}
     assert any(v["active"] for v in out["policies"][1]["versions"])
     assert out["doctor"][1]["checks"]
     assert {h["name"] for h in out["summary"]["hosts"]} == {"busy", "spare"}
     assert all("vms" not in h for h in out["summary"]["hosts"])
-    assert out["latest"]["plan_id"] == out["consolidate"][1]["plan_id"]  # the plan shown last
+    assert out["latest"]["plan_id"] == out["pin"][1]["plan_id"]  # the plan shown last
     assert "busy" in out["prompt"] and "rebalance_plan" in out["prompt"]
 
 
@@ -134,6 +139,8 @@ HOSTILE: list[tuple[str, dict[str, Any], str]] = [
     ("rebalance_plan", {"policy": "llmvirt-rl:../../etc"}, "should match pattern"),
     ("rebalance_plan", {"policy": "baseline:no-such-thing"}, "unknown baseline"),
     ("rebalance_plan", {"max_migrations": 100000}, "less than or equal to 100"),
+    ("rebalance_plan", {"only": "shell"}, "Input should be 'pin' or 'balloon'"),
+    ("rebalance_plan", {"only": "balloon", "policy": "baseline:watcher-wb"}, "policy with heads"),
     ("plan", {"plan_id": 999}, "no applied plan 999"),
     ("doctor", {"timeout_s": 3600}, "less than or equal to 30"),
     ("apply_plan", {"plan_id": "p-000000000000"}, "Unknown tool"),

@@ -196,36 +196,10 @@ def predicted_sentence(before: dict[str, float], after: dict[str, float]) -> str
 
 def tuning_actions(ctx: typer.Context, cluster, only: str, policy: str | None,  # noqa: ANN001
                    limits) -> tuple[list[dict], dict[str, str], str]:  # noqa: ANN001
-    """Pin or balloon actions: from the policy's head, or one-to-one NUMA pinning and MOM's balloon
-    rules for ``--policy baseline:rules``. Returns (actions, VMs left alone with why, policy label)."""
-    from llmvirt.policy import balloon_feedback, balloon_head, pin_head, tuning
-    from llmvirt.policy.paths import policy_dir
+    """Pin or balloon actions (:func:`llmvirt.plan_service.tuning_actions`)."""
+    from llmvirt import plan_service
 
-    if policy and policy.startswith("baseline:"):
-        if policy != "baseline:rules":
-            raise UsageError("--only pin|balloon takes a policy with heads, or baseline:rules")
-        if only == "pin":
-            plans, held = tuning.plan_pinning(cluster, limits.reserved_cpus)
-            return ([{"kind": "pin", "vm": p.vm.name, "vm_uuid": p.vm.uuid, "src": p.host.name, "dst": None,
-                      "params": {"pins": {str(k): list(v) for k, v in p.pins.items()}, "cell": p.cell,
-                                 "why": f"one vCPU per free CPU of cell {p.cell}"}} for p in plans], held, "rules")
-        return ([{"kind": "balloon", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
-                  "params": {"target_mib": target, "why": why}}
-                 for vm, host, target, why in tuning.plan_balloons(cluster)], {}, "rules")
-    spec, version = _policy(ctx, policy)
-    path = policy_dir(spec)
-    history = snapshots.vm_usage_history(state(ctx).engine(), balloon_head.DAY)
-    if only == "pin":
-        pin_plans, held = pin_head.plan(cluster, history, pin_head.load(path), limits.reserved_cpus)
-        return ([{"kind": "pin", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
-                  "params": {"pins": {str(k): list(v) for k, v in p.items()}, "why": why}}
-                 for vm, host, p, why in pin_plans], held, f"{version}{path.name}/pin")
-    unchanged: dict[str, str] = {}
-    planned = balloon_head.plan(cluster, history, balloon_head.load(path), unchanged=unchanged,
-                                pressure=snapshots.vm_pressure_history(state(ctx).engine(), balloon_feedback.WINDOW))
-    return ([{"kind": "balloon", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
-              "params": {"target_mib": target, "why": why}} for vm, host, target, why in planned],
-            unchanged, f"{version}{path.name}/balloon")
+    return plan_service.tuning_actions(state(ctx).engine(), cluster, only, policy, limits)
 
 
 def _tuning(ctx: typer.Context, cluster, only: str, policy: str | None, limits, groups, pins,  # noqa: ANN001
