@@ -45,6 +45,7 @@ STALE_S = 600.0  #: a shown plan older than this is refused (scans move on)
 APPLY_INTERVAL_S = 60.0  #: at most one apply per this many seconds
 
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT, description=f"At most this many rows (1..{MAX_LIMIT}).")]
+Offset = Annotated[int, Field(ge=0, le=100_000, description="Skip this many rows first (pagination, newest first).")]
 HostName = Annotated[str, Field(pattern=NAME, description="A registered host's name.")]
 VmName = Annotated[str, Field(pattern=NAME, description="A VM's name as the latest scan saw it.")]
 PolicyName = Annotated[str | None, Field(
@@ -212,11 +213,11 @@ class LlmvirtMcp:
                 "apply": "apply_plan with this plan_id" if self.allow_apply else
                 "this server is read-only (started without --allow-apply)", **shown.doc()}
 
-    def journal_plans(self, limit: int) -> dict[str, Any]:
-        """Recent applied plans, newest first (``plans list --json``)."""
+    def journal_plans(self, limit: int, offset: int = 0) -> dict[str, Any]:
+        """Recent applied plans, newest first (``plans list --json``), a page of them."""
         from llmvirt.store import journal
 
-        return {"plans": journal.plans(self.engine(), limit)}
+        return {"plans": journal.plans(self.engine(), offset + limit)[offset:], "offset": offset}
 
     def journal_plan(self, plan_id: int) -> dict[str, Any]:
         """One applied plan with its actions and their events (``plans show --json``)."""
@@ -227,17 +228,17 @@ class LlmvirtMcp:
             raise LlmvirtError(f"no applied plan {plan_id} (see recent_plans)")
         return doc
 
-    def actions(self, limit: int) -> dict[str, Any]:
-        """Recent actions, newest first (``actions --json``)."""
+    def actions(self, limit: int, offset: int = 0) -> dict[str, Any]:
+        """Recent actions, newest first (``actions --json``), a page of them."""
         from llmvirt.store import journal
 
-        return {"actions": journal.all_actions(self.engine(), limit)}
+        return {"actions": journal.all_actions(self.engine(), offset + limit)[offset:], "offset": offset}
 
-    def outcomes(self, limit: int) -> dict[str, Any]:
-        """Executed actions with their measured outcome (``outcomes --json``)."""
+    def outcomes(self, limit: int, offset: int = 0) -> dict[str, Any]:
+        """Executed actions with their measured outcome (``outcomes --json``), a page of them."""
         from llmvirt import outcomes
 
-        return {"outcomes": outcomes.listing(self.engine(), limit)}
+        return {"outcomes": outcomes.listing(self.engine(), offset + limit)[offset:], "offset": offset}
 
     def policies(self) -> dict[str, Any]:
         """Policy versions, the active one marked, with their evaluation metrics."""
@@ -362,9 +363,9 @@ def build(app: LlmvirtMcp) -> Any:
         return guarded(app.rebalance_plan, goal, policy, max_migrations, only)
 
     @server.tool(annotations=read_only)
-    def recent_plans(limit: Limit = 20) -> dict[str, Any]:
+    def recent_plans(limit: Limit = 20, offset: Offset = 0) -> dict[str, Any]:
         """Plans that were applied, newest first."""
-        return guarded(app.journal_plans, limit)
+        return guarded(app.journal_plans, limit, offset)
 
     @server.tool(annotations=read_only)
     def plan(plan_id: Annotated[int, Field(ge=1)]) -> dict[str, Any]:
@@ -372,14 +373,14 @@ def build(app: LlmvirtMcp) -> Any:
         return guarded(app.journal_plan, plan_id)
 
     @server.tool(annotations=read_only)
-    def recent_actions(limit: Limit = 50) -> dict[str, Any]:
+    def recent_actions(limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
         """Executed actions, newest first."""
-        return guarded(app.actions, limit)
+        return guarded(app.actions, limit, offset)
 
     @server.tool(annotations=read_only)
-    def outcomes(limit: Limit = 50) -> dict[str, Any]:
+    def outcomes(limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
         """Executed actions with their measured outcome and reward (or pending)."""
-        return guarded(app.outcomes, limit)
+        return guarded(app.outcomes, limit, offset)
 
     @server.tool(annotations=read_only)
     def policies() -> dict[str, Any]:

@@ -113,7 +113,8 @@ def test_every_read_only_tool_answers_with_its_contract(scanned) -> None:
     for only in ("balloon", "pin"):  # the `rebalance --only ... --json` contract, with a plan id
         doc = out[only][1]
         assert doc["goal"] == only and doc["plan_id"].startswith("p-") and {"actions", "left_alone"} <= set(doc)
-    assert out["recent_plans"][1] == {"plans": []} and out["recent_actions"][1] == {"actions": []}
+    assert out["recent_plans"][1] == {"plans": [], "offset": 0}
+    assert out["recent_actions"][1] == {"actions": [], "offset": 0}
     assert any(v["active"] for v in out["policies"][1]["versions"])
     assert out["doctor"][1]["checks"]
     assert {h["name"] for h in out["summary"]["hosts"]} == {"busy", "spare"}
@@ -143,6 +144,7 @@ HOSTILE: list[tuple[str, dict[str, Any], str]] = [
     ("rebalance_plan", {"only": "balloon", "policy": "baseline:watcher-wb"}, "policy with heads"),
     ("plan", {"plan_id": 999}, "no applied plan 999"),
     ("doctor", {"timeout_s": 3600}, "less than or equal to 30"),
+    ("recent_actions", {"offset": -1}, "greater than or equal to 0"),
     ("apply_plan", {"plan_id": "p-000000000000"}, "Unknown tool"),
 ]
 

@@ -187,7 +187,10 @@ def plan(cluster: Cluster, history: dict[str, list[tuple[float, float, float]]],
         codes = assign(topo, now, peak, vcpus, mem, head.choose)
         old = np.array([code_of(host, v) for v in vms])
         no_ded = np.zeros(len(vms), dtype=bool)
-        if head.sticky_horizon and (codes != old).any() and not repin_pays(
+        # stickiness is about NUMA placement: on one cell every code places alike (a cpuset correction,
+        # e.g. reserved CPUs changing, is not a re-pin the model could price)
+        moved = (codes != old) if topo.cells > 1 else np.zeros(len(vms), dtype=bool)
+        if head.sticky_horizon and moved.any() and not repin_pays(
                 topo, now, vcpus, mem, (old, no_ded), (codes, no_ded), head.sticky_horizon, head.remote_penalty):
             for v, c, o in zip(vms, codes, old, strict=True):
                 if c != o:
