@@ -150,3 +150,30 @@ def test_cross_validation_takes_the_worst_fold_and_never_reads_held_back_vms() -
     else:
         assert row["worst_x_mom_pressure"] == min(r["worst_x_mom_pressure"] for r in rows)
     assert point in grid
+
+
+class _Halve:
+    """A balloon policy that keeps every VM at half its maximum."""
+
+    name = "halve"
+
+    def targets(self, view: FleetView) -> np.ndarray:
+        return view.vm_mem_cap.astype(np.float64) / 2
+
+
+def test_reclaimed_memory_counts_as_needed_only_up_to_the_hosts_overcommit() -> None:
+    """Issue 14: memory taken from guests helps only where the host's VMs' maxima exceed its memory."""
+    from llmvirt.sim.fleet import FleetSetup, FleetSim
+
+    n, steps = 4, 10
+    cap = np.full(n, 4096.0)
+    tr = UsageTrace(tuple(f"v{i}" for i in range(n)), 300, np.full(n, 1, dtype=np.int64), np.full(n, 2600.0),
+                    np.full((n, steps), 100.0), cap, np.full((n, steps), 1000.0))
+    roomy = FleetSim(tr, FleetSetup(host_cores=64, host_mem_mib=16384.0, ram_allocation_ratio=1.0))
+    tight = FleetSim(tr, FleetSetup(host_cores=64, host_mem_mib=12288.0, ram_allocation_ratio=1.4))
+    a, b = roomy.run(balloon=_Halve()).summary(), tight.run(balloon=_Halve()).summary()
+    assert roomy.n_hosts == 1 and tight.n_hosts == 1
+    # the first step is measured before the policy acts: 9 of 10 steps have the balloons at half
+    assert a["reclaimed_gib_avg"] == b["reclaimed_gib_avg"] == pytest.approx(0.9 * 8.0)  # 4 x 2 GiB taken
+    assert a["needed_reclaimed_gib_avg"] == 0.0  # the maxima fit: nothing was needed
+    assert b["needed_reclaimed_gib_avg"] == pytest.approx(0.9 * 4.0)  # 16 GiB of maxima on a 12 GiB host

@@ -128,6 +128,7 @@ class FleetMetrics:
     gib_migrated: float = 0.0  #: memory in use of the migrated VMs
     guest_pressure_h: float = 0.0  #: VM-hours with memory demand above the balloon target
     reclaimed_gib_h: float = 0.0  #: integral of (maximum - target) memory
+    needed_reclaimed_gib_h: float = 0.0  #: of it, what hosts needed: at most each host's overcommit of maxima
     cpu_spread: list[float] = field(default_factory=list)  #: per step: max - min host CPU utilisation
     per_step_overloaded: list[int] = field(default_factory=list)  #: hosts overloaded at each step
 
@@ -143,6 +144,7 @@ class FleetMetrics:
                 "mem_overload_h": self.mem_overload_h, "migrations": self.migrations,
                 "gib_migrated": self.gib_migrated, "guest_pressure_h": self.guest_pressure_h,
                 "reclaimed_gib_avg": self.reclaimed_gib_h / self.hours if self.hours else 0.0,
+                "needed_reclaimed_gib_avg": self.needed_reclaimed_gib_h / self.hours if self.hours else 0.0,
                 "cpu_spread_avg": float(np.mean(self.cpu_spread)) if self.cpu_spread else 0.0}
 
 
@@ -213,6 +215,10 @@ class FleetSim:
                 mem = np.bincount(self.vm_host, self.balloon, minlength=self.n_hosts)
                 m.guest_pressure_h += float((used > self.balloon + 1e-6).sum()) * dt_h
                 m.reclaimed_gib_h += float((tr.mem_capacity_mib - self.balloon).sum()) / 1024 * dt_h
+                taken = np.bincount(self.vm_host, tr.mem_capacity_mib - self.balloon, minlength=self.n_hosts)
+                short = np.maximum(np.bincount(self.vm_host, tr.mem_capacity_mib, minlength=self.n_hosts)
+                                   - s.host_mem_mib, 0.0)
+                m.needed_reclaimed_gib_h += float(np.minimum(taken, short).sum()) / 1024 * dt_h
             cpu_over = cpu > s.host_mhz
             mem_over = mem > s.host_mem_mib
             m.cpu_overload_h += float(cpu_over.sum()) * dt_h
