@@ -136,6 +136,20 @@ def store_checks(engine_factory: Any, db_path: Path | None) -> list[Check]:
     return out
 
 
+def all_checks(engine_factory: Any, db_path: Path | None, timeout: float = 10.0) -> list[Check]:
+    """The store, every registered host and the cluster, in that order: what ``llmvirt doctor`` prints
+    (hosts are skipped when the store does not open)."""
+    from llmvirt.store import registry
+
+    checks = store_checks(engine_factory, db_path)
+    engine = engine_factory() if not any(c.status == FAIL and c.check == "opens" for c in checks) else None
+    facts: dict[str, dict[str, Any]] = {}
+    for h in registry.list_hosts(engine) if engine is not None else []:
+        found, facts[h.name] = host_checks(h.name, h.uri, timeout)
+        checks += found
+    return checks + cluster_checks(facts)
+
+
 def as_json(checks: list[Check]) -> dict[str, Any]:
     """The ``doctor --json`` document."""
     return {"checks": [asdict(c) for c in checks], "failed": sum(c.status == FAIL for c in checks),

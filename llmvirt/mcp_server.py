@@ -249,15 +249,9 @@ class LlmvirtMcp:
     def doctor(self, timeout: float) -> dict[str, Any]:
         """The ``doctor --json`` document: store, hosts and cluster checks."""
         from llmvirt import doctor as doc
-        from llmvirt.store import database, registry
+        from llmvirt.store import database
 
-        db_path = database.sqlite_path(database.resolve_url(self.db_url))
-        checks = doc.store_checks(self.engine, db_path)
-        facts = {}
-        for h in registry.list_hosts(self.engine()):
-            found, facts[h.name] = doc.host_checks(h.name, h.uri, timeout)
-            checks += found
-        checks += doc.cluster_checks(facts)
+        checks = doc.all_checks(self.engine, database.sqlite_path(database.resolve_url(self.db_url)), timeout)
         return doc.as_json(checks)
 
     # --- acting ------------------------------------------------------------------------------

@@ -21,17 +21,10 @@ def doctor(
     from rich.table import Table
 
     from llmvirt import doctor as doc
-    from llmvirt.store import database, registry
+    from llmvirt.store import database
 
     st = state(ctx)
-    db_path = database.sqlite_path(database.resolve_url(st.db_url))
-    checks = doc.store_checks(st.engine, db_path)
-    engine = st.engine() if not any(c.status == doc.FAIL and c.check == "opens" for c in checks) else None
-    facts = {}
-    for h in registry.list_hosts(engine) if engine is not None else []:
-        found, facts[h.name] = doc.host_checks(h.name, h.uri, timeout)
-        checks += found
-    checks += doc.cluster_checks(facts)
+    checks = doc.all_checks(st.engine, database.sqlite_path(database.resolve_url(st.db_url)), timeout)
     if as_json:
         out.print_json(json.dumps(doc.as_json(checks)))
     else:

@@ -27,7 +27,7 @@ from typing import Any
 from llmvirt.cluster import Cluster, Host, Vm
 from llmvirt.errors import UsageError
 from llmvirt.peers import pve_crs
-from llmvirt.peers.pve_case import MIB, HaReplay, _Svc, load_case
+from llmvirt.peers.pve_case import MIB, GuestState, HaReplay, load_case
 from llmvirt.peers.pve_crs import Candidate
 from llmvirt.policy import decide
 from llmvirt.policy.constraints import Limits, Request
@@ -60,8 +60,8 @@ def cluster_from_case(path: Path) -> Cluster:
     replay = HaReplay(load_case(path))
     replay.online = set(replay.case.nodes)
     for sid, conf in sorted(replay.config.items()):
-        if sid not in replay.ss and HaReplay._want(conf) == "started" and conf.get("node") in replay.case.nodes:
-            replay.ss[sid] = _Svc("started", conf["node"])
+        if sid not in replay.ss and HaReplay.wants(conf) == "started" and conf.get("node") in replay.case.nodes:
+            replay.ss[sid] = GuestState("started", conf["node"])
     return to_cluster(replay)
 
 
@@ -115,7 +115,7 @@ class LlmvirtScheduler:
             targets.setdefault(cand.sids[0], set()).add(cand.target)
         for host in cluster.hosts:
             for vm in host.vms:
-                movable = vm.name in targets and len(replay._bundle(vm.name)) == 1
+                movable = vm.name in targets and len(replay.bundle(vm.name)) == 1
                 allowed = targets.get(vm.name, set()) if movable else set()
                 pins[vm.name] = tuple(sorted(allowed | {host.name}))
         ctx = decide.Context(limits=self.limits, host_pins=pins, max_migrations=1)

@@ -215,7 +215,9 @@ def expected_decisions(path: Path) -> list[Decision]:
 
 
 @dataclass
-class _Svc:
+class GuestState:
+    """One guest as the HA manager tracks it: state, node, migration target, what its config asks."""
+
     state: str
     node: str
     target: str | None = None
@@ -233,7 +235,7 @@ class HaReplay:
     unsupported: list[str] = field(default_factory=list)
     online: set[str] = field(default_factory=set)
     maintenance: set[str] = field(default_factory=set)
-    ss: dict[str, _Svc] = field(default_factory=dict)
+    ss: dict[str, GuestState] = field(default_factory=dict)
     config: dict[str, dict[str, Any]] = field(default_factory=dict)
     scheduler: Scheduler = field(default_factory=lambda: ProxmoxCrs())
 
@@ -241,15 +243,16 @@ class HaReplay:
         self.config = {s: dict(d) for s, d in self.case.services.items()}
         status = self.case.manager_status.get("service_status", {})
         for sid, d in status.items():
-            want = self._want(self.config.get(sid, {}))
-            self.ss[sid] = _Svc(d["state"], d["node"], d.get("target"), want)
+            want = self.wants(self.config.get(sid, {}))
+            self.ss[sid] = GuestState(d["state"], d["node"], d.get("target"), want)
         self.online = {n for n, s in self.case.manager_status.get("node_status", {}).items() if s == "online"}
         self.static = dict(self.case.static)
         self.dynamic = dict(self.case.dynamic)
 
     # --- what the scheduler sees -------------------------------------------------------------
     @staticmethod
-    def _want(conf: dict[str, Any]) -> str:
+    def wants(conf: dict[str, Any]) -> str:
+        """What a guest's config asks for: ``started`` (started or enabled) or ``stopped``."""
         return "started" if conf.get("state", "stopped") in ("started", "enabled") else "stopped"
 
     def usage(self, sid: str) -> Usage:
@@ -383,7 +386,7 @@ class HaReplay:
         elif verb in ("started", "enabled", "stopped", "disabled") and sid in self.config:
             self.config[sid]["state"] = verb
             if sid in self.ss:
-                self.ss[sid].want = self._want(self.config[sid])
+                self.ss[sid].want = self.wants(self.config[sid])
         elif verb == "delete":
             self.config.pop(sid, None)
             self.ss.pop(sid, None)
@@ -401,9 +404,9 @@ class HaReplay:
         for sid in sorted(self.config):
             if sid not in self.ss:
                 conf = self.config[sid]
-                want = self._want(conf)
+                want = self.wants(conf)
                 state = "request_start" if want == "started" else "request_stop"
-                self.ss[sid] = _Svc(state, conf["node"], None, want, running=bool(conf.get("running")))
+                self.ss[sid] = GuestState(state, conf["node"], None, want, running=bool(conf.get("running")))
                 fresh.add(sid)
                 stable = False
         for sid in sorted(self.ss):
@@ -454,7 +457,8 @@ class HaReplay:
         self.decisions.append(Decision("recover", sid, node))
         s.node, s.state, s.failed_recovery = node, "started", False
 
-    def _bundle(self, sid: str) -> tuple[str, ...]:
+    def bundle(self, sid: str) -> tuple[str, ...]:
+        """The guest and every guest a positive affinity rule binds to it on the same node, sorted."""
         node = self.ss[sid].node
         members = {sid}
         frontier = [sid]
@@ -474,7 +478,7 @@ class HaReplay:
             s = self.ss[sid]
             if s.state != "started" or s.node not in usable or sid in seen:
                 continue
-            bundle = self._bundle(sid)
+            bundle = self.bundle(sid)
             seen.update(bundle)
             targets = set(usable) - {s.node}
             for member in bundle:

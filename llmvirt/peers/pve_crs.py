@@ -67,10 +67,11 @@ class Load:
         if len(self.cpu) != len(self.nodes):
             self.cpu = np.zeros(len(self.nodes))
             self.mem = np.zeros(len(self.nodes))
+        self._pos = {n.name: i for i, n in enumerate(self.nodes)}
 
     def index(self, name: str) -> int:
         """The position of node ``name``."""
-        return [n.name for n in self.nodes].index(name)
+        return self._pos[name]
 
     def cpu_added(self, i: int, usage: Usage) -> float:
         """The CPU a guest adds to node ``i``."""
