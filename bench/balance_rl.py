@@ -26,9 +26,9 @@ from datetime import date
 from pathlib import Path
 
 from llmvirt.bench.balance_rl import fleets, run_actor, run_named, tune
+from llmvirt.learn.train import split
+from llmvirt.learn.train_balance import TRAIN_FRACTION, load_trace
 from llmvirt.policy import balance_policy
-from llmvirt.policy.train import split
-from llmvirt.policy.train_balance import TRAIN_FRACTION, load_trace
 from llmvirt.sim.balance_env import EnvConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from llmvirt.learn.train import split
+from llmvirt.learn.train_balance import TRAIN_FRACTION, load_trace
 from llmvirt.policy import balance_policy
-from llmvirt.policy.train import split
-from llmvirt.policy.train_balance import TRAIN_FRACTION, load_trace
 from llmvirt.sim.balance_env import BalanceEnv, EnvConfig
 from llmvirt.sim.fleet import FleetSetup, FleetView
 

@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmvirt.policy import balloon_calibration as bc
+from llmvirt.learn import balloon_calibration as bc
+from llmvirt.learn.train import split
+from llmvirt.learn.train_balloon import BalloonTrainConfig
 from llmvirt.policy import balloon_head
 from llmvirt.policy.balloon_head import BalloonHead, OperatingPoint
 from llmvirt.policy.sim_adapter import LearnedBalloon
-from llmvirt.policy.train import split
-from llmvirt.policy.train_balloon import BalloonTrainConfig
 from llmvirt.sim.field_policies import MomBalloon, NoBalloon, ProxmoxAutoBalloon
 from llmvirt.sim.traces import load_bitbrains
 

@@ -5,12 +5,12 @@ with a nightly-batch-like pattern added, a memory burst of +25 % of each VM's si
 every 6 hours (at a VM-specific phase). The first half of the production week is the recorded
 period: the simulator-trained balloon head runs there, and what it sees (each VM's memory use at
 every step after its forecast) is recorded as outcomes. Three balloon heads are then compared on
-the second half, by the memory scenario's reward (:func:`llmvirt.scoring.reward`):
+the second half, by the memory scenario's reward (:func:`llmvirt.model.score.reward`):
 
 - **sim-only**: the shipped head, trained on the training VMs without bursts;
 - **outcome-retrained**: the sim-only head fine-tuned on the recorded outcomes and its operating
   point chosen again on the replayed recorded period, with the same code as
-  ``llmvirt train --from-store`` (:mod:`llmvirt.policy.finetune`);
+  ``llmvirt train --from-store`` (:mod:`llmvirt.learn.finetune`);
 - **production-trained**: a head trained from scratch on the recorded period, with its operating
   point chosen there (what one would get by training directly on production conditions).
 
@@ -29,14 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from llmvirt.learn.finetune import FinetuneConfig, finetune_balloon, recalibrate
+from llmvirt.learn.train import split
+from llmvirt.learn.train_balloon import BalloonTrainConfig, calibrate, fit, trace_features
+from llmvirt.model.score import reward
 from llmvirt.policy import balloon_head
 from llmvirt.policy.balloon_head import BalloonHead
 from llmvirt.policy.decide import DEFAULT_POLICY
-from llmvirt.policy.finetune import FinetuneConfig, finetune_balloon, recalibrate
 from llmvirt.policy.sim_adapter import LearnedBalloon
-from llmvirt.policy.train import split
-from llmvirt.policy.train_balloon import BalloonTrainConfig, calibrate, fit, trace_features
-from llmvirt.scoring import reward
 from llmvirt.sim.fleet import MEMORY_SETUP, FleetSim
 from llmvirt.sim.traces import UsageTrace, load_bitbrains
 

@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
+from llmvirt.learn.train import split
 from llmvirt.policy import pin_head
 from llmvirt.policy.sim_adapter import LearnedPinning
-from llmvirt.policy.train import split
 from llmvirt.sim import pinning
 from llmvirt.sim.traces import load_bitbrains
 

@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 
 from llmvirt.bench.run import DEFAULT_CLOUDSIM_POLICIES, run_cloudsim
-from llmvirt.policy.train_consolidate import TRAIN_DAYS
+from llmvirt.learn.train_consolidate import TRAIN_DAYS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MMT = ("thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2")

@@ -11,7 +11,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from llmvirt.policy.train import split
+from llmvirt.learn.train import split
 from llmvirt.sim.fleet import BALANCE_SETUP, FleetSetup, FleetSim
 from llmvirt.sim.traces import load_bitbrains
 from llmvirt.strategies.registry import make_balancer

@@ -12,7 +12,7 @@ from datetime import date
 
 import numpy as np
 
-from llmvirt.cluster import Cluster, Host, Vm
+from llmvirt.model.cluster import Cluster, Host, Vm
 from llmvirt.policy import decide
 from llmvirt.policy.constraints import Limits, Request
 

@@ -15,7 +15,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from llmvirt.inventory import scan_hosts
+from llmvirt.observe.inventory import scan_hosts
 from llmvirt.store import database, registry, snapshots
 
 DOMAIN = """  <domain type='test'>
@@ -53,7 +53,7 @@ def connect_only(targets: list[tuple[str, str, bool]], workers: int) -> float:
     """Seconds to open and close every host: for the test driver, loading its XML file."""
     import libvirt
 
-    from llmvirt.inventory import run_bounded
+    from llmvirt.observe.inventory import run_bounded
 
     def opener(uri: str):  # noqa: ANN202
         def run():  # noqa: ANN202

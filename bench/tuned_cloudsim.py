@@ -1,7 +1,7 @@
 """The learned consolidation head against baselines tuned by the same cost, on the held-back days (issue 14).
 
 Every baseline family was grid-searched on the training days only (``llmvirt tune``, committed in
-policies/tuned.json) by the honest cost of :func:`llmvirt.scoring.consolidation_cost`; the head was
+policies/tuned.json) by the honest cost of :func:`llmvirt.model.score.consolidation_cost`; the head was
 learned on the same days. Here all of them run on the four held-back PlanetLab days, which neither
 saw. Spread is over days (CloudSim's THR/IQR/MAD/LR-MMT policies and the head are deterministic).
 
@@ -20,8 +20,8 @@ from datetime import date
 from pathlib import Path
 
 from llmvirt.bench.tune import run_one
-from llmvirt.policy.train_consolidate import TRAIN_DAYS
-from llmvirt.scoring import COST_WEIGHTS
+from llmvirt.learn.train_consolidate import TRAIN_DAYS
+from llmvirt.model.score import COST_WEIGHTS
 from llmvirt.strategies.tuned import TUNED_FILE
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

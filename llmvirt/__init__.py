@@ -4,7 +4,6 @@ The public API is re-exported here; the exception tree is documented in
 :mod:`llmvirt.errors`.
 """
 
-from llmvirt.cluster import Balloon, Cluster, Gpu, GpuAttachment, Host, MdevType, NumaCell, NvmlGpu, Vm
 from llmvirt.errors import (
     DomainGone,
     HostError,
@@ -15,13 +14,14 @@ from llmvirt.errors import (
     StoreError,
     UsageError,
 )
+from llmvirt.model.cluster import Balloon, Cluster, Gpu, GpuAttachment, Host, MdevType, NumaCell, NvmlGpu, Vm
 
 _LAZY = {"ScanResult", "scan_host", "scan_hosts"}  # need libvirt: imported on first use only
 
 
 def __getattr__(name: str) -> object:
     if name in _LAZY:
-        from llmvirt import inventory
+        from llmvirt.observe import inventory
 
         return getattr(inventory, name)
     raise AttributeError(name)

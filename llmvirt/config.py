@@ -111,13 +111,21 @@ def load_limits(path: Path | None):  # noqa: ANN201 - avoids importing the polic
 def load_migration_settings(path: Path | None):  # noqa: ANN201
     """``[apply]``: migrate_uri, peer_to_peer, auto_converge, timeout_base_s, timeout_per_gib_s, max_parallel,
     bandwidth_mib_s."""
-    from llmvirt.actions import MigrationSettings
+    from llmvirt.act.runner import MigrationSettings
 
     raw = _read(path).get("apply", {})
     try:
         return MigrationSettings(**raw)
     except TypeError as exc:
         raise UsageError(f"config: invalid [apply]: {exc}") from None
+
+
+def load_guardrails(path: Path | None):  # noqa: ANN201
+    """What the executor re-checks every action against: limits, anti-affinity groups, host pinning, and
+    how migrations run (:class:`llmvirt.act.runner.Guardrails`)."""
+    from llmvirt.act.runner import Guardrails
+
+    return Guardrails(load_limits(path), load_groups(path), load_host_pins(path), load_migration_settings(path))
 
 
 def load_thresholds(path: Path | None, defaults=None):  # noqa: ANN001, ANN201
@@ -148,7 +156,7 @@ def load_host_pins(path: Path | None) -> dict[str, tuple[str, ...]]:
 
 def load_outcome_window(path: Path | None) -> float:
     """``[outcomes] window_s``: seconds of scans after an action that measure its outcome (default 900)."""
-    from llmvirt.outcomes import WINDOW_S
+    from llmvirt.measure.outcomes import WINDOW_S
 
     raw = _read(path).get("outcomes", {})
     try:

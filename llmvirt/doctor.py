@@ -46,7 +46,7 @@ def _probe(name: str, uri: str) -> tuple[Any, bool]:
     import libvirt
 
     from llmvirt.errors import translate_libvirt
-    from llmvirt.inventory import read_host
+    from llmvirt.observe.inventory import read_host
 
     with translate_libvirt(f"host {name} ({uri})", connecting=True):
         conn = libvirt.open(uri)
@@ -59,7 +59,7 @@ def _probe(name: str, uri: str) -> tuple[Any, bool]:
 
 def host_checks(name: str, uri: str, timeout: float = 10.0) -> tuple[list[Check], dict[str, Any]]:
     """The checks of one host, and what the cluster-wide checks need (CPU model, hostname)."""
-    from llmvirt.inventory import is_local_uri, run_bounded
+    from llmvirt.observe.inventory import is_local_uri, run_bounded
 
     found = run_bounded([(name, lambda: _probe(name, uri))], 1, timeout)[name]
     if isinstance(found, BaseException):

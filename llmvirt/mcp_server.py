@@ -37,6 +37,7 @@ from mcp.server.mcpserver.resolve import Elicit, Resolve
 from pydantic import BaseModel, Field
 
 from llmvirt.errors import LlmvirtError
+from llmvirt.model.action import Action
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$"  #: a host, VM or policy name: a plain token, never a path
 PLAN_ID = r"^p-[0-9a-f]{12}$"  #: an id ``rebalance_plan`` handed out
@@ -70,21 +71,23 @@ class Shown:
     created: float  #: time.monotonic() when shown
     shown_at: str  #: ISO time, for people
     plan: Any  #: llmvirt.policy.decide.Plan
-    actions: list[dict[str, Any]] | None = None  #: pin or balloon actions (``only``); None: the plan's moves
+    actions: list[Action] | None = None  #: pin or balloon actions (``only``); None: the plan's moves
     held: dict[str, str] = field(default_factory=dict)  #: VMs left alone, with why
 
     def doc(self) -> dict[str, Any]:
         """What the client was shown: the ``rebalance --json`` (or ``--only ... --json``) document."""
         if self.actions is None:
             return self.plan.as_json()
-        return {"goal": self.plan.goal, "policy": self.plan.policy, "dry_run": True, "actions": self.actions,
-                "left_alone": self.held}
+        from llmvirt.store.journal import columns
+
+        return {"goal": self.plan.goal, "policy": self.plan.policy, "dry_run": True,
+                "actions": [columns(a) for a in self.actions], "left_alone": self.held}
 
     def summary(self) -> str:
         """One line for the operator's confirmation."""
         if self.actions is None:
-            return "; ".join(f"{m.vm} {m.src} -> {m.dst}" for m in self.plan.moves) or "no moves"
-        return "; ".join(f"{a['kind']} {a['vm']} on {a['src']}" for a in self.actions) or "no changes"
+            return "; ".join(m.describe() for m in self.plan.moves) or "no moves"
+        return "; ".join(a.describe() for a in self.actions) or "no changes"
 
 
 @dataclass
@@ -120,8 +123,8 @@ class LlmvirtMcp:
         """A policy name as the planners take it, resolved inside the store and policies/ only: a version
         (``v1``), a strategy (``baseline:...``, ``llmvirt-rl-fallback[:T]``) or a directory directly
         under policies/ (optionally after ``llmvirt:``, ``llmvirt-rl:`` or ``llmvirt-head:``)."""
-        from llmvirt.policy import versions
-        from llmvirt.policy.paths import DEFAULT_POLICY
+        from llmvirt.paths import DEFAULT_POLICY
+        from llmvirt.store import policy_versions as versions
 
         if name is None:
             return None
@@ -236,13 +239,13 @@ class LlmvirtMcp:
 
     def outcomes(self, limit: int, offset: int = 0) -> dict[str, Any]:
         """Executed actions with their measured outcome (``outcomes --json``), a page of them."""
-        from llmvirt import outcomes
+        from llmvirt.measure import outcomes
 
         return {"outcomes": outcomes.listing(self.engine(), offset + limit)[offset:], "offset": offset}
 
     def policies(self) -> dict[str, Any]:
         """Policy versions, the active one marked, with their evaluation metrics."""
-        from llmvirt.policy import versions
+        from llmvirt.store import policy_versions as versions
 
         return {"versions": versions.list_versions(self.engine())}
 
@@ -271,7 +274,9 @@ class LlmvirtMcp:
 
     def apply_shown(self, shown: Shown, caller: dict[str, Any]) -> dict[str, Any]:
         """Run a shown plan through the executor (hysteresis, guardrails, lock, journal)."""
-        from llmvirt import config, executor, plan_service
+        from llmvirt import config, plan_service
+        from llmvirt.act import executor
+        from llmvirt.store import journal
 
         with self._apply_lock:
             self.shown.pop(shown.plan_id, None)  # a plan is applied once
@@ -288,10 +293,8 @@ class LlmvirtMcp:
             body = {**shown.doc(), "dry_run": False, "requested_by": caller, "shown_plan_id": shown.plan_id,
                     "shown_at": shown.shown_at}
             journal_id, counts = executor.apply(
-                self.engine(), self.db_url, plan.goal, plan.policy, body, actions,
-                config.load_limits(self.config_path), config.load_groups(self.config_path),
-                config.load_migration_settings(self.config_path), config.load_host_pins(self.config_path),
-                say=notes.append)
+                self.engine(), self.db_url, journal.NewPlan(plan.goal, plan.policy, body, actions),
+                config.load_guardrails(self.config_path), say=notes.append)
             return {"plan_id": shown.plan_id, "journal_plan_id": journal_id, "held": held, "requested_by": caller,
                     "outcomes": counts, "notes": notes}
 
@@ -455,7 +458,7 @@ def _version() -> str:
 
 def warm_up() -> None:
     """Import what the tools use, so the first call answers as fast as the rest (start-up, not the call)."""
-    import llmvirt.outcomes  # noqa: F401
+    import llmvirt.measure.outcomes  # noqa: F401
     import llmvirt.policy.decide  # noqa: F401
     import llmvirt.status_view  # noqa: F401
     import llmvirt.store.journal  # noqa: F401

@@ -7,14 +7,16 @@ guardrails, lock and journal.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
 from llmvirt import config
-from llmvirt.cluster import Cluster
 from llmvirt.errors import UsageError
+from llmvirt.model.action import Action
+from llmvirt.model.cluster import Cluster
 
 if TYPE_CHECKING:
     from llmvirt.policy import decide
@@ -27,7 +29,7 @@ def policy_spec(engine: Engine, policy: str | None) -> tuple[str | None, str]:
     """(what to load, version prefix for plans): ``policy`` as given, else the active version."""
     if policy is not None:
         return policy, ""
-    from llmvirt.policy import versions
+    from llmvirt.store import policy_versions as versions
 
     path, name = versions.active_spec(engine)
     return path, f"{name}:"
@@ -66,7 +68,7 @@ def rebalance_plan(engine: Engine | None, config_path: Path | None, cluster: Clu
 
 
 def persistent_moves(engine: Engine, config_path: Path | None,
-                     plan: decide.Plan) -> tuple[list[decide.Move], dict[str, str]]:
+                     plan: decide.Plan) -> tuple[list[Action], dict[str, str]]:
     """Hysteresis: keep moves off hosts that were hot over the last PERSIST_SCANS intervals (drains always)."""
     from llmvirt.store import snapshots
 
@@ -86,23 +88,22 @@ def persistent_moves(engine: Engine, config_path: Path | None,
 
 
 def migrate_actions(engine: Engine, config_path: Path | None,
-                    plan: decide.Plan) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """The executor's actions for a plan's moves (after hysteresis), and the moves held back with why."""
+                    plan: decide.Plan) -> tuple[list[Action], dict[str, str]]:
+    """The executor's actions for a plan's moves (after hysteresis, each with the VM's UUID of the latest
+    scan), and the moves held back with why."""
     cluster = scanned_cluster(engine)
     uuids = {v.name: v.uuid for h in cluster.hosts for v in h.vms}
     moves, held = persistent_moves(engine, config_path, plan)
-    actions = [{"kind": "migrate", "vm": m.vm, "vm_uuid": uuids.get(m.vm), "src": m.src, "dst": m.dst,
-                "params": {"reason": m.reason, **({"decision": m.decision} if m.decision else {})}} for m in moves]
-    return actions, held
+    return [replace(m, uuid=uuids.get(m.vm)) for m in moves], held
 
 
 def tuning_actions(engine: Engine, cluster: Cluster, only: str, policy: str | None,
-                   limits: Any) -> tuple[list[dict[str, Any]], dict[str, str], str]:
+                   limits: Any) -> tuple[list[Action], dict[str, str], str]:
     """Pin or balloon actions: from the policy's head (default: the active version), or one-to-one NUMA
     pinning and MOM's balloon rules for ``baseline:rules``. Returns (actions, VMs left alone with why,
     policy label)."""
+    from llmvirt.paths import policy_dir
     from llmvirt.policy import balloon_feedback, balloon_head, pin_head, tuning
-    from llmvirt.policy.paths import policy_dir
     from llmvirt.store import snapshots
 
     if only not in ("pin", "balloon"):
@@ -112,23 +113,15 @@ def tuning_actions(engine: Engine, cluster: Cluster, only: str, policy: str | No
             raise UsageError("--only pin|balloon takes a policy with heads, or baseline:rules")
         if only == "pin":
             plans, held = tuning.plan_pinning(cluster, limits.reserved_cpus)
-            return ([{"kind": "pin", "vm": p.vm.name, "vm_uuid": p.vm.uuid, "src": p.host.name, "dst": None,
-                      "params": {"pins": {str(k): list(v) for k, v in p.pins.items()}, "cell": p.cell,
-                                 "why": f"one vCPU per free CPU of cell {p.cell}"}} for p in plans], held, "rules")
-        return ([{"kind": "balloon", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
-                  "params": {"target_mib": target, "why": why}}
-                 for vm, host, target, why in tuning.plan_balloons(cluster)], {}, "rules")
+            return plans, held, "rules"
+        return tuning.plan_balloons(cluster), {}, "rules"
     spec, version = policy_spec(engine, policy)
     path = policy_dir(spec)
     history = snapshots.vm_usage_history(engine, balloon_head.DAY)
     if only == "pin":
         pin_plans, held = pin_head.plan(cluster, history, pin_head.load(path), limits.reserved_cpus)
-        return ([{"kind": "pin", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
-                  "params": {"pins": {str(k): list(v) for k, v in p.items()}, "why": why}}
-                 for vm, host, p, why in pin_plans], held, f"{version}{path.name}/pin")
+        return pin_plans, held, f"{version}{path.name}/pin"
     unchanged: dict[str, str] = {}
     planned = balloon_head.plan(cluster, history, balloon_head.load(path), unchanged=unchanged,
                                 pressure=snapshots.vm_pressure_history(engine, balloon_feedback.WINDOW))
-    return ([{"kind": "balloon", "vm": vm.name, "vm_uuid": vm.uuid, "src": host.name, "dst": None,
-              "params": {"target_mib": target, "why": why}} for vm, host, target, why in planned],
-            unchanged, f"{version}{path.name}/balloon")
+    return planned, unchanged, f"{version}{path.name}/balloon"

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from llmvirt.cluster import Host, Vm
+from llmvirt.model.cluster import Host, Vm
 from llmvirt.store.snapshots import HostView
 
 STATUS_FORMAT = 1  #: bumped on any incompatible change to the status JSON

@@ -39,7 +39,7 @@ def synthetic_trace(n_vms: int = 80, steps: int = 400, seed: int = 0) -> UsageTr
 def random_actor(seed: int) -> balance_policy.BalanceActor:
     """An untrained actor: the network at its initial weights (and the trained forecaster's shapes)."""
     torch = pytest.importorskip("torch")
-    from llmvirt.policy.train_balance import ActorCritic, Forecast, actor_arrays
+    from llmvirt.learn.train_balance import ActorCritic, Forecast, actor_arrays
 
     torch.manual_seed(seed)
     fc = {k: v.detach().numpy() for k, v in Forecast().state_dict().items()}
@@ -112,7 +112,7 @@ def test_a_vm_that_cannot_live_migrate_is_never_chosen() -> None:
 
 
 def test_checkpoints_round_trip_and_refuse_tampering(tmp_path: Path) -> None:
-    from llmvirt.policy.train_balance import save
+    from llmvirt.learn.train_balance import save
 
     actor = random_actor(3)
     save(tmp_path, actor.arrays, {"mode": "no-history"})
@@ -141,7 +141,7 @@ def test_checkpoints_round_trip_and_refuse_tampering(tmp_path: Path) -> None:
 def test_training_on_a_tiny_trace_improves_the_cost_over_the_untrained_policy(tmp_path: Path) -> None:
     """PPO lowers the balance cost on fixed fleets. The untrained policy is its prior, here a fallback that
     fires at 30 % of a host's cores and so churns migrations; training must learn where not to move."""
-    from llmvirt.policy.train_balance import ActorCritic, RlConfig, actor_arrays, train
+    from llmvirt.learn.train_balance import ActorCritic, RlConfig, actor_arrays, train
 
     trace = synthetic_trace()
     vms = np.arange(len(trace.names))
@@ -189,7 +189,7 @@ def test_rebalance_runs_the_learned_policy_and_its_fallback_on_a_scanned_cluster
 
 
 def test_the_gymnasium_vector_environment_keeps_its_spaces_and_refuses_masked_actions() -> None:
-    from llmvirt.policy.balance_gym import BalanceVectorEnv
+    from llmvirt.learn.balance_gym import BalanceVectorEnv
 
     env = BalanceVectorEnv(synthetic_trace(), 4, EnvConfig(hosts=(3, 5), host_cores=(8,), episode_steps=6,
                                                            max_vms=80), seed=3)
@@ -219,7 +219,7 @@ def test_policy_iteration_measures_each_alternative_exactly_against_the_fallback
     of two plays of the same fleet on the same future demand, each followed by the fallback."""
     from dataclasses import replace
 
-    from llmvirt.policy.train_balance import RlConfig, _counterfactuals, _sample_states
+    from llmvirt.learn.train_balance import RlConfig, _counterfactuals, _sample_states
 
     trace = synthetic_trace(120, 400)
     vms = np.arange(len(trace.names))

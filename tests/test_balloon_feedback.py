@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from llmvirt.cluster import Balloon, Cluster, Host, ScanResult, Vm
+from llmvirt.learn import balloon_calibration
+from llmvirt.model.cluster import Balloon, Cluster, Host, ScanResult, Vm
 from llmvirt.model.pressure import pressure_flag
-from llmvirt.policy import balloon_calibration, balloon_head, checkpoint
+from llmvirt.policy import balloon_head, checkpoint
 from llmvirt.policy.balloon_feedback import WINDOW, Feedback, margins
 from llmvirt.policy.balloon_head import QUANTILES, BalloonForecaster, BalloonHead, OperatingPoint
 from llmvirt.policy.sim_adapter import LearnedBalloon
@@ -106,7 +107,7 @@ def test_on_hosts_a_vm_with_recent_pressure_keeps_a_wider_margin() -> None:
                               usable_mib=3000)) for n in ("calm", "stormy")]
     host = Host(name="h", uri="test:///", cpus=4, memory_mib=65536, vms=vms)
     pressure = {"u-calm": [False] * 50, "u-stormy": [False] * 45 + [True] * 3 + [False] * 2}
-    plans = {vm.name: why for vm, _, _, why in balloon_head.plan(Cluster(hosts=[host]), {}, head, pressure=pressure)}
+    plans = {a.vm: a.reason for a in balloon_head.plan(Cluster(hosts=[host]), {}, head, pressure=pressure)}
     calm_pct = int(plans["calm"].split(" % margin")[0].split("+ ")[-1])
     stormy_pct = int(plans["stormy"].split(" % margin")[0].split("+ ")[-1])
     assert stormy_pct > calm_pct and "pressure feedback" in plans["stormy"]

@@ -215,7 +215,8 @@ def test_listings_fit_80_columns_without_cutting_names(cli, db_url) -> None:
 
     from sqlalchemy import update
 
-    from llmvirt import outcomes
+    from llmvirt.measure import outcomes
+    from llmvirt.model.action import Action
     from llmvirt.store import database, journal
     from llmvirt.store.schema import ActionRow
 
@@ -224,9 +225,9 @@ def test_listings_fit_80_columns_without_cutting_names(cli, db_url) -> None:
     cli("scan")
     cli("scan")
     engine = database.open_engine(db_url)
-    plan = journal.create_plan(engine, "balance", "v0:default", {}, [{
-        "kind": "migrate", "vm": "web1", "vm_uuid": "b2b2b2b2-0000-4000-8000-000000000002",
-        "src": "a-rather-long-host-name-1", "dst": "a-rather-long-host-name-2", "params": {"reason": "test"}}])
+    plan = journal.create_plan(engine, journal.NewPlan("balance", "v0:default", {}, [Action.migrate(
+        "web1", "a-rather-long-host-name-1", "a-rather-long-host-name-2", "test",
+        uuid="b2b2b2b2-0000-4000-8000-000000000002")]))
     aid = journal.plan_actions(engine, plan)[0].id
     journal.set_status(engine, aid, "running")
     journal.set_status(engine, aid, "done", "moved", {"seconds": 1.0})

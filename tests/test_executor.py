@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 import time
 
-from llmvirt.actions import DONE, Outcome
-from llmvirt.executor import schedule
-from llmvirt.store.journal import JournalAction
+from llmvirt.act.executor import schedule
+from llmvirt.act.runner import DONE, Outcome
+from llmvirt.model.action import Action
+from llmvirt.store.journal import Entry
 
 
-def _a(i: int, src: str, dst: str) -> JournalAction:
-    return JournalAction(i, 1, i, "migrate", f"vm{i}", f"u{i}", src, dst, {}, "pending", None)
+def _a(i: int, src: str, dst: str) -> Entry:
+    return Entry(i, 1, i, Action.migrate(f"vm{i}", src, dst, "test", uuid=f"u{i}"), "pending")
 
 
 def test_parallel_with_per_host_exclusivity_and_order() -> None:
@@ -21,9 +22,9 @@ def test_parallel_with_per_host_exclusivity_and_order() -> None:
     peak = [0]
     order: list[int] = []
 
-    def run(a: JournalAction) -> Outcome:
+    def run(a: Entry) -> Outcome:
         with lock:
-            hosts = {a.src, a.dst}
+            hosts = a.action.hosts
             assert not hosts & active, f"{a.id} shares a busy host"
             active.update(hosts)
             peak[0] = max(peak[0], len(active) // 2)
@@ -49,7 +50,7 @@ def test_one_at_a_time_by_default() -> None:
 def test_unexpected_error_fails_only_that_action() -> None:
     outcomes: dict[int, str] = {}
 
-    def run(a: JournalAction) -> Outcome:
+    def run(a: Entry) -> Outcome:
         if a.id == 0:
             raise RuntimeError("boom")
         return Outcome(DONE)

@@ -9,7 +9,9 @@ import libvirt
 import pytest
 from conftest import fixture_uri
 
-from llmvirt.actions import FAILED, SKIPPED, Migrate, MigrationSettings
+from llmvirt.act.migrate import Migrate
+from llmvirt.act.runner import FAILED, SKIPPED, Env, Guardrails, run
+from llmvirt.model.action import Action
 from llmvirt.policy.constraints import Limits
 
 WEB1 = ("web1", "b2b2b2b2-0000-4000-8000-000000000002")
@@ -17,16 +19,33 @@ OFF = ("batch-off", "b2b2b2b2-0000-4000-8000-000000000003")
 TRAIN1 = ("train1", "a1a1a1a1-0000-4000-8000-000000000001")  # a passed-through GPU
 
 
+class FixtureHosts:
+    """Two test-driver hosts named src and dst (real libvirt connections)."""
+
+    def __init__(self, src: str, dst: str, maintenance: bool) -> None:
+        self.uris = {"src": fixture_uri(src), "dst": fixture_uri(dst)}
+        self.conns = {name: libvirt.open(uri) for name, uri in self.uris.items()}
+        self.dst_maintenance = maintenance
+
+    def conn(self, name: str) -> libvirt.virConnect:
+        return self.conns[name]
+
+    def uri(self, name: str) -> str:
+        return self.uris[name]
+
+    def maintenance(self, name: str) -> bool:
+        return name == "dst" and self.dst_maintenance
+
+
 def _run(vm: tuple[str, str], src: str, dst: str, maintenance: bool = False, limits: Limits | None = None,
          pins: tuple[str, ...] = ()):  # noqa: ANN202
-    src_conn, dst_conn = libvirt.open(fixture_uri(src)), libvirt.open(fixture_uri(dst))
+    hosts = FixtureHosts(src, dst, maintenance)
+    guard = Guardrails(limits or Limits(reserved_memory_mib=0), {}, {vm[0]: pins} if pins else {})
     try:
-        return Migrate(vm[0], vm[1], "src", "dst").run(src_conn, dst_conn, fixture_uri(dst), maintenance,
-                                                       limits or Limits(reserved_memory_mib=0), {},
-                                                       MigrationSettings(), None, pins)
+        return run(Migrate(), Action.migrate(vm[0], "src", "dst", "test", uuid=vm[1]), Env(hosts, guard))
     finally:
-        src_conn.close()
-        dst_conn.close()
+        for c in hosts.conns.values():
+            c.close()
 
 
 @pytest.mark.parametrize(("vm", "src", "dst", "kw", "status", "words"), [

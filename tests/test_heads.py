@@ -11,13 +11,13 @@ import pytest
 import torch
 from conftest import SHARED, fixture_uri
 
-from llmvirt.cluster import Balloon, Cluster, Host, NumaCell, Vm
+from llmvirt.learn.train_balloon import BalloonTrainConfig, fit, trace_features
+from llmvirt.learn.train_pin import PinTrainConfig
+from llmvirt.learn.train_pin import train as train_pin
+from llmvirt.model.cluster import Balloon, Cluster, Host, NumaCell, Vm
 from llmvirt.policy import balloon_head, checkpoint, pin_head, tuning
 from llmvirt.policy.balloon_head import DAY, BalloonForecaster, BalloonHead, OperatingPoint
 from llmvirt.policy.sim_adapter import LearnedBalloon, LearnedPinning, apply_rounds
-from llmvirt.policy.train_balloon import BalloonTrainConfig, fit, trace_features
-from llmvirt.policy.train_pin import PinTrainConfig
-from llmvirt.policy.train_pin import train as train_pin
 from llmvirt.sim import numa, pinning
 from llmvirt.sim.fleet import MEMORY_SETUP, FleetSim
 from llmvirt.sim.traces import UsageTrace
@@ -73,14 +73,14 @@ def test_unsafe_proposals_are_refused_by_the_safety_limits() -> None:
     vm = Vm(name="a", uuid="u-a", vcpus=1, memory_mib=4096, current_memory_mib=2000,
             balloon=Balloon(current_mib=2000, maximum_mib=4096, available_mib=2000, unused_mib=800, usable_mib=900))
     host = Host(name="h", uri="test:///", cpus=4, memory_mib=65536, vms=[vm])
-    [(_, _, target, why)] = balloon_head.plan(Cluster(hosts=[host]), {}, head)
-    assert target == int(2000 * (1 - tuning.MAX_CHANGE))  # one 5 % step, however low the proposal
+    [a] = balloon_head.plan(Cluster(hosts=[host]), {}, head)
+    assert a.target_mib == int(2000 * (1 - tuning.MAX_CHANGE))  # one 5 % step, however low the proposal
     vm.balloon = replace(vm.balloon, unused_mib=100)  # uses 1,900 MiB: the floor (use + 20 %) wins
-    [(_, _, target, _)] = balloon_head.plan(Cluster(hosts=[host]), {}, head)
-    assert target >= 1900 + 0.2 * 2000 - 1
+    [a] = balloon_head.plan(Cluster(hosts=[host]), {}, head)
+    assert a.target_mib >= 1900 + 0.2 * 2000 - 1
     vm.balloon = replace(vm.balloon, usable_mib=50)  # pressure: straight back to the maximum
-    [(_, _, target, why)] = balloon_head.plan(Cluster(hosts=[host]), {}, head)
-    assert target == 4096 and "pressure" in why
+    [a] = balloon_head.plan(Cluster(hosts=[host]), {}, head)
+    assert a.target_mib == 4096 and "pressure" in a.reason
 
 
 def test_simulated_rounds_keep_the_floor_and_the_step_limit() -> None:
@@ -179,9 +179,9 @@ def test_pin_plan_on_a_scanned_host_uses_cell_cpus_and_skips_reserved() -> None:
     head = pin_head.load(ROOT / "policies" / "default")
     plans, held = pin_head.plan(Cluster(hosts=[host]), {}, head, reserved_cpus=1)
     assert plans and not held
-    for _vm, _host, pins, why in plans:
-        assert why.startswith("head:")
-        for cpus in pins.values():
+    for a in plans:
+        assert a.kind == "pin" and a.reason.startswith("head:")
+        for cpus in a.pins.values():
             assert 0 not in cpus  # reserved
             assert set(cpus) <= {1, 2, 3} or set(cpus) <= {4, 5, 6, 7} or set(cpus) == {1, 2, 3, 4, 5, 6, 7}
 
@@ -249,7 +249,7 @@ PLANETLAB = SHARED / "traces" / "planetlab"
 
 def test_learned_consolidation_meets_the_goals_on_a_held_back_day() -> None:
     from llmvirt.bench.run import run_cloudsim
-    from llmvirt.policy.train_consolidate import TRAIN_DAYS
+    from llmvirt.learn.train_consolidate import TRAIN_DAYS
 
     assert "20110325" not in TRAIN_DAYS
     results, _ = run_cloudsim([PLANETLAB / "20110325"], ["thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2",
@@ -262,8 +262,8 @@ def test_learned_consolidation_meets_the_goals_on_a_held_back_day() -> None:
 
 
 def test_consolidation_search_writes_a_verified_head(tmp_path: Path) -> None:
+    from llmvirt.learn.train_consolidate import ConsolidateTrainConfig, train
     from llmvirt.policy import consolidate_head
-    from llmvirt.policy.train_consolidate import ConsolidateTrainConfig, train
 
     metrics = train(PLANETLAB, tmp_path, ConsolidateTrainConfig(generations=1, population=2, elite=1,
                                                                 days=("20110303",)))

@@ -7,10 +7,10 @@ import time
 import pytest
 from conftest import FIXTURES, fixture_uri
 
-from llmvirt.cluster import Host
 from llmvirt.errors import HostTimeout
-from llmvirt.inventory import is_local_uri, read_host, run_bounded, scan_host, scan_hosts
-from llmvirt.nvml import LiveNvml, SampleNvml
+from llmvirt.model.cluster import Host
+from llmvirt.observe.inventory import is_local_uri, read_host, run_bounded, scan_host, scan_hosts
+from llmvirt.observe.nvml import LiveNvml, SampleNvml
 
 SAMPLE = SampleNvml(FIXTURES / "nvml-sample.json")
 

@@ -15,8 +15,12 @@ import libvirt
 import pytest
 from conftest import Cli
 
+from llmvirt.act.runner import Guardrails
 from llmvirt.errors import UsageError
 from llmvirt.lab import daemons, lab
+from llmvirt.model.action import Action
+from llmvirt.store import journal
+from llmvirt.store.journal import columns
 
 pytestmark = pytest.mark.lab
 HOT_GUESTS = ("vm-1", "vm-3", "vm-4")  # the guests on lab-1 after the migration test; driven to 100 % CPU
@@ -45,14 +49,16 @@ def lab_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, st
 
 APPLY_IN_SUBPROCESS = (  # executor.apply on explicit actions, in its own process, as `rebalance --apply` runs it
     "import json, sys\n"
-    "from llmvirt import executor\nfrom llmvirt.actions import MigrationSettings\n"
-    "from llmvirt.errors import LlmvirtError\n"
-    "from llmvirt.policy.constraints import Limits\nfrom llmvirt.store import database\n"
+    "from llmvirt.act import executor\nfrom llmvirt.act.runner import Guardrails, MigrationSettings\n"
+    "from llmvirt.errors import LlmvirtError\nfrom llmvirt.model.action import Action\n"
+    "from llmvirt.store import database, journal\n"
     "url = sys.argv[1]\n"
     "settings = MigrationSettings(**json.loads(sys.argv[3])) if len(sys.argv) > 3 else MigrationSettings()\n"
     "try:\n"
-    "    executor.apply(database.open_engine(url), url, 'balance', 'test', {}, [json.loads(sys.argv[2])],"
-    " Limits(), {}, settings)\n"
+    "    a = json.loads(sys.argv[2])\n"
+    "    action = Action.from_params(a['kind'], a['vm'], a['src'], a['dst'], a['params'], a['vm_uuid'])\n"
+    "    executor.apply(database.open_engine(url), url, journal.NewPlan('balance', 'test', {}, [action]),"
+    " Guardrails(settings=settings))\n"
     "except LlmvirtError as e:\n"
     "    print(f'error: {e}', file=sys.stderr)\n"
     "    sys.exit(e.exit_code)\n")
@@ -292,7 +298,7 @@ def test_mcp_applies_a_shown_plan_on_the_lab(lab_env, monkeypatch) -> None:
 
 
 def test_second_apply_exits_at_once(lab_env, monkeypatch) -> None:
-    from llmvirt import executor
+    from llmvirt.act import executor
 
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
@@ -318,7 +324,7 @@ def test_two_processes_race_to_apply(lab_env, monkeypatch) -> None:
     before = {a["id"] for a in journal.all_actions(engine)}
     src, dst, action = _migration(lab_dir, "vm-5")
     slow = json.dumps({"bandwidth_mib_s": 16, "timeout_base_s": 120, "timeout_per_gib_s": 0})
-    procs = [subprocess.Popen([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(action), slow],
+    procs = [subprocess.Popen([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(columns(action)), slow],
                               env=dict(os.environ, LLMVIRT_DB=url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
     results = sorted(((p.wait(timeout=180), p.communicate()[1]) for p in procs), key=lambda r: r[0])
@@ -346,7 +352,7 @@ def test_apply_pins_as_the_pin_head_chose(lab_env, monkeypatch) -> None:
     assert code == 0, err
     plan = json.loads(out)
     assert plan["policy"].endswith("default/pin") and plan["actions"]
-    assert all(a["params"]["why"].startswith("head:") for a in plan["actions"])
+    assert all(a["params"]["reason"].startswith("head:") for a in plan["actions"])
     assert all(c == [1] for a in plan["actions"] for c in a["params"]["pins"].values())  # CPU 0 is reserved
     code, out, err = cli("rebalance", "--apply", "--only", "pin")
     assert code == 0, out + err
@@ -380,8 +386,8 @@ def test_balloon_head_shrinks_within_limits_and_deflates_under_load(lab_env, mon
     plan = json.loads(out)
     assert plan["policy"].endswith("default/balloon")
     shrink = {a["vm"]: a["params"]["target_mib"] for a in plan["actions"]}
-    assert "vm-5" in shrink and all("forecast need" in a["params"]["why"] for a in plan["actions"])
-    first_why = next(a["params"]["why"] for a in plan["actions"] if a["vm"] == "vm-5")
+    assert "vm-5" in shrink and all("forecast need" in a["params"]["reason"] for a in plan["actions"])
+    first_why = next(a["params"]["reason"] for a in plan["actions"] if a["vm"] == "vm-5")
     assert "pressure feedback" in first_why
     for vm, target in shrink.items():
         b = before[vm]["balloon"]
@@ -409,7 +415,8 @@ def test_balloon_head_shrinks_within_limits_and_deflates_under_load(lab_env, mon
     code, out, err = cli("rebalance", "--only", "balloon", "--json")
     assert code == 0, err
     doc = json.loads(out)
-    again = next((a["params"]["why"] for a in doc["actions"] if a["vm"] == "vm-5"), None) or doc["left_alone"]["vm-5"]
+    again = (next((a["params"]["reason"] for a in doc["actions"] if a["vm"] == "vm-5"), None)
+             or doc["left_alone"]["vm-5"])
     assert _margin_pct(again) > _margin_pct(first_why), (first_why, again)
 
 
@@ -436,7 +443,8 @@ def test_sigkill_mid_plan_then_rerun_reconciles(lab_env, monkeypatch, tmp_path) 
     before = {a["id"] for a in journal.all_actions(engine)}
     src, dst, action = _migration(lab_dir, "vm-1")
     slow = {"bandwidth_mib_s": 2, "timeout_base_s": 60, "timeout_per_gib_s": 0}
-    proc = subprocess.Popen([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(action), json.dumps(slow)],
+    proc = subprocess.Popen([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(columns(action)),
+                             json.dumps(slow)],
                             env=dict(os.environ, LLMVIRT_DB=url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     running = None
@@ -469,21 +477,21 @@ def _lab_host(lab_dir: Path, name: str) -> daemons.LabHost:
     return daemons.LabHost(name, int(name.split("-")[1]), lab_dir / "hosts" / name, "")
 
 
-def _apply_in_background(url: str, actions: list[dict], settings=None):  # noqa: ANN001, ANN202
+def _apply_in_background(url: str, actions: list[Action], settings=None):  # noqa: ANN001, ANN202
     """Run executor.apply in a thread (as `rebalance --apply` would) and return (thread, result box)."""
     import threading
 
-    from llmvirt import executor
-    from llmvirt.actions import MigrationSettings
-    from llmvirt.policy.constraints import Limits
+    from llmvirt.act import executor
+    from llmvirt.act.runner import MigrationSettings
     from llmvirt.store import database
 
     box: dict = {}
 
     def go() -> None:
         try:
-            box["result"] = executor.apply(database.open_engine(url), url, "balance", "test", {}, actions,
-                                           Limits(), {}, settings or MigrationSettings(), say=lambda *_: None)
+            box["result"] = executor.apply(database.open_engine(url), url,
+                                           journal.NewPlan("balance", "test", {}, actions),
+                                           Guardrails(settings=settings or MigrationSettings()), say=lambda *_: None)
         except BaseException as exc:  # noqa: BLE001
             box["error"] = exc
 
@@ -509,12 +517,11 @@ def _uuid(lab_dir: Path, host: str, vm: str) -> str:
     return _conn(lab_dir, host).lookupByName(vm).UUIDString()
 
 
-def _migration(lab_dir: Path, vm: str) -> tuple[str, str, dict]:
+def _migration(lab_dir: Path, vm: str) -> tuple[str, str, Action]:
     """(source, destination, journal action) for moving ``vm`` off the host it runs on now."""
     src = _running_on(lab_dir, vm)[0]
     dst = next(h for h in ("lab-1", "lab-2", "lab-3") if h != src)
-    return src, dst, {"kind": "migrate", "vm": vm, "vm_uuid": _uuid(lab_dir, src, vm), "src": src, "dst": dst,
-                      "params": {}}
+    return src, dst, Action.migrate(vm, src, dst, "test", uuid=_uuid(lab_dir, src, vm))
 
 
 def _wait_job_active(lab_dir: Path, host: str, vm: str, timeout: float = 60.0) -> dict:
@@ -541,7 +548,7 @@ def test_fault_destination_libvirtd_killed_during_migration(lab_env, monkeypatch
     import os
     import signal
 
-    from llmvirt.actions import MigrationSettings
+    from llmvirt.act.runner import MigrationSettings
     from llmvirt.store import database, journal
 
     lab_dir, url = lab_env
@@ -633,9 +640,8 @@ def test_fault_database_read_only_during_run(lab_env, monkeypatch) -> None:
 
 
 def test_migration_timeout_aborts_and_leaves_guest_on_source(lab_env, monkeypatch) -> None:
-    from llmvirt import executor
-    from llmvirt.actions import MigrationSettings
-    from llmvirt.policy.constraints import Limits
+    from llmvirt.act import executor
+    from llmvirt.act.runner import MigrationSettings
     from llmvirt.store import database, journal
 
     lab_dir, url = lab_env
@@ -645,8 +651,8 @@ def test_migration_timeout_aborts_and_leaves_guest_on_source(lab_env, monkeypatc
     lab.load(lab_dir, "vm-6", 100, 8)  # busy guest; a 192 MiB guest takes about 2 s to migrate, far over 0.2 s
     settings = MigrationSettings(timeout_base_s=0.2, timeout_per_gib_s=0.0, poll_s=0.1)
     engine = database.open_engine(url)
-    _, counts = executor.apply(engine, url, "balance", "test", {}, [action], Limits(), {}, settings,
-                               say=lambda *_: None)
+    _, counts = executor.apply(engine, url, journal.NewPlan("balance", "test", {}, [action]),
+                               Guardrails(settings=settings), say=lambda *_: None)
     lab.load(lab_dir, "vm-6", 0, 8)
     act = journal.all_actions(engine)[0]
     assert counts["failed"] == 1 and "aborted" in act["reason"], act
@@ -656,17 +662,16 @@ def test_migration_timeout_aborts_and_leaves_guest_on_source(lab_env, monkeypatc
 
 def test_peer_to_peer_migration(lab_env, monkeypatch) -> None:
     """[apply] peer_to_peer: the source libvirtd connects to the destination itself (migrateToURI3)."""
-    from llmvirt import executor
-    from llmvirt.actions import MigrationSettings
-    from llmvirt.policy.constraints import Limits
+    from llmvirt.act import executor
+    from llmvirt.act.runner import MigrationSettings
     from llmvirt.store import database
 
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
     Cli()("scan")
     _src, dst, action = _migration(lab_dir, "vm-5")
-    _, counts = executor.apply(database.open_engine(url), url, "balance", "test", {}, [action], Limits(), {},
-                               MigrationSettings(peer_to_peer=True), say=lambda *_: None)
+    _, counts = executor.apply(database.open_engine(url), url, journal.NewPlan("balance", "test", {}, [action]),
+                               Guardrails(settings=MigrationSettings(peer_to_peer=True)), say=lambda *_: None)
     assert counts["done"] == 1, counts
     assert _running_on(lab_dir, "vm-5") == [dst]
 

@@ -11,19 +11,40 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "llmvirt"
 
+#: The layers, lowest first: the flow libvirt -> cluster -> strategy -> plan -> action -> outcome -> retraining.
+#: A layer imports only from layers before it (and from the layer-free helpers ``errors``, ``paths``, ``config``).
+LAYERS = (
+    ("llmvirt.model", "the data model: cluster, actions, usage, pressure, score"),
+    ("llmvirt.observe", "observing hosts: libvirt XML, inventory, NVML"),
+    ("llmvirt.store", "the store: scans, journal, policy versions"),
+    ("llmvirt.sim", "the simulator"),
+    ("llmvirt.policy", "strategies' decision code: constraints, heads, the learned policy's inference"),
+    ("llmvirt.strategies", "the one registry: a name becomes a Strategy"),
+    ("llmvirt.act", "acting on hosts: runners and the executor"),
+    ("llmvirt.measure", "outcomes of executed actions"),
+    ("llmvirt.learn", "training, fine-tuning, evaluation for promotion"),
+)
+FRONT_ENDS = ("llmvirt.bench", "llmvirt.cli", "llmvirt.mcp_server", "llmvirt.lab")
+
 #: (importer prefix, forbidden prefixes, why)
-RULES = (
+RULES = tuple(
+    (name, tuple(later for later, _ in LAYERS[i + 1:]) + FRONT_ENDS, f"{why} imports no later layer")
+    for i, (name, why) in enumerate(LAYERS)
+) + (
     ("llmvirt.model", ("llmvirt.",), "the data model imports nothing from llmvirt"),
-    ("llmvirt.cluster", ("llmvirt.",), "the Cluster model imports nothing from llmvirt"),
     ("llmvirt.sim", ("llmvirt.strategies", "llmvirt.policy", "llmvirt.bench", "llmvirt.cli"),
      "the simulator never imports strategies: a name becomes a Strategy in the registry"),
-    ("llmvirt.store", ("llmvirt.inventory", "llmvirt.policy", "llmvirt.sim", "llmvirt.strategies", "llmvirt.cli"),
-     "the store holds data; it does not observe hosts or decide"),
-    ("llmvirt.policy", ("llmvirt.strategies", "llmvirt.bench", "llmvirt.cli"), "policies know nothing of names"),
-    ("llmvirt.strategies", ("llmvirt.bench", "llmvirt.cli"), "the registry sits below bench and cli"),
+    ("llmvirt.store", ("llmvirt.observe",), "the store holds data; it does not observe hosts"),
     ("llmvirt.peers.pve_crs", ("llmvirt.",),
      "Proxmox's scheduler arithmetic is shared by the simulator, the case replay and hosts, so it imports none"),
+    ("llmvirt.plan_service", ("llmvirt.learn",), "deciding never imports training"),
 )
+
+
+def test_nothing_but_front_ends_imports_learning() -> None:
+    """``learn`` is imported only by the CLI and the benchmarks: nothing on the decision path trains."""
+    users = {m for m, deps in import_graph().items() for d in deps if d.startswith("llmvirt.learn")}
+    assert all(m.startswith(("llmvirt.learn", "llmvirt.cli", "llmvirt.bench")) for m in users), sorted(users)
 
 
 def _modules() -> dict[str, Path]:

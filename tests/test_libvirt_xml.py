@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from llmvirt.errors import UsageError
-from llmvirt.libvirt_xml import (
+from llmvirt.observe.libvirt_xml import (
     derive_numa_cells,
     format_cpuset,
     parse_cpuset,

@@ -13,14 +13,16 @@ import pytest
 import torch
 from conftest import fixture_uri
 
-from llmvirt import outcomes
-from llmvirt.inventory import scan_hosts
-from llmvirt.policy import balloon_head, checkpoint, versions
+from llmvirt.learn.finetune import FinetuneConfig, from_store
+from llmvirt.measure import outcomes
+from llmvirt.model.action import Action
+from llmvirt.model.score import Score, reward
+from llmvirt.observe.inventory import scan_hosts
+from llmvirt.policy import balloon_head, checkpoint
 from llmvirt.policy.decide import DEFAULT_POLICY
 from llmvirt.policy.features import FEATURES
-from llmvirt.policy.finetune import FinetuneConfig, from_store
-from llmvirt.scoring import Score, reward
 from llmvirt.store import database, journal, registry, snapshots
+from llmvirt.store import policy_versions as versions
 
 T0 = datetime(2026, 11, 22, 8, 0, 0)
 
@@ -38,10 +40,9 @@ def _store(db_url: str, scans: int, step_s: int = 300):  # noqa: ANN202
 
 def _migration(engine, finished: datetime, reward_hint: float = 0.0) -> int:  # noqa: ANN001
     feats = np.random.default_rng(int(reward_hint * 10) + 1).random((2, len(FEATURES))).round(4).tolist()
-    plan = journal.create_plan(engine, "balance", "v0:default", {}, [{
-        "kind": "migrate", "vm": "web1", "vm_uuid": "b2b2b2b2-0000-4000-8000-000000000002", "src": "busy",
-        "dst": "spare", "params": {"reason": "test", "decision": {"candidates": ["spare", "busy"], "chosen": 0,
-                                                                 "features": feats}}}])
+    plan = journal.create_plan(engine, journal.NewPlan("balance", "v0:default", {}, [Action.migrate(
+        "web1", "busy", "spare", "test", uuid="b2b2b2b2-0000-4000-8000-000000000002",
+        inputs={"candidates": ["spare", "busy"], "chosen": 0, "features": feats})]))
     aid = journal.plan_actions(engine, plan)[0].id
     journal.set_status(engine, aid, "running")
     journal.set_status(engine, aid, "done", "moved", {"seconds": 4.2, "downtime_ms": 31.0})
@@ -103,7 +104,7 @@ def test_fine_tuning_on_a_small_recorded_set(db_url: str, tmp_path: Path) -> Non
     assert meta["parent"] == "v0" and "fine-tuned" in meta["method"]
     balloon_head.load(out)  # the balloon head was rewritten and still verifies
     assert (out / "pin.json").is_file()
-    feats = {a.id: torch.tensor(a.params["decision"]["features"]) for p in journal.plans(engine)
+    feats = {a.id: torch.tensor(a.action.inputs["features"]) for p in journal.plans(engine)
              for a in journal.plan_actions(engine, p["id"])}
     with torch.no_grad():
         before = torch.log_softmax(base_model(feats[good]), 0)[0]

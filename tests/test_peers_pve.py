@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import SHARED
 
-from llmvirt.cluster import Cluster, Host, Vm
 from llmvirt.errors import UsageError
+from llmvirt.model.cluster import Cluster, Host, Vm
 from llmvirt.peers import conformance, pve_case, pve_crs
 from llmvirt.peers.llmvirt_scheduler import LlmvirtScheduler
 from llmvirt.peers.pve_crs import Candidate, Load, Node, Usage

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmvirt.cluster import Cluster, Host, NumaCell, Vm
+from llmvirt.model.cluster import Cluster, Host, NumaCell, Vm
 from llmvirt.policy import pin_head
 from llmvirt.policy.pin_head import PinHead, PinScorer, code_of
 from llmvirt.policy.sim_adapter import LearnedPinning
@@ -94,5 +94,5 @@ def test_on_hosts_a_repin_that_does_not_pay_is_held_with_its_reason() -> None:
     assert "would not pay" in held["a"] and "measured on test hardware" in held["a"]
     head = PinHead(_AlwaysCell0(), {"remote_penalty": 0.4})
     plans, held = pin_head.plan(Cluster(hosts=[host]), {}, head)
-    assert {v.name for v, _, _, _ in plans} == {"a", "b"} and not held
+    assert {a.vm for a in plans} == {"a", "b"} and not held
     assert numa.REMOTE_PENALTY == PinHead(PinScorer()).remote_penalty

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import fixture_uri
 
-from llmvirt.cluster import Cluster, Gpu, GpuAttachment, Host, MdevType, Vm
+from llmvirt.model.cluster import Cluster, Gpu, GpuAttachment, Host, MdevType, Vm
 from llmvirt.policy import checkpoint, decide
 from llmvirt.policy.constraints import Limits, Request, check_host
 from llmvirt.policy.model import PlacementScorer
@@ -145,7 +145,7 @@ def test_place_and_rebalance_cli(cli) -> None:
 
 
 def test_training_is_reproducible_from_the_seed(tmp_path: Path) -> None:
-    from llmvirt.policy.train import TrainConfig, train
+    from llmvirt.learn.train import TrainConfig, train
     from llmvirt.sim.traces import UsageTrace
 
     rng = np.random.default_rng(3)

@@ -15,7 +15,7 @@ from conftest import fixture_uri
 from sqlalchemy import func, select
 
 from llmvirt.errors import StoreError
-from llmvirt.inventory import scan_hosts
+from llmvirt.observe.inventory import scan_hosts
 from llmvirt.store import database, registry, snapshots
 from llmvirt.store.schema import HostSnapshotRow, VmSampleRow
 
@@ -117,7 +117,7 @@ def test_unwritable_directory(tmp_path: Path) -> None:
 
 WRITER = """
 import sys
-from llmvirt.inventory import scan_hosts
+from llmvirt.observe.inventory import scan_hosts
 from llmvirt.store import database, snapshots
 engine = database.open_engine(sys.argv[1])
 uri = sys.argv[2]

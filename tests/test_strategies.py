@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from llmvirt.cluster import ScanResult
+from llmvirt.model.cluster import ScanResult
 from llmvirt.policy import decide
 from llmvirt.policy.constraints import Limits
 from llmvirt.sim import cluster_arrays
@@ -87,8 +87,7 @@ def _clone(cluster):  # noqa: ANN001, ANN202
 @pytest.mark.parametrize("seed", range(4))
 def test_rule_scorers_plan_alike_in_the_simulator_and_on_a_stored_scan(seed: int, tmp_path) -> None:
     """llmvirt's own balancer (``LlmvirtBalancer`` in bench) and ``rebalance`` on the stored state."""
-    from llmvirt.policy.sim_adapter import LlmvirtBalancer
-    from llmvirt.policy.train import limits_for
+    from llmvirt.policy.sim_adapter import LlmvirtBalancer, limits_for
 
     rng = np.random.default_rng(100 + seed)
     view, util_k = _random_view(rng)
@@ -188,7 +187,7 @@ def test_one_mom_real_hosts_take_the_simulators_mom_cycle() -> None:
     sim = MomBalloon(rounds=1).targets(view)
     vms = {v.name: v for h in cluster.hosts for v in h.vms}
     expected = {n: safe_target(vms[n], float(sim[i]), False) for n, i in vm_index.items()}
-    planned = {vm.name: target for vm, _h, target, _why in plan_balloons(cluster)}
+    planned = {a.vm: a.target_mib for a in plan_balloons(cluster)}
     assert planned and planned == {n: t for n, t in expected.items() if t is not None}
 
 
@@ -197,7 +196,7 @@ def test_tuning_picks_the_lowest_cost_of_a_grid_on_training_days(monkeypatch, tm
     from conftest import SHARED
 
     from llmvirt.bench import tune
-    from llmvirt.scoring import consolidation_cost
+    from llmvirt.model.score import consolidation_cost
 
     monkeypatch.setitem(tune.GRIDS, "thr-mmt", ["thr-mmt-0.8", "thr-mmt-1.0"])
     day = SHARED / "traces" / "planetlab" / "20110303"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmvirt.cluster import Balloon, Cluster, Host, NumaCell, Vm
+from llmvirt.model.cluster import Balloon, Cluster, Host, NumaCell, Vm
 from llmvirt.policy.tuning import MAX_CHANGE, plan_balloons, plan_pinning, safe_target, under_pressure
 
 
@@ -36,10 +36,10 @@ def test_pressure_deflates_at_once() -> None:
 def test_plan_balloons_shrinks_only_under_host_pressure() -> None:
     host = Host(name="h", uri="x", cpus=4, memory_mib=2200, vms=[_vm("a"), _vm("b")])  # 2000 of 2200: 9 % free
     plans = plan_balloons(Cluster([host]))
-    assert {vm.name for vm, *_ in plans} == {"a", "b"} and all(t < 1000 for _, _, t, _ in plans)
+    assert {a.vm for a in plans} == {"a", "b"} and all(a.target_mib < 1000 for a in plans)
     roomy = Host(name="h", uri="x", cpus=4, memory_mib=16000, vms=[_vm("a")])
-    (vm, _h, target, why), = plan_balloons(Cluster([roomy]))
-    assert target == 1050 and "room" in why
+    (a,) = plan_balloons(Cluster([roomy]))
+    assert a.kind == "balloon" and a.target_mib == 1050 and "room" in a.reason
 
 
 def test_pinning_stays_in_one_cell_and_never_shares_cpus() -> None:
@@ -51,7 +51,7 @@ def test_pinning_stays_in_one_cell_and_never_shares_cpus() -> None:
     used = {4, 5}
     for p in plans:
         cpus = [c for cs in p.pins.values() for c in cs]
-        cell = next(c for c in cells if c.id == p.cell)
+        cell = next(c for c in cells if f"cell {c.id}" in p.reason)
         assert set(cpus) <= set(cell.cpus) and not (set(cpus) & used) and 0 not in cpus
         used |= set(cpus)
     assert "c" in skipped  # 4 vCPUs: no cell has 4 free CPUs left

@@ -1,5 +1,5 @@
 """Tune the baselines as hard as llmvirt's own policy: a grid search per family, on the training
-split only, by the one honest cost (:func:`llmvirt.scoring.consolidation_cost`).
+split only, by the one honest cost (:func:`llmvirt.model.score.consolidation_cost`).
 
 Families of the cloudsim scenario and their grids:
 
@@ -22,7 +22,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from llmvirt.scoring import COST_WEIGHTS, consolidation_cost
+from llmvirt.model.score import COST_WEIGHTS, consolidation_cost
 from llmvirt.strategies.tuned import TUNED_FILE  # noqa: F401 - where the result goes
 
 GRIDS: dict[str, list[str]] = {

@@ -11,14 +11,14 @@ from llmvirt.cli.common import err, lazy, out, state
 from llmvirt.errors import EXIT_PARTIAL, UsageError
 
 if TYPE_CHECKING:
-    import llmvirt.inventory as inventory
-    import llmvirt.nvml as nvml
+    import llmvirt.observe.inventory as inventory
+    import llmvirt.observe.nvml as nvml
     import llmvirt.status_view as status_view
     import llmvirt.store.registry as registry
     import llmvirt.store.snapshots as snapshots
 else:  # imported when a command runs
-    inventory = lazy("llmvirt.inventory")
-    nvml = lazy("llmvirt.nvml")
+    inventory = lazy("llmvirt.observe.inventory")
+    nvml = lazy("llmvirt.observe.nvml")
     status_view = lazy("llmvirt.status_view")
     registry = lazy("llmvirt.store.registry")
     snapshots = lazy("llmvirt.store.snapshots")
@@ -54,14 +54,15 @@ def scan(
     targets = _selected(ctx, host)
     if not targets:
         raise UsageError("no hosts registered: add one with `llmvirt hosts add NAME URI`")
-    from llmvirt import executor  # a run killed mid-plan is set right by the next scan, not only the next plan
+    from llmvirt.act import executor  # a run killed mid-plan is set right by the next scan, not only the next plan
 
     for note in executor.reconcile_if_idle(engine, state(ctx).db_url):
         err.print(note, markup=False, soft_wrap=True)
     result = inventory.scan_hosts([(h.name, h.uri, h.maintenance) for h in targets], nvml=nvml.default_source(),
                         workers=workers, timeout=timeout)
     scan_id = snapshots.record_scan(engine, result)
-    from llmvirt import config, outcomes  # outcomes whose window this scan closed are scored now
+    from llmvirt import config
+    from llmvirt.measure import outcomes  # outcomes whose window this scan closed are scored now
 
     outcomes.score_due(engine, config.load_outcome_window(state(ctx).config_path))
     if as_json:

@@ -15,7 +15,7 @@ from llmvirt.cli.common import out, state
 def score(ctx: typer.Context,
           as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Score every executed action whose outcome window has passed (also run at the end of each scan)."""
-    from llmvirt import outcomes
+    from llmvirt.measure import outcomes
 
     st = state(ctx)
     n = outcomes.score_due(st.engine(), config.load_outcome_window(st.config_path))
@@ -29,7 +29,7 @@ def outcomes_cmd(ctx: typer.Context,
                  as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
                  limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50) -> None:
     """Executed actions with their measured outcome and reward (or pending while their window runs)."""
-    from llmvirt import outcomes
+    from llmvirt.measure import outcomes
 
     rows = outcomes.listing(state(ctx).engine(), limit)
     if as_json:

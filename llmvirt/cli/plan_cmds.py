@@ -15,6 +15,7 @@ from llmvirt.errors import EXIT_ERROR, UsageError, translate_libvirt
 
 if TYPE_CHECKING:
     import llmvirt.store.snapshots as snapshots
+    from llmvirt.model.action import Action
 else:  # imported when a command runs
     snapshots = lazy("llmvirt.store.snapshots")
 
@@ -41,7 +42,7 @@ SnapshotOpt = Annotated[Path | None, typer.Option("--snapshot", help="Plan from 
 
 def _cluster(ctx: typer.Context, snapshot: Path | None = None):  # noqa: ANN202
     if snapshot is not None:
-        from llmvirt import snapshot_file
+        from llmvirt.observe import snapshot_file
 
         return snapshot_file.load(snapshot)
     from llmvirt import plan_service
@@ -147,10 +148,8 @@ def rebalance(
 
     st = state(ctx)
     cluster = _cluster(ctx, snapshot)
-    limits, groups = config.load_limits(st.config_path), config.load_groups(st.config_path)
-    pins = config.load_host_pins(st.config_path)
     if only:
-        _tuning(ctx, cluster, only, policy, limits, groups, pins, apply, as_json)
+        _tuning(ctx, cluster, only, policy, apply, as_json)
         return
     if no_migrate:
         plan = decide.Plan(goal=goal, policy="rules", before={}, after={})
@@ -160,7 +159,7 @@ def rebalance(
         plan = plan_service.rebalance_plan(None if snapshot is not None else st.engine(), st.config_path, cluster,
                                            goal, policy, max_migrations)
     if apply:
-        _apply(ctx, plan, limits, groups, pins, as_json)
+        _apply(ctx, plan, as_json)
         return
     if as_json:
         out.print_json(json.dumps(plan.as_json()))
@@ -169,8 +168,10 @@ def rebalance(
     for col in ("#", "VM", "from", "to", "src CPU", "dst CPU", "power", "reason"):
         t.add_column(col, overflow="fold")
     for i, m in enumerate(plan.moves, 1):
-        t.add_row(str(i), m.vm, m.src, m.dst, f"{100 * m.src_cpu_before:.0f}→{100 * m.src_cpu_after:.0f} %",
-                  f"{100 * m.dst_cpu_before:.0f}→{100 * m.dst_cpu_after:.0f} %", _watts(m.power_delta_w), m.reason)
+        e = m.effect
+        t.add_row(str(i), m.vm, m.src, m.dst or "", f"{100 * e['src_cpu_before']:.0f}→{100 * e['src_cpu_after']:.0f} %",
+                  f"{100 * e['dst_cpu_before']:.0f}→{100 * e['dst_cpu_after']:.0f} %", _watts(e["power_delta_w"]),
+                  m.reason)
     out.print(t)
     for vm, why in plan.unmovable.items():
         out.print(f"cannot move {vm}: {why}", markup=False)
@@ -194,25 +195,22 @@ def predicted_sentence(before: dict[str, float], after: dict[str, float]) -> str
     return "predicted: " + ", ".join(parts)
 
 
-def tuning_actions(ctx: typer.Context, cluster, only: str, policy: str | None,  # noqa: ANN001
-                   limits) -> tuple[list[dict], dict[str, str], str]:  # noqa: ANN001
-    """Pin or balloon actions (:func:`llmvirt.plan_service.tuning_actions`)."""
-    from llmvirt import plan_service
-
-    return plan_service.tuning_actions(state(ctx).engine(), cluster, only, policy, limits)
-
-
-def _tuning(ctx: typer.Context, cluster, only: str, policy: str | None, limits, groups, pins,  # noqa: ANN001
+def _tuning(ctx: typer.Context, cluster, only: str, policy: str | None,  # noqa: ANN001
             apply: bool, as_json: bool) -> None:
+    from llmvirt import plan_service
     from llmvirt.policy import decide
+    from llmvirt.store.journal import columns
 
-    actions, held, label = tuning_actions(ctx, cluster, only, policy, limits)
+    st = state(ctx)
+    actions, held, label = plan_service.tuning_actions(st.engine(), cluster, only, policy,
+                                                       config.load_limits(st.config_path))
     plan = decide.Plan(goal=only, policy=label, before={}, after={})
     if apply:
-        _execute(ctx, plan, actions, held, limits, groups, pins, as_json)
+        _execute(ctx, plan, actions, held, as_json)
         return
     if as_json:
-        out.print_json(json.dumps({"goal": only, "policy": label, "actions": actions, "left_alone": held}))
+        out.print_json(json.dumps({"goal": only, "policy": label, "actions": [columns(a) for a in actions],
+                                   "left_alone": held}))
         return
     if not actions:
         out.print(f"{only} plan ({label}): no change to make", markup=False)
@@ -220,10 +218,9 @@ def _tuning(ctx: typer.Context, cluster, only: str, policy: str | None, limits, 
     for col in ("#", "VM", "host", "change", "why"):
         t.add_column(col, overflow="fold")
     for i, a in enumerate(actions, 1):
-        p = a["params"]
-        change = f"balloon → {p['target_mib']} MiB" if a["kind"] == "balloon" else \
-            "; ".join(f"vCPU {k} → {_cpus(v)}" for k, v in p["pins"].items())
-        t.add_row(str(i), a["vm"], a["src"], change, p.get("why", ""))
+        change = f"balloon → {a.target_mib} MiB" if a.kind == "balloon" else \
+            "; ".join(f"vCPU {k} → {_cpus(list(v))}" for k, v in a.pins.items())
+        t.add_row(str(i), a.vm, a.src, change, a.reason)
     if actions:
         out.print(t)
     for vm, why in held.items():
@@ -242,20 +239,21 @@ def _cpus(cpus: list[int]) -> str:
     return ",".join(parts)
 
 
-def _apply(ctx: typer.Context, plan: decide.Plan, limits, groups, pins, as_json: bool) -> None:  # noqa: ANN001
+def _apply(ctx: typer.Context, plan: decide.Plan, as_json: bool) -> None:
     from llmvirt import plan_service
 
     st = state(ctx)
     actions, held = plan_service.migrate_actions(st.engine(), st.config_path, plan)
-    _execute(ctx, plan, actions, held, limits, groups, pins, as_json)
+    _execute(ctx, plan, actions, held, as_json)
 
 
-def _execute(ctx: typer.Context, plan: decide.Plan, actions: list[dict], held: dict[str, str],
-             limits, groups, pins, as_json: bool) -> None:  # noqa: ANN001
+def _execute(ctx: typer.Context, plan: decide.Plan, actions: list[Action], held: dict[str, str],
+             as_json: bool) -> None:
     from rich.progress import BarColumn, Progress, TextColumn
 
-    from llmvirt import executor
+    from llmvirt.act import executor
     from llmvirt.errors import EXIT_PARTIAL
+    from llmvirt.store import journal
 
     st = state(ctx)
     for vm, why in held.items():
@@ -273,8 +271,9 @@ def _execute(ctx: typer.Context, plan: decide.Plan, actions: list[dict], held: d
         return lambda frac: progress.update(task, completed=frac)
 
     with progress:
-        plan_id, counts = executor.apply(st.engine(), st.db_url, plan.goal, plan.policy, plan.as_json(), actions,
-                                         limits, groups, config.load_migration_settings(st.config_path), pins,
+        plan_id, counts = executor.apply(st.engine(), st.db_url,
+                                         journal.NewPlan(plan.goal, plan.policy, plan.as_json(), actions),
+                                         config.load_guardrails(st.config_path),
                                          say=lambda m: out.print(m, markup=False), progress_factory=factory)
     if as_json:
         out.print_json(json.dumps({"plan_id": plan_id, "outcomes": counts}))

@@ -13,9 +13,9 @@ from llmvirt.cli.common import lazy, new_app, out, state
 from llmvirt.errors import UsageError
 
 if TYPE_CHECKING:
-    import llmvirt.policy.versions as versions
+    import llmvirt.store.policy_versions as versions
 else:  # imported when a command runs
-    versions = lazy("llmvirt.policy.versions")
+    versions = lazy("llmvirt.store.policy_versions")
 
 policy_app = new_app("Policy versions: list, show, promote (only when better), roll back.")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -61,7 +61,7 @@ def promote_cmd(
 ) -> None:
     """Evaluate the version against the active one (benchmark traces and the store's replayed history);
     make it active only if it is no worse. Exit 1 when refused."""
-    from llmvirt.policy.evaluate import compare
+    from llmvirt.learn.evaluate import compare
 
     engine = state(ctx).engine()
     cand, cur = versions.get(engine, name), versions.active(engine)
@@ -96,7 +96,7 @@ def rollback_cmd(ctx: typer.Context) -> None:
 
 
 def _eval_traces(ctx: typer.Context, paths: list[Path]) -> list[tuple[str, object]]:
-    from llmvirt.policy.train import TrainConfig, split
+    from llmvirt.learn.train import TrainConfig, split
     from llmvirt.sim import traces
     from llmvirt.sim.store_history import scan_interval, store_trace
 

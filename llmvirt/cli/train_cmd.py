@@ -63,7 +63,7 @@ def train(
     if samples < 10 or epochs < 1:
         raise UsageError("--samples must be at least 10 and --epochs at least 1")
     if head is Head.balance_rl:
-        from llmvirt.policy import train_balance
+        from llmvirt.learn import train_balance
 
         if method not in ("api", "ppo"):
             raise UsageError(f"unknown --method {method!r}: use api or ppo")
@@ -74,26 +74,26 @@ def train(
                   f"({record['decision_steps']} decision steps in {record['wall_s']:.0f} s)", markup=False)
         return
     if head is Head.consolidate:
-        from llmvirt.policy import train_consolidate
+        from llmvirt.learn import train_consolidate
 
         metrics = train_consolidate.train(trace, out_dir, train_consolidate.ConsolidateTrainConfig(seed=seed))
         out.print(f"wrote {out_dir}/consolidate.safetensors, consolidate.json: {metrics['params']}", markup=False)
         return
     tr = traces.load_generic(trace) if trace.suffix in (".csv", ".parquet") else traces.load_bitbrains(trace)
     if head is Head.balloon:
-        from llmvirt.policy import train_balloon
+        from llmvirt.learn import train_balloon
 
         metrics = train_balloon.train(tr, out_dir, train_balloon.BalloonTrainConfig(seed=seed), trace.name)
         out.print(f"wrote {out_dir}/balloon.safetensors, balloon.json, balloon_curve.csv: {metrics}", markup=False)
         return
     if head is Head.pin:
-        from llmvirt.policy import train_pin
+        from llmvirt.learn import train_pin
 
         metrics = train_pin.train(tr, out_dir, train_pin.PinTrainConfig(seed=seed), trace_label=trace.name)
         out.print(f"wrote {out_dir}/pin.safetensors, pin.json, pin_curve.csv: {metrics}", markup=False)
         return
-    from llmvirt.policy.train import TrainConfig
-    from llmvirt.policy.train import train as run
+    from llmvirt.learn.train import TrainConfig
+    from llmvirt.learn.train import train as run
 
     metrics = run(tr, out_dir, TrainConfig(seed=seed, samples=samples, epochs=epochs), scenario, trace.name)
     out.print(f"wrote {out_dir}/model.safetensors, policy.json, learning_curve.csv/.png: {metrics}", markup=False)
@@ -101,8 +101,8 @@ def train(
 
 def _from_store(ctx: typer.Context, out_dir: Path | None, seed: int) -> None:
     from llmvirt.cli.common import state
-    from llmvirt.policy import versions
-    from llmvirt.policy.finetune import FinetuneConfig, from_store
+    from llmvirt.learn.finetune import FinetuneConfig, from_store
+    from llmvirt.store import policy_versions as versions
 
     st = state(ctx)
     engine = st.engine()

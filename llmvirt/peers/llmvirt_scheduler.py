@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmvirt.cluster import Cluster, Host, Vm
 from llmvirt.errors import UsageError
+from llmvirt.model.cluster import Cluster, Host, Vm
 from llmvirt.peers import pve_crs
 from llmvirt.peers.pve_case import MIB, GuestState, HaReplay, load_case
 from llmvirt.peers.pve_crs import Candidate

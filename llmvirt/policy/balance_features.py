@@ -50,7 +50,7 @@ class Forecaster:
     two quantiles as a share of its vCPUs (the 90 % one never below the 50 % one)."""
 
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
-        """``arrays``: ``forecast.{0,2,4}.{weight,bias}`` as trained by :mod:`llmvirt.policy.train_balance`."""
+        """``arrays``: ``forecast.{0,2,4}.{weight,bias}`` as trained by :mod:`llmvirt.learn.train_balance`."""
         self.layers = [(arrays[f"forecast.{i}.weight"].astype(np.float32),
                         arrays[f"forecast.{i}.bias"].astype(np.float32)) for i in (0, 2, 4)]
 

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from llmvirt.cluster import Cluster, Host, Vm
+from llmvirt.model.action import Action
+from llmvirt.model.cluster import Cluster
 from llmvirt.policy import balloon_feedback
 from llmvirt.policy.balloon_feedback import Feedback
 from llmvirt.policy.checkpoint import HeadSpec
@@ -156,14 +157,14 @@ def load(directory: Path | str) -> BalloonHead:
 
 def plan(cluster: Cluster, history: dict[str, list[tuple[float, float, float]]], head: BalloonHead,
          previous: Cluster | None = None, pressure: dict[str, list[bool]] | None = None,
-         unchanged: dict[str, str] | None = None) -> list[tuple[Vm, Host, int, str]]:
+         unchanged: dict[str, str] | None = None) -> list[Action]:
     """Balloon targets for real hosts: the head's proposals, fitted to each host's budget and passed
     through the safety limits. ``history`` is :func:`llmvirt.store.snapshots.vm_usage_history`;
     ``pressure`` each VM's pressure flags per scan (:func:`llmvirt.store.snapshots.vm_pressure_history`)
-    for the feedback margin. Returns (VM, host, target MiB, why) for every VM whose balloon should change."""
+    for the feedback margin. Returns a balloon action for every VM whose balloon should change."""
     from llmvirt.policy import tuning
 
-    out: list[tuple[Vm, Host, int, str]] = []
+    out: list[Action] = []
     for host in cluster.hosts:
         vms = [v for v in host.vms if v.running and v.balloon.current_mib]
         if not vms:
@@ -194,5 +195,5 @@ def plan(cluster: Cluster, history: dict[str, list[tuple[float, float, float]]],
                 if unchanged is not None:
                     unchanged[vm.name] = f"keeps {vm.balloon.current_mib} MiB: {why}"
                 continue
-            out.append((vm, host, target, why))
+            out.append(Action.balloon(vm.name, host.name, target, why, uuid=vm.uuid))
     return out

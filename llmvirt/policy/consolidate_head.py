@@ -1,5 +1,5 @@
 """The consolidation head: a gated PABFD consolidation policy whose parameters are learned in the
-``cloudsim`` scenario by policy search (:mod:`llmvirt.policy.train_consolidate`).
+``cloudsim`` scenario by policy search (:mod:`llmvirt.learn.train_consolidate`).
 
 It keeps CloudSim's structure (overload detection, minimum-migration-time selection, power-aware
 best-fit placement, emptying under-used hosts) and learns three numbers:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llmvirt.cluster import Cluster, Host, Vm
+from llmvirt.model.cluster import Cluster, Host, Vm
 
 CAPACITY_CPU = "capacity_cpu"
 CAPACITY_MEMORY = "capacity_memory"

@@ -7,17 +7,18 @@ carries its reason and predicted effect, and nothing here touches a host.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from llmvirt.cluster import Cluster, Host, Vm
 from llmvirt.errors import UsageError
+from llmvirt.model.action import MIGRATE_EFFECT, Action
+from llmvirt.model.cluster import Cluster, Host, Vm
+from llmvirt.paths import DEFAULT_POLICY, policy_dir  # noqa: F401 - DEFAULT_POLICY re-exported
 from llmvirt.policy.constraints import Limits, Request, request_of
 from llmvirt.policy.features import FEATURE_SPEC_VERSION, FEATURES, expected_util
 from llmvirt.policy.index import ClusterIndex
-from llmvirt.policy.paths import DEFAULT_POLICY, policy_dir  # noqa: F401 - DEFAULT_POLICY re-exported
 from llmvirt.policy.weights import CheckpointError, NumpyMLP, load_arrays
 from llmvirt.sim.power import GENERIC_IDLE_W as IDLE_W
 from llmvirt.sim.power import GENERIC_PEAK_W as PEAK_W
@@ -136,28 +137,12 @@ def place(cluster: Cluster, req: Request, scorer: Scorer, limits: Limits, groups
 
 
 @dataclass
-class Move:
-    """One planned live migration with its reason and predicted effect."""
-
-    vm: str  #: VM name
-    src: str  #: source host
-    dst: str  #: destination host
-    reason: str  #: why
-    src_cpu_before: float  #: expected CPU use of the source, fraction
-    src_cpu_after: float  #: ... after the move
-    dst_cpu_before: float  #: expected CPU use of the destination
-    dst_cpu_after: float  #: ... after the move
-    power_delta_w: float  #: predicted change of power (generic model), W
-    decision: dict[str, Any] | None = None  #: candidates and their features when it was chosen (for retraining)
-
-
-@dataclass
 class Plan:
     """A rebalancing plan: moves, VMs that cannot move, and the predicted cluster effect."""
 
     goal: str  #: balance or consolidate
     policy: str  #: scorer name
-    moves: list[Move] = field(default_factory=list)  #: planned migrations, in order
+    moves: list[Action] = field(default_factory=list)  #: planned migrations, in order
     unmovable: dict[str, str] = field(default_factory=dict)  #: VM -> reason it must stay
     before: dict[str, float] = field(default_factory=dict)  #: overloaded hosts, imbalance, power
     after: dict[str, float] = field(default_factory=dict)  #: the same after the plan
@@ -165,7 +150,7 @@ class Plan:
 
     def as_json(self) -> dict[str, Any]:
         """The ``rebalance --json`` document."""
-        moves = [{k: v for k, v in asdict(m).items() if k != "decision"} for m in self.moves]
+        moves = [m.as_json() for m in self.moves]
         return {"goal": self.goal, "policy": self.policy, "dry_run": True, "moves": moves,
                 "unmovable": self.unmovable, "predicted": {"before": self.before, "after": self.after}}
 
@@ -202,15 +187,17 @@ def host_load(host: Host) -> float:
 
 
 def move(cluster: Cluster, vm: Vm, src: Host, dst: Host, reason: str,
-         decision: dict[str, Any] | None = None) -> Move:
-    """Move ``vm`` from ``src`` to ``dst`` in ``cluster`` and return the planned move with its predicted effect."""
+         decision: dict[str, Any] | None = None) -> Action:
+    """Move ``vm`` from ``src`` to ``dst`` in ``cluster`` and return the planned migration with its predicted
+    effect (``decision``: what it was chosen from, kept for retraining)."""
     sb, db = _load(src), _load(dst)
     _apply(cluster, vm, src, dst)
     sa, da = _load(src), _load(dst)
     pw = (_power(sa, any(v.running for v in src.vms)) + _power(da, True)
           - _power(sb, True) - _power(db, any(v.running and v is not vm for v in dst.vms)))
-    return Move(vm.name, src.name, dst.name, reason, round(sb, 4), round(sa, 4), round(db, 4), round(da, 4),
-                round(pw, 1), decision)
+    effect = dict(zip(MIGRATE_EFFECT, (round(sb, 4), round(sa, 4), round(db, 4), round(da, 4), round(pw, 1)),
+                      strict=True))
+    return Action.migrate(vm.name, src.name, dst.name, reason, uuid=vm.uuid or None, effect=effect, inputs=decision)
 
 
 @dataclass(frozen=True)

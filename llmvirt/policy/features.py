@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from llmvirt.cluster import Host
+from llmvirt.model.cluster import Host
 from llmvirt.policy.constraints import Limits, Request
 
 FEATURE_SPEC_VERSION = 1

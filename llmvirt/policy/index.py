@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmvirt.cluster import Cluster, Host
+from llmvirt.model.cluster import Cluster, Host
 from llmvirt.policy import constraints as c
 from llmvirt.policy.constraints import Limits, Request
 from llmvirt.policy.features import expected_util

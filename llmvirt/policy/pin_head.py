@@ -4,7 +4,7 @@ VMs of a host are decided one at a time, busiest first; each candidate pinning i
 features of the VM (vCPU demand now and at its recent peak, vCPUs, memory) and of the host as
 already assigned (per-cell load before and after, free memory, the candidate's remote-memory
 share). A small MLP scores the candidates; the best one is taken and the host state updated.
-Trained by imitating a look-ahead planner in the pinning scenario (:mod:`llmvirt.policy.train_pin`).
+Trained by imitating a look-ahead planner in the pinning scenario (:mod:`llmvirt.learn.train_pin`).
 On real hosts the same code reads the topology and the VMs' history from a scan and the store.
 """
 
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from llmvirt.cluster import Cluster, Host, Vm
+from llmvirt.model.action import Action
+from llmvirt.model.cluster import Cluster, Host, Vm
 from llmvirt.model.usage import cpu_fraction
 from llmvirt.policy.checkpoint import HeadSpec
 from llmvirt.sim.numa import REMOTE_PENALTY, SHARED, SPREAD, Topology, _water_fill, repin_pays
@@ -168,11 +169,11 @@ def cpuset(host: Host, code: int, vcpu: int, reserved: set[int]) -> tuple[int, .
 
 
 def plan(cluster: Cluster, history: dict[str, list[tuple[float, float, float]]], head: PinHead,
-         reserved_cpus: int = 0) -> tuple[list[tuple[Vm, Host, dict[int, tuple[int, ...]], str]], dict[str, str]]:
-    """Pinnings for real hosts chosen by the head: (VM, host, vCPU -> CPUs, why) for each VM whose
-    pinning changes, and VMs left alone with the reason. ``history``: per VM uuid, (time s, memory
+         reserved_cpus: int = 0) -> tuple[list[Action], dict[str, str]]:
+    """Pinnings for real hosts chosen by the head: a pin action for each VM whose pinning changes, and
+    VMs left alone with the reason. ``history``: per VM uuid, (time s, memory
     used MiB, CPU seconds) samples, oldest first (:func:`llmvirt.store.snapshots.vm_usage_history`)."""
-    out: list[tuple[Vm, Host, dict[int, tuple[int, ...]], str]] = []
+    out: list[Action] = []
     held: dict[str, str] = {}
     names = {SHARED: "shared", SPREAD: "spread"}
     for host in cluster.hosts:
@@ -209,7 +210,8 @@ def plan(cluster: Cluster, history: dict[str, list[tuple[float, float, float]]],
             if current == pins:
                 continue
             label = names.get(int(code), f"compact in cell {code}")
-            out.append((v, host, pins, f"head: {label} (busy {now[i]:.2f}, peak {peak[i]:.2f} vCPUs)"))
+            why = f"head: {label} (busy {now[i]:.2f}, peak {peak[i]:.2f} vCPUs)"
+            out.append(Action.pin(v.name, host.name, pins, why, uuid=v.uuid))
     return out, held
 
 

@@ -11,7 +11,7 @@ predicted effects as every other plan, so dry run, journal and executor treat th
 
 from __future__ import annotations
 
-from llmvirt.cluster import Cluster, Host
+from llmvirt.model.cluster import Cluster, Host
 from llmvirt.policy import decide
 from llmvirt.policy.constraints import PASSTHROUGH_NOT_MIGRATABLE, check_host, request_of
 

@@ -12,10 +12,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmvirt.policy import balloon_feedback, balloon_head, decide, pin_head, tuning
-from llmvirt.policy.train import limits_for
+from llmvirt.policy.constraints import Limits
 from llmvirt.sim.field_policies import ROUNDS_PER_STEP
-from llmvirt.sim.fleet import FleetView
+from llmvirt.sim.fleet import FleetSetup, FleetView
 from llmvirt.sim.numa import Topology
+
+
+def limits_for(setup: FleetSetup) -> Limits:
+    """The fleet's allocation ratios as constraint limits."""
+    return Limits(cpu_allocation_ratio=setup.cpu_allocation_ratio, ram_allocation_ratio=setup.ram_allocation_ratio,
+                  reserved_cpus=0, reserved_memory_mib=0)
 
 
 @dataclass

@@ -12,11 +12,10 @@ faults rising) is deflated at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from llmvirt.cluster import Cluster, Host, Vm
+from llmvirt.model.action import Action
+from llmvirt.model.cluster import Cluster, Vm
 from llmvirt.model.pressure import pressure_flag
 
 MAX_CHANGE = 0.05  #: MOM max_balloon_change_percent: at most 5 % of current size per cycle
@@ -25,19 +24,9 @@ FLOOR_MARGIN = 0.20  #: never below guest use + 20 % of current size (MOM min_gu
 HOST_BUDGET = 0.80  #: balloons on a host add up to at most 80 % of its memory (MOM's pressure_threshold: 20 % free)
 
 
-@dataclass
-class PinPlan:
-    """vCPU -> host CPUs for one VM."""
-
-    vm: Vm  #: the VM
-    host: Host  #: its host
-    pins: dict[int, tuple[int, ...]]  #: the pinning
-    cell: int  #: NUMA cell chosen
-
-
-def plan_pinning(cluster: Cluster, reserved_cpus: int = 0) -> tuple[list[PinPlan], dict[str, str]]:
-    """Pin every running, unpinned VM into one NUMA cell if it fits; returns plans and skipped VMs."""
-    plans: list[PinPlan] = []
+def plan_pinning(cluster: Cluster, reserved_cpus: int = 0) -> tuple[list[Action], dict[str, str]]:
+    """Pin every running, unpinned VM into one NUMA cell if it fits; returns pin actions and skipped VMs."""
+    plans: list[Action] = []
     skipped: dict[str, str] = {}
     for host in cluster.hosts:
         reserved = set(range(reserved_cpus))
@@ -53,7 +42,7 @@ def plan_pinning(cluster: Cluster, reserved_cpus: int = 0) -> tuple[list[PinPlan
             cell, free = max(fitting, key=lambda cf: len(cf[1]))
             pins = {i: (free[i],) for i in range(vm.vcpus)}
             taken |= {free[i] for i in range(vm.vcpus)}
-            plans.append(PinPlan(vm, host, pins, cell.id))
+            plans.append(Action.pin(vm.name, host.name, pins, f"one vCPU per free CPU of cell {cell.id}", uuid=vm.uuid))
     return plans, skipped
 
 
@@ -115,11 +104,11 @@ def used_mib(vm: Vm) -> float:
 
 
 def plan_balloons(cluster: Cluster, previous: Cluster | None = None,
-                  host_free_threshold: float = 0.20) -> list[tuple[Vm, Host, int, str]]:
+                  host_free_threshold: float = 0.20) -> list[Action]:
     """oVirt MOM's default rules as the proposal, with the very arithmetic the memory scenario
     benchmarks (:meth:`llmvirt.sim.field_policies.MomBalloon.round`, one cycle per run), each target
     then passed through :func:`safe_target` (a guest under pressure is deflated at once).
-    Returns (VM, host, target MiB, why)."""
+    Returns a balloon action for every VM whose balloon should change."""
     from llmvirt.sim.field_policies import MomBalloon
 
     rows = [(h, host, v) for h, host in enumerate(cluster.hosts) for v in host.vms
@@ -142,5 +131,5 @@ def plan_balloons(cluster: Cluster, previous: Cluster | None = None,
             why = "guest under memory pressure: deflate" if pressure else (
                 f"host free memory {100 * free[h]:.0f} % < {100 * host_free_threshold:.0f} %: shrink (MOM)"
                 if free[h] < host_free_threshold else "host has room: give memory back (MOM)")
-            out.append((vm, host, target, why))
+            out.append(Action.balloon(vm.name, host.name, target, why, uuid=vm.uuid))
     return out

@@ -1,4 +1,4 @@
-"""The simulator's arrays built from a scanned (or stored) :class:`~llmvirt.cluster.Cluster`.
+"""The simulator's arrays built from a scanned (or stored) :class:`~llmvirt.model.cluster.Cluster`.
 
 The strategies the simulator benchmarks decide on arrays: the balance scenario's
 :class:`~llmvirt.sim.fleet.FleetView` (Watcher, ProxLB) and the cloudsim scenario's
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llmvirt.cluster import Cluster, Host, Vm
 from llmvirt.errors import UsageError
+from llmvirt.model.cluster import Cluster, Host, Vm
 from llmvirt.sim.engine import HISTORY_LENGTH
 from llmvirt.sim.fleet import FleetSetup, FleetView
 from llmvirt.sim.power import generic_table

@@ -21,8 +21,8 @@ from typing import Protocol
 
 import numpy as np
 
-from llmvirt.cluster import Balloon, Cluster, Host, NumaCell, Vm
-from llmvirt.scoring import Score
+from llmvirt.model.cluster import Balloon, Cluster, Host, NumaCell, Vm
+from llmvirt.model.score import Score
 from llmvirt.sim.traces import UsageTrace
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import OperationalError
 
 from llmvirt.errors import StoreError
+from llmvirt.model.action import Action
 from llmvirt.store.schema import ActionEventRow, ActionRow, PlanRow
 
 OPEN = ("pending", "running")
@@ -20,20 +21,37 @@ def _now() -> datetime:
 
 
 @dataclass
-class JournalAction:
-    """An action as the journal holds it."""
+class Entry:
+    """An action as the journal holds it: the planned :class:`Action` and where it stands."""
 
     id: int  #: action id
     plan_id: int  #: plan id
     seq: int  #: order in the plan
-    kind: str  #: migrate, pin or balloon
-    vm: str  #: VM name
-    vm_uuid: str | None  #: VM UUID
-    src: str | None  #: source host
-    dst: str | None  #: destination host
-    params: dict[str, Any]  #: kind-specific parameters
+    action: Action  #: what is to be done
     status: str  #: pending, running, done, skipped, failed
-    reason: str | None  #: why skipped or failed
+    reason: str | None = None  #: why skipped or failed (or what was done)
+
+    def as_json(self) -> dict[str, Any]:
+        """The journal's JSON contract for one action (``plan --json``)."""
+        a = self.action
+        return {"id": self.id, "plan_id": self.plan_id, "seq": self.seq, "kind": a.kind, "vm": a.vm,
+                "vm_uuid": a.uuid, "src": a.src, "dst": a.dst, "params": a.params(), "status": self.status,
+                "reason": self.reason}
+
+
+@dataclass
+class NewPlan:
+    """A plan about to be applied: what it is for, who made it, its document, and its actions in order."""
+
+    goal: str  #: balance, consolidate, pin, balloon
+    policy: str  #: the policy (and version) that made it
+    body: dict[str, Any]  #: the plan's JSON document as shown
+    actions: list[Action]  #: what to do, in order
+
+
+def columns(a: Action) -> dict[str, Any]:
+    """An action as the journal's columns."""
+    return {"kind": a.kind, "vm": a.vm, "vm_uuid": a.uuid, "src": a.src, "dst": a.dst, "params": a.params()}
 
 
 def _guard(fn):  # noqa: ANN001, ANN202
@@ -47,14 +65,14 @@ def _guard(fn):  # noqa: ANN001, ANN202
 
 
 @_guard
-def create_plan(engine: Engine, goal: str, policy: str, body: dict[str, Any],
-                actions: list[dict[str, Any]]) -> int:
+def create_plan(engine: Engine, plan: NewPlan) -> int:
     """Record a plan and its actions (all pending) in one transaction; returns the plan id."""
     with engine.begin() as conn:
-        plan_id = conn.execute(insert(PlanRow).values(created_at=_now(), goal=goal, policy=policy,
-                                                      status="applying", body=body)).inserted_primary_key[0]
-        for seq, a in enumerate(actions):
-            aid = conn.execute(insert(ActionRow).values(plan_id=plan_id, seq=seq, status="pending", **a)
+        plan_id = conn.execute(insert(PlanRow).values(created_at=_now(), goal=plan.goal, policy=plan.policy,
+                                                      status="applying", body=plan.body)).inserted_primary_key[0]
+        for seq, a in enumerate(plan.actions):
+            aid = conn.execute(insert(ActionRow).values(plan_id=plan_id, seq=seq, status="pending",
+                                                     **columns(a))
                                ).inserted_primary_key[0]
             conn.execute(insert(ActionEventRow).values(action_id=aid, at=_now(), status="pending", detail=None))
         return int(plan_id)
@@ -95,23 +113,23 @@ def finish_plan(engine: Engine, plan_id: int) -> str:
         return status
 
 
-def _action(r: ActionRow) -> JournalAction:
-    return JournalAction(r.id, r.plan_id, r.seq, r.kind, r.vm, r.vm_uuid, r.src, r.dst, r.params or {}, r.status,
-                         r.reason)
+def _entry(r: ActionRow) -> Entry:
+    action = Action.from_params(r.kind, r.vm, r.src or "", r.dst, r.params or {}, r.vm_uuid)
+    return Entry(r.id, r.plan_id, r.seq, action, r.status, r.reason)
 
 
-def open_actions(engine: Engine) -> list[JournalAction]:
+def open_actions(engine: Engine) -> list[Entry]:
     """Actions left pending or running by an earlier run (a crash), oldest first."""
     with engine.connect() as conn:
         rows = conn.execute(select(ActionRow).where(ActionRow.status.in_(OPEN)).order_by(ActionRow.id)).all()
-        return [_action(ActionRow(**r._mapping)) for r in rows]
+        return [_entry(ActionRow(**r._mapping)) for r in rows]
 
 
-def plan_actions(engine: Engine, plan_id: int) -> list[JournalAction]:
+def plan_actions(engine: Engine, plan_id: int) -> list[Entry]:
     """The actions of one plan, in order."""
     with engine.connect() as conn:
         rows = conn.execute(select(ActionRow).where(ActionRow.plan_id == plan_id).order_by(ActionRow.seq)).all()
-        return [_action(ActionRow(**r._mapping)) for r in rows]
+        return [_entry(ActionRow(**r._mapping)) for r in rows]
 
 
 def plans(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
@@ -132,7 +150,7 @@ def plan(engine: Engine, plan_id: int) -> dict[str, Any] | None:
         for a in plan_actions(engine, plan_id):
             ev = conn.execute(select(ActionEventRow.at, ActionEventRow.status, ActionEventRow.detail)
                               .where(ActionEventRow.action_id == a.id).order_by(ActionEventRow.id)).all()
-            acts.append({**a.__dict__, "events": [{"at": t.isoformat() + "Z", "status": s, "detail": d}
+            acts.append({**a.as_json(), "events": [{"at": t.isoformat() + "Z", "status": s, "detail": d}
                                                   for t, s, d in ev]})
         return {"id": p.id, "created_at": p.created_at.isoformat() + "Z", "goal": p.goal, "policy": p.policy,
                 "status": p.status, "plan": p.body, "actions": acts}

@@ -15,8 +15,19 @@ from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from llmvirt.cluster import Balloon, Cluster, Gpu, GpuAttachment, Host, MdevType, NumaCell, NvmlGpu, ScanResult, Vm
 from llmvirt.errors import StoreError
+from llmvirt.model.cluster import (
+    Balloon,
+    Cluster,
+    Gpu,
+    GpuAttachment,
+    Host,
+    MdevType,
+    NumaCell,
+    NvmlGpu,
+    ScanResult,
+    Vm,
+)
 from llmvirt.model.pressure import pressure_flag
 from llmvirt.model.usage import cpu_fraction, cpu_ns_used
 from llmvirt.store.schema import HostRow, HostSnapshotRow, ScanRow, VmSampleRow

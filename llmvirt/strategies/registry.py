@@ -37,8 +37,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from llmvirt.cluster import Cluster
 from llmvirt.errors import UsageError
+from llmvirt.model.cluster import Cluster
 from llmvirt.policy import decide
 from llmvirt.policy.consolidate_head import GatedConsolidation
 from llmvirt.policy.proposals import plan_from_proposals

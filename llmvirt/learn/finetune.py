@@ -10,7 +10,7 @@ Offline, from the store only:
   again by replaying the recorded history in the memory scenario, with the training rule.
 - **regularisation**, so that a handful of samples cannot wreck the policy: the store's own
   history replayed in the simulator gives imitation targets for the placement head (the
-  look-ahead planner of :mod:`llmvirt.policy.train`) and the base head's own forecasts for the
+  look-ahead planner of :mod:`llmvirt.learn.train`) and the base head's own forecasts for the
   balloon head; and an L2 pull toward the base weights.
 
 The result is a new checkpoint directory (the pinning head is copied unchanged), registered as an
@@ -32,10 +32,10 @@ from sqlalchemy.orm import Session
 from torch import nn
 
 from llmvirt.errors import UsageError
+from llmvirt.learn.train import TrainConfig, collect
+from llmvirt.learn.train_balloon import BalloonTrainConfig, calibrate, pinball, trace_features
 from llmvirt.policy import balloon_head, checkpoint
 from llmvirt.policy.balloon_head import OperatingPoint
-from llmvirt.policy.train import TrainConfig, collect
-from llmvirt.policy.train_balloon import BalloonTrainConfig, calibrate, pinball, trace_features
 from llmvirt.sim.traces import UsageTrace
 from llmvirt.store.schema import ActionRow, OutcomeRow
 

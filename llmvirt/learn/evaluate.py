@@ -3,15 +3,15 @@
 Each version runs the benchmark scenarios on identical input: the balance scenario (its placement
 head rebalancing) and the memory scenario (its balloon head) on every trace given, typically the
 Bitbrains VMs held out from training and the store's own history replayed. Each run is reduced to
-one reward by :func:`llmvirt.scoring.reward`, the code that also scores real outcomes.
+one reward by :func:`llmvirt.model.score.reward`, the code that also scores real outcomes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from llmvirt.model.score import reward
 from llmvirt.policy.sim_adapter import LearnedBalloon, LlmvirtBalancer
-from llmvirt.scoring import reward
 from llmvirt.sim.fleet import BALANCE_SETUP, MEMORY_SETUP, FleetSim
 from llmvirt.sim.traces import UsageTrace
 

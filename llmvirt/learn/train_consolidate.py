@@ -1,7 +1,7 @@
 """Learning the consolidation head by policy search in the ``cloudsim`` scenario.
 
 Method: the cross-entropy method over the head's three parameters. Each candidate policy runs the
-training days; its reward is :func:`llmvirt.scoring.reward` with goal ``consolidate`` (energy,
+training days; its reward is :func:`llmvirt.model.score.reward` with goal ``consolidate`` (energy,
 SLA violation and migration cost), summed over the days. The best fifth of each generation
 re-fits the sampling distribution. Seeded, so a run is reproducible.
 
@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from llmvirt.model.score import Score, consolidation_cost, reward
 from llmvirt.policy import checkpoint
 from llmvirt.policy.checkpoint import HeadSpec
 from llmvirt.policy.consolidate_head import BOUNDS, PARAMS, SPEC_NAME, SPEC_VERSION, clip, policy
-from llmvirt.scoring import Score, consolidation_cost, reward
 from llmvirt.sim.cloudsim_policies import run_policy
 from llmvirt.sim.datacenter import cloudsim_datacenter, planetlab_day
 from llmvirt.sim.engine import Simulation
@@ -64,7 +64,7 @@ class ConsolidateTrainConfig:
 def day_reward(values: np.ndarray, dc_factory, objective: str = "cost") -> tuple[float, dict[str, float]]:  # noqa: ANN001
     """Reward of one parameter vector on one day (higher is better), and the run's figures.
 
-    ``cost``: minus :func:`llmvirt.scoring.consolidation_cost`, the cost the baselines are tuned by
+    ``cost``: minus :func:`llmvirt.model.score.consolidation_cost`, the cost the baselines are tuned by
     (so the head and the tuned baselines optimise the same thing). ``slav``: the first sessions'
     reward on CloudSim's SLAV, which rewards migrating less through CloudSim's artefact."""
     r = run_policy(Simulation(dc_factory()), policy(values))

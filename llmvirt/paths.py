@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "default"
+DEFAULT_POLICY = Path(__file__).resolve().parents[1] / "policies" / "default"
 
 
 def policy_dir(spec: str | None) -> Path:

@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 import libvirt
 
-from llmvirt.cluster import Balloon, Gpu, GpuAttachment, Host, ScanResult, Vm
 from llmvirt.errors import DomainGone, HostError, HostTimeout, translate_libvirt
-from llmvirt.libvirt_xml import (
+from llmvirt.model.cluster import Balloon, Gpu, GpuAttachment, Host, ScanResult, Vm
+from llmvirt.observe.libvirt_xml import (
     NodeDevices,
     derive_numa_cells,
     parse_domain,
@@ -31,7 +31,7 @@ from llmvirt.libvirt_xml import (
     parse_pci_gpu,
     parse_pinning,
 )
-from llmvirt.nvml import NvmlSource
+from llmvirt.observe.nvml import NvmlSource
 
 STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llmvirt.learn.train import split, split_meta
 from llmvirt.policy import checkpoint
 from llmvirt.policy.pin_head import PEAK_WINDOW, SPEC, HostState, PinScorer, candidate_features, candidates
-from llmvirt.policy.train import split, split_meta
 from llmvirt.sim import numa
 from llmvirt.sim.pinning import PIN_SETUP, PinSetup, demand_cores, pack
 from llmvirt.sim.traces import UsageTrace

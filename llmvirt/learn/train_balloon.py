@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
+from llmvirt.learn.train import split, split_meta
 from llmvirt.policy import checkpoint
 from llmvirt.policy.balloon_head import DAY, HOUR, QUANTILES, SPEC, BalloonForecaster, BalloonHead, OperatingPoint
 from llmvirt.policy.sim_adapter import LearnedBalloon
-from llmvirt.policy.train import split, split_meta
 from llmvirt.sim.field_policies import MomBalloon
 from llmvirt.sim.fleet import MEMORY_SETUP, FleetSim
 from llmvirt.sim.traces import UsageTrace

@@ -13,21 +13,21 @@ from __future__ import annotations
 
 import fcntl
 import os
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import libvirt
 from sqlalchemy import Engine
 
-from llmvirt.actions import DONE, FAILED, SKIPPED, Migrate, MigrationSettings, Outcome, PinVcpus, SetBalloon
-from llmvirt.errors import HostError, LlmvirtError, translate_libvirt
-from llmvirt.inventory import is_local_uri
-from llmvirt.policy.constraints import Limits
-from llmvirt.store import journal, registry
+from llmvirt.act.balloon import Balloon
+from llmvirt.act.hosts import Hosts
+from llmvirt.act.migrate import Migrate
+from llmvirt.act.pin import Pin
+from llmvirt.act.runner import Env, Guardrails, Runner, run
+from llmvirt.errors import HostError, LlmvirtError
+from llmvirt.model.action import BALLOON, DONE, FAILED, MIGRATE, PIN, SKIPPED, Action, Outcome
+from llmvirt.store import journal
 from llmvirt.store.database import resolve_url
 
 EXIT_LOCKED = 5
@@ -69,43 +69,6 @@ def apply_lock(db_url: str | None) -> Iterator[None]:
         os.close(fd)
 
 
-@dataclass
-class Hosts:
-    """Connections to registered hosts, opened on first use (safe to share between action threads)."""
-
-    engine: Engine
-    _conns: dict[str, libvirt.virConnect] | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def conn(self, name: str) -> libvirt.virConnect:
-        """An open connection to host ``name``."""
-        with self._lock:
-            if self._conns is None:
-                self._conns = {}
-            if name not in self._conns:
-                host = registry.get_host(self.engine, name)
-                with translate_libvirt(f"host {name} ({host.uri})", connecting=True):
-                    self._conns[name] = libvirt.open(host.uri)
-            return self._conns[name]
-
-    def uri(self, name: str) -> str:
-        """The host's libvirt URI."""
-        return registry.get_host(self.engine, name).uri
-
-    def maintenance(self, name: str) -> bool:
-        """The host's maintenance flag as registered now."""
-        return registry.get_host(self.engine, name).maintenance
-
-    def close(self) -> None:
-        """Close every connection."""
-        for c in (self._conns or {}).values():
-            try:
-                c.close()
-            except libvirt.libvirtError:
-                pass
-        self._conns = {}
-
-
 def _where(hosts: Hosts, names: list[str], uuid: str) -> list[str]:
     found = []
     for n in names:
@@ -121,54 +84,36 @@ def _where(hosts: Hosts, names: list[str], uuid: str) -> list[str]:
 def reconcile(engine: Engine, hosts: Hosts) -> list[str]:
     """Close actions an interrupted run left open, by re-reading where each VM really is."""
     notes = []
-    for a in journal.open_actions(engine):
-        if a.kind == "migrate" and a.vm_uuid and a.src and a.dst:
-            where = _where(hosts, [a.src, a.dst], a.vm_uuid)
+    for e in journal.open_actions(engine):
+        a = e.action
+        if a.kind == MIGRATE and a.uuid and a.src and a.dst:
+            where = _where(hosts, [a.src, a.dst], a.uuid)
             if where == [a.dst]:
                 status, why = DONE, f"reconciled: {a.vm} found running on {a.dst}"
-            elif a.status == "running":
+            elif e.status == "running":
                 status, why = FAILED, f"reconciled: interrupted; {a.vm} runs on {', '.join(where) or 'neither host'}"
             else:
                 status, why = SKIPPED, "reconciled: the plan was interrupted before this action"
         else:
-            status = SKIPPED if a.status == "pending" else FAILED
-            why = "reconciled: the plan was interrupted" + ("" if a.status == "pending" else " during this action")
-        journal.set_status(engine, a.id, status, why)
-        journal.finish_plan(engine, a.plan_id)
-        notes.append(f"action {a.id} ({a.kind} {a.vm}): {why}")
+            status = SKIPPED if e.status == "pending" else FAILED
+            why = "reconciled: the plan was interrupted" + ("" if e.status == "pending" else " during this action")
+        journal.set_status(engine, e.id, status, why)
+        journal.finish_plan(engine, e.plan_id)
+        notes.append(f"action {e.id} ({a.kind} {a.vm}): {why}")
     return notes
 
 
-def run_action(a: journal.JournalAction, hosts: Hosts, limits: Limits, groups: dict[str, str],
-               settings: MigrationSettings, progress: Callable[[float], None] | None = None,
-               host_pins: dict[str, tuple[str, ...]] | None = None) -> Outcome:
-    """Run one journaled action against live hosts."""
-    try:
-        if a.kind == "migrate":
-            assert a.src and a.dst and a.vm_uuid
-            if settings.migrate_uri is None and is_local_uri(hosts.uri(a.dst)):
-                # both ends on this machine (the lab): libvirt would pick the hostname; loopback is certain
-                settings = replace(settings, migrate_uri="tcp://127.0.0.1")
-            return Migrate(a.vm, a.vm_uuid, a.src, a.dst).run(
-                hosts.conn(a.src), hosts.conn(a.dst), hosts.uri(a.dst), hosts.maintenance(a.dst), limits, groups,
-                settings, progress, (host_pins or {}).get(a.vm, ()))
-        if a.kind == "pin":
-            assert a.src and a.vm_uuid
-            pins = {int(k): tuple(v) for k, v in a.params["pins"].items()}
-            emu = tuple(a.params["emulator"]) if a.params.get("emulator") else None
-            return PinVcpus(a.vm, a.vm_uuid, a.src, pins, emu).run(hosts.conn(a.src))
-        if a.kind == "balloon":
-            assert a.src and a.vm_uuid
-            return SetBalloon(a.vm, a.vm_uuid, a.src, int(a.params["target_mib"])).run(hosts.conn(a.src))
-    except HostError as exc:
-        return Outcome(FAILED, str(exc))
-    return Outcome(FAILED, f"unknown action kind {a.kind!r}")
+RUNNERS: dict[str, Runner] = {MIGRATE: Migrate(), PIN: Pin(), BALLOON: Balloon()}
 
 
-def schedule(actions: list[journal.JournalAction], max_parallel: int,
-             run: Callable[[journal.JournalAction], Outcome],
-             started: Callable[[journal.JournalAction], None] = lambda a: None,
-             finished: Callable[[journal.JournalAction, Outcome], None] = lambda a, o: None) -> None:
+def run_action(a: Action, env: Env) -> Outcome:
+    """Run one action against live hosts through its kind's runner."""
+    return run(RUNNERS[a.kind], a, env)
+
+
+def schedule(entries: list[journal.Entry], max_parallel: int, run: Callable[[journal.Entry], Outcome],
+             started: Callable[[journal.Entry], None] = lambda e: None,
+             finished: Callable[[journal.Entry, Outcome], None] = lambda e, o: None) -> None:
     """Run actions with at most ``max_parallel`` at once and never two on one host at a time.
 
     An action starts only when none of its hosts is busy and no earlier action touching one of
@@ -176,14 +121,14 @@ def schedule(actions: list[journal.JournalAction], max_parallel: int,
     """
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-    pending = list(actions)
-    running: dict[Future[Outcome], tuple[journal.JournalAction, set[str]]] = {}
+    pending = list(entries)
+    running: dict[Future[Outcome], tuple[journal.Entry, set[str]]] = {}
     busy: set[str] = set()
     with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
         while pending or running:
             waiting: set[str] = set()
             for a in list(pending):
-                hosts = {h for h in (a.src, a.dst) if h}
+                hosts = a.action.hosts
                 if len(running) < max(1, max_parallel) and not hosts & busy and not hosts & waiting:
                     pending.remove(a)
                     busy |= hosts
@@ -220,9 +165,8 @@ def reconcile_if_idle(engine: Engine, db_url: str | None) -> list[str]:
         return []
 
 
-def apply(engine: Engine, db_url: str | None, goal: str, policy: str, body: dict[str, Any],
-          actions: list[dict[str, Any]], limits: Limits, groups: dict[str, str], settings: MigrationSettings,
-          host_pins: dict[str, tuple[str, ...]] | None = None, say: Callable[[str], None] = print,
+def apply(engine: Engine, db_url: str | None, plan: journal.NewPlan, guard: Guardrails,
+          say: Callable[[str], None] = print,
           progress_factory: Callable[[str], Callable[[float], None]] | None = None) -> tuple[int, dict[str, int]]:
     """Lock, reconcile, record and run a plan; returns (plan id, counts of outcomes)."""
     with apply_lock(db_url):
@@ -230,20 +174,20 @@ def apply(engine: Engine, db_url: str | None, goal: str, policy: str, body: dict
         try:
             for note in reconcile(engine, hosts):
                 say(note)
-            plan_id = journal.create_plan(engine, goal, policy, body, actions)
+            plan_id = journal.create_plan(engine, plan)
             counts = {DONE: 0, SKIPPED: 0, FAILED: 0}
 
-            def run(a: journal.JournalAction) -> Outcome:
-                prog = progress_factory(f"{a.kind} {a.vm}") if progress_factory else None
-                return run_action(a, hosts, limits, groups, settings, prog, host_pins)
+            def run_one(e: journal.Entry) -> Outcome:
+                a = e.action
+                return run_action(a, Env(hosts, guard, progress_factory(a.describe()) if progress_factory else None))
 
-            def finished(a: journal.JournalAction, outcome: Outcome) -> None:
-                journal.set_status(engine, a.id, outcome.status, outcome.detail, outcome.extra or None)
+            def finished(e: journal.Entry, outcome: Outcome) -> None:
+                journal.set_status(engine, e.id, outcome.status, outcome.detail, outcome.extra or None)
                 counts[outcome.status] += 1
-                say(f"{a.kind} {a.vm}: {outcome.status}: {outcome.detail}")
+                say(f"{e.action.kind} {e.action.vm}: {outcome.status}: {outcome.detail}")
 
-            schedule(journal.plan_actions(engine, plan_id), settings.max_parallel, run,
-                     started=lambda a: journal.set_status(engine, a.id, "running"), finished=finished)
+            schedule(journal.plan_actions(engine, plan_id), guard.settings.max_parallel, run_one,
+                     started=lambda e: journal.set_status(engine, e.id, "running"), finished=finished)
             journal.finish_plan(engine, plan_id)
             return plan_id, counts
         finally:

@@ -453,7 +453,7 @@ def load_trace(path: Path) -> UsageTrace:
 def train_files(paths: list[Path], out: Path, cfg: RlConfig | None = None, log: Any = print) -> dict[str, Any]:
     """:func:`train` on the training VMs (``sha256(name) < 0.6``, as every head) of the traces at ``paths``."""
     from llmvirt.errors import UsageError
-    from llmvirt.policy.train import split
+    from llmvirt.learn.train import split
 
     cfg = cfg or RlConfig()
     if cfg.mode not in bf.MODES:

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from llmvirt.policy import checkpoint
-from llmvirt.policy.constraints import Limits, migration_mask, request_of
+from llmvirt.policy.constraints import migration_mask, request_of
 from llmvirt.policy.features import expected_util, pair_features
 from llmvirt.policy.model import PlacementScorer
+from llmvirt.policy.sim_adapter import limits_for
 from llmvirt.sim.fleet import BALANCE_SETUP, FleetSetup, FleetSim
 from llmvirt.sim.traces import UsageTrace
 
@@ -56,12 +57,6 @@ def split_meta(trace_label: str, train_idx: np.ndarray, held_idx: np.ndarray) ->
     """The ``training_data`` entry every head's metadata carries: which VMs trained it, which are held out."""
     return {"trace": trace_label, "split": "sha256(name) < train_fraction", "train_vms": int(train_idx.size),
             "held_out_vms": int(held_idx.size)}
-
-
-def limits_for(setup: FleetSetup) -> Limits:
-    """The fleet's allocation ratios as constraint limits."""
-    return Limits(cpu_allocation_ratio=setup.cpu_allocation_ratio, ram_allocation_ratio=setup.ram_allocation_ratio,
-                  reserved_cpus=0, reserved_memory_mib=0)
 
 
 def _planner_cost(trace: UsageTrace, placement: np.ndarray, vm: int, dst: int, t: int, horizon: int,

@@ -5,7 +5,7 @@ take. It used to be chosen on all training VMs at once, with a safety factor pic
 held-out results. Now:
 
 1. The groups are the training VMs of each trace, July week 1 and August (the split of
-   :func:`llmvirt.policy.train.split`, the same for every head); ``k`` > 1 cuts each further by a
+   :func:`llmvirt.learn.train.split`, the same for every head); ``k`` > 1 cuts each further by a
    hash of the VM's name. (Smaller groups make MOM's own figures too thin to compare with: a group
    whose hosts never run short gives MOM nothing to reclaim and no pressure.)
 2. Every point of a grid runs the memory scenario on every group, beside MOM on the same group.
@@ -44,7 +44,7 @@ def fold_of(names: tuple[str, ...], k: int = FOLDS) -> np.ndarray:
 
 def forecasts(model: BalloonForecaster, part: UsageTrace) -> np.ndarray:
     """The forecaster's quantiles for every (VM, step) of ``part``: (VMs, steps, quantiles)."""
-    from llmvirt.policy.train_balloon import trace_features
+    from llmvirt.learn.train_balloon import trace_features
 
     feats, _ = trace_features(part)
     n, t, f = feats.shape
@@ -55,7 +55,7 @@ def forecasts(model: BalloonForecaster, part: UsageTrace) -> np.ndarray:
 
 def max_last_day(part: UsageTrace) -> np.ndarray:
     """The ablation's "forecast": the maximum use over the last day, in every quantile slot."""
-    from llmvirt.policy.train_balloon import trace_features
+    from llmvirt.learn.train_balloon import trace_features
 
     feats, _ = trace_features(part)
     return np.repeat(feats[:, :, 2:3].astype(np.float64), len(QUANTILES), axis=2)

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
-from llmvirt.cluster import NvmlGpu
+from llmvirt.model.cluster import NvmlGpu
 
 SAMPLE_ENV = "LLMVIRT_NVML_SAMPLE"
 
@@ -112,9 +112,9 @@ def record_sample(path: Path, source: NvmlSource | None = None, meta: dict[str, 
     return len(gpus)
 
 
-if __name__ == "__main__":  # python -m llmvirt.nvml record PATH (on a GPU host)
+if __name__ == "__main__":  # python -m llmvirt.observe.nvml record PATH (on a GPU host)
     import sys
 
     if len(sys.argv) != 3 or sys.argv[1] != "record":
-        sys.exit("usage: python -m llmvirt.nvml record PATH")
+        sys.exit("usage: python -m llmvirt.observe.nvml record PATH")
     print(f"recorded {record_sample(Path(sys.argv[2]))} GPU(s) to {sys.argv[2]}")

@@ -5,7 +5,7 @@ hosts in the last scan pair before it started and in the scans within ``window_s
 finished; host overload (CPU demand above capacity) and guest memory-pressure time in that window;
 the migration's duration and downtime from libvirt's completed-job statistics; success or failure.
 :func:`score_due` fills in every outcome whose window has passed (``llmvirt score``, and the end of
-each ``llmvirt scan``). The reward is :func:`llmvirt.scoring.reward` over a :class:`Score`, the same
+each ``llmvirt scan``). The reward is :func:`llmvirt.model.score.reward` over a :class:`Score`, the same
 code that scores a simulated run.
 """
 
@@ -19,7 +19,7 @@ from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
 from llmvirt.model.pressure import PRESSURE_USABLE
-from llmvirt.scoring import Score, reward
+from llmvirt.model.score import Score, reward
 from llmvirt.store.schema import ActionRow, HostRow, HostSnapshotRow, OutcomeRow, PlanRow, VmSampleRow
 from llmvirt.store.snapshots import pair_load
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from llmvirt.cluster import Gpu, GpuAttachment, MdevType, NumaCell
 from llmvirt.errors import UsageError
+from llmvirt.model.cluster import Gpu, GpuAttachment, MdevType, NumaCell
 
 GPU_CLASS_PREFIXES = ("0x0300", "0x0302", "0x0380")  # VGA, 3D controller, other display
 

@@ -2,7 +2,7 @@
 
 The shipped ``policies/default`` is version ``v0``. ``llmvirt train --from-store`` writes new
 versions into a directory beside the database (``llmvirt-policies/vN``), registered here but not
-active. :func:`promote` activates a version only if :func:`llmvirt.policy.evaluate.compare` finds it
+active. :func:`promote` activates a version only if :func:`llmvirt.learn.evaluate.compare` finds it
 no worse than the active one (``force`` overrides); :func:`rollback` goes back to the version that
 was active before. ``place`` and ``rebalance`` use the active version when no ``--policy`` is given,
 and every plan records the version that made it.
@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from llmvirt.errors import UsageError
-from llmvirt.policy.paths import DEFAULT_POLICY
+from llmvirt.paths import DEFAULT_POLICY
 from llmvirt.store.schema import PolicyVersionRow
 
 

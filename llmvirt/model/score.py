@@ -1,7 +1,7 @@
 """The reward: one scoring function for simulated runs and for outcomes recorded on real hosts.
 
 Every figure is a cost or a benefit over some time. A run in the simulator (``FleetMetrics``) and
-an executed action's outcome (:mod:`llmvirt.outcomes`) both reduce to the same :class:`Score`,
+an executed action's outcome (:mod:`llmvirt.measure.outcomes`) both reduce to the same :class:`Score`,
 and :func:`reward` weighs it by goal. Higher is better.
 
 The weights say what an operator trades: one host-hour of overload (CPU or memory demand above

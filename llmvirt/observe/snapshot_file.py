@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llmvirt.cluster import Balloon, Cluster, Gpu, GpuAttachment, Host, MdevType, NumaCell, Vm
 from llmvirt.errors import UsageError
+from llmvirt.model.cluster import Balloon, Cluster, Gpu, GpuAttachment, Host, MdevType, NumaCell, Vm
 
 SUPPORTED_FORMATS = (1,)  #: status contract versions this reader understands
 

@@ -1,0 +1,1 @@
+"""Observing hosts: libvirt XML, the inventory scan, NVML, and status documents read back."""
