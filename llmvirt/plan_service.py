@@ -97,24 +97,54 @@ def migrate_actions(engine: Engine, config_path: Path | None,
     return [replace(m, uuid=uuids.get(m.vm)) for m in moves], held
 
 
+#: field baselines for ``--only balloon``, by their ``bench --scenario memory`` names
+BALLOON_BASELINES = ("mom", "proxmox")
+
+
+def field_tuning(cluster: Cluster, only: str, policy: str,
+                 reserved_cpus: int) -> tuple[list[Action], dict[str, str], str] | None:
+    """A field baseline's pin or balloon actions, by the name ``bench`` gives it (``baseline:`` optional):
+    ``mom`` and ``proxmox`` (balloon), ``nova[:FRACTION]`` (pin), and ``rules`` (MOM's balloon rules, or
+    one-to-one NUMA pinning of unpinned VMs, which no scenario benchmarks). None for a policy with heads."""
+    from llmvirt.policy import tuning
+
+    base = policy.removeprefix("baseline:")
+    name, _, arg = base.partition(":")
+    if only == "balloon" and name in (*BALLOON_BASELINES, "rules"):
+        rule = "mom" if name == "rules" else name
+        return tuning.plan_balloons(cluster, rule=rule), {}, base
+    if only == "pin" and name == "rules":
+        plans, held = tuning.plan_pinning(cluster, reserved_cpus)
+        return plans, held, base
+    if only == "pin" and name == "nova":
+        try:
+            fraction = float(arg) if arg else 0.5
+        except ValueError:
+            fraction = -1.0
+        if not 0 < fraction <= 1:
+            raise UsageError(f"{policy!r}: use nova[:FRACTION] with 0 < FRACTION <= 1 (the dedicated share)")
+        plans, held = tuning.plan_nova_pinning(cluster, fraction, reserved_cpus)
+        return plans, held, base
+    if policy.startswith("baseline:"):
+        raise UsageError(f"--only {only} takes a policy with heads or " + (
+            "baseline:mom|proxmox|rules" if only == "balloon" else "baseline:nova[:FRACTION]|rules"))
+    return None
+
+
 def tuning_actions(engine: Engine, cluster: Cluster, only: str, policy: str | None,
                    limits: Any) -> tuple[list[Action], dict[str, str], str]:
-    """Pin or balloon actions: from the policy's head (default: the active version), or one-to-one NUMA
-    pinning and MOM's balloon rules for ``baseline:rules``. Returns (actions, VMs left alone with why,
-    policy label)."""
+    """Pin or balloon actions: from the policy's head (default: the active version), or a field baseline by
+    the name ``bench`` gives it (:func:`field_tuning`). Returns (actions, VMs left alone with why, policy
+    label)."""
     from llmvirt.paths import policy_dir
-    from llmvirt.policy import balloon_feedback, balloon_head, pin_head, tuning
-    from llmvirt.store import snapshots
+    from llmvirt.policy import balloon_feedback, balloon_head, pin_head
 
     if only not in ("pin", "balloon"):
         raise UsageError("only pin or balloon")
-    if policy and policy.startswith("baseline:"):
-        if policy != "baseline:rules":
-            raise UsageError("--only pin|balloon takes a policy with heads, or baseline:rules")
-        if only == "pin":
-            plans, held = tuning.plan_pinning(cluster, limits.reserved_cpus)
-            return plans, held, "rules"
-        return tuning.plan_balloons(cluster), {}, "rules"
+    if policy and (field := field_tuning(cluster, only, policy, limits.reserved_cpus)) is not None:
+        return field
+    from llmvirt.store import snapshots
+
     spec, version = policy_spec(engine, policy)
     path = policy_dir(spec)
     history = snapshots.vm_usage_history(engine, balloon_head.DAY)

@@ -191,6 +191,85 @@ def test_one_mom_real_hosts_take_the_simulators_mom_cycle() -> None:
     assert planned and planned == {n: t for n, t in expected.items() if t is not None}
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_one_proxmox_auto_ballooning_real_hosts_take_the_simulators_cycle(seed: int) -> None:
+    """``rebalance --only balloon --policy baseline:proxmox`` proposes what the memory scenario's Proxmox rule
+    does in one pvestatd cycle, then passes it through the shared safety limits."""
+    from llmvirt.policy.tuning import plan_balloons, safe_target
+    from llmvirt.sim.field_policies import ProxmoxAutoBalloon
+
+    rng = np.random.default_rng(50 + seed)
+    view, _ = _random_view(rng)
+    view.setup = FleetSetup(host_cores=16, host_mem_mib=float(rng.choice([48, 96, 400])) * 1024)
+    view.vm_balloon = np.floor(view.vm_mem_cap * rng.uniform(0.6, 1.0, view.vm_mem_cap.size))
+    view.vm_mem_mib = np.floor(np.minimum(view.vm_mem_mib, view.vm_balloon))
+    view.vm_unused_mib = view.vm_balloon - view.vm_mem_mib
+    cluster = view.to_cluster()
+    vm_index, _ = view.names(cluster)
+    sim = ProxmoxAutoBalloon(rounds=1).targets(view)
+    vms = {v.name: v for h in cluster.hosts for v in h.vms}
+    expected = {n: safe_target(vms[n], float(sim[i]), False) for n, i in vm_index.items()}
+    planned = {a.vm: a.target_mib for a in plan_balloons(cluster, rule="proxmox")}
+    assert planned and planned == {n: t for n, t in expected.items() if t is not None}
+    assert all("(Proxmox)" in a.reason for a in plan_balloons(cluster, rule="proxmox"))
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.5, 1.0])
+def test_nova_dedicated_pinning_on_hosts_is_the_simulators_decision(fraction: float) -> None:
+    """``rebalance --only pin --policy baseline:nova[:F]`` pins the VMs the pinning scenario's Nova dedicates, one
+    exclusive CPU per vCPU inside the cell Nova chose and inside its dedicated set; every other VM floats over
+    the CPUs no dedicated VM holds; reserved CPUs are never used."""
+    from llmvirt.model.cluster import Cluster, Host, NumaCell, Vm
+    from llmvirt.policy.tuning import plan_nova_pinning
+    from llmvirt.sim.numa import SHARED, Topology
+    from llmvirt.sim.pinning import NovaDedicated
+
+    rng = np.random.default_rng(int(fraction * 100))
+    cells = [NumaCell(0, tuple(range(0, 8)), 16384), NumaCell(1, tuple(range(8, 16)), 16384)]
+    vms = [Vm(name=f"v{i}", uuid=f"u{i}", vcpus=int(rng.integers(1, 5)), memory_mib=1024, current_memory_mib=1024)
+           for i in range(8)]
+    host = Host(name="h", uri="test:///", cpus=16, memory_mib=32768, numa_cells=cells, vms=vms)
+    actions, held = plan_nova_pinning(Cluster(hosts=[host]), fraction, reserved_cpus=1)
+    topo = Topology(2, 7, 16384.0)  # CPU 0 reserved: 7 usable CPUs in the smaller cell
+    codes, dedicated = NovaDedicated(fraction).pinning(topo, np.zeros((0, 8)), np.array([v.vcpus for v in vms]),
+                                                       np.full(8, 1024.0))
+    by_vm = {a.vm: a for a in actions}
+    exclusive: set[int] = set()
+    for i, vm in enumerate(vms):
+        a = by_vm[vm.name]
+        cpus = [c for cs in a.pins.values() for c in cs]
+        assert 0 not in cpus
+        if dedicated[i]:
+            cell = set(cells[int(codes[i])].cpus)
+            assert all(len(cs) == 1 for cs in a.pins.values()) and set(cpus) <= cell, a
+            assert not exclusive & set(cpus)
+            exclusive |= set(cpus)
+            assert "dedicated" in a.reason
+        else:
+            assert codes[i] == SHARED and "shared" in a.reason
+    shared = {c for i, vm in enumerate(vms) if not dedicated[i] for cs in by_vm[vm.name].pins.values() for c in cs}
+    assert not shared & exclusive and (shared or dedicated.all())
+    assert dedicated.any() and not held
+
+
+def test_field_tuning_names_are_the_bench_names(cli) -> None:
+    """``--only pin|balloon`` takes the memory and pinning scenarios' names; a bad one is one clear line."""
+    from conftest import fixture_uri
+
+    cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
+    cli("scan")
+    for only, name in (("balloon", "baseline:mom"), ("balloon", "proxmox"), ("pin", "baseline:nova"),
+                       ("pin", "nova:0.25"), ("pin", "baseline:rules")):
+        code, out, err = cli("rebalance", "--only", only, "--policy", name, "--json")
+        assert code == 0, (name, err)
+        doc = json.loads(out)
+        assert doc["policy"] == name.removeprefix("baseline:") and all(a["kind"] == only for a in doc["actions"])
+    code, _, err = cli("rebalance", "--only", "pin", "--policy", "baseline:nova:2")
+    assert code == 2 and "0 < FRACTION <= 1" in err and "Traceback" not in err
+    code, _, err = cli("rebalance", "--only", "balloon", "--policy", "baseline:nova")
+    assert code == 2 and "baseline:mom|proxmox|rules" in err
+
+
 def test_tuning_picks_the_lowest_cost_of_a_grid_on_training_days(monkeypatch, tmp_path) -> None:
     """``llmvirt tune`` keeps every grid point and names the one with the lowest honest cost as the family's best."""
     from conftest import SHARED

@@ -103,33 +103,87 @@ def used_mib(vm: Vm) -> float:
     return float(b.current_mib if b.current_mib is not None else vm.memory_mib)
 
 
-def plan_balloons(cluster: Cluster, previous: Cluster | None = None,
-                  host_free_threshold: float = 0.20) -> list[Action]:
-    """oVirt MOM's default rules as the proposal, with the very arithmetic the memory scenario
-    benchmarks (:meth:`llmvirt.sim.field_policies.MomBalloon.round`, one cycle per run), each target
-    then passed through :func:`safe_target` (a guest under pressure is deflated at once).
-    Returns a balloon action for every VM whose balloon should change."""
-    from llmvirt.sim.field_policies import MomBalloon
+def plan_balloons(cluster: Cluster, previous: Cluster | None = None, rule: str = "mom") -> list[Action]:
+    """A field baseline's balloon rule as the proposal, with the very arithmetic the memory scenario
+    benchmarks, one cycle per run: oVirt MOM's defaults (``mom``,
+    :meth:`llmvirt.sim.field_policies.MomBalloon.round`) or Proxmox VE's auto-ballooning (``proxmox``,
+    :meth:`llmvirt.sim.field_policies.ProxmoxAutoBalloon.round`). Each target then passes
+    :func:`safe_target` (a guest under pressure is deflated at once). Returns a balloon action for every
+    VM whose balloon should change."""
+    from llmvirt.sim.field_policies import MomBalloon, ProxmoxAutoBalloon
 
     rows = [(h, host, v) for h, host in enumerate(cluster.hosts) for v in host.vms
             if v.running and v.balloon.current_mib]
     if not rows:
         return []
-    mom = MomBalloon(pressure_threshold=host_free_threshold)
+    policy = {"mom": MomBalloon, "proxmox": ProxmoxAutoBalloon}[rule]()
     cur = np.array([float(v.balloon.current_mib or v.memory_mib) for _, _, v in rows])
     cap = np.array([float(v.balloon.maximum_mib or v.memory_mib) for _, _, v in rows])
     host_of = np.array([h for h, _, _ in rows], dtype=np.int64)
     host_mem = np.array([float(max(1, host.memory_mib)) for host in cluster.hosts])
-    proposed = mom.round(cur, cap, np.array([used_mib(v) for _, _, v in rows]), host_of, host_mem)
-    free = (host_mem - np.bincount(host_of, cur, minlength=host_mem.size)) / host_mem
+    proposed = policy.round(cur, cap, np.array([used_mib(v) for _, _, v in rows]), host_of, host_mem)
+    use = np.bincount(host_of, cur, minlength=host_mem.size) / host_mem
     out = []
     for i, (h, host, vm) in enumerate(rows):
         prev_host = previous.host(host.name) if previous else None
         pressure = under_pressure(vm, prev_host.vm(vm.name) if prev_host else None)
         target = safe_target(vm, float(proposed[i]), pressure)
         if target is not None:
-            why = "guest under memory pressure: deflate" if pressure else (
-                f"host free memory {100 * free[h]:.0f} % < {100 * host_free_threshold:.0f} %: shrink (MOM)"
-                if free[h] < host_free_threshold else "host has room: give memory back (MOM)")
+            why = "guest under memory pressure: deflate" if pressure else _balloon_reason(policy, use[h])
             out.append(Action.balloon(vm.name, host.name, target, why, uuid=vm.uuid))
     return out
+
+
+def _balloon_reason(policy: object, host_use: float) -> str:
+    """Why a field rule moved a balloon, from its host's memory use (balloons over host memory)."""
+    from llmvirt.sim.field_policies import MomBalloon
+
+    if isinstance(policy, MomBalloon):
+        free, limit = 1 - host_use, policy.pressure_threshold
+        return (f"host free memory {100 * free:.0f} % < {100 * limit:.0f} %: shrink (MOM)" if free < limit
+                else "host has room: give memory back (MOM)")
+    target = policy.target  # type: ignore[attr-defined]
+    return (f"host balloons at {100 * host_use:.0f} % of its memory, above {100 * target:.0f} %: shrink (Proxmox)"
+            if host_use > target else
+            f"host balloons at {100 * host_use:.0f} % of its memory, under {100 * target:.0f} %: grow (Proxmox)")
+
+
+def plan_nova_pinning(cluster: Cluster, fraction: float = 0.5, reserved_cpus: int = 0) -> tuple[list[Action],
+                                                                                              dict[str, str]]:
+    """Nova's static ``hw:cpu_policy=dedicated`` on real hosts, decided by the very code the pinning
+    scenario benchmarks (:class:`llmvirt.sim.pinning.NovaDedicated`): ``fraction`` of each NUMA cell's
+    CPUs form the dedicated set; the largest VMs get one exclusive CPU per vCPU in one cell while they
+    fit; every other VM floats over the CPUs no dedicated VM holds. Reserved host CPUs are never used.
+    Returns pin actions for the VMs whose pinning changes, and VMs left alone with why."""
+    from llmvirt.sim.numa import Topology
+    from llmvirt.sim.pinning import NovaDedicated
+
+    nova, out, held = NovaDedicated(fraction), [], {}
+    reserved = set(range(reserved_cpus))
+    for host in cluster.hosts:
+        vms = [v for v in host.vms if v.running]
+        cells = [[c for c in cell.cpus if c not in reserved] for cell in host.numa_cells]
+        if not vms or not cells or not all(cells):
+            continue
+        topo = Topology(len(cells), min(len(c) for c in cells), float(min(c.memory_mib for c in host.numa_cells)))
+        codes, dedicated = nova.pinning(topo, np.zeros((0, len(vms))), np.array([v.vcpus for v in vms]),
+                                        np.array([float(v.memory_mib) for v in vms]))
+        free = {k: list(cell[len(cell) - int(fraction * topo.cpus_per_cell):]) for k, cell in enumerate(cells)}
+        pins: dict[str, dict[int, tuple[int, ...]]] = {}
+        for i in sorted(np.flatnonzero(dedicated), key=lambda i: -vms[i].vcpus):
+            taken = [free[int(codes[i])].pop(0) for _ in range(vms[i].vcpus)]
+            pins[vms[i].name] = {k: (c,) for k, c in enumerate(taken)}
+        held_cpus = {c for p in pins.values() for cs in p.values() for c in cs}
+        shared = tuple(sorted(c for cell in cells for c in cell if c not in held_cpus))
+        for i, vm in enumerate(vms):
+            want = pins.get(vm.name) or {k: shared for k in range(vm.vcpus)}
+            if not shared and vm.name not in pins:
+                held[vm.name] = f"every CPU of {host.name} is dedicated: nothing left to float over"
+                continue
+            every = tuple(sorted(c for cell in host.numa_cells for c in cell.cpus))  # unpinned: floats over all
+            if {k: tuple(vm.pinning.get(k, every)) for k in range(vm.vcpus)} == want:
+                continue
+            why = (f"Nova dedicated: one CPU per vCPU in cell {int(codes[i])}" if vm.name in pins else
+                   f"Nova shared: floats over the {len(shared)} CPUs no dedicated VM holds")
+            out.append(Action.pin(vm.name, host.name, want, why, uuid=vm.uuid))
+    return out, held

@@ -316,18 +316,26 @@ class ProxmoxAutoBalloon:
         """Targets after one step of pvestatd rounds."""
         cur = view.vm_balloon.astype(np.float64).copy()
         cap = view.vm_mem_cap.astype(np.float64)
-        low = cap * self.min_fraction
-        host_mem = view.setup.host_mem_mib
+        host_mem = np.full(view.n_hosts, float(view.setup.host_mem_mib))
         for _ in range(self.rounds):
-            goal = self.target * host_mem - view.host_sum(cur)  # per host: + grow, - shrink
-            g = goal[view.vm_host]
-            room = np.where(g > 0, cap - cur, cur - low)
-            can = room > 0
-            n = np.bincount(view.vm_host, can.astype(np.float64), minlength=view.n_hosts)
-            share = np.abs(g) / np.maximum(n[view.vm_host], 1)  # equal shares
-            change = np.where(can, np.minimum(np.minimum(share, self.max_change_mib), room), 0.0)
-            cur = cur + np.sign(g) * change
+            cur = self.round(cur, cap, view.vm_mem_mib, view.vm_host, host_mem)
         return cur
+
+    def round(self, cur: np.ndarray, cap: np.ndarray, demand: np.ndarray, host_of: np.ndarray,
+              host_mem: np.ndarray) -> np.ndarray:
+        """One pvestatd cycle: each host's balloons move toward ``target`` of its memory, in equal shares
+        of at most ``max_change_mib`` per VM, never under ``min_fraction`` of a VM's maximum. Proxmox does
+        not read guest use (``demand`` is unused; the signature is MOM's). The simulator runs it in 10 s
+        rounds, real hosts once per ``rebalance --only balloon --policy baseline:proxmox``."""
+        low = cap * self.min_fraction
+        goal = self.target * host_mem - np.bincount(host_of, cur, minlength=host_mem.size)  # + grow, - shrink
+        g = goal[host_of]
+        room = np.where(g > 0, cap - cur, cur - low)
+        can = room > 0
+        n = np.bincount(host_of, can.astype(np.float64), minlength=host_mem.size)
+        share = np.abs(g) / np.maximum(n[host_of], 1)  # equal shares
+        change = np.where(can, np.minimum(np.minimum(share, self.max_change_mib), room), 0.0)
+        return cur + np.sign(g) * change
 
 
 def _proxmox_crs(name: str, args: list[str]) -> ProxmoxCrs:
