@@ -3,11 +3,11 @@ from pathlib import Path
 import pytest
 
 from llmvirt.errors import UsageError
+from llmvirt.observe.domain_xml import parse_domain
 from llmvirt.observe.libvirt_xml import (
     derive_numa_cells,
     format_cpuset,
     parse_cpuset,
-    parse_domain,
     parse_mdev,
     parse_numa_cells,
     parse_pci_gpu,
@@ -84,3 +84,43 @@ def test_mdev_parent_and_type() -> None:
       <capability type='mdev'><type id='nvidia-1155'/><uuid>c2177883-f1bb-47f0-914d-32a22e3a8804</uuid>
       </capability></device>""")
     assert got == ("c2177883-f1bb-47f0-914d-32a22e3a8804", "nvidia-1155", "0000:c1:00.0")
+
+
+def test_each_domain_element_writes_what_it_parses() -> None:
+    """virtinst style: every element class parses what it writes, for the values llmvirt uses."""
+    import xml.etree.ElementTree as ET
+
+    from llmvirt.observe import domain_xml as dx
+
+    parts = [dx.Memory(4096), dx.Memory(2048, "currentMemory"), dx.Vcpu(4, 2, "static", (2, 3)),
+             dx.CpuTune({0: (1,), 1: (2, 3, 4)}, (0,)), dx.NumaTune({"mode": "strict", "nodeset": "1"}),
+             dx.MemBalloon("virtio", 10), dx.HostDev("passthrough", pci="0000:41:00.0"),
+             dx.HostDev("vgpu", mdev_uuid="c2177883-f1bb-47f0-914d-32a22e3a8804"),
+             dx.Os("/k", "/i", "console=ttyS0", "x86_64", "pc"), dx.Os(), dx.CpuModel("qemu64", ("svm",))]
+    for part in parts:
+        text = ET.tostring(part.element(), encoding="unicode")
+        assert type(part).parse(ET.fromstring(text)) == part, text
+    serial = dx.LoggedSerial("/var/log/c.log")
+    assert dx.LoggedSerial.parse(serial.elements()[0]) == serial
+
+
+def test_a_domain_round_trips_through_libvirt() -> None:
+    """The fixture's GPU domain parsed, written by Domain.to_xml, defined on libvirt's test driver, and read back
+    by libvirt: the same pinning, memory, NUMA tuning, GPUs and balloon."""
+    import libvirt
+
+    from llmvirt.observe.domain_xml import parse_domain
+
+    xml = (Path(__file__).parent / "fixtures" / "gpu-host.xml").read_text()
+    original = parse_domain(xml[xml.index("<domain"):xml.index("</domain>") + len("</domain>")])
+    original.name, original.uuid, original.type = "copy", "", "test"
+    conn = libvirt.open("test:///default")
+    try:
+        dom = conn.defineXML(original.to_xml())
+        back = parse_domain(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    finally:
+        conn.close()
+    assert back.uuid  # libvirt assigned one
+    for attr in ("memory_mib", "current_memory_mib", "vcpus", "pinning", "emulator_pinning", "numa_tune", "gpus",
+                 "balloon_period"):
+        assert getattr(back, attr) == getattr(original, attr), attr

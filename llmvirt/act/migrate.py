@@ -18,8 +18,8 @@ import libvirt
 
 from llmvirt.act.runner import Env, MigrationSettings, find, running
 from llmvirt.model.action import DONE, FAILED, SKIPPED, Action, Outcome
+from llmvirt.observe.domain_xml import parse_domain
 from llmvirt.observe.inventory import is_local_uri, read_host
-from llmvirt.observe.libvirt_xml import parse_domain
 from llmvirt.policy.constraints import check_host, request_of
 
 _PAUSED_BY_MIGRATION = (libvirt.VIR_DOMAIN_PAUSED_MIGRATION, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,

@@ -6,7 +6,7 @@ import libvirt
 
 from llmvirt.act.runner import Env, running_here
 from llmvirt.model.action import DONE, FAILED, Action, Outcome
-from llmvirt.observe.libvirt_xml import parse_domain
+from llmvirt.observe.domain_xml import parse_domain
 
 
 class Pin:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import libvirt
 
 from llmvirt.errors import translate_libvirt
 from llmvirt.lab.daemons import LabError
 from llmvirt.lab.image import GuestImage
+from llmvirt.observe.domain_xml import CpuModel, Domain, LoggedSerial, MemBalloon, Memory, Os, Vcpu
 
 READY_MARK = "llmvirt-guest: ready"
 BOOT_TIMEOUT_S = 60.0  # TCG boot takes ~2 s alone; several guests booting on 2 cores take longer
@@ -36,40 +36,22 @@ class GuestSpec:
     mem_load_mib: int = 0  #: initial memory held by the load generator
 
 
+def domain(spec: GuestSpec, image: GuestImage, virt_type: str, console_log: Path) -> Domain:
+    """A lab guest: direct kernel boot, virtio balloon with stats, logged serial. Under KVM the guest's CPU
+    model hides SVM (nested virtualisation in a lab guest is not wanted)."""
+    return Domain(name=spec.name, type=virt_type, memory=Memory(spec.memory_mib),
+                  current_memory=Memory(spec.memory_mib, "currentMemory"), vcpu=Vcpu(spec.vcpus),
+                  os=Os(str(image.kernel), str(image.initrd),
+                         f"console=ttyS0 quiet llmvirt.cpu={spec.cpu_pct} llmvirt.mem={spec.mem_load_mib}",
+                         "x86_64", "pc"),
+                  cpu=CpuModel("qemu64", ("svm",) if virt_type == "kvm" else ()),
+                  emulator="/usr/bin/qemu-system-x86_64", serial=LoggedSerial(str(console_log)),
+                  balloon=MemBalloon("virtio", STATS_PERIOD_S))
+
+
 def domain_xml(spec: GuestSpec, image: GuestImage, virt_type: str, console_log: Path) -> str:
-    """Domain XML for a lab guest: direct kernel boot, virtio balloon with stats, logged serial."""
-    cpu = ("<cpu mode='custom' match='exact' check='none'><model fallback='allow'>qemu64</model>"
-           "<feature policy='disable' name='svm'/></cpu>" if virt_type == "kvm" else
-           "<cpu mode='custom' match='exact' check='none'><model fallback='allow'>qemu64</model></cpu>")
-    cmdline = f"console=ttyS0 quiet llmvirt.cpu={spec.cpu_pct} llmvirt.mem={spec.mem_load_mib}"
-    return f"""<domain type='{virt_type}'>
-  <name>{escape(spec.name)}</name>
-  <memory unit='MiB'>{spec.memory_mib}</memory>
-  <currentMemory unit='MiB'>{spec.memory_mib}</currentMemory>
-  <vcpu placement='static'>{spec.vcpus}</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{escape(str(image.kernel))}</kernel>
-    <initrd>{escape(str(image.initrd))}</initrd>
-    <cmdline>{cmdline}</cmdline>
-  </os>
-  <features><acpi/></features>
-  {cpu}
-  <clock offset='utc'/>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <serial type='pty'>
-      <log file='{escape(str(console_log))}' append='on'/>
-      <target port='0'/>
-    </serial>
-    <console type='pty'><target type='serial' port='0'/></console>
-    <memballoon model='virtio'><stats period='{STATS_PERIOD_S}'/></memballoon>
-  </devices>
-</domain>
-"""
+    """The lab guest's domain XML (:func:`domain`, written by :meth:`Domain.to_xml`)."""
+    return domain(spec, image, virt_type, console_log).to_xml()
 
 
 def wait_for_console(log: Path, mark: str, offset: int, timeout: float) -> bool:

@@ -22,14 +22,13 @@ import libvirt
 
 from llmvirt.errors import DomainGone, HostError, HostTimeout, translate_libvirt
 from llmvirt.model.cluster import Balloon, Gpu, GpuAttachment, Host, ScanResult, Vm
+from llmvirt.observe.domain_xml import parse_domain, parse_pinning
 from llmvirt.observe.libvirt_xml import (
     NodeDevices,
     derive_numa_cells,
-    parse_domain,
     parse_mdev,
     parse_numa_cells,
     parse_pci_gpu,
-    parse_pinning,
 )
 from llmvirt.observe.nvml import NvmlSource
 
