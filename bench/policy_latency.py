@@ -47,16 +47,16 @@ def main() -> None:
     t0 = time.perf_counter()
     index = ClusterIndex.build(cluster, {})  # once per snapshot, as a scheduler keeps its model
     build_ms = 1000 * (time.perf_counter() - t0)
-    decide.place(cluster, req, scorer, limits, {}, index=index, top=3)  # warm-up
+    decide.place(cluster, req, scorer, decide.Context(limits), index=index, top=3)  # warm-up
     t = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        decide.place(cluster, req, scorer, limits, {}, index=index, top=3)
+        decide.place(cluster, req, scorer, decide.Context(limits), index=index, top=3)
         t.append(time.perf_counter() - t0)
     cold = []
     for _ in range(5):
         t0 = time.perf_counter()
-        decide.place(cluster, req, scorer, limits, {})
+        decide.place(cluster, req, scorer, decide.Context(limits))
         cold.append(time.perf_counter() - t0)
     plans = []
     for seed in range(5):

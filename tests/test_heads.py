@@ -142,17 +142,18 @@ TOPO = numa.Topology(cells=2, cpus_per_cell=4, mem_per_cell_mib=8192.0)
 
 def test_contention_model() -> None:
     d, v, mem = np.array([2.0, 2.0]), np.array([4, 4]), np.array([1024.0, 1024.0])
-    compact = numa.slowdowns(TOPO, d, v, mem, np.array([0, 1]))
+    compact = numa.slowdowns(TOPO, numa.Guests(d, v, mem), numa.Pinning(np.array([0, 1])))
     assert np.allclose(compact, 1.0)  # local memory, no contention
-    shared = numa.slowdowns(TOPO, d, v, mem, np.array([numa.SHARED, numa.SHARED]))
+    shared = numa.slowdowns(TOPO, numa.Guests(d, v, mem), numa.Pinning(np.array([numa.SHARED, numa.SHARED])))
     assert np.allclose(shared, 1 + numa.REMOTE_PENALTY * 0.5)  # half the accesses remote
-    crowded = numa.slowdowns(TOPO, np.array([4.0, 4.0]), v, mem, np.array([0, 0]))
+    crowded = numa.slowdowns(TOPO, numa.Guests(np.array([4.0, 4.0]), v, mem), numa.Pinning(np.array([0, 0])))
     assert np.allclose(crowded, 2.0)  # 8 busy vCPUs on 4 pCPUs: twice as long
-    spill = numa.slowdowns(TOPO, d, v, np.array([6144.0, 6144.0]), np.array([0, 0]))
+    spill = numa.slowdowns(TOPO, numa.Guests(d, v, np.array([6144.0, 6144.0])), numa.Pinning(np.array([0, 0])))
     assert np.all(spill > 1.0)  # 12 GiB pinned to an 8 GiB cell: part of it remote
-    dedicated = numa.slowdowns(TOPO, np.array([4.0, 3.0]), v, mem, np.array([0, 0]), np.array([True, False]))
+    dedicated = numa.slowdowns(TOPO, numa.Guests(np.array([4.0, 3.0]), v, mem),
+                               numa.Pinning(np.array([0, 0]), np.array([True, False])))
     assert dedicated[0] == 1.0 and dedicated[1] > 100  # the dedicated VM took the whole cell
-    moved = numa.slowdowns(TOPO, d, v, mem, np.array([0, 1]), moved=np.array([True, False]))
+    moved = numa.slowdowns(TOPO, numa.Guests(d, v, mem), numa.Pinning(np.array([0, 1])), moved=np.array([True, False]))
     assert moved[0] == pytest.approx(1 + numa.REMOTE_PENALTY) and moved[1] == 1.0
 
 
@@ -238,7 +239,7 @@ def test_rebalance_only_pin_and_balloon_dry_run(cli) -> None:
     code, out, err = cli("rebalance", "--only", "balloon", "--policy", "baseline:rules", "--json")
     assert code == 0 and json.loads(out)["policy"] == "rules"
     code, _, err = cli("rebalance", "--only", "pin", "--policy", "baseline:least-loaded")
-    assert code == 2 and "baseline:rules" in err
+    assert code == 2 and "baseline:nova[:FRACTION]|rules" in err
 
 
 # --- the consolidation head (cloudsim) ----------------------------------------------------------

@@ -10,7 +10,7 @@ from llmvirt.policy import pin_head
 from llmvirt.policy.pin_head import PinHead, PinScorer, code_of
 from llmvirt.policy.sim_adapter import LearnedPinning
 from llmvirt.sim import numa, pinning
-from llmvirt.sim.numa import SHARED, SPREAD, Topology, repin_pays
+from llmvirt.sim.numa import SHARED, SPREAD, Guests, Pinning, Topology, repin_pays
 from llmvirt.sim.traces import UsageTrace
 
 TOPO = Topology(cells=2, cpus_per_cell=8, mem_per_cell_mib=32768.0)
@@ -21,13 +21,14 @@ def test_a_repin_pays_only_when_the_model_says_so() -> None:
     demand = np.array([3.0, 3.0])
     vcpus = np.array([4, 4])
     mem = np.array([16000.0, 16000.0])
-    floating = (np.array([SHARED, SHARED]), NO)
-    compact = (np.array([0, 1]), NO)
-    assert not repin_pays(TOPO, demand, vcpus, mem, floating, floating, 288)  # no change: nothing to pay for
-    assert repin_pays(TOPO, demand, vcpus, mem, floating, compact, 288, penalty=0.2)  # local memory pays over a day
-    assert not repin_pays(TOPO, demand, vcpus, mem, floating, compact, 1, penalty=0.2)  # not within one step
-    assert not repin_pays(TOPO, demand, vcpus, mem, floating, compact, 288, penalty=0.0)  # no remote cost: no gain
-    assert not repin_pays(TOPO, demand, vcpus, mem, compact, floating, 288, penalty=0.2)  # and never worse
+    floating = Pinning(np.array([SHARED, SHARED]), NO)
+    compact = Pinning(np.array([0, 1]), NO)
+    guests = Guests(demand, vcpus, mem)
+    assert not repin_pays(TOPO, guests, floating, floating, 288)  # no change: nothing to pay for
+    assert repin_pays(TOPO, guests, floating, compact, 288, penalty=0.2)  # local memory pays over a day
+    assert not repin_pays(TOPO, guests, floating, compact, 1, penalty=0.2)  # not within one step
+    assert not repin_pays(TOPO, guests, floating, compact, 288, penalty=0.0)  # no remote cost: no gain
+    assert not repin_pays(TOPO, guests, compact, floating, 288, penalty=0.2)  # and never worse
 
 
 def _trace(n: int = 16, steps: int = 600, seed: int = 3) -> UsageTrace:

@@ -50,7 +50,7 @@ def test_no_infeasible_action_is_ever_chosen(scorer) -> None:
         req = Request(vcpus=int(rng.integers(1, 16)), memory_mib=int(rng.choice([512, 4096, 32768])),
                       gpus=int(rng.integers(0, 2)), vgpu_type="nvidia-1" if rng.random() < 0.2 else None,
                       anti_affinity=f"g{int(rng.integers(0, 3))}" if rng.random() < 0.3 else None)
-        result = decide.place(cluster, req, sc, limits, groups)
+        result = decide.place(cluster, req, sc, decide.Context(limits, groups))
         for r in result.ranked:  # every ranked host passes every constraint
             assert check_host(cluster.host(r["host"]), req, limits, groups) is None
         assert set(result.excluded) | {r["host"] for r in result.ranked} == {h.name for h in cluster.hosts}
@@ -74,11 +74,11 @@ def test_excluded_hosts_name_their_constraint() -> None:
                        Host(name="small", uri="x", cpus=2, memory_mib=8192),
                        Host(name="ok", uri="x", cpus=32, memory_mib=65536)])
     res = decide.place(cluster, Request(vcpus=16, memory_mib=4096), decide.load_scorer("baseline:best-fit"),
-                       Limits(cpu_allocation_ratio=1.0, reserved_memory_mib=0), {})
+                       decide.Context(Limits(cpu_allocation_ratio=1.0, reserved_memory_mib=0)))
     assert res.excluded == {"m": "maintenance", "small": "capacity_cpu"}
     assert [r["host"] for r in res.ranked] == ["ok"]
     res = decide.place(cluster, Request(vcpus=1, memory_mib=4096), decide.load_scorer("baseline:best-fit"),
-                       Limits(cpu_allocation_ratio=1.0, reserved_cpus=2, reserved_memory_mib=0), {})
+                       decide.Context(Limits(cpu_allocation_ratio=1.0, reserved_cpus=2, reserved_memory_mib=0)))
     assert res.excluded["small"] == "reserved_capacity"
 
 

@@ -75,10 +75,10 @@ def place(
 
     st = state(ctx)
     req = Request(vcpus=vcpus, memory_mib=parse_size_mib(memory), gpus=gpu, vgpu_type=vgpu,
-                  anti_affinity=anti_affinity)
+                  anti_affinity=anti_affinity, expected_cpu=expected_cpu)
     spec, _ = (policy, "") if snapshot is not None else _policy(ctx, policy)
-    result = decide.place(_cluster(ctx, snapshot), req, decide.load_scorer(spec), config.load_limits(st.config_path),
-                          config.load_groups(st.config_path), expected_cpu)
+    rules = decide.Context(config.load_limits(st.config_path), config.load_groups(st.config_path))
+    result = decide.place(_cluster(ctx, snapshot), req, decide.load_scorer(spec), rules)
     if as_json:
         out.print_json(json.dumps(result.as_json()))
     else:

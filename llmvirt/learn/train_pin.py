@@ -47,7 +47,7 @@ def _extra_work(topo: numa.Topology, future: np.ndarray, vcpus: np.ndarray, mem:
     total = 0.0
     for t in range(future.shape[1]):
         d = future[:, t]
-        total += float((d * (numa.slowdowns(topo, d, vcpus, mem, codes) - 1.0)).sum())
+        total += float((d * (numa.slowdowns(topo, numa.Guests(d, vcpus, mem), numa.Pinning(codes)) - 1.0)).sum())
     return total
 
 

@@ -101,9 +101,9 @@ class LlmvirtScheduler:
         node = replay.ss[sid].node
         cluster = to_cluster(replay, exclude=sid)
         vm = _vm(replay, sid, node if node in replay.case.nodes else nodes[0])
-        req = Request(vcpus=vm.vcpus, memory_mib=vm.memory_mib, name=sid, allowed_hosts=tuple(nodes))
-        expected = vm.cpu_util if vm.cpu_util is not None else 0.5
-        placement = decide.place(cluster, req, self._scorer, self.limits, {}, expected=expected)
+        req = Request(vcpus=vm.vcpus, memory_mib=vm.memory_mib, name=sid, allowed_hosts=tuple(nodes),
+                      expected_cpu=vm.cpu_util if vm.cpu_util is not None else 0.5)
+        placement = decide.place(cluster, req, self._scorer, decide.Context(self.limits))
         return placement.ranked[0]["host"] if placement.ranked else None
 
     def rebalance(self, replay: HaReplay) -> tuple[Candidate, float, float] | None:

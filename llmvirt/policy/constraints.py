@@ -45,6 +45,7 @@ class Request:
     anti_affinity: str | None = None  #: group whose members must be on different hosts
     name: str = ""  #: VM name (for anti-affinity membership of an existing VM)
     allowed_hosts: tuple[str, ...] = ()  #: host pinning: the only hosts this VM may run on (empty: any)
+    expected_cpu: float = 0.5  #: expected CPU use as a share of its vCPUs (placement scores the hosts with it)
 
 
 @dataclass

@@ -112,21 +112,24 @@ class Placement:
                 "ranked": self.ranked, "excluded": [{"host": h, "constraint": c} for h, c in self.excluded.items()]}
 
 
-def place(cluster: Cluster, req: Request, scorer: Scorer, limits: Limits, groups: dict[str, str],
-          expected: float = 0.5, index: ClusterIndex | None = None, top: int | None = None) -> Placement:
-    """Rank the hosts that may take a new VM (expected CPU use ``expected`` of its vCPUs).
+def place(cluster: Cluster, req: Request, scorer: Scorer, ctx: Context | None = None,
+          index: ClusterIndex | None = None, top: int | None = None) -> Placement:
+    """Rank the hosts that may take a new VM (expected CPU use ``req.expected_cpu`` of its vCPUs) under
+    ``ctx``'s limits and anti-affinity groups.
 
     ``index`` (built once per snapshot) makes the decision a few array operations; ``top``
     limits how many ranked hosts carry reasons (all by default).
     """
-    idx = index or ClusterIndex.build(cluster, groups)
+    ctx = ctx or Context()
+    limits = ctx.limits
+    idx = index or ClusterIndex.build(cluster, ctx.groups)
     reason = idx.mask(req, limits)
     ok = np.flatnonzero(reason == "")
     out = Placement(excluded={idx.hosts[i].name: str(reason[i]) for i in np.flatnonzero(reason != "")},
                     policy=scorer.name)
     if ok.size == 0:
         return out
-    feats = idx.features(req, expected, limits, ok)
+    feats = idx.features(req, req.expected_cpu, limits, ok)
     hosts_ok = [idx.hosts[i] for i in ok]
     s = scorer.scores(feats, hosts_ok)
     order = np.argsort(-s, kind="stable")

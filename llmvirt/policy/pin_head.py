@@ -22,7 +22,7 @@ from llmvirt.model.action import Action
 from llmvirt.model.cluster import Cluster, Host, Vm
 from llmvirt.model.usage import cpu_fraction
 from llmvirt.policy.checkpoint import HeadSpec
-from llmvirt.sim.numa import REMOTE_PENALTY, SHARED, SPREAD, Topology, _water_fill, repin_pays
+from llmvirt.sim.numa import REMOTE_PENALTY, SHARED, SPREAD, Guests, Pinning, Topology, _water_fill, repin_pays
 
 PIN_FEATURES = ("is_shared", "is_compact", "is_spread", "remote", "vm_now", "vm_peak", "vm_vcpus", "load_before",
                 "load_after", "host_load", "mem_frac")
@@ -192,7 +192,8 @@ def plan(cluster: Cluster, history: dict[str, list[tuple[float, float, float]]],
         # e.g. reserved CPUs changing, is not a re-pin the model could price)
         moved = (codes != old) if topo.cells > 1 else np.zeros(len(vms), dtype=bool)
         if head.sticky_horizon and moved.any() and not repin_pays(
-                topo, now, vcpus, mem, (old, no_ded), (codes, no_ded), head.sticky_horizon, head.remote_penalty):
+                topo, Guests(now, vcpus, mem), Pinning(old, no_ded), Pinning(codes, no_ded), head.sticky_horizon,
+                head.remote_penalty):
             for v, c, o in zip(vms, codes, old, strict=True):
                 if c != o:
                     held[v.name] = (f"re-pinning {host.name} would not pay for its moves within "

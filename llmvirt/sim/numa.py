@@ -31,6 +31,7 @@ Slowdown of a VM = CPU factor x (1 + REMOTE_PENALTY x remote fraction), where
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -67,14 +68,29 @@ def _water_fill(load: np.ndarray, cap: np.ndarray, extra: float) -> np.ndarray:
     return share
 
 
-def slowdowns(topo: Topology, demand: np.ndarray, vcpus: np.ndarray, mem_mib: np.ndarray, mode: np.ndarray,
-              dedicated: np.ndarray | None = None, moved: np.ndarray | None = None,
+class Guests(NamedTuple):
+    """One host's VMs as the contention model sees them."""
+
+    demand: np.ndarray  #: busy vCPUs (cores) now
+    vcpus: np.ndarray  #: vCPUs
+    mem_mib: np.ndarray  #: memory (working set) size
+
+
+class Pinning(NamedTuple):
+    """One host's pinnings: a code per VM, and which VMs hold exclusive pCPUs (their code is then a cell)."""
+
+    codes: np.ndarray  #: SHARED, SPREAD or a cell index
+    dedicated: np.ndarray | None = None  #: exclusive pCPUs (None: none)
+
+
+def slowdowns(topo: Topology, guests: Guests, pins: Pinning, moved: np.ndarray | None = None,
               penalty: float = REMOTE_PENALTY) -> np.ndarray:
-    """Slowdown (>= 1) of each VM on one host. ``demand``: busy vCPUs (cores) now; ``mode``: pinning codes;
-    ``dedicated``: VMs with exclusive pCPUs (then ``mode`` is their cell); ``moved``: VMs that changed cell;
-    ``penalty``: slowdown of a fully remote working set."""
+    """Slowdown (>= 1) of each VM on one host with ``pins``. ``moved``: VMs that changed cell (their memory
+    is fully remote for the step); ``penalty``: slowdown of a fully remote working set."""
+    demand, vcpus, mem_mib = guests
+    mode = pins.codes
     n, k = demand.size, topo.cells
-    dedicated = np.zeros(n, dtype=bool) if dedicated is None else dedicated
+    dedicated = np.zeros(n, dtype=bool) if pins.dedicated is None else pins.dedicated
     excl = np.bincount(mode[dedicated], vcpus[dedicated].astype(float), minlength=k)[:k] if dedicated.any() \
         else np.zeros(k)
     cap = np.maximum(topo.cpus_per_cell - excl, 0.0)
@@ -105,17 +121,22 @@ def weighted(demand: np.ndarray, slow: np.ndarray) -> tuple[float, float]:
     return float((demand * slow).sum()), float(demand.sum())
 
 
-def repin_pays(topo: Topology, demand: np.ndarray, vcpus: np.ndarray, mem_mib: np.ndarray,
-               old: tuple[np.ndarray, np.ndarray], new: tuple[np.ndarray, np.ndarray], horizon: int,
-               penalty: float = REMOTE_PENALTY, margin: float = 0.01) -> bool:
-    """Whether changing one host's pinnings from ``old`` to ``new`` (codes, dedicated flags) pays for its
-    cost in this model: over ``horizon`` steps at the current ``demand``, the new pinning's
-    contention-weighted slowdown, with every VM that changes cell fully remote for the first step
-    while its memory follows, must be at least ``margin`` lower than keeping the old one."""
-    changed = (new[0] != old[0]) | (new[1] != old[1])
+REPIN_MARGIN = 0.01  #: a re-pin must lower the weighted slowdown over its horizon by this share
+
+
+def repin_pays(topo: Topology, guests: Guests, old: Pinning, new: Pinning, horizon: int,
+               penalty: float = REMOTE_PENALTY) -> bool:
+    """Whether changing one host's pinnings from ``old`` to ``new`` pays for its cost in this model: over
+    ``horizon`` steps at the current demand, the new pinning's contention-weighted slowdown, with every VM
+    that changes cell fully remote for the first step while its memory follows, must be at least
+    REPIN_MARGIN lower than keeping the old one."""
+    none = np.zeros(old.codes.size, dtype=bool)
+    old_d = none if old.dedicated is None else old.dedicated
+    new_d = none if new.dedicated is None else new.dedicated
+    changed = (new.codes != old.codes) | (new_d != old_d)
     if not changed.any():
         return False
-    keep, _ = weighted(demand, slowdowns(topo, demand, vcpus, mem_mib, old[0], old[1], None, penalty))
-    first, _ = weighted(demand, slowdowns(topo, demand, vcpus, mem_mib, new[0], new[1], changed, penalty))
-    then, _ = weighted(demand, slowdowns(topo, demand, vcpus, mem_mib, new[0], new[1], None, penalty))
-    return first + (horizon - 1) * then < (1.0 - margin) * horizon * keep
+    keep, _ = weighted(guests.demand, slowdowns(topo, guests, old, None, penalty))
+    first, _ = weighted(guests.demand, slowdowns(topo, guests, new, changed, penalty))
+    then, _ = weighted(guests.demand, slowdowns(topo, guests, new, None, penalty))
+    return first + (horizon - 1) * then < (1.0 - REPIN_MARGIN) * horizon * keep

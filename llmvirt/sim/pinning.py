@@ -150,9 +150,9 @@ def run(trace: UsageTrace, setup: PinSetup, policy: PinPolicy, steps: int | None
             for h, idx in enumerate(hosts):
                 new, d = policy.pinning(setup.topo, demand[idx, :t + 1], trace.vcpus[idx],
                                         trace.mem_capacity_mib[idx].astype(float))
-                if horizon and not numa.repin_pays(setup.topo, demand[idx, t], trace.vcpus[idx],
-                                                   trace.mem_capacity_mib[idx].astype(float), (codes[h], ded[h]),
-                                                   (new, d), horizon, policy.model_penalty):
+                guests = numa.Guests(demand[idx, t], trace.vcpus[idx], trace.mem_capacity_mib[idx].astype(float))
+                if horizon and not numa.repin_pays(setup.topo, guests, numa.Pinning(codes[h], ded[h]),
+                                                   numa.Pinning(new, d), horizon, policy.model_penalty):
                     new, d = codes[h], ded[h]  # sticky: a re-pin that does not pay for itself is not made
                 changed = (new != codes[h]) | (d != ded[h])
                 moved[h] = changed & (t > 0)
@@ -161,8 +161,8 @@ def run(trace: UsageTrace, setup: PinSetup, policy: PinPolicy, steps: int | None
         step_num = step_den = 0.0
         for h, idx in enumerate(hosts):
             d_now = demand[idx, t]
-            slow = numa.slowdowns(setup.topo, d_now, trace.vcpus[idx], trace.mem_capacity_mib[idx].astype(float),
-                                  codes[h], ded[h], moved[h], setup.remote_penalty)
+            guests = numa.Guests(d_now, trace.vcpus[idx], trace.mem_capacity_mib[idx].astype(float))
+            slow = numa.slowdowns(setup.topo, guests, numa.Pinning(codes[h], ded[h]), moved[h], setup.remote_penalty)
             a, b = numa.weighted(d_now, slow)
             step_num, step_den = step_num + a, step_den + b
             samples.append(slow)
