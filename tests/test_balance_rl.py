@@ -219,7 +219,9 @@ def test_policy_iteration_measures_each_alternative_exactly_against_the_fallback
     of two plays of the same fleet on the same future demand, each followed by the fallback."""
     from dataclasses import replace
 
-    from llmvirt.learn.train_balance import RlConfig, _counterfactuals, _sample_states
+    from llmvirt.learn.balance_api import _counterfactuals, _sample_states
+    from llmvirt.learn.balance_eval import Run
+    from llmvirt.learn.train_balance import RlConfig
 
     trace = synthetic_trace(120, 400)
     vms = np.arange(len(trace.names))
@@ -227,7 +229,7 @@ def test_policy_iteration_measures_each_alternative_exactly_against_the_fallback
     rl = RlConfig(api_horizon=6, api_candidates=3, api_random=1, prior_threshold=1.0)
     fallback = balance_policy.BalanceActor(name="fallback", fallback=True)
     rng = np.random.default_rng(1)
-    snaps = _sample_states(trace, vms, fallback, rl, cfg, rng, seed=2, want=6)
+    snaps = _sample_states(Run([(trace, vms)], Path("unused"), rl, cfg), (trace, vms), fallback, rng, seed=2, want=6)
     x_moves, y_moves, x_noop, y_noop = _counterfactuals(trace, snaps, fallback, rl, cfg, np.random.default_rng(3))
     assert x_moves.shape == (y_moves.size, len(bf.CANDIDATE_FEATURES)) and y_moves.size > 0
     assert x_noop.shape == (y_noop.size, len(bf.GLOBAL_FEATURES))

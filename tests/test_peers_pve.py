@@ -13,7 +13,7 @@ from conftest import SHARED
 
 from llmvirt.errors import UsageError
 from llmvirt.model.cluster import Cluster, Host, Vm
-from llmvirt.peers import conformance, pve_case, pve_crs
+from llmvirt.peers import conformance, pve_case, pve_crs, pve_replay
 from llmvirt.peers.llmvirt_scheduler import LlmvirtScheduler
 from llmvirt.peers.pve_crs import Candidate, Load, Node, Usage
 from llmvirt.policy import decide
@@ -36,7 +36,7 @@ def test_the_peer_suite_is_all_there() -> None:
 @pytest.mark.parametrize("case", _cases(), ids=lambda p: p.name.removeprefix("test-crs-"))
 def test_baseline_proxmox_crs_makes_every_decision_proxmox_made(case: Path) -> None:
     expected = pve_case.expected_decisions(case)
-    run = pve_case.replay(case)
+    run = pve_replay.replay(case)
     assert run.decisions == expected
     assert run.unsupported == []
 
@@ -132,7 +132,7 @@ def _write_case(root: Path, cmds: list[list[str]], rules: str = "") -> Path:
 
 def test_commands_it_does_not_model_are_reported_not_guessed(tmp_path: Path) -> None:
     case = _write_case(tmp_path / "c", [["power node1 on", "power node2 on"], ["service vm:100 lock backup"]])
-    run = pve_case.replay(case)
+    run = pve_replay.replay(case)
     assert run.unsupported == ["service vm:100 lock backup"]
     assert [d.kind for d in run.decisions] == ["rebalance", "rebalance"]  # 4 guests on node1: 2 moves even it
 
@@ -140,10 +140,10 @@ def test_commands_it_does_not_model_are_reported_not_guessed(tmp_path: Path) -> 
 def test_affinity_rules_bind_the_replay(tmp_path: Path) -> None:
     rules = ("node-affinity: pinned\n\tnodes node1\n\tresources vm:100,vm:101,vm:102,vm:103\n\tstrict 1\n")
     case = _write_case(tmp_path / "c", [["power node1 on", "power node2 on"]], rules)
-    assert pve_case.replay(case).decisions == []  # every guest is bound to node1: nothing may move
+    assert pve_replay.replay(case).decisions == []  # every guest is bound to node1: nothing may move
     rules = ("resource-affinity: together\n\tresources vm:100,vm:101,vm:102,vm:103\n\taffinity positive\n")
     case = _write_case(tmp_path / "d", [["power node1 on", "power node2 on"]], rules)
-    assert pve_case.replay(case).decisions == []  # one bundle: moving it all changes nothing
+    assert pve_replay.replay(case).decisions == []  # one bundle: moving it all changes nothing
 
 
 def test_the_conformance_table_classifies_llmvirt_and_states_why() -> None:

@@ -87,9 +87,9 @@ def run_named(name: str, trace: UsageTrace, fl: list[Fleet], cfg: EnvConfig) -> 
 
 
 def tune(trace: UsageTrace, vms: np.ndarray, cfg: EnvConfig, n_fleets: int, seeds: tuple[int, ...],
-         log: Any = print, grids: dict[str, tuple[str, ...]] | None = None) -> dict[str, dict[str, Any]]:
+         grids: dict[str, tuple[str, ...]] | None = None) -> dict[str, dict[str, Any]]:
     """Each family's best grid point (``grids``, default :data:`BASELINE_GRID`) by total cost on fleets
-    of the training VMs ``vms``."""
+    of the training VMs ``vms``; each family's grid is printed."""
     fl = [f for s in seeds for f in fleets(trace, vms, n_fleets, s, cfg)]
     best: dict[str, dict[str, Any]] = {}
     for family, grid in (grids or BASELINE_GRID).items():
@@ -97,5 +97,5 @@ def tune(trace: UsageTrace, vms: np.ndarray, cfg: EnvConfig, n_fleets: int, seed
         pick = min(costs, key=lambda k: costs[k])
         best[family] = {"strategy": pick, "cost": costs[pick], "grid": costs}
         grid_text = ", ".join(f"{k}={v:.0f}" for k, v in costs.items())
-        log(f"  tuned {family}: {pick} (cost {costs[pick]:.1f}; grid {grid_text})")
+        print(f"  tuned {family}: {pick} (cost {costs[pick]:.1f}; grid {grid_text})")
     return best

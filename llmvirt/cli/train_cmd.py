@@ -50,8 +50,6 @@ def train(
 ) -> None:
     """Train one head on the training split; write safetensors + JSON and a learning curve.
     With --from-store: fine-tune the active policy on recorded outcomes into a new version."""
-    from llmvirt.sim import traces
-
     if from_store:
         _from_store(ctx, out_dir, seed)
         return
@@ -63,16 +61,28 @@ def train(
     if samples < 10 or epochs < 1:
         raise UsageError("--samples must be at least 10 and --epochs at least 1")
     if head is Head.balance_rl:
-        from llmvirt.learn import train_balance
-
         if method not in ("api", "ppo"):
             raise UsageError(f"unknown --method {method!r}: use api or ppo")
-        cfg = train_balance.RlConfig(seed=seed, iters=iters, mode=mode, method=method)
-        record = train_balance.train_files([trace, *(extra_trace or [])], out_dir, cfg,
-                                           log=lambda line: out.print(line, markup=False))
-        out.print(f"wrote {out_dir}/balance_rl.safetensors, balance_rl.json, balance_rl_curve.csv "
-                  f"({record['decision_steps']} decision steps in {record['wall_s']:.0f} s)", markup=False)
-        return
+        _balance_rl([trace, *(extra_trace or [])], out_dir, seed, iters, mode, method)
+    else:
+        _head(head, trace, out_dir, seed, (samples, epochs))
+
+
+def _balance_rl(paths: list[Path], out_dir: Path, seed: int, iters: int, mode: str, method: str) -> None:
+    """``--head balance-rl``: the learned balance policy on the training VMs of every trace given."""
+    from llmvirt.learn import train_balance
+
+    cfg = train_balance.RlConfig(seed=seed, iters=iters, mode=mode, method=method)
+    record = train_balance.train_files(paths, out_dir, cfg, log=lambda line: out.print(line, markup=False))
+    out.print(f"wrote {out_dir}/balance_rl.safetensors, balance_rl.json, balance_rl_curve.csv "
+              f"({record['decision_steps']} decision steps in {record['wall_s']:.0f} s)", markup=False)
+
+
+def _head(head: Head, trace: Path, out_dir: Path, seed: int, placement: tuple[int, int]) -> None:
+    """One head from one trace: consolidate (PlanetLab days), balloon, pin, or placement (``placement``:
+    decisions sampled, epochs)."""
+    from llmvirt.sim import traces
+
     if head is Head.consolidate:
         from llmvirt.learn import train_consolidate
 
@@ -95,7 +105,8 @@ def train(
     from llmvirt.learn.train import TrainConfig
     from llmvirt.learn.train import train as run
 
-    metrics = run(tr, out_dir, TrainConfig(seed=seed, samples=samples, epochs=epochs), scenario, trace.name)
+    samples, epochs = placement
+    metrics = run(tr, out_dir, TrainConfig(seed=seed, samples=samples, epochs=epochs), "balance", trace.name)
     out.print(f"wrote {out_dir}/model.safetensors, policy.json, learning_curve.csv/.png: {metrics}", markup=False)
 
 

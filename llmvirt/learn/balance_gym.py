@@ -17,6 +17,7 @@ day; a finished fleet is redrawn at once (``autoreset_mode`` same-step: the obse
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium
@@ -30,19 +31,29 @@ from llmvirt.sim.balance_env import BalanceEnv, EnvConfig
 from llmvirt.sim.traces import UsageTrace
 
 
+@dataclass(frozen=True)
+class Observation:
+    """How the candidates are built: the demand forecaster (None: the last value as the forecast), the feature
+    mode, and the fallback prior's trigger."""
+
+    forecaster: bf.Forecaster | None = None  #: learned quantile forecaster
+    mode: str = "full"  #: feature mode (ablations: no-forecast, no-history)
+    prior_threshold: float = 1.0  #: the fallback prior's trigger, share of a host's cores
+
+
 class BalanceVectorEnv(gymnasium.vector.VectorEnv):
     """``num_envs`` random fleets of ``trace``'s VMs (``eligible`` only: a training split) stepped together."""
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, trace: UsageTrace, num_envs: int, cfg: EnvConfig | None = None, seed: int = 0,
-                 eligible: np.ndarray | None = None, forecaster: bf.Forecaster | None = None,
-                 mode: str = "full", prior_threshold: float = 1.0) -> None:
-        """The simulator and the spaces; ``forecaster`` None uses the last value as the forecast."""
+                 eligible: np.ndarray | None = None, obs: Observation | None = None) -> None:
+        """The simulator and the spaces; ``obs`` says how candidates are built (default :class:`Observation`)."""
         self.cfg = cfg or EnvConfig()
         self.sim = BalanceEnv(trace, num_envs, self.cfg, seed=seed, eligible=eligible)
         self.num_envs = num_envs
-        self.forecaster, self.mode, self.prior_threshold = forecaster, mode, prior_threshold
+        obs = obs or Observation()
+        self.forecaster, self.mode, self.prior_threshold = obs.forecaster, obs.mode, obs.prior_threshold
         h = self.cfg.max_hosts
         self.n = min(bf.SOURCES, h) * bf.PER_SOURCE * min(bf.DESTINATIONS, h)
         f, g = len(bf.CANDIDATE_FEATURES), len(bf.GLOBAL_FEATURES)

@@ -59,9 +59,11 @@ def split_meta(trace_label: str, train_idx: np.ndarray, held_idx: np.ndarray) ->
             "held_out_vms": int(held_idx.size)}
 
 
-def _planner_cost(trace: UsageTrace, placement: np.ndarray, vm: int, dst: int, t: int, horizon: int,
+def _planner_cost(trace: UsageTrace, placement: np.ndarray, move: tuple[int, int], t: int, horizon: int,
                   host_mhz: float) -> float:
-    """Future overload on ``dst`` with ``vm`` there: host-steps above capacity, plus the peak utilisation."""
+    """Future overload on the destination with the VM there (``move``: VM index, destination host index):
+    host-steps above capacity, plus the peak utilisation."""
+    vm, dst = move
     end = min(trace.cpu_mhz.shape[1], t + 1 + horizon)
     on = (placement == dst) & (np.arange(placement.size) != vm)
     load = trace.cpu_mhz[on, t + 1:end].sum(axis=0) + trace.cpu_mhz[vm, t + 1:end]
@@ -81,9 +83,10 @@ def collect(trace: UsageTrace, cfg: TrainConfig,
         t = int(rng.integers(0, steps))
         view = sim.view(t)
         cluster = view.to_cluster()
+        vm_index, host_index = view.names(cluster)
         vm_idx = int(rng.integers(0, len(trace.names)))
         src = cluster.hosts[int(view.vm_host[vm_idx])]
-        vm = src.vm(f"vm-{vm_idx}")
+        vm = next((v for v in src.vms if vm_index.get(v.name) == vm_idx), None)
         if vm is None:
             continue
         verdict = migration_mask(cluster, vm, src, limits, {})
@@ -93,7 +96,7 @@ def collect(trace: UsageTrace, cfg: TrainConfig,
         req = request_of(vm)
         util = expected_util(vm.cpu_util)
         feats = np.stack([pair_features(h, req, util, limits, current=h is src, exclude_vm=vm.name) for h in cands])
-        cost = np.array([_planner_cost(trace, view.vm_host, vm_idx, int(h.name.split("-")[1]), t, cfg.horizon,
+        cost = np.array([_planner_cost(trace, view.vm_host, (vm_idx, host_index[h.name]), t, cfg.horizon,
                                        setup.host_mhz) for h in cands])
         target = np.exp(-(cost - cost.min()) / cfg.temperature)
         samples.append((feats, target / target.sum()))

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmvirt.peers import pve_case
-from llmvirt.peers.pve_case import Decision, HaReplay, Scheduler
+from llmvirt.peers import pve_case, pve_replay
+from llmvirt.peers.pve_case import Decision
+from llmvirt.peers.pve_replay import HaReplay, Scheduler
 
 TOLERANCE = 0.005  #: imbalances this close are equal (Proxmox logs two decimals)
 
@@ -92,8 +93,8 @@ def _reason(expected: list[Decision], tested: list[Decision], pve: HaReplay, run
 def run_case(path: Path, scheduler: Scheduler) -> CaseResult:
     """Replay one case with ``baseline:proxmox-crs`` and with ``scheduler``; compare with Proxmox."""
     expected = pve_case.expected_decisions(path)
-    pve = pve_case.replay(path)
-    run = pve_case.replay(path, scheduler)
+    pve = pve_replay.replay(path)
+    run = pve_replay.replay(path, scheduler)
     imb_pve, imb_run = pve.imbalance(), run.imbalance()
     failed = sum(d.node is None for d in run.decisions) - sum(d.node is None for d in expected)
     if run.decisions == expected:

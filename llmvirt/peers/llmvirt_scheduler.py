@@ -1,6 +1,6 @@
 """llmvirt's own decisions inside a Proxmox CRS case, for the conformance table.
 
-The HA manager's model (:class:`~llmvirt.peers.pve_case.HaReplay`) asks the same questions it asks
+The HA manager's model (:class:`~llmvirt.peers.pve_replay.HaReplay`) asks the same questions it asks
 Proxmox's scheduler; this scheduler answers them with what ``llmvirt place`` and ``llmvirt rebalance``
 would do on the same cluster:
 
@@ -27,8 +27,9 @@ from typing import Any
 from llmvirt.errors import UsageError
 from llmvirt.model.cluster import Cluster, Host, Vm
 from llmvirt.peers import pve_crs
-from llmvirt.peers.pve_case import MIB, GuestState, HaReplay, load_case
+from llmvirt.peers.pve_case import MIB, load_case
 from llmvirt.peers.pve_crs import Candidate
+from llmvirt.peers.pve_replay import GuestState, HaReplay
 from llmvirt.policy import decide
 from llmvirt.policy.constraints import Limits, Request
 

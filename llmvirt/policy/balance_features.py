@@ -20,6 +20,7 @@ removes the history features (``no-history``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -100,43 +101,53 @@ def _take(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.take_along_axis(a, idx.reshape(idx.shape[0], -1), axis=1).reshape(idx.shape)
 
 
-def candidates(state: BalanceState, forecaster: Forecaster | None, mode: str = "full",
-               threshold: float = 1.0) -> Candidates:
-    """The candidate moves and features of every fleet in ``state`` (see the module docstring).
+@dataclass
+class _Loads:
+    """Every fleet's VM demand now and forecast (q50, q90), and host loads (share of cores) at each."""
 
-    Figures are computed at the level they vary on (source host, VM, destination, pair) and
-    broadcast into one preallocated array, which keeps a batch of 64 fleets at a few milliseconds."""
-    if mode not in MODES:
-        raise ValueError(f"unknown feature mode {mode!r}: use {', '.join(MODES)}")
-    e_n, n_h = state.host_valid.shape
-    valid = state.vm_valid
-    now = state.demand
+    now: np.ndarray
+    q50: np.ndarray
+    q90: np.ndarray
+    load_now: np.ndarray
+    load50: np.ndarray
+    load90: np.ndarray
+
+
+def _loads(state: BalanceState, forecaster: Forecaster | None, mode: str) -> _Loads:
+    valid, now = state.vm_valid, state.demand
     if forecaster is None or mode == "no-forecast":
         q50 = q90 = now
     else:
         q50, q90 = np.zeros_like(now), np.zeros_like(now)
         q50[valid], q90[valid] = forecaster(state.history[valid], state.vcpus[valid])
-    c1 = state.cores[:, None]
-    load_now = _host_sum(state.vm_host, now, valid, n_h) / c1
-    load50 = _host_sum(state.vm_host, q50, valid, n_h) / c1
-    load90 = _host_sum(state.vm_host, q90, valid, n_h) / c1
-    hv = state.host_valid
-    n_valid = np.maximum(hv.sum(axis=1), 1)
-    s_n = min(SOURCES, n_h)
-    src = np.argsort(np.where(hv, -load90, np.inf), axis=1, kind="stable")[:, :s_n]  # (E, S)
+    c1, n_h = state.cores[:, None], state.host_valid.shape[1]
+    return _Loads(now, q50, q90, *(_host_sum(state.vm_host, x, valid, n_h) / c1 for x in (now, q50, q90)))
+
+
+def _pairs(state: BalanceState, ld: _Loads) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(sources (E, S): the hottest hosts at q90; their busiest movable VMs (E, S, K) and which exist;
+    destinations (E, D): the coolest placeable hosts)."""
+    hv, n_h = state.host_valid, state.host_valid.shape[1]
+    src = np.argsort(np.where(hv, -ld.load90, np.inf), axis=1, kind="stable")[:, :min(SOURCES, n_h)]
     on_src = state.vm_host[:, None, :] == src[:, :, None]  # (E, S, V)
-    vm_score = np.where(on_src & (valid & state.movable)[:, None, :], q90[:, None, :], -np.inf)
-    k = min(PER_SOURCE, vm_score.shape[2])
-    top = np.argsort(-vm_score, axis=2, kind="stable")[:, :, :k]  # (E, S, K)
+    vm_score = np.where(on_src & (state.vm_valid & state.movable)[:, None, :], ld.q90[:, None, :], -np.inf)
+    top = np.argsort(-vm_score, axis=2, kind="stable")[:, :, :min(PER_SOURCE, vm_score.shape[2])]
     top_ok = np.take_along_axis(vm_score, top, axis=2) > -np.inf
-    d_n = min(DESTINATIONS, n_h)
-    dst = np.argsort(np.where(hv & state.placeable, load90, np.inf), axis=1, kind="stable")[:, :d_n]  # (E, D)
-    shape = (e_n, s_n, k, d_n)
-    c4 = state.cores[:, None, None, None]
+    dst = np.argsort(np.where(hv & state.placeable, ld.load90, np.inf), axis=1, kind="stable")[:, :min(DESTINATIONS,
+                                                                                                         n_h)]
+    return src, top, top_ok, dst
+
+
+def _columns(state: BalanceState, ld: _Loads, pairs: tuple[np.ndarray, ...],
+             mode: str) -> tuple[list[Any], np.ndarray]:
+    """The candidate features' columns (each broadcastable to (E, S, K, D)) and the hard-rule mask."""
+    src, top, top_ok, dst = pairs
+    e_n, s_n, k = top.shape
+    hv, c4 = state.host_valid, state.cores[:, None, None, None]
     # per source host (E, S, 1, 1), per VM (E, S, K, 1), per destination (E, 1, 1, D)
-    s_now, s50, s90 = (_take(x, src)[:, :, None, None] for x in (load_now, load50, load90))
-    v_now, v50, v90 = (_take(x, top)[..., None] / c4 for x in (now, q50, q90))
-    d_now, d50, d90 = (_take(x, dst)[:, None, None, :] for x in (load_now, load50, load90))
+    s_now, s50, s90 = (_take(x, src)[:, :, None, None] for x in (ld.load_now, ld.load50, ld.load90))
+    v_now, v50, v90 = (_take(x, top)[..., None] / c4 for x in (ld.now, ld.q50, ld.q90))
+    d_now, d50, d90 = (_take(x, dst)[:, None, None, :] for x in (ld.load_now, ld.load50, ld.load90))
     vc = _take(state.vcpus, top)[..., None]
     mc = _take(state.mem_cap_gib, top)[..., None]
     d_vc = _take(state.host_vcpus, dst)[:, None, None, :]
@@ -156,18 +167,33 @@ def candidates(state: BalanceState, forecaster: Forecaster | None, mode: str = "
         past = np.take_along_axis(state.history[..., :-1], top.reshape(e_n, -1)[..., None], axis=1)
         past = past.reshape(e_n, s_n, k, -1)
         h_mean, h_max, h_std = (f(past, axis=3)[..., None] / c4 for f in (np.mean, np.max, np.std))
-    mean_load = (load_now * hv).sum(axis=1) / n_valid
-    max90 = np.where(hv, load90, -np.inf).max(axis=1)
+    mean_load = (ld.load_now * hv).sum(axis=1) / np.maximum(hv.sum(axis=1), 1)
+    max90 = np.where(hv, ld.load90, -np.inf).max(axis=1)
     vcl = state.vcpu_limit[:, None, None, None]
     cols = [s_now, s50, s90, d_now, d50, d90, v_now, v50, v90, src_ex, src_after, dst_after,
             (src_ex - src_after) - (dst_after - np.maximum(d90 - 1.0, 0.0)), relief_now,
             _take(state.mem_gib, top)[..., None] / 64.0, h_mean, h_max, h_std,
             np.minimum(_take(state.since_move, top), 12.0)[..., None] / 12.0,
             (vcl - d_vc - vc) / vcl, mean_load[:, None, None, None], max90[:, None, None, None], 0.0, 0.0]
+    return cols, ok
+
+
+def candidates(state: BalanceState, forecaster: Forecaster | None, mode: str = "full",
+               threshold: float = 1.0) -> Candidates:
+    """The candidate moves and features of every fleet in ``state`` (see the module docstring).
+
+    Figures are computed at the level they vary on (source host, VM, destination, pair) and
+    broadcast into one preallocated array, which keeps a batch of 64 fleets at a few milliseconds."""
+    if mode not in MODES:
+        raise ValueError(f"unknown feature mode {mode!r}: use {', '.join(MODES)}")
+    ld = _loads(state, forecaster, mode)
+    src, top, top_ok, dst = _pairs(state, ld)
+    cols, ok = _columns(state, ld, (src, top, top_ok, dst), mode)
+    e_n, s_n, k = top.shape
+    shape, n = (e_n, s_n, k, dst.shape[1]), s_n * k * dst.shape[1]
     feats = np.empty((*shape, len(cols)), dtype=np.float32)
     for j, col in enumerate(cols):
         feats[..., j] = col
-    n = s_n * k * d_n
     ok = np.broadcast_to(ok, shape).reshape(e_n, n)
     feats = feats.reshape(e_n, n, len(cols))
     feats[~ok] = 0.0
@@ -179,14 +205,23 @@ def candidates(state: BalanceState, forecaster: Forecaster | None, mode: str = "
     feats[~ok] = 0.0
     vm = np.broadcast_to(top[..., None], shape).reshape(e_n, n)
     dh = np.broadcast_to(dst[:, None, None, :], shape).reshape(e_n, n)
-    max_now = np.where(hv, load_now, -np.inf).max(axis=1)
+    return Candidates(vm, dh, ok, feats, _globals(state, ld, feats, ok, gain))
+
+
+def _globals(state: BalanceState, ld: _Loads, feats: np.ndarray, ok: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """The fleet figures the "do nothing" scorer reads."""
+    hv = state.host_valid
+    n_valid = np.maximum(hv.sum(axis=1), 1)
+    acts = gain.max(axis=1, initial=-np.inf) > -np.inf
+    max_now = np.where(hv, ld.load_now, -np.inf).max(axis=1)
+    max90 = np.where(hv, ld.load90, -np.inf).max(axis=1)
+    mean_load = (ld.load_now * hv).sum(axis=1) / n_valid
     best_now = np.where(ok, feats[..., CANDIDATE_FEATURES.index("relief_now")], 0.0).max(axis=1, initial=0.0)
     best_q90 = np.where(ok, feats[..., CANDIDATE_FEATURES.index("relief_q90")], 0.0).max(axis=1, initial=0.0)
     best_gain = np.where(acts, gain.max(axis=1, initial=-np.inf), 0.0) / 100.0
-    glob = np.stack([max_now, max90, ((load90 > 1.0) & hv).sum(axis=1) / n_valid,
-                     ((load_now > 1.0) & hv).sum(axis=1) / n_valid, mean_load, best_now, best_q90,
+    return np.stack([max_now, max90, ((ld.load90 > 1.0) & hv).sum(axis=1) / n_valid,
+                     ((ld.load_now > 1.0) & hv).sum(axis=1) / n_valid, mean_load, best_now, best_q90,
                      acts.astype(np.float64), best_gain], axis=-1).astype(np.float32)
-    return Candidates(vm, dh, ok, feats, glob)
 
 
 PRIOR_ACT = 5.0  #: prior logit of a move the fallback would make (above "do nothing" at 0), plus its gain
