@@ -40,10 +40,8 @@ class Shown:
         """What the client was shown: the ``rebalance --json`` (or ``--only ... --json``) document."""
         if self.actions is None:
             return self.plan.as_json()
-        from llmvirt.store.journal import columns
-
         return {"goal": self.plan.goal, "policy": self.plan.policy, "dry_run": True,
-                "actions": [columns(a) for a in self.actions], "left_alone": self.held}
+                "actions": [a.as_json() for a in self.actions], "left_alone": self.held}
 
     def summary(self) -> str:
         """One line for the operator's confirmation."""

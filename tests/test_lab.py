@@ -20,7 +20,6 @@ from llmvirt.errors import UsageError
 from llmvirt.lab import daemons, lab
 from llmvirt.model.action import Action
 from llmvirt.store import journal
-from llmvirt.store.journal import columns
 
 pytestmark = pytest.mark.lab
 HOT_GUESTS = ("vm-1", "vm-3", "vm-4")  # the guests on lab-1 after the migration test; driven to 100 % CPU
@@ -324,7 +323,7 @@ def test_two_processes_race_to_apply(lab_env, monkeypatch) -> None:
     before = {a["id"] for a in journal.all_actions(engine)}
     src, dst, action = _migration(lab_dir, "vm-5")
     slow = json.dumps({"bandwidth_mib_s": 16, "timeout_base_s": 120, "timeout_per_gib_s": 0})
-    procs = [subprocess.Popen([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(columns(action)), slow],
+    procs = [subprocess.Popen([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(action.row()), slow],
                               env=dict(os.environ, LLMVIRT_DB=url), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
     results = sorted(((p.wait(timeout=180), p.communicate()[1]) for p in procs), key=lambda r: r[0])
@@ -443,7 +442,7 @@ def test_sigkill_mid_plan_then_rerun_reconciles(lab_env, monkeypatch, tmp_path) 
     before = {a["id"] for a in journal.all_actions(engine)}
     src, dst, action = _migration(lab_dir, "vm-1")
     slow = {"bandwidth_mib_s": 2, "timeout_base_s": 60, "timeout_per_gib_s": 0}
-    proc = subprocess.Popen([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(columns(action)),
+    proc = subprocess.Popen([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(action.row()),
                              json.dumps(slow)],
                             env=dict(os.environ, LLMVIRT_DB=url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60

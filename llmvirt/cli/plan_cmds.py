@@ -199,7 +199,6 @@ def _tuning(ctx: typer.Context, cluster, only: str, policy: str | None,  # noqa:
             apply: bool, as_json: bool) -> None:
     from llmvirt import plan_service
     from llmvirt.policy import decide
-    from llmvirt.store.journal import columns
 
     st = state(ctx)
     actions, held, label = plan_service.tuning_actions(st.engine(), cluster, only, policy,
@@ -209,7 +208,7 @@ def _tuning(ctx: typer.Context, cluster, only: str, policy: str | None,  # noqa:
         _execute(ctx, plan, actions, held, as_json)
         return
     if as_json:
-        out.print_json(json.dumps({"goal": only, "policy": label, "actions": [columns(a) for a in actions],
+        out.print_json(json.dumps({"goal": only, "policy": label, "actions": [a.as_json() for a in actions],
                                    "left_alone": held}))
         return
     if not actions:

@@ -101,14 +101,18 @@ class Action:
                    target_mib=int(p["target_mib"]) if p.get("target_mib") is not None else None,
                    effect=dict(p.get("effect") or {}), inputs=p.get("decision"))
 
+    def row(self) -> dict[str, Any]:
+        """The action as the journal's columns, which is also how pin and balloon plans print it."""
+        return {"kind": self.kind, "vm": self.vm, "vm_uuid": self.uuid, "src": self.src, "dst": self.dst,
+                "params": self.params()}
+
     def as_json(self) -> dict[str, Any]:
-        """The action in a plan's JSON contract (a migration keeps its flat effect fields)."""
+        """The action in a plan's JSON contract: a migration with its predicted effect as flat fields (the
+        ``rebalance --json`` moves), a pin or balloon action as its :meth:`row`."""
         if self.kind == MIGRATE:
             return {"kind": MIGRATE, "vm": self.vm, "src": self.src, "dst": self.dst, "reason": self.reason,
                     **{k: self.effect[k] for k in MIGRATE_EFFECT if k in self.effect}}
-        return {"kind": self.kind, "vm": self.vm, "host": self.src, "reason": self.reason,
-                **({"pins": {str(k): list(v) for k, v in self.pins.items()}} if self.kind == PIN else {}),
-                **({"target_mib": self.target_mib} if self.kind == BALLOON else {})}
+        return self.row()
 
     def describe(self) -> str:
         """One line: what the action does."""

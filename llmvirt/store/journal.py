@@ -33,9 +33,7 @@ class Entry:
 
     def as_json(self) -> dict[str, Any]:
         """The journal's JSON contract for one action (``plan --json``)."""
-        a = self.action
-        return {"id": self.id, "plan_id": self.plan_id, "seq": self.seq, "kind": a.kind, "vm": a.vm,
-                "vm_uuid": a.uuid, "src": a.src, "dst": a.dst, "params": a.params(), "status": self.status,
+        return {"id": self.id, "plan_id": self.plan_id, "seq": self.seq, **self.action.row(), "status": self.status,
                 "reason": self.reason}
 
 
@@ -47,11 +45,6 @@ class NewPlan:
     policy: str  #: the policy (and version) that made it
     body: dict[str, Any]  #: the plan's JSON document as shown
     actions: list[Action]  #: what to do, in order
-
-
-def columns(a: Action) -> dict[str, Any]:
-    """An action as the journal's columns."""
-    return {"kind": a.kind, "vm": a.vm, "vm_uuid": a.uuid, "src": a.src, "dst": a.dst, "params": a.params()}
 
 
 def _guard(fn):  # noqa: ANN001, ANN202
@@ -72,7 +65,7 @@ def create_plan(engine: Engine, plan: NewPlan) -> int:
                                                       status="applying", body=plan.body)).inserted_primary_key[0]
         for seq, a in enumerate(plan.actions):
             aid = conn.execute(insert(ActionRow).values(plan_id=plan_id, seq=seq, status="pending",
-                                                     **columns(a))
+                                                     **a.row())
                                ).inserted_primary_key[0]
             conn.execute(insert(ActionEventRow).values(action_id=aid, at=_now(), status="pending", detail=None))
         return int(plan_id)
