@@ -35,7 +35,7 @@ from llmvirt.learn.train_balloon import BalloonTrainConfig
 from llmvirt.policy import balloon_head
 from llmvirt.policy.balloon_head import BalloonHead, OperatingPoint
 from llmvirt.policy.sim_adapter import LearnedBalloon
-from llmvirt.sim.field_policies import MomBalloon, NoBalloon, ProxmoxAutoBalloon
+from llmvirt.sim.field_balloons import MomBalloon, NoBalloon, ProxmoxAutoBalloon
 from llmvirt.sim.traces import load_bitbrains
 
 ROOT = Path(__file__).resolve().parents[1]

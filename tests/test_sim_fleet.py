@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 from conftest import SHARED, fixture_uri
 
+from llmvirt.sim.field_balloons import MomBalloon, ProxmoxAutoBalloon, make_balloon
 from llmvirt.sim.field_policies import (
-    MomBalloon,
     ProxLB,
-    ProxmoxAutoBalloon,
     WatcherVmWorkloadConsolidation,
     WatcherWorkloadBalance,
     make_balancer,
-    make_balloon,
 )
 from llmvirt.sim.fleet import BALANCE_SETUP, FleetSetup, FleetSim, FleetView
 from llmvirt.sim.traces import TraceError, UsageTrace, load_bitbrains, load_generic

@@ -174,7 +174,7 @@ def test_one_mom_real_hosts_take_the_simulators_mom_cycle() -> None:
     """``rebalance --only balloon --policy baseline:rules`` proposes what the memory scenario's MOM does in one
     cycle, then passes it through the shared safety limits."""
     from llmvirt.policy.tuning import plan_balloons, safe_target
-    from llmvirt.sim.field_policies import MomBalloon
+    from llmvirt.sim.field_balloons import MomBalloon
 
     rng = np.random.default_rng(5)
     view, _ = _random_view(rng)
@@ -196,7 +196,7 @@ def test_one_proxmox_auto_ballooning_real_hosts_take_the_simulators_cycle(seed: 
     """``rebalance --only balloon --policy baseline:proxmox`` proposes what the memory scenario's Proxmox rule
     does in one pvestatd cycle, then passes it through the shared safety limits."""
     from llmvirt.policy.tuning import plan_balloons, safe_target
-    from llmvirt.sim.field_policies import ProxmoxAutoBalloon
+    from llmvirt.sim.field_balloons import ProxmoxAutoBalloon
 
     rng = np.random.default_rng(50 + seed)
     view, _ = _random_view(rng)
@@ -302,3 +302,16 @@ def test_tuned_and_gated_names_resolve_in_both_places(tmp_path) -> None:
     assert isinstance(strategies.resolve("baseline:gated:0.95:4:0.3", "consolidate"), strategies.CloudsimStrategy)
     with pytest.raises(UsageError, match="gated:THRESHOLD"):
         strategies.resolve("baseline:gated:x", "consolidate")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_field_baselines_explain_exactly_the_moves_they_make(seed: int) -> None:
+    """Watcher and ProxLB say why they move (what ``rebalance`` prints) without changing what they decide."""
+    from llmvirt.sim.field_policies import ProxLB, WatcherWorkloadBalance
+
+    rng = np.random.default_rng(300 + seed)
+    view, _ = _random_view(rng)
+    for balancer in (WatcherWorkloadBalance(threshold=25.0), ProxLB(), ProxLB(5.0, "cpu")):
+        said = balancer.explain(view)
+        assert [(v, h) for v, h, _ in said] == balancer.decide(view)
+        assert all(("threshold" in why) or ("balanciness" in why) for _, _, why in said)

@@ -30,7 +30,7 @@ import torch
 from llmvirt.policy.balloon_feedback import Feedback
 from llmvirt.policy.balloon_head import QUANTILES, BalloonForecaster, BalloonHead, OperatingPoint
 from llmvirt.policy.sim_adapter import LearnedBalloon
-from llmvirt.sim.field_policies import MomBalloon
+from llmvirt.sim.field_balloons import MomBalloon
 from llmvirt.sim.fleet import MEMORY_SETUP, FleetSim
 from llmvirt.sim.traces import UsageTrace
 

@@ -23,7 +23,7 @@ from llmvirt.learn.train import split, split_meta
 from llmvirt.policy import checkpoint
 from llmvirt.policy.balloon_head import DAY, HOUR, QUANTILES, SPEC, BalloonForecaster, BalloonHead, OperatingPoint
 from llmvirt.policy.sim_adapter import LearnedBalloon
-from llmvirt.sim.field_policies import MomBalloon
+from llmvirt.sim.field_balloons import MomBalloon
 from llmvirt.sim.fleet import MEMORY_SETUP, FleetSim
 from llmvirt.sim.traces import UsageTrace
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from llmvirt.policy import balloon_feedback, balloon_head, decide, pin_head, tuning
 from llmvirt.policy.constraints import Limits
-from llmvirt.sim.field_policies import ROUNDS_PER_STEP
+from llmvirt.sim.field_balloons import ROUNDS_PER_STEP
 from llmvirt.sim.fleet import FleetSetup, FleetView
 from llmvirt.sim.numa import Topology
 

@@ -106,11 +106,11 @@ def used_mib(vm: Vm) -> float:
 def plan_balloons(cluster: Cluster, previous: Cluster | None = None, rule: str = "mom") -> list[Action]:
     """A field baseline's balloon rule as the proposal, with the very arithmetic the memory scenario
     benchmarks, one cycle per run: oVirt MOM's defaults (``mom``,
-    :meth:`llmvirt.sim.field_policies.MomBalloon.round`) or Proxmox VE's auto-ballooning (``proxmox``,
-    :meth:`llmvirt.sim.field_policies.ProxmoxAutoBalloon.round`). Each target then passes
+    :meth:`llmvirt.sim.field_balloons.MomBalloon.round`) or Proxmox VE's auto-ballooning (``proxmox``,
+    :meth:`llmvirt.sim.field_balloons.ProxmoxAutoBalloon.round`). Each target then passes
     :func:`safe_target` (a guest under pressure is deflated at once). Returns a balloon action for every
     VM whose balloon should change."""
-    from llmvirt.sim.field_policies import MomBalloon, ProxmoxAutoBalloon
+    from llmvirt.sim.field_balloons import MomBalloon, ProxmoxAutoBalloon
 
     rows = [(h, host, v) for h, host in enumerate(cluster.hosts) for v in host.vms
             if v.running and v.balloon.current_mib]
@@ -136,7 +136,7 @@ def plan_balloons(cluster: Cluster, previous: Cluster | None = None, rule: str =
 
 def _balloon_reason(policy: object, host_use: float) -> str:
     """Why a field rule moved a balloon, from its host's memory use (balloons over host memory)."""
-    from llmvirt.sim.field_policies import MomBalloon
+    from llmvirt.sim.field_balloons import MomBalloon
 
     if isinstance(policy, MomBalloon):
         free, limit = 1 - host_use, policy.pressure_threshold

@@ -42,7 +42,7 @@ from llmvirt.model.cluster import Cluster
 from llmvirt.policy import decide
 from llmvirt.policy.consolidate_head import GatedConsolidation
 from llmvirt.policy.proposals import plan_from_proposals
-from llmvirt.sim import cloudsim_policies, cluster_arrays, field_policies, pinning
+from llmvirt.sim import cloudsim_policies, cluster_arrays, field_balloons, field_policies, pinning
 from llmvirt.sim.cloudsim_policies import Dvfs, PabfdPolicy, StaticDecreasing
 from llmvirt.strategies.tuned import tuned_name
 
@@ -176,7 +176,7 @@ def make_balloon(name: str) -> Any:
         from llmvirt.policy.sim_adapter import LearnedBalloon
 
         return LearnedBalloon(spec, name=name)
-    return field_policies.make_balloon(name.removeprefix("baseline:"))
+    return field_balloons.make_balloon(name.removeprefix("baseline:"))
 
 
 def make_pin_policy(name: str) -> Any:
