@@ -29,7 +29,7 @@ from mcp.server.mcpserver.resolve import Elicit, Resolve
 from pydantic import BaseModel, Field
 
 from llmvirt.errors import LlmvirtError
-from llmvirt.mcp_session import APPLY_INTERVAL_S, STALE_S, LlmvirtMcp, caller_identity  # noqa: F401 - re-exported
+from llmvirt.mcp_session import LlmvirtMcp, caller_identity
 from llmvirt.policy.constraints import Request
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$"  #: a host, VM or policy name: a plain token, never a path

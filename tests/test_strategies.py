@@ -170,13 +170,14 @@ def test_every_bench_name_runs_under_rebalance(cli, tmp_path) -> None:
     assert code == 2 and "unknown goal" in err
 
 
-def test_one_mom_real_hosts_take_the_simulators_mom_cycle() -> None:
-    """``rebalance --only balloon --policy baseline:rules`` proposes what the memory scenario's MOM does in one
-    cycle, then passes it through the shared safety limits."""
+@pytest.mark.parametrize(("rule", "seed"), [("mom", 5), ("proxmox", 50), ("proxmox", 51), ("proxmox", 52)])
+def test_field_balloon_rules_on_hosts_take_the_simulators_cycle(rule: str, seed: int) -> None:
+    """``rebalance --only balloon --policy baseline:mom|proxmox`` proposes what the memory scenario's MOM or
+    Proxmox rule does in one cycle, then passes it through the shared safety limits."""
     from llmvirt.policy.tuning import plan_balloons, safe_target
-    from llmvirt.sim.field_balloons import MomBalloon
+    from llmvirt.sim.field_balloons import make_balloon
 
-    rng = np.random.default_rng(5)
+    rng = np.random.default_rng(seed)
     view, _ = _random_view(rng)
     view.setup = FleetSetup(host_cores=16, host_mem_mib=float(rng.choice([48, 96, 400])) * 1024)
     view.vm_balloon = np.floor(view.vm_mem_cap * rng.uniform(0.6, 1.0, view.vm_mem_cap.size))
@@ -184,34 +185,14 @@ def test_one_mom_real_hosts_take_the_simulators_mom_cycle() -> None:
     view.vm_unused_mib = view.vm_balloon - view.vm_mem_mib
     cluster = view.to_cluster()
     vm_index, _ = view.names(cluster)
-    sim = MomBalloon(rounds=1).targets(view)
+    policy = make_balloon(rule)
+    policy.rounds = 1
+    sim = policy.targets(view)
     vms = {v.name: v for h in cluster.hosts for v in h.vms}
     expected = {n: safe_target(vms[n], float(sim[i]), False) for n, i in vm_index.items()}
-    planned = {a.vm: a.target_mib for a in plan_balloons(cluster)}
-    assert planned and planned == {n: t for n, t in expected.items() if t is not None}
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_one_proxmox_auto_ballooning_real_hosts_take_the_simulators_cycle(seed: int) -> None:
-    """``rebalance --only balloon --policy baseline:proxmox`` proposes what the memory scenario's Proxmox rule
-    does in one pvestatd cycle, then passes it through the shared safety limits."""
-    from llmvirt.policy.tuning import plan_balloons, safe_target
-    from llmvirt.sim.field_balloons import ProxmoxAutoBalloon
-
-    rng = np.random.default_rng(50 + seed)
-    view, _ = _random_view(rng)
-    view.setup = FleetSetup(host_cores=16, host_mem_mib=float(rng.choice([48, 96, 400])) * 1024)
-    view.vm_balloon = np.floor(view.vm_mem_cap * rng.uniform(0.6, 1.0, view.vm_mem_cap.size))
-    view.vm_mem_mib = np.floor(np.minimum(view.vm_mem_mib, view.vm_balloon))
-    view.vm_unused_mib = view.vm_balloon - view.vm_mem_mib
-    cluster = view.to_cluster()
-    vm_index, _ = view.names(cluster)
-    sim = ProxmoxAutoBalloon(rounds=1).targets(view)
-    vms = {v.name: v for h in cluster.hosts for v in h.vms}
-    expected = {n: safe_target(vms[n], float(sim[i]), False) for n, i in vm_index.items()}
-    planned = {a.vm: a.target_mib for a in plan_balloons(cluster, rule="proxmox")}
-    assert planned and planned == {n: t for n, t in expected.items() if t is not None}
-    assert all("(Proxmox)" in a.reason for a in plan_balloons(cluster, rule="proxmox"))
+    planned = plan_balloons(cluster, rule=rule)
+    assert planned and {a.vm: a.target_mib for a in planned} == {n: t for n, t in expected.items() if t is not None}
+    assert all(f"({'MOM' if rule == 'mom' else 'Proxmox'})" in a.reason or "pressure" in a.reason for a in planned)
 
 
 @pytest.mark.parametrize("fraction", [0.25, 0.5, 1.0])

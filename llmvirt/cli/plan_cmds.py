@@ -127,8 +127,9 @@ def rebalance(
     apply: Annotated[bool, typer.Option("--apply", help="Execute the plan (without it: print only).")] = False,
     no_migrate: Annotated[bool, typer.Option("--no-migrate", help="Plan no migrations.")] = False,
     only: Annotated[str | None, typer.Option(help="Only pin (vCPU pinning) or balloon, decided by the policy's "
-                                             "pin/balloon head (--policy baseline:rules: one-to-one NUMA pinning "
-                                             "and MOM's balloon rules).")] = None,
+                                             "pin/balloon head, or by a field baseline: --policy baseline:nova[:F] "
+                                             "(pin), baseline:mom or baseline:proxmox (balloon), baseline:rules "
+                                             "(one-to-one NUMA pinning, MOM's balloon rules).")] = None,
     snapshot: SnapshotOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

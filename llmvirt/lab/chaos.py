@@ -155,7 +155,7 @@ def _random_actions(rng: random.Random, state: LabState, where: dict[str, list[s
     return out
 
 
-def _before_run(rng: random.Random, state: LabState, rnd: _Round, db: Path) -> None:
+def _before_run(state: LabState, rnd: _Round, db: Path) -> None:
     """Faults that strike before the plan runs: a guest paused or destroyed underneath, the store read-only."""
     guest = rnd.actions[0].vm
     if rnd.fault in ("guest_paused", "guest_destroyed"):
@@ -318,10 +318,10 @@ def soak(lab_dir: Path, url: str, cfg: SoakConfig, say: Any = print) -> Audit:
             break
         rnd.fault = rng.choice(FAULTS) if rng.random() < p_fault else None
         if rnd.fault in ("libvirtd_killed", "llmvirt_killed") and not any(a.kind == "migrate" for a in rnd.actions):
-            rnd.actions.insert(0, Action.migrate(rnd.actions[0].vm, rnd.actions[0].src, next(
-                h.name for h in state.hosts if h.name != rnd.actions[0].src), "chaos", uuid=rnd.actions[0].uuid))
-            rnd.actions = rnd.actions[:1] + [a for a in rnd.actions[1:] if a.vm != rnd.actions[0].vm]
-        _before_run(rng, state, rnd, db)
+            first = rnd.actions[0]  # a kill lands mid-transfer only in a migration: the first action becomes one
+            dst = next(h.name for h in state.hosts if h.name != first.src)
+            rnd.actions[0] = Action.migrate(first.vm, first.src, dst, "chaos", uuid=first.uuid)
+        _before_run(state, rnd, db)
         code, out, hung = _run(url, rnd, rng, state, cfg)
         _set_right(state, rnd, db)
         audit.rounds += 1

@@ -133,8 +133,8 @@ def _pairs(state: BalanceState, ld: _Loads) -> tuple[np.ndarray, np.ndarray, np.
     vm_score = np.where(on_src & (state.vm_valid & state.movable)[:, None, :], ld.q90[:, None, :], -np.inf)
     top = np.argsort(-vm_score, axis=2, kind="stable")[:, :, :min(PER_SOURCE, vm_score.shape[2])]
     top_ok = np.take_along_axis(vm_score, top, axis=2) > -np.inf
-    dst = np.argsort(np.where(hv & state.placeable, ld.load90, np.inf), axis=1, kind="stable")[:, :min(DESTINATIONS,
-                                                                                                         n_h)]
+    coolest = np.argsort(np.where(hv & state.placeable, ld.load90, np.inf), axis=1, kind="stable")
+    dst = coolest[:, :min(DESTINATIONS, n_h)]
     return src, top, top_ok, dst
 
 

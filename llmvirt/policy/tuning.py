@@ -175,12 +175,12 @@ def plan_nova_pinning(cluster: Cluster, fraction: float = 0.5, reserved_cpus: in
             pins[vms[i].name] = {k: (c,) for k, c in enumerate(taken)}
         held_cpus = {c for p in pins.values() for cs in p.values() for c in cs}
         shared = tuple(sorted(c for cell in cells for c in cell if c not in held_cpus))
+        every = tuple(sorted(c for cell in host.numa_cells for c in cell.cpus))  # unpinned: floats over all
         for i, vm in enumerate(vms):
             want = pins.get(vm.name) or {k: shared for k in range(vm.vcpus)}
             if not shared and vm.name not in pins:
                 held[vm.name] = f"every CPU of {host.name} is dedicated: nothing left to float over"
                 continue
-            every = tuple(sorted(c for cell in host.numa_cells for c in cell.cpus))  # unpinned: floats over all
             if {k: tuple(vm.pinning.get(k, every)) for k in range(vm.vcpus)} == want:
                 continue
             why = (f"Nova dedicated: one CPU per vCPU in cell {int(codes[i])}" if vm.name in pins else
