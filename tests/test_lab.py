@@ -472,6 +472,56 @@ def test_sigkill_mid_plan_then_rerun_reconciles(lab_env, monkeypatch, tmp_path) 
                                         if a["id"] == running["id"])["reason"] == after["reason"]  # never twice
 
 
+def test_sigkill_mid_balloon_then_rerun_reconciles(lab_env, monkeypatch) -> None:
+    """Kill llmvirt while its balloon change is under way (issue 17). The guest is paused first, so after
+    libvirt takes the new target the guest cannot reach it and the action waits in its post-condition; the
+    kill lands there. Once resumed the guest reaches the target llmvirt set, and the next scan reads the
+    balloon back and closes the action as done, once."""
+    import subprocess
+    import sys
+
+    from llmvirt.store import database
+
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    cli = Cli()
+    assert cli("scan")[0] == 0
+    engine = database.open_engine(url)
+    before = {a["id"] for a in journal.all_actions(engine)}
+    vm = "vm-2"
+    (host,) = _running_on(lab_dir, vm)
+    dom = _conn(lab_dir, host).lookupByName(vm)
+    start = dom.info()[2] // 1024
+    target = start - 32
+    action = Action.balloon(vm, host, target, "test", uuid=dom.UUIDString())
+    dom.suspend()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", APPLY_IN_SUBPROCESS, url, json.dumps(action.row())],
+                                env=dict(os.environ, LLMVIRT_DB=url), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        running = _wait_running(url, before)
+        time.sleep(1.5)  # the pre-condition and the set take milliseconds; the post-condition waits 10 s
+        assert proc.poll() is None, proc.communicate()[0]
+        assert abs(dom.memoryStats()["actual"] // 1024 - start) <= 1  # paused: the guest has not moved
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        dom.resume()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and abs(dom.memoryStats()["actual"] // 1024 - target) > 1:
+        time.sleep(0.5)
+    assert abs(dom.memoryStats()["actual"] // 1024 - target) <= 1  # the kill came after libvirt took the target
+    assert _running_on(lab_dir, vm) == [host]
+    code, out, err = cli("scan")
+    assert code == 0, out + err
+    status, reason = next((a["status"], a["reason"]) for a in journal.all_actions(engine) if a["id"] == running["id"])
+    assert status == "done" and reason.startswith(f"reconciled: {vm} balloon at"), reason
+    assert "reconciled" in err
+    assert cli("scan")[0] == 0 and next(a["reason"] for a in journal.all_actions(engine)
+                                        if a["id"] == running["id"]) == reason  # closed once, never replayed
+    dom.setMemoryFlags(start * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)  # leave the guest as found
+
+
 def _lab_host(lab_dir: Path, name: str) -> daemons.LabHost:
     return daemons.LabHost(name, int(name.split("-")[1]), lab_dir / "hosts" / name, "")
 

@@ -46,5 +46,6 @@ class Balloon:
             if abs(cur - a.target_mib) <= max(1, a.target_mib // 100):
                 return Outcome(DONE, f"{a.vm} balloon at {cur} MiB")
             if time.monotonic() >= deadline:
-                return Outcome(FAILED, f"{a.vm} balloon did not reach {a.target_mib} MiB within {self.settle_s:g} s")
+                detail = f"{a.vm} balloon at {cur} MiB, not {a.target_mib} MiB, after {self.settle_s:g} s"
+                return Outcome(FAILED, detail)
             time.sleep(0.5)

@@ -24,7 +24,7 @@ from llmvirt.act.balloon import Balloon
 from llmvirt.act.hosts import Hosts
 from llmvirt.act.migrate import Migrate
 from llmvirt.act.pin import Pin
-from llmvirt.act.runner import Env, Guardrails, Runner, run
+from llmvirt.act.runner import Env, Guardrails, Runner, run, running_here
 from llmvirt.errors import HostError, LlmvirtError
 from llmvirt.model.action import BALLOON, DONE, FAILED, MIGRATE, PIN, SKIPPED, Action, Outcome
 from llmvirt.store import journal
@@ -94,9 +94,12 @@ def reconcile(engine: Engine, hosts: Hosts) -> list[str]:
                 status, why = FAILED, f"reconciled: interrupted; {a.vm} runs on {', '.join(where) or 'neither host'}"
             else:
                 status, why = SKIPPED, "reconciled: the plan was interrupted before this action"
+        elif e.status == "running" and a.kind in READ_BACK:
+            status, why = _read_back(a, hosts)
+        elif e.status == "running":
+            status, why = FAILED, "reconciled: the plan was interrupted during this action"
         else:
-            status = SKIPPED if e.status == "pending" else FAILED
-            why = "reconciled: the plan was interrupted" + ("" if e.status == "pending" else " during this action")
+            status, why = SKIPPED, "reconciled: the plan was interrupted before this action"
         journal.set_status(engine, e.id, status, why)
         journal.finish_plan(engine, e.plan_id)
         notes.append(f"action {e.id} ({a.kind} {a.vm}): {why}")
@@ -104,6 +107,21 @@ def reconcile(engine: Engine, hosts: Hosts) -> list[str]:
 
 
 RUNNERS: dict[str, Runner] = {MIGRATE: Migrate(), PIN: Pin(), BALLOON: Balloon()}
+READ_BACK: dict[str, Runner] = {PIN: Pin(), BALLOON: Balloon(settle_s=0.0)}  #: post-conditions, checked once
+
+
+def _read_back(a: Action, hosts: Hosts) -> tuple[str, str]:
+    """A pin or balloon that was running when its run died: ``done`` when the host shows its effect now (its
+    runner's post-condition, read once), else ``failed`` with what the host shows. Never run again."""
+    env = Env(hosts)
+    try:
+        dom = running_here(a, env)
+        if isinstance(dom, Outcome):
+            return FAILED, f"reconciled: interrupted; {dom.detail}"
+        out = READ_BACK[a.kind].post_condition(a, env, Outcome(DONE, f"{a.vm} pinned as asked"))
+    except (libvirt.libvirtError, HostError) as exc:
+        return FAILED, f"reconciled: interrupted; {a.vm} could not be read back: {exc}"
+    return out.status, f"reconciled: {'' if out.status == DONE else 'interrupted; '}{out.detail}"
 
 
 def run_action(a: Action, env: Env) -> Outcome:

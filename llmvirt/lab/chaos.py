@@ -64,7 +64,7 @@ class SoakConfig:
     """How long and how rough the soak is."""
 
     actions: int = 500  #: actions to apply in all
-    faults: int = 50  #: faults to inject (about; each round injects one with probability faults/rounds)
+    faults: int = 50  #: faults to inject at least (the soak runs on past ``actions`` until they are in)
     seed: int = 0  #: every random choice
     settle_s: float = 90.0  #: how long a guest may take to run on exactly one host after a fault
     run_timeout_s: float = 180.0  #: an applying process still running after this is killed and counted as hung
@@ -298,6 +298,13 @@ def _audit_round(audit: Audit, url: str, state: LabState, rnd: _Round, seen: tup
     return plans, snaps
 
 
+def _fault_odds(cfg: SoakConfig, done: int, audit: Audit) -> float:
+    """Chance of a fault this round: the faults still owed over the rounds still to run (about two actions a
+    round), so the soak ends with both targets met; a fault that found nothing to strike is owed again."""
+    owed = cfg.faults - sum(audit.faults.values())
+    return 0.0 if owed <= 0 else min(1.0, owed / max(1.0, (cfg.actions - done) / 2))
+
+
 def soak(lab_dir: Path, url: str, cfg: SoakConfig, say: Any = print) -> Audit:
     """Run the soak on the lab in ``lab_dir`` (up, its hosts registered in the store at ``url``)."""
     state = LabState.load(lab_dir)
@@ -306,17 +313,16 @@ def soak(lab_dir: Path, url: str, cfg: SoakConfig, say: Any = print) -> Audit:
     rng = random.Random(cfg.seed)
     db = Path(url.removeprefix("sqlite:///"))
     audit, t0 = Audit(), time.monotonic()
-    p_fault = min(1.0, cfg.faults / max(1, cfg.actions / 2))  # about two actions per round
     _scan(url)
     plans, snaps = _counts(url)
     done = 0
-    while done < cfg.actions:
+    while done < cfg.actions or sum(audit.faults.values()) < cfg.faults:
         where = _settle(state, 5.0)
         rnd = _Round(_random_actions(rng, state, where))
         if not rnd.actions:
             audit.problems.append("no guest runs on exactly one host: soak stopped")
             break
-        rnd.fault = rng.choice(FAULTS) if rng.random() < p_fault else None
+        rnd.fault = rng.choice(FAULTS) if rng.random() < _fault_odds(cfg, done, audit) else None
         if rnd.fault in ("libvirtd_killed", "llmvirt_killed") and not any(a.kind == "migrate" for a in rnd.actions):
             first = rnd.actions[0]  # a kill lands mid-transfer only in a migration: the first action becomes one
             dst = next(h.name for h in state.hosts if h.name != first.src)
