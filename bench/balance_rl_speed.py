@@ -5,7 +5,7 @@ decision latency on a large fleet.
    choosing every fleet's move each step, features and forecast included (what training's rollouts
    do, less the torch forward pass).
 2. A plan for 800 hosts / 1,500 VMs (a tenth of the hosts hot): `rebalance --policy llmvirt-rl`'s
-   decision on the FleetView, median of 5.
+   decision on the ClusterArrays, median of 5.
 
 Usage: python bench/balance_rl_speed.py
 """
@@ -20,14 +20,14 @@ import numpy as np
 
 from llmvirt.learn.train import split
 from llmvirt.learn.train_balance import TRAIN_FRACTION, load_trace
+from llmvirt.model.arrays import ClusterArrays, FleetSetup
 from llmvirt.policy import balance_policy
 from llmvirt.sim.balance_env import BalanceEnv, EnvConfig
-from llmvirt.sim.fleet import FleetSetup, FleetView
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def big_view(n_hosts: int, n_vms: int, seed: int = 0) -> FleetView:
+def big_view(n_hosts: int, n_vms: int, seed: int = 0) -> ClusterArrays:
     """A synthetic fleet: 32-core hosts, a tenth of them hot."""
     rng = np.random.default_rng(seed)
     setup = FleetSetup(host_cores=32, mhz_per_core=2600.0, host_mem_mib=1024 * 1024.0, cpu_allocation_ratio=8.0)
@@ -35,7 +35,7 @@ def big_view(n_hosts: int, n_vms: int, seed: int = 0) -> FleetView:
     hot = vm_host < n_hosts // 10
     cpu = (rng.uniform(0.05, 0.4, n_vms) + hot * 0.6) * 8 * 2600
     mem = np.full(n_vms, 16384.0)
-    return FleetView(setup, vm_host, np.full(n_vms, 8), mem, cpu, mem * 0.5, mem.copy(), mem * 0.5, n_hosts,
+    return ClusterArrays(setup, vm_host, np.full(n_vms, 8), mem, cpu, mem * 0.5, mem.copy(), mem * 0.5, n_hosts,
                      np.zeros(n_hosts, dtype=bool))
 
 

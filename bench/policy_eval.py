@@ -12,7 +12,8 @@ from datetime import date
 from pathlib import Path
 
 from llmvirt.learn.train import split
-from llmvirt.sim.fleet import BALANCE_SETUP, FleetSetup, FleetSim
+from llmvirt.model.arrays import FleetSetup
+from llmvirt.sim.fleet import BALANCE_SETUP, FleetSim
 from llmvirt.sim.traces import load_bitbrains
 from llmvirt.strategies.registry import make_balancer
 

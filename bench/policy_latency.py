@@ -42,16 +42,17 @@ def main() -> None:
     limits = Limits()
     cluster = synthetic(1000, 2000)
     req = Request(vcpus=4, memory_mib=8192)
-    from llmvirt.policy.index import ClusterIndex
+    from llmvirt.model.arrays import ClusterArrays
 
     t0 = time.perf_counter()
-    index = ClusterIndex.build(cluster, {})  # once per snapshot, as a scheduler keeps its model
+    arrays = ClusterArrays.from_cluster(cluster)  # once per snapshot, as a scheduler keeps its model
+    arrays.totals()
     build_ms = 1000 * (time.perf_counter() - t0)
-    decide.place(cluster, req, scorer, decide.Context(limits), index=index, top=3)  # warm-up
+    decide.place(cluster, req, scorer, decide.Context(limits), arrays=arrays, top=3)  # warm-up
     t = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        decide.place(cluster, req, scorer, decide.Context(limits), index=index, top=3)
+        decide.place(cluster, req, scorer, decide.Context(limits), arrays=arrays, top=3)
         t.append(time.perf_counter() - t0)
     cold = []
     for _ in range(5):

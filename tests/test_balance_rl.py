@@ -10,11 +10,11 @@ import pytest
 from conftest import REPO
 
 from llmvirt.bench.balance_rl import fleets, run_actor
+from llmvirt.model.arrays import ClusterArrays, FleetSetup
 from llmvirt.policy import balance_features as bf
 from llmvirt.policy import balance_policy
 from llmvirt.policy.weights import CheckpointError
 from llmvirt.sim.balance_env import BalanceEnv, EnvConfig
-from llmvirt.sim.fleet import FleetSetup, FleetView
 from llmvirt.sim.traces import UsageTrace
 
 SHIPPED = REPO / "policies" / "default"
@@ -78,7 +78,7 @@ def test_the_mask_is_never_violated_on_random_fleets_of_any_size(hosts: tuple[in
     assert env.metrics.refused.sum() == 0
 
 
-def _view(n_hosts: int, vms_per_host: int, seed: int) -> FleetView:
+def _view(n_hosts: int, vms_per_host: int, seed: int) -> ClusterArrays:
     rng = np.random.default_rng(seed)
     setup = FleetSetup(host_cores=32, mhz_per_core=2600.0, host_mem_mib=32 * 32 * 1024.0, cpu_allocation_ratio=8.0)
     n = n_hosts * vms_per_host
@@ -86,7 +86,7 @@ def _view(n_hosts: int, vms_per_host: int, seed: int) -> FleetView:
     hot = vm_host < max(1, n_hosts // 10)  # a tenth of the hosts run hot
     cpu = rng.uniform(0.1, 0.5, n) * 4 * 2600 + hot * 4 * 2600 * 0.9
     mem = np.full(n, 8192.0)
-    return FleetView(setup, vm_host, np.full(n, 4), mem, cpu, mem * 0.5, mem.copy(), mem * 0.5, n_hosts,
+    return ClusterArrays(setup, vm_host, np.full(n, 4), mem, cpu, mem * 0.5, mem.copy(), mem * 0.5, n_hosts,
                      np.zeros(n_hosts, dtype=bool))
 
 
@@ -261,7 +261,7 @@ def test_policy_iteration_measures_each_alternative_exactly_against_the_fallback
 
 
 def test_rebalance_path_decides_as_the_benchmarked_batch_does() -> None:
-    """The bench runs the actor on the simulator's batched state; rebalance on a FleetView built from a scan
+    """The bench runs the actor on the simulator's batched state; rebalance on a ClusterArrays built from a scan
     (``state_of``). On the same fleets and history both give the same move."""
     actor = balance_policy.load(SHIPPED)
     cfg = EnvConfig(hosts=(3, 6), host_cores=(8, 16), episode_steps=20, max_vms=120, load=(0.7, 0.9))

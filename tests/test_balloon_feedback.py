@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from llmvirt.learn import balloon_calibration
+from llmvirt.model.arrays import ClusterArrays, FleetSetup
 from llmvirt.model.cluster import Balloon, Cluster, Host, ScanResult, Vm
 from llmvirt.model.pressure import pressure_flag
 from llmvirt.policy import balloon_head, checkpoint
 from llmvirt.policy.balloon_feedback import WINDOW, Feedback, margins
 from llmvirt.policy.balloon_head import QUANTILES, BalloonForecaster, BalloonHead, OperatingPoint
 from llmvirt.policy.sim_adapter import LearnedBalloon
-from llmvirt.sim.fleet import FleetSetup, FleetView
 from llmvirt.sim.traces import UsageTrace
 from llmvirt.store import database, registry, snapshots
 
@@ -58,11 +58,11 @@ class _Flat(BalloonForecaster):
         return torch.full((x.shape[0], self.n_quantiles), 0.3)
 
 
-def _view(used: np.ndarray, balloon: np.ndarray, cap: float = 8192.0) -> FleetView:
+def _view(used: np.ndarray, balloon: np.ndarray, cap: float = 8192.0) -> ClusterArrays:
     n = used.size
     setup = FleetSetup(host_cores=64, host_mem_mib=1e6)
     capv = np.full(n, cap)
-    return FleetView(setup, np.zeros(n, dtype=np.int64), np.full(n, 2), capv, np.zeros(n), used, balloon,
+    return ClusterArrays(setup, np.zeros(n, dtype=np.int64), np.full(n, 2), capv, np.zeros(n), used, balloon,
                      np.maximum(balloon - used, 0), 1, np.zeros(1, dtype=bool))
 
 
@@ -158,13 +158,14 @@ class _Halve:
 
     name = "halve"
 
-    def targets(self, view: FleetView) -> np.ndarray:
+    def targets(self, view: ClusterArrays) -> np.ndarray:
         return view.vm_mem_cap.astype(np.float64) / 2
 
 
 def test_reclaimed_memory_counts_as_needed_only_up_to_the_hosts_overcommit() -> None:
     """Issue 14: memory taken from guests helps only where the host's VMs' maxima exceed its memory."""
-    from llmvirt.sim.fleet import FleetSetup, FleetSim
+    from llmvirt.model.arrays import FleetSetup
+    from llmvirt.sim.fleet import FleetSim
 
     n, steps = 4, 10
     cap = np.full(n, 4096.0)

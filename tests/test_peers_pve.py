@@ -12,13 +12,13 @@ import pytest
 from conftest import SHARED
 
 from llmvirt.errors import UsageError
+from llmvirt.model.arrays import ClusterArrays, FleetSetup
 from llmvirt.model.cluster import Cluster, Host, Vm
 from llmvirt.peers import conformance, pve_case, pve_crs, pve_replay
 from llmvirt.peers.llmvirt_scheduler import LlmvirtScheduler
 from llmvirt.peers.pve_crs import Candidate, Load, Node, Usage
 from llmvirt.policy import decide
 from llmvirt.sim.field_policies import ProxmoxCrs, make_balancer
-from llmvirt.sim.fleet import FleetSetup, FleetView
 from llmvirt.strategies import registry
 
 CASES = SHARED / "peers/pve-ha-manager-crs"
@@ -173,11 +173,11 @@ def test_cli_runs_the_cases_and_exits_cleanly_on_bad_input(cli) -> None:
     assert code == 2 and "no such case directory" in err and "Traceback" not in err
 
 
-def _view(on_host: list[int], n_hosts: int = 3) -> FleetView:
+def _view(on_host: list[int], n_hosts: int = 3) -> ClusterArrays:
     n = len(on_host)
     setup = FleetSetup(host_cores=24, mhz_per_core=1000.0, host_mem_mib=32768.0)
     cap = np.full(n, 8192.0)
-    return FleetView(setup, np.array(on_host), np.full(n, 2), cap, np.full(n, 1500.0), cap.copy(), cap.copy(),
+    return ClusterArrays(setup, np.array(on_host), np.full(n, 2), cap, np.full(n, 1500.0), cap.copy(), cap.copy(),
                      np.zeros(n), n_hosts, np.zeros(n_hosts, dtype=bool))
 
 

@@ -163,9 +163,10 @@ def test_training_is_reproducible_from_the_seed(tmp_path: Path) -> None:
 
 
 def test_vectorised_index_matches_per_host_reference() -> None:
+    from llmvirt.model.arrays import ClusterArrays
+    from llmvirt.policy import index
     from llmvirt.policy.constraints import check_host
     from llmvirt.policy.features import pair_features
-    from llmvirt.policy.index import ClusterIndex
 
     rng = np.random.default_rng(11)
     for _ in range(100):
@@ -175,13 +176,13 @@ def test_vectorised_index_matches_per_host_reference() -> None:
         req = Request(vcpus=int(rng.integers(1, 16)), memory_mib=int(rng.choice([512, 8192])),
                       gpus=int(rng.integers(0, 2)), vgpu_type="nvidia-1" if rng.random() < 0.3 else None,
                       anti_affinity=f"g{int(rng.integers(0, 3))}" if rng.random() < 0.4 else None)
-        idx = ClusterIndex.build(cluster, groups)
-        reasons = idx.mask(req, limits)
+        arrays = ClusterArrays.from_cluster(cluster, groups=groups)
+        reasons = index.mask(arrays, req, limits)
         for i, h in enumerate(cluster.hosts):
             assert (check_host(h, req, limits, groups) or "") == reasons[i]
         rows = np.arange(len(cluster.hosts))
         ref = np.stack([pair_features(h, req, 0.3, limits) for h in cluster.hosts])
-        assert np.allclose(idx.features(req, 0.3, limits, rows), ref, atol=1e-6)
+        assert np.allclose(index.features(arrays, req, 0.3, limits, rows), ref, atol=1e-6)
 
 
 def test_host_pinning_restricts_moves(cli, tmp_path: Path) -> None:
@@ -237,3 +238,57 @@ def test_reasons_and_predictions_read_correctly_at_the_boundary() -> None:
     text = predicted_sentence(before, after)
     assert text == ("predicted: overloaded hosts 1 → 0, hot hosts 2 → 1, load spread 45 → 20 points, "
                     "power 850 → 700 W") and "{" not in text
+
+
+def test_planned_moves_on_the_arrays_give_the_totals_of_a_fresh_build() -> None:
+    """One array model for placement and the planner (issue 13): moving VMs on ClusterArrays keeps every
+    per-host total (vCPUs, memory, CPU use, count, free GPUs, anti-affinity groups) exactly what the
+    arrays of the edited cluster give, to the last bit."""
+    from llmvirt.model.arrays import ClusterArrays
+
+    rng = np.random.default_rng(5)
+    checked = 0
+    for _ in range(60):
+        cluster, groups = _random_cluster(rng)
+        arrays = ClusterArrays.from_cluster(cluster, groups=groups)
+        arrays.totals()
+        running = [(h, v) for h in cluster.hosts for v in h.vms if v.running]
+        for _ in range(int(rng.integers(1, 6))):
+            if not running or len(cluster.hosts) < 2:
+                break
+            k = int(rng.integers(0, len(running)))
+            src, vm = running[k]
+            dst_i = int(rng.integers(0, len(cluster.hosts)))
+            src.vms.remove(vm)
+            cluster.hosts[dst_i].vms.append(vm)
+            running[k] = (cluster.hosts[dst_i], vm)
+            arrays.move(k, dst_i)
+            checked += 1
+        fresh = ClusterArrays.from_cluster(cluster, groups=groups).totals()
+        got = arrays.totals()
+        for name in ("vcpus", "memory", "used", "count", "free_gpus"):
+            assert np.array_equal(getattr(got, name), getattr(fresh, name)), name
+        assert {g: a.tolist() for g, a in got.groups.items() if a.any()} == {
+            g: a.tolist() for g, a in fresh.groups.items() if a.any()}
+    assert checked > 100
+
+
+def test_simulated_arrays_survive_the_round_trip_through_a_cluster() -> None:
+    """A simulator-built model and the model built from its Cluster agree on every VM and host (by index)."""
+    from llmvirt.model.arrays import ClusterArrays, FleetSetup
+
+    rng = np.random.default_rng(2)
+    n, hosts = 40, 6
+    cap = rng.choice([2048.0, 4096.0, 8192.0], n)
+    used = np.floor(cap * rng.uniform(0.2, 0.9, n))
+    setup = FleetSetup(host_cores=16, mhz_per_core=2000.0, host_mem_mib=65536.0)
+    sim = ClusterArrays(setup, rng.integers(0, hosts, n), rng.integers(1, 5, n), cap, rng.uniform(0, 4000, n),
+                        used, cap.copy(), cap - used, hosts)
+    back = ClusterArrays.from_cluster(sim.to_cluster(), setup)
+    order = np.argsort(sim.vm_host, kind="stable")  # the cluster lists VMs host by host
+    assert back.vm_names == [sim.vm_name(int(v)) for v in order]
+    for name in ("vm_host", "vm_vcpus", "vm_mem_cap", "vm_balloon"):
+        assert np.array_equal(getattr(back, name), getattr(sim, name)[order]), name
+    np.testing.assert_allclose(back.vm_cpu_mhz, sim.vm_cpu_mhz[order])
+    assert np.array_equal(back.host_sizes()[0], sim.host_sizes()[0])
+    assert np.array_equal(back.host_sizes()[1], sim.host_sizes()[1])

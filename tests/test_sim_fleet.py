@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import SHARED, fixture_uri
 
+from llmvirt.model.arrays import ClusterArrays, FleetSetup
 from llmvirt.sim.field_balloons import MomBalloon, ProxmoxAutoBalloon, make_balloon
 from llmvirt.sim.field_policies import (
     ProxLB,
@@ -16,7 +17,7 @@ from llmvirt.sim.field_policies import (
     WatcherWorkloadBalance,
     make_balancer,
 )
-from llmvirt.sim.fleet import BALANCE_SETUP, FleetSetup, FleetSim, FleetView
+from llmvirt.sim.fleet import BALANCE_SETUP, FleetSim
 from llmvirt.sim.traces import TraceError, UsageTrace, load_bitbrains, load_generic
 
 HEADER = ("Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\t"
@@ -87,13 +88,13 @@ def test_generic_csv_and_parquet(tmp_path: Path) -> None:
         load_generic(tmp_path / "cols.csv")
 
 
-def _view(vm_host, cpu, mem, cap=None, balloon=None, setup: FleetSetup = BALANCE_SETUP, n_hosts=None) -> FleetView:
+def _view(vm_host, cpu, mem, cap=None, balloon=None, setup: FleetSetup = BALANCE_SETUP, n_hosts=None) -> ClusterArrays:
     vm_host = np.array(vm_host)
     n = len(vm_host)
     cap = np.array(cap if cap is not None else [4096.0] * n)
     balloon = np.array(balloon if balloon is not None else cap, dtype=float)
     mem = np.array(mem, dtype=float)
-    return FleetView(setup, vm_host, np.full(n, 2.0), cap, np.array(cpu, dtype=float), mem, balloon,
+    return ClusterArrays(setup, vm_host, np.full(n, 2.0), cap, np.array(cpu, dtype=float), mem, balloon,
                      np.maximum(balloon - mem, 0), n_hosts or int(vm_host.max()) + 2,
                      np.zeros(n_hosts or int(vm_host.max()) + 2, dtype=bool))
 

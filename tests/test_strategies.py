@@ -13,12 +13,12 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
+from llmvirt.model.arrays import ClusterArrays, FleetSetup
 from llmvirt.model.cluster import ScanResult
 from llmvirt.policy import decide
 from llmvirt.policy.constraints import Limits
 from llmvirt.sim import cluster_arrays
 from llmvirt.sim.field_policies import make_balancer
-from llmvirt.sim.fleet import FleetSetup, FleetView
 from llmvirt.store import database, registry, snapshots
 from llmvirt.strategies import registry as strategies
 
@@ -31,7 +31,7 @@ SETUP = FleetSetup(host_cores=16, mhz_per_core=2600.0, host_mem_mib=64 * 1024.0,
 FLEET_BASELINES = ("watcher-wb", "watcher-wb:60", "watcher-vwc", "proxlb", "proxlb:5:cpu", "none")
 
 
-def _random_view(rng: np.random.Generator) -> tuple[FleetView, np.ndarray]:
+def _random_view(rng: np.random.Generator) -> tuple[ClusterArrays, np.ndarray]:
     """A fleet of identical hosts; CPU use in 1/10,000 steps so the store's counters reproduce it exactly."""
     n_hosts, n_vms = int(rng.integers(3, 7)), int(rng.integers(6, 22))
     vcpus = rng.integers(1, 9, n_vms)
@@ -39,12 +39,12 @@ def _random_view(rng: np.random.Generator) -> tuple[FleetView, np.ndarray]:
     used = np.floor(cap * rng.uniform(0.2, 0.95, n_vms))
     util_k = rng.integers(0, 10001, n_vms)
     mhz = (util_k / 10000) * vcpus * SETUP.mhz_per_core
-    view = FleetView(SETUP, rng.integers(0, n_hosts, n_vms), vcpus, cap, mhz, used, cap.copy(), cap - used,
+    view = ClusterArrays(SETUP, rng.integers(0, n_hosts, n_vms), vcpus, cap, mhz, used, cap.copy(), cap - used,
                      n_hosts, np.zeros(n_hosts, dtype=bool))
     return view, util_k
 
 
-def _through_the_store(view: FleetView, util_k: np.ndarray, db_url: str):  # noqa: ANN202
+def _through_the_store(view: ClusterArrays, util_k: np.ndarray, db_url: str):  # noqa: ANN202
     """The view's cluster recorded as two scans STEP_S apart and read back as rebalance reads it."""
     engine = database.open_engine(db_url)
     cluster = view.to_cluster()
@@ -119,7 +119,7 @@ def test_cloudsim_arrays_from_a_stored_scan_equal_those_of_the_cluster(tmp_path)
     assert isinstance(pol, strategies.CloudsimStrategy)
     a = pol.policy.decide(direct, 0.0)
     b = strategies.resolve("baseline:thr-mmt-0.8", "consolidate").policy.decide(stored, 0.0)
-    assert a == b and ident.named(b) == [(ident.vm_names[v], ident.host_names[h]) for v, h in a]
+    assert a == b and ident.named(b) == [(ident.vm_name(v), ident.host_name(h)) for v, h in a]
 
 
 def test_hard_rules_refuse_a_baselines_move_and_say_so(tmp_path) -> None:

@@ -48,7 +48,7 @@ def run_actor(actor: Any, trace: UsageTrace, fl: list[Fleet], cfg: EnvConfig) ->
 
 
 def run_balancer(balancer: Any, trace: UsageTrace, fl: list[Fleet], cfg: EnvConfig, name: str = "") -> EvalResult:
-    """A balance-scenario baseline (``decide(FleetView)``: Watcher, ProxLB) on every fleet; its moves of a
+    """A balance-scenario baseline (``decide(ClusterArrays)``: Watcher, ProxLB) on every fleet; its moves of a
     step are applied one by one (refused ones counted), then time advances."""
     env = BalanceEnv(trace, len(fl), cfg, fleets=fl)
     t0 = time.perf_counter()

@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llmvirt.model.arrays import FleetSetup, expected_util
 from llmvirt.policy import checkpoint
 from llmvirt.policy.constraints import migration_mask, request_of
-from llmvirt.policy.features import expected_util, pair_features
+from llmvirt.policy.features import pair_features
 from llmvirt.policy.model import PlacementScorer
 from llmvirt.policy.sim_adapter import limits_for
-from llmvirt.sim.fleet import BALANCE_SETUP, FleetSetup, FleetSim
+from llmvirt.sim.fleet import BALANCE_SETUP, FleetSim
 from llmvirt.sim.traces import UsageTrace
 
 

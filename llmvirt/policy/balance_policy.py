@@ -5,7 +5,7 @@ and "do nothing" with a small MLP over fleet-wide figures, each added to the heu
 prior logit (residual reinforcement learning: the network learns where to depart from the
 fallback); the best-scoring allowed option is taken (a softmax over them during training).
 It decides on the simulator's batched state and on a
-:class:`~llmvirt.sim.fleet.FleetView` built from a real cluster, so ``bench`` and ``rebalance`` run
+:class:`~llmvirt.model.arrays.ClusterArrays` built from a real cluster, so ``bench`` and ``rebalance`` run
 the same code. Each decision carries its reason: what drove it (forecast peak, overload now or
 avoided, the destination's headroom).
 
@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from llmvirt.model.arrays import ClusterArrays
 from llmvirt.policy import balance_features as bf
 from llmvirt.policy.weights import CheckpointError, load_arrays
 from llmvirt.sim.balance_env import HISTORY, BalanceState
-from llmvirt.sim.fleet import FleetView
 
 STEM = "balance_rl"  #: checkpoint file stem in a policy directory
 ACTOR_LAYERS = ("cand.0", "cand.2", "cand.4", "noop.0", "noop.2")  #: actor state-dict prefixes
@@ -109,11 +109,11 @@ class BalanceActor:
         dst = np.where(choice > 0, cand.dst[e, pick], -1)
         return vm, dst, cand, choice
 
-    def decide(self, view: FleetView, history: np.ndarray | None = None) -> list[tuple[int, int]]:
+    def decide(self, view: ClusterArrays, history: np.ndarray | None = None) -> list[tuple[int, int]]:
         """The balance scenario's interface: at most one move on one fleet (Watcher's "one per audit")."""
         return [(d.vm, d.dst) for d in self.explain(view, history)]
 
-    def explain(self, view: FleetView, history: np.ndarray | None = None,
+    def explain(self, view: ClusterArrays, history: np.ndarray | None = None,
                 movable: np.ndarray | None = None) -> list[Decision]:
         """:meth:`decide` with the reason for the move; ``movable`` (per VM) masks VMs that cannot live-migrate."""
         state = state_of(view, history, movable)
@@ -157,8 +157,8 @@ def reason(cand: bf.Candidates, k: int, forecast: bool = True) -> str:
     return "; ".join(parts)
 
 
-def state_of(view: FleetView, history: np.ndarray | None = None, movable: np.ndarray | None = None) -> BalanceState:
-    """One fleet's FleetView (a scan or the simulator) as a batch of one. ``history``: (VMs, k) past CPU
+def state_of(view: ClusterArrays, history: np.ndarray | None = None, movable: np.ndarray | None = None) -> BalanceState:
+    """One fleet's ClusterArrays (a scan or the simulator) as a batch of one. ``history``: (VMs, k) past CPU
     demand in MHz, oldest first, without now; missing samples repeat the oldest known (now, if none).
     ``movable``: per VM, may live-migrate (default all)."""
     s = view.setup

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from llmvirt.model.arrays import gpus_held, plain_gpus
 from llmvirt.model.cluster import Cluster, Host, Vm
 
 CAPACITY_CPU = "capacity_cpu"
@@ -66,9 +67,7 @@ def request_of(vm: Vm, group: str | None = None, allowed_hosts: tuple[str, ...] 
 
 def free_gpus(host: Host) -> int:
     """GPUs on the host with no VM holding them (passthrough or vGPU)."""
-    held = {g.pci for v in host.vms if v.running for g in v.gpus if g.kind == "passthrough"}
-    held |= {g.parent_pci for v in host.vms if v.running for g in v.gpus if g.kind == "vgpu"}
-    return sum(1 for g in host.gpus if g.pci not in held and not g.mdevs)
+    return len(plain_gpus(host) - frozenset().union(*(gpus_held(v) for v in host.vms if v.running)))
 
 
 def vgpu_available(host: Host, mdev_type: str) -> bool:

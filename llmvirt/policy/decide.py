@@ -14,11 +14,12 @@ import numpy as np
 
 from llmvirt.errors import UsageError
 from llmvirt.model.action import MIGRATE_EFFECT, Action
+from llmvirt.model.arrays import ClusterArrays, expected_util
 from llmvirt.model.cluster import Cluster, Host, Vm
 from llmvirt.paths import DEFAULT_POLICY, policy_dir  # noqa: F401 - DEFAULT_POLICY re-exported
+from llmvirt.policy import index
 from llmvirt.policy.constraints import Limits, Request, request_of
-from llmvirt.policy.features import FEATURE_SPEC_VERSION, FEATURES, expected_util
-from llmvirt.policy.index import ClusterIndex
+from llmvirt.policy.features import FEATURE_SPEC_VERSION, FEATURES
 from llmvirt.policy.weights import CheckpointError, NumpyMLP, load_arrays
 from llmvirt.sim.power import GENERIC_IDLE_W as IDLE_W
 from llmvirt.sim.power import GENERIC_PEAK_W as PEAK_W
@@ -113,24 +114,24 @@ class Placement:
 
 
 def place(cluster: Cluster, req: Request, scorer: Scorer, ctx: Context | None = None,
-          index: ClusterIndex | None = None, top: int | None = None) -> Placement:
+          arrays: ClusterArrays | None = None, top: int | None = None) -> Placement:
     """Rank the hosts that may take a new VM (expected CPU use ``req.expected_cpu`` of its vCPUs) under
     ``ctx``'s limits and anti-affinity groups.
 
-    ``index`` (built once per snapshot) makes the decision a few array operations; ``top``
+    ``arrays`` (built once per snapshot) makes the decision a few array operations; ``top``
     limits how many ranked hosts carry reasons (all by default).
     """
     ctx = ctx or Context()
     limits = ctx.limits
-    idx = index or ClusterIndex.build(cluster, ctx.groups)
-    reason = idx.mask(req, limits)
+    arr = arrays or ClusterArrays.from_cluster(cluster, groups=ctx.groups)
+    reason = index.mask(arr, req, limits)
     ok = np.flatnonzero(reason == "")
-    out = Placement(excluded={idx.hosts[i].name: str(reason[i]) for i in np.flatnonzero(reason != "")},
+    out = Placement(excluded={cluster.hosts[i].name: str(reason[i]) for i in np.flatnonzero(reason != "")},
                     policy=scorer.name)
     if ok.size == 0:
         return out
-    feats = idx.features(req, req.expected_cpu, limits, ok)
-    hosts_ok = [idx.hosts[i] for i in ok]
+    feats = index.features(arr, req, req.expected_cpu, limits, ok)
+    hosts_ok = [cluster.hosts[i] for i in ok]
     s = scorer.scores(feats, hosts_ok)
     order = np.argsort(-s, kind="stable")
     for rank, k in enumerate(order):
@@ -233,7 +234,7 @@ def rebalance(cluster: Cluster, scorer: Scorer, goal: str = "balance", ctx: Cont
     if goal not in ("balance", "consolidate"):
         raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
     ctx = ctx or Context()
-    run = _Planner(cluster, scorer, ctx, ClusterIndex.build(cluster, ctx.groups),
+    run = _Planner(cluster, scorer, ctx, ClusterArrays.from_cluster(cluster, groups=ctx.groups),
                    Plan(goal=goal, policy=scorer.name, before=summary(cluster, ctx.thresholds.hot)))
     run.drain()
     if goal == "balance":
@@ -255,25 +256,30 @@ def _pct_above(value: float, limit: float) -> str:
 
 @dataclass
 class _Planner:
-    """One rebalance: the cluster being edited, its index, the scorer, the context and the plan so far."""
+    """One rebalance: the cluster being edited, its arrays, the scorer, the context and the plan so far."""
 
     cluster: Cluster
     scorer: Scorer
     ctx: Context
-    index: ClusterIndex
+    arrays: ClusterArrays
     plan: Plan
+    _vm: dict[int, int] = field(default_factory=dict)  # id() of a running Vm -> its index in the arrays
+    _host: dict[str, int] = field(default_factory=dict)  # host name -> index
+
+    def __post_init__(self) -> None:
+        running = (v for h in self.cluster.hosts for v in h.vms if v.running)  # the arrays' VM order
+        self._vm, self._host = {id(v): i for i, v in enumerate(running)}, self.arrays.host_index()
 
     def _room(self) -> bool:
         return len(self.plan.moves) < self.ctx.max_migrations
 
-    def _refresh(self, *hosts: Host) -> None:
-        for h in hosts:
-            self.index.refresh(self.index.row[h.name])
+    def _shift(self, vm: Vm, dst: Host) -> None:
+        self.arrays.move(self._vm[id(vm)], self._host[dst.name])
 
     def move(self, vm: Vm, src: Host, dst: Host, reason: str) -> None:
-        """Add the move to the plan and apply it to the cluster and the index."""
+        """Add the move to the plan and apply it to the cluster and its arrays."""
         self.plan.moves.append(move(self.cluster, vm, src, dst, reason, self.plan.decisions.get(vm.name)))
-        self._refresh(src, dst)
+        self._shift(vm, dst)
 
     def best_destination(self, vm: Vm, src: Host) -> Host | None:
         """The scorer's choice among the hosts the constraints allow (never the source)."""
@@ -281,13 +287,13 @@ class _Planner:
             return None
         ctx = self.ctx
         req = request_of(vm, ctx.groups.get(vm.name), ctx.host_pins.get(vm.name, ()))
-        reason = self.index.mask(req, ctx.limits)
-        reason[self.index.row[src.name]] = "already_there"
+        reason = index.mask(self.arrays, req, ctx.limits)
+        reason[self._host[src.name]] = "already_there"
         ok = np.flatnonzero(reason == "")
         if ok.size == 0:
             return None
-        feats = self.index.features(req, expected_util(vm.cpu_util), ctx.limits, ok)
-        cands = [self.index.hosts[i] for i in ok]
+        feats = index.features(self.arrays, req, expected_util(vm.cpu_util), ctx.limits, ok)
+        cands = [self.cluster.hosts[i] for i in ok]
         choice = int(np.argmax(self.scorer.scores(feats, cands)))
         self.plan.decisions[vm.name] = {"candidates": [h.name for h in cands], "chosen": choice,
                                         "features": np.round(feats, 5).tolist()}
@@ -310,15 +316,15 @@ class _Planner:
 
     def relieve_hot(self) -> None:
         """From the hottest host above ``hot``, the move that lowers the hotter host of the pair most."""
-        th, index = self.ctx.thresholds, self.index
-        tried = np.zeros(len(index.hosts), dtype=bool)
+        th, arrays = self.ctx.thresholds, self.arrays
+        tried = np.zeros(arrays.n_hosts, dtype=bool)
         while self._room():
-            load = index.load()
-            cand = ~index.maintenance & (load > th.hot) & ~tried
+            load = arrays.load()
+            cand = ~arrays.maintenance & (load > th.hot) & ~tried
             if not cand.any():
                 return
             src_i = int(np.argmax(np.where(cand, load, -np.inf)))
-            src = index.hosts[src_i]
+            src = self.cluster.hosts[src_i]
             best: tuple[float, Vm, Host] | None = None
             for vm in [v for v in src.vms if v.running]:
                 if vm.has_pci_passthrough:
@@ -352,10 +358,10 @@ class _Planner:
                     break
                 staged.append((vm, dst))
                 _apply(cluster, vm, src, dst)
-                self._refresh(src, dst)
+                self._shift(vm, dst)
             for vm, dst in reversed(staged):
                 _apply(cluster, vm, dst, src)
-                self._refresh(src, dst)
+                self._shift(vm, src)
             if len(staged) == len(vms):
                 for vm, dst in staged:
                     self.move(vm, src, dst,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from llmvirt.model.arrays import expected_util
 from llmvirt.model.cluster import Host
 from llmvirt.policy.constraints import Limits, Request
 
@@ -27,11 +28,6 @@ FEATURES = (
     "host_cpu_headroom_after",  # 1 - host_cpu_used_after, clipped at -1
     "is_current_host",  # 1 for the VM's current host (the "stay" action)
 )
-
-
-def expected_util(vm_cpu_util: float | None, default: float = 0.5) -> float:
-    """The CPU use to expect from a VM: its measured utilisation, or ``default`` when unknown."""
-    return default if vm_cpu_util is None else float(vm_cpu_util)
 
 
 def pair_features(host: Host, req: Request, vm_util: float, limits: Limits, current: bool = False,

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from llmvirt.model.arrays import ClusterArrays, FleetSetup
 from llmvirt.policy import balloon_feedback, balloon_head, decide, pin_head, tuning
 from llmvirt.policy.constraints import Limits
 from llmvirt.sim.field_balloons import ROUNDS_PER_STEP
-from llmvirt.sim.fleet import FleetSetup, FleetView
 from llmvirt.sim.numa import Topology
 
 
@@ -33,7 +33,7 @@ class LlmvirtBalancer:
     name: str = "llmvirt"  #: display name
     _scorer: decide.BaselineScorer | decide.LearnedScorer | None = field(default=None, init=False, repr=False)
 
-    def decide(self, view: FleetView) -> list[tuple[int, int]]:
+    def decide(self, view: ClusterArrays) -> list[tuple[int, int]]:
         """Plan on the cluster view and map the moves back to simulator indices."""
         if self._scorer is None:
             self._scorer = decide.load_scorer(self.policy)
@@ -67,7 +67,7 @@ class LearnedBalloon:
         self._pressure: np.ndarray | None = None
         self._t = 0
 
-    def targets(self, view: FleetView) -> np.ndarray:
+    def targets(self, view: ClusterArrays) -> np.ndarray:
         """New balloon targets after one step of rounds."""
         cap = view.vm_mem_cap.astype(np.float64)
         use = view.vm_mem_mib / cap

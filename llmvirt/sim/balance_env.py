@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llmvirt.sim.fleet import FleetSetup, FleetView
+from llmvirt.model.arrays import ClusterArrays, FleetSetup
 from llmvirt.sim.traces import UsageTrace
 
 HISTORY = 12  #: samples of each VM's CPU history the state carries (one hour of 300 s samples)
@@ -281,8 +281,8 @@ class BalanceEnv:
             mem_limit=c.ram_allocation_ratio * self.cores * c.mem_gib_per_core,
             since_move=self.since_move.copy(), movable=self.vm_valid.copy(), placeable=self.host_valid.copy())
 
-    def fleet_view(self, e: int) -> FleetView:
-        """Environment ``e`` as the balance scenario's FleetView (what Watcher and ProxLB decide on)."""
+    def fleet_view(self, e: int) -> ClusterArrays:
+        """Environment ``e`` as the balance scenario's ClusterArrays (what Watcher and ProxLB decide on)."""
         n = int(self.vm_valid[e].sum())
         src = self.vm_src[e, :n]
         col = self.start[e, :n] + self.t[e]
@@ -293,7 +293,7 @@ class BalanceEnv:
         mem = self.pool_mem[src, col].astype(np.float64) * 1024
         cap = self.pool_mcap[src] * 1024
         n_h = int(self.host_valid[e].sum())
-        return FleetView(setup, self.vm_host[e, :n].copy(), self.pool_vcpus[src].astype(np.int64), cap,
+        return ClusterArrays(setup, self.vm_host[e, :n].copy(), self.pool_vcpus[src].astype(np.int64), cap,
                          self.pool_cpu[src, col].astype(np.float64) * c.mhz_per_core, mem, cap.copy(),
                          np.maximum(cap - mem, 0.0), n_h, np.zeros(n_h, dtype=bool))
 

@@ -1,7 +1,7 @@
 """The simulator's arrays built from a scanned (or stored) :class:`~llmvirt.model.cluster.Cluster`.
 
 The strategies the simulator benchmarks decide on arrays: the balance scenario's
-:class:`~llmvirt.sim.fleet.FleetView` (Watcher, ProxLB) and the cloudsim scenario's
+:class:`~llmvirt.model.arrays.ClusterArrays` (Watcher, ProxLB) and the cloudsim scenario's
 simulation state (CloudSim's PABFD and the learned consolidation head). Building those arrays
 from a real cluster lets ``llmvirt rebalance --policy NAME`` run the very code that
 ``llmvirt bench --policies NAME`` measures. VMs and hosts are identified by their index in the
@@ -19,82 +19,28 @@ Only running VMs are in the arrays. Mapping to the simulator's units:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from llmvirt.errors import UsageError
-from llmvirt.model.cluster import Cluster, Host, Vm
+from llmvirt.model.arrays import DEFAULT_MHZ, ClusterArrays, FleetSetup, expected_util
+from llmvirt.model.cluster import Cluster
 from llmvirt.sim.engine import HISTORY_LENGTH
-from llmvirt.sim.fleet import FleetSetup, FleetView
 from llmvirt.sim.power import generic_table
 
-DEFAULT_MHZ = 1000.0  #: a host that reports no clock speed (libvirt's test driver) counts this per CPU
-DEFAULT_UTIL = 0.5  #: CPU use assumed for a VM with no measurement yet
 
-
-def _mhz(host: Host) -> float:
-    return float(host.cpu_mhz or DEFAULT_MHZ)
-
-
-def _util(vm: Vm) -> float:
-    return DEFAULT_UTIL if vm.cpu_util is None else float(vm.cpu_util)
-
-
-def _mem_used(vm: Vm) -> float:
-    b = vm.balloon
-    if b.available_mib is not None and b.unused_mib is not None:
-        return float(max(0, b.available_mib - b.unused_mib))
-    return float(vm.balloon_mib)
-
-
-def _running(cluster: Cluster) -> list[tuple[int, Vm]]:
-    return [(h, v) for h, host in enumerate(cluster.hosts) for v in host.vms if v.running]
-
-
-@dataclass
-class Identity:
-    """Names beside the arrays: index i of the arrays is ``vm_names[i]`` / ``host_names[i]``."""
-
-    vm_names: list[str] = field(default_factory=list)  #: VM name per VM index
-    host_names: list[str] = field(default_factory=list)  #: host name per host index
-    movable: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  #: per VM: may live-migrate
-    vm_uuids: list[str] = field(default_factory=list)  #: UUID per VM index (history is keyed by it)
-
-    def named(self, pairs: list[tuple[int, int]]) -> list[tuple[str, str]]:
-        """``(vm index, host index)`` decisions as ``(vm name, host name)``."""
-        return [(self.vm_names[v], self.host_names[h]) for v, h in pairs]
-
-
-def fleet_view(cluster: Cluster, cpu_allocation_ratio: float, ram_allocation_ratio: float
-               ) -> tuple[FleetView, Identity]:
+def fleet_view(cluster: Cluster, cpu_allocation_ratio: float, ram_allocation_ratio: float) -> ClusterArrays:
     """The balance scenario's view of a real cluster. Its baselines model identical hosts, so a
     cluster of mixed host sizes is refused with one clear line."""
     if not cluster.hosts:
         raise UsageError("no scanned hosts")
-    sizes = {(h.cpus, h.memory_mib, _mhz(h)) for h in cluster.hosts}
+    sizes = {(h.cpus, h.memory_mib, h.cpu_mhz or DEFAULT_MHZ) for h in cluster.hosts}
     if len(sizes) > 1:
         raise UsageError("this baseline models identical hosts, and these hosts differ in CPUs, memory or MHz: "
                          "use the learned policy or baseline:best-fit|least-loaded|first-fit")
-    cpus, mem, mhz = sizes.pop()
-    setup = FleetSetup(host_cores=max(1, cpus), mhz_per_core=mhz, host_mem_mib=float(mem),
-                       cpu_allocation_ratio=cpu_allocation_ratio, ram_allocation_ratio=ram_allocation_ratio)
-    vms = _running(cluster)
-    balloon = np.array([float(v.balloon_mib) for _, v in vms])
-    used = np.array([_mem_used(v) for _, v in vms])
-    view = FleetView(
-        setup=setup, vm_host=np.array([h for h, _ in vms], dtype=np.int64),
-        vm_vcpus=np.array([v.vcpus for _, v in vms], dtype=np.int64),
-        vm_mem_cap=np.array([float(v.memory_mib) for _, v in vms]),
-        vm_cpu_mhz=np.array([_util(v) * v.vcpus * mhz for _, v in vms]),
-        vm_mem_mib=used, vm_balloon=balloon, vm_unused_mib=np.maximum(balloon - used, 0.0),
-        n_hosts=len(cluster.hosts), maintenance=np.array([h.maintenance for h in cluster.hosts], dtype=bool))
-    return view, _identity(cluster, vms)
-
-
-def _identity(cluster: Cluster, vms: list[tuple[int, Vm]]) -> Identity:
-    return Identity([v.name for _, v in vms], [h.name for h in cluster.hosts],
-                    np.array([not v.has_pci_passthrough for _, v in vms], dtype=bool), [v.uuid for _, v in vms])
+    return ClusterArrays.from_cluster(cluster, FleetSetup(cpu_allocation_ratio=cpu_allocation_ratio,
+                                                          ram_allocation_ratio=ram_allocation_ratio))
 
 
 @dataclass
@@ -135,18 +81,19 @@ class ClusterState:
 
 
 def cloudsim_state(cluster: Cluster, history: dict[str, list[float]] | None = None,
-                   bw_kbit_s: float = 1_000_000.0) -> tuple[ClusterState, Identity]:
+                   bw_kbit_s: float = 1_000_000.0) -> tuple[ClusterState, ClusterArrays]:
     """The cloudsim scenario's state for a real cluster. ``history`` maps a VM's uuid to its past CPU use
-    (fraction of its vCPUs), oldest first; the adaptive detectors (IQR, MAD, LR) read it."""
+    (fraction of its vCPUs), oldest first; the adaptive detectors (IQR, MAD, LR) read it. The state's VM
+    and host indices are those of the cluster's :class:`ClusterArrays`, returned beside it for the names."""
     if not cluster.hosts:
         raise UsageError("no scanned hosts")
-    vms = _running(cluster)
+    vms = [(h, v) for h, host in enumerate(cluster.hosts) for v in host.vms if v.running]
     n_h, n_v = len(cluster.hosts), len(vms)
-    mhz = np.array([_mhz(h) for h in cluster.hosts])
+    mhz = np.array([float(h.cpu_mhz or DEFAULT_MHZ) for h in cluster.hosts])
     total = np.array([max(1, h.cpus) for h in cluster.hosts]) * mhz
     vm_host = np.array([h for h, _ in vms], dtype=np.int64)
     vm_mips = np.array([v.vcpus * mhz[h] for h, v in vms])
-    util = np.array([_util(v) for _, v in vms])
+    util = np.array([expected_util(v.cpu_util) for _, v in vms])
     hist = np.zeros((n_v, HISTORY_LENGTH))
     hlen = np.zeros(n_v, dtype=np.int64)
     for i, (_, v) in enumerate(vms):
@@ -160,9 +107,9 @@ def cloudsim_state(cluster: Cluster, history: dict[str, list[float]] | None = No
     dc = HostArrays(pe_mips=total.copy(), total_mips=total, power_table=generic_table(n_h),
                     bw=np.full(n_h, bw_kbit_s), vm_mips=vm_mips,
                     vm_ram=np.array([float(v.memory_mib) for _, v in vms]), vm_bw=np.zeros(n_v))
-    ident = _identity(cluster, vms)
+    arrays = ClusterArrays.from_cluster(cluster)
     state = ClusterState(dc=dc, vm_host=vm_host, req=req, history=hist, history_len=hlen, host_vms=host_vms,
                          util_mips=np.minimum(np.bincount(vm_host, req, minlength=n_h), total),
                          placeable=np.array([not h.maintenance for h in cluster.hosts], dtype=bool),
-                         movable=ident.movable)
-    return state, ident
+                         movable=arrays.movable)
+    return state, arrays

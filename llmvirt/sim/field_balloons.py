@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmvirt.sim.fleet import FleetView
+from llmvirt.model.arrays import ClusterArrays
 
 ROUNDS_PER_STEP = 30  # 10 s daemon rounds in one 300 s step
 
@@ -30,7 +30,7 @@ class NoBalloon:
 
     name: str = "no-balloon"  #: display name
 
-    def targets(self, view: FleetView) -> np.ndarray:
+    def targets(self, view: ClusterArrays) -> np.ndarray:
         """The maximum of every VM."""
         return view.vm_mem_cap.astype(np.float64).copy()
 
@@ -47,7 +47,7 @@ class MomBalloon:
     rounds: int = ROUNDS_PER_STEP  #: 10 s rounds per step
     name: str = "mom"  #: display name
 
-    def targets(self, view: FleetView) -> np.ndarray:
+    def targets(self, view: ClusterArrays) -> np.ndarray:
         """Targets after one step of MOM rounds."""
         cur = view.vm_balloon.astype(np.float64).copy()
         cap = view.vm_mem_cap.astype(np.float64)
@@ -86,7 +86,7 @@ class ProxmoxAutoBalloon:
     rounds: int = ROUNDS_PER_STEP  #: 10 s rounds per step
     name: str = "proxmox"  #: display name
 
-    def targets(self, view: FleetView) -> np.ndarray:
+    def targets(self, view: ClusterArrays) -> np.ndarray:
         """Targets after one step of pvestatd rounds."""
         cur = view.vm_balloon.astype(np.float64).copy()
         cap = view.vm_mem_cap.astype(np.float64)

@@ -1,6 +1,6 @@
 """Baselines from the field, implemented from their published algorithms.
 
-Balancers (migration), each decides on a :class:`~llmvirt.sim.fleet.FleetView` every step:
+Balancers (migration), each decides on a :class:`~llmvirt.model.arrays.ClusterArrays` every step:
 
 - ``watcher-wb[:THRESHOLD]``: OpenStack Watcher ``workload_balance``
   (watcher/decision_engine/strategy/strategies/workload_balance.py): hosts at or above the
@@ -33,11 +33,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llmvirt.model.arrays import ClusterArrays
 from llmvirt.peers import pve_crs
-from llmvirt.sim.fleet import FleetView, allocation_ok
+from llmvirt.sim.fleet import allocation_ok
 
 
-def _cores_used(view: FleetView) -> np.ndarray:
+def _cores_used(view: ClusterArrays) -> np.ndarray:
     return view.vm_cpu_mhz / view.setup.mhz_per_core
 
 
@@ -47,7 +48,7 @@ class NoMigration:
 
     name: str = "none"  #: display name
 
-    def decide(self, view: FleetView) -> list[tuple[int, int]]:
+    def decide(self, view: ClusterArrays) -> list[tuple[int, int]]:
         """Nothing to do."""
         return []
 
@@ -59,7 +60,7 @@ class WatcherWorkloadBalance:
     threshold: float = 25.0  #: percent of host cores
     name: str = "watcher-wb"  #: display name
 
-    def decide(self, view: FleetView) -> list[tuple[int, int]]:
+    def decide(self, view: ClusterArrays) -> list[tuple[int, int]]:
         """At most one migration, as one Watcher audit produces."""
         cores = view.setup.host_cores
         load = _cores_used(view)
@@ -86,7 +87,7 @@ class WatcherWorkloadBalance:
             return [(vm, min(dests, key=lambda h: util[h]))]
         return []
 
-    def explain(self, view: FleetView) -> list[tuple[int, int, str]]:
+    def explain(self, view: ClusterArrays) -> list[tuple[int, int, str]]:
         """:meth:`decide`'s migration with Watcher's reason for it."""
         util = view.host_sum(_cores_used(view)) / view.setup.host_cores * 100
         return [(vm, dst, f"source at {util[view.vm_host[vm]]:.0f} % of its cores, over the {self.threshold:g} % "
@@ -101,7 +102,7 @@ class WatcherVmWorkloadConsolidation:
     cc: float = 1.0  #: capacity coefficient for CPU and RAM
     name: str = "watcher-vwc"  #: display name
 
-    def decide(self, view: FleetView) -> list[tuple[int, int]]:
+    def decide(self, view: ClusterArrays) -> list[tuple[int, int]]:
         """Offload, consolidate, then collapse repeated moves of a VM."""
         s = view.setup
         load, mem = _cores_used(view), view.vm_mem_mib
@@ -154,7 +155,7 @@ class ProxLB:
     method: str = "memory"  #: memory (ProxLB's default) or cpu
     name: str = "proxlb"  #: display name
 
-    def decide(self, view: FleetView) -> list[tuple[int, int]]:
+    def decide(self, view: ClusterArrays) -> list[tuple[int, int]]:
         """Move guests off the most-used node, smallest first, until the spread is small enough."""
         s = view.setup
         if self.method == "cpu":
@@ -181,7 +182,7 @@ class ProxLB:
             moves.append((int(vm), dst))
         return moves
 
-    def explain(self, view: FleetView) -> list[tuple[int, int, str]]:
+    def explain(self, view: ClusterArrays) -> list[tuple[int, int, str]]:
         """:meth:`decide`'s migrations with ProxLB's reason: the usage spread before the plan."""
         s = view.setup
         per_vm, total = (view.vm_cpu_mhz, s.host_mhz) if self.method == "cpu" else (view.vm_mem_mib, s.host_mem_mib)
@@ -204,16 +205,16 @@ class ProxmoxCrs:
     max_moves: int = 5  #: migrations per step (Proxmox issues one per settled round)
     name: str = "proxmox-crs"  #: display name
 
-    def _usage(self, view: FleetView, vm: int) -> pve_crs.Usage:
+    def _usage(self, view: ClusterArrays, vm: int) -> pve_crs.Usage:
         if self.mode == "static":
             return pve_crs.Usage(float(view.vm_vcpus[vm]), float(view.vm_mem_cap[vm]))
         return pve_crs.Usage(float(view.vm_cpu_mhz[vm] / view.setup.mhz_per_core), float(view.vm_mem_mib[vm]))
 
-    def decide(self, view: FleetView) -> list[tuple[int, int]]:
+    def decide(self, view: ClusterArrays) -> list[tuple[int, int]]:
         """Evacuate hosts in maintenance, then migrate while the imbalance stays above the threshold."""
         return [(v, h) for v, h, _ in self.explain(view)]
 
-    def explain(self, view: FleetView) -> list[tuple[int, int, str]]:
+    def explain(self, view: ClusterArrays) -> list[tuple[int, int, str]]:
         """:meth:`decide` with the reason for each move: the imbalance it changes, or the evacuation."""
         s = view.setup
         maint = view.maintenance if view.maintenance.size else np.zeros(view.n_hosts, dtype=bool)

@@ -21,78 +21,12 @@ from typing import Protocol
 
 import numpy as np
 
-from llmvirt.model.cluster import Balloon, Cluster, Host, NumaCell, Vm
+from llmvirt.model.arrays import ClusterArrays, FleetSetup
 from llmvirt.model.score import Score
 from llmvirt.sim.traces import UsageTrace
 
-
-@dataclass(frozen=True)
-class FleetSetup:
-    """Host size and allocation limits. The defaults make a fleet that overloads now and then."""
-
-    host_cores: int = 64  #: physical cores per host
-    mhz_per_core: float = 2600.0  #: per core
-    host_mem_mib: float = 768 * 1024.0  #: per host
-    cpu_allocation_ratio: float = 4.0  #: provisioned vCPUs per core allowed
-    ram_allocation_ratio: float = 1.0  #: provisioned memory per host memory allowed
-    fill: float = 1.0  #: initial packing: fraction of the allocation limits used by first-fit decreasing
-    migration_gbit_s: float = 10.0  #: network for migration time
-
-    @property
-    def host_mhz(self) -> float:
-        """CPU capacity of one host."""
-        return self.host_cores * self.mhz_per_core
-
-
 BALANCE_SETUP = FleetSetup(cpu_allocation_ratio=4.0, ram_allocation_ratio=1.0, fill=0.9)
 MEMORY_SETUP = FleetSetup(cpu_allocation_ratio=8.0, ram_allocation_ratio=1.6, fill=1.0)
-
-
-@dataclass
-class FleetView:
-    """What a policy sees at a step (the same figures a scan gives for real hosts)."""
-
-    setup: FleetSetup  #: host sizes and limits
-    vm_host: np.ndarray  #: host of each VM
-    vm_vcpus: np.ndarray  #: provisioned vCPUs
-    vm_mem_cap: np.ndarray  #: provisioned memory, MiB
-    vm_cpu_mhz: np.ndarray  #: CPU used now
-    vm_mem_mib: np.ndarray  #: memory used now
-    vm_balloon: np.ndarray  #: balloon target now, MiB
-    vm_unused_mib: np.ndarray  #: guest-reported unused memory (target minus use)
-    n_hosts: int  #: hosts in the fleet
-    maintenance: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  #: per host
-
-    def host_sum(self, per_vm: np.ndarray) -> np.ndarray:
-        """Sum a per-VM figure per host."""
-        return np.bincount(self.vm_host, per_vm, minlength=self.n_hosts)
-
-    def to_cluster(self) -> Cluster:
-        """The same state as the shared Cluster model (what features and explanations read)."""
-        s = self.setup
-        hosts = [Host(name=f"sim-{h}", uri="sim://", cpus=s.host_cores, memory_mib=int(s.host_mem_mib),
-                      cpu_mhz=int(s.mhz_per_core),
-                      maintenance=bool(self.maintenance[h]) if self.maintenance.size else False,
-                      numa_cells=[NumaCell(0, tuple(range(s.host_cores)), int(s.host_mem_mib))])
-                 for h in range(self.n_hosts)]
-        for v, h in enumerate(self.vm_host):
-            vc = max(1, int(self.vm_vcpus[v]))
-            hosts[h].vms.append(Vm(
-                name=f"vm-{v}", uuid=f"00000000-0000-4000-8000-{v:012d}", vcpus=vc, max_vcpus=vc,
-                memory_mib=int(self.vm_mem_cap[v]), current_memory_mib=int(self.vm_balloon[v]),
-                balloon=Balloon(current_mib=int(self.vm_balloon[v]), maximum_mib=int(self.vm_mem_cap[v]),
-                                unused_mib=int(self.vm_unused_mib[v]), available_mib=int(self.vm_balloon[v])),
-                cpu_util=float(self.vm_cpu_mhz[v] / (vc * s.mhz_per_core))))
-        return Cluster(hosts=hosts)
-
-    def names(self, cluster: Cluster) -> tuple[dict[str, int], dict[str, int]]:
-        """Index of each VM and host name in the arrays, for a cluster made by :meth:`to_cluster` (decisions
-        on the Cluster map back to array indices by these, never by parsing names)."""
-        vm_index: dict[str, int] = {}
-        for h, host in enumerate(cluster.hosts):
-            on = np.flatnonzero(self.vm_host == h)
-            vm_index.update({vm.name: int(i) for vm, i in zip(host.vms, on, strict=True)})
-        return vm_index, {host.name: h for h, host in enumerate(cluster.hosts)}
 
 
 class BalancePolicy(Protocol):
@@ -100,7 +34,7 @@ class BalancePolicy(Protocol):
 
     name: str
 
-    def decide(self, view: FleetView) -> list[tuple[int, int]]:
+    def decide(self, view: ClusterArrays) -> list[tuple[int, int]]:
         """Migrations ``(vm, destination host)`` to make now."""
         ...
 
@@ -110,7 +44,7 @@ class BalloonPolicy(Protocol):
 
     name: str
 
-    def targets(self, view: FleetView) -> np.ndarray:
+    def targets(self, view: ClusterArrays) -> np.ndarray:
         """New balloon target of every VM, MiB."""
         ...
 
@@ -172,7 +106,7 @@ def first_fit_decreasing(trace: UsageTrace, setup: FleetSetup) -> np.ndarray:
     return host
 
 
-def allocation_ok(view: FleetView, vm: int, dst: int, vm_host: np.ndarray) -> bool:
+def allocation_ok(view: ClusterArrays, vm: int, dst: int, vm_host: np.ndarray) -> bool:
     """The destination stays within the fleet's allocation limits with ``vm`` added."""
     s = view.setup
     on = vm_host == dst
@@ -191,10 +125,10 @@ class FleetSim:
         self.n_hosts = int(self.vm_host.max()) + 1 + extra_hosts
         self.balloon = trace.mem_capacity_mib.astype(np.float64).copy()
 
-    def view(self, t: int) -> FleetView:
+    def view(self, t: int) -> ClusterArrays:
         """The state at step ``t``."""
         tr = self.trace
-        return FleetView(self.setup, self.vm_host.copy(), tr.vcpus, tr.mem_capacity_mib, tr.cpu_mhz[:, t],
+        return ClusterArrays(self.setup, self.vm_host.copy(), tr.vcpus, tr.mem_capacity_mib, tr.cpu_mhz[:, t],
                          tr.mem_mib[:, t], self.balloon.copy(),
                          np.maximum(self.balloon - tr.mem_mib[:, t], 0.0), self.n_hosts,
                          np.zeros(self.n_hosts, dtype=bool))

@@ -213,21 +213,20 @@ class ScorerStrategy:
 
 @dataclass
 class FleetStrategy:
-    """A balance-scenario baseline (Watcher, ProxLB) on the cluster's FleetView."""
+    """A balance-scenario baseline (Watcher, ProxLB) on the cluster's ClusterArrays."""
 
     balancer: Any  #: a BalancePolicy from llmvirt.sim.field_policies
     name: str  #: display name
 
     def plan(self, cluster: Cluster, goal: str, ctx: decide.Context) -> decide.Plan:
         """The balancer's one decision on the scanned state, through the hard rules."""
-        view, ident = cluster_arrays.fleet_view(cluster, ctx.limits.cpu_allocation_ratio,
-                                                ctx.limits.ram_allocation_ratio)
+        view = cluster_arrays.fleet_view(cluster, ctx.limits.cpu_allocation_ratio, ctx.limits.ram_allocation_ratio)
         if hasattr(self.balancer, "explain"):  # a balancer that says why (proxmox-crs)
             said = self.balancer.explain(view)
-            reasons = {ident.vm_names[v]: why for v, _, why in said}
-            return plan_from_proposals(cluster, goal, self.name, ident.named([(v, h) for v, h, _ in said]), ctx,
+            reasons = {view.vm_name(v): why for v, _, why in said}
+            return plan_from_proposals(cluster, goal, self.name, view.named([(v, h) for v, h, _ in said]), ctx,
                                        reasons)
-        return plan_from_proposals(cluster, goal, self.name, ident.named(self.balancer.decide(view)), ctx)
+        return plan_from_proposals(cluster, goal, self.name, view.named(self.balancer.decide(view)), ctx)
 
 
 @dataclass
@@ -243,16 +242,16 @@ class CloudsimStrategy:
 
         A gated head consolidates every ``every`` steps in the simulator; on real hosts each run is a
         decision step the operator chose to take (the cron interval stands in for the gate)."""
-        state, ident = cluster_arrays.cloudsim_state(cluster, ctx.history)
+        state, view = cluster_arrays.cloudsim_state(cluster, ctx.history)
         if isinstance(self.policy, GatedConsolidation):
             self.policy.consolidate_next_step()
         pairs = self.policy.decide(state, 0.0)  # type: ignore[arg-type]
-        return plan_from_proposals(cluster, goal, self.name, ident.named(pairs), ctx)
+        return plan_from_proposals(cluster, goal, self.name, view.named(pairs), ctx)
 
 
 @dataclass
 class BalanceRlStrategy:
-    """The learned balance policy (or its fallback) on the cluster's FleetView, with each VM's recent CPU
+    """The learned balance policy (or its fallback) on the cluster's ClusterArrays, with each VM's recent CPU
     history from the store; one move per plan, as it was trained (one per 300 s step), unless the plan
     has hosts to drain (then the hard rules' drain comes first: ``decide.rebalance`` with least-loaded)."""
 
@@ -268,18 +267,17 @@ class BalanceRlStrategy:
 
         if goal != "balance":
             raise UsageError(f"{self.name} decides goal balance only; for consolidate use llmvirt or llmvirt-head")
-        view, ident = cluster_arrays.fleet_view(cluster, ctx.limits.cpu_allocation_ratio,
-                                                ctx.limits.ram_allocation_ratio)
+        view = cluster_arrays.fleet_view(cluster, ctx.limits.cpu_allocation_ratio, ctx.limits.ram_allocation_ratio)
         mhz = view.setup.mhz_per_core
         k = HISTORY - 1  # past samples besides now
-        hist = np.empty((len(ident.vm_uuids), k))
-        for i, uuid in enumerate(ident.vm_uuids):  # CPU use as a share of the VM's vCPUs, oldest first
+        hist = np.empty((len(view.vm_uuids), k))
+        for i, uuid in enumerate(view.vm_uuids):  # CPU use as a share of the VM's vCPUs, oldest first
             past = [x * view.vm_vcpus[i] * mhz for x in ctx.history.get(uuid, [])[-k:]] or [view.vm_cpu_mhz[i]]
             hist[i] = [past[0]] * (k - len(past)) + past  # a short history repeats its oldest sample
-        decisions = self.actor.explain(view, hist, ident.movable)
+        decisions = self.actor.explain(view, hist, view.movable)
         pairs = [(d.vm, d.dst) for d in decisions]
-        reasons = {ident.vm_names[d.vm]: d.reason for d in decisions}
-        return plan_from_proposals(cluster, goal, self.name, ident.named(pairs), ctx, reasons)
+        reasons = {view.vm_name(d.vm): d.reason for d in decisions}
+        return plan_from_proposals(cluster, goal, self.name, view.named(pairs), ctx, reasons)
 
 
 def _learned(spec: str | None, goal: str, head_only: bool = False) -> Strategy:
