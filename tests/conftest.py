@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,24 @@ from llmvirt.cli import app
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``LLMVIRT_TEST_ORDER=reverse`` or ``shuffle:SEED`` reorders the tests inside each module (modules keep
+    their order, so a module's lab starts once): a run that shows no test depends on another's order."""
+    order = os.environ.get("LLMVIRT_TEST_ORDER", "")
+    if not order:
+        return
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    rng = random.Random(int(order.split(":", 1)[1]) if order.startswith("shuffle:") else 0)
+    for group in modules.values():
+        if order == "reverse":
+            group.reverse()
+        else:
+            rng.shuffle(group)
+    items[:] = [item for group in modules.values() for item in group]
 
 
 def fixture_uri(name: str) -> str:

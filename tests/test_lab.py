@@ -22,7 +22,7 @@ from llmvirt.model.action import Action
 from llmvirt.store import journal
 
 pytestmark = pytest.mark.lab
-HOT_GUESTS = ("vm-1", "vm-3", "vm-4")  # the guests on lab-1 after the migration test; driven to 100 % CPU
+HOT_GUESTS = ("vm-1", "vm-3", "vm-4")  # three of the four guests lab-1 starts with; driven to 100 % CPU
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,19 @@ APPLY_IN_SUBPROCESS = (  # executor.apply on explicit actions, in its own proces
     "except LlmvirtError as e:\n"
     "    print(f'error: {e}', file=sys.stderr)\n"
     "    sys.exit(e.exit_code)\n")
+
+
+@pytest.fixture(autouse=True)
+def _lab_as_started(request: pytest.FixtureRequest) -> None:
+    """Every lab test starts from the lab as `lab up` left it (issue 17: no test depends on another's order):
+    guests home, unpaused, balloons full, nothing pinned, the starting load, no host in maintenance."""
+    if "lab_env" not in request.fixturenames:
+        return
+    from llmvirt.lab.reset import reset
+    from llmvirt.store import database
+
+    lab_dir, url = request.getfixturevalue("lab_env")
+    reset(lab_dir, database.open_engine(url), say=lambda *_: None)
 
 
 @pytest.fixture(autouse=True)
@@ -743,13 +756,27 @@ def test_maintenance_drains_host_with_apply(lab_env, monkeypatch) -> None:
 
 
 def test_real_actions_are_scored_and_retrain_a_new_version(lab_env, monkeypatch) -> None:
-    """The loop on real hosts: the actions applied above get outcomes from the scans after them, with
-    the migration's libvirt job statistics, and the store's outcomes fine-tune a new policy version."""
+    """The loop on real hosts: a migration, a pinning and a balloon change applied here get outcomes from
+    the scans after them, with the migration's libvirt job statistics, and the store's outcomes fine-tune
+    a new policy version."""
+    from llmvirt.act import executor
+    from llmvirt.store import database
+
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
     cfg = Path(os.environ["LLMVIRT_CONFIG"])
     cfg.write_text(cfg.read_text() + "[outcomes]\nwindow_s = 8\n")
     cli = Cli()
+    cli("scan")
+    time.sleep(3)
+    cli("scan")
+    _src, _dst, migrate = _migration(lab_dir, "vm-2")
+    pin = Action.pin("vm-3", "lab-1", {0: (1,)}, "test", uuid=_uuid(lab_dir, "lab-1", "vm-3"))
+    balloon = Action.balloon("vm-4", "lab-1", 160, "test", uuid=_uuid(lab_dir, "lab-1", "vm-4"))
+    _, counts = executor.apply(database.open_engine(url), url,
+                               journal.NewPlan("balance", "test", {}, [migrate, pin, balloon]), Guardrails(),
+                               say=lambda *_: None)
+    assert counts["done"] == 3, counts
     for _ in range(4):
         cli("scan")
         time.sleep(3)

@@ -58,6 +58,16 @@ def main_options(
     ctx.obj = State(db_url=db_url, config_path=config)
 
 
+COMPLETE_VAR = "_LLMVIRT_COMPLETE"  #: ``source_bash`` prints the bash completion script; the script sets the rest
+
+
 def main() -> None:
-    """Console entry point."""
+    """Console entry point. Shell completion is loaded only when a shell asks for it (it costs start-up time):
+    ``eval "$(_LLMVIRT_COMPLETE=source_bash llmvirt)"``, or the file the Debian package installs."""
+    import os
+
+    if os.environ.get(COMPLETE_VAR):
+        from typer._completion_classes import completion_init
+
+        completion_init()
     app(prog_name="llmvirt")

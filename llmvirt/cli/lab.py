@@ -75,3 +75,13 @@ def load(
     """Change a guest's CPU and memory load while it runs (through its serial console)."""
     host = lab.load(_dir(dir), vm, cpu, parse_size_mib(mem))
     out.print(f"{vm} on {host.name}: cpu {cpu}%, memory {parse_size_mib(mem)} MiB")
+
+
+@app.command("reset")
+def reset(ctx: typer.Context, dir: DirOpt = None) -> None:
+    """Put the lab back as `up` left it: daemons alive, each guest once on the host it started on, balloons
+    at their maximum, nothing pinned, the starting load, no lab host in maintenance."""
+    from llmvirt.lab.reset import reset as do_reset
+
+    changes = do_reset(_dir(dir), state(ctx).engine(), say=out.print)
+    out.print(f"lab reset ({len(changes)} change(s))")
