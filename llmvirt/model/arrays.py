@@ -109,26 +109,31 @@ class ClusterArrays:
                      groups: dict[str, str] | None = None) -> ClusterArrays:
         """The running VMs of a scanned or stored cluster. ``setup`` carries the allocation ratios (its host
         size is the first host's when not given); ``groups`` maps a VM name to its anti-affinity group."""
-        groups = groups or {}
         hosts = cluster.hosts
-        vms = [(h, v) for h, host in enumerate(hosts) for v in host.vms if v.running]
-        mhz = [float(h.cpu_mhz or DEFAULT_MHZ) for h in hosts]
+        rows = []  # one pass over the running VMs, host by host
+        for h, host in enumerate(hosts):
+            mhz = float(host.cpu_mhz or DEFAULT_MHZ)
+            for v in host.vms:
+                if v.running:
+                    util, b = expected_util(v.cpu_util), float(v.balloon_mib)
+                    rows.append((h, v.vcpus, float(v.memory_mib), util * v.vcpus * mhz, _mem_used(v, b), b,
+                                 v.vcpus * util, not v.has_pci_passthrough))
+        cols = list(zip(*rows, strict=True)) if rows else [()] * 8
         first = hosts[0] if hosts else Host(name="", uri="")
         setup = setup or FleetSetup()
         setup = FleetSetup(max(1, first.cpus), float(first.cpu_mhz or DEFAULT_MHZ), float(first.memory_mib),
                            setup.cpu_allocation_ratio, setup.ram_allocation_ratio, setup.fill, setup.migration_gbit_s)
-        cpus_used = np.array([v.vcpus * expected_util(v.cpu_util) for _, v in vms])
-        balloon = np.array([float(v.balloon_mib) for _, v in vms])
-        used = np.array([_mem_used(v) for _, v in vms])
+        used, balloon = np.array(cols[4], dtype=float), np.array(cols[5], dtype=float)
+        running = [v for host in hosts for v in host.vms if v.running]
+        with_rules = groups or any(host.gpus for host in hosts) or any(v.gpus for v in running)
         return cls(
-            setup, np.array([h for h, _ in vms], dtype=np.int64), np.array([v.vcpus for _, v in vms], dtype=np.int64),
-            np.array([float(v.memory_mib) for _, v in vms]),
-            np.array([expected_util(v.cpu_util) * v.vcpus * mhz[h] for h, v in vms]), used, balloon,
+            setup, np.array(cols[0], dtype=np.int64), np.array(cols[1], dtype=np.int64),
+            np.array(cols[2], dtype=float), np.array(cols[3], dtype=float), used, balloon,
             np.maximum(balloon - used, 0.0), len(hosts), np.array([h.maintenance for h in hosts], dtype=bool),
-            [h.name for h in hosts], [v.name for _, v in vms], [v.uuid for _, v in vms],
-            np.array([not v.has_pci_passthrough for _, v in vms], dtype=bool),
-            np.array([float(h.cpus) for h in hosts]), np.array([float(h.memory_mib) for h in hosts]), cpus_used,
-            _rules(hosts, [v for _, v in vms], groups))
+            [h.name for h in hosts], [v.name for v in running], [v.uuid for v in running],
+            np.array(cols[7], dtype=bool), np.array([float(h.cpus) for h in hosts]),
+            np.array([float(h.memory_mib) for h in hosts]), np.array(cols[6], dtype=float),
+            _rules(hosts, running, groups or {}) if with_rules else None)
 
     # names ---------------------------------------------------------------------------------------------------
 
@@ -173,13 +178,20 @@ class ClusterArrays:
     def totals(self) -> HostTotals:
         """Per-host totals of the running VMs (kept up to date by :meth:`move`)."""
         if self._totals is None:
-            self._host_vms = [[] for _ in range(self.n_hosts)]
-            for v, h in enumerate(self.vm_host):
-                self._host_vms[int(h)].append(v)
-            z = np.zeros(self.n_hosts)
-            self._totals = HostTotals(z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), {})
-            for h in range(self.n_hosts):
-                self._refresh(h)
+            n, host = self.n_hosts, self.vm_host
+            self._host_vms = [[] for _ in range(n)]
+            for v, h in enumerate(host.tolist()):
+                self._host_vms[h].append(v)
+            # bincount adds in VM order, as the sums over each host's list do: the same bits either way
+            self._totals = HostTotals(np.bincount(host, self.vm_vcpus.astype(float), minlength=n),
+                                      np.bincount(host, self.vm_balloon.astype(float), minlength=n),
+                                      np.bincount(host, self.cpus_used(), minlength=n),
+                                      np.bincount(host, minlength=n).astype(float), np.zeros(n), {})
+            r = self.rules
+            if r is not None:
+                grouped = {int(host[v]) for v, g in enumerate(r.vm_group) if g is not None}
+                for h in sorted(grouped | {h for h in range(n) if r.plain_gpus[h]}):
+                    self._refresh_rules(h)
         return self._totals
 
     def load(self) -> np.ndarray:
@@ -206,8 +218,11 @@ class ClusterArrays:
         t.memory[h] = sum(float(self.vm_balloon[v]) for v in on)
         t.used[h] = sum(float(used[v]) for v in on)
         t.count[h] = len(on)
-        r = self.rules
-        if r is None:
+        self._refresh_rules(h)
+
+    def _refresh_rules(self, h: int) -> None:
+        t, on, r = self._totals, (self._host_vms or [])[h], self.rules
+        if r is None or t is None:
             return
         held = frozenset().union(*(r.vm_gpus[v] for v in on))
         t.free_gpus[h] = len(r.plain_gpus[h] - held)
@@ -248,12 +263,12 @@ class ClusterArrays:
         return vm_index, {host.name: h for h, host in enumerate(cluster.hosts)}
 
 
-def _mem_used(vm: Vm) -> float:
+def _mem_used(vm: Vm, balloon_mib: float) -> float:
     """A VM's memory in use: what its guest reports (balloon minus unused), else its balloon size."""
     b = vm.balloon
     if b.available_mib is not None and b.unused_mib is not None:
         return float(max(0, b.available_mib - b.unused_mib))
-    return float(vm.balloon_mib)
+    return balloon_mib
 
 
 def gpus_held(vm: Vm) -> frozenset[str]:
