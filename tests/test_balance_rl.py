@@ -278,3 +278,22 @@ def test_rebalance_path_decides_as_the_benchmarked_batch_does() -> None:
         assert one == ([] if vm[e] < 0 else [(int(vm[e]), int(dst[e]))]), e
         moves += len(one)
     assert moves > 0
+
+
+def test_the_fluid_bound_is_below_every_policy_and_exact_for_one_host() -> None:
+    """The balance scenario's lower bound (issue 14): no policy's cost goes under it, it is positive when
+    fleets are short of cores, and on a one-host fleet (nothing to move) it is exactly the unmet demand."""
+    from llmvirt.bench.balance_rl import fleets, run_actor, run_named
+
+    trace = synthetic_trace(120, 200, seed=3)
+    cfg = EnvConfig(hosts=(3, 5), host_cores=(8,), episode_steps=40, load=(0.8, 0.95), max_vms=120)
+    fl = fleets(trace, np.arange(len(trace.names)), 6, 0, cfg)
+    none = run_named("none", trace, fl, cfg)
+    bound = [r["bound_core_h"] for r in none.rows]
+    assert sum(bound) > 0
+    for res in (none, run_named("watcher-wb:100", trace, fl, cfg),
+                run_actor(balance_policy.BalanceActor(fallback=True, name="fallback"), trace, fl, cfg)):
+        assert all(r["cost"] >= b - 1e-9 for r, b in zip(res.rows, bound, strict=True)), res.policy
+    one = EnvConfig(hosts=(1, 1), host_cores=(8,), episode_steps=40, load=(1.1, 1.3), max_vms=40)
+    single = run_named("none", trace, fleets(trace, np.arange(len(trace.names)), 3, 1, one), one)
+    assert all(abs(r["bound_core_h"] - r["unmet_core_h"]) < 1e-9 and r["unmet_core_h"] > 0 for r in single.rows)

@@ -109,11 +109,12 @@ class EnvMetrics:
     gib_migrated: np.ndarray  #: memory moved
     refused: np.ndarray  #: moves refused by the allocation limits
     demand_core_h: np.ndarray  #: total demand
+    bound_core_h: np.ndarray  #: the fluid lower bound of the cost: demand above the fleet's cores, summed
 
     @classmethod
     def zeros(cls, n: int) -> EnvMetrics:
         """All zero."""
-        return cls(*(np.zeros(n) for _ in range(7)))
+        return cls(*(np.zeros(n) for _ in range(8)))
 
     def reset(self, done: np.ndarray) -> None:
         """Zero the environments in ``done``."""
@@ -354,6 +355,9 @@ class BalanceEnv:
         self.metrics.unmet_core_h += unmet
         self.metrics.overload_host_h += (over > 1e-9).sum(axis=1) * dt_h
         self.metrics.demand_core_h += (demand * self.vm_valid).sum(axis=1) * dt_h
+        # no policy does better than VMs split freely over the whole fleet and moved for free
+        cores = (self.cores[:, None] * self.host_valid).sum(axis=1)
+        self.metrics.bound_core_h += np.maximum((demand * self.vm_valid).sum(axis=1) - cores, 0.0) * dt_h
         done = self.t >= cfg.episode_steps
         if done.any() and self.fleets is None:
             self.finished = EnvMetrics(*(x.copy() for x in vars(self.metrics).values()))
