@@ -24,7 +24,7 @@ LAYERS = (
     ("llmvirt.measure", "outcomes of executed actions"),
     ("llmvirt.learn", "training, fine-tuning, evaluation for promotion"),
 )
-FRONT_ENDS = ("llmvirt.bench", "llmvirt.cli", "llmvirt.mcp_server", "llmvirt.lab")
+FRONT_ENDS = ("llmvirt.bench", "llmvirt.cli", "llmvirt.mcp_server", "llmvirt.lab", "llmvirt.prometheus_export")
 
 #: (importer prefix, forbidden prefixes, why)
 RULES = tuple(

@@ -16,6 +16,7 @@ from llmvirt.cli import (
     journal_cmds,
     lab,
     mcp_cmd,
+    metrics_cmd,
     outcome_cmds,
     peers_cmds,
     plan_cmds,
@@ -28,6 +29,7 @@ app = new_app("llmvirt: inventory, placement and rebalancing for libvirt/KVM fle
 app.add_typer(hosts.app, name="hosts")
 app.add_typer(db.app, name="db")
 app.add_typer(lab.app, name="lab")
+app.add_typer(metrics_cmd.app, name="metrics")
 app.command("scan")(inventory_cmds.scan)
 app.command("status")(inventory_cmds.status)
 app.command("bench")(bench.bench)
