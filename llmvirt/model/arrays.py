@@ -93,8 +93,8 @@ class ClusterArrays:
     host_mem_mib: np.ndarray = field(default_factory=lambda: np.zeros(0))  #: per scanned host memory, MiB
     vm_cpus_used: np.ndarray = field(default_factory=lambda: np.zeros(0))  #: per VM expected CPU use, in CPUs
     rules: HostRules | None = None  #: GPUs, vGPU types, groups (None: none of them)
-    _host_vms: list[list[int]] | None = field(default=None, repr=False)  # per host, its VMs in order
-    _totals: HostTotals | None = field(default=None, repr=False)
+    _host_vms: list[list[int]] | None = field(default=None, init=False, repr=False)  # per host, its VMs in order
+    _totals: HostTotals | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         """Fill what a trace-built model leaves out: no host in maintenance, every VM movable."""

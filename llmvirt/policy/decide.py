@@ -263,8 +263,8 @@ class _Planner:
     ctx: Context
     arrays: ClusterArrays
     plan: Plan
-    _vm: dict[int, int] = field(default_factory=dict)  # id() of a running Vm -> its index in the arrays
-    _host: dict[str, int] = field(default_factory=dict)  # host name -> index
+    _vm: dict[int, int] = field(default_factory=dict, init=False)  # id() of a running Vm -> its index in the arrays
+    _host: dict[str, int] = field(default_factory=dict, init=False)  # host name -> index
 
     def __post_init__(self) -> None:
         running = (v for h in self.cluster.hosts for v in h.vms if v.running)  # the arrays' VM order
