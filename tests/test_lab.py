@@ -797,6 +797,10 @@ def test_real_actions_are_scored_and_retrain_a_new_version(lab_env, monkeypatch)
     code, out, err = cli("policy", "promote", new[-1]["name"], "--json")
     assert code in (0, 1), err  # evaluated on the store's replayed history: promoted only if no worse
     doc = json.loads(out)
+    if doc["promoted"]:  # the shipped version active again for whatever test runs next (any order)
+        assert cli("policy", "rollback")[0] == 0
+        versions = json.loads(cli("policy", "list", "--json")[1])["versions"]
+        assert [v["name"] for v in versions if v["active"]] == ["v0"]
     assert "store/balance" in doc["candidate_rewards"] and doc["promoted"] == doc["better_or_equal"]
 
 
