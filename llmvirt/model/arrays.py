@@ -176,7 +176,8 @@ class ClusterArrays:
         return self.vm_cpus_used
 
     def totals(self) -> HostTotals:
-        """Per-host totals of the running VMs (kept up to date by :meth:`move`)."""
+        """Per-host totals of the running VMs, computed at first use and kept up to date by :meth:`move` (a
+        planner moves VMs through it, never by writing ``vm_host``)."""
         if self._totals is None:
             n, host = self.n_hosts, self.vm_host
             self._host_vms = [[] for _ in range(n)]
