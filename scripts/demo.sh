@@ -50,6 +50,9 @@ llmvirt rebalance --only pin
 step "llmvirt outcomes: the migration scored from the scans after it (same reward code as the simulator)"
 sleep 12; llmvirt scan >/dev/null
 llmvirt outcomes
+step "llmvirt metrics write: what Prometheus would scrape (hosts, journal and migrations shown)"
+llmvirt metrics write "$(dirname "$LLMVIRT_DB")/llmvirt.prom"
+grep -E '^llmvirt_(host_vms_running|host_cpu_used_ratio|actions_finished_total|migration_duration_seconds_(sum|count))' "$(dirname "$LLMVIRT_DB")/llmvirt.prom"
 step "llmvirt status --json (first host, abridged)"
 llmvirt status --json | python3 -c 'import json,sys; h=json.load(sys.stdin)["hosts"][0]; h["vms"]=h["vms"][:1]; print(json.dumps(h, indent=2))'
 step "done: the lab keeps running. Explore with: LLMVIRT_DB=$LLMVIRT_DB .venv/bin/llmvirt status; stop it with: .venv/bin/llmvirt lab down --dir $LAB_DIR"
