@@ -19,6 +19,12 @@ from conftest import fixture_uri
 from llmvirt.model.action import Action
 from llmvirt.store import database, journal, snapshots
 
+DASHBOARD = Path(__file__).resolve().parents[1] / "docs" / "grafana-dashboard.json"
+
+
+def _dashboard_exprs() -> list[str]:
+    return [t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"]]
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -80,6 +86,8 @@ def test_a_real_prometheus_scrapes_the_fleet(fleet: str, tmp_path: Path) -> None
         assert [float(r["value"][1]) for r in done] == [1.0]
         assert float(_query(pport, "llmvirt_migration_downtime_seconds_sum")[0]["value"][1]) == pytest.approx(0.04)
         assert _query(pport, "llmvirt_policy_info")[0]["metric"]["version"] == "v0"
+        for expr in _dashboard_exprs():  # the shipped Grafana dashboard's queries parse and run
+            _query(pport, expr)
     finally:
         for p in (prom, exporter):
             p.terminate()
@@ -117,3 +125,17 @@ def test_bad_listen_address_and_busy_port_are_one_line(cli, db_url: str) -> None
     assert len(res.stderr.strip().splitlines()) == 1
     code, _, err = cli("metrics", "write", "/no/such/dir/x.prom")
     assert code == 2 and "is not a directory" in err
+
+
+def test_the_dashboard_reads_only_metrics_the_exporter_writes(cli, fleet: str, tmp_path: Path) -> None:
+    import re
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    path = tmp_path / "llmvirt.prom"
+    assert cli("metrics", "write", str(path))[0] == 0
+    families = list(text_string_to_metric_families(path.read_text()))
+    written = ({s.name for fam in families for s in fam.samples} | {fam.name for fam in families}
+               | {f"{fam.name}_{part}" for fam in families if fam.type == "summary" for part in ("sum", "count")})
+    used = {m for e in _dashboard_exprs() for m in re.findall(r"\bllmvirt_[a-z_]+", e)}
+    assert used and used <= written, used - written
