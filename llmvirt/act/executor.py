@@ -118,7 +118,7 @@ def _read_back(a: Action, hosts: Hosts) -> tuple[str, str]:
         dom = running_here(a, env)
         if isinstance(dom, Outcome):
             return FAILED, f"reconciled: interrupted; {dom.detail}"
-        out = READ_BACK[a.kind].post_condition(a, env, Outcome(DONE, f"{a.vm} pinned as asked"))
+        out = READ_BACK[a.kind].post_condition(a, env, Outcome(DONE, f"{a.vm} shows the {a.kind} as asked"))
     except (libvirt.libvirtError, HostError) as exc:
         return FAILED, f"reconciled: interrupted; {a.vm} could not be read back: {exc}"
     return out.status, f"reconciled: {'' if out.status == DONE else 'interrupted; '}{out.detail}"

@@ -114,6 +114,11 @@ def _virt_type(lab_dir: Path, host: LabHost, image: guests.GuestImage, console: 
     return virt
 
 
+def starting_load(on_first_host: bool) -> tuple[int, int]:
+    """(CPU %, memory MiB) a guest starts with: busier on the first host, so a rebalance has work to do."""
+    return (10, 48) if on_first_host else (3, 16)
+
+
 def up(lab_dir: Path, n_hosts: int, n_vms: int, engine: Engine, say: Any = print) -> LabState:
     """Start ``n_hosts`` libvirt hosts and ``n_vms`` guests, and register the hosts."""
     check_prerequisites()
@@ -145,8 +150,8 @@ def up(lab_dir: Path, n_hosts: int, n_vms: int, engine: Engine, say: Any = print
     conns = [libvirt.open(h.uri) for h in state.hosts]
     try:
         for g, hi in enumerate(placement):
-            spec = guests.GuestSpec(name=f"vm-{g + 1}", cpu_pct=10 if hi == 0 else 3,
-                                    mem_load_mib=48 if hi == 0 else 16)
+            cpu_pct, mem_mib = starting_load(hi == 0)
+            spec = guests.GuestSpec(name=f"vm-{g + 1}", cpu_pct=cpu_pct, mem_load_mib=mem_mib)
             guests.start_guest(conns[hi], guests.domain_xml(spec, image, state.virt_type,
                                                             state.console_log(spec.name)), spec.name)
             state.guests[spec.name] = state.hosts[hi].name

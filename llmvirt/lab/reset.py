@@ -18,18 +18,12 @@ from sqlalchemy import Engine
 from llmvirt.errors import UsageError
 from llmvirt.lab import daemons
 from llmvirt.lab.daemons import LabError
-from llmvirt.lab.lab import LabState, load
+from llmvirt.lab.lab import LabState, load, starting_load
 from llmvirt.observe.domain_xml import parse_domain
 from llmvirt.store import registry
 
 LIVE_AND_CONFIG = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
 MOVE_BACK = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-
-
-def starting_load(state: LabState, guest: str) -> tuple[int, int]:
-    """(CPU %, memory MiB) a guest was started with: busier on the first host (see ``lab.up``)."""
-    first = state.hosts[0].name if state.hosts else ""
-    return (10, 48) if state.guests.get(guest) == first else (3, 16)
 
 
 def reset(lab_dir: Path, engine: Engine | None = None, say: Any = print) -> list[str]:
@@ -53,8 +47,9 @@ def reset(lab_dir: Path, engine: Engine | None = None, say: Any = print) -> list
     finally:
         for c in conns.values():
             c.close()
-    for guest in state.guests:
-        load(lab_dir, guest, *starting_load(state, guest))
+    first = state.hosts[0].name if state.hosts else ""
+    for guest, home in state.guests.items():
+        load(lab_dir, guest, *starting_load(home == first))
     for line in changes:
         say(line)
     return changes
