@@ -48,6 +48,14 @@ app.add_typer(policy_cmds.policy_app, name="policy")
 app.add_typer(peers_cmds.peers_app, name="peers")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from llmvirt import __version__
+
+        typer.echo(f"llmvirt {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
@@ -55,6 +63,8 @@ def main_options(
                                                help="Database URL or SQLite path.")] = None,
     config: Annotated[Path | None, typer.Option("--config", envvar="LLMVIRT_CONFIG",
                                                 help="TOML file listing hosts.")] = None,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print llmvirt's version and exit.")] = False,
 ) -> None:
     """llmvirt: inventory, placement and rebalancing for libvirt/KVM fleets."""
     ctx.obj = State(db_url=db_url, config_path=config)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-TUNED_FILE = Path(__file__).resolve().parents[2] / "policies" / "tuned.json"
+from llmvirt.paths import POLICIES_ROOT
+
+TUNED_FILE = POLICIES_ROOT / "tuned.json"
 
 
 def tuned_name(family: str, path: Path = TUNED_FILE) -> str:
