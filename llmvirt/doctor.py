@@ -22,7 +22,9 @@ from typing import Any
 from llmvirt.errors import HostError
 
 OK, WARN, FAIL = "ok", "warn", "fail"
-UNIT_PATHS = (Path("/etc/systemd/system/llmvirt-rebalance.timer"), Path("/etc/cron.d/llmvirt"))
+UNIT_PATHS = (Path("/etc/systemd/system/timers.target.wants/llmvirt-rebalance.timer"),  # the timer, enabled
+              Path("/etc/cron.d/llmvirt"))
+PACKAGED_TIMER = Path("/lib/systemd/system/llmvirt-rebalance.timer")  #: the Debian package's, installed disabled
 
 
 @dataclass
@@ -129,11 +131,20 @@ def store_checks(engine_factory: Any, db_path: Path | None) -> list[Check]:
         out.append(Check("store", "writable", OK, str(db_path)) if writable else
                    Check("store", "writable", FAIL, f"{db_path} is read-only",
                          "scans and plans cannot be recorded: fix the file's or directory's permissions"))
-    installed = [str(p) for p in UNIT_PATHS if p.exists()]
-    out.append(Check("store", "unattended runs", OK, ", ".join(installed)) if installed else
-               Check("store", "unattended runs", WARN, "no cron file or systemd timer found",
-                     "`llmvirt cron print` writes the crontab line and the systemd units"))
+    out.append(unattended_check())
     return out
+
+
+def unattended_check(units: tuple[Path, ...] = UNIT_PATHS, packaged: Path = PACKAGED_TIMER) -> Check:
+    """Whether scan-then-rebalance runs unattended: an enabled timer or a cron file."""
+    installed = [str(p) for p in units if p.exists()]
+    if installed:
+        return Check("store", "unattended runs", OK, ", ".join(installed))
+    if packaged.exists():
+        return Check("store", "unattended runs", WARN, f"{packaged} is installed but not enabled",
+                     f"after a dry run you agree with: systemctl enable --now {packaged.name}")
+    return Check("store", "unattended runs", WARN, "no cron file or enabled systemd timer found",
+                 "`llmvirt cron print` writes the crontab line and the systemd units")
 
 
 def all_checks(engine_factory: Any, db_path: Path | None, timeout: float = 10.0) -> list[Check]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 from conftest import fixture_uri
 
@@ -55,3 +56,20 @@ def test_read_only_store_fails_the_writable_check(cli, db_url: str, tmp_path) ->
     finally:
         subprocess.run(["chattr", "-i", str(path)], check=True)
     assert code == 1 and checks[("store", "writable")]["status"] == "fail"
+
+
+def test_unattended_runs_tells_an_installed_timer_from_an_enabled_one(tmp_path: Path) -> None:
+    """The Debian package installs the timer disabled: doctor says how to enable it; once linked, ok."""
+    from llmvirt.doctor import OK, WARN, unattended_check
+
+    wants = tmp_path / "etc" / "timers.target.wants" / "llmvirt-rebalance.timer"
+    packaged = tmp_path / "lib" / "llmvirt-rebalance.timer"
+    nothing = unattended_check((wants,), packaged)
+    assert nothing.status == WARN and "cron print" in nothing.fix
+    packaged.parent.mkdir(parents=True)
+    packaged.write_text("[Timer]\n")
+    disabled = unattended_check((wants,), packaged)
+    assert disabled.status == WARN and "systemctl enable --now llmvirt-rebalance.timer" in disabled.fix
+    wants.parent.mkdir(parents=True)
+    wants.symlink_to(packaged)
+    assert unattended_check((wants,), packaged).status == OK

@@ -78,30 +78,15 @@ def cron_print(
     """Print a crontab line and systemd service + timer units for scan-then-rebalance."""
     if not 1 <= every_minutes <= 1440:
         raise UsageError("--every-minutes must be 1..1440")
+    from llmvirt.unattended import crontab_line, systemd_units
+
     exe = shutil.which("llmvirt") or f"{sys.executable} -m llmvirt"
-    flag = " --apply" if apply else ""
-    log = ">>/var/log/llmvirt.log 2>&1"
-    out.print(f"""# crontab (root): scan, then rebalance. Exit 3: some hosts or actions failed; 5: last run still busy
-*/{every_minutes} * * * * {exe} scan --json {log}; {exe} rebalance{flag} {log}
-
-# /etc/systemd/system/llmvirt-rebalance.service
-[Unit]
-Description=llmvirt: scan KVM hosts and rebalance
-After=network-online.target
-
-[Service]
-Type=oneshot
-ExecStart={exe} scan
-ExecStart={exe} rebalance{flag}
-SuccessExitStatus=3
-
-# /etc/systemd/system/llmvirt-rebalance.timer
-[Unit]
-Description=Run llmvirt rebalance every {every_minutes} minutes
-
-[Timer]
-OnBootSec=5min
-OnUnitActiveSec={every_minutes}min
-
-[Install]
-WantedBy=timers.target""", markup=False, soft_wrap=True)
+    try:
+        line = crontab_line(exe, every_minutes, apply)
+    except ValueError as exc:
+        raise UsageError(f"--every-minutes {every_minutes}: {exc}") from None
+    text = "# crontab (root): scan, then rebalance. Exit 3: some hosts or actions failed; 5: last run still busy\n"
+    text += line + "\n"
+    for name, unit in systemd_units(exe, every_minutes, apply).items():
+        text += f"\n# /etc/systemd/system/{name}\n{unit}"
+    out.print(text, markup=False, soft_wrap=True, end="")

@@ -1,0 +1,52 @@
+"""Unattended runs: the crontab line and the systemd service and timer for "scan, then rebalance".
+
+``llmvirt cron print`` prints them for the running installation; the Debian package ships the same
+units for ``/usr/bin/llmvirt`` (packaging/systemd/, held equal to these by a test).
+"""
+
+from __future__ import annotations
+
+UNIT_NAME = "llmvirt-rebalance"  #: the service and the timer share this name
+_LOG = ">>/var/log/llmvirt.log 2>&1"
+
+
+def crontab_line(exe: str, every_minutes: int = 10, apply: bool = True) -> str:
+    """Root's crontab line: scan, then rebalance (the rebalance runs even when some host failed)."""
+    flag = " --apply" if apply else ""
+    if every_minutes < 60:
+        when = f"*/{every_minutes} * * * *"
+    elif every_minutes % 60 == 0 and every_minutes <= 1440:
+        when = f"0 */{every_minutes // 60} * * *"
+    else:
+        raise ValueError("cron runs every 1 to 59 minutes or every whole number of hours (up to 24)")
+    return f"{when} {exe} scan --json {_LOG}; {exe} rebalance{flag} {_LOG}"
+
+
+def systemd_units(exe: str, every_minutes: int = 10, apply: bool = True) -> dict[str, str]:
+    """The service and timer unit files by file name. Exit 3 (some host or action failed) counts as success,
+    so one unreachable host does not stop the rebalance or mark the unit failed."""
+    flag = " --apply" if apply else ""
+    service = f"""[Unit]
+Description=llmvirt: scan KVM hosts and rebalance
+Documentation=man:llmvirt(1)
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart={exe} scan
+ExecStart={exe} rebalance{flag}
+SuccessExitStatus=3
+"""
+    timer = f"""[Unit]
+Description=Run llmvirt rebalance every {every_minutes} minutes
+Documentation=man:llmvirt(1)
+
+[Timer]
+OnBootSec=5min
+OnUnitActiveSec={every_minutes}min
+
+[Install]
+WantedBy=timers.target
+"""
+    return {f"{UNIT_NAME}.service": service, f"{UNIT_NAME}.timer": timer}
