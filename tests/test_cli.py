@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -254,3 +255,12 @@ def test_tables_show_scan_ages_as_people_read_them() -> None:
     assert ago(now - timedelta(hours=3), now) == "3 h ago"
     assert ago(now - timedelta(days=2, hours=1), now) == "2 d ago"
     assert ago(now + timedelta(seconds=3), now) == "0 s ago"  # a clock a little ahead never reads negative
+
+
+def test_help_shows_no_type_for_flags() -> None:
+    """Issue 18: a flag takes no value, so help shows no ``<bool>``; options that take one keep their type."""
+    res = subprocess.run([sys.executable, "-m", "llmvirt", "rebalance", "--help"], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "COLUMNS": "100"})
+    assert res.returncode == 0, res.stderr
+    assert "<bool>" not in res.stdout
+    assert re.search(r"--max-migrations\s+<int>", res.stdout) and re.search(r"--apply\s+Execute", res.stdout)

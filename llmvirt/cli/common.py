@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from llmvirt.errors import LlmvirtError, UsageError
 
@@ -33,6 +33,16 @@ class _LazyModule:
     def __getattr__(self, attr: str) -> Any:
         return getattr(importlib.import_module(self._name), attr)
 
+
+_typed_display = TyperOption.display_type_rich
+
+
+def _flag_takes_no_value(self: TyperOption, ctx: Any) -> str | None:
+    """Help shows no type for a flag (typer 0.29 prints ``<bool>``, as if ``--json`` took a value)."""
+    return None if self.is_flag else _typed_display(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_takes_no_value  # type: ignore[method-assign]
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
