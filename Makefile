@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both set themselves up.
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench package package-check clean
 
 VENV := .venv/bin
 
@@ -12,6 +12,14 @@ demo: setup
 test: setup
 	$(VENV)/ruff check .
 	PATH=$(CURDIR)/.venv/bin:$$PATH $(VENV)/python -m pytest -q
+
+# The Debian package (dpkg-buildpackage + dh-virtualenv) into dist/.
+package:
+	bash scripts/build-deb.sh
+
+# Build the wheel and the Debian package, install each (fresh venv; dpkg) and exercise them. CI runs it.
+package-check:
+	bash scripts/package-check.sh
 
 bench: setup
 	$(VENV)/python bench/scan_bench.py
