@@ -4,7 +4,9 @@ Per registered host: reachable and authenticated; libvirt and hypervisor version
 TCG; guests without balloon statistics (no virtio_balloon driver, so balloon plans cannot see their
 use); NVML where the host has NVIDIA GPUs and is local. Across hosts: CPU models that differ (live
 migration needs a CPU model every host offers) and hostnames that repeat (libvirt derives the
-migration address from the destination's hostname). Globally: the store is writable and at this
+migration address from the destination's hostname), guests whose disks another host cannot see
+(llmvirt migrates memory, never disks) and hostnames that do not resolve
+(:mod:`llmvirt.migration_readiness`). Globally: the store is writable and at this
 llmvirt's schema, and unattended runs are installed (cron or systemd).
 
 A check is ``ok``, ``warn`` (works, but an operator should know) or ``fail`` (llmvirt cannot do its
@@ -43,24 +45,41 @@ def _kvm(caps_xml: str) -> bool:
     return any(d.get("type") == "kvm" for d in root.iter("domain"))
 
 
-def _probe(name: str, uri: str) -> tuple[Any, bool]:
-    """The host as a scan reads it, and whether it offers KVM, over one connection."""
+def _volumes(conn: Any) -> set[str]:
+    """Every volume path in the host's active storage pools."""
+    import libvirt
+
+    paths = set()
+    for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+        try:
+            paths |= {v.path() for v in pool.listAllVolumes()}
+        except libvirt.libvirtError:
+            continue  # a pool that went away or cannot list: its volumes count as unseen
+    return paths
+
+
+def _probe(name: str, uri: str) -> tuple[Any, bool, dict[str, Any]]:
+    """The host as a scan reads it, whether it offers KVM, and its guests' disks and pool volumes, over one
+    connection."""
     import libvirt
 
     from llmvirt.errors import translate_libvirt
+    from llmvirt.migration_readiness import guest_disks
     from llmvirt.observe.inventory import read_host
 
     with translate_libvirt(f"host {name} ({uri})", connecting=True):
         conn = libvirt.open(uri)
     try:
         with translate_libvirt(f"host {name}"):
-            return read_host(conn, name, uri), _kvm(conn.getCapabilities())
+            storage = {"disks": guest_disks(conn), "volumes": _volumes(conn)}
+            return read_host(conn, name, uri), _kvm(conn.getCapabilities()), storage
     finally:
         conn.close()
 
 
-def host_checks(name: str, uri: str, timeout: float = 10.0) -> tuple[list[Check], dict[str, Any]]:
-    """The checks of one host, and what the cluster-wide checks need (CPU model, hostname)."""
+def host_checks(name: str, uri: str, timeout: float = 10.0,
+                migrate_uri: str | None = None) -> tuple[list[Check], dict[str, Any]]:
+    """The checks of one host, and what the cluster-wide checks need (CPU model, hostname, disks, volumes)."""
     from llmvirt.observe.inventory import is_local_uri, run_bounded
 
     found = run_bounded([(name, lambda: _probe(name, uri))], 1, timeout)[name]
@@ -68,7 +87,7 @@ def host_checks(name: str, uri: str, timeout: float = 10.0) -> tuple[list[Check]
         why = str(found) if isinstance(found, HostError) else f"{type(found).__name__}: {found}"
         return [Check(name, "reachable", FAIL, why, "check the URI, that libvirtd runs there, and libvirt's "
                       "authentication (qemu+ssh: the SSH key; qemu+tls: the certificates)")], {}
-    host, kvm = found
+    host, kvm, storage = found
     out = [Check(name, "reachable", OK, f"{uri}, hostname {host.hostname or '?'}"),
            Check(name, "versions", OK, f"libvirt {host.libvirt_version}, {host.hypervisor}")]
     out.append(Check(name, "virtualisation", OK, "KVM available") if kvm else
@@ -85,11 +104,43 @@ def host_checks(name: str, uri: str, timeout: float = 10.0) -> tuple[list[Check]
         if nvidia and not has_nvml:
             out.append(Check(name, "NVML", WARN, "NVIDIA GPUs but no NVML: GPU memory and use are not seen",
                              "install the NVIDIA driver's NVML (nvidia-ml-py is in llmvirt's dependencies)"))
-    return out, {"cpu_model": host.cpu_model, "hostname": host.hostname}
+    out.append(_address_check(name, uri, host.hostname, migrate_uri))
+    return out, {"cpu_model": host.cpu_model, "hostname": host.hostname, **storage}
+
+
+def _address_check(name: str, uri: str, hostname: str | None, migrate_uri: str | None) -> Check:
+    from llmvirt.migration_readiness import resolves
+    from llmvirt.observe.inventory import is_local_uri
+
+    if migrate_uri:
+        return Check(name, "migration address", OK, f"[apply] migrate_uri = {migrate_uri}")
+    if is_local_uri(uri):
+        return Check(name, "migration address", OK, "a local host: migrations go over 127.0.0.1")
+    addr = resolves(hostname or "")
+    if addr is None:
+        return Check(name, "migration address", WARN, f"its hostname {hostname!r} does not resolve from here",
+                     "libvirt sends migrations to the destination's hostname: make it resolve on every host, "
+                     "or set [apply] migrate_uri")
+    return Check(name, "migration address", OK, f"hostname {hostname} resolves to {addr}")
+
+
+def _storage_check(facts: dict[str, dict[str, Any]]) -> Check:
+    from llmvirt.migration_readiness import stranded
+
+    answered = {h: f for h, f in facts.items() if f}
+    bad = stranded({h: f["disks"] for h, f in answered.items()}, lambda h, path: path in answered[h]["volumes"])
+    if not bad:
+        n = sum(len(f["disks"]) for f in answered.values())
+        return Check("cluster", "shared storage", OK, f"every running guest's disks ({n}) are on storage every "
+                     "host sees" if n else "no running guest has a disk on host storage")
+    what = "; ".join(f"{vm} on {h}: {', '.join(paths)}" for h, vms in bad.items() for vm, paths in vms.items())
+    return Check("cluster", "shared storage", WARN, f"disks another host cannot see: {what}",
+                 "llmvirt migrates memory, never disks: put them in a network-backed storage pool (NFS, Ceph) "
+                 "defined on every host; until then those guests cannot live-migrate")
 
 
 def cluster_checks(facts: dict[str, dict[str, Any]]) -> list[Check]:
-    """CPU models and hostnames across the hosts that answered."""
+    """CPU models, hostnames and shared storage across the hosts that answered."""
     out = []
     models = {f["cpu_model"] for f in facts.values() if f}
     if len(models) > 1:
@@ -108,6 +159,8 @@ def cluster_checks(facts: dict[str, dict[str, Any]]) -> list[Check]:
                                                                 for h, hs in dup.items()),
                          "libvirt derives the migration address from the hostname: set [apply] migrate_uri or "
                          "give each host its own name"))
+    if any(facts.values()):
+        out.append(_storage_check(facts))
     return out
 
 
@@ -147,7 +200,8 @@ def unattended_check(units: tuple[Path, ...] = UNIT_PATHS, packaged: Path = PACK
                  "`llmvirt cron print` writes the crontab line and the systemd units")
 
 
-def all_checks(engine_factory: Any, db_path: Path | None, timeout: float = 10.0) -> list[Check]:
+def all_checks(engine_factory: Any, db_path: Path | None, timeout: float = 10.0,
+               migrate_uri: str | None = None) -> list[Check]:
     """The store, every registered host and the cluster, in that order: what ``llmvirt doctor`` prints
     (hosts are skipped when the store does not open)."""
     from llmvirt.store import registry
@@ -156,7 +210,7 @@ def all_checks(engine_factory: Any, db_path: Path | None, timeout: float = 10.0)
     engine = engine_factory() if not any(c.status == FAIL and c.check == "opens" for c in checks) else None
     facts: dict[str, dict[str, Any]] = {}
     for h in registry.list_hosts(engine) if engine is not None else []:
-        found, facts[h.name] = host_checks(h.name, h.uri, timeout)
+        found, facts[h.name] = host_checks(h.name, h.uri, timeout, migrate_uri)
         checks += found
     return checks + cluster_checks(facts)
 

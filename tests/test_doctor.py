@@ -73,3 +73,61 @@ def test_unattended_runs_tells_an_installed_timer_from_an_enabled_one(tmp_path: 
     wants.parent.mkdir(parents=True)
     wants.symlink_to(packaged)
     assert unattended_check((wants,), packaged).status == OK
+
+
+_NODE = """<node>
+  <cpu><mhz>2000</mhz><model>X</model><active>4</active><nodes>1</nodes><sockets>1</sockets><cores>4</cores>
+       <threads>1</threads></cpu>
+  <memory>8388608</memory>
+  {domain}
+  {pools}
+</node>"""
+_GUEST = """<domain type='test'><name>g1</name><memory>262144</memory><vcpu>1</vcpu><os><type>hvm</type></os>
+  <devices>
+    <disk type='file' device='disk'><source file='/nfs/images/g1.qcow2'/><target dev='vda'/></disk>
+    <disk type='file' device='disk'><source file='/local/images/g1-data.qcow2'/><target dev='vdb'/></disk>
+    <disk type='file' device='cdrom'><source file='/iso/install.iso'/><target dev='hdc'/><readonly/></disk>
+    <disk type='network' device='disk'><source protocol='rbd' name='rbd/g1-scratch'/><target dev='vdc'/></disk>
+  </devices></domain>"""
+
+
+def _pool(kind: str, name: str, directory: str, volume: str | None) -> str:
+    vol = "" if volume is None else (f"<volume type='file'><name>{volume}</name><key>{directory}/{volume}</key>"
+                                     f"<target><path>{directory}/{volume}</path></target>"
+                                     "<capacity>1073741824</capacity></volume>")
+    src = "<source><host name='nas'/><dir path='/export'/></source>" if kind == "netfs" else ""
+    return f"<pool type='{kind}'><name>{name}</name>{src}<target><path>{directory}</path></target>{vol}</pool>"
+
+
+def test_shared_storage_names_the_disks_another_host_cannot_see(cli, tmp_path: Path) -> None:
+    """A disk in a network-backed pool, a CD-ROM and a network disk need nothing; a disk in a local pool
+    that the other host does not have would need copying, which llmvirt never does."""
+    src = tmp_path / "src.xml"
+    src.write_text(_NODE.format(domain=_GUEST, pools=_pool("netfs", "shared", "/nfs/images", "g1.qcow2")
+                                + _pool("dir", "local", "/local/images", "g1-data.qcow2")))
+    dst = tmp_path / "dst.xml"
+    dst.write_text(_NODE.format(domain="", pools=_pool("dir", "local", "/local/images", None)))
+    cli("hosts", "add", "src", f"test://{src}")
+    cli("hosts", "add", "dst", f"test://{dst}")
+    _, checks = _checks(cli)
+    storage = checks[("cluster", "shared storage")]
+    assert storage["status"] == "warn", storage
+    assert "g1 on src: /local/images/g1-data.qcow2" in storage["detail"]
+    assert "g1.qcow2," not in storage["detail"] and "install.iso" not in storage["detail"]
+    assert "network-backed storage pool" in storage["fix"]
+
+    dst.write_text(_NODE.format(domain="", pools=_pool("dir", "local", "/local/images", "g1-data.qcow2")))
+    _, checks = _checks(cli)  # the same path in a pool on the other host: both disks travel
+    assert checks[("cluster", "shared storage")]["status"] == "ok", checks[("cluster", "shared storage")]
+    assert "(2)" in checks[("cluster", "shared storage")]["detail"]
+
+
+def test_migration_address_resolves_or_is_configured() -> None:
+    from llmvirt.doctor import OK, WARN, _address_check
+
+    remote = "qemu+ssh://root@kvm9/system"
+    assert _address_check("h", remote, "localhost", None).status == OK
+    bad = _address_check("h", remote, "no-such-host.invalid", None)
+    assert bad.status == WARN and "does not resolve" in bad.detail and "migrate_uri" in bad.fix
+    assert _address_check("h", remote, "no-such-host.invalid", "tcp://10.0.0.9").status == OK
+    assert _address_check("h", "qemu:///system", "no-such-host.invalid", None).status == OK  # local: 127.0.0.1

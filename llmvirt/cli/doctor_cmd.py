@@ -21,10 +21,12 @@ def doctor(
     from rich.table import Table
 
     from llmvirt import doctor as doc
+    from llmvirt.config import load_migration_settings
     from llmvirt.store import database
 
     st = state(ctx)
-    checks = doc.all_checks(st.engine, database.sqlite_path(database.resolve_url(st.db_url)), timeout)
+    migrate_uri = load_migration_settings(st.config_path).migrate_uri
+    checks = doc.all_checks(st.engine, database.sqlite_path(database.resolve_url(st.db_url)), timeout, migrate_uri)
     if as_json:
         out.print_json(json.dumps(doc.as_json(checks)))
     else:
