@@ -830,6 +830,11 @@ def test_doctor_on_the_lab(lab_env, monkeypatch) -> None:
     for host in ("lab-1", "lab-2", "lab-3"):
         assert checks[(host, "reachable")]["status"] == "ok"
         assert checks[(host, "balloon statistics")]["status"] == "ok", checks[(host, "balloon statistics")]
+        assert checks[(host, "migration address")]["detail"].startswith("a local host")
+    # the lab's guests boot a kernel and an initramfs: no disk to strand
+    assert checks[("cluster", "shared storage")] | {"fix": ""} == {
+        "scope": "cluster", "check": "shared storage", "status": "ok", "fix": "",
+        "detail": "no running guest has a disk on host storage"}
     assert checks[("cluster", "hostnames")]["status"] == "warn" and "migrate_uri" in checks[("cluster", "hostnames")][
         "fix"]
 
