@@ -53,7 +53,18 @@ def lock_path(db_url: str | None) -> Path:
 
 @contextmanager
 def apply_lock(db_url: str | None) -> Iterator[None]:
-    """Hold the apply lock, or raise ApplyLocked at once (cron runs must not pile up)."""
+    """Hold the apply lock, or raise ApplyLocked at once (cron runs must not pile up). On a PostgreSQL store
+    the lock lives in the server, so controllers on different machines exclude each other too."""
+    from llmvirt.store import server_lock
+
+    url = resolve_url(db_url)
+    if server_lock.supported(url):
+        with server_lock.advisory_lock(url, "llmvirt rebalance --apply") as got:
+            if not got:
+                raise ApplyLocked("another `llmvirt rebalance --apply` is running (advisory lock in the database "
+                                  "server, held by another controller)")
+            yield
+        return
     path = lock_path(db_url)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)

@@ -127,7 +127,8 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, path: Path | None = None) -> None:
-    """Bring the schema to the newest revision (a no-op when already there)."""
+    """Bring the schema to the newest revision (a no-op when already there). Concurrent upgraders wait for
+    each other: a file lock beside a SQLite store, an advisory lock inside PostgreSQL's transaction."""
     with _upgrade_lock(path):
         if current_revision(engine) == SCHEMA_HEAD:
             return
@@ -135,6 +136,10 @@ def upgrade(engine: Engine, path: Path | None = None) -> None:
 
         cfg = alembic_config()
         with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                from llmvirt.store.server_lock import lock_key
+
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key("llmvirt schema upgrade")})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
