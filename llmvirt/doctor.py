@@ -184,8 +184,28 @@ def store_checks(engine_factory: Any, db_path: Path | None) -> list[Check]:
         out.append(Check("store", "writable", OK, str(db_path)) if writable else
                    Check("store", "writable", FAIL, f"{db_path} is read-only",
                          "scans and plans cannot be recorded: fix the file's or directory's permissions"))
+    else:
+        out.append(_server_writable(engine))
     out.append(unattended_check())
     return out
+
+
+def _server_writable(engine: Any) -> Check:
+    """A database server (PostgreSQL): one write in a transaction that is rolled back."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        with engine.connect() as conn, conn.begin() as tx:
+            conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+            tx.rollback()
+    except DBAPIError as exc:
+        why = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+        return Check("store", "writable", FAIL, f"{where}: {why}",
+                     "scans and plans cannot be recorded: grant the role UPDATE/INSERT on llmvirt's tables, "
+                     "or take the database out of read-only mode")
+    return Check("store", "writable", OK, where)
 
 
 def unattended_check(units: tuple[Path, ...] = UNIT_PATHS, packaged: Path = PACKAGED_TIMER) -> Check:

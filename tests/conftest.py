@@ -39,10 +39,28 @@ def fixture_uri(name: str) -> str:
     return f"test://{FIXTURES / name}"
 
 
+#: ``LLMVIRT_TEST_DB=postgresql`` runs every store-using test against a real PostgreSQL server (issue 19)
+ON_POSTGRES = os.environ.get("LLMVIRT_TEST_DB", "") == "postgresql"
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a generator of PostgresServer
+    """A PostgreSQL server of its own for this test session (Debian's server binaries, a throwaway cluster)."""
+    from pg_server import PostgresServer
+
+    server = PostgresServer.start(tmp_path_factory.mktemp("pg"))
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def db_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh SQLite database per test, used by the CLI through LLMVIRT_DB."""
-    url = f"sqlite:///{tmp_path / 'llmvirt.db'}"
+def db_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A fresh database per test, used by the CLI through LLMVIRT_DB: a SQLite file, or under
+    ``LLMVIRT_TEST_DB=postgresql`` a new database on the session's PostgreSQL server."""
+    if ON_POSTGRES:
+        url = request.getfixturevalue("postgres_server").new_database()
+    else:
+        url = f"sqlite:///{tmp_path / 'llmvirt.db'}"
     monkeypatch.setenv("LLMVIRT_DB", url)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("LLMVIRT_CONFIG", raising=False)

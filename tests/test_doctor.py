@@ -45,17 +45,33 @@ def test_broken_set_ups_are_named_with_a_fix(cli) -> None:
 
 
 def test_read_only_store_fails_the_writable_check(cli, db_url: str, tmp_path) -> None:
+    """SQLite: an immutable file. PostgreSQL: a database in read-only mode (the write probe is refused)."""
     from llmvirt.store import database
 
     cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
     path = database.sqlite_path(db_url)
-    assert path is not None
-    subprocess.run(["chattr", "+i", str(path)], check=True)  # read-only even for root
-    try:
+    if path is None:
+        _read_only_server_database(db_url)
         code, checks = _checks(cli)
-    finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
+        assert "read-only" in checks[("store", "writable")]["detail"]
+    else:
+        subprocess.run(["chattr", "+i", str(path)], check=True)  # read-only even for root
+        try:
+            code, checks = _checks(cli)
+        finally:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
     assert code == 1 and checks[("store", "writable")]["status"] == "fail"
+
+
+def _read_only_server_database(db_url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    engine = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:  # the name is the fixture's own counter, quoted as an identifier
+        conn.execute(text(f'ALTER DATABASE "{url.database}" SET default_transaction_read_only = on'))
+    engine.dispose()
 
 
 def test_unattended_runs_tells_an_installed_timer_from_an_enabled_one(tmp_path: Path) -> None:

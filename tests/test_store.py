@@ -20,12 +20,13 @@ from llmvirt.store import database, registry, snapshots
 from llmvirt.store.schema import HostSnapshotRow, VmSampleRow
 
 
-def _engine(tmp_path: Path):
-    return database.open_engine(f"sqlite:///{tmp_path / 'x.db'}")
+def _engine(url: str):
+    """The test's store: SQLite, or PostgreSQL under ``LLMVIRT_TEST_DB=postgresql`` (the ``db_url`` fixture)."""
+    return database.open_engine(url)
 
 
 def test_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
-    engine = _engine(tmp_path)
+    engine = database.open_engine(f"sqlite:///{tmp_path / 'x.db'}")
     registry.add_host(engine, registry.RegisteredHost("a", fixture_uri("busy-host.xml")))
     mode = stat.S_IMODE(os.stat(tmp_path / "x.db").st_mode)
     assert mode == 0o600
@@ -34,15 +35,15 @@ def test_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
     assert database.current_revision(engine) == database.head_revision()
 
 
-def test_upgrade_is_idempotent(tmp_path: Path) -> None:
-    _engine(tmp_path)
-    engine = _engine(tmp_path)
+def test_upgrade_is_idempotent(db_url: str) -> None:
+    _engine(db_url)
+    engine = _engine(db_url)
     database.upgrade(engine)
     assert database.current_revision(engine) == database.head_revision() == "0003"
 
 
-def test_snapshots_are_history_and_give_utilisation(tmp_path: Path) -> None:
-    engine = _engine(tmp_path)
+def test_snapshots_are_history_and_give_utilisation(db_url: str) -> None:
+    engine = _engine(db_url)
     registry.add_host(engine, registry.RegisteredHost("busy", fixture_uri("busy-host.xml")))
     first = scan_hosts([("busy", fixture_uri("busy-host.xml"), False)])
     t0 = datetime(2026, 1, 1, 12, 0, 0)
@@ -64,8 +65,8 @@ def test_snapshots_are_history_and_give_utilisation(tmp_path: Path) -> None:
         assert c.execute(select(func.count()).select_from(VmSampleRow)).scalar() == 6
 
 
-def test_prune_keeps_latest(tmp_path: Path) -> None:
-    engine = _engine(tmp_path)
+def test_prune_keeps_latest(db_url: str) -> None:
+    engine = _engine(db_url)
     registry.add_host(engine, registry.RegisteredHost("s", fixture_uri("small-host.xml")))
     res = scan_hosts([("s", fixture_uri("small-host.xml"), False)])
     old = datetime(2020, 1, 1)
@@ -75,8 +76,8 @@ def test_prune_keeps_latest(tmp_path: Path) -> None:
     assert snapshots.latest(engine)[0].scanned_at == old + timedelta(days=2)
 
 
-def test_failed_host_keeps_its_last_good_snapshot(tmp_path: Path) -> None:
-    engine = _engine(tmp_path)
+def test_failed_host_keeps_its_last_good_snapshot(db_url: str) -> None:
+    engine = _engine(db_url)
     registry.add_host(engine, registry.RegisteredHost("busy", fixture_uri("busy-host.xml")))
     snapshots.record_scan(engine, scan_hosts([("busy", fixture_uri("busy-host.xml"), False)]))
     bad = scan_hosts([("busy", "qemu+unix:///system?socket=/nonexistent", False)])
@@ -126,8 +127,8 @@ for _ in range(15):
 """
 
 
-def test_two_processes_write_at_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'x.db'}"
+def test_two_processes_write_at_once(db_url: str) -> None:
+    url = db_url
     engine = database.open_engine(url)
     registry.add_host(engine, registry.RegisteredHost("busy", fixture_uri("busy-host.xml")))
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, fixture_uri("busy-host.xml")])
@@ -136,23 +137,25 @@ def test_two_processes_write_at_once(tmp_path: Path) -> None:
     with engine.connect() as c:
         assert c.execute(select(func.count()).select_from(HostSnapshotRow)).scalar() == 30
         assert c.execute(select(func.count()).select_from(VmSampleRow)).scalar() == 90
-    with sqlite3.connect(tmp_path / "x.db") as raw:
-        assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    path = database.sqlite_path(url)
+    if path is not None:
+        with sqlite3.connect(path) as raw:
+            assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_two_processes_create_the_schema_at_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'new.db'}"
+def test_two_processes_create_the_schema_at_once(db_url: str) -> None:
+    url = db_url
     code = "import sys; from llmvirt.store import database; database.open_engine(sys.argv[1])"
     procs = [subprocess.Popen([sys.executable, "-c", code, url]) for _ in range(3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     assert database.current_revision(database.open_engine(url)) == database.head_revision()
 
 
-def test_upgrade_from_revision_0001_keeps_data(tmp_path: Path) -> None:
+def test_upgrade_from_revision_0001_keeps_data(db_url: str) -> None:
     """A store created by the first release upgrades in place; nothing stored is lost."""
     from alembic import command
 
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+    url = db_url
     engine = database.open_engine(url, migrate=False)
     cfg = database.alembic_config()
     with engine.begin() as conn:
