@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both set themselves up.
-.PHONY: setup demo test lint bench package package-check clean
+.PHONY: setup demo test test-postgres lint bench package package-check clean
 
 VENV := .venv/bin
 
@@ -12,6 +12,11 @@ demo: setup
 test: setup
 	$(VENV)/ruff check .
 	PATH=$(CURDIR)/.venv/bin:$$PATH $(VENV)/python -m pytest -q
+
+# The test suite again with every store on a real PostgreSQL server (a throwaway cluster the tests start);
+# the lab's end-to-end tests run once, on SQLite, in `make test`.
+test-postgres: setup
+	LLMVIRT_TEST_DB=postgresql PATH=$(CURDIR)/.venv/bin:$$PATH $(VENV)/python -m pytest -q -m "not lab"
 
 # The Debian package (dpkg-buildpackage + dh-virtualenv) into dist/.
 package:

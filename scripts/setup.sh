@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev
               pkg-config gcc cpio busybox-static ruby util-linux procps iproute2
               prometheus   # the exporter's tests scrape it with a real server
-              man-db groff-base systemd)  # the packaging tests render the man page and verify the units
+              man-db groff-base systemd   # the packaging tests render the man page and verify the units
+              postgresql)  # the store's tests run against a real PostgreSQL server too (make test-postgres)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
