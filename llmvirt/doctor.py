@@ -49,8 +49,12 @@ def _volumes(conn: Any) -> set[str]:
     """Every volume path in the host's active storage pools."""
     import libvirt
 
-    paths = set()
-    for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+    paths: set[str] = set()
+    try:
+        pools = conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+    except libvirt.libvirtError:
+        return paths  # a daemon without a storage driver: no pool sees anything
+    for pool in pools:
         try:
             paths |= {v.path() for v in pool.listAllVolumes()}
         except libvirt.libvirtError:
