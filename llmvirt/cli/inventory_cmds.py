@@ -11,14 +11,10 @@ from llmvirt.cli.common import err, lazy, out, state
 from llmvirt.errors import EXIT_PARTIAL, UsageError
 
 if TYPE_CHECKING:
-    import llmvirt.observe.inventory as inventory
-    import llmvirt.observe.nvml as nvml
     import llmvirt.status_view as status_view
     import llmvirt.store.registry as registry
     import llmvirt.store.snapshots as snapshots
 else:  # imported when a command runs
-    inventory = lazy("llmvirt.observe.inventory")
-    nvml = lazy("llmvirt.observe.nvml")
     status_view = lazy("llmvirt.status_view")
     registry = lazy("llmvirt.store.registry")
     snapshots = lazy("llmvirt.store.snapshots")
@@ -54,17 +50,13 @@ def scan(
     targets = _selected(ctx, host)
     if not targets:
         raise UsageError("no hosts registered: add one with `llmvirt hosts add NAME URI`")
-    from llmvirt.act import executor  # a run killed mid-plan is set right by the next scan, not only the next plan
+    from llmvirt.scan_service import scan_and_record  # reconciles first: a run killed mid-plan is set right here
 
-    for note in executor.reconcile_if_idle(engine, state(ctx).db_url):
+    done = scan_and_record(engine, state(ctx).db_url, state(ctx).config_path,
+                           [(h.name, h.uri, h.maintenance) for h in targets], workers, timeout)
+    for note in done.reconciled:
         err.print(note, markup=False, soft_wrap=True)
-    result = inventory.scan_hosts([(h.name, h.uri, h.maintenance) for h in targets], nvml=nvml.default_source(),
-                        workers=workers, timeout=timeout)
-    scan_id = snapshots.record_scan(engine, result)
-    from llmvirt import config
-    from llmvirt.measure import outcomes  # outcomes whose window this scan closed are scored now
-
-    outcomes.score_due(engine, config.load_outcome_window(state(ctx).config_path))
+    result, scan_id = done.result, done.scan_id
     if as_json:
         out.print_json(json.dumps({
             "scan_id": scan_id, "seconds": round(result.seconds, 3),
