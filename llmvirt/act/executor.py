@@ -15,6 +15,7 @@ import fcntl
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
@@ -194,10 +195,20 @@ def reconcile_if_idle(engine: Engine, db_url: str | None) -> list[str]:
         return []
 
 
+@dataclass
+class Hooks:
+    """What a caller may add to a run: progress bars, and a question asked before each action (a controller's
+    lead: when it says no, the action is skipped, not run)."""
+
+    progress_factory: Callable[[str], Callable[[float], None]] | None = None
+    keep_going: Callable[[], bool] | None = None
+
+
 def apply(engine: Engine, db_url: str | None, plan: journal.NewPlan, guard: Guardrails,
-          say: Callable[[str], None] = print,
-          progress_factory: Callable[[str], Callable[[float], None]] | None = None) -> tuple[int, dict[str, int]]:
+          say: Callable[[str], None] = print, hooks: Hooks | None = None) -> tuple[int, dict[str, int]]:
     """Lock, reconcile, record and run a plan; returns (plan id, counts of outcomes)."""
+    hooks = hooks or Hooks()
+    progress_factory, keep_going = hooks.progress_factory, hooks.keep_going
     with apply_lock(db_url):
         hosts = Hosts(engine)
         try:
@@ -208,6 +219,8 @@ def apply(engine: Engine, db_url: str | None, plan: journal.NewPlan, guard: Guar
 
             def run_one(e: journal.Entry) -> Outcome:
                 a = e.action
+                if keep_going is not None and not keep_going():
+                    return Outcome(SKIPPED, "not acting: this controller no longer leads (its database lease ended)")
                 return run_action(a, Env(hosts, guard, progress_factory(a.describe()) if progress_factory else None))
 
             def finished(e: journal.Entry, outcome: Outcome) -> None:

@@ -274,7 +274,8 @@ def _execute(ctx: typer.Context, plan: decide.Plan, actions: list[Action], held:
         plan_id, counts = executor.apply(st.engine(), st.db_url,
                                          journal.NewPlan(plan.goal, plan.policy, plan.as_json(), actions),
                                          config.load_guardrails(st.config_path),
-                                         say=lambda m: out.print(m, markup=False), progress_factory=factory)
+                                         say=lambda m: out.print(m, markup=False),
+                                         hooks=executor.Hooks(progress_factory=factory))
     if as_json:
         out.print_json(json.dumps({"plan_id": plan_id, "outcomes": counts}))
     else:
