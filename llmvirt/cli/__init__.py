@@ -9,6 +9,7 @@ import typer
 
 from llmvirt.cli import (
     bench,
+    controller_cmd,
     db,
     doctor_cmd,
     hosts,
@@ -30,6 +31,7 @@ app.add_typer(hosts.app, name="hosts")
 app.add_typer(db.app, name="db")
 app.add_typer(lab.app, name="lab")
 app.add_typer(metrics_cmd.app, name="metrics")
+app.add_typer(controller_cmd.app, name="controller")
 app.command("scan")(inventory_cmds.scan)
 app.command("status")(inventory_cmds.status)
 app.command("bench")(bench.bench)

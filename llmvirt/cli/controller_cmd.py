@@ -1,0 +1,66 @@
+"""``llmvirt controller run``: scan, plan and apply every interval while this controller leads."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from llmvirt.cli.common import new_app, out, state
+from llmvirt.errors import UsageError
+
+app = new_app("A long-running controller; several can share one store, and exactly one leads.")
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    interval: Annotated[float, typer.Option(help="Seconds between ticks.")] = 60.0,
+    apply: Annotated[bool, typer.Option("--apply/--dry-run", help="Apply plans while leading, or only plan.")]
+    = False,
+    goal: Annotated[str, typer.Option(help="balance or consolidate.")] = "balance",
+    max_migrations: Annotated[int, typer.Option(help="At most this many migrations per plan.")] = 10,
+    ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks (default: run until stopped).")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per tick.")] = False,
+) -> None:
+    """Every interval: take or keep the lead; the leader scans, plans and (with --apply) applies.
+
+    A follower waits. A new leader first reconciles what a dead one left in the journal. A leader that
+    loses its lead or the database stops acting at once. SIGTERM or Ctrl-C gives the lead up.
+    """
+    if interval <= 0:
+        raise UsageError("--interval must be above 0")
+    if goal not in ("balance", "consolidate"):
+        raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
+    if max_migrations < 0 or (ticks is not None and ticks < 1):
+        raise UsageError("--max-migrations must be at least 0 and --ticks at least 1")
+    import signal
+
+    from llmvirt import controller
+    from llmvirt.store.database import resolve_url
+
+    st = state(ctx)
+    engine = st.engine()
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)  # unwinds through controller.run's finally: the lead is given up
+
+    signal.signal(signal.SIGTERM, stop)
+
+    def report(t: controller.Tick) -> None:
+        if as_json:
+            print(json.dumps(t.as_json()), flush=True)
+            return
+        what = {controller.LEADER: f"leader{' (took over)' if t.took_over else ''}: scan {t.scan_id}, "
+                f"{t.hosts_ok} hosts ok, {t.hosts_failed} failed, {t.actions} actions {t.outcomes or ''}",
+                controller.FOLLOWER: "follower: another controller leads",
+                controller.LOST: f"lost the lead{': ' + t.note if t.note else ''}; not acting",
+                controller.ERROR: f"leader, this tick failed: {t.note}"}[t.role]
+        out.print(what, markup=False, soft_wrap=True)
+        for note in t.reconciled:
+            out.print(f"reconciled: {note}", markup=False, soft_wrap=True)
+
+    settings = controller.ControllerSettings(apply, goal, max_migrations, st.config_path)
+    controller.run(engine, resolve_url(st.db_url), settings, interval, report, ticks)

@@ -1,0 +1,114 @@
+"""``llmvirt controller run``: a long-running controller. Several may share one store (PostgreSQL for
+controllers on different machines); exactly one leads at a time (:mod:`llmvirt.store.leadership`).
+
+Every interval each controller asks for the lead. The leader scans every host, plans, and with
+``--apply`` applies the plan through the executor (its lock, guardrails and journal), asking before each
+action whether it still leads. A follower does nothing but ask again next interval. A new leader
+first sets right what a dead one left open in the journal (the scan's reconciliation). A controller
+that loses its lead, or the database, stops acting at once and reports it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from llmvirt.errors import LlmvirtError
+from llmvirt.store.leadership import Leadership
+
+LEADER, FOLLOWER, LOST, ERROR = "leader", "follower", "lost", "error"
+
+
+@dataclass
+class Tick:
+    """What one interval did (one JSON line of ``controller run --json``)."""
+
+    role: str
+    took_over: bool = False
+    reconciled: list[str] = field(default_factory=list)
+    scan_id: int | None = None
+    hosts_ok: int = 0
+    hosts_failed: int = 0
+    actions: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        """The tick as printed."""
+        return asdict(self)
+
+
+@dataclass
+class ControllerSettings:
+    """What a controller does while it leads."""
+
+    apply: bool = False
+    goal: str = "balance"
+    max_migrations: int = 10
+    config_path: Path | None = None
+
+
+def tick(engine: Engine, db_url: str, lead: Leadership, settings: ControllerSettings) -> Tick:
+    """One interval: take or keep the lead; as leader scan, plan and (with apply) act."""
+    was_leading = lead.leading
+    if not lead.try_lead():
+        return Tick(LOST if was_leading else FOLLOWER)
+    t = Tick(LEADER, took_over=not was_leading)
+    try:
+        _lead_once(engine, db_url, lead, settings, t)
+    except (LlmvirtError, OSError) as exc:  # a host or the store failed: report, keep the process alive
+        t.role, t.note = ERROR, str(exc)
+    except Exception as exc:  # noqa: BLE001 - a database that went away raises the driver's own errors
+        t.role, t.note = ERROR, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    if t.role == ERROR and not lead.holds():
+        t.role = LOST
+    return t
+
+
+def _lead_once(engine: Engine, db_url: str, lead: Leadership, settings: ControllerSettings, t: Tick) -> None:
+    from llmvirt import config, plan_service
+    from llmvirt.act import executor
+    from llmvirt.scan_service import scan_and_record
+    from llmvirt.store import journal, registry
+
+    hosts = [(h.name, h.uri, h.maintenance) for h in registry.list_hosts(engine)]
+    if not hosts:
+        t.note = "no hosts registered"
+        return
+    done = scan_and_record(engine, db_url, settings.config_path, hosts)
+    t.reconciled, t.scan_id = done.reconciled, done.scan_id
+    t.hosts_ok, t.hosts_failed = len(done.result.hosts), len(done.result.failures)
+    cluster = plan_service.scanned_cluster(engine)
+    plan = plan_service.rebalance_plan(engine, settings.config_path, cluster, settings.goal, None,
+                                       settings.max_migrations)
+    actions, _held = plan_service.migrate_actions(engine, settings.config_path, plan)
+    t.actions = len(actions)
+    if not settings.apply or not actions:
+        return
+    if not lead.holds():
+        t.role, t.note = LOST, "lost the lead before acting"
+        return
+    _, t.outcomes = executor.apply(engine, db_url, journal.NewPlan(plan.goal, plan.policy, plan.as_json(), actions),
+                                   config.load_guardrails(settings.config_path), say=lambda _m: None,
+                                   hooks=executor.Hooks(keep_going=lead.holds))
+
+
+def run(engine: Engine, db_url: str, settings: ControllerSettings, interval_s: float, report: Callable[[Tick], None],
+        ticks: int | None = None) -> None:
+    """Tick every ``interval_s`` until stopped (or ``ticks`` times); the lead is given up on the way out."""
+    lead = Leadership(db_url)
+    n = 0
+    try:
+        while ticks is None or n < ticks:
+            started = time.monotonic()
+            report(tick(engine, db_url, lead, settings))
+            n += 1
+            if ticks is None or n < ticks:
+                time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
+    finally:
+        lead.release()

@@ -1,0 +1,169 @@
+"""Several controllers, one fleet (issue 19): real `llmvirt controller run` processes on one store, on a real
+PostgreSQL server (advisory lock in the server) and on SQLite (a file lock). Exactly one leads; when it is
+SIGKILLed another takes over within a bounded time and reconciles what it left; a leader cut off from
+the database stops acting."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import fixture_uri
+
+from llmvirt.store import database, registry
+
+INTERVAL = 0.3
+TAKEOVER_S = 5.0  #: bound on a takeover after the leader dies: a tick, plus the server noticing the session end
+
+
+class Controller:
+    """One `llmvirt controller run --json` process; its tick lines arrive on a queue."""
+
+    def __init__(self, db_url: str, *extra: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "llmvirt", "controller", "run", "--interval",
+                                      str(INTERVAL), "--json", *extra], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env={**os.environ, "LLMVIRT_DB": db_url})
+        self.lines: queue.Queue[dict] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(json.loads(line))
+
+    def next_tick(self, timeout: float = 30.0) -> dict:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no tick in {timeout} s; stderr: {self._stderr()}") from None
+
+    def until(self, role: str, timeout: float) -> tuple[dict, float]:
+        """The first tick with ``role`` and the seconds it took to come."""
+        t0 = time.monotonic()
+        while True:
+            left = timeout - (time.monotonic() - t0)
+            assert left > 0, f"no {role!r} tick within {timeout} s"
+            tick = self.next_tick(left)
+            if tick["role"] == role:
+                return tick, time.monotonic() - t0
+
+    def _stderr(self) -> str:
+        if self.proc.poll() is None:
+            return "(running)"
+        return self.proc.stderr.read() if self.proc.stderr else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path) -> str:  # noqa: ANN001
+    """A store with two test-driver hosts, on a real PostgreSQL server or in a SQLite file."""
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_server").new_database()
+    else:
+        url = f"sqlite:///{tmp_path / 'llmvirt.db'}"
+    engine = database.open_engine(url)
+    registry.add_host(engine, registry.RegisteredHost("busy", fixture_uri("busy-host.xml")))
+    registry.add_host(engine, registry.RegisteredHost("small", fixture_uri("small-host.xml")))
+    engine.dispose()
+    return url
+
+
+def test_one_leads_and_another_takes_over_when_it_is_killed(store: str) -> None:
+    a = Controller(store)
+    try:
+        first = a.next_tick()
+        assert first["role"] == "leader" and first["took_over"] and first["hosts_ok"] == 2, first
+        b = Controller(store)
+        try:
+            for _ in range(3):  # while a lives, b only waits
+                assert b.next_tick()["role"] == "follower"
+            assert a.next_tick()["role"] == "leader"
+            a.proc.send_signal(signal.SIGKILL)
+            a.proc.wait(timeout=30)
+            tick, waited = b.until("leader", TAKEOVER_S)
+            assert tick["took_over"] and tick["hosts_ok"] == 2 and waited < TAKEOVER_S
+        finally:
+            b.stop()
+    finally:
+        a.stop()
+
+
+def test_a_new_leader_reconciles_what_a_dead_one_left_running(store: str) -> None:
+    from llmvirt.model.action import BALLOON, Action
+    from llmvirt.store import journal
+
+    engine = database.open_engine(store)
+    plan = journal.create_plan(engine, journal.NewPlan("balloon", "test", {}, [
+        Action(BALLOON, "web1", "busy", reason="left running by a leader that died", target_mib=2048)]))
+    (entry,) = journal.plan_actions(engine, plan)
+    journal.set_status(engine, entry.id, "running")
+    c = Controller(store, "--ticks", "1")
+    try:
+        tick = c.next_tick()
+    finally:
+        c.stop()
+    assert tick["role"] == "leader" and len(tick["reconciled"]) == 1, tick
+    assert journal.open_actions(engine) == []  # set right from what the host shows, not re-run
+
+
+def test_a_leader_cut_off_from_the_database_stops_acting(postgres_server) -> None:  # noqa: ANN001
+    """The server ends the leader's lock session (as when the leader loses the database): its next tick says
+    it lost the lead, and the other controller takes over."""
+    import psycopg
+
+    url = postgres_server.new_database()
+    engine = database.open_engine(url)
+    registry.add_host(engine, registry.RegisteredHost("busy", fixture_uri("busy-host.xml")))
+    dbname = engine.url.database
+    engine.dispose()
+    a = Controller(url)
+    b = None
+    try:
+        assert a.next_tick()["role"] == "leader"
+        b = Controller(url)
+        assert b.next_tick()["role"] == "follower"
+        with psycopg.connect(host=str(postgres_server.socket_dir), user="llmvirt", dbname="postgres",
+                             autocommit=True) as conn:
+            ended = conn.execute("SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_stat_activity s "
+                                 "ON s.pid = l.pid WHERE l.locktype = 'advisory' AND s.datname = %s",
+                                 (dbname,)).fetchall()
+        assert ended == [(True,)]
+        lost, _ = a.until("lost", TAKEOVER_S)
+        assert lost["actions"] == 0 and lost["scan_id"] is None  # it did nothing in the tick it found out
+        tick, waited = b.until("leader", TAKEOVER_S)
+        assert tick["took_over"]
+        assert a.next_tick()["role"] == "follower"  # and it does not take the lead back while b holds it
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+
+
+def test_an_apply_stops_when_the_lead_is_lost(cli, db_url: str) -> None:
+    """The executor asks before every action: a controller that no longer leads skips, never runs."""
+    from llmvirt import config
+    from llmvirt.act import executor
+    from llmvirt.model.action import BALLOON, SKIPPED, Action
+    from llmvirt.store import journal
+
+    cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
+    engine = database.open_engine(db_url)
+    plan = journal.NewPlan("balloon", "test", {}, [Action(BALLOON, "web1", "busy", target_mib=2048),
+                                                   Action(BALLOON, "db1", "busy", target_mib=4096)])
+    _, counts = executor.apply(engine, db_url, plan, config.load_guardrails(None), say=lambda _m: None,
+                               hooks=executor.Hooks(keep_going=lambda: False))
+    assert counts == {"done": 0, "skipped": 2, "failed": 0}
+    rows = journal.all_actions(engine)
+    assert [r["status"] for r in rows] == [SKIPPED, SKIPPED]
+    assert all("no longer leads" in r["reason"] for r in rows), rows
