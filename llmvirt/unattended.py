@@ -1,4 +1,5 @@
-"""Unattended runs: the crontab line and the systemd service and timer for "scan, then rebalance".
+"""Unattended runs: the crontab line and the systemd service and timer for "scan, then rebalance", and the
+service for a long-running controller (``llmvirt controller run``; several may share a PostgreSQL store).
 
 ``llmvirt cron print`` prints them for the running installation; the Debian package ships the same
 units for ``/usr/bin/llmvirt`` (packaging/systemd/, held equal to these by a test).
@@ -50,3 +51,28 @@ OnUnitActiveSec={every_minutes}min
 WantedBy=timers.target
 """
     return {f"{UNIT_NAME}.service": service, f"{UNIT_NAME}.timer": timer}
+
+
+CONTROLLER_UNIT = "llmvirt-controller.service"
+
+
+def controller_unit(exe: str, interval_s: int = 60, apply: bool = True) -> str:
+    """The long-running controller's service: restarted when it fails, stopped with SIGTERM (it gives up the
+    lead on the way out). Use it or the timer, not both."""
+    flag = "--apply" if apply else "--dry-run"
+    return f"""[Unit]
+Description=llmvirt controller: scan, plan and rebalance every {interval_s} s while this controller leads
+Documentation=man:llmvirt(1)
+After=network-online.target
+Wants=network-online.target
+Conflicts={UNIT_NAME}.timer
+
+[Service]
+Type=simple
+ExecStart={exe} controller run --interval {interval_s} {flag}
+Restart=on-failure
+RestartSec=10s
+
+[Install]
+WantedBy=multi-user.target
+"""

@@ -66,7 +66,8 @@ grep -q "installed but not enabled" "$work/home-deb/doctor.json" || fail "doctor
 man -w llmvirt >/dev/null || fail "man llmvirt: no page"
 MANWIDTH=80 man llmvirt | grep "EXIT STATUS" >/dev/null || fail "man llmvirt renders no EXIT STATUS"
 # `systemctl cat` needs a running systemd (PID 1 here is not): systemd's offline tools check the same units
-systemd-analyze verify --man=no /lib/systemd/system/llmvirt-rebalance.service /lib/systemd/system/llmvirt-rebalance.timer
+systemd-analyze verify --man=no /lib/systemd/system/llmvirt-rebalance.service /lib/systemd/system/llmvirt-rebalance.timer \
+  /lib/systemd/system/llmvirt-controller.service
 state=$(systemctl --root=/ is-enabled llmvirt-rebalance.timer || true)   # exits 1 for "disabled"
 [ "$state" = disabled ] || fail "the timer should install disabled, not '$state'"
 systemctl --root=/ enable llmvirt-rebalance.timer

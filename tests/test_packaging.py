@@ -23,19 +23,23 @@ def test_every_package_is_listed_for_the_wheel() -> None:
 
 def test_shipped_units_are_the_ones_cron_print_writes() -> None:
     """The Debian package's units (packaging/systemd/) are what ``llmvirt cron print`` renders for /usr/bin/llmvirt."""
-    from llmvirt.unattended import systemd_units
+    from llmvirt.unattended import CONTROLLER_UNIT, controller_unit, systemd_units
 
     for name, text in systemd_units("/usr/bin/llmvirt").items():
         assert (ROOT / "packaging" / "systemd" / name).read_text() == text, name
+    assert (ROOT / "packaging" / "systemd" / CONTROLLER_UNIT).read_text() == controller_unit("/usr/bin/llmvirt")
+    installed = (ROOT / "packaging" / "debian" / "llmvirt.install").read_text()
+    assert all(f"packaging/systemd/{p.name} " in installed for p in (ROOT / "packaging" / "systemd").iterdir())
 
 
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     """systemd itself parses the units: every directive known, every value valid, ExecStart executable."""
-    from llmvirt.unattended import systemd_units
+    from llmvirt.unattended import CONTROLLER_UNIT, controller_unit, systemd_units
 
     exe = str(Path(sys.executable).parent / "llmvirt")
     for name, text in systemd_units(exe, every_minutes=15, apply=False).items():
         (tmp_path / name).write_text(text)
+    (tmp_path / CONTROLLER_UNIT).write_text(controller_unit(exe, 30, apply=False))
     res = subprocess.run(["systemd-analyze", "verify", "--man=no", *sorted(str(p) for p in tmp_path.iterdir())],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and not res.stderr.strip(), res.stderr
