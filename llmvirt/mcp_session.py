@@ -125,7 +125,7 @@ class LlmvirtMcp:
         if not found:
             raise LlmvirtError(f"unknown VM {vm!r}: not in the latest scan")
         host, v = found[0]
-        samples = snapshots.vm_usage_history(self.engine(), limit + 1).get(v.uuid, [])
+        samples = snapshots.one_vm_usage(self.engine(), v.uuid, limit + 1)
         rows = []
         for (t0, _, c0), (t1, mem, c1) in zip(samples, samples[1:], strict=False):
             util = (c1 - c0) / (t1 - t0) / max(1, v.vcpus) if t1 > t0 else None

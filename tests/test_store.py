@@ -39,7 +39,7 @@ def test_upgrade_is_idempotent(db_url: str) -> None:
     _engine(db_url)
     engine = _engine(db_url)
     database.upgrade(engine)
-    assert database.current_revision(engine) == database.head_revision() == "0003"
+    assert database.current_revision(engine) == database.head_revision() == "0004"
 
 
 def test_snapshots_are_history_and_give_utilisation(db_url: str) -> None:
@@ -170,3 +170,25 @@ def test_upgrade_from_revision_0001_keeps_data(db_url: str) -> None:
 def test_schema_head_constant_is_alembics_head() -> None:
     """Opening a store compares against SCHEMA_HEAD without loading Alembic: it must name the newest migration."""
     assert database.SCHEMA_HEAD == database.head_revision()
+
+
+def test_one_vms_history_is_read_by_its_index(db_url: str) -> None:
+    """A VM's last samples, oldest first, only its own; the (uuid, snapshot) index exists on both dialects."""
+    from sqlalchemy import inspect
+
+    engine = _engine(db_url)
+    registry.add_host(engine, registry.RegisteredHost("busy", fixture_uri("busy-host.xml")))
+    t0 = datetime(2026, 1, 1, 12, 0, 0)
+    for i in range(5):
+        res = scan_hosts([("busy", fixture_uri("busy-host.xml"), False)])
+        db1 = res.hosts[0].vm("db1")
+        assert db1 is not None
+        db1.cpu_time_ns = i * 30 * 10**9
+        snapshots.record_scan(engine, res, taken_at=t0 + timedelta(minutes=5 * i))
+    uuid = db1.uuid
+    got = snapshots.one_vm_usage(engine, uuid, 3)
+    assert [round(t - got[0][0]) for t, _, _ in got] == [0, 300, 600]  # the last three of five, in order
+    assert [c for _, _, c in got] == [60.0, 90.0, 120.0]
+    assert snapshots.one_vm_usage(engine, "00000000-0000-0000-0000-000000000000", 3) == []
+    indexes = {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("vm_samples")}
+    assert indexes["ix_vm_samples_uuid_snapshot"] == ["uuid", "snapshot_id"]

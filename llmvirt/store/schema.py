@@ -67,6 +67,7 @@ class VmSampleRow(Base):
     """One VM as seen in one host snapshot."""
 
     __tablename__ = "vm_samples"
+    __table_args__ = (Index("ix_vm_samples_uuid_snapshot", "uuid", "snapshot_id"),)  # one VM's history (0004)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     snapshot_id: Mapped[int] = mapped_column(ForeignKey("host_snapshots.id", ondelete="CASCADE"),
                                              index=True)

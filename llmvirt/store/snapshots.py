@@ -280,6 +280,23 @@ def vm_usage_history(engine: Engine, scans: int) -> dict[str, list[tuple[float, 
         return out
 
 
+def one_vm_usage(engine: Engine, uuid: str, limit: int) -> list[tuple[float, float, float]]:
+    """One VM's last ``limit`` running samples as ``(time s, memory used MiB, CPU seconds used)``, oldest first,
+    read through the (uuid, snapshot) index: a VM's week costs the same in a small store and a fleet's."""
+    with Session(engine) as s:
+        q = (select(HostSnapshotRow.taken_at, VmSampleRow.available_mib, VmSampleRow.unused_mib,
+                    VmSampleRow.balloon_current_mib, VmSampleRow.current_memory_mib, VmSampleRow.cpu_time_ns)
+             .join(HostSnapshotRow, HostSnapshotRow.id == VmSampleRow.snapshot_id)
+             .where(VmSampleRow.uuid == uuid, VmSampleRow.state == "running")
+             .order_by(VmSampleRow.snapshot_id.desc()).limit(limit))
+        rows = s.execute(q).all()
+    out = []
+    for when, avail, unused, cur, mem, cpu in reversed(rows):
+        used = float(avail - unused) if avail is not None and unused is not None else float(cur or mem)
+        out.append((when.timestamp(), used, (cpu or 0) / 1e9))
+    return out
+
+
 def vm_cpu_history(engine: Engine, scans: int) -> dict[str, list[float]]:
     """Per VM uuid, its CPU use (fraction of its vCPUs) between consecutive stored samples over the last
     ``scans`` scans, oldest first; what CloudSim's adaptive overload detectors read on real hosts."""
