@@ -77,6 +77,27 @@ def _vm_row(snapshot_id: int, v: Vm) -> dict[str, Any]:
     }
 
 
+_SAMPLE_COLUMNS = [c.name for c in VmSampleRow.__table__.columns if c.name != "id"]
+
+
+def _insert_samples(conn: Any, rows: list[dict[str, Any]]) -> None:
+    """Every VM sample of a scan in one go: PostgreSQL's COPY (several times faster than batched INSERTs for a
+    fleet's 100,000 rows), else one executemany."""
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(VmSampleRow), rows)
+        return
+    import json
+
+    from psycopg import sql
+
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in _SAMPLE_COLUMNS)
+    stmt = sql.SQL("COPY vm_samples ({}) FROM STDIN").format(cols)
+    with conn.connection.driver_connection.cursor() as cur, cur.copy(stmt) as copy:
+        for r in rows:
+            copy.write_row([json.dumps(r["detail"]) if c == "detail" and r["detail"] is not None else r[c]
+                            for c in _SAMPLE_COLUMNS])
+
+
 def record_scan(engine: Engine, result: ScanResult, taken_at: datetime | None = None) -> int:
     """Store one scan (every host snapshot and VM sample) atomically; returns the scan id."""
     when = taken_at or _now()
@@ -86,17 +107,18 @@ def record_scan(engine: Engine, result: ScanResult, taken_at: datetime | None = 
             scan_id = conn.execute(insert(ScanRow).values(
                 started_at=when, seconds=result.seconds, ok_hosts=len(result.hosts),
                 failed_hosts=len(result.failures))).inserted_primary_key[0]
-            for h in result.hosts:
-                if h.name not in host_ids:
-                    continue  # removed while the scan ran
-                snap_id = conn.execute(insert(HostSnapshotRow).values(
-                    scan_id=scan_id, host_id=host_ids[h.name], taken_at=when, ok=True, error=None,
-                    cpus=h.cpus, cpu_mhz=h.cpu_mhz, memory_mib=h.memory_mib,
-                    free_memory_mib=h.free_memory_mib, cpu_model=h.cpu_model, hostname=h.hostname,
-                    libvirt_version=h.libvirt_version, hypervisor=h.hypervisor,
-                    detail=_host_detail(h))).inserted_primary_key[0]
-                if h.vms:
-                    conn.execute(insert(VmSampleRow), [_vm_row(snap_id, v) for v in h.vms])
+            kept = [h for h in result.hosts if h.name in host_ids]  # hosts removed while the scan ran are left out
+            if kept:  # one batched insert per table: a fleet's scan is a few statements, not one per host
+                snap_ids = conn.execute(insert(HostSnapshotRow).returning(
+                    HostSnapshotRow.id, sort_by_parameter_order=True), [dict(
+                        scan_id=scan_id, host_id=host_ids[h.name], taken_at=when, ok=True, error=None,
+                        cpus=h.cpus, cpu_mhz=h.cpu_mhz, memory_mib=h.memory_mib,
+                        free_memory_mib=h.free_memory_mib, cpu_model=h.cpu_model, hostname=h.hostname,
+                        libvirt_version=h.libvirt_version, hypervisor=h.hypervisor,
+                        detail=_host_detail(h)) for h in kept]).scalars().all()
+                vm_rows = [_vm_row(snap_id, v) for snap_id, h in zip(snap_ids, kept, strict=True) for v in h.vms]
+                if vm_rows:
+                    _insert_samples(conn, vm_rows)
             for name, reason in result.failures.items():
                 if name in host_ids:
                     conn.execute(insert(HostSnapshotRow).values(
