@@ -1,13 +1,13 @@
-"""Writing scans into the store and reading the latest Cluster back out.
+"""Writing scans into the store, and reading history back out (the latest Cluster: :mod:`latest_view`).
 
-Writes use SQLAlchemy Core ``executemany`` in one transaction per scan, so a
-5,000-VM snapshot is stored in a fraction of a second and a failing write
-leaves nothing half-recorded.
+A scan is written in one transaction with a few batched statements (COPY for the VM samples on
+PostgreSQL), so a 100,000-VM scan is stored in seconds and a failing write leaves nothing
+half-recorded.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,19 +17,13 @@ from sqlalchemy.orm import Session
 
 from llmvirt.errors import StoreError
 from llmvirt.model.cluster import (
-    Balloon,
-    Cluster,
-    Gpu,
-    GpuAttachment,
     Host,
-    MdevType,
-    NumaCell,
-    NvmlGpu,
     ScanResult,
     Vm,
 )
 from llmvirt.model.pressure import pressure_flag
 from llmvirt.model.usage import cpu_fraction, cpu_ns_used
+from llmvirt.store.latest_view import HostView, latest, latest_cluster, latest_ok_ids  # noqa: F401 - re-exported
 from llmvirt.store.schema import HostRow, HostSnapshotRow, ScanRow, VmSampleRow
 
 
@@ -142,115 +136,13 @@ def prune(engine: Engine, older_than: timedelta) -> int:
         return int(res.rowcount or 0)
 
 
-def _gpu_from(d: dict[str, Any]) -> Gpu:
-    d = dict(d)
-    d["mdev_types"] = tuple(MdevType(**m) for m in d.get("mdev_types", ()))
-    d["mdevs"] = tuple(tuple(m) for m in d.get("mdevs", ()))
-    d["nvml"] = NvmlGpu(**d["nvml"]) if d.get("nvml") else None
-    return Gpu(**d)
-
-
-def _pins(d: dict[str, list[int]] | None) -> dict[int, tuple[int, ...]]:
-    return {int(k): tuple(v) for k, v in (d or {}).items()}
-
-
-def _vm_from(r: VmSampleRow) -> Vm:
-    d = r.detail or {}
-    return Vm(
-        name=r.name, uuid=r.uuid, state=r.state, vcpus=r.vcpus, max_vcpus=r.max_vcpus,
-        memory_mib=r.memory_mib, current_memory_mib=r.current_memory_mib,
-        balloon=Balloon(r.balloon_current_mib, r.balloon_maximum_mib, r.rss_mib, r.unused_mib,
-                        r.available_mib, r.usable_mib, r.swap_in_mib, r.swap_out_mib, r.major_faults),
-        pinning=_pins(d.get("pin")), persistent_pinning=_pins(d.get("ppin")),
-        emulator_pinning=tuple(d["emu"]) if "emu" in d else None, numa_tune=d.get("numa"),
-        cpu_time_ns=r.cpu_time_ns, gpus=[GpuAttachment(**g) for g in d.get("gpus", [])],
-        pci_hostdevs=tuple(d.get("pci", ())), persistent=not d.get("transient", False),
-    )
-
-
-@dataclass
-class HostView:
-    """A registered host with its latest good snapshot and its latest scan outcome."""
-
-    host: Host  #: the host as last scanned (capacity empty if never scanned)
-    source: str  #: ``cli`` or ``config``
-    scanned_at: datetime | None  #: time of the latest successful snapshot
-    last_error: str | None  #: reason the latest scan attempt failed, if it did
-    previous_at: datetime | None  #: time of the snapshot before, used for utilisation
-
-
-def _latest_ok_ids(conn: Session, host_id: int, n: int) -> list[tuple[int, datetime]]:
-    q = (select(HostSnapshotRow.id, HostSnapshotRow.taken_at)
-         .where(HostSnapshotRow.host_id == host_id, HostSnapshotRow.ok.is_(True))
-         .order_by(HostSnapshotRow.id.desc()).limit(n))
-    return [(int(i), t) for i, t in conn.execute(q).all()]
-
-
-def _apply_utilisation(vms: list[Vm], prev: dict[str, int | None], seconds: float) -> None:
-    for v in vms:
-        before = prev.get(v.uuid)
-        if before is None or v.cpu_time_ns is None or seconds <= 0 or not v.running:
-            continue
-        frac = cpu_fraction(before, v.cpu_time_ns, seconds, v.vcpus)
-        if frac is not None:
-            v.cpu_util = round(frac, 4)
-
-
-def _load_host(conn: Session, row: HostRow) -> HostView:
-    host = Host(name=row.name, uri=row.uri, maintenance=row.maintenance)
-    view = HostView(host=host, source=row.source, scanned_at=None, last_error=None, previous_at=None)
-    last = conn.execute(select(HostSnapshotRow).where(HostSnapshotRow.host_id == row.id)
-                        .order_by(HostSnapshotRow.id.desc()).limit(1)).scalars().first()
-    if last is not None and not last.ok:
-        view.last_error = last.error
-    ids = _latest_ok_ids(conn, row.id, 2)
-    if not ids:
-        return view
-    snap = conn.execute(select(HostSnapshotRow).where(HostSnapshotRow.id == ids[0][0])).scalars().one()
-    detail = snap.detail or {}
-    host.cpus, host.cpu_mhz, host.memory_mib = snap.cpus, snap.cpu_mhz, snap.memory_mib
-    host.free_memory_mib, host.cpu_model, host.hostname = snap.free_memory_mib, snap.cpu_model, snap.hostname
-    host.libvirt_version, host.hypervisor = snap.libvirt_version, snap.hypervisor
-    host.numa_cells = [NumaCell(i, tuple(c), m) for i, c, m in detail.get("numa", [])]
-    host.gpus = [_gpu_from(g) for g in detail.get("gpus", [])]
-    host.notes = list(detail.get("notes", []))
-    rows = conn.execute(select(VmSampleRow).where(VmSampleRow.snapshot_id == snap.id)
-                        .order_by(VmSampleRow.id)).scalars().all()
-    host.vms = [_vm_from(r) for r in rows]
-    view.scanned_at = snap.taken_at
-    if len(ids) == 2:
-        view.previous_at = ids[1][1]
-        # from the whole previous scan: a VM that arrived by migration has its sample on its old host
-        scan = select(HostSnapshotRow.scan_id).where(HostSnapshotRow.id == ids[1][0]).scalar_subquery()
-        prev = dict(conn.execute(select(VmSampleRow.uuid, VmSampleRow.cpu_time_ns)
-                                 .join(HostSnapshotRow, HostSnapshotRow.id == VmSampleRow.snapshot_id)
-                                 .where(HostSnapshotRow.scan_id == scan,
-                                        VmSampleRow.uuid.in_([v.uuid for v in host.vms]))).all())
-        _apply_utilisation(host.vms, prev, (ids[0][1] - ids[1][1]).total_seconds())
-    return view
-
-
-def latest(engine: Engine, names: list[str] | None = None) -> list[HostView]:
-    """The latest view of every registered host (or of ``names``), in registration order."""
-    q = select(HostRow).order_by(HostRow.id)
-    if names:
-        q = q.where(HostRow.name.in_(names))
-    with Session(engine) as s:
-        return [_load_host(s, r) for r in s.scalars(q).all()]
-
-
-def latest_cluster(engine: Engine, names: list[str] | None = None) -> Cluster:
-    """The Cluster as of the latest snapshots: what placement and rebalancing plan on."""
-    return Cluster(hosts=[v.host for v in latest(engine, names)])
-
-
 def host_load_history(engine: Engine, host: str, scans: int) -> list[float]:
     """Expected CPU use (fraction of the host's CPUs) over the host's last ``scans`` snapshot pairs, newest first."""
     with Session(engine) as s:
         row = s.scalars(select(HostRow).where(HostRow.name == host)).first()
         if row is None:
             return []
-        ids = _latest_ok_ids(s, row.id, scans + 1)
+        ids = latest_ok_ids(s, row.id, scans + 1)
         out = []
         for (new_id, new_t), (old_id, old_t) in zip(ids, ids[1:], strict=False):
             cpus = s.execute(select(HostSnapshotRow.cpus).where(HostSnapshotRow.id == new_id)).scalar_one()
