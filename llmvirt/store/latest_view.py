@@ -50,7 +50,7 @@ def _pins(d: dict[str, list[int]] | None) -> dict[int, tuple[int, ...]]:
     return {int(k): tuple(v) for k, v in (d or {}).items()}
 
 
-def _vm_from(r: VmSampleRow) -> Vm:
+def _vm_from(r: Any) -> Vm:
     d = r.detail or {}
     return Vm(
         name=r.name, uuid=r.uuid, state=r.state, vcpus=r.vcpus, max_vcpus=r.max_vcpus,
@@ -84,29 +84,30 @@ def _window_start(s: Session) -> int:
     return min(ids) if len(ids) == WINDOW else 0
 
 
-def _two_latest_ok(s: Session, host_ids: list[int], lo: int) -> dict[int, list[HostSnapshotRow]]:
-    """Per host, its latest two good snapshots, newest first: one windowed query over the recent scans, then
-    one query per host that the recent scans do not cover (a host that failed or was not scanned lately)."""
-    rank = func.row_number().over(partition_by=HostSnapshotRow.host_id, order_by=HostSnapshotRow.id.desc())
-    ranked = (select(HostSnapshotRow.id, rank.label("rn"))
-              .where(HostSnapshotRow.ok.is_(True), HostSnapshotRow.scan_id >= lo).subquery())
-    ids = [int(i) for i in s.execute(select(ranked.c.id).where(ranked.c.rn <= 2)).scalars()]
-    wanted = set(host_ids)
-    found: dict[int, list[int]] = {}
-    for chunk in _chunks(ids):
-        for sid, hid in s.execute(select(HostSnapshotRow.id, HostSnapshotRow.host_id)
-                                  .where(HostSnapshotRow.id.in_(chunk))).all():
-            found.setdefault(int(hid), []).append(int(sid))
+def _ranked(lo: int, host_ids: list[int] | None) -> Any:
+    """The good snapshots of the recent scans, ranked newest first per host (a subquery, every column)."""
+    snaps = HostSnapshotRow.__table__
+    rank = func.row_number().over(partition_by=snaps.c.host_id, order_by=snaps.c.id.desc())
+    q = select(snaps, rank.label("rn")).where(snaps.c.ok.is_(True), snaps.c.scan_id >= lo)
+    if host_ids is not None:
+        q = q.where(snaps.c.host_id.in_(host_ids))
+    return q.subquery()
+
+
+def _two_latest_ok(s: Session, host_ids: list[int], lo: int, ranked: Any) -> dict[int, list[Any]]:
+    """Per host, its latest two good snapshots (plain rows), newest first: one windowed query over the recent
+    scans, then one query per host those scans do not cover (a host that failed or was not scanned lately)."""
+    out: dict[int, list[Any]] = {}
+    for snap in s.execute(select(ranked).where(ranked.c.rn <= 2)):
+        out.setdefault(snap.host_id, []).append(snap)
     if lo:
-        for h in wanted:
-            if len(found.get(h, [])) < 2:
-                found[h] = [i for i, _ in latest_ok_ids(s, h, 2)]
-    out: dict[int, list[HostSnapshotRow]] = {}
-    for chunk in _chunks(i for h, sids in found.items() if h in wanted for i in sids):
-        for snap in s.execute(select(HostSnapshotRow).where(HostSnapshotRow.id.in_(chunk))).scalars():
-            out.setdefault(snap.host_id, []).append(snap)
-    for snaps in out.values():
-        snaps.sort(key=lambda r: r.id, reverse=True)
+        snaps = HostSnapshotRow.__table__
+        for h in host_ids:
+            if len(out.get(h, [])) < 2:
+                ids = [i for i, _ in latest_ok_ids(s, h, 2)]
+                out[h] = list(s.execute(select(snaps).where(snaps.c.id.in_(ids)))) if ids else []
+    for rows in out.values():
+        rows.sort(key=lambda r: r.id, reverse=True)
     return out
 
 
@@ -129,11 +130,15 @@ def _last_errors(s: Session, host_ids: list[int], lo: int) -> dict[int, str | No
     return out
 
 
-def _samples(s: Session, snapshot_ids: list[int]) -> dict[int, list[VmSampleRow]]:
-    out: dict[int, list[VmSampleRow]] = {}
-    for chunk in _chunks(snapshot_ids):
-        q = select(VmSampleRow).where(VmSampleRow.snapshot_id.in_(chunk)).order_by(VmSampleRow.id)
-        for r in s.execute(q).scalars():
+def _samples(s: Session, ranked: Any, others: list[int]) -> dict[int, list[Any]]:
+    """Per snapshot, its VM samples as plain rows (not ORM objects: a fleet's scan is 100,000 of them): the
+    newest ranked snapshot of every host through a subquery (no parameter list), plus ``others`` by id."""
+    out: dict[int, list[Any]] = {}
+    table = VmSampleRow.__table__
+    newest = select(ranked.c.id).where(ranked.c.rn == 1)
+    wheres = [table.c.snapshot_id.in_(newest)] + [table.c.snapshot_id.in_(c) for c in _chunks(others)]
+    for where in wheres:
+        for r in s.execute(select(table).where(where).order_by(table.c.id)):
             out.setdefault(r.snapshot_id, []).append(r)
     return out
 
@@ -150,7 +155,7 @@ def _previous_counters(s: Session, scan_ids: list[int]) -> dict[int, dict[str, i
     return out
 
 
-def _fill(view: HostView, snap: HostSnapshotRow, rows: list[VmSampleRow]) -> None:
+def _fill(view: HostView, snap: Any, rows: list[Any]) -> None:
     host, detail = view.host, snap.detail or {}
     host.cpus, host.cpu_mhz, host.memory_mib = snap.cpus, snap.cpu_mhz, snap.memory_mib
     host.free_memory_mib, host.cpu_model, host.hostname = snap.free_memory_mib, snap.cpu_model, snap.hostname
@@ -180,9 +185,11 @@ def latest(engine: Engine, names: list[str] | None = None) -> list[HostView]:
     with Session(engine) as s:
         rows = s.scalars(q).all()
         lo = _window_start(s)
-        snaps = _two_latest_ok(s, [r.id for r in rows], lo)
+        ranked = _ranked(lo, [r.id for r in rows] if names else None)
+        snaps = _two_latest_ok(s, [r.id for r in rows], lo, ranked)
         errors = _last_errors(s, [r.id for r in rows], lo)
-        samples = _samples(s, [v[0].id for v in snaps.values()])
+        newest = {int(r.id) for r in s.execute(select(ranked.c.id).where(ranked.c.rn == 1))}
+        samples = _samples(s, ranked, [v[0].id for v in snaps.values() if v[0].id not in newest])
         prev = _previous_counters(s, [v[1].scan_id for v in snaps.values() if len(v) == 2])
         views = []
         for r in rows:
