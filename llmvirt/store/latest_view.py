@@ -2,8 +2,8 @@
 
 Read set-wise over the last few scans, in a fixed number of queries whatever the fleet's size (the
 latest attempt per host, the latest two good snapshots per host, their VM samples, and the previous
-scans' CPU counters), so 10,000 hosts cost a few queries, not five per host; only a host those scans
-do not cover (failing, or not scanned lately) is read on its own.
+scans' CPU counters), so 10,000 hosts cost a few queries, not five per host; the hosts those scans do
+not cover (new, failing, or not scanned lately) are read over their whole history, also set-wise.
 
 A VM's CPU use is the delta of its CPU-time counter between a host's latest good snapshot and the
 whole scan before it: a VM that arrived by migration has its previous sample on its old host.
@@ -96,16 +96,17 @@ def _ranked(lo: int, host_ids: list[int] | None) -> Any:
 
 def _two_latest_ok(s: Session, host_ids: list[int], lo: int, ranked: Any) -> dict[int, list[Any]]:
     """Per host, its latest two good snapshots (plain rows), newest first: one windowed query over the recent
-    scans, then one query per host those scans do not cover (a host that failed or was not scanned lately)."""
+    scans, then one over the whole history of the hosts those scans do not cover."""
     out: dict[int, list[Any]] = {}
     for snap in s.execute(select(ranked).where(ranked.c.rn <= 2)):
         out.setdefault(snap.host_id, []).append(snap)
-    if lo:
-        snaps = HostSnapshotRow.__table__
-        for h in host_ids:
-            if len(out.get(h, [])) < 2:
-                ids = [i for i, _ in latest_ok_ids(s, h, 2)]
-                out[h] = list(s.execute(select(snaps).where(snaps.c.id.in_(ids)))) if ids else []
+    if lo:  # hosts the window does not cover (new, failing, or not scanned lately): their whole history, set-wise
+        for chunk in _chunks(h for h in host_ids if len(out.get(h, [])) < 2):
+            for h in chunk:
+                out.pop(h, None)
+            older = _ranked(0, chunk)
+            for snap in s.execute(select(older).where(older.c.rn <= 2)):
+                out.setdefault(snap.host_id, []).append(snap)
     for rows in out.values():
         rows.sort(key=lambda r: r.id, reverse=True)
     return out
@@ -118,10 +119,10 @@ def _last_errors(s: Session, host_ids: list[int], lo: int) -> dict[int, str | No
     latest_ids = {int(h): int(i) for h, i in s.execute(
         select(HostSnapshotRow.host_id, HostSnapshotRow.id).where(HostSnapshotRow.id.in_(last))).all()}
     if lo:  # hosts no recent scan attempted: their own latest attempt
-        for h in set(host_ids) - set(latest_ids):
-            i = s.execute(select(func.max(HostSnapshotRow.id)).where(HostSnapshotRow.host_id == h)).scalar()
-            if i is not None:
-                latest_ids[h] = int(i)
+        for chunk in _chunks(set(host_ids) - set(latest_ids)):
+            q = (select(HostSnapshotRow.host_id, func.max(HostSnapshotRow.id))
+                 .where(HostSnapshotRow.host_id.in_(chunk)).group_by(HostSnapshotRow.host_id))
+            latest_ids.update({int(h): int(i) for h, i in s.execute(q).all()})
     out: dict[int, str | None] = {}
     for chunk in _chunks(latest_ids.values()):
         q = select(HostSnapshotRow.host_id, HostSnapshotRow.error).where(HostSnapshotRow.id.in_(chunk),
