@@ -10,9 +10,12 @@ that loses its lead, or the database, stops acting at once and reports it.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,17 +101,41 @@ def _lead_once(engine: Engine, db_url: str, lead: Leadership, settings: Controll
                                    hooks=executor.Hooks(keep_going=lead.holds))
 
 
+def controller_name() -> str:
+    """This controller's name in the store: ``hostname:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _beat(engine: Engine, role: str, started_at: datetime, interval_s: float) -> None:
+    from llmvirt.store import controllers
+
+    try:
+        controllers.heartbeat(engine, controller_name(), role, started_at, interval_s)
+    except Exception:  # noqa: BLE001 - a controller cut off from the database still reports on stdout
+        pass
+
+
 def run(engine: Engine, db_url: str, settings: ControllerSettings, interval_s: float, report: Callable[[Tick], None],
         ticks: int | None = None) -> None:
-    """Tick every ``interval_s`` until stopped (or ``ticks`` times); the lead is given up on the way out."""
+    """Tick every ``interval_s`` until stopped (or ``ticks`` times), recording a heartbeat each tick; the lead is
+    given up, and the heartbeat removed, on the way out."""
+    from llmvirt.store import controllers
+
     lead = Leadership(db_url)
+    started_at = datetime.now(UTC).replace(tzinfo=None)
     n = 0
     try:
         while ticks is None or n < ticks:
             started = time.monotonic()
-            report(tick(engine, db_url, lead, settings))
+            t = tick(engine, db_url, lead, settings)
+            _beat(engine, t.role, started_at, interval_s)
+            report(t)
             n += 1
             if ticks is None or n < ticks:
                 time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
     finally:
         lead.release()
+        try:
+            controllers.forget(engine, controller_name())
+        except Exception:  # noqa: BLE001, S110 - the database may be the reason we stop
+            pass

@@ -18,7 +18,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import Engine
 
-from llmvirt.store import policy_versions, snapshots, tallies
+from llmvirt.store import controllers, policy_versions, snapshots, tallies
 
 MIB = 1024 * 1024
 
@@ -41,10 +41,18 @@ class StoreCollector(Collector):
         """Hosts and VMs as last scanned, then the store's totals and the active policy version."""
         yield from self._fleet()
         yield from self._journal(tallies.tally(self.engine))
+        yield from self._controllers()
         active = policy_versions.active(self.engine)
         info = InfoMetricFamily("llmvirt_policy", "The active policy version.")
         info.add_metric([], {"version": active["name"], "source": active["source"]})
         yield info
+
+    def _controllers(self) -> Iterator[Metric]:
+        rows = controllers.all_controllers(self.engine)
+        yield _gauge("llmvirt_controller_leader", "1 for the controller that leads (and has ticked lately).",
+                     ["controller"], [([c["name"]], float(c["role"] == "leader" and not c["stale"])) for c in rows])
+        yield _gauge("llmvirt_controller_last_tick_age_seconds", "Seconds since the controller's last tick.",
+                     ["controller"], [([c["name"]], c["last_tick_age_s"]) for c in rows])
 
     def _fleet(self) -> Iterator[Metric]:
         views = snapshots.latest(self.engine)

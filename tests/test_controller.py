@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -93,10 +94,27 @@ def test_one_leads_and_another_takes_over_when_it_is_killed(store: str) -> None:
             a.proc.wait(timeout=30)
             tick, waited = b.until("leader", TAKEOVER_S)
             assert tick["took_over"] and tick["hosts_ok"] == 2 and waited < TAKEOVER_S
+            _one_live_leader(store, f"{socket.gethostname()}:{b.proc.pid}", f"{socket.gethostname()}:{a.proc.pid}")
         finally:
             b.stop()
     finally:
         a.stop()
+
+
+def _one_live_leader(store: str, leader: str, dead: str) -> None:
+    """The heartbeats: the killed leader's row stays, goes stale, and only the new leader counts as leading."""
+    from llmvirt.store import controllers
+
+    engine = database.open_engine(store)
+    deadline = time.monotonic() + 15
+    while True:
+        rows = {c["name"]: c for c in controllers.all_controllers(engine)}
+        if rows[dead]["stale"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert rows[dead]["stale"] and rows[dead]["role"] == "leader"  # it died leading: its last word
+    assert [n for n, c in rows.items() if c["role"] == "leader" and not c["stale"]] == [leader]
+    engine.dispose()
 
 
 def test_a_new_leader_reconciles_what_a_dead_one_left_running(store: str) -> None:
@@ -111,10 +129,14 @@ def test_a_new_leader_reconciles_what_a_dead_one_left_running(store: str) -> Non
     c = Controller(store, "--ticks", "1")
     try:
         tick = c.next_tick()
+        assert c.proc.wait(timeout=60) == 0  # it stops by itself after its one tick
     finally:
         c.stop()
     assert tick["role"] == "leader" and len(tick["reconciled"]) == 1, tick
     assert journal.open_actions(engine) == []  # set right from what the host shows, not re-run
+    from llmvirt.store import controllers
+
+    assert controllers.all_controllers(engine) == []  # a controller that stops cleanly removes its heartbeat
 
 
 def test_a_leader_cut_off_from_the_database_stops_acting(postgres_server) -> None:  # noqa: ANN001

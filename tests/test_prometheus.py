@@ -54,6 +54,14 @@ def fleet(cli, db_url: str) -> str:
     journal.set_status(engine, done.id, "done", "moved", {"seconds": 2.5, "downtime_ms": 40})
     journal.set_status(engine, failed.id, "failed", "refused")
     journal.finish_plan(engine, plan)
+    from datetime import UTC, datetime, timedelta
+
+    from llmvirt.store import controllers
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    controllers.heartbeat(engine, "ctl-a:1", "leader", now - timedelta(hours=1), 60.0, now - timedelta(minutes=30))
+    controllers.heartbeat(engine, "ctl-b:2", "leader", now - timedelta(hours=1), 60.0)  # took over from a
+    controllers.heartbeat(engine, "ctl-c:3", "follower", now - timedelta(hours=1), 60.0)
     return db_url
 
 
@@ -86,6 +94,10 @@ def test_a_real_prometheus_scrapes_the_fleet(fleet: str, tmp_path: Path) -> None
         assert [float(r["value"][1]) for r in done] == [1.0]
         assert float(_query(pport, "llmvirt_migration_downtime_seconds_sum")[0]["value"][1]) == pytest.approx(0.04)
         assert _query(pport, "llmvirt_policy_info")[0]["metric"]["version"] == "v0"
+        leads = {r["metric"]["controller"]: float(r["value"][1]) for r in _query(pport, "llmvirt_controller_leader")}
+        assert leads == {"ctl-a:1": 0.0, "ctl-b:2": 1.0, "ctl-c:3": 0.0}  # a stopped ticking: not the leader
+        quiet = _query(pport, "llmvirt_controller_last_tick_age_seconds > 600")
+        assert [r["metric"]["controller"] for r in quiet] == ["ctl-a:1"]
         for expr in _dashboard_exprs():  # the shipped Grafana dashboard's queries parse and run
             _query(pport, expr)
     finally:

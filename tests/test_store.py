@@ -39,7 +39,7 @@ def test_upgrade_is_idempotent(db_url: str) -> None:
     _engine(db_url)
     engine = _engine(db_url)
     database.upgrade(engine)
-    assert database.current_revision(engine) == database.head_revision() == "0004"
+    assert database.current_revision(engine) == database.head_revision() == "0005"
 
 
 def test_snapshots_are_history_and_give_utilisation(db_url: str) -> None:

@@ -64,3 +64,26 @@ def run(
 
     settings = controller.ControllerSettings(apply, goal, max_migrations, st.config_path)
     controller.run(engine, resolve_url(st.db_url), settings, interval, report, ticks)
+
+
+@app.command("list")
+def list_controllers(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every controller sharing this store: its role at its last tick, and whether it has gone quiet."""
+    from rich.table import Table
+
+    from llmvirt.store import controllers
+
+    rows = controllers.all_controllers(state(ctx).engine())
+    if as_json:
+        out.print_json(json.dumps({"controllers": rows}))
+        return
+    t = Table(title="Controllers")
+    for col in ("controller", "role", "last tick", "leading since"):
+        t.add_column(col, overflow="fold")
+    for c in rows:
+        age = f"{c['last_tick_age_s']:.0f} s ago" + (" (stale)" if c["stale"] else "")
+        t.add_row(c["name"], c["role"], age, (c["leading_since"] or "")[:19].replace("T", " "))
+    out.print(t)

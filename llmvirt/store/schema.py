@@ -161,3 +161,16 @@ class PolicyVersionRow(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     activated_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class ControllerRow(Base):
+    """A running ``llmvirt controller``: its role at its last tick (leader, follower, lost, error)."""
+
+    __tablename__ = "controllers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)  # hostname:pid
+    role: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    last_tick_at: Mapped[datetime] = mapped_column(DateTime)
+    interval_s: Mapped[float] = mapped_column(Float)
+    leading_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
