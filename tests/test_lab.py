@@ -659,6 +659,58 @@ def test_fault_destination_libvirtd_killed_during_migration(lab_env, monkeypatch
     assert acts[0]["status"] == "failed" and acts[0]["reason"]
 
 
+def test_controller_leader_killed_mid_migration_on_a_postgresql_store(lab_env, monkeypatch, postgres_server) -> None:
+    """Issue 19: two controllers share a PostgreSQL store of the lab. The leader plans a migration off the
+    hotspot and is SIGKILLed while libvirt reports the transfer active; the other takes over, reconciles the
+    journal, and nothing runs twice: the guest ends on exactly one host and the action is closed once."""
+    import signal
+
+    from test_controller import Controller
+
+    from llmvirt.store import database, registry
+
+    lab_dir, sqlite_url = lab_env
+    pg = postgres_server.new_database()
+    pg_engine = database.open_engine(pg)
+    for h in registry.list_hosts(database.open_engine(sqlite_url)):  # the lab's hosts, in the shared store
+        registry.add_host(pg_engine, registry.RegisteredHost(h.name, h.uri))
+    monkeypatch.setenv("LLMVIRT_DB", pg)
+    _hotspot(lab_dir, Cli())
+    cfg = Path(os.environ["LLMVIRT_CONFIG"])  # slow migrations, so the kill lands mid-transfer
+    cfg.write_text(cfg.read_text() + "[apply]\nbandwidth_mib_s = 2\ntimeout_base_s = 300\ntimeout_per_gib_s = 0\n")
+    a = Controller(pg, "--apply", "--max-migrations", "1")
+    b = None
+    try:
+        running = _wait_running(pg, set())  # a, the only controller, leads and started its migration
+        assert running["kind"] == "migrate" and running["src"] == "lab-1", running
+        b = Controller(pg, "--dry-run")
+        assert b.next_tick(60)["role"] == "follower"
+        assert _wait_job_active(lab_dir, "lab-1", running["vm"])["data_remaining"] > 0
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait(timeout=30)
+        tick, waited = b.until("leader", 30)
+        assert tick["took_over"] and waited < 30, tick
+        deadline = time.monotonic() + 60  # the source daemon cancels a migration whose client died
+        while time.monotonic() < deadline and len(_running_on(lab_dir, running["vm"])) != 1:
+            time.sleep(0.5)
+        where = _running_on(lab_dir, running["vm"])
+        assert len(where) == 1, where  # never lost, never duplicated
+        b.next_tick(60)  # one more tick after the guest settled
+        acts = [x for x in journal.all_actions(pg_engine) if x["kind"] == "migrate"]
+        assert [x["id"] for x in acts] == [running["id"]]  # b planned in dry run: no second migration
+        closed = acts[0]
+        assert closed["status"] in ("done", "failed") and closed["reason"].startswith("reconciled"), closed
+        assert (closed["status"] == "done") == (where == [running["dst"]])
+        code, out, _ = Cli()("plans", "show", str(closed["plan_id"]), "--json")
+        events = [e["status"] for e in json.loads(out)["actions"][0]["events"]]
+        assert events.count("running") == 1, events  # started once, by the leader that died
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+        pg_engine.dispose()
+
+
 def test_fault_source_host_stopped_during_plan(lab_env, monkeypatch) -> None:
     """The source host's libvirtd is gone when the plan reaches its action: failed, nothing lost."""
     import os
