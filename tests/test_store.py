@@ -67,13 +67,17 @@ def test_snapshots_are_history_and_give_utilisation(db_url: str) -> None:
 
 def test_prune_keeps_latest(db_url: str) -> None:
     engine = _engine(db_url)
-    registry.add_host(engine, registry.RegisteredHost("s", fixture_uri("small-host.xml")))
-    res = scan_hosts([("s", fixture_uri("small-host.xml"), False)])
+    registry.add_host(engine, registry.RegisteredHost("s", fixture_uri("busy-host.xml")))
+    res = scan_hosts([("s", fixture_uri("busy-host.xml"), False)])
+    assert len(res.hosts[0].vms) == 3
     old = datetime(2020, 1, 1)
     for i in range(3):
         snapshots.record_scan(engine, res, taken_at=old + timedelta(days=i))
     assert snapshots.prune(engine, timedelta(days=30)) == 2
     assert snapshots.latest(engine)[0].scanned_at == old + timedelta(days=2)
+    with engine.connect() as c:  # the pruned snapshots' VM samples go with them (ON DELETE CASCADE)
+        left = c.execute(select(func.count()).select_from(VmSampleRow)).scalar()
+        assert c.execute(select(func.count()).select_from(HostSnapshotRow)).scalar() == 1 and left == 3
 
 
 def test_failed_host_keeps_its_last_good_snapshot(db_url: str) -> None:
