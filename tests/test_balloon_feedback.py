@@ -179,3 +179,7 @@ def test_reclaimed_memory_counts_as_needed_only_up_to_the_hosts_overcommit() -> 
     assert a["reclaimed_gib_avg"] == b["reclaimed_gib_avg"] == pytest.approx(0.9 * 8.0)  # 4 x 2 GiB taken
     assert a["needed_reclaimed_gib_avg"] == 0.0  # the maxima fit: nothing was needed
     assert b["needed_reclaimed_gib_avg"] == pytest.approx(0.9 * 4.0)  # 16 GiB of maxima on a 12 GiB host
+    # the one memory cost counts only the needed GiB-hours (0.01 each) against pressure VM-hours (1 each)
+    hours = 10 * 300 / 3600
+    assert a["memory_cost"] == pytest.approx(a["guest_pressure_h"] + a["mem_overload_h"])
+    assert b["memory_cost"] == pytest.approx(b["guest_pressure_h"] + b["mem_overload_h"] - 0.01 * 0.9 * 4.0 * hours)

@@ -32,14 +32,15 @@ DEFAULTS = {Scenario.cloudsim: defaults.DEFAULT_CLOUDSIM_POLICIES, Scenario.bala
 FLEET_COLUMNS = {
     Scenario.balance: ("host_overload_h", "cpu_overload_h", "mem_overload_h", "migrations", "gib_migrated",
                        "cpu_spread_avg"),
-    Scenario.memory: ("reclaimed_gib_avg", "needed_reclaimed_gib_avg", "guest_pressure_h", "mem_overload_h"),
+    Scenario.memory: ("memory_cost", "reclaimed_gib_avg", "needed_reclaimed_gib_avg", "guest_pressure_h",
+                      "mem_overload_h"),
     Scenario.pinning: ("weighted_slowdown", "p95_slowdown", "vms_per_host", "repins"),
 }
 
 
 HEADERS = {"host_overload_h": "overload h", "cpu_overload_h": "CPU over h", "mem_overload_h": "mem over h",
            "gib_migrated": "GiB moved", "cpu_spread_avg": "CPU spread", "reclaimed_gib_avg": "reclaimed GiB",
-           "needed_reclaimed_gib_avg": "needed GiB",
+           "needed_reclaimed_gib_avg": "needed GiB", "memory_cost": "cost",
            "guest_pressure_h": "pressure h", "weighted_slowdown": "weighted slowdown",
            "p95_slowdown": "p95 slowdown", "vms_per_host": "VMs/host", "repins": "re-pins"}
 

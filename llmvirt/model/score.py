@@ -58,3 +58,18 @@ COST_WEIGHTS: dict[str, float] = {"energy_kwh": 1.0, "unmet_core_h": 10.0, "gib_
 def consolidation_cost(summary: dict[str, float]) -> float:
     """The honest cost of one cloudsim run (a ``Metrics.summary()``); lower is better."""
     return sum(w * float(summary[k]) for k, w in COST_WEIGHTS.items())
+
+
+#: The memory scenario's one cost (issue 14), in guest-pressure VM-hour equivalents; lower is better. It
+#: takes the goal-memory reward weights that outcomes on real hosts were already scored with (a VM-hour of
+#: guest pressure and a host-hour of memory overload cost 1 each; a GiB-hour reclaimed is worth 0.01) and
+#: counts only reclaimed memory a host *needed* (docs/metrics.md). Disclosure: written after the memory
+#: head's operating point was chosen (by "pressure at most MOM's, then the most reclaimed"), not used to
+#: choose anything since.
+MEMORY_COST_WEIGHTS: dict[str, float] = {"guest_pressure_h": 1.0, "mem_overload_h": 1.0,
+                                         "needed_reclaimed_gib_h": -0.01}
+
+
+def memory_cost(metrics: dict[str, float]) -> float:
+    """The memory scenario's cost of one run (``FleetMetrics.summary()``); lower is better."""
+    return sum(w * float(metrics[k]) for k, w in MEMORY_COST_WEIGHTS.items())

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from llmvirt.model.arrays import ClusterArrays, FleetSetup
-from llmvirt.model.score import Score
+from llmvirt.model.score import Score, memory_cost
 from llmvirt.sim.traces import UsageTrace
 
 BALANCE_SETUP = FleetSetup(cpu_allocation_ratio=4.0, ram_allocation_ratio=1.0, fill=0.9)
@@ -79,7 +79,10 @@ class FleetMetrics:
                 "gib_migrated": self.gib_migrated, "guest_pressure_h": self.guest_pressure_h,
                 "reclaimed_gib_avg": self.reclaimed_gib_h / self.hours if self.hours else 0.0,
                 "needed_reclaimed_gib_avg": self.needed_reclaimed_gib_h / self.hours if self.hours else 0.0,
-                "cpu_spread_avg": float(np.mean(self.cpu_spread)) if self.cpu_spread else 0.0}
+                "cpu_spread_avg": float(np.mean(self.cpu_spread)) if self.cpu_spread else 0.0,
+                "memory_cost": memory_cost({"guest_pressure_h": self.guest_pressure_h,
+                                            "mem_overload_h": self.mem_overload_h,
+                                            "needed_reclaimed_gib_h": self.needed_reclaimed_gib_h})}
 
 
 def first_fit_decreasing(trace: UsageTrace, setup: FleetSetup) -> np.ndarray:
