@@ -183,3 +183,31 @@ def test_reclaimed_memory_counts_as_needed_only_up_to_the_hosts_overcommit() -> 
     hours = 10 * 300 / 3600
     assert a["memory_cost"] == pytest.approx(a["guest_pressure_h"] + a["mem_overload_h"])
     assert b["memory_cost"] == pytest.approx(b["guest_pressure_h"] + b["mem_overload_h"] - 0.01 * 0.9 * 4.0 * hours)
+
+
+def test_memory_cost_bound_is_below_every_policy_and_reached_by_the_oracle() -> None:
+    """Issue 14: the hindsight bound of the memory cost is what balloons set at each step's use reach, and
+    no policy (here no ballooning, halving, and the oracle one step late) goes below it."""
+    from llmvirt.bench.run import memory_cost_bound
+    from llmvirt.model.arrays import FleetSetup
+    from llmvirt.sim.fleet import FleetSim
+
+    rng = np.random.default_rng(3)
+    n, steps = 6, 40
+    cap = rng.choice([2048.0, 4096.0, 8192.0], n)
+    use = np.minimum(cap[:, None], rng.uniform(0.2, 1.0, (n, steps)) * cap[:, None])
+    tr = UsageTrace(tuple(f"v{i}" for i in range(n)), 300, np.full(n, 1, dtype=np.int64), np.full(n, 2600.0),
+                    np.full((n, steps), 100.0), cap, use)
+    setup = FleetSetup(host_cores=64, host_mem_mib=12288.0, ram_allocation_ratio=1.6)
+    bound = memory_cost_bound(tr, FleetSim(tr, setup).vm_host, setup.host_mem_mib)
+
+    class Late:  # the oracle, one step late (the simulator applies targets from the next step on)
+        t = 0
+
+        def targets(self, view: ClusterArrays) -> np.ndarray:
+            self.t += 1
+            return use[:, min(self.t, steps - 1)]
+
+    costs = [FleetSim(tr, setup).run(balloon=b).summary()["memory_cost"] for b in (None, _Halve(), Late())]
+    assert all(c >= bound - 1e-9 for c in costs), (bound, costs)
+    assert costs[2] < costs[0] and costs[2] - bound < 0.1 * abs(bound)  # the oracle comes close to it
