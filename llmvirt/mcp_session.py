@@ -207,9 +207,12 @@ class LlmvirtMcp:
     def doctor(self, timeout: float) -> dict[str, Any]:
         """The ``doctor --json`` document: store, hosts and cluster checks."""
         from llmvirt import doctor as doc
+        from llmvirt.config import load_migration_settings
         from llmvirt.store import database
 
-        checks = doc.all_checks(self.engine, database.sqlite_path(database.resolve_url(self.db_url)), timeout)
+        migrate_uri = load_migration_settings(self.config_path).migrate_uri  # as `llmvirt doctor` reads it
+        checks = doc.all_checks(self.engine, database.sqlite_path(database.resolve_url(self.db_url)), timeout,
+                                migrate_uri)
         return doc.as_json(checks)
 
     # --- acting ------------------------------------------------------------------------------

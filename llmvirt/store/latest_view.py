@@ -94,12 +94,16 @@ def _ranked(lo: int, host_ids: list[int] | None) -> Any:
     return q.subquery()
 
 
-def _two_latest_ok(s: Session, host_ids: list[int], lo: int, ranked: Any) -> dict[int, list[Any]]:
+def _two_latest_ok(s: Session, host_ids: list[int], lo: int, ranked: Any) -> tuple[dict[int, list[Any]], set[int]]:
     """Per host, its latest two good snapshots (plain rows), newest first: one windowed query over the recent
-    scans, then one over the whole history of the hosts those scans do not cover."""
+    scans, then one over the whole history of the hosts those scans do not cover. Also the ids the window
+    ranked newest (their samples are read through the ranked subquery)."""
     out: dict[int, list[Any]] = {}
+    window_newest: set[int] = set()
     for snap in s.execute(select(ranked).where(ranked.c.rn <= 2)):
         out.setdefault(snap.host_id, []).append(snap)
+        if snap.rn == 1:
+            window_newest.add(int(snap.id))
     if lo:  # hosts the window does not cover (new, failing, or not scanned lately): their whole history, set-wise
         for chunk in _chunks(h for h in host_ids if len(out.get(h, [])) < 2):
             for h in chunk:
@@ -109,7 +113,7 @@ def _two_latest_ok(s: Session, host_ids: list[int], lo: int, ranked: Any) -> dic
                 out.setdefault(snap.host_id, []).append(snap)
     for rows in out.values():
         rows.sort(key=lambda r: r.id, reverse=True)
-    return out
+    return out, window_newest
 
 
 def _last_errors(s: Session, host_ids: list[int], lo: int) -> dict[int, str | None]:
@@ -187,9 +191,8 @@ def latest(engine: Engine, names: list[str] | None = None) -> list[HostView]:
         rows = s.scalars(q).all()
         lo = _window_start(s)
         ranked = _ranked(lo, [r.id for r in rows] if names else None)
-        snaps = _two_latest_ok(s, [r.id for r in rows], lo, ranked)
+        snaps, newest = _two_latest_ok(s, [r.id for r in rows], lo, ranked)
         errors = _last_errors(s, [r.id for r in rows], lo)
-        newest = {int(r.id) for r in s.execute(select(ranked.c.id).where(ranked.c.rn == 1))}
         samples = _samples(s, ranked, [v[0].id for v in snaps.values() if v[0].id not in newest])
         prev = _previous_counters(s, [v[1].scan_id for v in snaps.values() if len(v) == 2])
         views = []

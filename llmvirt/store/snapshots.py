@@ -174,6 +174,11 @@ def pair_load(s: Session, old_id: int, new_id: int, cpus: int, seconds: float,
     return busy / (seconds * 1e9 * max(1, cpus)) if seconds > 0 else 0.0
 
 
+def _used_mib(avail: int | None, unused: int | None, balloon: int | None, current: int) -> float:
+    """Memory a guest uses: what it reports (available minus unused), else its balloon size."""
+    return float(avail - unused) if avail is not None and unused is not None else float(balloon or current)
+
+
 def vm_usage_history(engine: Engine, scans: int) -> dict[str, list[tuple[float, float, float]]]:
     """Per VM uuid, ``(time s, memory used MiB, CPU seconds used)`` per stored sample over the last ``scans`` scans,
     oldest first. Memory used is balloon size minus guest-reported unused (the balloon size without
@@ -189,7 +194,7 @@ def vm_usage_history(engine: Engine, scans: int) -> dict[str, list[tuple[float, 
              .order_by(HostSnapshotRow.taken_at, VmSampleRow.id))
         out: dict[str, list[tuple[float, float, float]]] = {}
         for when, uuid, avail, unused, cur, mem, cpu in s.execute(q).all():
-            used = float(avail - unused) if avail is not None and unused is not None else float(cur or mem)
+            used = _used_mib(avail, unused, cur, mem)
             out.setdefault(uuid, []).append((when.timestamp(), used, (cpu or 0) / 1e9))
         return out
 
@@ -206,7 +211,7 @@ def one_vm_usage(engine: Engine, uuid: str, limit: int) -> list[tuple[float, flo
         rows = s.execute(q).all()
     out = []
     for when, avail, unused, cur, mem, cpu in reversed(rows):
-        used = float(avail - unused) if avail is not None and unused is not None else float(cur or mem)
+        used = _used_mib(avail, unused, cur, mem)
         out.append((when.timestamp(), used, (cpu or 0) / 1e9))
     return out
 
