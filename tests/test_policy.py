@@ -115,6 +115,22 @@ def test_shipped_default_policy_loads_and_is_small() -> None:
     assert size < 5 * 2**20 and meta["scenario"] == "balance" and "held_out_vms" in meta["training_data"]
 
 
+def test_place_define_creates_the_vm_and_json_stays_one_document(cli, tmp_path: Path) -> None:
+    """place --define --json: the creation is reported inside the JSON document, not as a line after it."""
+    cli("hosts", "add", "spare", fixture_uri("small-host.xml"))
+    cli("scan")
+    xml = tmp_path / "new.xml"
+    xml.write_text("<domain type='test'><name>new-vm</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>"
+                   "<os><type>hvm</type></os></domain>")
+    code, out, err = cli("place", "--vcpus", "1", "--memory", "256M", "--define", str(xml), "--json")
+    assert code == 0, err
+    assert json.loads(out)["defined"] == {"vm": "new-vm", "host": "spare"}
+    code, out, err = cli("place", "--vcpus", "1", "--memory", "256M", "--define", str(xml))
+    assert code == 0 and "defined and started new-vm on spare" in out, err
+    code, out, err = cli("place", "--vcpus", "1", "--memory", "256M", "--define", str(tmp_path / "missing.xml"))
+    assert code == 2 and "cannot read" in err
+
+
 def test_place_and_rebalance_cli(cli) -> None:
     for name, f in (("gpu1", "gpu-host.xml"), ("busy", "busy-host.xml"), ("spare", "small-host.xml")):
         cli("hosts", "add", name, fixture_uri(f))
@@ -126,8 +142,10 @@ def test_place_and_rebalance_cli(cli) -> None:
     code, out, _ = cli("place", "--vcpus", "2", "--memory", "2G", "--vgpu", "nvidia-1156", "--json")
     doc = json.loads(out)
     assert doc["chosen"] == "gpu1" and {"host": "busy", "constraint": "gpu_type"} in doc["excluded"]
-    code, out, _ = cli("place", "--vcpus", "2", "--memory", "2G", "--gpu", "1")
-    assert code == 1 and "nothing fits" in out  # the H100 is taken, the L40S is split into vGPUs
+    code, out, err = cli("place", "--vcpus", "2", "--memory", "2G", "--gpu", "1")
+    assert code == 1 and "nothing fits" in err  # the H100 is taken, the L40S is split into vGPUs
+    code, out, err = cli("place", "--vcpus", "2", "--memory", "2G", "--gpu", "1", "--json")
+    assert code == 1 and json.loads(out)["ranked"] == [] and "nothing fits" in err  # stdout stays one document
     code, _, err = cli("place", "--vcpus", "0", "--memory", "2G")
     assert code == 2 and "--vcpus" in err
     cli("hosts", "maintenance", "gpu1", "on")

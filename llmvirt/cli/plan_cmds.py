@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from llmvirt import config
-from llmvirt.cli.common import lazy, out, parse_size_mib, state
+from llmvirt.cli.common import err, lazy, out, parse_size_mib, state
 from llmvirt.errors import EXIT_ERROR, UsageError, translate_libvirt
 
 if TYPE_CHECKING:
@@ -79,8 +79,11 @@ def place(
     spec, _ = (policy, "") if snapshot is not None else _policy(ctx, policy)
     rules = decide.Context(config.load_limits(st.config_path), config.load_groups(st.config_path))
     result = decide.place(_cluster(ctx, snapshot), req, decide.load_scorer(spec), rules)
+    defined = None
+    if define is not None and result.ranked:  # --json stays one JSON document: the creation goes into it
+        defined = {"vm": _define(ctx, result.ranked[0]["host"], define), "host": result.ranked[0]["host"]}
     if as_json:
-        out.print_json(json.dumps(result.as_json()))
+        out.print_json(json.dumps({**result.as_json(), **({"defined": defined} if defined else {})}))
     else:
         t = Table(title=f"Placement ({result.policy})")
         for col in ("rank", "host", "score", "reasons"):
@@ -90,14 +93,15 @@ def place(
         out.print(t)
         for h, c in result.excluded.items():
             out.print(f"excluded {h}: {c}")
+        if defined:
+            out.print(f"defined and started {defined['vm']} on {defined['host']}", markup=False)
     if not result.ranked:
-        out.print("nothing fits: every host is excluded by a constraint (see above)", markup=False)
+        err.print("nothing fits: every host is excluded by a constraint (see above)", markup=False)
         raise typer.Exit(EXIT_ERROR)
-    if define is not None:
-        _define(ctx, result.ranked[0]["host"], define)
 
 
-def _define(ctx: typer.Context, host_name: str, xml_path: Path) -> None:
+def _define(ctx: typer.Context, host_name: str, xml_path: Path) -> str:
+    """Define and start the domain XML on the chosen host; return the domain's name."""
     import libvirt
 
     from llmvirt.store import registry
@@ -113,7 +117,7 @@ def _define(ctx: typer.Context, host_name: str, xml_path: Path) -> None:
         with translate_libvirt(f"defining {xml_path.name} on {host_name}"):
             dom = conn.defineXML(xml)
             dom.create()
-        out.print(f"defined and started {dom.name()} on {host_name}")
+        return dom.name()
     finally:
         conn.close()
 
