@@ -803,6 +803,9 @@ def test_peer_to_peer_migration(lab_env, monkeypatch) -> None:
                                Guardrails(settings=MigrationSettings(peer_to_peer=True)), say=lambda *_: None)
     assert counts["done"] == 1, counts
     assert _running_on(lab_dir, "vm-5") == [dst]
+    code, out, _ = Cli()("actions", "--json")
+    row = next(r for r in json.loads(out)["actions"] if r["vm"] == "vm-5" and r["status"] == "done")
+    assert row["reason"] == f"vm-5 moved to {dst} (peer to peer)"  # the journal says how it moved
 
 
 def test_maintenance_drains_host_with_apply(lab_env, monkeypatch) -> None:

@@ -103,7 +103,8 @@ class Migrate:
             err = error[0]
             msg = err.get_error_message() if isinstance(err, libvirt.libvirtError) else str(err)
             return self._failed(a, env, f"libvirt: {' '.join(str(msg).split())}")
-        return Outcome(DONE, f"{a.vm} moved to {a.dst}",
+        how = "peer to peer" if settings.peer_to_peer else "managed by llmvirt"  # which libvirt did the moving
+        return Outcome(DONE, f"{a.vm} moved to {a.dst} ({how})",
                        {"seconds": round(time.monotonic() - t0, 2), **_completed_job(dst_conn, a.uuid)})
 
     def post_condition(self, a: Action, env: Env, outcome: Outcome) -> Outcome:
