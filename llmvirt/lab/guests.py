@@ -78,10 +78,14 @@ def log_size(log: Path) -> int:
 
 
 def start_guest(conn: libvirt.virConnect, xml: str, name: str) -> libvirt.virDomain:
-    """Define (persistently) and start a guest."""
+    """Define (persistently) and start a guest; a guest that cannot start is not left defined."""
     with translate_libvirt(f"guest {name}"):
         dom = conn.defineXML(xml)
-        dom.create()
+        try:
+            dom.create()
+        except libvirt.libvirtError:
+            dom.undefine()
+            raise
         return dom
 
 
