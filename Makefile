@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both set themselves up.
-.PHONY: setup demo test test-postgres lint bench package package-check clean
+.PHONY: setup demo test test-postgres lint bench package package-check vagrant-e2e vagrant-smoke clean
 
 VENV := .venv/bin
 
@@ -25,6 +25,14 @@ package:
 # Build the wheel and the Debian package, install each (fresh venv; dpkg) and exercise them. CI runs it.
 package-check:
 	bash scripts/package-check.sh
+
+# The Vagrant lab (root): box built here from Debian packages, kvm1..kvm3 booted, vagrant/e2e.py run from this
+# machine over qemu+ssh, everything destroyed. vagrant-smoke: box plus one machine, checked over ssh (CI).
+vagrant-e2e:
+	bash vagrant/run-e2e.sh
+
+vagrant-smoke:
+	bash vagrant/run-e2e.sh --smoke
 
 bench: setup
 	$(VENV)/python bench/scan_bench.py

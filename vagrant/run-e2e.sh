@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# `make vagrant-e2e`: from a fresh checkout, everything the Vagrant lab needs, then the end-to-end
+# check, then teardown. Run as root on a Debian 12 machine (the lab machine of this project).
+#
+#   1. packages: Debian's vagrant, vagrant-libvirt, mmdebstrap (and the README's set-up for llmvirt)
+#   2. the system libvirtd that vagrant-libvirt talks to (systemd where it runs, else the daemons)
+#   3. the Vagrant machines' domain type (kvm or qemu/TCG) from the lab's own probe
+#   4. the box, built locally from Debian packages (vagrant/build-box.sh, cached)
+#   5. `vagrant up` of kvm1..kvmN; kvm1 serves the image directory over NFS
+#   6. vagrant/e2e.py on this machine, the controller, over qemu+ssh (a throwaway key in an ssh-agent)
+#   7. `vagrant destroy -f`, and this machine's /etc/hosts entries removed
+#
+# Usage: vagrant/run-e2e.sh [--smoke]
+#   --smoke  CI's smaller version: box build plus one booted machine, checked over ssh and qemu+ssh
+# Env: LLMVIRT_VAGRANT_HOSTS (default 3), LLMVIRT_VAGRANT_OUT (timings JSON, default bench/vagrant_e2e.json;
+#      bench/vagrant_smoke.json with --smoke), LLMVIRT_VAGRANT_KEEP=1 leaves the machines up.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+SMOKE=0
+[ "${1:-}" = "--smoke" ] && SMOKE=1
+if [ "$SMOKE" = 1 ]; then N=1; else N=${LLMVIRT_VAGRANT_HOSTS:-3}; fi
+OUT=${LLMVIRT_VAGRANT_OUT:-bench/vagrant_$([ "$SMOKE" = 1 ] && echo smoke || echo e2e).json}
+[ "$(id -u)" -eq 0 ] || { echo "run-e2e: needs root (libvirt's system instance, /etc/hosts)" >&2; exit 2; }
+declare -A T
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+timed() { local name=$1; shift; local t0; t0=$(now); "$@"; T[$name]=$(since "$t0"); echo "run-e2e: $name ${T[$name]} s" >&2; }
+
+packages() {
+  bash scripts/setup.sh >/dev/null
+  local want=(vagrant vagrant-libvirt mmdebstrap dnsmasq-base e2fsprogs) missing=()
+  for p in "${want[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+system_libvirtd() {
+  # /dev/kvm as udev leaves it on a Debian host (root:kvm 0660), so that QEMU's user can open it and the
+  # probe below tests nested KVM itself; machines without udev leave it root-only
+  if [ -c /dev/kvm ] && [ "$(stat -c %G /dev/kvm)" != kvm ] && getent group kvm >/dev/null; then
+    chgrp kvm /dev/kvm && chmod 660 /dev/kvm
+  fi
+  virsh -c qemu:///system version >/dev/null 2>&1 && return 0
+  if [ -d /run/systemd/system ]; then
+    systemctl start libvirtd
+  else  # containers and CI machines without systemd as PID 1
+    pgrep -x virtlogd >/dev/null || virtlogd -d
+    libvirtd -d
+  fi
+  for _ in $(seq 1 50); do virsh -c qemu:///system version >/dev/null 2>&1 && return 0; sleep 0.2; done
+  echo "run-e2e: the system libvirtd does not answer" >&2
+  return 1
+}
+
+IMAGE_DIR=/var/lib/libvirt/boot/llmvirt-lab-image   # QEMU's user must read the guest image
+HOSTS_BEGIN="# llmvirt-vagrant begin"
+hosts_entries() {
+  sed -i "/^$HOSTS_BEGIN/,/^# llmvirt-vagrant end/d" /etc/hosts
+  { echo "$HOSTS_BEGIN"; for i in $(seq 1 "$N"); do echo "10.77.0.$((10 + i)) kvm$i"; done; echo "# llmvirt-vagrant end"; } >>/etc/hosts
+}
+teardown() {
+  local rc=$?
+  if [ "${LLMVIRT_VAGRANT_KEEP:-0}" != 1 ]; then
+    local t0; t0=$(now)
+    (cd vagrant && vagrant destroy -f) >/dev/null 2>&1 || true
+    T[destroy]=$(since "$t0")
+    sed -i "/^$HOSTS_BEGIN/,/^# llmvirt-vagrant end/d" /etc/hosts
+  fi
+  [ -n "${SSH_AGENT_PID:-}" ] && kill "$SSH_AGENT_PID" 2>/dev/null
+  {
+    printf '{"ok": %s, "mode": "%s", "hosts": %s, "driver": "%s", "machine": "%s", "date": "%s", "timings_s": {' \
+      "$([ $rc -eq 0 ] && echo true || echo false)" "$([ "$SMOKE" = 1 ] && echo smoke || echo full)" "$N" \
+      "${DRIVER:-?}" "$(nproc) CPUs, $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -r)" "$(date -u +%FT%TZ)"
+    sep=""; for k in "${!T[@]}"; do printf '%s"%s": %.1f' "$sep" "$k" "${T[$k]}"; sep=", "; done
+    printf '}'
+    [ -f "${E2E_JSON:-/nonexistent}" ] && printf ', "e2e": %s' "$(cat "$E2E_JSON")"
+    printf '}\n'
+  } >"$OUT"
+  rm -rf "${WORK:-/nonexistent}"
+  echo "run-e2e: $([ $rc -eq 0 ] && echo passed || echo FAILED), timings in $OUT" >&2
+  exit $rc
+}
+
+timed packages packages
+timed libvirtd system_libvirtd
+DRIVER=$(.venv/bin/python vagrant/probe_driver.py "$IMAGE_DIR")
+echo "run-e2e: the Vagrant machines run under $DRIVER" >&2
+WORK=$(mktemp -d)
+trap teardown EXIT
+timed box_build bash vagrant/build-box.sh
+export LLMVIRT_VAGRANT_DRIVER=$DRIVER LLMVIRT_VAGRANT_HOSTS=$N
+hosts_entries
+up() { (cd vagrant && vagrant up --provider=libvirt 2>&1 | tr '\r' '\n' | grep -v 'Progress:' >"$WORK/up.log") ||
+         { tail -40 "$WORK/up.log" >&2; return 1; }; }
+timed vagrant_up up
+eval "$(ssh-agent -s)" >/dev/null
+ssh-add -q vagrant/.lab_ssh_key
+export LLMVIRT_DB=$WORK/llmvirt.db LLMVIRT_CONFIG=$WORK/llmvirt.toml
+printf '[apply]\npeer_to_peer = true\ntimeout_base_s = 300.0\n\n[outcomes]\nwindow_s = 20\n' >"$LLMVIRT_CONFIG"
+if [ "$SMOKE" = 1 ]; then
+  smoke() {
+    ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes root@kvm1 \
+      'hostname; virsh -c qemu:///system version --daemon | head -n 3; exportfs -v'
+    .venv/bin/llmvirt hosts add kvm1 "qemu+ssh://root@kvm1/system?no_verify=1"
+    .venv/bin/llmvirt scan
+    .venv/bin/llmvirt doctor --json >"$WORK/doctor.json" || true
+    .venv/bin/python - "$WORK/doctor.json" <<'EOF'
+import json, sys
+checks = json.load(open(sys.argv[1]))["checks"]
+reach = [c for c in checks if c["scope"] == "kvm1" and c["check"] == "reachable"]
+assert reach and reach[0]["status"] == "ok", reach
+print("smoke: kvm1 reachable over qemu+ssh:", reach[0]["detail"])
+EOF
+  }
+  timed smoke smoke
+else
+  E2E_JSON=$WORK/e2e.json
+  hosts=$(seq -s, -f 'kvm%g' 1 "$N")
+  timed e2e .venv/bin/python vagrant/e2e.py --hosts "$hosts" --image-dir "$IMAGE_DIR" --out "$E2E_JSON"
+fi
