@@ -22,6 +22,8 @@ Balancers (migration), each decides on a :class:`~llmvirt.model.arrays.ClusterAr
   imbalance by the margin (10 %, relative); repeated within the step (Proxmox's rounds are 10 s, its
   hold 3 rounds), at most 5 moves. ``dynamic`` (default) counts what guests use, ``static`` what they
   are configured with. Guests on hosts in maintenance go to the best-scored node first.
+- ``cp-sat[:K[:PRICE[:TRIGGER]]]``: the optimising baseline, each decision solved exactly by OR-Tools
+  CP-SAT (:mod:`llmvirt.sim.cpsat_balancer`).
 - ``none``: never migrate.
 
 Balloon policies are in :mod:`llmvirt.sim.field_balloons`.
@@ -35,6 +37,7 @@ import numpy as np
 
 from llmvirt.model.arrays import ClusterArrays
 from llmvirt.peers import pve_crs
+from llmvirt.sim.cpsat_balancer import CpSatBalance, make_cpsat
 from llmvirt.sim.fleet import allocation_ok
 
 
@@ -274,13 +277,15 @@ def _proxmox_crs(name: str, args: list[str]) -> ProxmoxCrs:
 
 def make_balancer(
     name: str,
-) -> NoMigration | WatcherWorkloadBalance | WatcherVmWorkloadConsolidation | ProxLB | ProxmoxCrs:
+) -> NoMigration | WatcherWorkloadBalance | WatcherVmWorkloadConsolidation | ProxLB | ProxmoxCrs | CpSatBalance:
     """A baseline balancer by name: none, watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu],
-    proxmox-crs[:static|dynamic][:T[:M]][:topsis] (``llmvirt[:POLICY]`` resolves in
-    :mod:`llmvirt.strategies.registry`)."""
+    proxmox-crs[:static|dynamic][:T[:M]][:topsis], cp-sat[:K[:PRICE[:TRIGGER]]] (``llmvirt[:POLICY]``
+    resolves in :mod:`llmvirt.strategies.registry`)."""
     base, *args = name.split(":")
     if base == "proxmox-crs":
         return _proxmox_crs(name, args)
+    if base == "cp-sat":
+        return make_cpsat(name, args)
     try:
         if base == "none":
             return NoMigration()
@@ -295,4 +300,4 @@ def make_balancer(
     except ValueError:
         raise ValueError(f"balancer {name!r}: parameter is not a number") from None
     raise ValueError(f"unknown balancer {name!r}: use none, watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu], "
-                     "proxmox-crs[:static|dynamic][:T[:M]][:topsis], llmvirt[:POLICY]")
+                     "proxmox-crs[:static|dynamic][:T[:M]][:topsis], cp-sat[:K[:PRICE[:TRIGGER]]], llmvirt[:POLICY]")

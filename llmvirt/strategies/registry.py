@@ -12,6 +12,8 @@ name                                   strategy
 ``baseline:proxlb[:B][:cpu]``          ProxLB rebalancing
 ``baseline:proxmox-crs[:OPTS]``        Proxmox VE CRS auto-rebalancing (``static``/``dynamic``, threshold,
                                        margin, ``topsis``); reproduces Proxmox's own CRS test cases
+``baseline:cp-sat[:K[:P[:T]]]``       each decision solved exactly by OR-Tools CP-SAT: at most K moves
+                                       minimising overload above T x cores plus P CPUs per move
 ``baseline:none``, ``baseline:dvfs``   never migrate
 ``baseline:DET-SEL-P``                 CloudSim PABFD, e.g. ``thr-mmt-0.8``, ``lr-mmt-1.2`` (cloudsim scenario)
 ``baseline:gated:T:E:B``               THR-MMT with a consolidation gate (the learned head's structure)
@@ -321,7 +323,7 @@ def resolve(name: str | None, goal: str = "balance") -> Strategy:
     try:
         return FleetStrategy(field_policies.make_balancer(base), label)
     except ValueError as exc:
-        if base.startswith("proxmox-crs"):
+        if base.startswith(("proxmox-crs", "cp-sat")):
             raise UsageError(str(exc)) from None
     try:
         return CloudsimStrategy(make_policy(base), label)
@@ -330,6 +332,7 @@ def resolve(name: str | None, goal: str = "balance") -> Strategy:
             raise UsageError(str(exc)) from None
     if name.startswith("baseline:"):
         raise UsageError(f"unknown baseline {name!r}: use baseline:best-fit|least-loaded|first-fit, "
-                         "watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu], proxmox-crs[:OPTS], none, dvfs or "
+                         "watcher-wb[:T], watcher-vwc, proxlb[:B][:cpu], proxmox-crs[:OPTS], cp-sat[:K[:P[:T]]], none, "
+                         "dvfs or "
                          "DETECTOR-SELECTION-PARAM (e.g. thr-mmt-0.8)")
     return _learned(name, goal)

@@ -1,0 +1,128 @@
+"""baseline:cp-sat, the optimising baseline (issue 14): each decision is the exact optimum, within the limits."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+from conftest import fixture_uri
+
+from llmvirt.model.arrays import ClusterArrays, FleetSetup
+from llmvirt.sim.cpsat_balancer import CpSatBalance
+from llmvirt.sim.field_policies import make_balancer
+
+MHZ = 1000.0
+
+
+def _view(cores: int, vm_host: list[int], cpus: list[float], vcpus: list[int] | None = None,
+          mem: list[float] | None = None, n_hosts: int = 3, maintenance: list[bool] | None = None,
+          movable: list[bool] | None = None, ratio: float = 4.0) -> ClusterArrays:
+    n = len(vm_host)
+    setup = FleetSetup(host_cores=cores, mhz_per_core=MHZ, host_mem_mib=1000.0 * cores, cpu_allocation_ratio=ratio)
+    return ClusterArrays(setup, np.array(vm_host), np.array(vcpus or [1] * n, dtype=float),
+                         np.array(mem or [100.0] * n), np.array(cpus) * MHZ, np.zeros(n), np.zeros(n), np.zeros(n),
+                         n_hosts, np.array(maintenance or [False] * n_hosts),
+                         movable=np.array(movable or [True] * n))
+
+
+def _objective(view: ClusterArrays, moves: list[tuple[int, int]], price: float, trigger: float = 1.0) -> float:
+    vm_host = view.vm_host.copy()
+    for v, h in moves:
+        vm_host[v] = h
+    load = np.bincount(vm_host, view.vm_cpu_mhz / MHZ, minlength=view.n_hosts)
+    return float(np.maximum(load - trigger * view.setup.host_cores, 0).sum() + price * len(moves))
+
+
+def _allowed(view: ClusterArrays, moves: list[tuple[int, int]]) -> bool:
+    vm_host = view.vm_host.copy()
+    for v, h in moves:
+        vm_host[v] = h
+    s = view.setup
+    for h in range(view.n_hosts):
+        on, was = vm_host == h, view.vm_host == h
+        if view.vm_vcpus[on].sum() > max(s.cpu_allocation_ratio * s.host_cores, view.vm_vcpus[was].sum()):
+            return False
+        if view.vm_mem_cap[on].sum() > max(s.ram_allocation_ratio * s.host_mem_mib, view.vm_mem_cap[was].sum()):
+            return False
+    return True
+
+
+def test_two_moves_clear_an_overload_that_one_cannot() -> None:
+    view = _view(4, [0, 0, 0, 1], [2.0, 2.0, 2.0, 1.0])  # host 0 asks 6 of 4 cores
+    two = CpSatBalance(max_moves=2, move_price=0.1).decide(view)
+    assert len(two) == 1 or _objective(view, two, 0.1) == pytest.approx(0.2)
+    assert _objective(view, two, 0.1) <= 0.2 + 1e-9 and all(view.vm_host[v] == 0 for v, _ in two)
+    one = CpSatBalance(max_moves=1, move_price=0.1).decide(view)
+    assert len(one) == 1 and _objective(view, one, 0.1) == pytest.approx(0.1)
+
+
+def test_no_overload_no_move_and_a_dear_move_is_not_made() -> None:
+    assert CpSatBalance().decide(_view(4, [0, 1, 2], [3.0, 3.0, 1.0])) == []
+    view = _view(4, [0, 0, 1], [2.5, 2.0, 1.0])  # 0.5 CPU over: not worth a move priced at 1 CPU
+    assert CpSatBalance(move_price=1.0).decide(view) == []
+    assert len(CpSatBalance(move_price=0.25).decide(view)) == 1
+
+
+def test_limits_maintenance_and_immovable_vms_are_respected() -> None:
+    # host 1 has no vCPU room left (ratio 1: 4 vCPUs on 4 cores), host 2 is in maintenance: nowhere to go
+    view = _view(4, [0, 0, 1], [3.0, 3.0, 0.5], vcpus=[1, 1, 4], maintenance=[False, False, True], ratio=1.0)
+    assert CpSatBalance().decide(view) == []
+    view = _view(4, [0, 0, 1], [3.0, 3.0, 0.5], movable=[False, True, True])
+    assert [v for v, _ in CpSatBalance().decide(view)] == [1]
+
+
+def test_each_decision_is_the_exact_optimum_on_random_small_fleets() -> None:
+    """Against brute force over every set of at most K moves of the overloaded hosts' VMs."""
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        n_h, n_v = int(rng.integers(2, 4)), int(rng.integers(3, 7))
+        vm_host = [int(h) for h in rng.integers(0, n_h, n_v)]
+        cpus = [float(c) for c in np.round(rng.uniform(0.2, 3.0, n_v), 2)]
+        vcpus = [int(c) for c in rng.integers(1, 4, n_v)]
+        k, price = int(rng.integers(1, 3)), float(rng.choice([0.1, 0.5]))
+        view = _view(4, vm_host, cpus, vcpus=vcpus, n_hosts=n_h, ratio=2.0)
+        got = CpSatBalance(max_moves=k, move_price=price).decide(view)
+        assert _allowed(view, got), trial
+        load = np.bincount(view.vm_host, view.vm_cpu_mhz / MHZ, minlength=n_h)
+        cand = [v for v in range(n_v) if load[view.vm_host[v]] > 4 + 1e-9]
+        best = _objective(view, [], price)
+        for r in range(1, k + 1):
+            for vs in itertools.combinations(cand, r):
+                for dsts in itertools.product(range(n_h), repeat=r):
+                    moves = [(v, d) for v, d in zip(vs, dsts, strict=True) if d != view.vm_host[v]]
+                    if len(moves) == r and _allowed(view, moves):
+                        best = min(best, _objective(view, moves, price))
+        assert _objective(view, got, price) == pytest.approx(best, abs=0.011), (trial, got)  # 0.01-CPU rounding
+
+
+def test_names_parse_and_bad_ones_say_how() -> None:
+    b = make_balancer("cp-sat:3:0.25:0.9")
+    assert (b.max_moves, b.move_price, b.trigger, b.name) == (3, 0.25, 0.9, "cp-sat:3:0.25:0.9")
+    assert make_balancer("cp-sat").max_moves == 2
+    for bad in ("cp-sat:x", "cp-sat:0", "cp-sat:1.5", "cp-sat:1:2:3:4"):
+        with pytest.raises(ValueError, match="cp-sat"):
+            make_balancer(bad)
+
+
+def test_rebalance_runs_cp_sat_on_a_scanned_cluster(cli, tmp_path) -> None:
+    """The same balancer plans on a scanned cluster through rebalance (here its status document with the
+    second host emptied, as a what-if), with its reason."""
+    cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
+    cli("hosts", "add", "busy2", fixture_uri("busy-host.xml"))
+    cli("scan")
+    cli("scan")
+    doc = json.loads(cli("status", "--json")[1])
+    for h in doc["hosts"]:
+        if h["name"] == "busy2":
+            h["vms"] = []
+    snap = tmp_path / "status.json"
+    snap.write_text(json.dumps(doc))
+    code, out, err = cli("rebalance", "--policy", "baseline:cp-sat:2:0.01:0.05", "--snapshot", str(snap), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["policy"] == "baseline:cp-sat:2:0.01:0.05"
+    assert doc["moves"] and all("CP-SAT (optimal)" in m["reason"] for m in doc["moves"]), doc
+    code, _, err = cli("rebalance", "--policy", "baseline:cp-sat:oops")
+    assert code == 2 and "cp-sat" in err
