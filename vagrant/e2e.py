@@ -181,6 +181,7 @@ class Run:
 
     def pin(self) -> None:
         """The rules' one-to-one pinning, applied and seen in a fresh scan."""
+        self.facts["pinning_before"] = guest_row(scanned())["pinning"]
         plan = llmvirt_json("rebalance", "--only", "pin", "--policy", "baseline:rules")
         mine = [a for a in plan["actions"] if a["vm"] == GUEST]
         if not mine:

@@ -85,7 +85,9 @@ teardown() {
 
 timed packages packages
 timed libvirtd system_libvirtd
+t_probe=$(now)
 DRIVER=$(.venv/bin/python vagrant/probe_driver.py "$IMAGE_DIR")
+T[probe]=$(since "$t_probe")
 echo "run-e2e: the Vagrant machines run under $DRIVER" >&2
 WORK=$(mktemp -d)
 trap teardown EXIT
