@@ -15,14 +15,13 @@ import json
 import statistics
 from pathlib import Path
 
-from llmvirt.bench.balance_rl import fleets, run_named
+from llmvirt.bench.balance_rl import fleets, run_named, trace_families
 from llmvirt.learn.train import split
 from llmvirt.learn.train_balance import TRAIN_FRACTION, load_trace
 from llmvirt.sim.balance_env import EnvConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACES = {"bitbrains-jul": ROOT.parent / "shared/traces/bitbrains-rnd/rnd_2013-7_week1.tar.gz",
-          "bitbrains-aug": ROOT.parent / "shared/traces/bitbrains-rnd/rnd_2013-8.tar.gz"}
+TRACES = trace_families(ROOT.parent / "shared/traces")
 SHOWN = ("none", "watcher-wb:100", "llmvirt-rl-fallback:1.0", "llmvirt-rl")
 
 

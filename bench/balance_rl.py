@@ -25,16 +25,14 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-from llmvirt.bench.balance_rl import fleets, run_actor, run_named, tune
+from llmvirt.bench.balance_rl import TUNE_SEEDS, fleets, run_actor, run_named, trace_families, tune
 from llmvirt.learn.train import split
 from llmvirt.learn.train_balance import TRAIN_FRACTION, load_trace
 from llmvirt.policy import balance_policy
 from llmvirt.sim.balance_env import EnvConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACES = {"bitbrains-jul": ROOT.parent / "shared/traces/bitbrains-rnd/rnd_2013-7_week1.tar.gz",
-          "bitbrains-aug": ROOT.parent / "shared/traces/bitbrains-rnd/rnd_2013-8.tar.gz"}
-TUNE_SEEDS = (1000, 1001)  # fleets of training VMs for the grid search
+TRACES = trace_families(ROOT.parent / "shared/traces")
 EVAL_SEED0 = 0  # held-back fleets: seeds 0 .. --seeds - 1
 
 

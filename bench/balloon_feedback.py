@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llmvirt.bench.balance_rl import trace_families
 from llmvirt.learn import balloon_calibration as bc
 from llmvirt.learn.train import split
 from llmvirt.learn.train_balloon import BalloonTrainConfig
@@ -39,8 +40,7 @@ from llmvirt.sim.field_balloons import MomBalloon, NoBalloon, ProxmoxAutoBalloon
 from llmvirt.sim.traces import load_bitbrains
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACES = {"bitbrains-jul": ROOT.parent / "shared/traces/bitbrains-rnd/rnd_2013-7_week1.tar.gz",
-          "bitbrains-aug": ROOT.parent / "shared/traces/bitbrains-rnd/rnd_2013-8.tar.gz"}
+TRACES = trace_families(ROOT.parent / "shared/traces")
 POLICY = ROOT / "policies/default"
 
 

@@ -21,15 +21,13 @@ import time
 from datetime import date
 from pathlib import Path
 
-from llmvirt.bench.balance_rl import fleets, run_named, tune
+from llmvirt.bench.balance_rl import TUNE_SEEDS, fleets, run_named, trace_families, tune
 from llmvirt.learn.train import split
 from llmvirt.learn.train_balance import TRAIN_FRACTION, load_trace
 from llmvirt.sim.balance_env import EnvConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACES = {"bitbrains-jul": ROOT.parent / "shared/traces/bitbrains-rnd/rnd_2013-7_week1.tar.gz",
-          "bitbrains-aug": ROOT.parent / "shared/traces/bitbrains-rnd/rnd_2013-8.tar.gz"}
-TUNE_SEEDS = (1000, 1001)
+TRACES = trace_families(ROOT.parent / "shared/traces")
 GRID = {"cp-sat": tuple(f"cp-sat:{k}:{p}" for k in (1, 2, 4) for p in (0.1, 0.5))}
 COMPARE = ("watcher-wb:100", "llmvirt-rl-fallback:1.0")
 

@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from llmvirt.bench.balance_rl import fleets
+from llmvirt.bench.balance_rl import TUNE_SEEDS, fleets, trace_families
 from llmvirt.learn.train import split
 from llmvirt.learn.train_balance import TRAIN_FRACTION, load_trace
 from llmvirt.policy import balance_policy
@@ -32,9 +32,7 @@ from llmvirt.sim.balance_env import BalanceEnv, BalanceState, EnvConfig
 from llmvirt.sim.traces import UsageTrace
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACES = {"bitbrains-jul": ROOT.parent / "shared/traces/bitbrains-rnd/rnd_2013-7_week1.tar.gz",
-          "bitbrains-aug": ROOT.parent / "shared/traces/bitbrains-rnd/rnd_2013-8.tar.gz"}
-TUNE_SEEDS = (1000, 1001)  # fleets of training VMs, as bench/balance_rl.py tunes its baselines
+TRACES = trace_families(ROOT.parent / "shared/traces")
 GRID = [(q, th) for q in (50, 90) for th in (0.9, 1.0, 1.1, 1.2)]
 
 

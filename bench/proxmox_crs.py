@@ -21,7 +21,16 @@ import time
 from datetime import date
 from pathlib import Path
 
-from llmvirt.bench.balance_rl import BASELINE_GRID, PROXMOX_CRS_GRID, fleets, run_actor, run_named, tune
+from llmvirt.bench.balance_rl import (
+    BASELINE_GRID,
+    PROXMOX_CRS_GRID,
+    TUNE_SEEDS,
+    fleets,
+    run_actor,
+    run_named,
+    trace_families,
+    tune,
+)
 from llmvirt.learn.train import split
 from llmvirt.learn.train_balance import TRAIN_FRACTION, load_trace
 from llmvirt.peers import conformance
@@ -31,9 +40,7 @@ from llmvirt.sim.balance_env import EnvConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT.parent / "shared/peers/pve-ha-manager-crs"
-TRACES = {"bitbrains-jul": ROOT.parent / "shared/traces/bitbrains-rnd/rnd_2013-7_week1.tar.gz",
-          "bitbrains-aug": ROOT.parent / "shared/traces/bitbrains-rnd/rnd_2013-8.tar.gz"}
-TUNE_SEEDS = (1000, 1001)  # the same training fleets as bench/balance_rl.py
+TRACES = trace_families(ROOT.parent / "shared/traces")
 
 
 def main() -> None:

@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from llmvirt.sim.balance_env import BalanceEnv, EnvConfig, Fleet, draw_fleet, trace_pool
 from llmvirt.sim.traces import UsageTrace
+
+BITBRAINS_FAMILIES = {"bitbrains-jul": "bitbrains-rnd/rnd_2013-7_week1.tar.gz",
+                      "bitbrains-aug": "bitbrains-rnd/rnd_2013-8.tar.gz"}
+"""The trace families the benchmarks judge on (Bitbrains Rnd: July week 1, the August month), under the traces
+directory."""
+TUNE_SEEDS = (1000, 1001)
+"""Seeds of the fleets of *training* VMs every benchmark tunes its baselines on (held-back fleets use 0, 1, ...)."""
+
+
+def trace_families(traces_dir: Path) -> dict[str, Path]:
+    """Each trace family's file under ``traces_dir`` (``../shared/traces`` beside a checkout)."""
+    return {name: traces_dir / rel for name, rel in BITBRAINS_FAMILIES.items()}
 
 
 def fleets(trace: UsageTrace, vms: np.ndarray, n: int, seed: int, cfg: EnvConfig) -> list[Fleet]:
