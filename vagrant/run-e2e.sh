@@ -102,24 +102,15 @@ eval "$(ssh-agent -s)" >/dev/null
 ssh-add -q vagrant/.lab_ssh_key
 export LLMVIRT_DB=$WORK/llmvirt.db LLMVIRT_CONFIG=$WORK/llmvirt.toml
 printf '[apply]\npeer_to_peer = true\ntimeout_base_s = 300.0\n\n[outcomes]\nwindow_s = 20\n' >"$LLMVIRT_CONFIG"
+E2E_JSON=$WORK/e2e.json
 if [ "$SMOKE" = 1 ]; then
   smoke() {
     ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes root@kvm1 \
       'hostname; virsh -c qemu:///system version --daemon | head -n 3; exportfs -v'
-    .venv/bin/llmvirt hosts add kvm1 "qemu+ssh://root@kvm1/system?no_verify=1"
-    .venv/bin/llmvirt scan
-    .venv/bin/llmvirt doctor --json >"$WORK/doctor.json" || true
-    .venv/bin/python - "$WORK/doctor.json" <<'EOF'
-import json, sys
-checks = json.load(open(sys.argv[1]))["checks"]
-reach = [c for c in checks if c["scope"] == "kvm1" and c["check"] == "reachable"]
-assert reach and reach[0]["status"] == "ok", reach
-print("smoke: kvm1 reachable over qemu+ssh:", reach[0]["detail"])
-EOF
+    .venv/bin/python vagrant/e2e.py --hosts kvm1 --smoke --out "$E2E_JSON"
   }
   timed smoke smoke
 else
-  E2E_JSON=$WORK/e2e.json
   hosts=$(seq -s, -f 'kvm%g' 1 "$N")
   timed e2e .venv/bin/python vagrant/e2e.py --hosts "$hosts" --image-dir "$IMAGE_DIR" --out "$E2E_JSON"
 fi
