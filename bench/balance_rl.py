@@ -26,10 +26,10 @@ from datetime import date
 from pathlib import Path
 
 from llmvirt.bench.balance_rl import TUNE_SEEDS, fleets, run_actor, run_named, trace_families, tune
-from llmvirt.learn.train import split
-from llmvirt.learn.train_balance import TRAIN_FRACTION, load_trace
+from llmvirt.learn.train_balance import load_trace
 from llmvirt.policy import balance_policy
 from llmvirt.sim.balance_env import EnvConfig
+from llmvirt.sim.split import TRAIN_FRACTION, split
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = trace_families(ROOT.parent / "shared/traces")

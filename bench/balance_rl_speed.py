@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from llmvirt.learn.train import split
-from llmvirt.learn.train_balance import TRAIN_FRACTION, load_trace
+from llmvirt.learn.train_balance import load_trace
 from llmvirt.model.arrays import ClusterArrays, FleetSetup
 from llmvirt.policy import balance_policy
 from llmvirt.sim.balance_env import BalanceEnv, EnvConfig
+from llmvirt.sim.split import TRAIN_FRACTION, split
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,12 +31,12 @@ import torch
 
 from llmvirt.bench.balance_rl import trace_families
 from llmvirt.learn import balloon_calibration as bc
-from llmvirt.learn.train import split
 from llmvirt.learn.train_balloon import BalloonTrainConfig
 from llmvirt.policy import balloon_head
 from llmvirt.policy.balloon_head import BalloonHead, OperatingPoint
 from llmvirt.policy.sim_adapter import LearnedBalloon
 from llmvirt.sim.field_balloons import MomBalloon, NoBalloon, ProxmoxAutoBalloon
+from llmvirt.sim.split import split
 from llmvirt.sim.traces import load_bitbrains
 
 ROOT = Path(__file__).resolve().parents[1]

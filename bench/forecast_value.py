@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from llmvirt.bench.balance_rl import TUNE_SEEDS, fleets, trace_families
-from llmvirt.learn.train import split
-from llmvirt.learn.train_balance import TRAIN_FRACTION, load_trace
+from llmvirt.learn.train_balance import load_trace
 from llmvirt.policy import balance_policy
 from llmvirt.policy.balance_features import Forecaster
 from llmvirt.sim.balance_env import BalanceEnv, BalanceState, EnvConfig
+from llmvirt.sim.split import TRAIN_FRACTION, split
 from llmvirt.sim.traces import UsageTrace
 
 ROOT = Path(__file__).resolve().parents[1]

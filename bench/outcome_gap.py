@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from llmvirt.learn.finetune import FinetuneConfig, finetune_balloon, recalibrate
-from llmvirt.learn.train import split
 from llmvirt.learn.train_balloon import BalloonTrainConfig, calibrate, fit, trace_features
 from llmvirt.model.score import reward
 from llmvirt.policy import balloon_head
@@ -38,6 +37,7 @@ from llmvirt.policy.balloon_head import BalloonHead
 from llmvirt.policy.decide import DEFAULT_POLICY
 from llmvirt.policy.sim_adapter import LearnedBalloon
 from llmvirt.sim.fleet import MEMORY_SETUP, FleetSim
+from llmvirt.sim.split import split
 from llmvirt.sim.traces import UsageTrace, load_bitbrains
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -76,7 +76,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     full = load_bitbrains(TRACE)
-    _, held = split(full.names, 0.6)
+    _, held = split(full.names)
     prod = production(full.select(held), args.seed)
     half = prod.mem_mib.shape[1] // 2
     recorded, later = window(prod, 0, half), window(prod, half, prod.mem_mib.shape[1])

@@ -30,16 +30,15 @@ from typing import Any
 import torch
 
 from llmvirt.bench.balance_rl import trace_families
-from llmvirt.learn.train import split
 from llmvirt.policy import pin_head
 from llmvirt.policy.sim_adapter import LearnedPinning
 from llmvirt.sim import pinning
+from llmvirt.sim.split import TRAIN_FRACTION, split
 from llmvirt.sim.traces import load_bitbrains
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = trace_families(ROOT.parent / "shared/traces")
 NOVA_SPLITS = (0.25, 0.5, 0.75)
-TRAIN_FRACTION = 0.6  #: the split every head uses
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 
 from llmvirt.bench.run import DEFAULT_CLOUDSIM_POLICIES, run_cloudsim
-from llmvirt.learn.train_consolidate import TRAIN_DAYS
+from llmvirt.sim.split import day_role
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MMT = ("thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2")
@@ -48,7 +48,7 @@ def main() -> None:
 
 
 def _split(day: Path) -> str:
-    return "train" if day.name in TRAIN_DAYS else "held back"
+    return day_role(day.name)
 
 
 def _rows(days: list[Path], by: dict, cells) -> None:  # noqa: ANN001 - summary -> the row's metric cells

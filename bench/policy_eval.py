@@ -11,9 +11,9 @@ import time
 from datetime import date
 from pathlib import Path
 
-from llmvirt.learn.train import split
 from llmvirt.model.arrays import FleetSetup
 from llmvirt.sim.fleet import BALANCE_SETUP, FleetSim
+from llmvirt.sim.split import split
 from llmvirt.sim.traces import load_bitbrains
 from llmvirt.strategies.registry import make_balancer
 
@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--policy", default="policies/default")
     args = ap.parse_args()
     trace = load_bitbrains(SHARED / "traces" / "bitbrains-rnd" / "rnd_2013-7_week1.tar.gz")
-    train_idx, held = split(trace.names, 0.6)
+    train_idx, held = split(trace.names)
     test = trace.select(held)
     names = ["none", "watcher-wb", "watcher-wb:70", "proxlb", "llmvirt:baseline:least-loaded",
              f"llmvirt:{args.policy}"]

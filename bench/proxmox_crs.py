@@ -31,12 +31,12 @@ from llmvirt.bench.balance_rl import (
     trace_families,
     tune,
 )
-from llmvirt.learn.train import split
-from llmvirt.learn.train_balance import TRAIN_FRACTION, load_trace
+from llmvirt.learn.train_balance import load_trace
 from llmvirt.peers import conformance
 from llmvirt.peers.llmvirt_scheduler import LlmvirtScheduler
 from llmvirt.policy import balance_policy
 from llmvirt.sim.balance_env import EnvConfig
+from llmvirt.sim.split import TRAIN_FRACTION, split
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT.parent / "shared/peers/pve-ha-manager-crs"

@@ -20,8 +20,8 @@ from datetime import date
 from pathlib import Path
 
 from llmvirt.bench.tune import run_one
-from llmvirt.learn.train_consolidate import TRAIN_DAYS
 from llmvirt.model.score import COST_WEIGHTS
+from llmvirt.sim.split import TRAIN_DAYS
 from llmvirt.strategies.tuned import TUNED_FILE
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

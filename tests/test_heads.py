@@ -250,7 +250,7 @@ PLANETLAB = SHARED / "traces" / "planetlab"
 
 def test_learned_consolidation_meets_the_goals_on_a_held_back_day() -> None:
     from llmvirt.bench.run import run_cloudsim
-    from llmvirt.learn.train_consolidate import TRAIN_DAYS
+    from llmvirt.sim.split import TRAIN_DAYS
 
     assert "20110325" not in TRAIN_DAYS
     results, _ = run_cloudsim([PLANETLAB / "20110325"], ["thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2",

@@ -106,9 +106,9 @@ def bench(
     results, bounds = [], {}
     for label, tr in _usage_traces(ctx, list(trace or []), from_store):
         if held_out:
-            from llmvirt.learn.train import TrainConfig, split
+            from llmvirt.sim.split import split
 
-            tr, label = tr.select(split(tr.names, TrainConfig().train_fraction)[1]), f"{label} (held out)"
+            tr, label = tr.select(split(tr.names)[1]), f"{label} (held out)"
         r, b = simbench.run_fleet(scenario.value, tr, label, names)
         results += r
         bounds.update(b)

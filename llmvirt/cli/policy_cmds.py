@@ -96,14 +96,14 @@ def rollback_cmd(ctx: typer.Context) -> None:
 
 
 def _eval_traces(ctx: typer.Context, paths: list[Path]) -> list[tuple[str, object]]:
-    from llmvirt.learn.train import TrainConfig, split
     from llmvirt.sim import traces
+    from llmvirt.sim.split import split
     from llmvirt.sim.store_history import scan_interval, store_trace
 
     out_traces: list[tuple[str, object]] = []
     for p in paths:
         tr = traces.load_generic(p) if p.suffix in (".csv", ".parquet") else traces.load_bitbrains(p)
-        out_traces.append((f"{p.name} (held out)", tr.select(split(tr.names, TrainConfig().train_fraction)[1])))
+        out_traces.append((f"{p.name} (held out)", tr.select(split(tr.names)[1])))
     engine = state(ctx).engine()
     try:
         out_traces.append(("store", store_trace(engine, scan_interval(engine))))

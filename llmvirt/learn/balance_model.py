@@ -20,7 +20,6 @@ from llmvirt.sim.traces import UsageTrace
 
 F = len(bf.CANDIDATE_FEATURES)
 G = len(bf.GLOBAL_FEATURES)
-TRAIN_FRACTION = 0.6  #: the split every head uses: VMs with sha256(name) < 0.6 train, the rest is held back
 
 
 @dataclass

@@ -5,7 +5,7 @@ take. It used to be chosen on all training VMs at once, with a safety factor pic
 held-out results. Now:
 
 1. The groups are the training VMs of each trace, July week 1 and August (the split of
-   :func:`llmvirt.learn.train.split`, the same for every head); ``k`` > 1 cuts each further by a
+   :func:`llmvirt.sim.split.split`, the same for every head); ``k`` > 1 cuts each further by a
    hash of the VM's name. (Smaller groups make MOM's own figures too thin to compare with: a group
    whose hosts never run short gives MOM nothing to reclaim and no pressure.)
 2. Every point of a grid runs the memory scenario on every group, beside MOM on the same group.

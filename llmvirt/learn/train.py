@@ -16,7 +16,6 @@ The result is reproducible from the seed; the learning curve goes to CSV and PNG
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from llmvirt.policy.features import pair_features
 from llmvirt.policy.model import PlacementScorer
 from llmvirt.policy.sim_adapter import limits_for
 from llmvirt.sim.fleet import BALANCE_SETUP, FleetSim
+from llmvirt.sim.split import TRAIN_FRACTION, split, split_meta
 from llmvirt.sim.traces import UsageTrace
 
 
@@ -45,19 +45,7 @@ class TrainConfig:
     epochs: int = 60  #: passes over the samples
     lr: float = 3e-3  #: Adam learning rate
     hidden: int = 64  #: MLP width
-    train_fraction: float = 0.6  #: share of VMs used for training; the rest is held out
-
-
-def split(names: tuple[str, ...], train_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic train / held-out split by a hash of each VM's name."""
-    h = np.array([int(hashlib.sha256(n.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for n in names])
-    return np.flatnonzero(h < train_fraction), np.flatnonzero(h >= train_fraction)
-
-
-def split_meta(trace_label: str, train_idx: np.ndarray, held_idx: np.ndarray) -> dict[str, object]:
-    """The ``training_data`` entry every head's metadata carries: which VMs trained it, which are held out."""
-    return {"trace": trace_label, "split": "sha256(name) < train_fraction", "train_vms": int(train_idx.size),
-            "held_out_vms": int(held_idx.size)}
+    train_fraction: float = TRAIN_FRACTION  #: share of VMs used for training (llmvirt.sim.split); the rest is held out
 
 
 def _planner_cost(trace: UsageTrace, placement: np.ndarray, move: tuple[int, int], t: int, horizon: int,

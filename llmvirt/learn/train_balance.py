@@ -34,7 +34,6 @@ import torch
 from llmvirt.learn.balance_api import train_api
 from llmvirt.learn.balance_eval import Run
 from llmvirt.learn.balance_model import (  # noqa: F401 - the training recipe's public names, in one place
-    TRAIN_FRACTION,
     ActorCritic,
     Forecast,
     RlConfig,
@@ -45,6 +44,7 @@ from llmvirt.learn.balance_model import (  # noqa: F401 - the training recipe's 
 from llmvirt.learn.balance_ppo import train_ppo
 from llmvirt.policy import balance_features as bf
 from llmvirt.sim.balance_env import EnvConfig
+from llmvirt.sim.split import TRAIN_FRACTION, split
 from llmvirt.sim.traces import UsageTrace
 
 
@@ -71,7 +71,6 @@ def load_trace(path: Path) -> UsageTrace:
 def train_files(paths: list[Path], out: Path, cfg: RlConfig | None = None, log: Any = print) -> dict[str, Any]:
     """:func:`train` on the training VMs (``sha256(name) < 0.6``, as every head) of the traces at ``paths``."""
     from llmvirt.errors import UsageError
-    from llmvirt.learn.train import split
 
     cfg = cfg or RlConfig()
     if cfg.mode not in bf.MODES:

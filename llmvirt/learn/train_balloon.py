@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from llmvirt.learn.train import split, split_meta
 from llmvirt.policy import checkpoint
 from llmvirt.policy.balloon_head import DAY, HOUR, QUANTILES, SPEC, BalloonForecaster, BalloonHead, OperatingPoint
 from llmvirt.policy.sim_adapter import LearnedBalloon
 from llmvirt.sim.field_balloons import MomBalloon
 from llmvirt.sim.fleet import MEMORY_SETUP, FleetSim
+from llmvirt.sim.split import TRAIN_FRACTION, split, split_meta
 from llmvirt.sim.traces import UsageTrace
 
 
@@ -38,7 +38,7 @@ class BalloonTrainConfig:
     batch: int = 2048  #: minibatch size
     lr: float = 3e-3  #: Adam learning rate
     hidden: int = 32  #: MLP width
-    train_fraction: float = 0.6  #: share of VMs used for training (the same split as the placement head)
+    train_fraction: float = TRAIN_FRACTION  #: share of VMs used for training (llmvirt.sim.split)
     margins: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)  #: operating-point grid
     pressure_factor: float = 0.7  #: operating point: pressure at most this x MOM's on the training VMs
 

@@ -27,6 +27,7 @@ from llmvirt.policy.consolidate_head import BOUNDS, PARAMS, SPEC_NAME, SPEC_VERS
 from llmvirt.sim.cloudsim_policies import run_policy
 from llmvirt.sim.datacenter import cloudsim_datacenter, planetlab_day
 from llmvirt.sim.engine import Simulation
+from llmvirt.sim.split import TRAIN_DAYS
 from llmvirt.sim.traces import load_planetlab
 
 
@@ -45,7 +46,6 @@ class ConsolidateParams(nn.Module):
 
 
 SPEC = HeadSpec(SPEC_NAME, SPEC_VERSION, PARAMS, lambda c: ConsolidateParams(int(c["n_params"])))
-TRAIN_DAYS = ("20110303", "20110306", "20110309")  #: learned on these; 20110325, 20110403, 20110411, 20110412 held back
 
 
 @dataclass

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmvirt.learn.train import split, split_meta
 from llmvirt.policy import checkpoint
 from llmvirt.policy.pin_head import PEAK_WINDOW, SPEC, HostState, PinScorer, candidate_features, candidates
 from llmvirt.sim import numa
 from llmvirt.sim.pinning import PIN_SETUP, PinSetup, demand_cores, pack
+from llmvirt.sim.split import TRAIN_FRACTION, split, split_meta
 from llmvirt.sim.traces import UsageTrace
 
 
@@ -38,7 +38,7 @@ class PinTrainConfig:
     epochs: int = 40  #: passes over the samples
     lr: float = 3e-3  #: Adam learning rate
     hidden: int = 32  #: MLP width
-    train_fraction: float = 0.6  #: share of VMs used for training
+    train_fraction: float = TRAIN_FRACTION  #: share of VMs used for training (llmvirt.sim.split)
 
 
 def _extra_work(topo: numa.Topology, future: np.ndarray, vcpus: np.ndarray, mem: np.ndarray,
