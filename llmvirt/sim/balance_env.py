@@ -260,6 +260,10 @@ class BalanceEnv:
     def _col(self) -> np.ndarray:
         return self.start + self.t[:, None]
 
+    def demand_now(self) -> np.ndarray:
+        """(E, V) CPU demand of every VM at the current step, cores (padding included: mask with ``vm_valid``)."""
+        return self.pool_cpu[self.vm_src, self._col()].astype(np.float64)
+
     def host_sum(self, per_vm: np.ndarray) -> np.ndarray:
         """(E, H) sums of a per-VM (E, V) figure."""
         e, h = self.n_envs, self.cfg.max_hosts
@@ -348,7 +352,7 @@ class BalanceEnv:
         dt_h = cfg.interval_s / 3600
         self.since_move += 1
         self.t += 1
-        demand = self.pool_cpu[self.vm_src, self._col()].astype(np.float64)
+        demand = self.demand_now()
         load = self.host_sum(demand)
         over = np.maximum(load - self.cores[:, None], 0.0) * self.host_valid
         unmet = over.sum(axis=1) * dt_h
