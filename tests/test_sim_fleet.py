@@ -184,6 +184,22 @@ def test_bad_policy_names() -> None:
             make_balancer(bad)
     with pytest.raises(ValueError, match="unknown balloon policy"):
         make_balloon("x")
+    for bad in ("mom:1.5", "mom:0.2:x", "no-balloon:0.5", "proxmox:0.8:0.25:0.1"):
+        with pytest.raises(ValueError):
+            make_balloon(bad)
+
+
+def test_tuned_balloon_names_set_the_daemons_limits() -> None:
+    """``mom:P:G`` and ``proxmox:T:M`` (bench/memory_tuned.py's grid points) set those limits, and a lower
+    pressure threshold makes MOM shrink on a host it left alone at its default."""
+    mom = make_balloon("mom:0.1:0.3")
+    assert (mom.pressure_threshold, mom.min_guest_free_percent, mom.name) == (0.1, 0.3, "mom:0.1:0.3")
+    prox = make_balloon("proxmox:0.9")
+    assert (prox.target, prox.min_fraction) == (0.9, 0.25)
+    setup = FleetSetup(host_mem_mib=10_000.0)
+    view = _view([0, 0], cpu=[1, 1], mem=[1000.0, 1000.0], cap=[4250.0, 4250.0], setup=setup)  # 15 % free
+    assert np.all(make_balloon("mom").targets(view) < view.vm_balloon)  # under the default 20 %: shrinks
+    assert np.all(make_balloon("mom:0.1:0.2").targets(view) >= view.vm_balloon)  # above 10 %: does not
 
 
 def test_bench_balance_and_memory_cli(cli, tmp_path: Path) -> None:

@@ -112,10 +112,25 @@ class ProxmoxAutoBalloon:
         return cur + np.sign(g) * change
 
 
+#: the parameters a name may set, in order: ``mom:PRESSURE_THRESHOLD:MIN_GUEST_FREE``,
+#: ``proxmox:TARGET:MIN_FRACTION`` (the tuned points of bench/memory_tuned.py)
+NAME_PARAMS = {"mom": ("pressure_threshold", "min_guest_free_percent"), "proxmox": ("target", "min_fraction")}
+
+
 def make_balloon(name: str) -> NoBalloon | MomBalloon | ProxmoxAutoBalloon:
-    """A baseline balloon policy by name: no-balloon, mom, proxmox (``llmvirt[:POLICY]`` resolves in
-    :mod:`llmvirt.strategies.registry`)."""
+    """A baseline balloon policy by name: ``no-balloon``, ``mom[:PRESSURE_THRESHOLD[:MIN_GUEST_FREE]]``,
+    ``proxmox[:TARGET[:MIN_FRACTION]]`` (fractions; defaults as the daemons ship). ``llmvirt[:POLICY]``
+    resolves in :mod:`llmvirt.strategies.registry`."""
     table = {"no-balloon": NoBalloon, "mom": MomBalloon, "proxmox": ProxmoxAutoBalloon}
-    if name not in table:
-        raise ValueError(f"unknown balloon policy {name!r}: use {', '.join(table)}, llmvirt[:POLICY]")
-    return table[name]()  # type: ignore[abstract]
+    family, *params = name.split(":")
+    if family not in table or len(params) > len(NAME_PARAMS.get(family, ())):
+        raise ValueError(f"unknown balloon policy {name!r}: use no-balloon, mom[:PRESSURE:GUEST_FREE], "
+                         "proxmox[:TARGET:MIN_FRACTION], llmvirt[:POLICY]")
+    try:
+        values = [float(v) for v in params]
+    except ValueError:
+        raise ValueError(f"balloon policy {name!r}: parameters are fractions, e.g. mom:0.2:0.2") from None
+    if any(not 0 < v < 1 for v in values):
+        raise ValueError(f"balloon policy {name!r}: every parameter must be a fraction between 0 and 1")
+    kwargs = dict(zip(NAME_PARAMS.get(family, ()), values, strict=False))
+    return table[family](name=name, **kwargs)  # type: ignore[abstract]
