@@ -13,7 +13,8 @@ below without solving it exactly for hundreds of VMs:
   ("sand"). For identical hosts the relaxed minimum is ``max(fluid, O)``, where ``O`` is the least
   overflow of the ``K`` whole VMs alone (sand fills free cores first; what it cannot fill is the
   fluid excess). ``O`` is solved with OR-Tools CP-SAT on integer hundredths of a core rounded
-  *down*; the solver's proven bound is used, so a time limit never yields more than the optimum.
+  *down* (a size within 1e-8 of a core of the next hundredth counts as it: float noise); the
+  solver's proven bound is used, so a time limit never yields more than the optimum.
 
 So the bound is at least the fluid one, at most the true per-step optimum, and equal to it when
 every VM is kept whole and the solver proves optimality (tests/test_balance_bound.py checks both
@@ -24,6 +25,8 @@ between a policy and this bound is the price of moving and of not knowing what c
 from __future__ import annotations
 
 import numpy as np
+
+from llmvirt.sim.balance_env import BalanceEnv
 
 SCALE = 100  #: demand in hundredths of a core for the solver
 WHOLE_PER_HOST = 4  #: the relaxation keeps this many of the largest VMs whole per host
@@ -84,12 +87,9 @@ def step_bound(sizes: np.ndarray, n_hosts: int, cores: float, whole: int | None 
     return max(fluid, min_overflow_whole(largest, n_hosts, cores))
 
 
-def fleet_bounds(env: object, steps: int) -> np.ndarray:
-    """Per environment of a :class:`~llmvirt.sim.balance_env.BalanceEnv` on fixed fleets, the whole-VM
-    bound in core-hours over ``steps`` steps (the env is advanced; no policy acts)."""
-    from llmvirt.sim.balance_env import BalanceEnv
-
-    assert isinstance(env, BalanceEnv)
+def fleet_bounds(env: BalanceEnv, steps: int) -> np.ndarray:
+    """Per environment of a balance scenario on fixed fleets, the whole-VM bound in core-hours over
+    ``steps`` steps (the env is advanced; no policy acts)."""
     dt_h = env.cfg.interval_s / 3600
     n_hosts = env.host_valid.sum(axis=1)
     total = np.zeros(env.n_envs)
