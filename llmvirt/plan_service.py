@@ -104,15 +104,23 @@ BALLOON_BASELINES = ("mom", "proxmox")
 def field_tuning(cluster: Cluster, only: str, policy: str,
                  reserved_cpus: int) -> tuple[list[Action], dict[str, str], str] | None:
     """A field baseline's pin or balloon actions, by the name ``bench`` gives it (``baseline:`` optional):
-    ``mom`` and ``proxmox`` (balloon), ``nova[:FRACTION]`` (pin), and ``rules`` (MOM's balloon rules, or
+    ``mom[:P:G]``, ``proxmox[:T:M]`` and ``tuned:mom|proxmox`` (balloon; policies/tuned_memory.json),
+    ``nova[:FRACTION]`` (pin), and ``rules`` (MOM's balloon rules, or
     one-to-one NUMA pinning of unpinned VMs, which no scenario benchmarks). None for a policy with heads."""
     from llmvirt.policy import tuning
+    from llmvirt.strategies.tuned import TUNED_MEMORY_FILE, tuned_families, tuned_name
 
     base = policy.removeprefix("baseline:")
+    label = base
+    if only == "balloon" and base.startswith("tuned:") and base[6:] in tuned_families(TUNED_MEMORY_FILE):
+        base = tuned_name(base[6:], TUNED_MEMORY_FILE)
+        label = f"{label} ({base})"
     name, _, arg = base.partition(":")
     if only == "balloon" and name in (*BALLOON_BASELINES, "rules"):
-        rule = "mom" if name == "rules" else name
-        return tuning.plan_balloons(cluster, rule=rule), {}, base
+        try:
+            return tuning.plan_balloons(cluster, rule="mom" if name == "rules" else base), {}, label
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if only == "pin" and name == "rules":
         plans, held = tuning.plan_pinning(cluster, reserved_cpus)
         return plans, held, base
@@ -127,7 +135,8 @@ def field_tuning(cluster: Cluster, only: str, policy: str,
         return plans, held, base
     if policy.startswith("baseline:"):
         raise UsageError(f"--only {only} takes a policy with heads or " + (
-            "baseline:mom|proxmox|rules" if only == "balloon" else "baseline:nova[:FRACTION]|rules"))
+            "baseline:mom[:P:G]|proxmox[:T:M]|tuned:mom|tuned:proxmox|rules" if only == "balloon"
+            else "baseline:nova[:FRACTION]|rules"))
     return None
 
 

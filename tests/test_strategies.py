@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,7 +171,8 @@ def test_every_bench_name_runs_under_rebalance(cli, tmp_path) -> None:
     assert code == 2 and "unknown goal" in err
 
 
-@pytest.mark.parametrize(("rule", "seed"), [("mom", 5), ("proxmox", 50), ("proxmox", 51), ("proxmox", 52)])
+@pytest.mark.parametrize(("rule", "seed"), [("mom", 5), ("proxmox", 50), ("proxmox", 51), ("proxmox", 52),
+                                          ("mom:0.3:0.1", 6), ("proxmox:0.9:0.5", 53)])
 def test_field_balloon_rules_on_hosts_take_the_simulators_cycle(rule: str, seed: int) -> None:
     """``rebalance --only balloon --policy baseline:mom|proxmox`` proposes what the memory scenario's MOM or
     Proxmox rule does in one cycle, then passes it through the shared safety limits."""
@@ -192,7 +194,8 @@ def test_field_balloon_rules_on_hosts_take_the_simulators_cycle(rule: str, seed:
     expected = {n: safe_target(vms[n], float(sim[i]), False) for n, i in vm_index.items()}
     planned = plan_balloons(cluster, rule=rule)
     assert planned and {a.vm: a.target_mib for a in planned} == {n: t for n, t in expected.items() if t is not None}
-    assert all(f"({'MOM' if rule == 'mom' else 'Proxmox'})" in a.reason or "pressure" in a.reason for a in planned)
+    assert all(f"({'MOM' if rule.startswith('mom') else 'Proxmox'})" in a.reason or "pressure" in a.reason
+               for a in planned)
 
 
 @pytest.mark.parametrize("fraction", [0.25, 0.5, 1.0])
@@ -248,7 +251,7 @@ def test_field_tuning_names_are_the_bench_names(cli) -> None:
     code, _, err = cli("rebalance", "--only", "pin", "--policy", "baseline:nova:2")
     assert code == 2 and "0 < FRACTION <= 1" in err and "Traceback" not in err
     code, _, err = cli("rebalance", "--only", "balloon", "--policy", "baseline:nova")
-    assert code == 2 and "baseline:mom|proxmox|rules" in err
+    assert code == 2 and "baseline:mom[:P:G]|proxmox[:T:M]|tuned:mom|tuned:proxmox|rules" in err
 
 
 def test_tuning_picks_the_lowest_cost_of_a_grid_on_training_days(monkeypatch, tmp_path) -> None:
@@ -296,3 +299,41 @@ def test_field_baselines_explain_exactly_the_moves_they_make(seed: int) -> None:
         said = balancer.explain(view)
         assert [(v, h) for v, h, _ in said] == balancer.decide(view)
         assert all(("threshold" in why) or ("balanciness" in why) for _, _, why in said)
+
+
+def test_tuned_balance_and_memory_points_are_committed_and_run_by_name(cli) -> None:
+    """``tuned:FAMILY`` runs a balance or memory family's committed point (policies/tuned_balance.json,
+    tuned_memory.json) under ``bench`` and ``rebalance``; the files are what bench/tuned_scenarios.py
+    derives from the benchmarks' training grids."""
+    import importlib.util
+
+    from conftest import fixture_uri
+
+    from llmvirt.strategies.registry import make_balancer, make_balloon
+    from llmvirt.strategies.tuned import TUNED_BALANCE_FILE, TUNED_MEMORY_FILE
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("tuned_scenarios", root / "bench/tuned_scenarios.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for path in (TUNED_BALANCE_FILE, TUNED_MEMORY_FILE):
+        fams = json.loads(path.read_text())["families"]
+        assert {f: v["best"] for f, v in script._best({f: v["by_trace"] for f, v in fams.items()}).items()} == \
+            {f: v["best"] for f, v in fams.items()}
+    cpsat = make_balancer("tuned:cp-sat")
+    assert cpsat.name == "tuned:cp-sat" and (cpsat.max_moves, cpsat.move_price) == (2, 0.1)
+    mom = make_balloon("baseline:tuned:mom")
+    assert mom.name == "baseline:tuned:mom" and mom.pressure_threshold == 0.06
+    with pytest.raises(ValueError, match="no tuned"):
+        make_balancer("tuned:nope")
+    cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
+    cli("hosts", "add", "spare", fixture_uri("busy-host.xml"))
+    cli("scan")
+    for name in ("baseline:tuned:watcher-wb", "baseline:tuned:cp-sat", "baseline:tuned:llmvirt-rl-fallback"):
+        code, out, err = cli("rebalance", "--policy", name, "--json")
+        assert code == 0, (name, err)
+        assert json.loads(out)["policy"].startswith(f"{name} (")
+    code, out, err = cli("rebalance", "--only", "balloon", "--policy", "baseline:tuned:mom", "--json")
+    assert code == 0 and "mom:0.06:0.2" in json.loads(out)["policy"], err
+    code, out, err = cli("rebalance", "--only", "balloon", "--policy", "baseline:mom:2", "--json")
+    assert code == 2 and "fraction" in err and "Traceback" not in err

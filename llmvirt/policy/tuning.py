@@ -105,18 +105,19 @@ def used_mib(vm: Vm) -> float:
 
 def plan_balloons(cluster: Cluster, previous: Cluster | None = None, rule: str = "mom") -> list[Action]:
     """A field baseline's balloon rule as the proposal, with the very arithmetic the memory scenario
-    benchmarks, one cycle per run: oVirt MOM's defaults (``mom``,
-    :meth:`llmvirt.sim.field_balloons.MomBalloon.round`) or Proxmox VE's auto-ballooning (``proxmox``,
-    :meth:`llmvirt.sim.field_balloons.ProxmoxAutoBalloon.round`). Each target then passes
+    benchmarks, one cycle per run: oVirt MOM (``mom[:PRESSURE:GUEST_FREE]``,
+    :meth:`llmvirt.sim.field_balloons.MomBalloon.round`) or Proxmox VE's auto-ballooning
+    (``proxmox[:TARGET:MIN_FRACTION]``, :meth:`llmvirt.sim.field_balloons.ProxmoxAutoBalloon.round`),
+    at the daemons' defaults unless the name sets the limits. Each target then passes
     :func:`safe_target` (a guest under pressure is deflated at once). Returns a balloon action for every
     VM whose balloon should change."""
-    from llmvirt.sim.field_balloons import MomBalloon, ProxmoxAutoBalloon
+    from llmvirt.sim.field_balloons import make_balloon
 
     rows = [(h, host, v) for h, host in enumerate(cluster.hosts) for v in host.vms
             if v.running and v.balloon.current_mib]
     if not rows:
         return []
-    policy = {"mom": MomBalloon, "proxmox": ProxmoxAutoBalloon}[rule]()
+    policy = make_balloon(rule)
     cur = np.array([float(v.balloon.current_mib or v.memory_mib) for _, _, v in rows])
     cap = np.array([float(v.balloon.maximum_mib or v.memory_mib) for _, _, v in rows])
     host_of = np.array([h for h, _, _ in rows], dtype=np.int64)

@@ -46,7 +46,7 @@ from llmvirt.policy.consolidate_head import GatedConsolidation
 from llmvirt.policy.proposals import plan_from_proposals
 from llmvirt.sim import cloudsim_policies, cluster_arrays, field_balloons, field_policies, pinning
 from llmvirt.sim.cloudsim_policies import Dvfs, PabfdPolicy, StaticDecreasing
-from llmvirt.strategies.tuned import tuned_name
+from llmvirt.strategies.tuned import TUNED_BALANCE_FILE, TUNED_MEMORY_FILE, tuned_families, tuned_name
 
 SCORER_RULES = ("best-fit", "least-loaded", "first-fit")
 GOALS = ("balance", "consolidate")
@@ -154,7 +154,12 @@ def make_policy(name: str, seed: int = 0) -> Any:
 
 
 def make_balancer(name: str) -> Any:
-    """A balance-scenario policy: a field baseline or ``llmvirt[:POLICY]`` (llmvirt's rebalance loop)."""
+    """A balance-scenario policy: a field baseline, ``tuned:FAMILY`` (policies/tuned_balance.json) or
+    ``llmvirt[:POLICY]`` (llmvirt's rebalance loop)."""
+    if name.removeprefix("baseline:").startswith("tuned:"):
+        balancer = make_balancer(tuned_name(name.split("tuned:", 1)[1], TUNED_BALANCE_FILE))
+        balancer.name = name
+        return balancer
     actor = balance_actor(name)
     if actor is not None:
         return actor
@@ -172,7 +177,12 @@ def make_balancer(name: str) -> Any:
 
 
 def make_balloon(name: str) -> Any:
-    """A memory-scenario policy: MOM, Proxmox, no-balloon, or ``llmvirt[:POLICY]`` (the balloon head)."""
+    """A memory-scenario policy: MOM, Proxmox (each with its limits in the name), no-balloon,
+    ``tuned:FAMILY`` (policies/tuned_memory.json) or ``llmvirt[:POLICY]`` (the balloon head)."""
+    if name.removeprefix("baseline:").startswith("tuned:"):
+        policy = make_balloon(tuned_name(name.split("tuned:", 1)[1], TUNED_MEMORY_FILE))
+        policy.name = name
+        return policy
     learned, spec = _learned_spec(name)
     if learned:
         from llmvirt.policy.sim_adapter import LearnedBalloon
@@ -317,6 +327,10 @@ def resolve(name: str | None, goal: str = "balance") -> Strategy:
     if head:
         return _learned(head_spec, goal, head_only=True)
     base = name.removeprefix("baseline:")
+    if base.startswith("tuned:") and base[6:] in tuned_families(TUNED_BALANCE_FILE):
+        strategy = resolve(tuned_name(base[6:], TUNED_BALANCE_FILE), goal)
+        strategy.name = f"baseline:{base} ({strategy.name})"
+        return strategy
     if base in SCORER_RULES:
         return ScorerStrategy(decide.BaselineScorer(base), f"baseline:{base}")
     label = f"baseline:{base}"

@@ -1,5 +1,7 @@
-"""``tuned:FAMILY``: the best parameters of a baseline family, as tuned on the training split
-(``llmvirt tune``, :mod:`llmvirt.bench.tune`) and committed in ``policies/tuned.json``."""
+"""``tuned:FAMILY``: the best parameters of a baseline family, as tuned on the training split and
+committed: the cloudsim scenario's families in ``policies/tuned.json`` (``llmvirt tune``,
+:mod:`llmvirt.bench.tune`), the balance and memory scenarios' in ``policies/tuned_balance.json`` and
+``policies/tuned_memory.json`` (``bench/tuned_scenarios.py``, from the benchmarks' training grids)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,16 @@ from pathlib import Path
 from llmvirt.paths import POLICIES_ROOT
 
 TUNED_FILE = POLICIES_ROOT / "tuned.json"
+TUNED_BALANCE_FILE = POLICIES_ROOT / "tuned_balance.json"
+TUNED_MEMORY_FILE = POLICIES_ROOT / "tuned_memory.json"
+
+
+def tuned_families(path: Path) -> tuple[str, ...]:
+    """The families ``path`` holds a tuned point for (none when the file is missing or unreadable)."""
+    try:
+        return tuple(json.loads(path.read_text()).get("families", {}))
+    except (OSError, ValueError):
+        return ()
 
 
 def tuned_name(family: str, path: Path = TUNED_FILE) -> str:
