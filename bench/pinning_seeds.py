@@ -27,7 +27,7 @@ from llmvirt.policy import pin_head
 from llmvirt.policy.sim_adapter import LearnedPinning
 from llmvirt.sim import pinning
 from llmvirt.sim.split import split
-from llmvirt.sim.traces import UsageTrace, load_bitbrains
+from llmvirt.sim.traces import load_bitbrains
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = trace_families(ROOT.parent / "shared/traces")
@@ -36,12 +36,6 @@ PENALTIES = (0.0, 0.1, 0.2)
 RATIO = 3.0  #: vCPUs per pCPU
 DAYS = 7  #: steps used (August is a month; July a week)
 SUBSET = 0.8
-
-
-def _week(trace: UsageTrace) -> UsageTrace:
-    steps = min(trace.cpu_mhz.shape[1], DAYS * 288)
-    return type(trace)(trace.names, trace.interval_s, trace.vcpus, trace.cpu_capacity_mhz, trace.cpu_mhz[:, :steps],
-                       trace.mem_capacity_mib, trace.mem_mib[:, :steps], trace.notes)
 
 
 def main() -> None:
@@ -55,7 +49,7 @@ def main() -> None:
     out: dict = {"date": date.today().isoformat(), "vcpu_ratio": RATIO, "head_penalty": head.remote_penalty,
                  "runs": {}}
     for label, path in TRACES.items():
-        trace = _week(load_bitbrains(path))
+        trace = load_bitbrains(path).first_steps(DAYS * 288)
         train_idx, held_idx = split(trace.names)
         train = trace.select(train_idx)
         runs: dict[str, dict[str, list[float]]] = {}

@@ -62,8 +62,7 @@ def main() -> None:
     for label, path in TRACES.items():
         trace = load_bitbrains(path)
         steps = min(trace.cpu_mhz.shape[1], args.days * 288)
-        trace = type(trace)(trace.names, trace.interval_s, trace.vcpus, trace.cpu_capacity_mhz,
-                            trace.cpu_mhz[:, :steps], trace.mem_capacity_mib, trace.mem_mib[:, :steps], trace.notes)
+        trace = trace.first_steps(steps)
         train_idx, held_idx = split(trace.names, TRAIN_FRACTION)
         train, held = trace.select(train_idx), trace.select(held_idx)
         days = steps / 288

@@ -112,8 +112,9 @@ def field_tuning(cluster: Cluster, only: str, policy: str,
 
     base = policy.removeprefix("baseline:")
     label = base
-    if only == "balloon" and base.startswith("tuned:") and base[6:] in tuned_families(TUNED_MEMORY_FILE):
-        base = tuned_name(base[6:], TUNED_MEMORY_FILE)
+    family = base.removeprefix("tuned:")
+    if only == "balloon" and family != base and family in tuned_families(TUNED_MEMORY_FILE):
+        base = tuned_name(family, TUNED_MEMORY_FILE)
         label = f"{label} ({base})"
     name, _, arg = base.partition(":")
     if only == "balloon" and name in (*BALLOON_BASELINES, "rules"):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmvirt.sim.balance_env import BalanceEnv
+from llmvirt.sim.cpsat_balancer import solve
 
 SCALE = 100  #: demand in hundredths of a core for the solver
 WHOLE_PER_HOST = 4  #: the relaxation keeps this many of the largest VMs whole per host
@@ -66,11 +67,7 @@ def min_overflow_whole(sizes: np.ndarray, n_hosts: int, cores: float) -> float:
         m.Add(o >= load - cap)
         over.append(o)
     m.Minimize(sum(over))
-    solver = cp_model.CpSolver()
-    solver.parameters.num_workers = 1
-    solver.parameters.random_seed = 0
-    solver.parameters.max_deterministic_time = DETERMINISTIC_LIMIT_S
-    status = solver.Solve(m)
+    solver, status = solve(m, DETERMINISTIC_LIMIT_S)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return 0.0
     return max(0.0, float(solver.BestObjectiveBound())) / SCALE

@@ -27,6 +27,18 @@ SCALE = 100  # CPUs in hundredths: CP-SAT works on integers
 DETERMINISTIC_LIMIT_S = 2.0  # CP-SAT's deterministic time per decision (reproducible, unlike wall time)
 
 
+def solve(model: object, limit_s: float) -> tuple[object, int]:
+    """Solve a CP-SAT model reproducibly: one worker, a fixed seed, a deterministic time limit (the same
+    answer on any machine, unlike a wall-clock limit). Returns (solver, status)."""
+    from ortools.sat.python import cp_model
+
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.random_seed = 0
+    solver.parameters.max_deterministic_time = limit_s
+    return solver, solver.Solve(model)
+
+
 @dataclass
 class CpSatBalance:
     """At most ``max_moves`` migrations per decision minimising overload plus a price per move, solved exactly."""
@@ -81,11 +93,7 @@ class CpSatBalance:
         moved = [x[v, int(view.vm_host[v])].Not() for v in cand]
         m.Add(sum(moved) <= self.max_moves)
         m.Minimize(sum(over) + int(ints(self.move_price * SCALE)) * sum(moved))
-        solver = cp_model.CpSolver()
-        solver.parameters.num_workers = 1
-        solver.parameters.random_seed = 0
-        solver.parameters.max_deterministic_time = DETERMINISTIC_LIMIT_S
-        status = solver.Solve(m)
+        solver, status = solve(m, DETERMINISTIC_LIMIT_S)
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             return []
         how = "optimal" if status == cp_model.OPTIMAL else "best found within the time limit"

@@ -85,6 +85,11 @@ class UsageTrace:
         """CPU used as a fraction of the VM's capacity."""
         return self.cpu_mhz / np.maximum(self.cpu_capacity_mhz, 1e-9)[:, None]
 
+    def first_steps(self, steps: int) -> UsageTrace:
+        """The same VMs over their first ``steps`` steps (all of them when the trace is shorter)."""
+        return UsageTrace(self.names, self.interval_s, self.vcpus, self.cpu_capacity_mhz, self.cpu_mhz[:, :steps],
+                          self.mem_capacity_mib, self.mem_mib[:, :steps], self.notes)
+
     def select(self, idx: np.ndarray) -> UsageTrace:
         """A subset of the VMs (e.g. a train/test split)."""
         return UsageTrace(tuple(self.names[i] for i in idx), self.interval_s, self.vcpus[idx],

@@ -327,8 +327,9 @@ def resolve(name: str | None, goal: str = "balance") -> Strategy:
     if head:
         return _learned(head_spec, goal, head_only=True)
     base = name.removeprefix("baseline:")
-    if base.startswith("tuned:") and base[6:] in tuned_families(TUNED_BALANCE_FILE):
-        strategy = resolve(tuned_name(base[6:], TUNED_BALANCE_FILE), goal)
+    family = base.removeprefix("tuned:")
+    if family != base and family in tuned_families(TUNED_BALANCE_FILE):
+        strategy = resolve(tuned_name(family, TUNED_BALANCE_FILE), goal)
         strategy.name = f"baseline:{base} ({strategy.name})"
         return strategy
     if base in SCORER_RULES:
