@@ -46,11 +46,13 @@ def random_actor(seed: int) -> balance_policy.BalanceActor:
     return balance_policy.BalanceActor({**fc, **actor_arrays(ActorCritic())}, {"mode": "full"}, name="untrained")
 
 
-@pytest.mark.parametrize("hosts", [(3, 3), (5, 10), (20, 40)])
-def test_the_mask_is_never_violated_on_random_fleets_of_any_size(hosts: tuple[int, int]) -> None:
-    """Every allowed candidate keeps the destination within its allocation limits, is another host, and the
-    simulator refuses none of the moves chosen greedily or at random among the allowed."""
-    cfg = EnvConfig(hosts=hosts, host_cores=(8, 16), episode_steps=40, max_vms=400)
+@pytest.mark.parametrize(("hosts", "mixed"), [((3, 3), False), ((5, 10), False), ((20, 40), False), ((3, 3), True),
+                                             ((5, 10), True)])
+def test_the_mask_is_never_violated_on_random_fleets_of_any_size(hosts: tuple[int, int], mixed: bool) -> None:
+    """Every allowed candidate keeps the destination within its own allocation limits (hosts of one size, or of
+    mixed sizes in one fleet), is another host, and the simulator refuses none of the moves chosen greedily or
+    at random among the allowed."""
+    cfg = EnvConfig(hosts=hosts, host_cores=(4, 8, 16), episode_steps=40, max_vms=400, mixed_sizes=mixed)
     env = BalanceEnv(synthetic_trace(200, 200), 6, cfg, seed=hosts[1])
     actor = random_actor(1)
     rng = np.random.default_rng(0)
@@ -61,8 +63,8 @@ def test_the_mask_is_never_violated_on_random_fleets_of_any_size(hosts: tuple[in
         e, n = np.nonzero(cand.mask)
         vm, dst = cand.vm[e, n], cand.dst[e, n]
         assert (st.vm_host[e, vm] != dst).all()
-        assert (st.host_vcpus[e, dst] + st.vcpus[e, vm] <= st.vcpu_limit[e] + 1e-9).all()
-        assert (st.host_mem_cap[e, dst] + st.mem_cap_gib[e, vm] <= st.mem_limit[e] + 1e-9).all()
+        assert (st.host_vcpus[e, dst] + st.vcpus[e, vm] <= st.vcpu_limit[e, dst] + 1e-9).all()
+        assert (st.host_mem_cap[e, dst] + st.mem_cap_gib[e, vm] <= st.mem_limit[e, dst] + 1e-9).all()
         assert st.host_valid[e, dst].all() and st.vm_valid[e, vm].all()
         if step % 2:
             v, d, _, _ = actor.act(st)
@@ -250,7 +252,7 @@ def test_policy_iteration_measures_each_alternative_exactly_against_the_fallback
     prior = bf.prior_logits(cand, 1.0)
     base = int(prior[0].argmax())
     base_move = (-1, -1) if base == 0 else (int(cand.vm[0, base - 1]), int(cand.dst[0, base - 1]))
-    cap = snap.cores * snap.n_hosts * 300 / 3600
+    cap = float(np.sum(snap.cores)) * 300 / 3600
     savings = {}
     for c in np.flatnonzero(cand.mask[0])[:20]:
         if c + 1 != base:

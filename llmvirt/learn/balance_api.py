@@ -137,7 +137,7 @@ def _counterfactuals(trace: UsageTrace, snaps: list[Fleet], policy: BalanceActor
         v, d, _, _ = policy.act(env.state())
         env.step(v, d)
     q = env.metrics.cost.reshape(s_n, k + 1)
-    cap = np.array([f.cores * f.n_hosts for f in snaps]) * env_cfg.interval_s / 3600
+    cap = np.array([float(np.sum(f.cores)) for f in snaps]) * env_cfg.interval_s / 3600
     saving = ((q[:, :1] - q) / cap[:, None] * 100 / cfg.api_horizon).astype(np.float32)
     alt_move = moves.copy()
     alt_move[:, 0] = False

@@ -77,7 +77,7 @@ def validate(validation: list[tuple[UsageTrace, list[Fleet]]], model: ActorCriti
 
 def capacity(env: BalanceEnv) -> np.ndarray:
     """Each fleet's core-hours per step (what the reward is a share of)."""
-    return env.cores * env.host_valid.sum(axis=1) * env.cfg.interval_s / 3600
+    return (env.cores * env.host_valid).sum(axis=1) * env.cfg.interval_s / 3600
 
 
 def validate_actor(validation: list[tuple[UsageTrace, list[Fleet]]], actor: BalanceActor, env_cfg: EnvConfig) -> float:

@@ -12,9 +12,11 @@ The mask keeps only moves the hard rules allow (destination placeable and not th
 vCPU and memory allocation within the limits): the policy proposes, the constraints dispose.
 
 Every figure is scale-free (loads as a share of the host's cores), so fleets of any host size
-share one network. The forecast (:class:`Forecaster`) turns each VM's last hour into quantiles of
-its next-step demand; the ablation ``mode`` replaces it by the last value (``no-forecast``) or
-removes the history features (``no-history``).
+share one network, and hosts of different sizes in one fleet too: a VM's figures are shares of its
+source host's cores, and what it does to a destination is a share of that destination's cores.
+The forecast (:class:`Forecaster`) turns each VM's last hour into quantiles of its next-step
+demand; the ablation ``mode`` replaces it by the last value (``no-forecast``) or removes the
+history features (``no-history``).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class Candidates:
     mask: np.ndarray  #: (E, N) allowed by the hard rules
     features: np.ndarray  #: (E, N, F) float32
     global_features: np.ndarray  #: (E, G) float32
+    dst_scale: np.ndarray | None = None  #: (E, N) float32: source cores / destination cores (None: all 1)
 
     @property
     def noop_mask(self) -> np.ndarray:
@@ -120,8 +123,8 @@ def _loads(state: BalanceState, forecaster: Forecaster | None, mode: str) -> _Lo
     else:
         q50, q90 = np.zeros_like(now), np.zeros_like(now)
         q50[valid], q90[valid] = forecaster(state.history[valid], state.vcpus[valid])
-    c1, n_h = state.cores[:, None], state.host_valid.shape[1]
-    return _Loads(now, q50, q90, *(_host_sum(state.vm_host, x, valid, n_h) / c1 for x in (now, q50, q90)))
+    n_h = state.host_valid.shape[1]
+    return _Loads(now, q50, q90, *(_host_sum(state.vm_host, x, valid, n_h) / state.cores for x in (now, q50, q90)))
 
 
 def _pairs(state: BalanceState, ld: _Loads) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -143,10 +146,13 @@ def _columns(state: BalanceState, ld: _Loads, pairs: tuple[np.ndarray, ...],
     """The candidate features' columns (each broadcastable to (E, S, K, D)) and the hard-rule mask."""
     src, top, top_ok, dst = pairs
     e_n, s_n, k = top.shape
-    hv, c4 = state.host_valid, state.cores[:, None, None, None]
-    # per source host (E, S, 1, 1), per VM (E, S, K, 1), per destination (E, 1, 1, D)
+    hv = state.host_valid
+    c4, d_c4 = _take(state.cores, src)[:, :, None, None], _take(state.cores, dst)[:, None, None, :]
+    # per source host (E, S, 1, 1), per VM (E, S, K, 1), per destination (E, 1, 1, D); a VM's figures are shares
+    # of its source host's cores, and of the destination's where it lands there (the same on identical hosts)
     s_now, s50, s90 = (_take(x, src)[:, :, None, None] for x in (ld.load_now, ld.load50, ld.load90))
     v_now, v50, v90 = (_take(x, top)[..., None] / c4 for x in (ld.now, ld.q50, ld.q90))
+    vd_now, vd90 = (_take(x, top)[..., None] / d_c4 for x in (ld.now, ld.q90))
     d_now, d50, d90 = (_take(x, dst)[:, None, None, :] for x in (ld.load_now, ld.load50, ld.load90))
     vc = _take(state.vcpus, top)[..., None]
     mc = _take(state.mem_cap_gib, top)[..., None]
@@ -154,13 +160,14 @@ def _columns(state: BalanceState, ld: _Loads, pairs: tuple[np.ndarray, ...],
     d_mc = _take(state.host_mem_cap, dst)[:, None, None, :]
     ok = top_ok[..., None] & (dst[:, None, None, :] != src[:, :, None, None])
     ok = ok & _take(hv & state.placeable, dst)[:, None, None, :]
-    ok = ok & (d_vc + vc <= state.vcpu_limit[:, None, None, None] + 1e-9)
-    ok = ok & (d_mc + mc <= state.mem_limit[:, None, None, None] + 1e-9)
+    vcl = _take(state.vcpu_limit, dst)[:, None, None, :]
+    ok = ok & (d_vc + vc <= vcl + 1e-9)
+    ok = ok & (d_mc + mc <= _take(state.mem_limit, dst)[:, None, None, :] + 1e-9)
     src_ex = np.maximum(s90 - 1.0, 0.0)
     src_after = np.maximum(s90 - v90 - 1.0, 0.0)
-    dst_after = np.maximum(d90 + v90 - 1.0, 0.0)
+    dst_after = np.maximum(d90 + vd90 - 1.0, 0.0)
     relief_now = (np.maximum(s_now - 1.0, 0.0) - np.maximum(s_now - v_now - 1.0, 0.0)
-                  - (np.maximum(d_now + v_now - 1.0, 0.0) - np.maximum(d_now - 1.0, 0.0)))
+                  - (np.maximum(d_now + vd_now - 1.0, 0.0) - np.maximum(d_now - 1.0, 0.0)))
     if mode == "no-history":
         h_mean = h_max = h_std = np.zeros((e_n, s_n, k, 1))
     else:
@@ -169,7 +176,6 @@ def _columns(state: BalanceState, ld: _Loads, pairs: tuple[np.ndarray, ...],
         h_mean, h_max, h_std = (f(past, axis=3)[..., None] / c4 for f in (np.mean, np.max, np.std))
     mean_load = (ld.load_now * hv).sum(axis=1) / np.maximum(hv.sum(axis=1), 1)
     max90 = np.where(hv, ld.load90, -np.inf).max(axis=1)
-    vcl = state.vcpu_limit[:, None, None, None]
     cols = [s_now, s50, s90, d_now, d50, d90, v_now, v50, v90, src_ex, src_after, dst_after,
             (src_ex - src_after) - (dst_after - np.maximum(d90 - 1.0, 0.0)), relief_now,
             _take(state.mem_gib, top)[..., None] / 64.0, h_mean, h_max, h_std,
@@ -197,7 +203,9 @@ def candidates(state: BalanceState, forecaster: Forecaster | None, mode: str = "
     ok = np.broadcast_to(ok, shape).reshape(e_n, n)
     feats = feats.reshape(e_n, n, len(cols))
     feats[~ok] = 0.0
-    gain = _fallback_scores(feats, ok, threshold)  # what the fallback would do, from the figures above
+    scale = np.broadcast_to((_take(state.cores, src)[:, :, None, None] / _take(state.cores, dst)[:, None, None, :])
+                            .astype(np.float32), shape).reshape(e_n, n)
+    gain = _fallback_scores(feats, ok, threshold, scale)  # what the fallback would do, from the figures above
     acts = gain.max(axis=1, initial=-np.inf) > -np.inf
     pick = np.where(acts, gain.argmax(axis=1), -1)
     feats[..., CANDIDATE_FEATURES.index("fallback_acts")] = acts[:, None]
@@ -205,7 +213,7 @@ def candidates(state: BalanceState, forecaster: Forecaster | None, mode: str = "
     feats[~ok] = 0.0
     vm = np.broadcast_to(top[..., None], shape).reshape(e_n, n)
     dh = np.broadcast_to(dst[:, None, None, :], shape).reshape(e_n, n)
-    return Candidates(vm, dh, ok, feats, _globals(state, ld, feats, ok, gain))
+    return Candidates(vm, dh, ok, feats, _globals(state, ld, feats, ok, gain), scale)
 
 
 def _globals(state: BalanceState, ld: _Loads, feats: np.ndarray, ok: np.ndarray, gain: np.ndarray) -> np.ndarray:
@@ -230,12 +238,13 @@ PRIOR_SKIP = -10.0  #: prior logit of an allowed move the fallback would not mak
 #: candidates, "do nothing" stays about 99 % likely when sampling where the fallback would not act
 
 
-def _fallback_scores(f: np.ndarray, mask: np.ndarray, threshold: float) -> np.ndarray:
-    """(E, N) the fallback's gain for each move it would consider, -inf for the others."""
+def _fallback_scores(f: np.ndarray, mask: np.ndarray, threshold: float, scale: np.ndarray | None = None) -> np.ndarray:
+    """(E, N) the fallback's gain for each move it would consider, -inf for the others. ``scale``: source cores
+    over destination cores per candidate (the VM's share of the destination is its share of the source times it)."""
     i = CANDIDATE_FEATURES.index
     src_now = f[..., i("src_load_now")]
     v_now = f[..., i("vm_now")]
-    after_dst = f[..., i("dst_load_now")] + v_now
+    after_dst = f[..., i("dst_load_now")] + (v_now if scale is None else v_now * scale)
     hotter_after = np.maximum(src_now - v_now, after_dst)
     acts = mask & (src_now > threshold) & (after_dst < src_now)
     gain = f[..., i("relief_now")] * 100 + np.maximum(src_now - hotter_after, 0.0)
@@ -252,7 +261,7 @@ def prior_logits(cand: Candidates, threshold: float = 1.0, act: float = PRIOR_AC
     lowers the hotter end; every other allowed move scores ``PRIOR_SKIP``. Its argmax is the fallback's
     decision (ablation a: no forecast, no history, no network), whatever ``act`` and ``per_gain``; they set
     how sharply a residual policy samples around it."""
-    gain = _fallback_scores(cand.features, cand.mask, threshold)
+    gain = _fallback_scores(cand.features, cand.mask, threshold, cand.dst_scale)
     scores = np.where(gain > -np.inf, act + per_gain * gain, PRIOR_SKIP)
     scores = np.where(cand.mask, scores, -np.inf)
     return np.concatenate([np.zeros((scores.shape[0], 1)), scores], axis=1).astype(np.float32)

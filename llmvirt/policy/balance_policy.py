@@ -176,14 +176,16 @@ def state_of(view: ClusterArrays, history: np.ndarray | None = None, movable: np
     host_v = np.bincount(view.vm_host, vcpus, minlength=view.n_hosts)
     host_m = np.bincount(view.vm_host, mcap, minlength=view.n_hosts)
     maint = view.maintenance if view.maintenance.size else np.zeros(view.n_hosts, dtype=bool)
+    cores, mem_mib = view.host_sizes()  # each host's own (a fleet of mixed sizes is as welcome as identical hosts)
+    cores = np.maximum(np.asarray(cores, dtype=np.float64), 1.0)
     return BalanceState(
-        cores=np.array([float(s.host_cores)]), host_valid=np.ones((1, view.n_hosts), dtype=bool),
+        cores=cores[None, :], host_valid=np.ones((1, view.n_hosts), dtype=bool),
         vm_valid=np.ones((1, n), dtype=bool), vm_host=view.vm_host[None, :].astype(np.int64),
         demand=now[None, :], history=hist[None, :, :].astype(np.float32), vcpus=vcpus[None, :],
         mem_cap_gib=mcap[None, :], mem_gib=(view.vm_mem_mib / 1024)[None, :],
         host_vcpus=host_v[None, :], host_mem_cap=host_m[None, :],
-        vcpu_limit=np.array([s.cpu_allocation_ratio * s.host_cores]),
-        mem_limit=np.array([s.ram_allocation_ratio * s.host_mem_mib / 1024]),
+        vcpu_limit=(s.cpu_allocation_ratio * cores)[None, :],
+        mem_limit=(s.ram_allocation_ratio * np.asarray(mem_mib, dtype=np.float64) / 1024)[None, :],
         since_move=np.full((1, n), 1000.0),
         movable=(np.ones((1, n), dtype=bool) if movable is None else np.asarray(movable, dtype=bool)[None, :]),
         placeable=~maint[None, :])

@@ -1,8 +1,10 @@
 """The balance scenario, batched: many fleets stepped together, fast enough to train a policy on.
 
-Each of ``E`` environments is one fleet of identical hosts running VMs drawn from a trace. Fleet
-shapes differ between environments (3 to 10 hosts of 8 to 24 cores, 45 % to 80 % mean CPU load)
-and are padded to common array sizes, so one numpy call steps them all. A step is one trace sample
+Each of ``E`` environments is one fleet of hosts running VMs drawn from a trace. Fleet shapes
+differ between environments (3 to 10 hosts of 8 to 24 cores, 45 % to 80 % mean CPU load) and are
+padded to common array sizes, so one numpy call steps them all. A fleet's hosts are identical by
+default; with ``EnvConfig.mixed_sizes`` each host draws its own size (every per-host figure, limit
+and cost is per host either way). A step is one trace sample
 (300 s):
 
 1. the policy's move (at most one live migration per fleet and step, ``vm -> host`` or none) is
@@ -43,6 +45,7 @@ class EnvConfig:
 
     hosts: tuple[int, int] = (3, 10)  #: hosts per fleet, inclusive range
     host_cores: tuple[int, ...] = (8, 16, 24)  #: host sizes drawn from
+    mixed_sizes: bool = False  #: each host draws its own size (else one size per fleet)
     mhz_per_core: float = 2600.0  #: per core (Bitbrains' MHz are converted to cores with it)
     mem_gib_per_core: float = 32.0  #: host memory per core (Bitbrains VMs hold much memory for little CPU)
     load: tuple[float, float] = (0.45, 0.80)  #: fleet mean CPU demand over the episode / fleet cores
@@ -66,7 +69,7 @@ class Fleet:
     vms: np.ndarray  #: trace index of each VM
     start: np.ndarray  #: per VM: the trace step of the episode's first step
     n_hosts: int  #: hosts
-    cores: int  #: cores per host
+    cores: np.ndarray  #: (n_hosts,) cores of each host
     vm_host: np.ndarray  #: initial host of each VM
     since_move: np.ndarray | None = None  #: per VM, steps since it last moved (None: never)
 
@@ -75,7 +78,7 @@ class Fleet:
 class BalanceState:
     """What a policy reads at a step, for all environments (padded: see ``vm_valid``, ``host_valid``)."""
 
-    cores: np.ndarray  #: (E,) cores per host
+    cores: np.ndarray  #: (E, H) cores of each host (padding hosts: 1)
     host_valid: np.ndarray  #: (E, H) the host exists
     vm_valid: np.ndarray  #: (E, V) the VM exists
     vm_host: np.ndarray  #: (E, V) host of each VM
@@ -86,8 +89,8 @@ class BalanceState:
     mem_gib: np.ndarray  #: (E, V) memory in use now (what a migration copies)
     host_vcpus: np.ndarray  #: (E, H) provisioned vCPUs on each host
     host_mem_cap: np.ndarray  #: (E, H) provisioned memory on each host, GiB
-    vcpu_limit: np.ndarray  #: (E,) vCPUs a host may hold
-    mem_limit: np.ndarray  #: (E,) GiB of provisioned memory a host may hold
+    vcpu_limit: np.ndarray  #: (E, H) vCPUs each host may hold
+    mem_limit: np.ndarray  #: (E, H) GiB of provisioned memory each host may hold
     since_move: np.ndarray  #: (E, V) steps since the VM last moved (large: never)
     movable: np.ndarray  #: (E, V) the VM may live-migrate
     placeable: np.ndarray  #: (E, H) the host may receive VMs (not in maintenance)
@@ -147,37 +150,55 @@ def trace_pool(trace: UsageTrace, mhz_per_core: float) -> tuple[np.ndarray, np.n
     return cpu, vcpus, mcap, mem
 
 
+def _host_sizes(rng: np.random.Generator, cfg: EnvConfig) -> tuple[np.ndarray, int, int]:
+    """(cores of each of the most hosts a fleet may get, their count, the fleet's one size or 0 when mixed).
+    A fleet of one size draws exactly what it always drew (its fleets and results stay the same)."""
+    cores = int(rng.choice(cfg.host_cores))
+    n_hosts = int(rng.integers(cfg.hosts[0], cfg.hosts[1] + 1))
+    if cfg.mixed_sizes:
+        return rng.choice(np.asarray(cfg.host_cores, dtype=np.float64), size=n_hosts), n_hosts, 0
+    return np.full(n_hosts, float(cores)), n_hosts, cores
+
+
+def _hosts_needed(sizes: np.ndarray, one: int, total: float, load: float, lo: int) -> int:
+    """The fewest of the drawn hosts (at least ``lo``) whose cores at ``load`` carry ``total``."""
+    if one:
+        return int(np.clip(np.ceil(total / (load * one)), lo, sizes.size))
+    return int(np.clip(np.searchsorted(np.cumsum(sizes) * load, total - 1e-9) + 1, lo, sizes.size))
+
+
 def draw_fleet(rng: np.random.Generator, pool_cpu: np.ndarray, pool_vcpus: np.ndarray, pool_mcap: np.ndarray,
                cfg: EnvConfig, eligible: np.ndarray | None = None) -> Fleet:
-    """A random fleet: a host size, VMs (each a trace VM shifted by whole days, so daily rhythms
-    stay) until their mean demand over the episode reaches the drawn load of the drawn host count
+    """A random fleet: host sizes, VMs (each a trace VM shifted by whole days, so daily rhythms
+    stay) until their mean demand over the episode reaches the drawn load of the drawn hosts
     (fewer hosts where the VMs run out), and a random placement within the allocation limits (so
     fleets start unbalanced)."""
     n_vm, n_t = pool_cpu.shape[0] - 1, pool_cpu.shape[1]
     span = cfg.episode_steps + HISTORY
     if n_t < span + 1:
         raise ValueError(f"the trace has {n_t} steps; an episode needs {span + 1}")
-    cores = int(rng.choice(cfg.host_cores))
-    n_hosts = int(rng.integers(cfg.hosts[0], cfg.hosts[1] + 1))
+    sizes, n_hosts, one = _host_sizes(rng, cfg)
     load = float(rng.uniform(*cfg.load))
     days = cfg.episode_steps
     last = n_t - 1 - cfg.episode_steps  # the latest first step: the episode's last step must exist
     start = int(rng.integers(HISTORY, max(HISTORY, min(days, last)) + 1))
     shifts = start + days * np.arange((last - start) // days + 1)
     pool = np.arange(n_vm) if eligible is None else np.asarray(eligible)
-    pool = pool[pool_vcpus[pool] <= cores / 2]
+    pool = pool[pool_vcpus[pool] <= sizes.max() / 2]
     slots = [(int(v), int(s)) for v in pool for s in shifts]
+    target = load * n_hosts * one if one else load * float(sizes.sum())
     chosen, starts, total = [], [], 0.0
     for i in rng.permutation(len(slots)):
-        if total >= load * n_hosts * cores or len(chosen) >= cfg.max_vms:
+        if total >= target or len(chosen) >= cfg.max_vms:
             break
         v, s = slots[i]
         chosen.append(v)
         starts.append(s)
         total += float(pool_cpu[v, s:s + cfg.episode_steps].mean())
-    n_hosts = int(np.clip(np.ceil(total / (load * cores)), cfg.hosts[0], n_hosts))
-    vcpu_lim = cfg.cpu_allocation_ratio * cores
-    mem_lim = cfg.ram_allocation_ratio * cores * cfg.mem_gib_per_core
+    n_hosts = _hosts_needed(sizes, one, total, load, cfg.hosts[0])
+    sizes = sizes[:n_hosts]
+    vcpu_lim = cfg.cpu_allocation_ratio * sizes
+    mem_lim = cfg.ram_allocation_ratio * sizes * cfg.mem_gib_per_core
     host_v = np.zeros(n_hosts)
     host_m = np.zeros(n_hosts)
     keep, placed = [], []
@@ -191,7 +212,7 @@ def draw_fleet(rng: np.random.Generator, pool_cpu: np.ndarray, pool_vcpus: np.nd
         keep.append(i)
         placed.append(h)
     idx = np.array(keep, dtype=np.int64)
-    return Fleet(np.array(chosen, dtype=np.int64)[idx], np.array(starts, dtype=np.int64)[idx], n_hosts, cores,
+    return Fleet(np.array(chosen, dtype=np.int64)[idx], np.array(starts, dtype=np.int64)[idx], n_hosts, sizes,
                  np.array(placed, dtype=np.int64))
 
 
@@ -217,7 +238,7 @@ class BalanceEnv:
         self.vm_host = np.zeros((e, v), dtype=np.int64)
         self.vm_valid = np.zeros((e, v), dtype=bool)
         self.host_valid = np.zeros((e, h), dtype=bool)
-        self.cores = np.ones(e)
+        self.cores = np.ones((e, h))  # padding hosts: 1 core (never valid, never divided by 0)
         self.start = np.zeros((e, v), dtype=np.int64)
         self.t = np.zeros(e, dtype=np.int64)
         self.since_move = np.full((e, v), 1000.0)
@@ -241,7 +262,8 @@ class BalanceEnv:
         self.vm_valid[i, :n] = True
         self.host_valid[i] = False
         self.host_valid[i, : fleet.n_hosts] = True
-        self.cores[i] = fleet.cores
+        self.cores[i] = 1.0
+        self.cores[i, : fleet.n_hosts] = fleet.cores
         self.start[i] = HISTORY
         self.start[i, :n] = fleet.start
         self.t[i] = 0
@@ -253,8 +275,9 @@ class BalanceEnv:
         """Environment ``e`` as it is now, as a fixed fleet whose first step is the current one: the
         start of a counterfactual (what if this move, what if none)."""
         n = int(self.vm_valid[e].sum())
-        return Fleet(self.vm_src[e, :n].copy(), self.start[e, :n] + self.t[e], int(self.host_valid[e].sum()),
-                     int(self.cores[e]), self.vm_host[e, :n].copy(), self.since_move[e, :n].copy())
+        n_h = int(self.host_valid[e].sum())
+        return Fleet(self.vm_src[e, :n].copy(), self.start[e, :n] + self.t[e], n_h, self.cores[e, :n_h].copy(),
+                     self.vm_host[e, :n].copy(), self.since_move[e, :n].copy())
 
     # ---- the state a policy reads ------------------------------------------------------------
     def _col(self) -> np.ndarray:
@@ -283,7 +306,7 @@ class BalanceEnv:
             vcpus=vcpus, mem_cap_gib=mcap, mem_gib=self.pool_mem[self.vm_src, self._col()].astype(np.float64),
             host_vcpus=self.host_sum(vcpus), host_mem_cap=self.host_sum(mcap),
             vcpu_limit=c.cpu_allocation_ratio * self.cores,
-            mem_limit=c.ram_allocation_ratio * self.cores * c.mem_gib_per_core,
+            mem_limit=c.ram_allocation_ratio * self.cores * c.mem_gib_per_core,  # (E, H), per host
             since_move=self.since_move.copy(), movable=self.vm_valid.copy(), placeable=self.host_valid.copy())
 
     def fleet_view(self, e: int) -> ClusterArrays:
@@ -292,15 +315,17 @@ class BalanceEnv:
         src = self.vm_src[e, :n]
         col = self.start[e, :n] + self.t[e]
         c = self.cfg
-        setup = FleetSetup(host_cores=int(self.cores[e]), mhz_per_core=c.mhz_per_core,
-                           host_mem_mib=self.cores[e] * c.mem_gib_per_core * 1024,
+        n_h = int(self.host_valid[e].sum())
+        cores = self.cores[e, :n_h].copy()
+        setup = FleetSetup(host_cores=int(cores[0]), mhz_per_core=c.mhz_per_core,
+                           host_mem_mib=cores[0] * c.mem_gib_per_core * 1024,
                            cpu_allocation_ratio=c.cpu_allocation_ratio, ram_allocation_ratio=c.ram_allocation_ratio)
         mem = self.pool_mem[src, col].astype(np.float64) * 1024
         cap = self.pool_mcap[src] * 1024
-        n_h = int(self.host_valid[e].sum())
         return ClusterArrays(setup, self.vm_host[e, :n].copy(), self.pool_vcpus[src].astype(np.int64), cap,
-                         self.pool_cpu[src, col].astype(np.float64) * c.mhz_per_core, mem, cap.copy(),
-                         np.maximum(cap - mem, 0.0), n_h, np.zeros(n_h, dtype=bool))
+                             self.pool_cpu[src, col].astype(np.float64) * c.mhz_per_core, mem, cap.copy(),
+                             np.maximum(cap - mem, 0.0), n_h, np.zeros(n_h, dtype=bool),
+                             host_cpus=cores, host_mem_mib=cores * c.mem_gib_per_core * 1024)
 
     # ---- stepping ----------------------------------------------------------------------------
     def step(self, vm: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -327,8 +352,9 @@ class BalanceEnv:
         host_m = self.host_sum(self.pool_mcap[self.vm_src])
         ok = (want & self.vm_valid[e_idx, v] & (dst >= 0) & (dst < cfg.max_hosts) & self.host_valid[e_idx, dd]
               & (self.vm_host[e_idx, v] != dd))
-        ok &= host_v[e_idx, dd] + vcpus <= cfg.cpu_allocation_ratio * self.cores + 1e-9
-        ok &= host_m[e_idx, dd] + mcap <= cfg.ram_allocation_ratio * self.cores * cfg.mem_gib_per_core + 1e-9
+        cores = self.cores[e_idx, dd]
+        ok &= host_v[e_idx, dd] + vcpus <= cfg.cpu_allocation_ratio * cores + 1e-9
+        ok &= host_m[e_idx, dd] + mcap <= cfg.ram_allocation_ratio * cores * cfg.mem_gib_per_core + 1e-9
         self.metrics.refused += want & ~ok
         if not ok.any():
             return np.zeros(self.n_envs)
@@ -354,13 +380,13 @@ class BalanceEnv:
         self.t += 1
         demand = self.demand_now()
         load = self.host_sum(demand)
-        over = np.maximum(load - self.cores[:, None], 0.0) * self.host_valid
+        over = np.maximum(load - self.cores, 0.0) * self.host_valid
         unmet = over.sum(axis=1) * dt_h
         self.metrics.unmet_core_h += unmet
         self.metrics.overload_host_h += (over > 1e-9).sum(axis=1) * dt_h
         self.metrics.demand_core_h += (demand * self.vm_valid).sum(axis=1) * dt_h
         # no policy does better than VMs split freely over the whole fleet and moved for free
-        cores = (self.cores[:, None] * self.host_valid).sum(axis=1)
+        cores = (self.cores * self.host_valid).sum(axis=1)
         self.metrics.bound_core_h += np.maximum((demand * self.vm_valid).sum(axis=1) - cores, 0.0) * dt_h
         done = self.t >= cfg.episode_steps
         if done.any() and self.fleets is None:

@@ -31,16 +31,17 @@ from llmvirt.sim.power import generic_table
 
 
 def fleet_view(cluster: Cluster, cpu_allocation_ratio: float, ram_allocation_ratio: float) -> ClusterArrays:
-    """The balance scenario's view of a real cluster. Its baselines model identical hosts, so a
-    cluster of mixed host sizes is refused with one clear line."""
+    """The balance scenario's view of a real cluster, hosts of any sizes: every baseline and the learned
+    policy read each host's own CPUs and memory (:meth:`ClusterArrays.host_sizes`). CPU demand is counted
+    in CPUs (a VM's expected use x its vCPUs) at the first host's clock, so hosts of different MHz compare
+    by CPUs, as the hard rules do."""
     if not cluster.hosts:
         raise UsageError("no scanned hosts")
-    sizes = {(h.cpus, h.memory_mib, h.cpu_mhz or DEFAULT_MHZ) for h in cluster.hosts}
-    if len(sizes) > 1:
-        raise UsageError("this baseline models identical hosts, and these hosts differ in CPUs, memory or MHz: "
-                         "use the learned policy or baseline:best-fit|least-loaded|first-fit")
-    return ClusterArrays.from_cluster(cluster, FleetSetup(cpu_allocation_ratio=cpu_allocation_ratio,
+    view = ClusterArrays.from_cluster(cluster, FleetSetup(cpu_allocation_ratio=cpu_allocation_ratio,
                                                           ram_allocation_ratio=ram_allocation_ratio))
+    if len({h.cpu_mhz or DEFAULT_MHZ for h in cluster.hosts}) > 1:
+        view.vm_cpu_mhz = view.cpus_used() * view.setup.mhz_per_core
+    return view
 
 
 @dataclass

@@ -65,7 +65,7 @@ class WatcherWorkloadBalance:
 
     def decide(self, view: ClusterArrays) -> list[tuple[int, int]]:
         """At most one migration, as one Watcher audit produces."""
-        cores = view.setup.host_cores
+        cores = view.host_sizes()[0]  # each host's own
         load = _cores_used(view)
         host_load = view.host_sum(load)
         util = host_load / cores * 100
@@ -84,7 +84,7 @@ class WatcherWorkloadBalance:
                 continue
             vm = int(vms[ok][np.argmin(delta[ok])])
             dests = [h for h in under if allocation_ok(view, vm, h, view.vm_host)
-                     and load[vm] + host_load[h] < self.threshold / 100 * cores]
+                     and load[vm] + host_load[h] < self.threshold / 100 * cores[h]]
             if not dests:
                 return []
             return [(vm, min(dests, key=lambda h: util[h]))]
@@ -92,7 +92,7 @@ class WatcherWorkloadBalance:
 
     def explain(self, view: ClusterArrays) -> list[tuple[int, int, str]]:
         """:meth:`decide`'s migration with Watcher's reason for it."""
-        util = view.host_sum(_cores_used(view)) / view.setup.host_cores * 100
+        util = view.host_sum(_cores_used(view)) / view.host_sizes()[0] * 100
         return [(vm, dst, f"source at {util[view.vm_host[vm]]:.0f} % of its cores, over the {self.threshold:g} % "
                           f"threshold; the VM that brings it closest to the average, to the least used host "
                           f"under the threshold ({util[dst]:.0f} %)") for vm, dst in self.decide(view)]
@@ -107,7 +107,7 @@ class WatcherVmWorkloadConsolidation:
 
     def decide(self, view: ClusterArrays) -> list[tuple[int, int]]:
         """Offload, consolidate, then collapse repeated moves of a VM."""
-        s = view.setup
+        cores, host_mem = view.host_sizes()
         load, mem = _cores_used(view), view.vm_mem_mib
         where = view.vm_host.copy()
         moves: list[tuple[int, int, int]] = []
@@ -118,7 +118,7 @@ class WatcherVmWorkloadConsolidation:
 
         def fits(vm: int, h: int) -> bool:
             c, m = host_load(h)
-            return c + load[vm] <= s.host_cores * self.cc and m + mem[vm] <= s.host_mem_mib * self.cc
+            return c + load[vm] <= cores[h] * self.cc and m + mem[vm] <= host_mem[h] * self.cc
 
         def move(vm: int, dst: int) -> None:
             moves.append((vm, int(where[vm]), dst))
@@ -126,14 +126,14 @@ class WatcherVmWorkloadConsolidation:
 
         nodes = sorted(range(view.n_hosts), key=lambda h: host_load(h)[0])
         for node in reversed(nodes):  # offload
-            if host_load(node)[0] <= s.host_cores * self.cc:
+            if host_load(node)[0] <= cores[node] * self.cc:
                 continue
             for vm in sorted(np.flatnonzero(where == node), key=lambda v: load[v]):
                 for dst in reversed(nodes):
                     if dst != node and fits(int(vm), dst):
                         move(int(vm), dst)
                         break
-                if host_load(node)[0] <= s.host_cores * self.cc:
+                if host_load(node)[0] <= cores[node] * self.cc:
                     break
         nodes = sorted(range(view.n_hosts), key=lambda h: host_load(h)[0])
         for asc, node in enumerate(nodes):  # consolidation
@@ -158,13 +158,16 @@ class ProxLB:
     method: str = "memory"  #: memory (ProxLB's default) or cpu
     name: str = "proxlb"  #: display name
 
+    def _usage(self, view: ClusterArrays) -> tuple[np.ndarray, np.ndarray]:
+        """Per VM, what it uses; per host, its total (CPU in MHz, or memory in MiB), each host its own."""
+        cores, mem = view.host_sizes()
+        if self.method == "cpu":
+            return view.vm_cpu_mhz, cores * view.setup.mhz_per_core
+        return view.vm_mem_mib, np.asarray(mem, dtype=np.float64)
+
     def decide(self, view: ClusterArrays) -> list[tuple[int, int]]:
         """Move guests off the most-used node, smallest first, until the spread is small enough."""
-        s = view.setup
-        if self.method == "cpu":
-            per_vm, total = view.vm_cpu_mhz, s.host_mhz
-        else:
-            per_vm, total = view.vm_mem_mib, s.host_mem_mib
+        per_vm, total = self._usage(view)
         where = view.vm_host.copy()
         used = view.host_sum(per_vm).astype(np.float64)
         ok_nodes = ~view.maintenance
@@ -177,7 +180,7 @@ class ProxLB:
             if src != int(np.argmax(np.where(ok_nodes, pct, -np.inf))):
                 continue
             dst = int(np.argmax(np.where(ok_nodes, total - used, -np.inf)))
-            if dst == src or total - used[dst] < per_vm[vm] or not allocation_ok(view, int(vm), dst, where):
+            if dst == src or total[dst] - used[dst] < per_vm[vm] or not allocation_ok(view, int(vm), dst, where):
                 continue
             used[src] -= per_vm[vm]
             used[dst] += per_vm[vm]
@@ -187,8 +190,7 @@ class ProxLB:
 
     def explain(self, view: ClusterArrays) -> list[tuple[int, int, str]]:
         """:meth:`decide`'s migrations with ProxLB's reason: the usage spread before the plan."""
-        s = view.setup
-        per_vm, total = (view.vm_cpu_mhz, s.host_mhz) if self.method == "cpu" else (view.vm_mem_mib, s.host_mem_mib)
+        per_vm, total = self._usage(view)
         pct = view.host_sum(per_vm) / total * 100
         ok = ~view.maintenance
         spread = float(pct[ok].max() - pct[ok].min()) if ok.any() else 0.0
@@ -220,11 +222,12 @@ class ProxmoxCrs:
     def explain(self, view: ClusterArrays) -> list[tuple[int, int, str]]:
         """:meth:`decide` with the reason for each move: the imbalance it changes, or the evacuation."""
         s = view.setup
+        cores, mem = view.host_sizes()
         maint = view.maintenance if view.maintenance.size else np.zeros(view.n_hosts, dtype=bool)
         usable = [h for h in range(view.n_hosts) if not maint[h]]
         if len(usable) < 2 and not maint.any():
             return []
-        load = pve_crs.Load([pve_crs.Node(str(h), float(s.host_cores), float(s.host_mem_mib)) for h in usable],
+        load = pve_crs.Load([pve_crs.Node(str(h), float(cores[h]), float(mem[h])) for h in usable],
                             unlimited_cpu=False)
         usages = {str(v): self._usage(view, v) for v in range(len(view.vm_host))}
         where = view.vm_host.copy()
@@ -243,8 +246,8 @@ class ProxmoxCrs:
         while len(moves) < self.max_moves and len(usable) > 1 and pve_crs.imbalance(load) > self.threshold:
             cpu_alloc = np.bincount(where, view.vm_vcpus, minlength=view.n_hosts)
             mem_alloc = np.bincount(where, view.vm_mem_cap, minlength=view.n_hosts)
-            fits = ((cpu_alloc[None, :] + view.vm_vcpus[:, None] <= s.cpu_allocation_ratio * s.host_cores)
-                    & (mem_alloc[None, :] + view.vm_mem_cap[:, None] <= s.ram_allocation_ratio * s.host_mem_mib)
+            fits = ((cpu_alloc[None, :] + view.vm_vcpus[:, None] <= s.cpu_allocation_ratio * cores[None, :])
+                    & (mem_alloc[None, :] + view.vm_mem_cap[:, None] <= s.ram_allocation_ratio * mem[None, :])
                     & ok_host[None, :] & ok_host[where][:, None]
                     & (np.arange(view.n_hosts)[None, :] != where[:, None]))
             cands = [pve_crs.Candidate((str(v),), str(int(where[v])), str(h)) for v, h in np.argwhere(fits)]

@@ -112,9 +112,10 @@ def first_fit_decreasing(trace: UsageTrace, setup: FleetSetup) -> np.ndarray:
 def allocation_ok(view: ClusterArrays, vm: int, dst: int, vm_host: np.ndarray) -> bool:
     """The destination stays within the fleet's allocation limits with ``vm`` added."""
     s = view.setup
+    cores, mem = view.host_sizes()
     on = vm_host == dst
-    return bool(view.vm_vcpus[on].sum() + view.vm_vcpus[vm] <= s.cpu_allocation_ratio * s.host_cores
-                and view.vm_mem_cap[on].sum() + view.vm_mem_cap[vm] <= s.ram_allocation_ratio * s.host_mem_mib)
+    return bool(view.vm_vcpus[on].sum() + view.vm_vcpus[vm] <= s.cpu_allocation_ratio * cores[dst]
+                and view.vm_mem_cap[on].sum() + view.vm_mem_cap[vm] <= s.ram_allocation_ratio * mem[dst])
 
 
 class FleetSim:
