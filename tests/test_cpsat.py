@@ -126,3 +126,37 @@ def test_rebalance_runs_cp_sat_on_a_scanned_cluster(cli, tmp_path) -> None:
     assert doc["moves"] and all("CP-SAT (optimal)" in m["reason"] for m in doc["moves"]), doc
     code, _, err = cli("rebalance", "--policy", "baseline:cp-sat:oops")
     assert code == 2 and "cp-sat" in err
+
+
+def test_moves_come_in_an_order_each_of_which_fits_when_applied_one_after_another() -> None:
+    """Host 1 is at its memory limit: the move out of it must come before the move into it, and a pure swap
+    of two full hosts (which only fits all at once) is cut, never returned to be refused half-way."""
+    from llmvirt.sim.cpsat_balancer import in_feasible_order
+
+    # 2 cores a host: 2,000 MiB of memory each; VM 0 (host 0) -> 1, VM 1 (host 1, full) -> 2
+    view = _view(2, [0, 1, 1], [0.1, 0.1, 0.1], mem=[1000.0, 1000.0, 1000.0])
+    assert in_feasible_order(view, [(0, 1), (1, 2)]) == [(1, 2), (0, 1)]
+    full = _view(2, [0, 0, 1, 1], [0.1] * 4, mem=[1000.0] * 4, n_hosts=2)
+    assert in_feasible_order(full, [(0, 1), (2, 0)]) == []
+
+
+def test_cpsat_plans_are_never_refused_by_the_simulator_on_mixed_memory_tight_fleets() -> None:
+    """Every move of a multi-move decision is applied in turn by the simulator: with the moves in a feasible
+    order none is refused (fleets of mixed host sizes whose memory refuses many moves)."""
+    from llmvirt.bench.balance_rl import run_balancer
+    from llmvirt.sim.balance_env import EnvConfig, draw_fleet, trace_pool
+    from llmvirt.sim.traces import UsageTrace
+
+    rng = np.random.default_rng(0)
+    n, steps = 120, 120
+    vcpus = rng.choice([1.0, 2.0, 4.0], n)
+    util = np.clip(rng.uniform(0.1, 0.6, (n, 1)) + (rng.uniform(size=(n, steps)) < 0.2) * 0.5, 0, 1)
+    mem = rng.choice([2048.0, 4096.0, 8192.0], n)
+    trace = UsageTrace(tuple(f"vm{i}" for i in range(n)), 300, vcpus, vcpus * 2600, util * vcpus[:, None] * 2600,
+                       mem, np.repeat(mem[:, None] * 0.5, steps, axis=1))
+    cfg = EnvConfig(mixed_sizes=True, host_cores=(4, 8, 16), mem_gib_per_core=2.0, episode_steps=40, max_vms=200)
+    pool = trace_pool(trace, cfg.mhz_per_core)
+    fl = [draw_fleet(rng, pool[0], pool[1], pool[2], cfg) for _ in range(4)]
+    res = run_balancer(make_balancer("cp-sat:4:0.1"), trace, fl, cfg)
+    assert sum(r["migrations"] for r in res.rows) > 0
+    assert sum(r["refused"] for r in res.rows) == 0

@@ -98,13 +98,37 @@ class CpSatBalance:
             return []
         how = "optimal" if status == cp_model.OPTIMAL else "best found within the time limit"
         after = sum(solver.Value(o) for o in over) / SCALE
-        out = []
-        for v in cand:
-            for h in range(n_h):
-                if h != view.vm_host[v] and (v, h) in x and solver.Value(x[v, h]):
-                    out.append((v, h, f"CP-SAT ({how}): overload {before.sum():.1f} -> {after:.1f} CPUs with "
-                                      f"{self.max_moves} moves at most, {self.move_price:g} CPU a move"))
-        return out
+        chosen = [(v, h) for v in cand for h in range(n_h)
+                  if h != view.vm_host[v] and (v, h) in x and solver.Value(x[v, h])]
+        return [(v, h, f"CP-SAT ({how}): overload {before.sum():.1f} -> {after:.1f} CPUs with "
+                       f"{self.max_moves} moves at most, {self.move_price:g} CPU a move")
+                for v, h in in_feasible_order(view, chosen)]
+
+
+def in_feasible_order(view: ClusterArrays, moves: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``moves`` (a set the solver chose together) in an order in which each one, applied after those before
+    it, keeps its destination within the allocation limits: moves out of a host go before moves into it.
+    Migrations run one after another, so a set that only fits all at once (two VMs swapping hosts at their
+    limits) is cut where no next move fits (the rest would be refused)."""
+    s = view.setup
+    cores, mem = view.host_sizes()
+    vcpus = view.host_sum(view.vm_vcpus.astype(np.float64))
+    mcap = view.host_sum(view.vm_mem_cap.astype(np.float64))
+    pending, out = list(moves), []
+    while pending:
+        fits = [(vcpus[h] + view.vm_vcpus[v] <= s.cpu_allocation_ratio * cores[h] + 1e-9
+                 and mcap[h] + view.vm_mem_cap[v] <= s.ram_allocation_ratio * mem[h] + 1e-6) for v, h in pending]
+        if not any(fits):
+            return out
+        i = fits.index(True)
+        v, h = pending[i]
+        src = int(view.vm_host[v])
+        vcpus[src] -= view.vm_vcpus[v]
+        mcap[src] -= view.vm_mem_cap[v]
+        vcpus[h] += view.vm_vcpus[v]
+        mcap[h] += view.vm_mem_cap[v]
+        out.append(pending.pop(i))
+    return out
 
 
 def make_cpsat(name: str, args: list[str]) -> CpSatBalance:
