@@ -11,7 +11,8 @@
 #   7. `vagrant destroy -f`, and this machine's /etc/hosts entries removed
 #
 # Usage: vagrant/run-e2e.sh [--smoke]
-#   --smoke  CI's smaller version: box build plus one booted machine, checked over ssh and qemu+ssh
+#   --smoke  CI's smaller version: box build plus one booted machine, checked over ssh and qemu+ssh, and the
+#            Debian package (dist/, built if absent) installed and run by systemd there
 # Env: LLMVIRT_VAGRANT_HOSTS (default 3), LLMVIRT_VAGRANT_OUT (timings JSON, default bench/vagrant_e2e.json;
 #      bench/vagrant_smoke.json with --smoke), LLMVIRT_VAGRANT_KEEP=1 leaves the machines up.
 set -euo pipefail
@@ -103,13 +104,42 @@ ssh-add -q vagrant/.lab_ssh_key
 export LLMVIRT_DB=$WORK/llmvirt.db LLMVIRT_CONFIG=$WORK/llmvirt.toml
 printf '[apply]\npeer_to_peer = true\ntimeout_base_s = 300.0\n\n[outcomes]\nwindow_s = 20\n' >"$LLMVIRT_CONFIG"
 E2E_JSON=$WORK/e2e.json
+SSH_OPTS=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes)
+# The Debian package on a machine whose PID 1 is systemd (this one's is not): dpkg -i, the units as systemd
+# reads them (`systemctl cat`), installed but not enabled, and the rebalance service started by systemd
+# itself (scan, then rebalance --apply, of the machine's own libvirtd), then dpkg --purge.
+package_in_vm() {
+  local deb
+  deb=$(ls -t dist/llmvirt_*_amd64.deb 2>/dev/null | head -n 1 || true)
+  if [ -z "$deb" ]; then bash scripts/build-deb.sh >&2; deb=$(ls -t dist/llmvirt_*_amd64.deb | head -n 1); fi
+  scp "${SSH_OPTS[@]}" -q "$deb" root@kvm1:/var/tmp/llmvirt.deb
+  ssh "${SSH_OPTS[@]}" root@kvm1 bash -s <<'EOF'
+set -euo pipefail
+fail() { echo "package in the VM: $*" >&2; exit 1; }
+DEBIAN_FRONTEND=noninteractive dpkg -i --force-unsafe-io /var/tmp/llmvirt.deb >/dev/null  # no fsync per file: a throwaway machine
+rm -f /var/tmp/llmvirt.deb
+llmvirt --version
+systemctl cat llmvirt-rebalance.service llmvirt-rebalance.timer llmvirt-controller.service >/var/tmp/units.txt
+grep -q '^ExecStart=/usr/bin/llmvirt rebalance --apply' /var/tmp/units.txt || fail "systemctl cat: no rebalance unit"
+[ "$(systemctl is-enabled llmvirt-rebalance.timer || true)" = disabled ] || fail "the timer is enabled on install"
+llmvirt hosts add self qemu:///system
+systemctl start llmvirt-rebalance.service || { journalctl -u llmvirt-rebalance.service --no-pager | tail -20; exit 1; }
+[ "$(systemctl show -p Result --value llmvirt-rebalance.service)" = success ] || fail "the service did not succeed"
+journalctl -u llmvirt-rebalance.service --no-pager | grep -q "1 ok, 0 failed" || fail "no scan in the service's journal"
+llmvirt doctor --json >/var/tmp/doctor.json || true
+grep -q "installed but not enabled" /var/tmp/doctor.json || fail "doctor did not see the packaged timer"
+dpkg --purge llmvirt >/dev/null
+[ ! -e /usr/bin/llmvirt ] || fail "dpkg --purge left the command"
+echo "package in the VM: dpkg -i, systemctl cat, systemctl start llmvirt-rebalance.service, dpkg --purge: ok"
+EOF
+}
 if [ "$SMOKE" = 1 ]; then
   smoke() {
-    ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes root@kvm1 \
-      'hostname; virsh -c qemu:///system version --daemon | head -n 3; exportfs -v'
+    ssh "${SSH_OPTS[@]}" root@kvm1 'hostname; virsh -c qemu:///system version --daemon | head -n 3; exportfs -v'
     .venv/bin/python vagrant/e2e.py --hosts kvm1 --smoke --out "$E2E_JSON"
   }
   timed smoke smoke
+  timed package_in_vm package_in_vm
 else
   hosts=$(seq -s, -f 'kvm%g' 1 "$N")
   timed e2e .venv/bin/python vagrant/e2e.py --hosts "$hosts" --image-dir "$IMAGE_DIR" --out "$E2E_JSON"
