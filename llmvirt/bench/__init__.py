@@ -9,3 +9,5 @@ DEFAULT_MEMORY_POLICIES = ("no-balloon", "mom", "proxmox", "llmvirt")
 DEFAULT_PINNING_POLICIES = ("none", "nova", "llmvirt")
 DEFAULT_CLOUDSIM_POLICIES = ("dvfs", "thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5", "lr-mmt-1.2", "llmvirt-head",
                              "llmvirt")
+DEFAULT_FLEET_POLICIES = ("none", "tuned:watcher-wb", "tuned:proxlb", "tuned:proxmox-crs", "tuned:cp-sat",
+                          "tuned:llmvirt-rl-fallback", "llmvirt-rl")

@@ -25,10 +25,12 @@ class Scenario(StrEnum):
     balance = "balance"
     memory = "memory"
     pinning = "pinning"
+    fleets = "fleets"
 
 
 DEFAULTS = {Scenario.cloudsim: defaults.DEFAULT_CLOUDSIM_POLICIES, Scenario.balance: defaults.DEFAULT_BALANCE_POLICIES,
-            Scenario.memory: defaults.DEFAULT_MEMORY_POLICIES, Scenario.pinning: defaults.DEFAULT_PINNING_POLICIES}
+            Scenario.memory: defaults.DEFAULT_MEMORY_POLICIES, Scenario.pinning: defaults.DEFAULT_PINNING_POLICIES,
+            Scenario.fleets: defaults.DEFAULT_FLEET_POLICIES}
 FLEET_COLUMNS = {
     Scenario.balance: ("host_overload_h", "cpu_overload_h", "mem_overload_h", "migrations", "gib_migrated",
                        "cpu_spread_avg"),
@@ -46,6 +48,11 @@ HEADERS = {"host_overload_h": "overload h", "cpu_overload_h": "CPU over h", "mem
 
 
 def _check(scenario: Scenario, names: list[str]) -> None:
+    if scenario is Scenario.fleets:
+        from llmvirt.bench import fleets
+
+        fleets.check(names)
+        return
     from llmvirt.bench import run as simbench
 
     maker = {Scenario.cloudsim: simbench.make_policy, Scenario.balance: simbench.make_balancer,
@@ -76,7 +83,8 @@ def _usage_traces(ctx: typer.Context, paths: list[Path], from_store: bool) -> li
 def bench(
     ctx: typer.Context,
     scenario: Annotated[Scenario, typer.Option(help="cloudsim (PlanetLab consolidation), balance, memory or "
-                                               "pinning (Bitbrains).")] = Scenario.cloudsim,
+                                               "pinning (Bitbrains); fleets: the hard balance scenario the "
+                                               "learned policy is judged on, on any trace.")] = Scenario.cloudsim,
     trace: Annotated[list[Path] | None, typer.Option("--trace", help="Trace (repeatable): a PlanetLab day "
                                                      "directory for cloudsim; a Bitbrains directory or .tar.gz, or "
                                                      "a generic .csv/.parquet, for balance and memory.")] = None,
@@ -86,7 +94,10 @@ def bench(
                                                  "scenario).")] = None,
     held_out: Annotated[bool, typer.Option("--held-out", help="Only the VMs the learned policy was not trained "
                                            "on (the 40 % hash split; balance, memory, pinning).")] = False,
-    seed: Annotated[int, typer.Option(help="Seed for random selection (rs).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for random selection (rs); the first fleet seed (fleets).")] = 0,
+    seeds: Annotated[int, typer.Option(help="fleets: seeds of fleets (seed, seed + 1, ...).")] = 3,
+    n_fleets: Annotated[int, typer.Option("--fleets", help="fleets: fleets a seed.")] = 8,
+    mixed: Annotated[bool, typer.Option("--mixed", help="fleets: hosts of mixed sizes, memory binding.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write per-step curves and a summary chart to this PNG.")]
     = None,
@@ -94,8 +105,16 @@ def bench(
     """Run every policy on every trace and print the results side by side, with the scenario's bound."""
     if not trace and not from_store:
         raise UsageError("give at least one --trace (or --from-store)")
+    if seeds < 1 or n_fleets < 1:
+        raise UsageError("--seeds and --fleets must be at least 1")
     names = [p.strip() for p in (policies or ",".join(DEFAULTS[scenario])).split(",") if p.strip()]
     _check(scenario, names)
+    if scenario is Scenario.fleets:
+        from llmvirt.cli.bench_fleets import show
+
+        show(_usage_traces(ctx, list(trace or []), from_store), names, held_out,
+             (list(range(seed, seed + seeds)), n_fleets, mixed), as_json)
+        return
     if scenario is Scenario.cloudsim:
         if from_store:
             raise UsageError("--from-store replays CPU and memory history: use --scenario balance or memory")

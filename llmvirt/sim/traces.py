@@ -206,6 +206,7 @@ def load_bitbrains(source: Path) -> UsageTrace:
 
 
 GENERIC_COLUMNS = ("vm", "timestamp", "cpu_pct", "mem_mib")
+GENERIC_MHZ_PER_VCPU = 1000.0  #: the generic format's nominal MHz per vCPU (it has percentages, not MHz)
 
 
 def load_generic(path: Path, interval_s: int = 300) -> UsageTrace:
@@ -265,6 +266,6 @@ def load_generic(path: Path, interval_s: int = 300) -> UsageTrace:
     if "mem_capacity_mib" in cols:
         per = dict(zip(vms, np.array(cols["mem_capacity_mib"], dtype=np.float64), strict=True))
         mcap = np.array([per[n] for n in names])
-    mhz = 1000.0  # nominal MHz per vCPU; only ratios matter in the scenarios
+    mhz = GENERIC_MHZ_PER_VCPU
     return UsageTrace(names, interval_s, vcpus, vcpus * mhz, np.vstack(util_rows) * (vcpus * mhz)[:, None],
                       mcap, mem_arr)
