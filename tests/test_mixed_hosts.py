@@ -134,3 +134,14 @@ def test_the_learned_policy_reads_each_hosts_own_size() -> None:
         # a 4-core VM makes the 4-core destination 100 % busy, the 16-core one 25 % busier
         load_after = st.demand[0][st.vm_host[0] == dst].sum() / st.cores[0, dst] + st.demand[0, vm] / st.cores[0, dst]
         assert cand.features[0, n, i("dst_excess_after_q90")] == pytest.approx(max(load_after - 1.0, 0.0), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["llmvirt-rl", "llmvirt-rl-fallback:1.0", "baseline:tuned:cp-sat",
+                                  "baseline:watcher-wb", "baseline:proxlb", "baseline:proxmox-crs"])
+def test_a_cluster_where_no_vm_runs_gets_an_empty_plan(name: str) -> None:
+    from llmvirt.model.cluster import Cluster, Host
+
+    cluster = Cluster(hosts=[Host(name="a", uri="test:///default", cpus=8, memory_mib=8192),
+                             Host(name="b", uri="test:///default", cpus=16, memory_mib=16384)])
+    plan = strategies.resolve(name, "balance").plan(cluster, "balance", decide.Context())
+    assert plan.moves == []

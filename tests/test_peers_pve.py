@@ -220,3 +220,14 @@ def test_a_proxmox_case_is_a_snapshot_rebalance_and_place_plan_on(cli) -> None:
     assert json.loads(out)["chosen"] in ("node2", "node3")  # node1's 32 GiB are taken
     code, out, err = cli("rebalance", "--snapshot", str(CASES), "--policy", "baseline:proxmox-crs")
     assert code == 2 and "not a Proxmox CRS case" in err
+
+
+@pytest.mark.parametrize("policy", ["llmvirt-rl", "baseline:tuned:cp-sat", "baseline:watcher-wb:100"])
+def test_every_case_runs_under_the_learned_policy_and_the_fleet_baselines(cli, policy: str) -> None:
+    """Proxmox's cases hold nodes of different sizes and cases with no running guest: the learned policy and
+    the fleet baselines plan on every one of them (they refused mixed sizes, and the learned policy crashed
+    on a fleet without VMs, before)."""
+    code, out, err = cli("peers", "pve-crs", str(CASES), "--policy", policy, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert len(doc["cases"]) == len(_cases()) and sum(doc["tested"].values()) == len(_cases())

@@ -172,7 +172,7 @@ def _columns(state: BalanceState, ld: _Loads, pairs: tuple[np.ndarray, ...],
         h_mean = h_max = h_std = np.zeros((e_n, s_n, k, 1))
     else:
         past = np.take_along_axis(state.history[..., :-1], top.reshape(e_n, -1)[..., None], axis=1)
-        past = past.reshape(e_n, s_n, k, -1)
+        past = past.reshape(e_n, s_n, k, state.history.shape[2] - 1)  # explicit: k is 0 on a fleet without VMs
         h_mean, h_max, h_std = (f(past, axis=3)[..., None] / c4 for f in (np.mean, np.max, np.std))
     mean_load = (ld.load_now * hv).sum(axis=1) / np.maximum(hv.sum(axis=1), 1)
     max90 = np.where(hv, ld.load90, -np.inf).max(axis=1)
@@ -207,7 +207,7 @@ def candidates(state: BalanceState, forecaster: Forecaster | None, mode: str = "
                             .astype(np.float32), shape).reshape(e_n, n)
     gain = _fallback_scores(feats, ok, threshold, scale)  # what the fallback would do, from the figures above
     acts = gain.max(axis=1, initial=-np.inf) > -np.inf
-    pick = np.where(acts, gain.argmax(axis=1), -1)
+    pick = np.where(acts, gain.argmax(axis=1), -1) if n else np.full(e_n, -1)  # n is 0 when no VM runs
     feats[..., CANDIDATE_FEATURES.index("fallback_acts")] = acts[:, None]
     feats[np.arange(e_n)[acts], pick[acts], CANDIDATE_FEATURES.index("fallback_pick")] = 1.0
     feats[~ok] = 0.0

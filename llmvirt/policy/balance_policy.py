@@ -103,6 +103,9 @@ class BalanceActor:
         """Greedy moves of every fleet: (vm, dst) with -1 for none, the candidates and the chosen index."""
         cand = bf.candidates(state, self.forecaster, self.mode, self.threshold)
         choice = self.logits(cand).argmax(axis=1)
+        if cand.vm.shape[1] == 0:  # no VM runs anywhere: nothing to move
+            none = np.full(choice.size, -1)
+            return none, none.copy(), cand, choice
         e = np.arange(choice.size)
         pick = np.maximum(choice - 1, 0)
         vm = np.where(choice > 0, cand.vm[e, pick], -1)
