@@ -120,10 +120,17 @@ def bench(
             raise UsageError("--from-store replays CPU and memory history: use --scenario balance or memory")
         _cloudsim(list(trace or []), names, seed, as_json, plot)
         return
+    _replay(_usage_traces(ctx, list(trace or []), from_store), scenario, names, held_out, (as_json, plot))
+
+
+def _replay(loaded: list[tuple[str, traces.UsageTrace]], scenario: Scenario, names: list[str], held_out: bool,
+            output: tuple[bool, Path | None]) -> None:
+    """The balance, memory and pinning scenarios: each trace replayed under every policy, printed."""
     from llmvirt.bench import run as simbench
 
+    as_json, plot = output
     results, bounds = [], {}
-    for label, tr in _usage_traces(ctx, list(trace or []), from_store):
+    for label, tr in loaded:
         if held_out:
             from llmvirt.sim.split import split
 
