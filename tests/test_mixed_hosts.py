@@ -145,3 +145,8 @@ def test_a_cluster_where_no_vm_runs_gets_an_empty_plan(name: str) -> None:
                              Host(name="b", uri="test:///default", cpus=16, memory_mib=16384)])
     plan = strategies.resolve(name, "balance").plan(cluster, "balance", decide.Context())
     assert plan.moves == []
+
+
+def test_a_fleet_given_one_size_has_hosts_of_that_size() -> None:
+    fleet = Fleet(np.arange(2), np.zeros(2, dtype=np.int64), 3, 16, np.zeros(2, dtype=np.int64))
+    np.testing.assert_array_equal(fleet.cores, [16.0, 16.0, 16.0])

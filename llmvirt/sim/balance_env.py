@@ -1,11 +1,9 @@
 """The balance scenario, batched: many fleets stepped together, fast enough to train a policy on.
 
 Each of ``E`` environments is one fleet of hosts running VMs drawn from a trace. Fleet shapes
-differ between environments (3 to 10 hosts of 8 to 24 cores, 45 % to 80 % mean CPU load) and are
-padded to common array sizes, so one numpy call steps them all. A fleet's hosts are identical by
-default; with ``EnvConfig.mixed_sizes`` each host draws its own size (every per-host figure, limit
-and cost is per host either way). A step is one trace sample
-(300 s):
+differ between environments (3 to 10 hosts of 8 to 24 cores, 45 % to 80 % mean CPU load; one size a
+fleet, or with ``EnvConfig.mixed_sizes`` each host its own: every limit and cost is per host) and are
+padded to common array sizes, so one numpy call steps them all. A step is one trace sample (300 s):
 
 1. the policy's move (at most one live migration per fleet and step, ``vm -> host`` or none) is
    applied if the destination keeps its allocation limits (vCPUs and provisioned memory); a move
@@ -69,9 +67,13 @@ class Fleet:
     vms: np.ndarray  #: trace index of each VM
     start: np.ndarray  #: per VM: the trace step of the episode's first step
     n_hosts: int  #: hosts
-    cores: np.ndarray  #: (n_hosts,) cores of each host
+    cores: np.ndarray  #: (n_hosts,) cores of each host (one number: all of that size)
     vm_host: np.ndarray  #: initial host of each VM
     since_move: np.ndarray | None = None  #: per VM, steps since it last moved (None: never)
+
+    def __post_init__(self) -> None:
+        """One number for ``cores`` means hosts of that one size."""
+        self.cores = np.broadcast_to(np.asarray(self.cores, dtype=np.float64), (self.n_hosts,)).copy()
 
 
 @dataclass
