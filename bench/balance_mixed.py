@@ -2,9 +2,9 @@
 
 Each fleet's hosts draw their own size (8, 16, 24 or 32 cores) and have 20 GiB of memory per core, so
 provisioned memory refuses about a third of the possible moves while CPU demand overloads hosts
-(``MIXED`` below; the memory per core was chosen on fleets of *training* VMs, seed 1000, as the largest
-of 32/24/20/16/12 at which memory refuses a sizeable share of moves without filling every host: at 16
-GiB per core and below nearly every host's memory is full and no policy can move anything).
+(``MIXED`` below; the memory per core was chosen on fleets of *training* VMs, seed 1000: at 16 GiB a
+core the hosts' memory is 80-92 % allocated on average, and from 12 GiB down full, so no policy can
+move anything; 20 GiB, the tightest tried above that, refuses about a third of moves in both months).
 
 Protocol, as bench/balance_rl.py and bench/cpsat_balance.py: every baseline family (Watcher, ProxLB,
 Proxmox's CRS, CP-SAT, llmvirt's loop = the learned policy's fallback) is grid-searched on fleets of
