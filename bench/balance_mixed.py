@@ -2,9 +2,10 @@
 
 Each fleet's hosts draw their own size (8, 16, 24 or 32 cores) and have 20 GiB of memory per core, so
 provisioned memory refuses about a third of the possible moves while CPU demand overloads hosts
-(``MIXED`` below; the memory per core was chosen on fleets of *training* VMs, seed 1000: at 16 GiB a
-core the hosts' memory is 80-92 % allocated on average, and from 12 GiB down full, so no policy can
-move anything; 20 GiB, the tightest tried above that, refuses about a third of moves in both months).
+(``MIXED`` in llmvirt/bench/fleets.py, which `llmvirt bench --scenario fleets --mixed` runs; the
+memory per core was chosen on fleets of *training* VMs, seed 1000: at 16 GiB a core the hosts'
+memory is 80-92 % allocated on average, and from 12 GiB down full, so no policy can move anything;
+20 GiB, the tightest tried above that, refuses about a third of moves in both months).
 
 Protocol, as bench/balance_rl.py and bench/cpsat_balance.py: every baseline family (Watcher, ProxLB,
 Proxmox's CRS, CP-SAT, llmvirt's loop = the learned policy's fallback) is grid-searched on fleets of
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from llmvirt.bench.balance_rl import (
     BASELINE_GRID,
+    CPSAT_GRID,
     PROXMOX_CRS_GRID,
     TUNE_SEEDS,
     fleets,
@@ -36,15 +38,13 @@ from llmvirt.bench.balance_rl import (
     trace_families,
     tune,
 )
+from llmvirt.bench.fleets import MIXED
 from llmvirt.learn.train_balance import load_trace
-from llmvirt.sim.balance_env import EnvConfig
 from llmvirt.sim.split import TRAIN_FRACTION, split
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = trace_families(ROOT.parent / "shared/traces")
-MIXED = EnvConfig(mixed_sizes=True, host_cores=(8, 16, 24, 32), mem_gib_per_core=20.0)
-GRID = {**BASELINE_GRID, "proxmox-crs": PROXMOX_CRS_GRID,
-        "cp-sat": tuple(f"cp-sat:{k}:{p}" for k in (1, 2, 4) for p in (0.1, 0.5))}
+GRID = {**BASELINE_GRID, "proxmox-crs": PROXMOX_CRS_GRID, "cp-sat": CPSAT_GRID}
 LEARNED = "llmvirt-rl"
 
 

@@ -21,14 +21,14 @@ import time
 from datetime import date
 from pathlib import Path
 
-from llmvirt.bench.balance_rl import TUNE_SEEDS, fleets, run_named, trace_families, tune
+from llmvirt.bench.balance_rl import CPSAT_GRID, TUNE_SEEDS, fleets, run_named, trace_families, tune
 from llmvirt.learn.train_balance import load_trace
 from llmvirt.sim.balance_env import EnvConfig
 from llmvirt.sim.split import TRAIN_FRACTION, split
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = trace_families(ROOT.parent / "shared/traces")
-GRID = {"cp-sat": tuple(f"cp-sat:{k}:{p}" for k in (1, 2, 4) for p in (0.1, 0.5))}
+GRID = {"cp-sat": CPSAT_GRID}
 COMPARE = ("watcher-wb:100", "llmvirt-rl-fallback:1.0")
 
 

@@ -88,15 +88,31 @@ PROXMOX_CRS_GRID: tuple[str, ...] = ("proxmox-crs:0.1", "proxmox-crs:0.2", "prox
                                      "proxmox-crs:0.2:0.05", "proxmox-crs:0.2:0.2", "proxmox-crs:static")
 """Proxmox CRS's grid: the imbalance threshold (default 0.3), the margin (default 0.1), static mode."""
 
+CPSAT_GRID: tuple[str, ...] = tuple(f"cp-sat:{k}:{p}" for k in (1, 2, 4) for p in (0.1, 0.5))
+"""CP-SAT's grid: moves per decision K and price per move P (trigger 1.0)."""
+
+
+def strategy_name(name: str) -> str:
+    """The strategy ``name`` runs: ``[baseline:]tuned:FAMILY`` is the point committed in
+    policies/tuned_balance.json (ValueError when there is none), any other name itself, less ``baseline:``."""
+    from llmvirt.strategies.tuned import TUNED_BALANCE_FILE, tuned_name
+
+    base = name.removeprefix("baseline:")
+    return tuned_name(base.removeprefix("tuned:"), TUNED_BALANCE_FILE) if base.startswith("tuned:") else base
+
 
 def run_named(name: str, trace: UsageTrace, fl: list[Fleet], cfg: EnvConfig) -> EvalResult:
-    """Any balance strategy name of the registry on the fleets."""
+    """Any balance strategy name of the registry on the fleets (a tuned actor, e.g. ``tuned:llmvirt-rl-fallback``,
+    runs batched like any actor)."""
     from llmvirt.strategies.registry import balance_actor, make_balancer
 
-    actor = balance_actor(name)
+    base = strategy_name(name)
+    actor = balance_actor(base)
     if actor is not None:
-        return run_actor(actor, trace, fl, cfg)
-    return run_balancer(make_balancer(name), trace, fl, cfg, name)
+        result = run_actor(actor, trace, fl, cfg)
+        result.policy = name
+        return result
+    return run_balancer(make_balancer(base), trace, fl, cfg, name)
 
 
 def tune(trace: UsageTrace, vms: np.ndarray, cfg: EnvConfig, n_fleets: int, seeds: tuple[int, ...],

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from llmvirt.bench.balance_rl import fleets, run_named
+from llmvirt.bench.balance_rl import fleets, run_named, strategy_name
 from llmvirt.errors import UsageError
 from llmvirt.sim.balance_env import HISTORY, EnvConfig
 from llmvirt.sim.traces import GENERIC_MHZ_PER_VCPU, UsageTrace
@@ -54,14 +54,9 @@ def scenario_config(trace: UsageTrace, mixed: bool) -> EnvConfig:
 
 
 def resolved(name: str) -> str:
-    """The strategy ``name`` runs: ``tuned:FAMILY`` is looked up in policies/tuned_balance.json."""
-    from llmvirt.strategies.tuned import TUNED_BALANCE_FILE, tuned_name
-
-    family = name.removeprefix("baseline:").removeprefix("tuned:")
-    if family == name.removeprefix("baseline:"):
-        return name.removeprefix("baseline:")
+    """The strategy ``name`` runs (``tuned:FAMILY``: the committed point); one clear line when there is none."""
     try:
-        return tuned_name(family, TUNED_BALANCE_FILE)
+        return strategy_name(name)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -88,7 +83,7 @@ def run(label: str, trace: UsageTrace, names: list[str], n_fleets: int, seeds: l
     for seed in seeds:
         fl = fleets(trace, vms, n_fleets, seed, cfg)
         for name in names:
-            res = run_named(resolved(name), trace, fl, cfg)
+            res = run_named(name, trace, fl, cfg)
             keys = ("cost", "unmet_core_h", "migration_core_h", "migrations", "gib_migrated", "overload_host_h",
                     "refused", "demand_core_h", "bound_core_h")
             rows.append(FleetRow(label, name, seed, {k: res.total(k) for k in keys}, res.seconds))

@@ -95,9 +95,10 @@ def bench(
     held_out: Annotated[bool, typer.Option("--held-out", help="Only the VMs the learned policy was not trained "
                                            "on (the 40 % hash split; balance, memory, pinning).")] = False,
     seed: Annotated[int, typer.Option(help="Seed for random selection (rs); the first fleet seed (fleets).")] = 0,
-    seeds: Annotated[int, typer.Option(help="fleets: seeds of fleets (seed, seed + 1, ...).")] = 3,
-    n_fleets: Annotated[int, typer.Option("--fleets", help="fleets: fleets a seed.")] = 8,
-    mixed: Annotated[bool, typer.Option("--mixed", help="fleets: hosts of mixed sizes, memory binding.")] = False,
+    seeds: Annotated[int, typer.Option(help="How many seeds of fleets to draw, from --seed on (fleets scenario).")] = 3,
+    n_fleets: Annotated[int, typer.Option("--fleets", help="Fleets drawn per seed (fleets scenario).")] = 8,
+    mixed: Annotated[bool, typer.Option("--mixed", help="Give each host its own size, with memory binding "
+                                        "(fleets scenario).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write per-step curves and a summary chart to this PNG.")]
     = None,
