@@ -154,13 +154,14 @@ def load_host_pins(path: Path | None) -> dict[str, tuple[str, ...]]:
     return out
 
 
+OUTCOME_WINDOW_S = 900.0  #: default: outcomes are measured over the 15 minutes after an action (3 cron intervals)
+
+
 def load_outcome_window(path: Path | None) -> float:
     """``[outcomes] window_s``: seconds of scans after an action that measure its outcome (default 900)."""
-    from llmvirt.measure.outcomes import WINDOW_S
-
     raw = _read(path).get("outcomes", {})
     try:
-        window = float(raw.get("window_s", WINDOW_S))
+        window = float(raw.get("window_s", OUTCOME_WINDOW_S))
     except (TypeError, ValueError):
         raise UsageError("config: [outcomes] window_s must be a number of seconds") from None
     if window < 0:

@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from sqlalchemy.engine import Engine
+from typing import Any
 
 from llmvirt.model.cluster import ScanResult
 
@@ -22,17 +21,25 @@ class Scanned:
     reconciled: list[str] = field(default_factory=list)  #: notes on journal entries set right first
 
 
-def scan_and_record(engine: Engine, db_url: str | None, config_path: Path | None,
+def scan_and_record(store: Any, db_url: str | None, config_path: Path | None,
                     targets: Sequence[tuple[str, str, bool]], workers: int = 8, timeout: float = 30.0) -> Scanned:
-    """Reconcile, scan ``targets`` (name, URI, maintenance), record, score due outcomes."""
+    """Reconcile, scan ``targets`` (name, URI, maintenance), record, score due outcomes. ``store``: an engine or a
+    :mod:`llmvirt.store.plain` store; the journal and the outcomes load SQLAlchemy only when there is work."""
     from llmvirt import config
-    from llmvirt.act import executor
-    from llmvirt.measure import outcomes
     from llmvirt.observe import inventory, nvml
-    from llmvirt.store import snapshots
+    from llmvirt.store import pending_work, scan_writer
+    from llmvirt.store.opening import engine_of
 
-    notes = executor.reconcile_if_idle(engine, db_url)
+    notes: list[str] = []
+    if pending_work.any_open_action(store):
+        from llmvirt.act import executor
+
+        notes = executor.reconcile_if_idle(engine_of(store), db_url)
     result = inventory.scan_hosts(list(targets), nvml=nvml.default_source(), workers=workers, timeout=timeout)
-    scan_id = snapshots.record_scan(engine, result)
-    outcomes.score_due(engine, config.load_outcome_window(config_path))
+    scan_id = scan_writer.record_scan(store, result)
+    window = config.load_outcome_window(config_path)
+    if pending_work.any_outcome_due(store, window):
+        from llmvirt.measure import outcomes
+
+        outcomes.score_due(engine_of(store), window)
     return Scanned(scan_id, result, notes)

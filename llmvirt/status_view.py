@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmvirt.model.cluster import Host, Vm
-from llmvirt.store.snapshots import HostView
+from llmvirt.store.latest_view import HostView
 
 STATUS_FORMAT = 1  #: bumped on any incompatible change to the status JSON
 

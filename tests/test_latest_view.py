@@ -24,7 +24,7 @@ def _oracle(conn: Session, row: HostRow) -> latest_view.HostView:
                         .order_by(HostSnapshotRow.id.desc()).limit(1)).scalars().first()
     if last is not None and not last.ok:
         view.last_error = last.error
-    ids = latest_view.latest_ok_ids(conn, row.id, 2)
+    ids = snapshots.latest_ok_ids(conn, row.id, 2)
     if not ids:
         return view
     snap = conn.execute(select(HostSnapshotRow).where(HostSnapshotRow.id == ids[0][0])).scalars().one()

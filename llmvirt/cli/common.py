@@ -19,6 +19,8 @@ from llmvirt.errors import LlmvirtError, UsageError
 if TYPE_CHECKING:  # SQLAlchemy loads when a command first opens the store, not at start-up
     from sqlalchemy import Engine
 
+    from llmvirt.store.plain import SqliteFile, ViaEngine
+
 def lazy(module: str) -> Any:
     """A stand-in for ``module`` that imports it on first attribute access: commands import the store,
     the policies and the inventory only when they run, so ``--help`` and light commands start fast.
@@ -34,7 +36,7 @@ class _LazyModule:
         return getattr(importlib.import_module(self._name), attr)
 
 
-_typed_display = TyperOption.display_type_rich
+_typed_display = getattr(TyperOption, "display_type_rich", None)
 
 
 def _flag_takes_no_value(self: TyperOption, ctx: Any) -> str | None:
@@ -42,7 +44,8 @@ def _flag_takes_no_value(self: TyperOption, ctx: Any) -> str | None:
     return None if self.is_flag else _typed_display(self, ctx)
 
 
-TyperOption.display_type_rich = _flag_takes_no_value  # type: ignore[method-assign]
+if _typed_display is not None:
+    TyperOption.display_type_rich = _flag_takes_no_value  # type: ignore[method-assign]
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -73,18 +76,34 @@ class State:
     db_url: str | None = None  #: --db / LLMVIRT_DB
     config_path: Path | None = None  #: --config / LLMVIRT_CONFIG
     _engine: Engine | None = field(default=None, repr=False)
+    _store: SqliteFile | ViaEngine | None = field(default=None, repr=False)
 
     def engine(self) -> Engine:
         """The store, opened and upgraded, with the config file's hosts registered."""
         if self._engine is None:
-            from llmvirt import config
-            from llmvirt.store import database, registry
+            from llmvirt.store import database
 
-            hosts = config.load_hosts(self.config_path)
             self._engine = database.open_engine(self.db_url)
-            if hosts:
-                registry.sync_config_hosts(self._engine, hosts)
+            self._sync_config(self._engine)
         return self._engine
+
+    def store(self) -> SqliteFile | ViaEngine:
+        """The store for the hot path (``hosts list``, ``status``, ``scan``): a SQLite file at the newest schema
+        opens through the stdlib driver without importing SQLAlchemy; anything else as :meth:`engine` does."""
+        if self._store is None:
+            from llmvirt.store import opening
+
+            self._store = opening.open_store(self.db_url)
+            self._sync_config(self._store)
+        return self._store
+
+    def _sync_config(self, store: object) -> None:
+        from llmvirt import config
+        from llmvirt.store import registry
+
+        hosts = config.load_hosts(self.config_path)
+        if hosts and not registry.config_in_sync(store, hosts):
+            registry.sync_config_hosts(store, hosts)
 
 
 def state(ctx: typer.Context) -> State:

@@ -37,7 +37,7 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """List registered hosts."""
-    hosts = registry.list_hosts(state(ctx).engine())
+    hosts = registry.list_hosts(state(ctx).store())
     if as_json:
         out.print_json(json.dumps({"hosts": [
             {"name": h.name, "uri": h.uri, "maintenance": h.maintenance, "source": h.source}

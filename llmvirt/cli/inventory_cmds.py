@@ -12,19 +12,19 @@ from llmvirt.errors import EXIT_PARTIAL, UsageError
 
 if TYPE_CHECKING:
     import llmvirt.status_view as status_view
+    import llmvirt.store.latest_view as latest_view
     import llmvirt.store.registry as registry
-    import llmvirt.store.snapshots as snapshots
 else:  # imported when a command runs
     status_view = lazy("llmvirt.status_view")
     registry = lazy("llmvirt.store.registry")
-    snapshots = lazy("llmvirt.store.snapshots")
+    latest_view = lazy("llmvirt.store.latest_view")
 
 HostOpt = Annotated[list[str] | None, typer.Option("--host", help="Only this host (repeatable).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (see docs/json-contracts.md).")]
 
 
 def _selected(ctx: typer.Context, names: list[str] | None) -> list[registry.RegisteredHost]:
-    hosts = registry.list_hosts(state(ctx).engine())
+    hosts = registry.list_hosts(state(ctx).store())
     if not names:
         return hosts
     known = {h.name: h for h in hosts}
@@ -46,13 +46,13 @@ def scan(
     Exit status: 0 when every host was scanned, 3 when some failed (the others
     are stored), 2 on a usage error.
     """
-    engine = state(ctx).engine()
+    store = state(ctx).store()  # a SQLite store at the newest schema: no SQLAlchemy unless there is journal work
     targets = _selected(ctx, host)
     if not targets:
         raise UsageError("no hosts registered: add one with `llmvirt hosts add NAME URI`")
     from llmvirt.scan_service import scan_and_record  # reconciles first: a run killed mid-plan is set right here
 
-    done = scan_and_record(engine, state(ctx).db_url, state(ctx).config_path,
+    done = scan_and_record(store, state(ctx).db_url, state(ctx).config_path,
                            [(h.name, h.uri, h.maintenance) for h in targets], workers, timeout)
     for note in done.reconciled:
         err.print(note, markup=False, soft_wrap=True)
@@ -78,7 +78,7 @@ def scan(
 def status(ctx: typer.Context, host: HostOpt = None, as_json: JsonOpt = False) -> None:
     """Show capacity, allocation and use per host and per VM from the latest scan."""
     names = [h.name for h in _selected(ctx, host)] if host else None
-    views = snapshots.latest(state(ctx).engine(), names)
+    views = latest_view.latest(state(ctx).store(), names)
     if as_json:
         out.print_json(json.dumps(status_view.status_json(views)))
     else:

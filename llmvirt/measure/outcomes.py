@@ -18,12 +18,13 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
+from llmvirt.config import OUTCOME_WINDOW_S
 from llmvirt.model.pressure import PRESSURE_USABLE
 from llmvirt.model.score import Score, reward
 from llmvirt.store.schema import ActionRow, HostRow, HostSnapshotRow, OutcomeRow, PlanRow, VmSampleRow
 from llmvirt.store.snapshots import pair_load
 
-WINDOW_S = 900.0  #: default: outcomes are measured over the 15 minutes after an action (3 cron intervals)
+WINDOW_S = OUTCOME_WINDOW_S  #: default: outcomes are measured over the 15 minutes after an action (3 cron intervals)
 OVERLOAD = 1.0  #: a host is overloaded when its VMs' CPU demand exceeds its CPUs
 
 

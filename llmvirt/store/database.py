@@ -1,8 +1,6 @@
 """Opening the store: where it lives, file mode 0600, WAL, and automatic schema upgrade.
 
-The default database is ``$XDG_DATA_HOME/llmvirt/llmvirt.db`` (for root:
-``/root/.local/share/llmvirt/llmvirt.db``); ``--db URL`` or ``LLMVIRT_DB``
-select any SQLAlchemy URL instead. Two llmvirt processes may use one SQLite
+Where it lives: :mod:`llmvirt.store.location`. Two llmvirt processes may use one SQLite
 file at once: WAL lets readers run beside a writer, ``busy_timeout`` makes a
 writer wait for another, and schema upgrades are serialised by a lock file.
 """
@@ -18,40 +16,17 @@ from importlib.resources import files
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 
 from llmvirt.errors import StoreError
-
-DB_ENV = "LLMVIRT_DB"
-BUSY_TIMEOUT_S = 30  # how long a writer waits for another process's transaction
-
-
-def default_db_path() -> Path:
-    """The XDG data location of the default database."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "llmvirt" / "llmvirt.db"
-
-
-def resolve_url(url: str | None) -> str:
-    """The database URL: explicit, else ``LLMVIRT_DB``, else the default SQLite file."""
-    chosen = url or os.environ.get(DB_ENV)
-    if chosen:
-        if "://" not in chosen:  # a bare path is accepted as SQLite
-            return f"sqlite:///{Path(chosen).expanduser().resolve()}"
-        return chosen
-    return f"sqlite:///{default_db_path()}"
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of a SQLite URL (None for other databases or an in-memory one)."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise StoreError(f"invalid database URL {url!r}") from None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    return Path(parsed.database)
+from llmvirt.store.location import (  # noqa: F401 - re-exported: where the store lives
+    DB_ENV,
+    SCHEMA_HEAD,
+    default_db_path,
+    resolve_url,
+    sqlite_path,
+)
+from llmvirt.store.plain import BUSY_TIMEOUT_S
 
 
 def _create_private(path: Path) -> None:
@@ -82,9 +57,6 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     cur.execute("PRAGMA synchronous = NORMAL")
     cur.execute("PRAGMA foreign_keys = ON")
     cur.close()
-
-
-SCHEMA_HEAD = "0005"  #: the newest migration; a test holds it equal to Alembic's head (Alembic loads only to upgrade)
 
 
 def alembic_config():  # noqa: ANN201 - alembic.config.Config, imported only when needed

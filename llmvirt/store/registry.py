@@ -1,4 +1,7 @@
-"""The host registry: which libvirt hosts llmvirt manages."""
+"""The host registry: which libvirt hosts llmvirt manages.
+
+Plain SQL (:mod:`llmvirt.store.plain`): every function takes an engine or a plain store, and ``hosts list``
+reads the registry without importing SQLAlchemy."""
 
 from __future__ import annotations
 
@@ -6,13 +9,11 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Engine, delete, select, update
-from sqlalchemy.orm import Session
-
 from llmvirt.errors import UsageError
-from llmvirt.store.schema import HostRow
+from llmvirt.store.plain import begin
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SCHEME_RE = re.compile(r"^[a-z][a-z0-9]*(\+(ssh|libssh|libssh2|tls|tcp|unix|ext))?$")
@@ -52,49 +53,64 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def list_hosts(engine: Engine) -> list[RegisteredHost]:
+_UNKNOWN = "unknown host {!r} (see `llmvirt hosts list`)"
+_COLUMNS = "SELECT name, uri, maintenance, source FROM hosts"
+
+
+def _host(r: Any) -> RegisteredHost:
+    return RegisteredHost(r.name, r.uri, bool(r.maintenance), r.source)
+
+
+def list_hosts(store: Any) -> list[RegisteredHost]:
     """Every registered host, in registration order."""
-    with Session(engine) as s:
-        rows = s.scalars(select(HostRow).order_by(HostRow.id)).all()
-        return [RegisteredHost(r.name, r.uri, r.maintenance, r.source) for r in rows]
+    with begin(store) as c:
+        return [_host(r) for r in c.rows(_COLUMNS + " ORDER BY id")]
 
 
-def get_host(engine: Engine, name: str) -> RegisteredHost:
+def get_host(store: Any, name: str) -> RegisteredHost:
     """The host called ``name``; UsageError if unknown."""
-    with Session(engine) as s:
-        row = s.scalars(select(HostRow).where(HostRow.name == name)).first()
-        if row is None:
-            raise UsageError(f"unknown host {name!r} (see `llmvirt hosts list`)")
-        return RegisteredHost(row.name, row.uri, row.maintenance, row.source)
+    with begin(store) as c:
+        rows = c.rows(_COLUMNS + " WHERE name = :name", {"name": name})
+    if not rows:
+        raise UsageError(_UNKNOWN.format(name))
+    return _host(rows[0])
 
 
-def add_host(engine: Engine, host: RegisteredHost) -> None:
+_INSERT = "INSERT INTO hosts (name, uri, maintenance, source, added_at) VALUES (:name, :uri, :m, :source, :t)"
+
+
+def add_host(store: Any, host: RegisteredHost) -> None:
     """Register a host; UsageError on a bad name or URI or a duplicate name."""
     validate_name(host.name)
     validate_uri(host.uri)
-    with Session(engine) as s, s.begin():
-        if s.scalars(select(HostRow.id).where(HostRow.name == host.name)).first() is not None:
+    with begin(store) as c:
+        if c.rows("SELECT id FROM hosts WHERE name = :name", {"name": host.name}):
             raise UsageError(f"host {host.name!r} is already registered")
-        s.add(HostRow(name=host.name, uri=host.uri, maintenance=host.maintenance,
-                      source=host.source, added_at=_now()))
+        c.run(_INSERT, {"name": host.name, "uri": host.uri, "m": host.maintenance, "source": host.source,
+                        "t": _now()})
 
 
-def remove_host(engine: Engine, name: str) -> None:
+def remove_host(store: Any, name: str) -> None:
     """Forget a host and its snapshot history; UsageError if unknown."""
-    with Session(engine) as s, s.begin():
-        if s.execute(delete(HostRow).where(HostRow.name == name)).rowcount == 0:
-            raise UsageError(f"unknown host {name!r} (see `llmvirt hosts list`)")
+    with begin(store) as c:
+        if c.run("DELETE FROM hosts WHERE name = :name", {"name": name}) == 0:
+            raise UsageError(_UNKNOWN.format(name))
 
 
-def set_maintenance(engine: Engine, name: str, on: bool) -> None:
+def set_maintenance(store: Any, name: str, on: bool) -> None:
     """Put a host in or out of maintenance; UsageError if unknown."""
-    with Session(engine) as s, s.begin():
-        res = s.execute(update(HostRow).where(HostRow.name == name).values(maintenance=on))
-        if res.rowcount == 0:
-            raise UsageError(f"unknown host {name!r} (see `llmvirt hosts list`)")
+    with begin(store) as c:
+        if c.run("UPDATE hosts SET maintenance = :m WHERE name = :name", {"m": on, "name": name}) == 0:
+            raise UsageError(_UNKNOWN.format(name))
 
 
-def sync_config_hosts(engine: Engine, hosts: list[RegisteredHost]) -> None:
+def config_in_sync(store: Any, hosts: list[RegisteredHost]) -> bool:
+    """Whether every config-file host is registered from the file with its URI (nothing to sync)."""
+    have = {h.name: h for h in list_hosts(store)}
+    return all(h.name in have and have[h.name].source == "config" and have[h.name].uri == h.uri for h in hosts)
+
+
+def sync_config_hosts(store: Any, hosts: list[RegisteredHost]) -> None:
     """Make config-file hosts registered: add new ones and follow URI changes.
 
     The file's ``maintenance`` is the initial flag only; ``hosts maintenance``
@@ -102,16 +118,15 @@ def sync_config_hosts(engine: Engine, hosts: list[RegisteredHost]) -> None:
     A config host whose name is already registered from the CLI with another
     URI is a conflict (UsageError), never a silent overwrite.
     """
-    with Session(engine) as s, s.begin():
+    with begin(store) as c:
         for h in hosts:
             validate_name(h.name)
             validate_uri(h.uri)
-            row = s.scalars(select(HostRow).where(HostRow.name == h.name)).first()
-            if row is None:
-                s.add(HostRow(name=h.name, uri=h.uri, maintenance=h.maintenance, source="config",
-                              added_at=_now()))
-            elif row.source == "config":
-                row.uri = h.uri
-            elif row.uri != h.uri:
+            rows = c.rows("SELECT uri, source FROM hosts WHERE name = :name", {"name": h.name})
+            if not rows:
+                c.run(_INSERT, {"name": h.name, "uri": h.uri, "m": h.maintenance, "source": "config", "t": _now()})
+            elif rows[0].source == "config":
+                c.run("UPDATE hosts SET uri = :uri WHERE name = :name", {"uri": h.uri, "name": h.name})
+            elif rows[0].uri != h.uri:
                 raise UsageError(f"host {h.name!r} in the config file conflicts with the registered "
-                                 f"host of that name ({row.uri})")
+                                 f"host of that name ({rows[0].uri})")

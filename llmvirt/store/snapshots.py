@@ -1,127 +1,26 @@
-"""Writing scans into the store, and reading history back out (the latest Cluster: :mod:`latest_view`).
-
-A scan is written in one transaction with a few batched statements (COPY for the VM samples on
-PostgreSQL), so a 100,000-VM scan is stored in seconds and a failing write leaves nothing
-half-recorded.
-"""
+"""Scans in the store: history read back out, and pruning. Writing a scan: :mod:`scan_writer`; the latest
+Cluster: :mod:`latest_view` (both re-exported here)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, func, insert, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
-from llmvirt.errors import StoreError
-from llmvirt.model.cluster import (
-    Host,
-    ScanResult,
-    Vm,
-)
 from llmvirt.model.pressure import pressure_flag
 from llmvirt.model.usage import cpu_fraction, cpu_ns_used
-from llmvirt.store.latest_view import HostView, latest, latest_cluster, latest_ok_ids  # noqa: F401 - re-exported
+from llmvirt.store.latest_view import HostView, latest, latest_cluster  # noqa: F401 - re-exported
+from llmvirt.store.scan_writer import _now, record_scan  # noqa: F401 - re-exported
 from llmvirt.store.schema import HostRow, HostSnapshotRow, ScanRow, VmSampleRow
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _host_detail(h: Host) -> dict[str, Any]:
-    return {
-        "numa": [[c.id, list(c.cpus), c.memory_mib] for c in h.numa_cells],
-        "gpus": [asdict(g) for g in h.gpus],
-        "notes": h.notes,
-    }
-
-
-def _vm_detail(v: Vm) -> dict[str, Any] | None:
-    d: dict[str, Any] = {}
-    if v.pinning:
-        d["pin"] = {str(k): list(c) for k, c in v.pinning.items()}
-    if v.persistent_pinning:
-        d["ppin"] = {str(k): list(c) for k, c in v.persistent_pinning.items()}
-    if v.emulator_pinning is not None:
-        d["emu"] = list(v.emulator_pinning)
-    if v.numa_tune:
-        d["numa"] = v.numa_tune
-    if v.gpus:
-        d["gpus"] = [{k: x for k, x in asdict(g).items() if x is not None} for g in v.gpus]
-    if v.pci_hostdevs:
-        d["pci"] = list(v.pci_hostdevs)
-    if not v.persistent:
-        d["transient"] = True
-    return d or None
-
-
-def _vm_row(snapshot_id: int, v: Vm) -> dict[str, Any]:
-    b = v.balloon
-    return {
-        "snapshot_id": snapshot_id, "uuid": v.uuid, "name": v.name, "state": v.state,
-        "vcpus": v.vcpus, "max_vcpus": v.max_vcpus, "memory_mib": v.memory_mib,
-        "current_memory_mib": v.current_memory_mib, "balloon_current_mib": b.current_mib,
-        "balloon_maximum_mib": b.maximum_mib, "rss_mib": b.rss_mib, "unused_mib": b.unused_mib,
-        "available_mib": b.available_mib, "usable_mib": b.usable_mib, "swap_in_mib": b.swap_in_mib,
-        "swap_out_mib": b.swap_out_mib, "major_faults": b.major_faults,
-        "cpu_time_ns": v.cpu_time_ns, "detail": _vm_detail(v),
-    }
-
-
-_SAMPLE_COLUMNS = [c.name for c in VmSampleRow.__table__.columns if c.name != "id"]
-
-
-def _insert_samples(conn: Any, rows: list[dict[str, Any]]) -> None:
-    """Every VM sample of a scan in one go: PostgreSQL's COPY (several times faster than batched INSERTs for a
-    fleet's 100,000 rows), else one executemany."""
-    if conn.dialect.name != "postgresql":
-        conn.execute(insert(VmSampleRow), rows)
-        return
-    import json
-
-    from psycopg import sql
-
-    cols = sql.SQL(", ").join(sql.Identifier(c) for c in _SAMPLE_COLUMNS)
-    stmt = sql.SQL("COPY vm_samples ({}) FROM STDIN").format(cols)
-    with conn.connection.driver_connection.cursor() as cur, cur.copy(stmt) as copy:
-        for r in rows:
-            copy.write_row([json.dumps(r["detail"]) if c == "detail" and r["detail"] is not None else r[c]
-                            for c in _SAMPLE_COLUMNS])
-
-
-def record_scan(engine: Engine, result: ScanResult, taken_at: datetime | None = None) -> int:
-    """Store one scan (every host snapshot and VM sample) atomically; returns the scan id."""
-    when = taken_at or _now()
-    try:
-        with engine.begin() as conn:
-            host_ids = dict(conn.execute(select(HostRow.name, HostRow.id)).all())
-            scan_id = conn.execute(insert(ScanRow).values(
-                started_at=when, seconds=result.seconds, ok_hosts=len(result.hosts),
-                failed_hosts=len(result.failures))).inserted_primary_key[0]
-            kept = [h for h in result.hosts if h.name in host_ids]  # hosts removed while the scan ran are left out
-            if kept:  # one batched insert per table: a fleet's scan is a few statements, not one per host
-                snap_ids = conn.execute(insert(HostSnapshotRow).returning(
-                    HostSnapshotRow.id, sort_by_parameter_order=True), [dict(
-                        scan_id=scan_id, host_id=host_ids[h.name], taken_at=when, ok=True, error=None,
-                        cpus=h.cpus, cpu_mhz=h.cpu_mhz, memory_mib=h.memory_mib,
-                        free_memory_mib=h.free_memory_mib, cpu_model=h.cpu_model, hostname=h.hostname,
-                        libvirt_version=h.libvirt_version, hypervisor=h.hypervisor,
-                        detail=_host_detail(h)) for h in kept]).scalars().all()
-                vm_rows = [_vm_row(snap_id, v) for snap_id, h in zip(snap_ids, kept, strict=True) for v in h.vms]
-                if vm_rows:
-                    _insert_samples(conn, vm_rows)
-            for name, reason in result.failures.items():
-                if name in host_ids:
-                    conn.execute(insert(HostSnapshotRow).values(
-                        scan_id=scan_id, host_id=host_ids[name], taken_at=when, ok=False,
-                        error=reason, cpus=0, cpu_mhz=0, memory_mib=0, cpu_model="", hostname="",
-                        libvirt_version="", hypervisor=""))
-            return int(scan_id)
-    except OperationalError as exc:
-        raise StoreError(f"cannot record the scan: {exc.orig}") from None
+def latest_ok_ids(conn: Session, host_id: int, n: int) -> list[tuple[int, datetime]]:
+    """One host's latest ``n`` good snapshots as (id, time), newest first."""
+    q = (select(HostSnapshotRow.id, HostSnapshotRow.taken_at)
+         .where(HostSnapshotRow.host_id == host_id, HostSnapshotRow.ok.is_(True))
+         .order_by(HostSnapshotRow.id.desc()).limit(n))
+    return [(int(i), t) for i, t in conn.execute(q).all()]
 
 
 def prune(engine: Engine, older_than: timedelta) -> int:
