@@ -14,12 +14,17 @@ from llmvirt.errors import (
     StoreError,
     UsageError,
 )
-from llmvirt.model.cluster import Balloon, Cluster, Gpu, GpuAttachment, Host, MdevType, NumaCell, NvmlGpu, Vm
 
+_MODEL = {"Balloon", "Cluster", "Gpu", "GpuAttachment", "Host", "MdevType", "NumaCell", "NvmlGpu", "Vm"}
 _LAZY = {"ScanResult", "scan_host", "scan_hosts"}  # need libvirt: imported on first use only
 
 
 def __getattr__(name: str) -> object:
+    """The model and the scan, imported on first use: a command that needs neither starts without them."""
+    if name in _MODEL:
+        from llmvirt.model import cluster
+
+        return getattr(cluster, name)
     if name in _LAZY:
         from llmvirt.observe import inventory
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
-import libvirt
+if TYPE_CHECKING:
+    import libvirt
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -67,25 +69,24 @@ class HostTimeout(HostError):
     """A host did not answer within the allowed time."""
 
 
-_UNREACHABLE_CODES = {
-    libvirt.VIR_ERR_NO_CONNECT,
-    libvirt.VIR_ERR_AUTH_FAILED,
-    libvirt.VIR_ERR_AUTH_CANCELLED,
-    libvirt.VIR_ERR_AUTH_UNAVAILABLE,
-    libvirt.VIR_ERR_SYSTEM_ERROR,
-    libvirt.VIR_ERR_RPC,
-    libvirt.VIR_ERR_INVALID_CONN,
-    libvirt.VIR_ERR_NO_SUPPORT,
-}
-_GONE_CODES = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_INVALID_DOMAIN}
+_UNREACHABLE_CODES = (  # libvirt's names: resolved when libvirt is first used (light commands never import it)
+    "VIR_ERR_NO_CONNECT", "VIR_ERR_AUTH_FAILED", "VIR_ERR_AUTH_CANCELLED", "VIR_ERR_AUTH_UNAVAILABLE",
+    "VIR_ERR_SYSTEM_ERROR", "VIR_ERR_RPC", "VIR_ERR_INVALID_CONN", "VIR_ERR_NO_SUPPORT",
+)
+_GONE_CODES = ("VIR_ERR_NO_DOMAIN", "VIR_ERR_INVALID_DOMAIN")
+_libvirt: Any = None
 
 
-def _quiet_libvirt() -> None:
-    # libvirt prints every error to stderr by default; we report them ourselves.
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+def quiet_libvirt() -> Any:
+    """Import libvirt and stop it printing every error to stderr (llmvirt reports them itself); the module.
+    :func:`translate_libvirt` calls it, so every connection opened inside one is quiet."""
+    global _libvirt
+    if _libvirt is None:
+        import libvirt
 
-
-_quiet_libvirt()
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        _libvirt = libvirt
+    return _libvirt
 
 
 def libvirt_reason(exc: libvirt.libvirtError) -> str:
@@ -102,15 +103,16 @@ def translate_libvirt(what: str, connecting: bool = False) -> Iterator[None]:
     the resulting one-line message says where it happened. ``connecting``
     marks errors as HostUnreachable whatever their code.
     """
+    lv = quiet_libvirt()
     try:
         yield
-    except libvirt.libvirtError as exc:
+    except lv.libvirtError as exc:
         code = exc.get_error_code()
         reason = f"{what}: {libvirt_reason(exc)}"
-        if connecting or code in _UNREACHABLE_CODES:
+        if connecting or code in {getattr(lv, c) for c in _UNREACHABLE_CODES}:
             raise HostUnreachable(reason) from None
-        if code in _GONE_CODES:
+        if code in {getattr(lv, c) for c in _GONE_CODES}:
             raise DomainGone(reason) from None
-        if code == libvirt.VIR_ERR_OPERATION_TIMEOUT:
+        if code == lv.VIR_ERR_OPERATION_TIMEOUT:
             raise HostTimeout(reason) from None
         raise OperationFailed(reason) from None

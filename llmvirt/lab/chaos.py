@@ -33,11 +33,14 @@ from typing import Any
 import libvirt
 from sqlalchemy import func, select
 
+from llmvirt.errors import quiet_libvirt
 from llmvirt.lab import daemons
 from llmvirt.lab.lab import LabState
 from llmvirt.model.action import Action
 from llmvirt.store import database, journal
 from llmvirt.store.schema import HostSnapshotRow, PlanRow
+
+quiet_libvirt()  # libvirt prints no error of its own: llmvirt reports them
 
 FAULTS = ("libvirtd_killed", "llmvirt_killed", "guest_paused", "guest_destroyed", "store_read_only")
 GUEST_MAX_MIB = 192  #: the lab guests' memory (balloon targets are drawn below it)

@@ -18,11 +18,13 @@ from typing import Any
 import libvirt
 from sqlalchemy import Engine
 
-from llmvirt.errors import UsageError, translate_libvirt
+from llmvirt.errors import UsageError, quiet_libvirt, translate_libvirt
 from llmvirt.lab import daemons, guests
 from llmvirt.lab.daemons import LabError, LabHost
 from llmvirt.lab.image import build_image
 from llmvirt.store import registry
+
+quiet_libvirt()  # libvirt prints no error of its own: llmvirt reports them
 
 REQUIRED_PROGRAMS = ("libvirtd", "virtlogd", "qemu-system-x86_64", "unshare", "mount", "apt-get", "dpkg-deb")
 LAB_SOURCE = "lab"

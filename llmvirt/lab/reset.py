@@ -15,12 +15,14 @@ from typing import Any
 import libvirt
 from sqlalchemy import Engine
 
-from llmvirt.errors import UsageError
+from llmvirt.errors import UsageError, quiet_libvirt
 from llmvirt.lab import daemons
 from llmvirt.lab.daemons import LabError
 from llmvirt.lab.lab import LabState, load, starting_load
 from llmvirt.observe.domain_xml import parse_domain
 from llmvirt.store import registry
+
+quiet_libvirt()  # libvirt prints no error of its own: llmvirt reports them
 
 LIVE_AND_CONFIG = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
 MOVE_BACK = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
