@@ -4,7 +4,9 @@ Usage: python bench/cli_startup.py [--runs 7] [--compare GIT_REF]
 Runs ``python -c pass``, ``virsh --version`` and llmvirt's commands against a store with two
 libvirt test-driver hosts (scanned twice), and prints the median and the worst wall time of each.
 ``--compare REF`` also runs every llmvirt command from a git worktree of REF (same interpreter and
-packages, its own code on PYTHONPATH), interleaved with this tree's runs, in one table.
+packages, its own code on PYTHONPATH), interleaved with this tree's runs, in one table;
+``--compare-python PY`` runs REF with another interpreter (a venv holding the packages REF pinned).
+Both trees run with their bytecode compiled, as an installed package does.
 Goals: ``--help``, ``hosts list``, ``status`` and ``scan`` of a test-driver host at most 0.3 s;
 ``place`` and ``rebalance`` with the default policy at most 1.0 s.
 """
@@ -41,11 +43,20 @@ def _worktree(ref: str, where: Path) -> Path:
     return where
 
 
+def _as_installed(tree: Path) -> None:
+    """Compile the tree's bytecode, as pip and the Debian package do when they install: under
+    PYTHONDONTWRITEBYTECODE (set on this machine) a checkout would otherwise compile every module at every start."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "llmvirt")], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 def main() -> None:
     """Print a markdown table: command, median s, max s, goal."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--compare", help="a git ref to time side by side (e.g. the commit before a change)")
+    ap.add_argument("--compare-python", help="the interpreter for --compare's tree, where the ref pins other "
+                                             "packages (e.g. a venv with them that also sees this one's)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "LLMVIRT_DB": f"sqlite:///{tmp}/bench.db", "LLMVIRT_CONFIG": f"{tmp}/none.toml"}
@@ -63,8 +74,10 @@ def main() -> None:
                  ("place", [*LLMVIRT, "place", "--vcpus", "2", "--memory", "2G"]),
                  ("rebalance", [*LLMVIRT, "rebalance"])]
         envs = {"this tree": env}
+        _as_installed(ROOT)
         if args.compare:
             old = _worktree(args.compare, Path(tmp) / "ref")
+            _as_installed(old)
             envs[args.compare] = {**env, "PYTHONPATH": str(old)}
         try:
             times: dict[tuple[str, str], list[float]] = {}
@@ -72,7 +85,8 @@ def main() -> None:
                 for label, cmd in rows:
                     for tree, e in envs.items():
                         if tree == "this tree" or cmd[:3] == LLMVIRT:
-                            times.setdefault((label, tree), []).append(_once(cmd, e))
+                            py = args.compare_python if tree != "this tree" and args.compare_python else cmd[0]
+                            times.setdefault((label, tree), []).append(_once([py, *cmd[1:]], e))
         finally:
             if args.compare:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], check=False)

@@ -1,7 +1,5 @@
 """The ``llmvirt`` command line."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

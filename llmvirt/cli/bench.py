@@ -1,7 +1,5 @@
 """``llmvirt bench``: compare policies side by side on identical trace input."""
 
-from __future__ import annotations
-
 import json
 from enum import StrEnum
 from pathlib import Path
@@ -64,7 +62,7 @@ def _check(scenario: Scenario, names: list[str]) -> None:
             raise UsageError(str(exc)) from None
 
 
-def _usage_traces(ctx: typer.Context, paths: list[Path], from_store: bool) -> list[tuple[str, traces.UsageTrace]]:
+def _usage_traces(ctx: typer.Context, paths: list[Path], from_store: bool) -> list[tuple[str, "traces.UsageTrace"]]:
     from llmvirt.sim import traces
 
     out_traces = []
@@ -124,7 +122,7 @@ def bench(
     _replay(_usage_traces(ctx, list(trace or []), from_store), scenario, names, held_out, (as_json, plot))
 
 
-def _replay(loaded: list[tuple[str, traces.UsageTrace]], scenario: Scenario, names: list[str], held_out: bool,
+def _replay(loaded: list[tuple[str, "traces.UsageTrace"]], scenario: Scenario, names: list[str], held_out: bool,
             output: tuple[bool, Path | None]) -> None:
     """The balance, memory and pinning scenarios: each trace replayed under every policy, printed."""
     from llmvirt.bench import run as simbench

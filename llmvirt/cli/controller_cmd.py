@@ -1,7 +1,5 @@
 """``llmvirt controller run``: scan, plan and apply every interval while this controller leads."""
 
-from __future__ import annotations
-
 import json
 from typing import Annotated
 

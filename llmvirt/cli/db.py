@@ -1,7 +1,5 @@
 """``llmvirt db``: schema upgrades and history pruning."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated
 
 import typer

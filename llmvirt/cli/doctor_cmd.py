@@ -1,7 +1,5 @@
 """``llmvirt doctor``: check hosts, store and unattended runs before trusting them."""
 
-from __future__ import annotations
-
 import json
 from typing import Annotated
 

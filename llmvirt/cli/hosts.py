@@ -1,7 +1,5 @@
 """``llmvirt hosts``: the host registry."""
 
-from __future__ import annotations
-
 import json
 from typing import TYPE_CHECKING, Annotated
 

@@ -1,7 +1,5 @@
 """``llmvirt scan`` and ``llmvirt status``."""
 
-from __future__ import annotations
-
 import json
 from typing import TYPE_CHECKING, Annotated
 

@@ -1,7 +1,5 @@
 """``llmvirt plans``, ``llmvirt actions`` and ``llmvirt cron``: the journal and unattended runs."""
 
-from __future__ import annotations
-
 import json
 import shutil
 import sys

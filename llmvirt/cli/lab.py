@@ -1,7 +1,5 @@
 """``llmvirt lab``: a lab of real libvirt/KVM hosts on this machine."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated

@@ -1,7 +1,5 @@
 """``llmvirt mcp``: serve llmvirt to an LLM assistant over the Model Context Protocol."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """``llmvirt metrics``: the fleet's state for Prometheus, served or written for the textfile collector."""
 
-from __future__ import annotations
-
 import time
 from pathlib import Path
 from typing import Annotated

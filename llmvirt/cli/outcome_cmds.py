@@ -1,7 +1,5 @@
 """``llmvirt outcomes`` and ``llmvirt score``: what executed actions came to, and their rewards."""
 
-from __future__ import annotations
-
 import json
 from typing import Annotated
 

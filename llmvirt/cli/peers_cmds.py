@@ -1,7 +1,5 @@
 """``llmvirt peers``: run other projects' own test cases through llmvirt (conformance data)."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated

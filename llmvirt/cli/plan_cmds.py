@@ -1,7 +1,5 @@
 """``llmvirt place`` and ``llmvirt rebalance`` (dry run)."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -243,7 +241,7 @@ def _cpus(cpus: list[int]) -> str:
     return ",".join(parts)
 
 
-def _apply(ctx: typer.Context, plan: decide.Plan, as_json: bool) -> None:
+def _apply(ctx: typer.Context, plan: "decide.Plan", as_json: bool) -> None:
     from llmvirt import plan_service
 
     st = state(ctx)
@@ -251,7 +249,7 @@ def _apply(ctx: typer.Context, plan: decide.Plan, as_json: bool) -> None:
     _execute(ctx, plan, actions, held, as_json)
 
 
-def _execute(ctx: typer.Context, plan: decide.Plan, actions: list[Action], held: dict[str, str],
+def _execute(ctx: typer.Context, plan: "decide.Plan", actions: "list[Action]", held: dict[str, str],
              as_json: bool) -> None:
     from rich.progress import BarColumn, Progress, TextColumn
 

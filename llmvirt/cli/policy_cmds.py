@@ -1,7 +1,5 @@
 """``llmvirt policy list|show|promote|rollback``: policy versions and which one is active."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated

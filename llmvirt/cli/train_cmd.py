@@ -1,7 +1,5 @@
 """``llmvirt train``: train a policy head in the simulator and write it into a checkpoint directory."""
 
-from __future__ import annotations
-
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
