@@ -299,3 +299,27 @@ def test_the_fluid_bound_is_below_every_policy_and_exact_for_one_host() -> None:
     one = EnvConfig(hosts=(1, 1), host_cores=(8,), episode_steps=40, load=(1.1, 1.3), max_vms=40)
     single = run_named("none", trace, fleets(trace, np.arange(len(trace.names)), 3, 1, one), one)
     assert all(abs(r["bound_core_h"] - r["unmet_core_h"]) < 1e-9 and r["unmet_core_h"] > 0 for r in single.rows)
+
+
+def test_training_across_fleet_shapes_draws_and_validates_each_shape() -> None:
+    """``--shapes identical,mixed``: every trace gets a batch of fleets of each shape to learn on and validation
+    fleets of each shape to be kept by; one shape alone draws exactly what the shipped recipe drew."""
+    from llmvirt.errors import UsageError
+    from llmvirt.learn.balance_eval import make_env, validation_fleets
+    from llmvirt.learn.train_balance import RlConfig
+    from llmvirt.sim.balance_env import MIXED
+
+    trace = synthetic_trace()
+    vms = np.arange(len(trace.names))
+    ident = EnvConfig(hosts=(3, 4), host_cores=(8,), episode_steps=48, load=(0.6, 0.8), max_vms=80)
+    both = RlConfig(envs=8, eval_fleets=4, shapes=("identical", "mixed"))
+    envs = make_env([(trace, vms)], both, ident)
+    assert [e.cfg for e in envs] == [ident, MIXED] and all(e.n_envs == 4 for e in envs)
+    assert len(set(np.unique(envs[1].cores[envs[1].host_valid]))) > 1  # the mixed batch mixes host sizes
+    val = validation_fleets([(trace, vms)], both, ident)
+    assert [shape for _, _, shape in val] == [ident, MIXED] and all(len(fl) == 2 for _, fl, _ in val)
+    one = RlConfig(envs=8, eval_fleets=4)
+    alone, again = validation_fleets([(trace, vms)], one, ident), validation_fleets([(trace, vms)], one, ident)
+    assert [f.vms.tolist() for f in alone[0][1]] == [f.vms.tolist() for f in again[0][1]]
+    with pytest.raises(UsageError, match="fleet shape"):
+        make_env([(trace, vms)], RlConfig(shapes=("huge",)), ident)

@@ -22,11 +22,9 @@ import numpy as np
 
 from llmvirt.bench.balance_rl import fleets, run_named, strategy_name
 from llmvirt.errors import UsageError
-from llmvirt.sim.balance_env import HISTORY, EnvConfig
+from llmvirt.sim.balance_env import HISTORY, MIXED, EnvConfig  # noqa: F401 - MIXED re-exported for the benchmarks
 from llmvirt.sim.traces import GENERIC_MHZ_PER_VCPU, UsageTrace
 
-MIXED = EnvConfig(mixed_sizes=True, host_cores=(8, 16, 24, 32), mem_gib_per_core=20.0)
-"""Mixed host sizes, memory binding (bench/balance_mixed.py, RESULTS "Mixed host sizes")."""
 MIN_STEPS = 12  #: the shortest episode (one hour of 300 s steps)
 
 

@@ -2,12 +2,15 @@
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from llmvirt.cli.common import out
 from llmvirt.errors import UsageError
+
+if TYPE_CHECKING:
+    from llmvirt.learn.balance_model import RlConfig
 
 
 class Head(StrEnum):
@@ -45,6 +48,9 @@ def train(
     mode: Annotated[str, typer.Option(help="balance-rl: full, or an ablation: no-forecast, no-history.")] = "full",
     method: Annotated[str, typer.Option(help="balance-rl: ppo (residual PPO, the shipped recipe) or api "
                                         "(policy iteration with simulated rollouts).")] = "ppo",
+    shapes: Annotated[str, typer.Option(help="balance-rl: fleet shapes to train on, comma-separated: identical "
+                                        "(one host size a fleet), mixed (8-32 cores in a fleet, memory "
+                                        "binding).")] = "identical",
 ) -> None:
     """Train one head on the training split; write safetensors + JSON and a learning curve.
     With --from-store: fine-tune the active policy on recorded outcomes into a new version."""
@@ -61,16 +67,22 @@ def train(
     if head is Head.balance_rl:
         if method not in ("api", "ppo"):
             raise UsageError(f"unknown --method {method!r}: use api or ppo")
-        _balance_rl([trace, *(extra_trace or [])], out_dir, seed, iters, mode, method)
+        from llmvirt.learn.balance_model import RlConfig
+        from llmvirt.sim.balance_env import SHAPES
+
+        shape_names = tuple(s.strip() for s in shapes.split(",") if s.strip())
+        if not shape_names or any(s not in SHAPES for s in shape_names):
+            raise UsageError(f"unknown --shapes {shapes!r}: use {', '.join(SHAPES)}, comma-separated")
+        cfg = RlConfig(seed=seed, iters=iters, mode=mode, method=method, shapes=shape_names)
+        _balance_rl([trace, *(extra_trace or [])], out_dir, cfg)
     else:
         _head(head, trace, out_dir, seed, (samples, epochs))
 
 
-def _balance_rl(paths: list[Path], out_dir: Path, seed: int, iters: int, mode: str, method: str) -> None:
+def _balance_rl(paths: list[Path], out_dir: Path, cfg: "RlConfig") -> None:
     """``--head balance-rl``: the learned balance policy on the training VMs of every trace given."""
     from llmvirt.learn import train_balance
 
-    cfg = train_balance.RlConfig(seed=seed, iters=iters, mode=mode, method=method)
     record = train_balance.train_files(paths, out_dir, cfg, log=lambda line: out.print(line, markup=False))
     out.print(f"wrote {out_dir}/balance_rl.safetensors, balance_rl.json, balance_rl_curve.csv "
               f"({record['decision_steps']} decision steps in {record['wall_s']:.0f} s)", markup=False)

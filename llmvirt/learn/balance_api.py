@@ -33,7 +33,7 @@ def train_api(run: Run, fc_arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     validation = validation_fleets(traces, cfg, env_cfg)
     base = BalanceActor(fc_arrays, meta(cfg), fallback=True)
-    start_cost = validate_actor(validation, base, env_cfg)
+    start_cost = validate_actor(validation, base)
     log(f"validation cost of the fallback (round 0): {start_cost:.1f}")
     curve: list[dict[str, float]] = []
     best: tuple[float, int, dict[str, np.ndarray] | None, float] = (start_cost, 0, None, 0.0)
@@ -56,7 +56,7 @@ def train_api(run: Run, fc_arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         costs = {}
         for margin in cfg.api_margins:  # the least predicted saving to depart from the fallback, on validation
             actor = BalanceActor(arrays, meta(cfg, head="advantage", margin=margin))
-            costs[margin] = validate_actor(validation, actor, env_cfg)
+            costs[margin] = validate_actor(validation, actor)
         margin = min(costs, key=lambda m: costs[m])
         cost = costs[margin]
         log(f"round {rnd}: validation cost by margin: " + ", ".join(f"{m}: {c:.1f}" for m, c in costs.items()))

@@ -44,10 +44,25 @@ class Run:
         return record
 
 
+def shape_configs(cfg: RlConfig, env_cfg: EnvConfig) -> list[EnvConfig]:
+    """The fleet shapes a run trains and validates on: ``env_cfg`` stands for "identical" (the scenario the caller
+    gave), the others are :data:`llmvirt.sim.balance_env.SHAPES`'."""
+    from llmvirt.errors import UsageError
+    from llmvirt.sim.balance_env import SHAPES
+
+    unknown = [s for s in cfg.shapes if s not in SHAPES]
+    if unknown or not cfg.shapes:
+        raise UsageError(f"unknown fleet shape(s) {', '.join(unknown) or '(none)'}: use {', '.join(SHAPES)}")
+    return [env_cfg if s == "identical" else SHAPES[s] for s in cfg.shapes]
+
+
 def make_env(traces: list[tuple[UsageTrace, np.ndarray]], cfg: RlConfig, env_cfg: EnvConfig) -> list[BalanceEnv]:
-    """One batch of random fleets per trace (the batch size split between them)."""
-    per = max(1, cfg.envs // len(traces))
-    return [BalanceEnv(tr, per, env_cfg, seed=cfg.seed * 1000 + i, eligible=idx) for i, (tr, idx) in enumerate(traces)]
+    """One batch of random fleets per trace and fleet shape (the batch size split between them)."""
+    shapes = shape_configs(cfg, env_cfg)
+    per = max(1, cfg.envs // (len(traces) * len(shapes)))
+    pairs = [(tr, idx, shape) for tr, idx in traces for shape in shapes]
+    return [BalanceEnv(tr, per, shape, seed=cfg.seed * 1000 + i, eligible=idx)
+            for i, (tr, idx, shape) in enumerate(pairs)]
 
 
 def meta(cfg: RlConfig, **extra: Any) -> dict[str, Any]:
@@ -55,24 +70,28 @@ def meta(cfg: RlConfig, **extra: Any) -> dict[str, Any]:
     return {"mode": cfg.mode, "prior_threshold": cfg.prior_threshold, "prior_shape": list(cfg.prior_shape), **extra}
 
 
-def validation_fleets(traces: list[tuple[UsageTrace, np.ndarray]], cfg: RlConfig, env_cfg: EnvConfig
-                ) -> list[tuple[UsageTrace, list[Fleet]]]:
-    """Fixed fleets of the training VMs of each trace (seed ``cfg.seed + 7919``) for checkpoint selection."""
+Validation = list[tuple[UsageTrace, list[Fleet], EnvConfig]]  #: (trace, fixed fleets, their shape)
+
+
+def validation_fleets(traces: list[tuple[UsageTrace, np.ndarray]], cfg: RlConfig, env_cfg: EnvConfig) -> Validation:
+    """Fixed fleets of the training VMs of each trace and shape (seed ``cfg.seed + 7919``) for checkpoint
+    selection."""
     from llmvirt.sim.balance_env import draw_fleet, trace_pool
 
     rng = np.random.default_rng(cfg.seed + 7919)
+    shapes = shape_configs(cfg, env_cfg)
     out = []
     for tr, idx in traces:
-        pool_cpu, vcpus, mcap, _ = trace_pool(tr, env_cfg.mhz_per_core)
-        n = max(1, cfg.eval_fleets // len(traces))
-        out.append((tr, [draw_fleet(rng, pool_cpu, vcpus, mcap, env_cfg, idx) for _ in range(n)]))
+        for shape in shapes:
+            pool_cpu, vcpus, mcap, _ = trace_pool(tr, shape.mhz_per_core)
+            n = max(1, cfg.eval_fleets // (len(traces) * len(shapes)))
+            out.append((tr, [draw_fleet(rng, pool_cpu, vcpus, mcap, shape, idx) for _ in range(n)], shape))
     return out
 
 
-def validate(validation: list[tuple[UsageTrace, list[Fleet]]], model: ActorCritic, fc_arrays: dict[str, np.ndarray],
-              cfg: RlConfig, env_cfg: EnvConfig) -> float:
+def validate(validation: Validation, model: ActorCritic, fc_arrays: dict[str, np.ndarray], cfg: RlConfig) -> float:
     """Total greedy cost of the current actor on the validation fleets."""
-    return validate_actor(validation, BalanceActor({**fc_arrays, **actor_arrays(model)}, meta(cfg)), env_cfg)
+    return validate_actor(validation, BalanceActor({**fc_arrays, **actor_arrays(model)}, meta(cfg)))
 
 
 def capacity(env: BalanceEnv) -> np.ndarray:
@@ -80,12 +99,12 @@ def capacity(env: BalanceEnv) -> np.ndarray:
     return (env.cores * env.host_valid).sum(axis=1) * env.cfg.interval_s / 3600
 
 
-def validate_actor(validation: list[tuple[UsageTrace, list[Fleet]]], actor: BalanceActor, env_cfg: EnvConfig) -> float:
+def validate_actor(validation: Validation, actor: BalanceActor) -> float:
     """Total greedy cost of ``actor`` on the validation fleets."""
     total = 0.0
-    for tr, fl in validation:
-        env = BalanceEnv(tr, len(fl), env_cfg, fleets=fl)
-        for _ in range(env_cfg.episode_steps):
+    for tr, fl, shape in validation:
+        env = BalanceEnv(tr, len(fl), shape, fleets=fl)
+        for _ in range(shape.episode_steps):
             vm, dst, _, _ = actor.act(env.state())
             env.step(vm, dst)
         total += float(env.metrics.cost.sum())

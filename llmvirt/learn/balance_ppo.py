@@ -185,7 +185,7 @@ def train_ppo(run: Run, fc_arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     recent: list[float] = []  # episode costs since the last log line
     validation = validation_fleets(traces, cfg, env_cfg)
     best = (float("inf"), -1, actor_arrays(model))
-    start_cost = validate(validation, model, fc_arrays, cfg, env_cfg)
+    start_cost = validate(validation, model, fc_arrays, cfg)
     log(f"validation cost at the start (the fallback's prior, network at zero): {start_cost:.1f}")
     for it in range(cfg.bc_iters + cfg.iters):
         bc = it < cfg.bc_iters
@@ -199,7 +199,7 @@ def train_ppo(run: Run, fc_arrays: dict[str, np.ndarray]) -> dict[str, Any]:
         row = {**_row(it, bc, steps, loss, batch, roll_s), "wall_s": time.perf_counter() - run.t_start}
         since_bc = it + 1 - cfg.bc_iters  # PPO iterations done
         if since_bc >= 0 and since_bc % cfg.eval_every == 0 or it == cfg.bc_iters + cfg.iters - 1:
-            row["validation_cost"] = validate(validation, model, fc_arrays, cfg, env_cfg)
+            row["validation_cost"] = validate(validation, model, fc_arrays, cfg)
             # the warm start's result is logged, never kept: the shipped actor is optimised on the cost
             if since_bc > 0 and row["validation_cost"] < best[0]:
                 best = (row["validation_cost"], it, actor_arrays(model))
