@@ -264,3 +264,13 @@ def test_help_shows_no_type_for_flags() -> None:
     assert res.returncode == 0, res.stderr
     assert "<bool>" not in res.stdout
     assert re.search(r"--max-migrations\s+<int>", res.stdout) and re.search(r"--apply\s+Execute", res.stdout)
+
+
+def test_place_refuses_a_rebalance_strategy_in_one_line_before_the_store(cli, db_url: str) -> None:
+    """The learned balance policy plans moves, not placements: ``place --policy llmvirt-rl`` says so and where it
+    runs, before any store is opened (it once answered that policies/llmvirt-rl was not a checkpoint)."""
+    for name in ("llmvirt-rl", "tuned:cp-sat", "llmvirt-rl-fallback:0.9"):
+        code, _, err = cli("place", "--vcpus", "1", "--memory", "1G", "--policy", name)
+        assert code == 2 and "is a rebalance strategy" in err and f"rebalance --policy {name}" in err, err
+    if db_url.startswith("sqlite:///"):
+        assert not Path(db_url.removeprefix("sqlite:///")).exists()

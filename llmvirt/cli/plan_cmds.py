@@ -33,6 +33,24 @@ def _policy(ctx: typer.Context, policy: str | None) -> tuple[str | None, str]:
     return plan_service.policy_spec(state(ctx).engine(), policy)
 
 
+def _refuse_rebalance_strategy(policy: str | None) -> None:
+    """``place`` ranks hosts with a placement policy; a name only ``rebalance`` runs (the learned balance policy,
+    a tuned baseline, CP-SAT, ...) gets one line that says so, before the store is opened."""
+    from llmvirt.paths import policy_dir
+
+    if not policy or policy.startswith("baseline:") or policy_dir(policy).exists():
+        return
+    from llmvirt.strategies import registry
+
+    try:
+        registry.resolve(policy, "balance")
+    except UsageError:
+        return  # not a strategy either: the policy loader says what is wrong with it
+    raise UsageError(f"{policy!r} is a rebalance strategy (`llmvirt rebalance --policy {policy}`); place ranks "
+                     "hosts with a placement policy: a name under policies/, a checkpoint directory, or "
+                     "baseline:best-fit|least-loaded|first-fit")
+
+
 SnapshotOpt = Annotated[Path | None, typer.Option("--snapshot", help="Plan from this file (the `llmvirt status "
                                                   "--json` document, edited or from elsewhere) instead of the "
                                                   "store: what-if planning; nothing is applied.")]
@@ -68,6 +86,7 @@ def place(
         raise UsageError("use --gpu or --vgpu, not both")
     if snapshot is not None and define is not None:
         raise UsageError("--define creates the VM on a real host: not with --snapshot")
+    _refuse_rebalance_strategy(policy)
     from llmvirt.policy import decide
     from llmvirt.policy.constraints import Request
 

@@ -6,11 +6,11 @@ make are written here once, as standard SQL with ``:name`` parameters that both 
 run, over either a stdlib :mod:`sqlite3` connection (:class:`SqliteFile`: no SQLAlchemy import) or a
 SQLAlchemy engine (:class:`ViaEngine`: PostgreSQL, in-memory databases, and every caller that already
 holds an engine). The schema stays SQLAlchemy's and Alembic's; a SQLite file is opened here only once it
-is at the newest revision (:func:`llmvirt.store.database.open_store`), so nothing here creates or
+is at the newest revision (:func:`llmvirt.store.opening.open_store`), so nothing here creates or
 migrates anything.
 
 Values come back as the driver gives them (a SQLite file: text for times and JSON, 0/1 for booleans;
-PostgreSQL: datetime, dict, bool); :func:`as_time`, :func:`as_json` and :func:`as_bool` read both.
+PostgreSQL: datetime, dict, bool); :func:`as_time` and :func:`as_json` read both, ``bool()`` the flags.
 No SQL is built from input: statements are constants, and :func:`expand` adds one placeholder per value of
 an IN list.
 """
@@ -196,8 +196,3 @@ def as_time(v: Any) -> datetime | None:
 def as_json(v: Any) -> Any:
     """A stored JSON value (SQLite text or PostgreSQL's decoded value)."""
     return json.loads(v) if isinstance(v, str | bytes) else v
-
-
-def as_bool(v: Any) -> bool:
-    """A stored boolean (SQLite 0/1 or PostgreSQL's bool)."""
-    return bool(v)
