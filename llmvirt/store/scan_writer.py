@@ -77,7 +77,7 @@ def _insert_samples(c: Conn, rows: list[dict[str, Any]]) -> None:
     """Every VM sample of a scan in one go: PostgreSQL's COPY (several times faster than batched INSERTs for a
     fleet's 100,000 rows), else one executemany."""
     if c.dialect != "postgresql":
-        c.run_many(_INSERT_SAMPLE, rows)
+        c.run_many(_INSERT_SAMPLE, rows, typed=("detail",))
         return
     import json
 
@@ -118,7 +118,7 @@ def record_scan(store: Any, result: ScanResult, taken_at: datetime | None = None
             kept = [h for h in result.hosts if h.name in host_ids]  # hosts removed while the scan ran are left out
             rows = [_host_row(scan_id, host_ids[h.name], when, h) for h in kept]
             rows += [_failed_row(scan_id, host_ids[n], when, r) for n, r in result.failures.items() if n in host_ids]
-            c.run_many(_INSERT_SNAPSHOT, rows)  # one batch per table, not one per host
+            c.run_many(_INSERT_SNAPSHOT, rows, typed=("taken_at", "detail"))  # one batch per table, not one per host
             snap_ids = {r.host_id: r.id for r in c.rows(
                 "SELECT host_id, id FROM host_snapshots WHERE scan_id = :scan AND ok = :yes",
                 {"scan": scan_id, "yes": True})}
