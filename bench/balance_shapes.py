@@ -30,7 +30,8 @@ from pathlib import Path
 from llmvirt.bench.balance_rl import fleets, run_actor, trace_families
 from llmvirt.learn.train_balance import load_trace
 from llmvirt.policy import balance_policy
-from llmvirt.sim.balance_env import MIXED, EnvConfig
+from llmvirt.sim.balance_env import EnvConfig
+from llmvirt.sim.fleet_shapes import MIXED
 from llmvirt.sim.split import TRAIN_FRACTION, split
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -307,7 +307,7 @@ def test_training_across_fleet_shapes_draws_and_validates_each_shape() -> None:
     from llmvirt.errors import UsageError
     from llmvirt.learn.balance_eval import make_env, validation_fleets
     from llmvirt.learn.train_balance import RlConfig
-    from llmvirt.sim.balance_env import MIXED
+    from llmvirt.sim.fleet_shapes import MIXED
 
     trace = synthetic_trace()
     vms = np.arange(len(trace.names))

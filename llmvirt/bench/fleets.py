@@ -22,7 +22,8 @@ import numpy as np
 
 from llmvirt.bench.balance_rl import fleets, run_named, strategy_name
 from llmvirt.errors import UsageError
-from llmvirt.sim.balance_env import HISTORY, MIXED, EnvConfig  # noqa: F401 - MIXED re-exported for the benchmarks
+from llmvirt.sim.balance_env import HISTORY, EnvConfig
+from llmvirt.sim.fleet_shapes import MIXED  # noqa: F401 - re-exported for the benchmarks
 from llmvirt.sim.traces import GENERIC_MHZ_PER_VCPU, UsageTrace
 
 MIN_STEPS = 12  #: the shortest episode (one hour of 300 s steps)

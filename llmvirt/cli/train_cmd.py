@@ -68,7 +68,7 @@ def train(
         if method not in ("api", "ppo"):
             raise UsageError(f"unknown --method {method!r}: use api or ppo")
         from llmvirt.learn.balance_model import RlConfig
-        from llmvirt.sim.balance_env import SHAPES
+        from llmvirt.sim.fleet_shapes import SHAPES
 
         shape_names = tuple(s.strip() for s in shapes.split(",") if s.strip())
         if not shape_names or any(s not in SHAPES for s in shape_names):

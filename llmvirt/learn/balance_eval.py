@@ -46,9 +46,9 @@ class Run:
 
 def shape_configs(cfg: RlConfig, env_cfg: EnvConfig) -> list[EnvConfig]:
     """The fleet shapes a run trains and validates on: ``env_cfg`` stands for "identical" (the scenario the caller
-    gave), the others are :data:`llmvirt.sim.balance_env.SHAPES`'."""
+    gave), the others are :data:`llmvirt.sim.fleet_shapes.SHAPES`'."""
     from llmvirt.errors import UsageError
-    from llmvirt.sim.balance_env import SHAPES
+    from llmvirt.sim.fleet_shapes import SHAPES
 
     unknown = [s for s in cfg.shapes if s not in SHAPES]
     if unknown or not cfg.shapes:

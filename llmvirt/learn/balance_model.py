@@ -51,7 +51,7 @@ class RlConfig:
     api_random: int = 3  #: of which drawn at random among the allowed (so rarely-tried moves are learned too)
     api_epochs: int = 40  #: regression passes
     api_margins: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1)  #: departure margins tried on validation
-    shapes: tuple[str, ...] = ("identical",)  #: fleet shapes trained and validated on (balance_env.SHAPES)
+    shapes: tuple[str, ...] = ("identical",)  #: fleet shapes trained and validated on (fleet_shapes.SHAPES)
     eval_every: int = 10  #: iterations between greedy evaluations on the validation fleets
     eval_fleets: int = 16  #: validation fleets: training VMs, a seed of their own (never held-back VMs)
     forecast_samples: int = 200_000  #: (VM, step) samples for the forecaster

@@ -60,12 +60,6 @@ class EnvConfig:
         return self.hosts[1]
 
 
-MIXED = EnvConfig(mixed_sizes=True, host_cores=(8, 16, 24, 32), mem_gib_per_core=20.0)
-"""Hosts of 8 to 32 cores in one fleet, 20 GiB a core: memory refuses about a third of the moves while CPU
-demand overloads hosts (chosen on training VMs; bench/RESULTS.md, "Mixed host sizes")."""
-SHAPES = {"identical": EnvConfig(), "mixed": MIXED}  #: the named fleet shapes (benchmarks and training)
-
-
 @dataclass
 class Fleet:
     """One drawn fleet: which trace VMs, from which step, on how many hosts of what size."""
