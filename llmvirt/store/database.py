@@ -26,7 +26,7 @@ from llmvirt.store.location import (  # noqa: F401 - re-exported: where the stor
     resolve_url,
     sqlite_path,
 )
-from llmvirt.store.plain import BUSY_TIMEOUT_S
+from llmvirt.store.plain import BUSY_TIMEOUT_S, SQLITE_PRAGMAS
 
 
 def _create_private(path: Path) -> None:
@@ -52,10 +52,8 @@ def _check_sqlite_file(path: Path) -> None:
 
 def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-    cur.execute("PRAGMA journal_mode = WAL")
-    cur.execute("PRAGMA synchronous = NORMAL")
-    cur.execute("PRAGMA foreign_keys = ON")
+    for pragma in SQLITE_PRAGMAS:
+        cur.execute(f"PRAGMA {pragma}")
     cur.close()
 
 

@@ -11,9 +11,8 @@ from sqlalchemy.exc import OperationalError
 
 from llmvirt.errors import StoreError
 from llmvirt.model.action import Action
+from llmvirt.store.pending_work import OPEN
 from llmvirt.store.schema import ActionEventRow, ActionRow, PlanRow
-
-OPEN = ("pending", "running")
 
 
 def _now() -> datetime:

@@ -7,17 +7,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from llmvirt.store.plain import begin
+from llmvirt.store.plain import begin, expand
 
-_OPEN = "SELECT id FROM actions WHERE status IN ('pending', 'running') LIMIT 1"
+OPEN = ("pending", "running")  #: action states an interrupted run can leave (the journal's, imported from here)
+_OPEN = "SELECT id FROM actions WHERE status IN (:states*) LIMIT 1"
 _DUE = """SELECT id FROM actions WHERE status IN ('done', 'failed') AND finished_at IS NOT NULL
     AND finished_at <= :cut AND id NOT IN (SELECT action_id FROM outcomes) LIMIT 1"""
 
 
 def any_open_action(store: Any) -> bool:
-    """Whether an action is pending or running (the journal's ``OPEN`` states)."""
+    """Whether an action is pending or running (:data:`OPEN`)."""
     with begin(store) as c:
-        return bool(c.rows(_OPEN))
+        return bool(c.rows(*expand(_OPEN, states=OPEN)))
 
 
 def any_outcome_due(store: Any, window_s: float, now: datetime | None = None) -> bool:

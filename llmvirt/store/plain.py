@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 BUSY_TIMEOUT_S = 30  #: how long a writer waits for another process's transaction
+SQLITE_PRAGMAS = (f"busy_timeout = {BUSY_TIMEOUT_S * 1000}", "journal_mode = WAL", "synchronous = NORMAL",
+                  "foreign_keys = ON")  #: every connection to a SQLite store, through either driver
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  #: how SQLAlchemy stores a DateTime in SQLite (text that sorts by time)
 
 
@@ -155,8 +157,7 @@ class SqliteFile:
         try:
             con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             try:
-                for pragma in (f"busy_timeout = {BUSY_TIMEOUT_S * 1000}", "journal_mode = WAL",
-                               "synchronous = NORMAL", "foreign_keys = ON"):
+                for pragma in SQLITE_PRAGMAS:
                     con.execute(f"PRAGMA {pragma}")
                 con.execute("BEGIN")
                 try:
