@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from llmvirt.errors import LlmvirtError
+from llmvirt.observe.host_sessions import HostSessions
 from llmvirt.store.leadership import Leadership
 
 LEADER, FOLLOWER, LOST, ERROR = "leader", "follower", "lost", "error"
@@ -56,14 +57,16 @@ class ControllerSettings:
     config_path: Path | None = None
 
 
-def tick(engine: Engine, db_url: str, lead: Leadership, settings: ControllerSettings) -> Tick:
-    """One interval: take or keep the lead; as leader scan, plan and (with apply) act."""
+def tick(engine: Engine, db_url: str, lead: Leadership, settings: ControllerSettings,
+         sessions: HostSessions | None = None) -> Tick:
+    """One interval: take or keep the lead; as leader scan (over ``sessions``, the kept host connections, when
+    given), plan and (with apply) act."""
     was_leading = lead.leading
     if not lead.try_lead():
         return Tick(LOST if was_leading else FOLLOWER)
     t = Tick(LEADER, took_over=not was_leading)
     try:
-        _lead_once(engine, db_url, lead, settings, t)
+        _lead_once(engine, db_url, lead, settings, sessions, t)
     except (LlmvirtError, OSError) as exc:  # a host or the store failed: report, keep the process alive
         t.role, t.note = ERROR, str(exc)
     except Exception as exc:  # noqa: BLE001 - a database that went away raises the driver's own errors
@@ -73,17 +76,18 @@ def tick(engine: Engine, db_url: str, lead: Leadership, settings: ControllerSett
     return t
 
 
-def _lead_once(engine: Engine, db_url: str, lead: Leadership, settings: ControllerSettings, t: Tick) -> None:
+def _lead_once(engine: Engine, db_url: str, lead: Leadership, settings: ControllerSettings,
+               sessions: HostSessions | None, t: Tick) -> None:
     from llmvirt import config, plan_service
     from llmvirt.act import executor
-    from llmvirt.scan_service import scan_and_record
+    from llmvirt.scan_service import Reach, scan_and_record
     from llmvirt.store import journal, registry
 
     hosts = [(h.name, h.uri, h.maintenance) for h in registry.list_hosts(engine)]
     if not hosts:
         t.note = "no hosts registered"
         return
-    done = scan_and_record(engine, db_url, settings.config_path, hosts)
+    done = scan_and_record(engine, db_url, settings.config_path, hosts, Reach(sessions=sessions))
     t.reconciled, t.scan_id = done.reconciled, done.scan_id
     t.hosts_ok, t.hosts_failed = len(done.result.hosts), len(done.result.failures)
     cluster = plan_service.scanned_cluster(engine)
@@ -122,18 +126,20 @@ def run(engine: Engine, db_url: str, settings: ControllerSettings, interval_s: f
     from llmvirt.store import controllers
 
     lead = Leadership(db_url)
+    sessions = HostSessions()
     started_at = datetime.now(UTC).replace(tzinfo=None)
     n = 0
     try:
         while ticks is None or n < ticks:
             started = time.monotonic()
-            t = tick(engine, db_url, lead, settings)
+            t = tick(engine, db_url, lead, settings, sessions)
             _beat(engine, t.role, started_at, interval_s)
             report(t)
             n += 1
             if ticks is None or n < ticks:
                 time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
     finally:
+        sessions.close()
         lead.release()
         try:
             controllers.forget(engine, controller_name())

@@ -7,9 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmvirt.model.cluster import ScanResult
+
+if TYPE_CHECKING:
+    from llmvirt.observe.host_sessions import HostSessions
 
 
 @dataclass
@@ -21,8 +24,17 @@ class Scanned:
     reconciled: list[str] = field(default_factory=list)  #: notes on journal entries set right first
 
 
+@dataclass(frozen=True)
+class Reach:
+    """How the scan reaches its hosts."""
+
+    workers: int = 8  #: hosts read at once
+    timeout: float = 30.0  #: seconds a host may take
+    sessions: HostSessions | None = None  #: the connections a long-running controller keeps between scans
+
+
 def scan_and_record(store: Any, db_url: str | None, config_path: Path | None,
-                    targets: Sequence[tuple[str, str, bool]], workers: int = 8, timeout: float = 30.0) -> Scanned:
+                    targets: Sequence[tuple[str, str, bool]], reach: Reach | None = None) -> Scanned:
     """Reconcile, scan ``targets`` (name, URI, maintenance), record, score due outcomes. ``store``: an engine or a
     :mod:`llmvirt.store.plain` store; the journal and the outcomes load SQLAlchemy only when there is work."""
     from llmvirt import config
@@ -35,7 +47,9 @@ def scan_and_record(store: Any, db_url: str | None, config_path: Path | None,
         from llmvirt.act import executor
 
         notes = executor.reconcile_if_idle(engine_of(store), db_url)
-    result = inventory.scan_hosts(list(targets), nvml=nvml.default_source(), workers=workers, timeout=timeout)
+    reach = reach or Reach()
+    result = inventory.scan_hosts(list(targets), nvml=nvml.default_source(), workers=reach.workers,
+                                  timeout=reach.timeout, sessions=reach.sessions)
     scan_id = scan_writer.record_scan(store, result)
     window = config.load_outcome_window(config_path)
     if pending_work.any_outcome_due(store, window):

@@ -189,3 +189,29 @@ def test_an_apply_stops_when_the_lead_is_lost(cli, db_url: str) -> None:
     rows = journal.all_actions(engine)
     assert [r["status"] for r in rows] == [SKIPPED, SKIPPED]
     assert all("no longer leads" in r["reason"] for r in rows), rows
+
+
+def test_a_leader_keeps_its_host_connections_between_ticks(db_url: str) -> None:
+    """A leader's ticks scan over the connections it keeps: the second tick opens none, and reads the same."""
+    from llmvirt import plan_service
+    from llmvirt.controller import LEADER, ControllerSettings, tick
+    from llmvirt.observe.host_sessions import HostSessions
+    from llmvirt.store.leadership import Leadership
+
+    engine = database.open_engine(db_url)
+    for name, fixture in (("busy", "busy-host.xml"), ("small", "small-host.xml")):
+        registry.add_host(engine, registry.RegisteredHost(name, fixture_uri(fixture)))
+    lead, kept = Leadership(db_url), HostSessions()
+    try:
+        first = tick(engine, db_url, lead, ControllerSettings(), kept)
+        vms_first = sorted(v.name for h in plan_service.scanned_cluster(engine).hosts for v in h.vms)
+        opened = {uri: kept.get(uri) for uri in (fixture_uri("busy-host.xml"), fixture_uri("small-host.xml"))}
+        assert all(not just_opened for _, just_opened in opened.values())  # the first tick opened them
+        second = tick(engine, db_url, lead, ControllerSettings(), kept)
+        assert (first.role, second.role, second.hosts_ok, second.hosts_failed) == (LEADER, LEADER, 2, 0)
+        assert all(kept.get(uri) == (session, False) for uri, (session, _) in opened.items())
+        assert sorted(v.name for h in plan_service.scanned_cluster(engine).hosts for v in h.vms) == vms_first
+        assert vms_first == ["batch-off", "db1", "web1"] and second.scan_id != first.scan_id  # small has none
+    finally:
+        kept.close()
+        lead.release()

@@ -127,3 +127,64 @@ def test_local_uri_detection() -> None:
     assert is_local_uri("qemu+unix:///system?socket=/run/x/libvirt-sock")
     assert not is_local_uri("qemu+ssh://root@kvm1/system")
     assert not is_local_uri("qemu+tls://kvm2/system")
+
+
+def _vms(host: Host) -> list[dict]:
+    """Each VM as read, by name; less its CPU time, which the test driver takes from the clock."""
+    from dataclasses import asdict
+
+    return sorted(({**asdict(v), "cpu_time_ns": None} for v in host.vms), key=lambda v: v["name"])
+
+
+def test_kept_connections_read_what_one_shot_scans_read() -> None:
+    """A controller's kept connections and remembered definitions change nothing in what a scan reads."""
+    from llmvirt.observe.host_sessions import HostSessions
+
+    targets = [("busy", fixture_uri("busy-host.xml"), False), ("gpu1", fixture_uri("gpu-host.xml"), False)]
+    fresh = scan_hosts(targets)
+    kept = HostSessions()
+    try:
+        for _ in range(3):
+            res = scan_hosts(targets, sessions=kept)
+            assert not res.failures and len(kept) == 2
+            assert [_vms(h) for h in res.hosts] == [_vms(h) for h in fresh.hosts]
+            assert [(h.gpus, h.numa_cells) for h in res.hosts] == [(h.gpus, h.numa_cells) for h in fresh.hosts]
+    finally:
+        kept.close()
+
+
+def test_kept_connection_sees_changes_and_forgets_gone_vms() -> None:
+    """A definition that changed is parsed anew; a VM that is gone is no longer remembered."""
+    from llmvirt.observe.host_sessions import HostSessions
+
+    uri = fixture_uri("busy-host.xml")
+    kept = HostSessions()
+    try:
+        scan_host("busy", uri, sessions=kept)
+        session, opened = kept.get(uri)
+        assert not opened and session.remembered == 3 + 2  # three live definitions, two running persistent pins
+        session.conn.lookupByName("web1").pinVcpuFlags(0, (False, False, True), 0)  # the test driver's state
+        assert scan_host("busy", uri, sessions=kept).vm("web1").pinning == {0: (2,)}
+        off = session.conn.lookupByName("batch-off")
+        off.undefine()
+        host = scan_host("busy", uri, sessions=kept)
+        assert host.vm("batch-off") is None and session.remembered == 2 + 2
+    finally:
+        kept.close()
+
+
+def test_kept_connection_that_died_is_opened_again() -> None:
+    from llmvirt.observe.host_sessions import HostSessions
+
+    uri = fixture_uri("busy-host.xml")
+    kept = HostSessions()
+    try:
+        scan_host("busy", uri, sessions=kept)
+        dead, _ = kept.get(uri)
+        dead.conn.close()
+        host = scan_host("busy", uri, sessions=kept)
+        again, opened = kept.get(uri)
+        assert not opened and again is not dead and sorted(v.name for v in host.vms) == ["batch-off", "db1", "web1"]
+    finally:
+        kept.close()
+    assert len(kept) == 0

@@ -734,6 +734,37 @@ def test_fault_source_host_stopped_during_plan(lab_env, monkeypatch) -> None:
     assert _running_on(lab_dir, "vm-5") == [src]
 
 
+def test_controller_kept_connection_follows_live_pinning_and_a_libvirtd_restart(lab_env) -> None:
+    """Issue 19: a controller keeps its connection to each host between scans. Through it a scan still sees
+    a pinning changed from elsewhere, and after the host's libvirtd restarts (the kept connection dead)
+    the next scan reads the host on a fresh connection, with nothing failed."""
+    import signal
+
+    from llmvirt.observe.host_sessions import HostSessions
+    from llmvirt.observe.inventory import scan_hosts
+
+    lab_dir, _url = lab_env
+    host = _lab_host(lab_dir, "lab-1")
+    targets = [("lab-1", host.uri, False)]
+    kept = HostSessions()
+    try:
+        before = scan_hosts(targets, sessions=kept)
+        first, _ = kept.get(host.uri)
+        _conn(lab_dir, "lab-1").lookupByName("vm-3").pinVcpuFlags(0, (False, True), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        pinned = scan_hosts(targets, sessions=kept)
+        assert pinned.hosts[0].vm("vm-3").pinning == {0: (1,)}
+        os.kill(daemons.read_pid(host.pidfile("libvirtd")), signal.SIGKILL)  # libvirtd crashes ...
+        time.sleep(0.5)
+        daemons.restart_host(host)  # ... and is started again; the guests kept running
+        after = scan_hosts(targets, sessions=kept)
+        assert not after.failures, after.failures
+        assert kept.get(host.uri)[0] is not first  # read on a fresh connection
+        names = sorted(v.name for v in before.hosts[0].vms)
+        assert sorted(v.name for v in after.hosts[0].vms) == names and "vm-3" in names
+    finally:
+        kept.close()
+
+
 def test_fault_database_read_only_during_run(lab_env, monkeypatch) -> None:
     """With the store read-only, the real `llmvirt rebalance --apply` (a drain plan of a host put in
     maintenance) stops before acting: one line, exit 4, nothing moved (issue 17: through the command)."""

@@ -48,10 +48,10 @@ def scan(
     targets = _selected(ctx, host)
     if not targets:
         raise UsageError("no hosts registered: add one with `llmvirt hosts add NAME URI`")
-    from llmvirt.scan_service import scan_and_record  # reconciles first: a run killed mid-plan is set right here
+    from llmvirt.scan_service import Reach, scan_and_record  # reconciles first: a run killed mid-plan is set right
 
     done = scan_and_record(store, state(ctx).db_url, state(ctx).config_path,
-                           [(h.name, h.uri, h.maintenance) for h in targets], workers, timeout)
+                           [(h.name, h.uri, h.maintenance) for h in targets], Reach(workers, timeout))
     for note in done.reconciled:
         err.print(note, markup=False, soft_wrap=True)
     result, scan_id = done.result, done.scan_id

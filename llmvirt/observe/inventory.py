@@ -22,7 +22,8 @@ import libvirt
 
 from llmvirt.errors import DomainGone, HostError, HostTimeout, translate_libvirt
 from llmvirt.model.cluster import Balloon, Gpu, GpuAttachment, Host, ScanResult, Vm
-from llmvirt.observe.domain_xml import parse_domain, parse_pinning
+from llmvirt.observe.domain_xml import Domain, parse_domain, parse_pinning
+from llmvirt.observe.host_sessions import HostSession, HostSessions
 from llmvirt.observe.libvirt_xml import (
     NodeDevices,
     derive_numa_cells,
@@ -96,15 +97,23 @@ def _complete_stats(dom: libvirt.virDomain, stats: dict[str, int], running: bool
     return out
 
 
-def _read_vm(dom: libvirt.virDomain, stats: dict[str, int], transient: set[str]) -> Vm:
+def _live_definition(dom: libvirt.virDomain, session: HostSession | None) -> Domain:
+    xml = dom.XMLDesc(0)  # the live definition: its cputune is the live pinning
+    return parse_domain(xml) if session is None else session.parsed("live", xml, parse_domain)
+
+
+def _persistent_pinning(dom: libvirt.virDomain, session: HostSession | None) -> dict[int, tuple[int, ...]]:
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    return parse_pinning(xml) if session is None else session.parsed("pins", xml, parse_pinning)
+
+
+def _read_vm(dom: libvirt.virDomain, stats: dict[str, int], transient: set[str], session: HostSession | None) -> Vm:
     state_code = int(stats.get("state.state", dom.state()[0]))
     state = STATE_NAMES.get(state_code, "unknown")
     running = state in ("running", "paused", "blocked", "pmsuspended")
-    cfg = parse_domain(dom.XMLDesc(0))  # the live definition: its cputune is the live pinning
+    cfg = _live_definition(dom, session)
     persistent = cfg.uuid not in transient
-    persistent_pins = (
-        parse_pinning(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)) if running and persistent else cfg.pinning
-    )
+    persistent_pins = _persistent_pinning(dom, session) if running and persistent else cfg.pinning
     stats = _complete_stats(dom, stats, running)
     return Vm(
         name=cfg.name,
@@ -119,7 +128,7 @@ def _read_vm(dom: libvirt.virDomain, stats: dict[str, int], transient: set[str])
         pinning=dict(cfg.pinning),
         persistent_pinning=dict(persistent_pins),
         emulator_pinning=cfg.emulator_pinning,
-        numa_tune=cfg.numa_tune,
+        numa_tune=dict(cfg.numa_tune) if cfg.numa_tune is not None else None,
         cpu_time_ns=int(stats["cpu.time"]) if "cpu.time" in stats else None,
         gpus=list(cfg.gpus),
         pci_hostdevs=tuple(g.pci for g in cfg.gpus if g.kind == "passthrough" and g.pci),
@@ -178,8 +187,12 @@ def _attach_nvml(host: Host, nvml: NvmlSource | None) -> None:
                                  model=g.name, product_id="", driver="nvidia", nvml=g))
 
 
-def scan_host(name: str, uri: str, nvml: NvmlSource | None = None, maintenance: bool = False) -> Host:
-    """Connect to one libvirt host and return its current state as a :class:`Host`."""
+def scan_host(name: str, uri: str, nvml: NvmlSource | None = None, maintenance: bool = False,
+              sessions: HostSessions | None = None) -> Host:
+    """Connect to one libvirt host and return its current state as a :class:`Host`. With ``sessions`` (a
+    long-running controller) the host's kept connection is used, and kept."""
+    if sessions is not None:
+        return _scan_kept(name, uri, nvml, maintenance, sessions)
     with translate_libvirt(f"host {name} ({uri})", connecting=True):
         conn = libvirt.open(uri)
     try:
@@ -192,9 +205,24 @@ def scan_host(name: str, uri: str, nvml: NvmlSource | None = None, maintenance: 
             pass
 
 
+def _scan_kept(name: str, uri: str, nvml: NvmlSource | None, maintenance: bool, sessions: HostSessions) -> Host:
+    """Read over the kept connection; one that fails is dropped and the host read once more on a fresh one."""
+    with translate_libvirt(f"host {name} ({uri})", connecting=True):
+        session, fresh = sessions.get(uri)
+    try:
+        with translate_libvirt(f"host {name}"):
+            return read_host(session.conn, name, uri, nvml, maintenance, session)
+    except HostError:
+        sessions.drop(uri)
+        if fresh:
+            raise
+    return _scan_kept(name, uri, nvml, maintenance, sessions)
+
+
 def read_host(conn: libvirt.virConnect, name: str, uri: str, nvml: NvmlSource | None = None,
-              maintenance: bool = False) -> Host:
-    """Read a host over an open connection (libvirtError escapes; :func:`scan_host` translates)."""
+              maintenance: bool = False, session: HostSession | None = None) -> Host:
+    """Read a host over an open connection (libvirtError escapes; :func:`scan_host` translates). ``session``
+    remembers the domain definitions parsed, so an unchanged one is not parsed in the next scan."""
     model, mem_mib, cpus, mhz, nodes = conn.getInfo()[:5]
     host = Host(name=name, uri=uri, cpus=cpus, memory_mib=mem_mib, cpu_model=model, cpu_mhz=mhz,
                 hostname=conn.getHostname(), libvirt_version=_version(conn.getLibVersion()),
@@ -211,9 +239,11 @@ def read_host(conn: libvirt.virConnect, name: str, uri: str, nvml: NvmlSource | 
     for dom, stats in conn.getAllDomainStats(_STATS, 0):
         try:
             with translate_libvirt(f"domain on {name}"):
-                host.vms.append(_read_vm(dom, stats, transient))
+                host.vms.append(_read_vm(dom, stats, transient, session))
         except DomainGone:
             continue  # vanished between listing and inspection: a normal race
+    if session is not None:
+        session.scan_done()
     _link_gpus(host, _node_devices(conn))
     _attach_nvml(host, nvml)
     return host
@@ -259,15 +289,18 @@ def run_bounded(tasks: Sequence[tuple[str, Callable[[], T]]], workers: int,
 
 
 def scan_hosts(targets: Sequence[tuple[str, str, bool]], nvml: NvmlSource | None = None,
-               workers: int = 8, timeout: float = 30.0) -> ScanResult:
-    """Scan ``(name, uri, maintenance)`` targets concurrently; failures do not stop the others."""
+               workers: int = 8, timeout: float = 30.0, sessions: HostSessions | None = None) -> ScanResult:
+    """Scan ``(name, uri, maintenance)`` targets concurrently; failures do not stop the others. ``sessions``:
+    the connections a long-running controller keeps (a host that timed out loses its own)."""
     t0 = time.monotonic()
-    tasks = [(name, (lambda n=name, u=uri, m=maint: scan_host(n, u, nvml, m)))
+    tasks = [(name, (lambda n=name, u=uri, m=maint: scan_host(n, u, nvml, m, sessions)))
              for name, uri, maint in targets]
     out = ScanResult()
     results = run_bounded(tasks, workers, timeout)
-    for name, _uri, _m in targets:
+    for name, uri, _m in targets:
         value = results[name]
+        if sessions is not None and isinstance(value, HostTimeout):
+            sessions.drop(uri)
         if isinstance(value, Host):
             out.hosts.append(value)
         elif isinstance(value, HostError):
