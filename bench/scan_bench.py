@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from datetime import date
@@ -20,6 +21,9 @@ from pathlib import Path
 from llmvirt.observe.host_sessions import HostSessions
 from llmvirt.observe.inventory import scan_hosts
 from llmvirt.store import database, registry, snapshots
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from pg_server import PostgresServer  # noqa: E402 - the tests' throwaway server
 
 DOMAIN = """  <domain type='test'>
     <name>vm-{h}-{i}</name><uuid>{uuid}</uuid>
@@ -69,6 +73,34 @@ def connect_only(targets: list[tuple[str, str, bool]], workers: int) -> float:
     return time.perf_counter() - t0
 
 
+def run_store(url: str, db: Path | None, targets: list[tuple[str, str, bool]], args: argparse.Namespace) -> None:
+    """Every mode's scans into one store, one table row each; ``db``: the SQLite file whose growth is shown."""
+    engine = database.open_engine(url)
+    for name, uri, _ in targets:
+        registry.add_host(engine, registry.RegisteredHost(name, uri))
+    n_vms = args.hosts * args.vms
+    store = "SQLite" if db is not None else "PostgreSQL"
+    base = db_bytes(db) if db is not None else 0
+    modes = (("one-shot", None), ("controller, definitions parsed every scan", HostSessions(False)),
+             ("controller", HostSessions()))
+    for mode, sessions in modes:
+        for s in range(args.scans):
+            t0 = time.perf_counter()
+            res = scan_hosts(targets, workers=args.workers, timeout=60, sessions=sessions)
+            t1 = time.perf_counter()
+            snapshots.record_scan(engine, res)
+            t2 = time.perf_counter()
+            assert not res.failures and sum(len(h.vms) for h in res.hosts) == n_vms
+            size = db_bytes(db) if db is not None else 0
+            conn = f"{connect_only(targets, args.workers):.3f}" if sessions is None else "kept"
+            print(f"| {store} | {mode} | {s + 1} | {t1 - t0:.3f} | {conn} | {t2 - t1:.3f} | {t2 - t0:.3f} "
+                  f"| {n_vms / (t2 - t0):,.0f} | {f'{size - base:,}' if db is not None else '-'} |")
+            base = size
+        if sessions is not None:
+            sessions.close()
+    engine.dispose()
+
+
 def main() -> None:
     """Run the benchmark and print a Markdown table."""
     ap = argparse.ArgumentParser()
@@ -76,6 +108,7 @@ def main() -> None:
     ap.add_argument("--vms", type=int, default=100)
     ap.add_argument("--scans", type=int, default=3)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--stores", default="sqlite,postgresql", help="sqlite, postgresql or both (side by side)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -84,36 +117,23 @@ def main() -> None:
             f = root / f"host{h}.xml"
             f.write_text(host_xml(h, args.vms))
             targets.append((f"h{h}", f"test://{f}", False))
-        db = root / "bench.db"
-        engine = database.open_engine(f"sqlite:///{db}")
-        for name, uri, _ in targets:
-            registry.add_host(engine, registry.RegisteredHost(name, uri))
-        base = db_bytes(db)
-        n_vms = args.hosts * args.vms
-        print(f"# scan bench: {args.hosts} hosts x {args.vms} VMs = {n_vms} VMs, "
+        print(f"# scan bench: {args.hosts} hosts x {args.vms} VMs = {args.hosts * args.vms} VMs, "
               f"{platform.machine()} {os.cpu_count()} CPUs, {date.today()}")
         print(f"workers={args.workers}. 'connect alone' is opening each test-driver host, i.e. libvirt parsing the "
               "host's XML file of 100 domain definitions; a running libvirtd does no such work per connection. "
               "'controller' keeps each connection (its first scan opens them) and the definitions it parsed.")
-        print("| mode | scan | scan wall s | connect alone s | store s | total s | VMs/s total | DB growth bytes |")
-        print("|---|---|---|---|---|---|---|---|")
-        modes = (("one-shot", None), ("controller, definitions parsed every scan", HostSessions(False)),
-                 ("controller", HostSessions()))
-        for mode, sessions in modes:
-            for s in range(args.scans):
-                t0 = time.perf_counter()
-                res = scan_hosts(targets, workers=args.workers, timeout=60, sessions=sessions)
-                t1 = time.perf_counter()
-                snapshots.record_scan(engine, res)
-                t2 = time.perf_counter()
-                size = db_bytes(db)
-                assert not res.failures and sum(len(h.vms) for h in res.hosts) == n_vms
-                conn = f"{connect_only(targets, args.workers):.3f}" if sessions is None else "kept"
-                print(f"| {mode} | {s + 1} | {t1 - t0:.3f} | {conn} | {t2 - t1:.3f} | {t2 - t0:.3f} "
-                      f"| {n_vms / (t2 - t0):,.0f} | {size - base:,} |")
-                base = size
-            if sessions is not None:
-                sessions.close()
+        print("| store | mode | scan | scan wall s | connect alone s | store s | total s | VMs/s total "
+              "| DB growth bytes |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for store in args.stores.split(","):
+            if store == "sqlite":
+                run_store(f"sqlite:///{root / 'bench.db'}", root / "bench.db", targets, args)
+                continue
+            server = PostgresServer.start(root / "pg")
+            try:
+                run_store(server.new_database(), None, targets, args)
+            finally:
+                server.stop()
 
 
 if __name__ == "__main__":
