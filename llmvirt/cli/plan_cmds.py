@@ -47,8 +47,9 @@ def _refuse_rebalance_strategy(policy: str | None) -> None:
     except UsageError:
         return  # not a strategy either: the policy loader says what is wrong with it
     raise UsageError(f"{policy!r} is a rebalance strategy (`llmvirt rebalance --policy {policy}`); place ranks "
-                     "hosts with a placement policy: a name under policies/, a checkpoint directory, or "
-                     "baseline:best-fit|least-loaded|first-fit")
+                     "hosts with a placement policy: a name under policies/ (place-rl: the scorer trained on the "
+                     "placement cost), a checkpoint directory, baseline:best-fit|least-loaded|first-fit or "
+                     "baseline:weighted:C:V:M")
 
 
 SnapshotOpt = Annotated[Path | None, typer.Option("--snapshot", help="Plan from this file (the `llmvirt status "
@@ -73,14 +74,15 @@ def place(
     gpu: Annotated[int, typer.Option(help="Whole GPUs by PCI passthrough.")] = 0,
     vgpu: Annotated[str | None, typer.Option(help="vGPU (mdev) type, e.g. nvidia-1155.")] = None,
     anti_affinity: Annotated[str | None, typer.Option(help="Anti-affinity group (config [anti_affinity]).")] = None,
-    expected_cpu: Annotated[float, typer.Option(help="Expected CPU use, fraction of its vCPUs.")] = 0.5,
+    expected_cpu: Annotated[float | None, typer.Option(help="Expected CPU use, fraction of its vCPUs (default: "
+                                                       "what a trained policy was trained with, else 0.5).")] = None,
     policy: PolicyOpt = None,
     define: Annotated[Path | None, typer.Option(help="Domain XML to define and start on the chosen host.")] = None,
     snapshot: SnapshotOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Rank the hosts that can take a new VM, say why the others cannot, optionally create it there."""
-    if vcpus < 1 or gpu < 0 or not 0 <= expected_cpu <= 1:
+    if vcpus < 1 or gpu < 0 or not 0 <= (0.5 if expected_cpu is None else expected_cpu) <= 1:
         raise UsageError("--vcpus must be at least 1, --gpu at least 0, --expected-cpu within 0..1")
     if gpu and vgpu:
         raise UsageError("use --gpu or --vgpu, not both")
@@ -91,11 +93,14 @@ def place(
     from llmvirt.policy.constraints import Request
 
     st = state(ctx)
+    spec, _ = (policy, "") if snapshot is not None else _policy(ctx, policy)
+    scorer = decide.load_scorer(spec)
+    if expected_cpu is None:  # a trained scorer saw one prior for a new VM's use: give it the same
+        expected_cpu = float(getattr(scorer, "meta", {}).get("expected_cpu", 0.5))
     req = Request(vcpus=vcpus, memory_mib=parse_size_mib(memory), gpus=gpu, vgpu_type=vgpu,
                   anti_affinity=anti_affinity, expected_cpu=expected_cpu)
-    spec, _ = (policy, "") if snapshot is not None else _policy(ctx, policy)
     rules = decide.Context(config.load_limits(st.config_path), config.load_groups(st.config_path))
-    result = decide.place(_cluster(ctx, snapshot), req, decide.load_scorer(spec), rules)
+    result = decide.place(_cluster(ctx, snapshot), req, scorer, rules)
     defined = None
     if define is not None and result.ranked:  # --json stays one JSON document: the creation goes into it
         defined = {"vm": _define(ctx, result.ranked[0]["host"], define), "host": result.ranked[0]["host"]}

@@ -21,6 +21,7 @@ class Head(StrEnum):
     pin = "pin"
     consolidate = "consolidate"
     balance_rl = "balance-rl"
+    place_rl = "place-rl"
 
 
 def train(
@@ -33,7 +34,9 @@ def train(
     from_store: Annotated[bool, typer.Option("--from-store", help="Fine-tune the active policy on the outcomes "
                                              "and history recorded in the store; registers a new, inactive "
                                              "version.")] = False,
-    head: Annotated[Head, typer.Option(help="placement (migration/placement scorer, balance scenario), balance-rl "
+    head: Annotated[Head, typer.Option(help="placement (migration/placement scorer, balance scenario), place-rl "
+                                       "(the placement scorer optimised on the placement scenario's cost; "
+                                       "--trace and --extra-trace), balance-rl "
                                        "(the learned balance policy, PPO on the balance cost), balloon "
                                        "(memory scenario), pin (pinning scenario) or consolidate (cloudsim "
                                        "scenario; --trace is the PlanetLab directory of days).")] = Head.placement,
@@ -44,7 +47,8 @@ def train(
     extra_trace: Annotated[list[Path] | None, typer.Option("--extra-trace", help="balance-rl: more Bitbrains or "
                                                            "generic traces to train on (their training VMs).")]
     = None,
-    iters: Annotated[int, typer.Option(help="balance-rl --method ppo: PPO iterations.")] = 300,
+    iters: Annotated[int | None, typer.Option(help="balance-rl --method ppo: PPO iterations (default 300); "
+                                              "place-rl: evolution strategies steps (default 120).")] = None,
     mode: Annotated[str, typer.Option(help="balance-rl: full, or an ablation: no-forecast, no-history.")] = "full",
     method: Annotated[str, typer.Option(help="balance-rl: ppo (residual PPO, the shipped recipe) or api "
                                         "(policy iteration with simulated rollouts).")] = "ppo",
@@ -64,7 +68,9 @@ def train(
         raise UsageError(f"scenario {scenario!r} has no trainer yet: use balance")
     if samples < 10 or epochs < 1:
         raise UsageError("--samples must be at least 10 and --epochs at least 1")
-    if head is Head.balance_rl:
+    if head is Head.place_rl:
+        _place_rl([trace, *(extra_trace or [])], out_dir, seed, 120 if iters is None else iters)
+    elif head is Head.balance_rl:
         if method not in ("api", "ppo"):
             raise UsageError(f"unknown --method {method!r}: use api or ppo")
         from llmvirt.learn.balance_model import RlConfig
@@ -73,7 +79,7 @@ def train(
         shape_names = tuple(s.strip() for s in shapes.split(",") if s.strip())
         if not shape_names or any(s not in SHAPES for s in shape_names):
             raise UsageError(f"unknown --shapes {shapes!r}: use {', '.join(SHAPES)}, comma-separated")
-        cfg = RlConfig(seed=seed, iters=iters, mode=mode, method=method, shapes=shape_names)
+        cfg = RlConfig(seed=seed, iters=300 if iters is None else iters, mode=mode, method=method, shapes=shape_names)
         _balance_rl([trace, *(extra_trace or [])], out_dir, cfg)
     else:
         _head(head, trace, out_dir, seed, (samples, epochs))
@@ -86,6 +92,32 @@ def _balance_rl(paths: list[Path], out_dir: Path, cfg: "RlConfig") -> None:
     record = train_balance.train_files(paths, out_dir, cfg, log=lambda line: out.print(line, markup=False))
     out.print(f"wrote {out_dir}/balance_rl.safetensors, balance_rl.json, balance_rl_curve.csv "
               f"({record['decision_steps']} decision steps in {record['wall_s']:.0f} s)", markup=False)
+
+
+def _place_rl(paths: list[Path], out_dir: Path, seed: int, iterations: int) -> None:
+    """``--head place-rl``: the placement scorer on the placement scenario's cost, started from the tuned placement
+    baseline (policies/tuned_placement.json, ``bench/placement_rl.py --tune``)."""
+    import json
+
+    from llmvirt.learn import train_place_rl
+    from llmvirt.learn.train_balance import load_trace
+    from llmvirt.paths import DEFAULT_POLICY
+    from llmvirt.sim.split import split
+
+    if iterations < 1:
+        raise UsageError("--iters must be at least 1")
+    tuned = DEFAULT_POLICY.parent / "tuned_placement.json"
+    init = json.loads(tuned.read_text())["strategy"] if tuned.is_file() else "baseline:least-loaded"
+    traces = []
+    for p in paths:
+        tr = load_trace(p)
+        traces.append((tr, split(tr.names)[0]))
+    cfg = train_place_rl.PlaceRlConfig(seed=seed, iterations=iterations, init=init)
+    record = train_place_rl.train(traces, out_dir, cfg, [p.name for p in paths],
+                                  log=lambda line: out.print(line, markup=False))
+    out.print(f"wrote {out_dir}/model.safetensors, policy.json, place_rl_curve.csv (validation cost "
+              f"{record['validation_cost_start']:.4f} at the start, {record['validation_cost_kept']:.4f} kept; "
+              f"{record['wall_s']:.0f} s)", markup=False)
 
 
 def _head(head: Head, trace: Path, out_dir: Path, seed: int, placement: tuple[int, int]) -> None:

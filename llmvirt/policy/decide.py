@@ -75,8 +75,12 @@ class LearnedScorer:
         return self.model(feats)
 
 
-def load_scorer(spec: str | None) -> BaselineScorer | LearnedScorer:
+def load_scorer(spec: str | None) -> Scorer:
     """``baseline:NAME``, a checkpoint directory, a name under policies/, or None for the default policy."""
+    if spec and spec.startswith("baseline:weighted"):
+        from llmvirt.policy.arrivals import parse_weighted
+
+        return parse_weighted(spec.split(":", 1)[1])
     if spec and spec.startswith("baseline:"):
         return BaselineScorer(spec.split(":", 1)[1])
     path = policy_dir(spec)
@@ -106,11 +110,13 @@ class Placement:
     ranked: list[dict[str, Any]] = field(default_factory=list)  #: host, score, reasons
     excluded: dict[str, str] = field(default_factory=dict)  #: host -> constraint
     policy: str = ""  #: scorer name
+    expected_cpu: float | None = None  #: the new VM's expected CPU use the hosts were scored with
 
     def as_json(self) -> dict[str, Any]:
         """The ``place --json`` document."""
-        return {"policy": self.policy, "chosen": self.ranked[0]["host"] if self.ranked else None,
-                "ranked": self.ranked, "excluded": [{"host": h, "constraint": c} for h, c in self.excluded.items()]}
+        return {"policy": self.policy, "expected_cpu": self.expected_cpu,
+                "chosen": self.ranked[0]["host"] if self.ranked else None, "ranked": self.ranked,
+                "excluded": [{"host": h, "constraint": c} for h, c in self.excluded.items()]}
 
 
 def place(cluster: Cluster, req: Request, scorer: Scorer, ctx: Context | None = None,
@@ -127,7 +133,7 @@ def place(cluster: Cluster, req: Request, scorer: Scorer, ctx: Context | None = 
     reason = index.mask(arr, req, limits)
     ok = np.flatnonzero(reason == "")
     out = Placement(excluded={cluster.hosts[i].name: str(reason[i]) for i in np.flatnonzero(reason != "")},
-                    policy=scorer.name)
+                    policy=scorer.name, expected_cpu=req.expected_cpu)
     if ok.size == 0:
         return out
     feats = index.features(arr, req, req.expected_cpu, limits, ok)

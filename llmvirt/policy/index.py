@@ -8,6 +8,8 @@ once from :class:`~llmvirt.model.arrays.ClusterArrays`' per-host totals, so a de
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from llmvirt.model.arrays import ClusterArrays
@@ -53,15 +55,35 @@ def mask(arrays: ClusterArrays, req: Request, limits: Limits) -> np.ndarray:
 def features(arrays: ClusterArrays, req: Request, vm_util: float, limits: Limits, rows: np.ndarray) -> np.ndarray:
     """pair_features for a new VM on each host in ``rows``."""
     t, (all_cpus, all_mem) = arrays.totals(), arrays.host_sizes()
-    cpus = np.maximum(1, all_cpus[rows])
-    mem = np.maximum(1, all_mem[rows])
-    used = t.used[rows] / cpus
-    add = req.vcpus * vm_util / cpus
+    return host_features(HostTotals(t.used[rows], t.vcpus[rows], t.memory[rows], t.count[rows], all_cpus[rows],
+                                    all_mem[rows]), req.vcpus, req.memory_mib, vm_util, limits)
+
+
+@dataclass(frozen=True)
+class HostTotals:
+    """What placement reads of each candidate host (rows follow the candidates)."""
+
+    used: np.ndarray  #: CPU in use, CPUs
+    vcpus: np.ndarray  #: allocated vCPUs
+    memory_mib: np.ndarray  #: allocated memory, MiB
+    count: np.ndarray  #: VMs
+    cpus: np.ndarray  #: the host's CPUs
+    host_memory_mib: np.ndarray  #: the host's memory, MiB
+
+
+def host_features(h: HostTotals, vcpus: float, memory_mib: float, vm_util: float, limits: Limits) -> np.ndarray:
+    """The placement features (:data:`llmvirt.policy.features.FEATURES`) of a new VM of ``vcpus`` and
+    ``memory_mib``, expected to use ``vm_util`` of its vCPUs, on each host: one formula for scanned clusters and
+    the simulator's placement scenario."""
+    cpus = np.maximum(1, h.cpus)
+    mem = np.maximum(1, h.host_memory_mib)
+    used = h.used / cpus
+    add = vcpus * vm_util / cpus
     return np.column_stack([
         used, used + add,
-        (t.vcpus[rows] + req.vcpus) / (cpus * limits.cpu_allocation_ratio),
-        (t.memory[rows] + req.memory_mib) / (mem * limits.ram_allocation_ratio),
-        t.count[rows] / 32, (t.count[rows] == 0).astype(float),
-        req.vcpus / cpus, req.memory_mib / mem, np.full(rows.size, vm_util),
-        np.maximum(-1.0, 1.0 - used - add), np.zeros(rows.size),
+        (h.vcpus + vcpus) / (cpus * limits.cpu_allocation_ratio),
+        (h.memory_mib + memory_mib) / (mem * limits.ram_allocation_ratio),
+        h.count / 32, (h.count == 0).astype(float),
+        vcpus / cpus, memory_mib / mem, np.full(cpus.size, vm_util),
+        np.maximum(-1.0, 1.0 - used - add), np.zeros(cpus.size),
     ]).astype(np.float32)

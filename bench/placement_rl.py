@@ -1,0 +1,142 @@
+"""Placement: the placement scorer optimised on the cost against tuned placement baselines (issue 15).
+
+The placement scenario (llmvirt/sim/placement_env.py): half of a fleet's VMs run from the start, the other
+half arrive during the day and are each placed once by the policy; nothing migrates; the cost is unmet
+CPU demand in core-hours. Fleets of one host size and of mixed sizes (llmvirt/sim/fleet_shapes.py), VMs of
+Bitbrains July and August.
+
+--tune: grid-search the baseline family ``baseline:weighted:C:V:M`` (weights 0, 0.25, ..., 1 on CPU use,
+vCPU allocation and memory allocation after the VM) on fleets of *training* VMs (seed 4242, 24 fleets per
+trace and shape) and write policies/tuned_placement.json: the tuned baseline, and the start of
+``llmvirt train --head place-rl``.
+
+Without --tune: every policy on fleets of *held-back* VMs, seeds 0..S-1, 16 fleets per seed, trace and
+shape: first-fit, best-fit, least-loaded, the tuned weighted baseline, the placement scorer shipped before
+(imitation of a lookahead planner, policies/default), and the policy under test (default policies/place-rl),
+whose ablation (a) is the tuned baseline it starts from. Writes bench/placement_rl.json and prints tables.
+
+Usage: python bench/placement_rl.py [--tune] [--policy policies/place-rl] [--seeds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from llmvirt.bench.balance_rl import trace_families
+from llmvirt.learn import train_place_rl as rl
+from llmvirt.learn.train_balance import load_trace
+from llmvirt.policy import decide
+from llmvirt.policy.arrivals import WeightedScorer, chooser
+from llmvirt.sim.fleet_shapes import SHAPES
+from llmvirt.sim.split import split
+
+ROOT = Path(__file__).resolve().parents[1]
+TUNED = ROOT / "policies" / "tuned_placement.json"
+GRID = [w for w in itertools.product((0, 0.25, 0.5, 0.75, 1), repeat=3) if sum(w) > 0]
+RULES = ("baseline:first-fit", "baseline:best-fit", "baseline:least-loaded")
+
+
+def load() -> dict[str, tuple]:
+    """family -> (trace, training VMs, held-back VMs)."""
+    out = {}
+    for family, path in trace_families(ROOT.parent / "shared/traces").items():
+        tr = load_trace(path)
+        train, held = split(tr.names)
+        out[family] = (tr, train, held)
+    return out
+
+
+def tune(data: dict[str, tuple]) -> dict:
+    """The weighted family's grid on fleets of training VMs; the lowest total cost wins."""
+    traces = [(tr, train) for tr, train, _ in data.values()]
+    shapes = list(SHAPES.values())
+    util = rl.expected_util(traces, shapes[0].mhz_per_core)
+    eps = rl.episodes(traces, shapes, 24 * len(traces) * len(shapes), np.random.default_rng(4242))
+    costs = {":".join(f"{x:g}" for x in w): rl.cost(eps, chooser(WeightedScorer(w), util)) for w in GRID}
+    for name in RULES:
+        costs[name] = rl.cost(eps, chooser(decide.load_scorer(name), util))
+    best = min((k for k in costs if not k.startswith("baseline:")), key=costs.__getitem__)
+    doc = {"strategy": f"baseline:weighted:{best}", "expected_cpu": util, "fleets": len(eps), "seed": 4242,
+           "selected_on": "fleets of training VMs (sha256(name) < 0.6), Bitbrains July and August, both shapes",
+           "cost_per_capacity": {k: round(v, 6) for k, v in sorted(costs.items(), key=lambda kv: kv[1])}}
+    TUNED.write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def policies(policy: Path, tuned: str) -> dict[str, object]:
+    """Every scorer compared, by display name."""
+    out = {name.removeprefix("baseline:"): decide.load_scorer(name) for name in RULES}
+    out[f"tuned {tuned.removeprefix('baseline:')}"] = decide.load_scorer(tuned)
+    out["imitation scorer (before)"] = decide.load_scorer(str(ROOT / "policies" / "default"))
+    out["place-rl"] = decide.load_scorer(str(policy))
+    return out
+
+
+def held_back(data: dict[str, tuple], scorers: dict[str, object], util: float, seeds: int) -> dict:
+    """Per family and shape: per seed, each scorer's summed cost and the summed bound, core-hours."""
+    out: dict = {}
+    for family, (tr, _train, held) in data.items():
+        for shape_name, shape in SHAPES.items():
+            runs = []
+            for seed in range(seeds):
+                eps = rl.episodes([(tr, held)], [shape], 16, np.random.default_rng(seed))
+                row = {"bound": sum(ep.run(lambda _a: -1)["bound_core_h"] for ep, _ in eps)}
+                for name, sc in scorers.items():
+                    figs = [ep.run(chooser(sc, util)) for ep, _ in eps]
+                    row[name] = sum(f["cost"] for f in figs)
+                    row[f"{name} rejected"] = sum(f["rejected"] for f in figs)
+                runs.append(row)
+            out[f"{family}/{shape_name}"] = runs
+    return out
+
+
+def table(results: dict, names: list[str], tuned_name: str) -> None:
+    """Markdown: mean (min-max) over seeds, and the ratio to the tuned baseline."""
+    print("| fleets | " + " | ".join(names) + " | fluid bound |")
+    print("|---" * (len(names) + 2) + "|")
+    for key, runs in results.items():
+        cells = []
+        for n in names:
+            c = [r[n] for r in runs]
+            ratio = statistics.mean(c) / statistics.mean([r[tuned_name] for r in runs])
+            cells.append(f"{statistics.mean(c):.0f} ({min(c):.0f}-{max(c):.0f}) x{ratio:.3f}")
+        print(f"| {key} | " + " | ".join(cells) + f" | {statistics.mean([r['bound'] for r in runs]):.0f} |")
+
+
+def main() -> None:
+    """Tune, or run the held-back comparison."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tune", action="store_true")
+    ap.add_argument("--policy", type=Path, default=ROOT / "policies" / "place-rl")
+    ap.add_argument("--seeds", type=int, default=5)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    data = load()
+    if args.tune:
+        doc = tune(data)
+        print(json.dumps({k: doc[k] for k in ("strategy", "expected_cpu", "fleets")}))
+        print(json.dumps(dict(list(doc["cost_per_capacity"].items())[:8]), indent=1))
+        return
+    tuned = json.loads(TUNED.read_text())
+    scorers = policies(args.policy, tuned["strategy"])
+    results = held_back(data, scorers, tuned["expected_cpu"], args.seeds)
+    (ROOT / "bench" / "placement_rl.json").write_text(json.dumps(
+        {"date": str(date.today()), "machine": f"{platform.machine()} {platform.node()}", "seeds": args.seeds,
+         "tuned": tuned["strategy"], "expected_cpu": tuned["expected_cpu"], "results": results}, indent=1) + "\n")
+    print(f"# placement, held-back VMs, {args.seeds} seeds x 16 fleets per trace and shape; unmet core-hours, "
+          f"mean (min-max) over seeds, x ratio to the tuned baseline; {date.today()}, "
+          f"{time.perf_counter() - t0:.0f} s")
+    table(results, list(scorers), f"tuned {tuned['strategy'].removeprefix('baseline:')}")
+
+
+if __name__ == "__main__":
+    main()
