@@ -47,8 +47,8 @@ def _flag_takes_no_value(self: TyperOption, ctx: Any) -> str | None:
 if _typed_display is not None:
     TyperOption.display_type_rich = _flag_takes_no_value  # type: ignore[method-assign]
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, emoji=False)  # ":x:" in a name or message stays ":x:"
+err = Console(stderr=True, highlight=False, emoji=False)
 
 
 class ReportingGroup(TyperGroup):
