@@ -12,10 +12,14 @@ trace and shape) and write policies/tuned_placement.json: the tuned baseline, an
 
 Without --tune: every policy on fleets of *held-back* VMs, seeds 0..S-1, 16 fleets per seed, trace and
 shape: first-fit, best-fit, least-loaded, the tuned weighted baseline, the placement scorer shipped before
-(imitation of a lookahead planner, policies/default), and the policy under test (default policies/place-rl),
-whose ablation (a) is the tuned baseline it starts from. Writes bench/placement_rl.json and prints tables.
+(imitation of a lookahead planner, policies/default), and the policies under test (default policies/place-rl;
+``--policy`` again for other training seeds), whose ablation (a) is the tuned baseline they start from.
+Writes bench/placement_rl.json and prints tables.
 
-Usage: python bench/placement_rl.py [--tune] [--policy policies/place-rl] [--seeds 5]
+--sensitivity: how much random perturbations of the search's start, at several scales, change its cost on
+fleets of training VMs (how the search's sigma was chosen).
+
+Usage: python bench/placement_rl.py [--tune | --sensitivity] [--policy policies/place-rl ...] [--seeds 5]
 """
 
 from __future__ import annotations
@@ -72,12 +76,31 @@ def tune(data: dict[str, tuple]) -> dict:
     return doc
 
 
-def policies(policy: Path, tuned: str) -> dict[str, object]:
-    """Every scorer compared, by display name."""
+def sensitivity(data: dict[str, tuple]) -> None:
+    """How much a perturbation of each scale changes the imitation start's cost, on 24 fleets of training VMs
+    (how the search's sigma was chosen): six random perturbations per scale."""
+    traces = [(tr, train) for tr, train, _ in data.values()]
+    shapes = list(SHAPES.values())
+    util = rl.expected_util(traces, shapes[0].mhz_per_core)
+    cfg = rl.PlaceRlConfig(init=json.loads(TUNED.read_text())["strategy"])
+    net = rl._Net(cfg.hidden, util)
+    theta = rl.imitate(net, rl.episodes(traces, shapes, cfg.episodes, np.random.default_rng(17)), cfg)
+    eps = rl.episodes(traces, shapes, 24, np.random.default_rng(5))
+    print(f"start: {rl.cost(eps, net.choose(theta)):.3f}")
+    rng = np.random.default_rng(0)
+    for sigma in (0.03, 0.1, 0.2, 0.4):
+        costs = [rl.cost(eps, net.choose(theta + sigma * rng.standard_normal(theta.size))) for _ in range(6)]
+        print(f"sigma {sigma}: " + ", ".join(f"{c:.3f}" for c in costs))
+
+
+def policies(paths: list[Path], tuned: str) -> dict[str, object]:
+    """Every scorer compared, by display name (each trained policy with its training seed)."""
     out = {name.removeprefix("baseline:"): decide.load_scorer(name) for name in RULES}
     out[f"tuned {tuned.removeprefix('baseline:')}"] = decide.load_scorer(tuned)
     out["imitation scorer (before)"] = decide.load_scorer(str(ROOT / "policies" / "default"))
-    out["place-rl"] = decide.load_scorer(str(policy))
+    for path in paths:
+        sc = decide.load_scorer(str(path))
+        out[f"place-rl seed {sc.meta['training']['config']['seed']}"] = sc
     return out
 
 
@@ -116,18 +139,23 @@ def main() -> None:
     """Tune, or run the held-back comparison."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--tune", action="store_true")
-    ap.add_argument("--policy", type=Path, default=ROOT / "policies" / "place-rl")
+    ap.add_argument("--sensitivity", action="store_true", help="the search's perturbation scales, on training VMs")
+    ap.add_argument("--policy", type=Path, action="append", help="a trained placement policy (repeat for several "
+                    "training seeds; default policies/place-rl)")
     ap.add_argument("--seeds", type=int, default=5)
     args = ap.parse_args()
     t0 = time.perf_counter()
     data = load()
+    if args.sensitivity:
+        sensitivity(data)
+        return
     if args.tune:
         doc = tune(data)
         print(json.dumps({k: doc[k] for k in ("strategy", "expected_cpu", "fleets")}))
         print(json.dumps(dict(list(doc["cost_per_capacity"].items())[:8]), indent=1))
         return
     tuned = json.loads(TUNED.read_text())
-    scorers = policies(args.policy, tuned["strategy"])
+    scorers = policies(args.policy or [ROOT / "policies" / "place-rl"], tuned["strategy"])
     results = held_back(data, scorers, tuned["expected_cpu"], args.seeds)
     (ROOT / "bench" / "placement_rl.json").write_text(json.dumps(
         {"date": str(date.today()), "machine": f"{platform.machine()} {platform.node()}", "seeds": args.seeds,

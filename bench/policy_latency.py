@@ -74,6 +74,19 @@ def main() -> None:
     print(f"| rebalance plan, 800 hosts / 1,500 VMs, median of 5 (s) | {statistics.median(p[0] for p in plans):.3f} "
           f"| <= 1 |")
     print(f"| moves in those plans (max 20) | {', '.join(str(p[1]) for p in plans)} | |")
+    from llmvirt.plan_service import placement_spec
+
+    for name, spec in (("place's default (strategies.json)", placement_spec(None, given=False)),
+                       ("place-rl", "place-rl")):
+        other = decide.load_scorer(spec)
+        decide.place(cluster, req, other, decide.Context(limits), arrays=arrays, top=3)
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            decide.place(cluster, req, other, decide.Context(limits), arrays=arrays, top=3)
+            times.append(time.perf_counter() - t0)
+        print(f"| place among 1,000 hosts, p50 (ms), {name}: {other.name} | "
+              f"{1000 * statistics.median(times):.2f} | <= 5 |")
 
 
 if __name__ == "__main__":

@@ -138,9 +138,11 @@ class LlmvirtMcp:
         from llmvirt import config, plan_service
         from llmvirt.policy import decide
 
-        spec, _ = plan_service.policy_spec(self.engine(), self.policy(policy))
+        chosen = self.policy(policy)
+        spec, _ = plan_service.policy_spec(self.engine(), chosen)
         ctx = decide.Context(config.load_limits(self.config_path), config.load_groups(self.config_path))
-        result = decide.place(self.cluster(), req, decide.load_scorer(spec), ctx, top=limit)
+        scorer = decide.load_scorer(plan_service.placement_spec(spec, given=chosen is not None))
+        result = decide.place(self.cluster(), req, scorer, ctx, top=limit)
         doc = result.as_json()
         doc["ranked"] = doc["ranked"][:limit]
         return doc

@@ -35,6 +35,26 @@ def policy_spec(engine: Engine, policy: str | None) -> tuple[str | None, str]:
     return path, f"{name}:"
 
 
+def placement_spec(spec: str | None, given: bool) -> str | None:
+    """What ``place`` loads: ``spec`` when the operator gave it; else what the active policy directory's
+    ``strategies.json`` names for ``place`` (the tuned placement baseline where no learned scorer beat it on
+    held-back fleets: policies/README.md), else that directory's own scorer."""
+    import json
+
+    from llmvirt.paths import policy_dir
+
+    if given or (spec or "").startswith("baseline:"):
+        return spec
+    path = policy_dir(spec) / "strategies.json"
+    if not path.is_file():
+        return spec
+    try:
+        entry = json.loads(path.read_text()).get("place")
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: unreadable: {exc}") from None
+    return str(entry["strategy"]) if entry else spec
+
+
 def scanned_cluster(engine: Engine) -> Cluster:
     """The latest scan's hosts that were read at least once; a clear error when there are none."""
     from llmvirt.store import snapshots

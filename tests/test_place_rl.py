@@ -126,3 +126,27 @@ def test_place_runs_the_trained_scorer_with_its_expected_cpu(cli) -> None:
     assert code == 0 and json.loads(out)["expected_cpu"] == 0.9
     code, _, err = cli("place", "--vcpus", "2", "--memory", "2G", "--policy", "baseline:weighted:1:x:0")
     assert code == 2 and "baseline:weighted:C:V:M" in err and "Traceback" not in err
+
+
+def test_place_runs_the_tuned_baseline_by_default_and_a_named_scorer_when_asked(cli) -> None:
+    """No learned scorer beat the tuned placement baseline on every held-back case, so the shipped policy names
+    the baseline for place (strategies.json); --policy default still runs the imitation scorer."""
+    choice = json.loads((REPO / "policies" / "default" / "strategies.json").read_text())["place"]["strategy"]
+    assert choice == json.loads((REPO / "policies" / "tuned_placement.json").read_text())["strategy"]
+    cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
+    assert cli("scan")[0] == 0
+    code, out, err = cli("place", "--vcpus", "2", "--memory", "2G", "--json")
+    assert code == 0, err
+    assert json.loads(out)["policy"] == choice and json.loads(out)["expected_cpu"] == 0.5
+    code, out, err = cli("place", "--vcpus", "2", "--memory", "2G", "--policy", "default", "--json")
+    assert code == 0 and json.loads(out)["policy"] == "default", err
+
+
+def test_training_is_reproducible_from_its_seed(tmp_path: Path) -> None:
+    trace = synthetic_trace(60, 400, 2)
+    vms = np.arange(len(trace.names))
+    cfg = rl.PlaceRlConfig(iterations=2, pairs=2, episodes=2, val_episodes=2, val_every=1, shapes=("identical",))
+    for run in ("a", "b"):
+        rl.train([(trace, vms)], tmp_path / run, cfg, ["synthetic"], log=lambda _: None)
+    a, b = (json.loads((tmp_path / r / "policy.json").read_text()) for r in ("a", "b"))
+    assert a["weights_sha256"] == b["weights_sha256"]
