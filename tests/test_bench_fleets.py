@@ -74,3 +74,20 @@ def test_mixed_fleets_from_the_command_line(cli, tmp_path) -> None:
     assert code == 0, err
     doc = json.loads(out)
     assert doc["mixed"] is True and len(doc["policies"]) == 2
+
+
+def test_placement_scenario_runs_place_scorers_on_a_generic_trace(cli, tmp_path) -> None:
+    """``bench --scenario placement``: place's scorers side by side on any trace, the tuned baseline by name."""
+    trace = generic_trace(tmp_path / "wave.csv", vms=48)
+    code, out, err = cli("bench", "--scenario", "placement", "--trace", str(trace), "--seeds", "2", "--fleets", "3",
+                         "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    rows = {r["policy"]: r for r in doc["policies"]}
+    assert list(rows) == ["baseline:first-fit", "baseline:best-fit", "baseline:least-loaded", "tuned", "default",
+                          "place-rl"]
+    for r in rows.values():
+        assert r["seeds"] == 2 and r["cost_min"] >= r["bound_core_h"] - 1e-9 and r["rejected"] >= 0
+    assert rows["baseline:best-fit"]["cost_median"] > rows["baseline:least-loaded"]["cost_median"]  # packing hurts
+    code, _, err = cli("bench", "--scenario", "placement", "--trace", str(trace), "--policies", "nope")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -1,4 +1,5 @@
-"""``llmvirt bench --scenario fleets``: the hard balance scenario's table (see :mod:`llmvirt.bench.fleets`)."""
+"""``llmvirt bench --scenario fleets|placement``: the hard balance scenario's table (see
+:mod:`llmvirt.bench.fleets`) and the placement scenario's (:mod:`llmvirt.bench.placement`)."""
 
 from __future__ import annotations
 
@@ -42,4 +43,37 @@ def show(traces: list[tuple[str, UsageTrace]], names: list[str], held_out: bool,
             name = s["policy"] if s["runs"] == s["policy"] else f"{s['policy']} ({s['runs']})"
             t.add_row(name, f"{s['cost_min']:.0f}/{s['cost_median']:.0f}/{s['cost_max']:.0f}",
                       f"{s['unmet_demand_pct']:.2f}", str(int(s["migrations"])), f"{s['bound_core_h']:.0f}")
+    out.print(t)
+
+
+def show_placement(traces: list[tuple[str, UsageTrace]], names: list[str], held_out: bool,
+                   draw: tuple[list[int], int, bool], as_json: bool) -> None:
+    """Run the placement scorers ``names`` on fleets of each trace and print them side by side."""
+    from llmvirt.bench import placement
+    from llmvirt.sim.split import split
+
+    seeds, n_fleets, mixed = draw
+    scorers = placement.check(names)
+    rows = []
+    for label, tr in traces:
+        if held_out:
+            tr, label = tr.select(split(tr.names)[1]), f"{label} (held out)"
+        rows += placement.run(label, tr, scorers, n_fleets, (seeds, mixed))
+    summary = placement.summary(rows)
+    if as_json:
+        out.print_json(json.dumps({"scenario": "placement", "mixed": mixed, "fleets_per_seed": n_fleets,
+                                   "seeds": seeds, "policies": summary}))
+        return
+    shape = "mixed host sizes, memory binding" if mixed else "hosts of one size a fleet"
+    out.print(f"placement: {n_fleets} fleets a seed, seeds {seeds[0]}-{seeds[-1]}, {shape}; half the VMs arrive "
+              "and are placed once, nothing migrates; cost = unmet core-hours (docs/metrics.md), lower is better",
+              markup=False)
+    t = Table(title="the placement scenario: scorers side by side")
+    for col in ("policy", "cost min/med/max", "unmet %", "refused", "bound"):
+        t.add_column(col, overflow="fold", justify="left" if col == "policy" else "right")
+    for trace in dict.fromkeys(s["trace"] for s in summary):
+        t.add_row(f"[bold]{trace}[/bold]", "", "", "", "")
+        for s in (s for s in summary if s["trace"] == trace):
+            t.add_row(s["policy"], f"{s['cost_min']:.0f}/{s['cost_median']:.0f}/{s['cost_max']:.0f}",
+                      f"{s['unmet_demand_pct']:.2f}", str(int(s["rejected"])), f"{s['bound_core_h']:.0f}")
     out.print(t)
