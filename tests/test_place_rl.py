@@ -150,3 +150,11 @@ def test_training_is_reproducible_from_its_seed(tmp_path: Path) -> None:
         rl.train([(trace, vms)], tmp_path / run, cfg, ["synthetic"], log=lambda _: None)
     a, b = (json.loads((tmp_path / r / "policy.json").read_text()) for r in ("a", "b"))
     assert a["weights_sha256"] == b["weights_sha256"]
+
+
+def test_training_refuses_a_start_that_ranks_by_host_order(tmp_path: Path) -> None:
+    trace = synthetic_trace(40, 400, 1)
+    cfg = rl.PlaceRlConfig(iterations=1, pairs=1, episodes=1, val_episodes=1, shapes=("identical",),
+                           init="baseline:first-fit")
+    with pytest.raises(UsageError, match="cannot start"):
+        rl.train([(trace, np.arange(40))], tmp_path, cfg, ["synthetic"], log=lambda _: None)

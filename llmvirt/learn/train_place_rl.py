@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from llmvirt.errors import UsageError
 from llmvirt.policy.arrivals import chooser
 from llmvirt.policy.decide import load_scorer
 from llmvirt.policy.features import FEATURES
@@ -136,6 +137,9 @@ def imitate(net: _Net, eps: Episodes, cfg: PlaceRlConfig) -> np.ndarray:
 
     rows: list[np.ndarray] = []
     rule = load_scorer(cfg.init)
+    if rule.name == "baseline:first-fit":
+        raise UsageError("baseline:first-fit ranks hosts by their order, not their features: it cannot start "
+                         "the search; start from another scorer")
 
     class _Record:
         name = "record"
