@@ -98,14 +98,15 @@ def _read_tools(server: MCPServer, app: LlmvirtMcp, guarded: Any, read_only: Any
               gpus: Annotated[int, Field(ge=0, le=16)] = 0,
               vgpu: Annotated[str | None, Field(pattern=NAME)] = None,
               anti_affinity: Annotated[str | None, Field(pattern=NAME)] = None,
-              expected_cpu: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5,
+              expected_cpu: Annotated[float | None, Field(ge=0.0, le=1.0, description=(
+                  "Expected CPU use, share of its vCPUs; default: what a trained scorer was trained with, "
+                  "else 0.5"))] = None,
               policy: PolicyName = None, limit: Limit = 20) -> dict[str, Any]:
         """Rank the hosts that can take a new VM, with reasons, and say why the others cannot (place --json)."""
         if gpus and vgpu:
             raise ToolError("use gpus or vgpu, not both")
-        req = Request(vcpus=vcpus, memory_mib=memory_mib, gpus=gpus, vgpu_type=vgpu, anti_affinity=anti_affinity,
-                      expected_cpu=expected_cpu)
-        return guarded(app.place, req, policy, limit)
+        req = Request(vcpus=vcpus, memory_mib=memory_mib, gpus=gpus, vgpu_type=vgpu, anti_affinity=anti_affinity)
+        return guarded(app.place, req, policy, limit, expected_cpu)
 
     @server.tool(annotations=read_only)
     def rebalance_plan(goal: Goal = "balance", policy: PolicyName = None,

@@ -133,8 +133,11 @@ class LlmvirtMcp:
         return {"vm": vm, "uuid": v.uuid, "host": host.name, "vcpus": v.vcpus, "memory_mib": v.memory_mib,
                 "samples": rows[-limit:]}
 
-    def place(self, req: Request, policy: str | None, limit: int) -> dict[str, Any]:
-        """The ``place --json`` document (ranked hosts with reasons, excluded ones with the rule)."""
+    def place(self, req: Request, policy: str | None, limit: int, expected_cpu: float | None = None) -> dict[str, Any]:
+        """The ``place --json`` document (ranked hosts with reasons, excluded ones with the rule); ``expected_cpu``
+        None: what a trained scorer was trained with, else 0.5 (as ``place``)."""
+        from dataclasses import replace
+
         from llmvirt import config, plan_service
         from llmvirt.policy import decide
 
@@ -142,6 +145,9 @@ class LlmvirtMcp:
         spec, _ = plan_service.policy_spec(self.engine(), chosen)
         ctx = decide.Context(config.load_limits(self.config_path), config.load_groups(self.config_path))
         scorer = decide.load_scorer(plan_service.placement_spec(spec, given=chosen is not None))
+        if expected_cpu is None:
+            expected_cpu = float(getattr(scorer, "meta", {}).get("expected_cpu", 0.5))
+        req = replace(req, expected_cpu=expected_cpu)
         result = decide.place(self.cluster(), req, scorer, ctx, top=limit)
         doc = result.as_json()
         doc["ranked"] = doc["ranked"][:limit]

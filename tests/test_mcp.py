@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import fixture_uri
+from conftest import REPO, fixture_uri
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import ElicitResult, Implementation
@@ -85,6 +85,7 @@ def test_every_read_only_tool_answers_with_its_contract(scanned) -> None:
         vm = next(v["name"] for v in out["status"][1]["hosts"][0]["vms"] if v["state"] == "running")
         out["vm_history"] = await call(c, "vm_history", {"vm": vm, "limit": 5})
         out["place"] = await call(c, "place", {"vcpus": 1, "memory_mib": 256})
+        out["place_rl"] = await call(c, "place", {"vcpus": 1, "memory_mib": 256, "policy": "place-rl"})
         out["rebalance_plan"] = await call(c, "rebalance_plan", {"goal": "balance", "policy": "baseline:least-loaded"})
         out["consolidate"] = await call(c, "rebalance_plan", {"goal": "consolidate"})
         out["balloon"] = await call(c, "rebalance_plan", {"only": "balloon", "policy": "baseline:rules"})
@@ -106,6 +107,9 @@ def test_every_read_only_tool_answers_with_its_contract(scanned) -> None:
     assert sorted(h["name"] for h in status["hosts"]) == ["busy", "spare"] and status["format"] == 1
     assert out["vm_history"][1]["samples"] and out["vm_history"][1]["host"] in ("busy", "spare")
     assert out["place"][1]["chosen"] in ("busy", "spare") and out["place"][1]["ranked"][0]["reasons"]
+    assert out["place"][1]["expected_cpu"] == 0.5 and out["place"][1]["policy"].startswith("baseline:weighted")
+    trained = json.loads((REPO / "policies" / "place-rl" / "policy.json").read_text())["expected_cpu"]
+    assert out["place_rl"][1]["policy"] == "place-rl" and out["place_rl"][1]["expected_cpu"] == trained  # as place
     plan = out["rebalance_plan"][1]
     assert plan["plan_id"].startswith("p-") and plan["dry_run"] is True and plan["policy"] == "baseline:least-loaded"
     assert "read-only" in plan["apply"]
