@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -14,66 +15,77 @@ if TYPE_CHECKING:
     from llmvirt.sim.traces import UsageTrace
 
 
+def _selected(traces: list[tuple[str, UsageTrace]], held_out: bool) -> list[tuple[str, UsageTrace]]:
+    """Each trace, or with ``held_out`` only its held-back VMs (the split every report uses)."""
+    if not held_out:
+        return traces
+    from llmvirt.sim.split import split
+
+    return [(f"{label} (held out)", tr.select(split(tr.names)[1])) for label, tr in traces]
+
+
+def _table(title: str, columns: tuple[str, ...], summary: list[dict[str, Any]],
+           row: Callable[[dict[str, Any]], list[str]]) -> None:
+    """Print ``summary`` grouped by trace, one ``row`` per policy under ``columns`` (the first: the policy)."""
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col, overflow="fold", justify="left" if col == "policy" else "right")
+    for trace in dict.fromkeys(s["trace"] for s in summary):
+        t.add_row(f"[bold]{trace}[/bold]", *[""] * (len(columns) - 1))
+        for s in (s for s in summary if s["trace"] == trace):
+            t.add_row(*row(s))
+    out.print(t)
+
+
+def _costs(s: dict[str, Any]) -> str:
+    return f"{s['cost_min']:.0f}/{s['cost_median']:.0f}/{s['cost_max']:.0f}"
+
+
+def _shape(mixed: bool) -> str:
+    return "mixed host sizes, memory binding" if mixed else "hosts of one size a fleet"
+
+
 def show(traces: list[tuple[str, UsageTrace]], names: list[str], held_out: bool,
          draw: tuple[list[int], int, bool], as_json: bool) -> None:
     """Run ``names`` on fleets of each trace (``draw``: seeds, fleets a seed, mixed sizes) and print them."""
     from llmvirt.bench import fleets
-    from llmvirt.sim.split import split
 
     seeds, n_fleets, mixed = draw
     rows = []
-    for label, tr in traces:
-        if held_out:
-            tr, label = tr.select(split(tr.names)[1]), f"{label} (held out)"
+    for label, tr in _selected(traces, held_out):
         rows += fleets.run(label, tr, names, n_fleets, seeds, mixed)
     summary = fleets.summary(rows)
     if as_json:
         out.print_json(json.dumps({"scenario": "fleets", "mixed": mixed, "fleets_per_seed": n_fleets,
                                    "seeds": seeds, "policies": summary}))
         return
-    shape = "mixed host sizes, memory binding" if mixed else "hosts of one size a fleet"
-    out.print(f"fleets: {n_fleets} fleet-days a seed, seeds {seeds[0]}-{seeds[-1]}, {shape}; cost = unmet + "
+    out.print(f"fleets: {n_fleets} fleet-days a seed, seeds {seeds[0]}-{seeds[-1]}, {_shape(mixed)}; cost = unmet + "
               "migration core-hours (docs/metrics.md), lower is better", markup=False)
-    t = Table(title="the balance scenario on fleets: policies side by side")
-    for col in ("policy", "cost min/med/max", "unmet %", "moves", "bound"):
-        t.add_column(col, overflow="fold", justify="left" if col == "policy" else "right")
-    for trace in dict.fromkeys(s["trace"] for s in summary):
-        t.add_row(f"[bold]{trace}[/bold]", "", "", "", "")
-        for s in (s for s in summary if s["trace"] == trace):
-            name = s["policy"] if s["runs"] == s["policy"] else f"{s['policy']} ({s['runs']})"
-            t.add_row(name, f"{s['cost_min']:.0f}/{s['cost_median']:.0f}/{s['cost_max']:.0f}",
-                      f"{s['unmet_demand_pct']:.2f}", str(int(s["migrations"])), f"{s['bound_core_h']:.0f}")
-    out.print(t)
+    _table("the balance scenario on fleets: policies side by side",
+           ("policy", "cost min/med/max", "unmet %", "moves", "bound"), summary,
+           lambda s: [s["policy"] if s["runs"] == s["policy"] else f"{s['policy']} ({s['runs']})", _costs(s),
+                      f"{s['unmet_demand_pct']:.2f}", str(int(s["migrations"])), f"{s['bound_core_h']:.0f}"])
 
 
 def show_placement(traces: list[tuple[str, UsageTrace]], names: list[str], held_out: bool,
                    draw: tuple[list[int], int, bool], as_json: bool) -> None:
     """Run the placement scorers ``names`` on fleets of each trace and print them side by side."""
     from llmvirt.bench import placement
-    from llmvirt.sim.split import split
 
     seeds, n_fleets, mixed = draw
     scorers = placement.check(names)
     rows = []
-    for label, tr in traces:
-        if held_out:
-            tr, label = tr.select(split(tr.names)[1]), f"{label} (held out)"
+    for label, tr in _selected(traces, held_out):
         rows += placement.run(label, tr, scorers, n_fleets, (seeds, mixed))
     summary = placement.summary(rows)
     if as_json:
         out.print_json(json.dumps({"scenario": "placement", "mixed": mixed, "fleets_per_seed": n_fleets,
                                    "seeds": seeds, "policies": summary}))
         return
-    shape = "mixed host sizes, memory binding" if mixed else "hosts of one size a fleet"
-    out.print(f"placement: {n_fleets} fleets a seed, seeds {seeds[0]}-{seeds[-1]}, {shape}; half the VMs arrive "
-              "and are placed once, nothing migrates; cost = unmet core-hours (docs/metrics.md), lower is better",
-              markup=False)
-    t = Table(title="the placement scenario: scorers side by side")
-    for col in ("policy", "cost min/med/max", "unmet %", "refused", "bound"):
-        t.add_column(col, overflow="fold", justify="left" if col == "policy" else "right")
-    for trace in dict.fromkeys(s["trace"] for s in summary):
-        t.add_row(f"[bold]{trace}[/bold]", "", "", "", "")
-        for s in (s for s in summary if s["trace"] == trace):
-            t.add_row(s["policy"], f"{s['cost_min']:.0f}/{s['cost_median']:.0f}/{s['cost_max']:.0f}",
-                      f"{s['unmet_demand_pct']:.2f}", str(int(s["rejected"])), f"{s['bound_core_h']:.0f}")
-    out.print(t)
+    out.print(f"placement: {n_fleets} fleets a seed, seeds {seeds[0]}-{seeds[-1]}, {_shape(mixed)}; half the VMs "
+              "arrive and are placed once, nothing migrates; cost = unmet core-hours (docs/metrics.md), lower is "
+              "better", markup=False)
+    _table("the placement scenario: scorers side by side", ("policy", "cost min/med/max", "unmet %", "refused",
+                                                             "bound"), summary,
+           lambda s: [s["policy"], _costs(s), f"{s['unmet_demand_pct']:.2f}", str(int(s["rejected"])),
+                      f"{s['bound_core_h']:.0f}"])
