@@ -144,9 +144,7 @@ class LlmvirtMcp:
         chosen = self.policy(policy)
         spec, _ = plan_service.policy_spec(self.engine(), chosen)
         ctx = decide.Context(config.load_limits(self.config_path), config.load_groups(self.config_path))
-        scorer = decide.load_scorer(plan_service.placement_spec(spec, given=chosen is not None))
-        if expected_cpu is None:
-            expected_cpu = float(getattr(scorer, "meta", {}).get("expected_cpu", 0.5))
+        scorer, expected_cpu = plan_service.placement_scorer(spec, chosen is not None, expected_cpu)
         req = replace(req, expected_cpu=expected_cpu)
         result = decide.place(self.cluster(), req, scorer, ctx, top=limit)
         doc = result.as_json()

@@ -55,6 +55,17 @@ def placement_spec(spec: str | None, given: bool) -> str | None:
     return str(entry["strategy"]) if entry else spec
 
 
+def placement_scorer(spec: str | None, given: bool, expected_cpu: float | None) -> tuple[decide.Scorer, float]:
+    """``place``'s scorer (:func:`placement_spec`) and the new VM's expected CPU use: ``expected_cpu``, else the
+    prior a trained scorer was trained with, else 0.5."""
+    from llmvirt.policy import decide
+
+    scorer = decide.load_scorer(placement_spec(spec, given))
+    if expected_cpu is None:
+        expected_cpu = float(getattr(scorer, "meta", {}).get("expected_cpu", 0.5))
+    return scorer, expected_cpu
+
+
 def scanned_cluster(engine: Engine) -> Cluster:
     """The latest scan's hosts that were read at least once; a clear error when there are none."""
     from llmvirt.store import snapshots

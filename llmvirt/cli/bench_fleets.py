@@ -37,6 +37,18 @@ def _table(title: str, columns: tuple[str, ...], summary: list[dict[str, Any]],
     out.print(t)
 
 
+def _rows(traces: list[tuple[str, UsageTrace]], held_out: bool,
+          run_one: Callable[[str, UsageTrace], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``run_one(label, trace)``'s rows for every selected trace."""
+    return [row for label, tr in _selected(traces, held_out) for row in run_one(label, tr)]
+
+
+def _print_json(scenario: str, draw: tuple[list[int], int, bool], summary: list[dict[str, Any]]) -> None:
+    seeds, n_fleets, mixed = draw
+    out.print_json(json.dumps({"scenario": scenario, "mixed": mixed, "fleets_per_seed": n_fleets, "seeds": seeds,
+                               "policies": summary}))
+
+
 def _costs(s: dict[str, Any]) -> str:
     return f"{s['cost_min']:.0f}/{s['cost_median']:.0f}/{s['cost_max']:.0f}"
 
@@ -51,13 +63,10 @@ def show(traces: list[tuple[str, UsageTrace]], names: list[str], held_out: bool,
     from llmvirt.bench import fleets
 
     seeds, n_fleets, mixed = draw
-    rows = []
-    for label, tr in _selected(traces, held_out):
-        rows += fleets.run(label, tr, names, n_fleets, seeds, mixed)
-    summary = fleets.summary(rows)
+    summary = fleets.summary(_rows(traces, held_out, lambda label, tr: fleets.run(label, tr, names, n_fleets, seeds,
+                                                                                   mixed)))
     if as_json:
-        out.print_json(json.dumps({"scenario": "fleets", "mixed": mixed, "fleets_per_seed": n_fleets,
-                                   "seeds": seeds, "policies": summary}))
+        _print_json("fleets", draw, summary)
         return
     out.print(f"fleets: {n_fleets} fleet-days a seed, seeds {seeds[0]}-{seeds[-1]}, {_shape(mixed)}; cost = unmet + "
               "migration core-hours (docs/metrics.md), lower is better", markup=False)
@@ -74,13 +83,10 @@ def show_placement(traces: list[tuple[str, UsageTrace]], names: list[str], held_
 
     seeds, n_fleets, mixed = draw
     scorers = placement.check(names)
-    rows = []
-    for label, tr in _selected(traces, held_out):
-        rows += placement.run(label, tr, scorers, n_fleets, (seeds, mixed))
-    summary = placement.summary(rows)
+    summary = placement.summary(_rows(traces, held_out, lambda label, tr: placement.run(label, tr, scorers, n_fleets,
+                                                                                         (seeds, mixed))))
     if as_json:
-        out.print_json(json.dumps({"scenario": "placement", "mixed": mixed, "fleets_per_seed": n_fleets,
-                                   "seeds": seeds, "policies": summary}))
+        _print_json("placement", draw, summary)
         return
     out.print(f"placement: {n_fleets} fleets a seed, seeds {seeds[0]}-{seeds[-1]}, {_shape(mixed)}; half the VMs "
               "arrive and are placed once, nothing migrates; cost = unmet core-hours (docs/metrics.md), lower is "

@@ -93,12 +93,10 @@ def place(
     from llmvirt.policy.constraints import Request
 
     st = state(ctx)
-    from llmvirt.plan_service import placement_spec
+    from llmvirt.plan_service import placement_scorer
 
     spec, _ = (policy, "") if snapshot is not None else _policy(ctx, policy)
-    scorer = decide.load_scorer(placement_spec(spec, given=policy is not None))
-    if expected_cpu is None:  # a trained scorer saw one prior for a new VM's use: give it the same
-        expected_cpu = float(getattr(scorer, "meta", {}).get("expected_cpu", 0.5))
+    scorer, expected_cpu = placement_scorer(spec, policy is not None, expected_cpu)
     req = Request(vcpus=vcpus, memory_mib=parse_size_mib(memory), gpus=gpu, vgpu_type=vgpu,
                   anti_affinity=anti_affinity, expected_cpu=expected_cpu)
     rules = decide.Context(config.load_limits(st.config_path), config.load_groups(st.config_path))

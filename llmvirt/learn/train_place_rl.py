@@ -31,7 +31,7 @@ import numpy as np
 
 from llmvirt.errors import UsageError
 from llmvirt.policy.arrivals import chooser
-from llmvirt.policy.decide import load_scorer
+from llmvirt.policy.decide import LearnedScorer, load_scorer
 from llmvirt.policy.features import FEATURES
 from llmvirt.policy.weights import NumpyMLP
 from llmvirt.sim.balance_env import EnvConfig, draw_fleet, trace_pool
@@ -83,17 +83,9 @@ class _Net:
         return np.concatenate([np.concatenate([arrays[f"{n}.weight"].ravel(), arrays[f"{n}.bias"].ravel()])
                                for n in self.shapes]).astype(np.float64)
 
-    def scorer(self, theta: np.ndarray) -> Any:
+    def scorer(self, theta: np.ndarray) -> LearnedScorer:
         """A ``place`` scorer with these weights."""
-        mlp = NumpyMLP(self.arrays(theta), len(FEATURES), self.shapes["trunk.2"][0])
-
-        class _Scorer:
-            name = "place-rl"
-
-            def scores(self, feats: np.ndarray, hosts: Any) -> np.ndarray:
-                return mlp(feats)
-
-        return _Scorer()
+        return LearnedScorer(NumpyMLP(self.arrays(theta), len(FEATURES), self.shapes["trunk.2"][0]), {}, "place-rl")
 
     def choose(self, theta: np.ndarray) -> Callable:
         """The placement scenario's callback for these weights."""
