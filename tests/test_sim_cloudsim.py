@@ -14,7 +14,7 @@ from llmvirt.sim.datacenter import cloudsim_datacenter
 from llmvirt.sim.engine import Simulation
 from llmvirt.sim.overload import Iqr, Lr, Mad, Thr, percentile_legacy
 from llmvirt.sim.power import ML110_G4, energy_ws, power
-from llmvirt.sim.traces import TraceError, load_planetlab
+from llmvirt.sim.traces import CpuTrace, TraceError, load_planetlab
 
 DAY = "20110303"
 
@@ -178,3 +178,26 @@ def test_honest_metrics_do_not_count_the_destinations_reservation(day_dc) -> Non
     assert s["unmet_demand_pct"] >= s["pdm_pct"] > 0
     # most of SLATAH's violation time is hosts receiving a migration, not hosts short of CPU
     assert 0 < sim.metrics.host_overload_s < 0.2 * sim.metrics.host_sla_s
+
+
+#: figures of the simulator before its placement search was rewritten for speed (2026-12-03), on the
+#: first 400 VMs of 20110303 over 300 hosts: the rewrite must change no decision and no figure
+PINNED = {
+    "thr-mmt-0.8": (70.66931318380699, 10573, 5.061873936874981, 1.068399172262975),
+    "mad-mmt-2.5": (67.78504318329153, 10598, 5.109101059596119, 1.1403096281416063),
+    "iqr-mu-1.5": (77.01451080549676, 12439, 7.926571639225726, 1.0013057547729876),
+    "lr-mc-1.2": (54.49241208752938, 7686, 6.493709526807997, 1.7895857594796438),
+    "lrr-rs-1.2": (54.54068165021034, 7855, 6.490257691166994, 1.674219974909646),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_faster_search_changes_no_figure(name: str) -> None:
+    day = load_planetlab(SHARED / "traces" / "planetlab" / DAY)
+    dc = cloudsim_datacenter(CpuTrace(day.names[:400], day.util[:400], day.interval_s), n_hosts=300)
+    s = run_policy(Simulation(dc), make_policy(name))
+    energy, migrations, slatah, unmet = PINNED[name]
+    assert s["migrations"] == migrations
+    assert s["energy_kwh"] == pytest.approx(energy, rel=1e-12)
+    assert s["slatah_pct"] == pytest.approx(slatah, rel=1e-12)
+    assert s["unmet_core_h"] == pytest.approx(unmet, rel=1e-12)

@@ -29,41 +29,10 @@ import numpy as np
 from llmvirt.sim.engine import Simulation
 from llmvirt.sim.initial_placement import initial_decreasing, initial_first_fit, initial_pabfd
 from llmvirt.sim.overload import Detector, Thr, make_detector
+from llmvirt.sim.pabfd_state import FastPower, HostVms, Tentative
 from llmvirt.sim.power import power
 
 SELECTIONS = ("mmt", "mu", "rs", "mc")  #: min migration time, min utilisation, random, max correlation
-
-
-class _FastPower:
-    """power() for a subset of hosts without per-call set-up (the placement hot path)."""
-
-    def __init__(self, table: np.ndarray) -> None:
-        self.table = table
-        self.flat = table.reshape(-1)
-        self.base = np.arange(table.shape[0]) * table.shape[1]
-
-    def at(self, hosts: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """Watts of ``hosts`` at utilisations ``u`` (already within [0, 1]); same arithmetic as power()."""
-        tenths = u * 10
-        i1 = tenths.astype(np.int64)
-        b = self.base[hosts]
-        p1 = self.flat[b + i1]
-        p2 = self.flat[b + i1 + (tenths > i1)]
-        return p1 + (p2 - p1) / 10 * (u - i1 / 10) * 100
-
-
-@dataclass
-class _Tentative:
-    """The allocation being edited during one optimisation (restored afterwards, as CloudSim does)."""
-
-    vms: list[list[int]]
-    req_sum: np.ndarray
-    cap_sum: np.ndarray
-    ram: np.ndarray
-    bw: np.ndarray
-    hist: np.ndarray  # host utilisation history (H x 30), most recent first
-    count: np.ndarray  # VMs per host
-    allocated: np.ndarray  # MIPS allocated: capped requests, or the whole host when over-subscribed
 
 
 @dataclass
@@ -117,7 +86,7 @@ class PabfdPolicy:
             self.name = f"{self.detector.name}-{self.selection}-{param}"
 
     @property
-    def _power_table(self) -> _FastPower:
+    def _power_table(self) -> FastPower:
         return self._fast
 
     def initial_chooser(self, sim: Simulation):  # noqa: ANN201
@@ -125,12 +94,12 @@ class PabfdPolicy:
         return initial_pabfd(sim)
 
     # ---- helpers ------------------------------------------------------------------------------
-    def _snapshot(self, sim: Simulation) -> _Tentative:
+    def _snapshot(self, sim: Simulation) -> Tentative:
         s = self._snapshot_raw(sim)
         s.allocated = np.minimum(s.cap_sum, sim.dc.total_mips)
         return s
 
-    def _snapshot_raw(self, sim: Simulation) -> _Tentative:
+    def _snapshot_raw(self, sim: Simulation) -> Tentative:
         dc = sim.dc
         placed = np.flatnonzero(sim.vm_host >= 0)
         hosts = sim.vm_host[placed]
@@ -140,18 +109,18 @@ class PabfdPolicy:
         if not isinstance(self.detector, Thr):
             contrib = sim.history[placed] * (dc.vm_mips[placed] / dc.total_mips[hosts])[:, None]
             np.add.at(hist, hosts, contrib)
-        return _Tentative(
-            vms=[list(v) for v in sim.host_vms],
+        return Tentative(
+            vms=HostVms(sim.host_vms),
             req_sum=np.bincount(hosts, req, minlength=dc.n_hosts),
             cap_sum=np.bincount(hosts, capped, minlength=dc.n_hosts),
             ram=np.bincount(hosts, dc.vm_ram[placed], minlength=dc.n_hosts),
             bw=np.bincount(hosts, dc.vm_bw[placed], minlength=dc.n_hosts),
             hist=hist,
-            count=np.array([len(v) for v in sim.host_vms]),
+            count=np.fromiter(map(len, sim.host_vms), dtype=np.int64, count=dc.n_hosts),
             allocated=np.zeros(dc.n_hosts),
         )
 
-    def _add(self, sim: Simulation, s: _Tentative, host: int, vm: int, sign: int) -> None:
+    def _add(self, sim: Simulation, s: Tentative, host: int, vm: int, sign: int) -> None:
         dc = sim.dc
         r = sim.req[vm]
         s.req_sum[host] += sign * r
@@ -163,11 +132,11 @@ class PabfdPolicy:
             s.hist[host] += sign * sim.history[vm] * (dc.vm_mips[vm] / dc.total_mips[host])
         s.count[host] += sign
         if sign > 0:
-            s.vms[host].append(vm)
+            s.vms.edit(host).append(vm)
         else:
-            s.vms[host].remove(vm)
+            s.vms.edit(host).remove(vm)
 
-    def _overloaded(self, sim: Simulation, s: _Tentative, host: int) -> bool:
+    def _overloaded(self, sim: Simulation, s: Tentative, host: int) -> bool:
         dc = sim.dc
         req_util = s.req_sum[host] / dc.total_mips[host]
         if isinstance(self.detector, Thr):
@@ -178,7 +147,7 @@ class PabfdPolicy:
         max_mig = max((dc.vm_ram[v] / (dc.bw[host] / 8000) for v in s.vms[host]), default=0.0)
         return self.detector.is_overloaded(float(req_util), hist, max_mig)
 
-    def _find_host(self, sim: Simulation, s: _Tentative, vm: int, pool: np.ndarray,
+    def _find_host(self, sim: Simulation, s: Tentative, vm: int, pool: np.ndarray,
                    p_stale: np.ndarray) -> int:
         """PowerVmAllocationPolicyMigrationAbstract.findHostForVm over the hosts in ``pool`` (a mask over hosts;
         candidates are taken in ascending ids). Elementwise over every host, then the pool: the same arithmetic
@@ -190,15 +159,24 @@ class PabfdPolicy:
         # Available MIPS = capacity - allocated, i.e. allocated <= capacity - r.
         allocated = s.allocated
         total = dc.total_mips
-        ok = pool & (dc.pe_mips >= r) & (allocated <= total - r)
+        ok = dc.pe_mips >= r
+        ok &= pool
+        ok &= allocated <= total - r
         if isinstance(self.detector, Thr):
-            ok &= (allocated == 0) | ((s.req_sum + r) / total <= self.detector.threshold)
-        cand = np.flatnonzero(ok)
+            fits = s.req_sum + r
+            fits /= total
+            under = fits <= self.detector.threshold
+            under |= allocated == 0
+            ok &= under
+        cand = ok.nonzero()[0]
         if cand.size == 0:
             return -1
-        u = (allocated[cand] + r) / total[cand]
+        u = allocated[cand]
+        u += r
+        u /= total[cand]
         np.minimum(u, 1.0, out=u)
-        diff = self._power_table.at(cand, u) - p_stale[cand]
+        diff = self._power_table.at(cand, u)
+        diff -= p_stale[cand]
         if isinstance(self.detector, Thr):
             return int(cand[np.argmin(diff)])  # argmin keeps the first of equals, like CloudSim's strict <
         for host in cand[np.argsort(diff, kind="stable")]:
@@ -211,7 +189,7 @@ class PabfdPolicy:
             return int(host)
         return -1
 
-    def _select(self, sim: Simulation, s: _Tentative, host: int) -> int:
+    def _select(self, sim: Simulation, s: Tentative, host: int) -> int:
         vms = s.vms[host]
         movable = getattr(sim, "movable", None)  # real clusters: a VM that cannot live-migrate is never chosen
         if movable is not None:
@@ -258,10 +236,10 @@ class PabfdPolicy:
         """optimizeAllocation: migrations off over-utilised hosts, then consolidation of under-utilised ones."""
         dc = sim.dc
         if getattr(self, "_fast", None) is None or self._fast.table is not dc.power_table:
-            self._fast = _FastPower(dc.power_table)
+            self._fast = FastPower(dc.power_table)
         s = self._snapshot(sim)
         p_stale = power(dc.power_table, np.minimum(1.0, sim.util_mips / dc.total_mips))
-        active = [h for h in range(dc.n_hosts) if s.vms[h]]
+        active = np.flatnonzero(s.count > 0).tolist()  # hosts with VMs: nothing is edited yet
         over = [h for h in active if self._overloaded(sim, s, h)]
         over_mask = np.zeros(dc.n_hosts, dtype=bool)
         over_mask[over] = True
@@ -285,7 +263,7 @@ class PabfdPolicy:
         plan += self._consolidate(sim, s, over_mask, p_stale)
         return plan
 
-    def _consolidate(self, sim: Simulation, s: _Tentative, over_mask: np.ndarray,
+    def _consolidate(self, sim: Simulation, s: Tentative, over_mask: np.ndarray,
                      p_stale: np.ndarray) -> list[tuple[int, int]]:
         """getMigrationMapFromUnderUtilizedHosts."""
         dc = sim.dc
@@ -301,11 +279,14 @@ class PabfdPolicy:
         # host cannot find one either: skip the search. Exact, not a heuristic.
         monotone = isinstance(self.detector, Thr)
         smallest_failure = np.inf
-        while not excl_under.all():
-            cand = ~excl_under & (u > 0) & (u < 1) & (s.count > 0)
-            if not cand.any():
-                break
-            host = int(np.argmin(np.where(cand, u, np.inf)))
+        # CloudSim takes the least-utilised host left, again and again. u stays as it is during the
+        # loop and hosts only ever leave (a host that receives a VM counted VMs already, or gives it
+        # back on a rollback), so that is the hosts in ascending u (ties by id, as argmin) less those
+        # excluded by the time they come up: one sort instead of a search per host.
+        eligible = np.flatnonzero(~excl_under & (u > 0) & (u < 1) & (s.count > 0))
+        for host in eligible[np.argsort(u[eligible], kind="stable")].tolist():
+            if excl_under[host]:
+                continue
             excl_under[host] = True
             excl_place[host] = True
             pool[host] = False
