@@ -2,6 +2,11 @@
 17 s and 2.0 GB), plus environment steps per second for training.
 
 Usage: python bench/cloudsim_perf.py [--runs 5]
+       python bench/cloudsim_perf.py --cli [--runs 10] [--against TREE]
+
+``--cli`` times what issue 14 names: ``llmvirt bench --scenario cloudsim ... --json`` as a whole process
+on 20110303 and 20110403; ``--against TREE`` (a ``git worktree`` of an older commit) runs that tree's
+code with the same interpreter, alternating run by run, so both see the same machine.
 """
 
 from __future__ import annotations
@@ -42,6 +47,56 @@ def whole_process(runs: int) -> tuple[list[float], float, str]:
     return walls, peak_mb, result
 
 
+CLI_ARGS = ["bench", "--scenario", "cloudsim", "--policies", "thr-mmt-0.8", "--json", "--trace"]
+#: runs llmvirt's CLI from another tree: the editable install's import hook would load this checkout
+FROM_TREE = """
+import sys
+root = sys.argv.pop(1)
+sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+sys.path.insert(0, root)
+from llmvirt.cli import main
+sys.argv[0] = "llmvirt"
+main()
+"""
+REFERENCE_S = {"20110303": ("17 s, 2.0 GB (reference README)", 17.0),
+               "20110403": ("about 27 s, 2.0 GB (issue 14's figure for a 1,500-VM day)", 27.0)}
+
+
+def _time_cli(argv: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak resident MB of one whole-process run."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv)} failed")
+    return wall, usage.ru_maxrss / 1024
+
+
+def cli_table(runs: int, against: Path | None) -> None:
+    """Markdown rows: the CLI on each day, this tree (and ``against``), runs alternating."""
+    llmvirt = str(Path(sys.executable).with_name("llmvirt"))
+    print("| day (VMs) | code | median s | min / max s | peak memory | CloudSim 5.0 | speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    for day, (ref_text, ref_s) in REFERENCE_S.items():
+        trace = str(SHARED / "traces" / "planetlab" / day)
+        trees = {"this tree": [llmvirt, *CLI_ARGS, trace]}
+        if against is not None:
+            trees[f"`{against.name}`"] = [sys.executable, "-c", FROM_TREE, str(against), *CLI_ARGS, trace]
+        walls: dict[str, list[float]] = {k: [] for k in trees}
+        peaks: dict[str, float] = dict.fromkeys(trees, 0.0)
+        for _ in range(runs):
+            for name, argv in trees.items():
+                wall, peak = _time_cli(argv)
+                walls[name].append(wall)
+                peaks[name] = max(peaks[name], peak)
+        n_vms = len(list(Path(trace).iterdir()))
+        for name, w in walls.items():
+            med = statistics.median(w)
+            print(f"| {day} ({n_vms:,}) | {name} | {med:.2f} | {min(w):.2f} / {max(w):.2f} | {peaks[name]:.0f} MB "
+                  f"| {ref_text} | {ref_s / med:.1f}x |")
+
+
 def env_steps_per_second() -> tuple[float, float]:
     """Steps/s of CloudSimEnv with a no-op agent and with THR-MMT-0.8 deciding each step."""
     from llmvirt.sim.cloudsim_policies import make_policy
@@ -68,7 +123,13 @@ def main() -> None:
     """Print a Markdown table."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--cli", action="store_true", help="time `llmvirt bench` through the CLI on two days")
+    ap.add_argument("--against", type=Path, help="with --cli: another tree (git worktree) to time alternately")
     args = ap.parse_args()
+    if args.cli:
+        print(f"# llmvirt bench through the CLI, {platform.machine()} {os.cpu_count()} CPUs, {date.today()}\n")
+        cli_table(args.runs, args.against)
+        return
     walls, peak, result = whole_process(args.runs)
     noop, thr = env_steps_per_second()
     print(f"# simulator performance, {platform.machine()} {os.cpu_count()} CPUs, {date.today()}\n")
