@@ -271,9 +271,8 @@ class PabfdPolicy:
         u = np.where((u > 1) & (u < 1.01), 1.0, u)
         off = u == 0
         excl_under = over_mask | off | _holds_unmovable(sim)
-        excl_place = over_mask | off | ~_placeable(sim)
+        pool = ~(over_mask | off) & _placeable(sim)
         plan: list[tuple[int, int]] = []
-        pool = ~excl_place
         # Under THR, feasibility only shrinks during consolidation (the pool loses hosts, allocations
         # only grow, failed attempts are rolled back), so a VM at least as large as one that found no
         # host cannot find one either: skip the search. Exact, not a heuristic.
@@ -287,10 +286,8 @@ class PabfdPolicy:
         for host in eligible[np.argsort(u[eligible], kind="stable")].tolist():
             if excl_under[host]:
                 continue
-            excl_under[host] = True
-            excl_place[host] = True
             pool[host] = False
-            vms = self._sorted_by_mips(sim, list(s.vms[host]))
+            vms = self._sorted_by_mips(sim, s.vms[host])
             placed: list[tuple[int, int]] = []
             for vm in vms:
                 if monotone and sim.req[vm] >= smallest_failure:
