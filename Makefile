@@ -11,12 +11,12 @@ demo: setup
 
 test: setup
 	$(VENV)/ruff check .
-	PATH=$(CURDIR)/.venv/bin:$$PATH $(VENV)/python -m pytest -q
+	PATH=$(CURDIR)/.venv/bin:$$PATH $(VENV)/python -m pytest -q --durations=15
 
 # The test suite again with every store on a real PostgreSQL server (a throwaway cluster the tests start);
 # the lab's end-to-end tests run once, on SQLite, in `make test`.
 test-postgres: setup
-	LLMVIRT_TEST_DB=postgresql PATH=$(CURDIR)/.venv/bin:$$PATH $(VENV)/python -m pytest -q -m "not lab"
+	LLMVIRT_TEST_DB=postgresql PATH=$(CURDIR)/.venv/bin:$$PATH $(VENV)/python -m pytest -q --durations=15 -m "not lab"
 
 # The Debian package (dpkg-buildpackage + dh-virtualenv) into dist/.
 package:
