@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 from conftest import FIXTURES, fixture_uri
 
 from llmvirt.errors import HostTimeout
 from llmvirt.model.cluster import Host
+from llmvirt.observe.host_sessions import HostSessions
 from llmvirt.observe.inventory import is_local_uri, read_host, run_bounded, scan_host, scan_hosts
 from llmvirt.observe.nvml import LiveNvml, SampleNvml
 
@@ -136,55 +138,46 @@ def _vms(host: Host) -> list[dict]:
     return sorted(({**asdict(v), "cpu_time_ns": None} for v in host.vms), key=lambda v: v["name"])
 
 
-def test_kept_connections_read_what_one_shot_scans_read() -> None:
-    """A controller's kept connections and remembered definitions change nothing in what a scan reads."""
-    from llmvirt.observe.host_sessions import HostSessions
+@pytest.fixture
+def kept() -> Iterator[HostSessions]:
+    """A controller's kept connections, closed after the test."""
+    sessions = HostSessions()
+    yield sessions
+    sessions.close()
 
+
+def test_kept_connections_read_what_one_shot_scans_read(kept: HostSessions) -> None:
+    """A controller's kept connections and remembered definitions change nothing in what a scan reads."""
     targets = [("busy", fixture_uri("busy-host.xml"), False), ("gpu1", fixture_uri("gpu-host.xml"), False)]
     fresh = scan_hosts(targets)
-    kept = HostSessions()
-    try:
-        for _ in range(3):
-            res = scan_hosts(targets, sessions=kept)
-            assert not res.failures and len(kept) == 2
-            assert [_vms(h) for h in res.hosts] == [_vms(h) for h in fresh.hosts]
-            assert [(h.gpus, h.numa_cells) for h in res.hosts] == [(h.gpus, h.numa_cells) for h in fresh.hosts]
-    finally:
-        kept.close()
+    for _ in range(3):
+        res = scan_hosts(targets, sessions=kept)
+        assert not res.failures and len(kept) == 2
+        assert [_vms(h) for h in res.hosts] == [_vms(h) for h in fresh.hosts]
+        assert [(h.gpus, h.numa_cells) for h in res.hosts] == [(h.gpus, h.numa_cells) for h in fresh.hosts]
 
 
-def test_kept_connection_sees_changes_and_forgets_gone_vms() -> None:
+def test_kept_connection_sees_changes_and_forgets_gone_vms(kept: HostSessions) -> None:
     """A definition that changed is parsed anew; a VM that is gone is no longer remembered."""
-    from llmvirt.observe.host_sessions import HostSessions
-
     uri = fixture_uri("busy-host.xml")
-    kept = HostSessions()
-    try:
-        scan_host("busy", uri, sessions=kept)
-        session, opened = kept.get(uri)
-        assert not opened and session.remembered == 3 + 2  # three live definitions, two running persistent pins
-        session.conn.lookupByName("web1").pinVcpuFlags(0, (False, False, True), 0)  # the test driver's state
-        assert scan_host("busy", uri, sessions=kept).vm("web1").pinning == {0: (2,)}
-        off = session.conn.lookupByName("batch-off")
-        off.undefine()
-        host = scan_host("busy", uri, sessions=kept)
-        assert host.vm("batch-off") is None and session.remembered == 2 + 2
-    finally:
-        kept.close()
+    scan_host("busy", uri, sessions=kept)
+    session, opened = kept.get(uri)
+    assert not opened and session.remembered == 3 + 2  # three live definitions, two running persistent pins
+    session.conn.lookupByName("web1").pinVcpuFlags(0, (False, False, True), 0)  # the test driver's state
+    assert scan_host("busy", uri, sessions=kept).vm("web1").pinning == {0: (2,)}
+    off = session.conn.lookupByName("batch-off")
+    off.undefine()
+    host = scan_host("busy", uri, sessions=kept)
+    assert host.vm("batch-off") is None and session.remembered == 2 + 2
 
 
-def test_kept_connection_that_died_is_opened_again() -> None:
-    from llmvirt.observe.host_sessions import HostSessions
-
+def test_kept_connection_that_died_is_opened_again(kept: HostSessions) -> None:
     uri = fixture_uri("busy-host.xml")
-    kept = HostSessions()
-    try:
-        scan_host("busy", uri, sessions=kept)
-        dead, _ = kept.get(uri)
-        dead.conn.close()
-        host = scan_host("busy", uri, sessions=kept)
-        again, opened = kept.get(uri)
-        assert not opened and again is not dead and sorted(v.name for v in host.vms) == ["batch-off", "db1", "web1"]
-    finally:
-        kept.close()
+    scan_host("busy", uri, sessions=kept)
+    dead, _ = kept.get(uri)
+    dead.conn.close()
+    host = scan_host("busy", uri, sessions=kept)
+    again, opened = kept.get(uri)
+    assert not opened and again is not dead and sorted(v.name for v in host.vms) == ["batch-off", "db1", "web1"]
+    kept.close()
     assert len(kept) == 0
