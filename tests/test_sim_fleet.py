@@ -86,6 +86,17 @@ def test_generic_csv_and_parquet(tmp_path: Path) -> None:
     (tmp_path / "cols.csv").write_text("vm,time,cpu\na,1,2\n")
     with pytest.raises(TraceError, match="missing column"):
         load_generic(tmp_path / "cols.csv")
+    for name, body, error in (("nan.csv", "a,1,50,3\na,301,nan,3\n", "row 3: not a finite number"),
+                              ("inf.csv", "a,1,50,inf\n", "row 2: not a finite number"),
+                              ("size.csv", "a,1,50,3,0\n", "row 2: vcpus must be a number above 0")):
+        header = "vm,timestamp,cpu_pct,mem_mib" + (",vcpus" if name == "size.csv" else "")
+        (tmp_path / name).write_text(f"{header}\n{body}")
+        with pytest.raises(TraceError, match=error):
+            load_generic(tmp_path / name)
+    table = pa.table({"vm": ["a", "a"], "timestamp": [1, 301], "cpu_pct": [50.0, None], "mem_mib": [3.0, 3.0]})
+    pq.write_table(table, tmp_path / "null.parquet")
+    with pytest.raises(TraceError, match="row 3: not a finite number"):  # a Parquet null is no number either
+        load_generic(tmp_path / "null.parquet")
 
 
 def _view(vm_host, cpu, mem, cap=None, balloon=None, setup: FleetSetup = BALANCE_SETUP, n_hosts=None) -> ClusterArrays:

@@ -223,6 +223,23 @@ GENERIC_COLUMNS = ("vm", "timestamp", "cpu_pct", "mem_mib")
 GENERIC_MHZ_PER_VCPU = 1000.0  #: the generic format's nominal MHz per vCPU (it has percentages, not MHz)
 
 
+def _refuse_rows(path: Path, bad: np.ndarray, what: str) -> None:
+    """TraceError naming the first row (as a CSV line number) where ``bad`` holds."""
+    rows = np.flatnonzero(bad)
+    if rows.size:
+        raise TraceError(f"{path}: row {rows[0] + 2}: {what}")
+
+
+def _sizes(path: Path, values: list, column: str) -> np.ndarray:
+    """A VM-size column as numbers, each finite and above 0."""
+    try:
+        out = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TraceError(f"{path}: non-numeric value in {column}") from None
+    _refuse_rows(path, ~(np.isfinite(out) & (out > 0)), f"{column} must be a number above 0")
+    return out
+
+
 def load_generic(path: Path, interval_s: int = 300) -> UsageTrace:
     """The generic format: rows of ``vm, timestamp (Unix s), cpu_pct (of the VM's vCPUs), mem_mib``.
 
@@ -257,16 +274,16 @@ def load_generic(path: Path, interval_s: int = 300) -> UsageTrace:
         mem = np.array(cols["mem_mib"], dtype=np.float64)
     except ValueError as exc:
         raise TraceError(f"{path}: non-numeric value: {exc}") from None
-    bad = np.flatnonzero((cpu < 0) | (cpu > 100) | (mem < 0))
-    if bad.size:
-        raise TraceError(f"{path}: row {bad[0] + 2}: cpu_pct must be 0..100 and mem_mib >= 0")
+    # NaN passes every range check (a "nan" cell, or a Parquet null) and would spread through each figure
+    _refuse_rows(path, ~(np.isfinite(ts) & np.isfinite(cpu) & np.isfinite(mem)), "not a finite number")
+    _refuse_rows(path, (cpu < 0) | (cpu > 100) | (mem < 0), "cpu_pct must be 0..100 and mem_mib >= 0")
     vms = np.array([str(v) for v in cols["vm"]])
     names = tuple(sorted(set(vms)))
     start = int(ts.min())
     bins = int((ts.max() - start) // interval_s) + 1
     vcpus = np.ones(len(names))
     if "vcpus" in cols:
-        per = dict(zip(vms, np.array(cols["vcpus"], dtype=np.float64), strict=True))
+        per = dict(zip(vms, _sizes(path, cols["vcpus"], "vcpus"), strict=True))
         vcpus = np.array([per[n] for n in names])
     util_rows, mem_rows = [], []
     for n in names:
@@ -278,7 +295,7 @@ def load_generic(path: Path, interval_s: int = 300) -> UsageTrace:
     mem_arr = np.vstack(mem_rows)
     mcap = mem_arr.max(axis=1)
     if "mem_capacity_mib" in cols:
-        per = dict(zip(vms, np.array(cols["mem_capacity_mib"], dtype=np.float64), strict=True))
+        per = dict(zip(vms, _sizes(path, cols["mem_capacity_mib"], "mem_capacity_mib"), strict=True))
         mcap = np.array([per[n] for n in names])
     mhz = GENERIC_MHZ_PER_VCPU
     return UsageTrace(names, interval_s, vcpus, vcpus * mhz, np.vstack(util_rows) * (vcpus * mhz)[:, None],
