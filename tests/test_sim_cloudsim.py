@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +202,19 @@ def test_faster_search_changes_no_figure(name: str) -> None:
     assert s["energy_kwh"] == pytest.approx(energy, rel=1e-12)
     assert s["slatah_pct"] == pytest.approx(slatah, rel=1e-12)
     assert s["unmet_core_h"] == pytest.approx(unmet, rel=1e-12)
+
+
+@pytest.mark.parametrize("samples", [120, 576])
+def test_a_day_of_another_length_runs_to_its_own_end(tmp_path: Path, samples: int, cli) -> None:
+    """A PlanetLab-format trace of 10 h or of two days runs its own period (it crashed past its last sample,
+    or stopped after 24 h)."""
+    rng = np.random.default_rng(samples)
+    for v in range(40):
+        (tmp_path / f"vm{v:02d}").write_text("\n".join(str(x) for x in rng.integers(0, 100, samples)) + "\n")
+    sim = Simulation(cloudsim_datacenter(load_planetlab(tmp_path)))  # 800 hosts, as bench uses
+    run_policy(sim, make_policy("thr-mmt-0.8"))
+    assert sim.metrics.steps == samples - 1  # a decision every 300 s until the last sample
+    code, out, err = cli("bench", "--scenario", "cloudsim", "--trace", str(tmp_path), "--policies", "thr-mmt-0.8",
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["runs"][0]["migrations"] == sim.metrics.migrations

@@ -28,7 +28,6 @@ VM_RAM_MB = (870, 1740, 1740, 613)
 VM_BW = 100_000
 INTERVAL_S = 300.0
 START_OFFSET_S = 0.1  #: CloudSim's first event after the broker's submission delay
-DAY_S = 86_400.0
 
 
 @dataclass
@@ -56,6 +55,11 @@ class DataCenter:
     def n_vms(self) -> int:
         """Number of VMs."""
         return int(self.vm_mips.size)
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds the trace covers, its samples x the interval: CloudSim's day is 288 x 300 s."""
+        return float((self.util.shape[1] - 1) * self.interval_s)
 
     def utilization_at(self, t: float) -> np.ndarray:
         """Every VM's CPU utilisation at time ``t`` (UtilizationModelPlanetLabInMemory.getUtilization)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llmvirt.sim.datacenter import DAY_S, START_OFFSET_S, DataCenter
+from llmvirt.sim.datacenter import START_OFFSET_S, DataCenter
 from llmvirt.sim.power import energy_ws
 
 HISTORY_LENGTH = 30  # PowerVm.HISTORY_LENGTH
@@ -319,8 +319,10 @@ class Simulation:
 
     # --- the run loop ----------------------------------------------------------------------------
     def run(self, decide: Callable[[Simulation, float], list[tuple[int, int]]] | None,
-            end: float = DAY_S) -> Metrics:
-        """Run the day: a decision at every tick, migrations played out between ticks."""
+            end: float | None = None) -> Metrics:
+        """Run the trace's period (``end`` seconds if given): a decision at every tick, migrations played out
+        between ticks."""
+        end = self.dc.duration_s if end is None else end
         t = START_OFFSET_S + self.dc.interval_s
         while t < end:
             self._step_energy = 0.0

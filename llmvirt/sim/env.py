@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from llmvirt.sim.datacenter import DAY_S, START_OFFSET_S, DataCenter
+from llmvirt.sim.datacenter import START_OFFSET_S, DataCenter
 from llmvirt.sim.engine import Simulation
 from llmvirt.sim.initial_placement import initial_pabfd
 
@@ -31,11 +31,12 @@ class RewardWeights:
 class CloudSimEnv:
     """Gymnasium-style environment: ``obs, info = reset(seed)``; ``obs, r, terminated, truncated, info = step(a)``."""
 
-    def __init__(self, dc: DataCenter, weights: RewardWeights | None = None, end: float = DAY_S) -> None:
-        """Wrap a data centre; nothing runs until :meth:`reset`."""
+    def __init__(self, dc: DataCenter, weights: RewardWeights | None = None, end: float | None = None) -> None:
+        """Wrap a data centre; nothing runs until :meth:`reset`. An episode ends at ``end`` seconds, by default
+        where the trace does."""
         self.dc = dc
         self.weights = weights or RewardWeights()
-        self.end = end
+        self.end = dc.duration_s if end is None else end
         self.sim: Simulation | None = None
         self.t = 0.0
 
