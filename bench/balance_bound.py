@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 from llmvirt.bench.balance_rl import fleets, run_named, trace_families
-from llmvirt.learn.train_balance import load_trace
 from llmvirt.sim.balance_bound import fleet_bounds
 from llmvirt.sim.balance_env import BalanceEnv, EnvConfig
 from llmvirt.sim.split import TRAIN_FRACTION, split
+from llmvirt.sim.traces import load_usage
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = trace_families(ROOT.parent / "shared/traces")
@@ -62,7 +62,7 @@ def main() -> None:
     cfg = EnvConfig()
     t0 = time.perf_counter()
     for family, path in TRACES.items():
-        trace = load_trace(path)
+        trace = load_usage(path)
         _, held = split(trace.names, TRAIN_FRACTION)
         fluid, whole, none = [], [], []
         for seed in range(args.seeds):

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from llmvirt.bench import frontier
 from llmvirt.bench.balance_rl import BASELINE_GRID, PROXMOX_CRS_GRID, TUNE_SEEDS, fleets, run_named, trace_families
-from llmvirt.learn.train_balance import load_trace
 from llmvirt.sim.balance_env import EnvConfig
 from llmvirt.sim.split import split
+from llmvirt.sim.traces import load_usage
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = {**BASELINE_GRID, "proxmox-crs": PROXMOX_CRS_GRID, "cp-sat": ("cp-sat:2:0.1",)}
@@ -48,7 +48,7 @@ def main() -> None:
     points = {(fam, p): {"family": fam, "name": p, **dict.fromkeys(KEYS, 0.0)} for fam, g in GRID.items() for p in g}
     worst = 0.0
     for trace_name, path in trace_families(ROOT.parent / "shared/traces").items():
-        trace = load_trace(path)
+        trace = load_usage(path)
         train, _ = split(trace.names)
         fl = [f for s in TUNE_SEEDS for f in fleets(trace, train, 16, s, cfg)]
         for (_fam, p), row in points.items():

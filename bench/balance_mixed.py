@@ -39,8 +39,8 @@ from llmvirt.bench.balance_rl import (
     tune,
 )
 from llmvirt.bench.fleets import MIXED
-from llmvirt.learn.train_balance import load_trace
 from llmvirt.sim.split import TRAIN_FRACTION, split
+from llmvirt.sim.traces import load_usage
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = trace_families(ROOT.parent / "shared/traces")
@@ -60,7 +60,7 @@ def main() -> None:
                  "scenario": {"host_cores": MIXED.host_cores, "mem_gib_per_core": MIXED.mem_gib_per_core,
                               "hosts": MIXED.hosts, "load": MIXED.load}, "families": {}}
     for family, path in TRACES.items():
-        trace = load_trace(path)
+        trace = load_usage(path)
         train_vms, held = split(trace.names, TRAIN_FRACTION)
         print(f"{family}: tuning {len(GRID)} families on {train_vms.size} training VMs", flush=True)
         tuned = tune(trace, train_vms, MIXED, args.fleets, TUNE_SEEDS, GRID)

@@ -26,10 +26,10 @@ from datetime import date
 from pathlib import Path
 
 from llmvirt.bench.balance_rl import TUNE_SEEDS, fleets, run_actor, run_named, trace_families, tune
-from llmvirt.learn.train_balance import load_trace
 from llmvirt.policy import balance_policy
 from llmvirt.sim.balance_env import EnvConfig
 from llmvirt.sim.split import TRAIN_FRACTION, split
+from llmvirt.sim.traces import load_usage
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = trace_families(ROOT.parent / "shared/traces")
@@ -69,7 +69,7 @@ def main() -> None:
                  "cost": "balance cost, core-hours: unmet CPU demand + migration copy CPU + 0.05 per migration",
                  "fleets_per_seed": args.fleets, "seeds": args.seeds, "families": {}}
     for family, path in TRACES.items():
-        trace = load_trace(path)
+        trace = load_usage(path)
         train_vms, held = split(trace.names, TRAIN_FRACTION)
         print(f"{family}: {len(trace.names)} VMs, {train_vms.size} train, {held.size} held back; tuning on train VMs")
         tuned = tune(trace, train_vms, cfg, args.fleets, TUNE_SEEDS)
@@ -105,7 +105,7 @@ def _ablations_only(args: argparse.Namespace) -> None:
         label, path = item.split("=", 1)
         actors[label] = balance_policy.load(Path(path), name=label)
     for family, path in TRACES.items():
-        trace = load_trace(path)
+        trace = load_usage(path)
         held = split(trace.names, TRAIN_FRACTION)[1]
         costs = {k: [] for k in actors}
         for seed in range(EVAL_SEED0, EVAL_SEED0 + args.seeds):

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from llmvirt.learn.train_balance import load_trace
 from llmvirt.model.arrays import ClusterArrays, FleetSetup
 from llmvirt.policy import balance_policy
 from llmvirt.sim.balance_env import BalanceEnv, EnvConfig
 from llmvirt.sim.split import TRAIN_FRACTION, split
+from llmvirt.sim.traces import load_usage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def big_view(n_hosts: int, n_vms: int, seed: int = 0) -> ClusterArrays:
 def main() -> None:
     """Print both figures."""
     actor = balance_policy.load(ROOT / "policies/default")
-    trace = load_trace(ROOT.parent / "shared/traces/bitbrains-rnd/rnd_2013-7_week1.tar.gz")
+    trace = load_usage(ROOT.parent / "shared/traces/bitbrains-rnd/rnd_2013-7_week1.tar.gz")
     env = BalanceEnv(trace, 64, EnvConfig(), seed=5, eligible=split(trace.names, TRAIN_FRACTION)[0])
     rates = []
     for _ in range(3):

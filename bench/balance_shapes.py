@@ -28,11 +28,11 @@ from datetime import date
 from pathlib import Path
 
 from llmvirt.bench.balance_rl import fleets, run_actor, trace_families
-from llmvirt.learn.train_balance import load_trace
 from llmvirt.policy import balance_policy
 from llmvirt.sim.balance_env import EnvConfig
 from llmvirt.sim.fleet_shapes import MIXED
 from llmvirt.sim.split import TRAIN_FRACTION, split
+from llmvirt.sim.traces import load_usage
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = trace_families(ROOT.parent / "shared/traces")
@@ -121,7 +121,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         actors = _actors(args.policy, _checkout(args.before, Path(tmp)))
         for family, path in TRACES.items():
-            trace = load_trace(path)
+            trace = load_usage(path)
             held = split(trace.names, TRAIN_FRACTION)[1]
             out["families"][family] = {}
             for scenario in SCENARIOS:

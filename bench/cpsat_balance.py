@@ -22,9 +22,9 @@ from datetime import date
 from pathlib import Path
 
 from llmvirt.bench.balance_rl import CPSAT_GRID, TUNE_SEEDS, fleets, run_named, trace_families, tune
-from llmvirt.learn.train_balance import load_trace
 from llmvirt.sim.balance_env import EnvConfig
 from llmvirt.sim.split import TRAIN_FRACTION, split
+from llmvirt.sim.traces import load_usage
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = trace_families(ROOT.parent / "shared/traces")
@@ -44,7 +44,7 @@ def main() -> None:
     out: dict = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {platform.processor() or '?'}",
                  "grid": GRID["cp-sat"], "families": {}}
     for family, path in TRACES.items():
-        trace = load_trace(path)
+        trace = load_usage(path)
         train_vms, held = split(trace.names, TRAIN_FRACTION)
         print(f"{family}: tuning cp-sat on {train_vms.size} training VMs")
         tuned = tune(trace, train_vms, cfg, args.fleets, TUNE_SEEDS, GRID)["cp-sat"]

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from llmvirt.bench.balance_rl import TUNE_SEEDS, fleets, trace_families
-from llmvirt.learn.train_balance import load_trace
 from llmvirt.policy import balance_policy
 from llmvirt.policy.balance_features import Forecaster
 from llmvirt.sim.balance_env import BalanceEnv, BalanceState, EnvConfig
 from llmvirt.sim.split import TRAIN_FRACTION, split
-from llmvirt.sim.traces import UsageTrace
+from llmvirt.sim.traces import UsageTrace, load_usage
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = trace_families(ROOT.parent / "shared/traces")
@@ -70,7 +69,7 @@ def run(actor: Any, trace: UsageTrace, vms: Any, seeds: tuple[int, ...] | range,
 
 
 def _family(path: Path, cfg: EnvConfig) -> dict[str, Any]:
-    trace = load_trace(path)
+    trace = load_usage(path)
     train_vms, held = split(trace.names, TRAIN_FRACTION)
     shipped = balance_policy.load(ROOT / "policies/default", name="llmvirt-rl")
     assert shipped.forecaster is not None

@@ -27,11 +27,10 @@ import numpy as np
 
 from llmvirt.bench.balance_rl import TUNE_SEEDS, trace_families
 from llmvirt.bench.run import memory_cost_bound
-from llmvirt.learn.train_balance import load_trace
 from llmvirt.model.arrays import FleetSetup
 from llmvirt.sim.fleet import MEMORY_SETUP, FleetSim
 from llmvirt.sim.split import split
-from llmvirt.sim.traces import UsageTrace
+from llmvirt.sim.traces import UsageTrace, load_usage
 from llmvirt.strategies.registry import make_balloon
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +87,7 @@ def main() -> None:
     t0 = time.perf_counter()
     doc: dict = {"date": str(date.today()), "families": {}}
     for family, path in TRACES.items():
-        trace = load_trace(path)
+        trace = load_usage(path)
         train, held = split(trace.names)
         print(f"\n{family}: tuning on {train.size} training VMs (fleets of {int(SUBSET * train.size)} VMs)")
         tuned = tune(trace, train)

@@ -37,11 +37,11 @@ import numpy as np
 
 from llmvirt.bench.balance_rl import trace_families
 from llmvirt.learn import train_place_rl as rl
-from llmvirt.learn.train_balance import load_trace
 from llmvirt.policy import decide
 from llmvirt.policy.arrivals import WeightedScorer, chooser
 from llmvirt.sim.fleet_shapes import SHAPES
 from llmvirt.sim.split import split
+from llmvirt.sim.traces import load_usage
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNED = ROOT / "policies" / "tuned_placement.json"
@@ -53,7 +53,7 @@ def load() -> dict[str, tuple]:
     """family -> (trace, training VMs, held-back VMs)."""
     out = {}
     for family, path in trace_families(ROOT.parent / "shared/traces").items():
-        tr = load_trace(path)
+        tr = load_usage(path)
         train, held = split(tr.names)
         out[family] = (tr, train, held)
     return out

@@ -31,12 +31,12 @@ from llmvirt.bench.balance_rl import (
     trace_families,
     tune,
 )
-from llmvirt.learn.train_balance import load_trace
 from llmvirt.peers import conformance
 from llmvirt.peers.llmvirt_scheduler import LlmvirtScheduler
 from llmvirt.policy import balance_policy
 from llmvirt.sim.balance_env import EnvConfig
 from llmvirt.sim.split import TRAIN_FRACTION, split
+from llmvirt.sim.traces import load_usage
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT.parent / "shared/peers/pve-ha-manager-crs"
@@ -73,7 +73,7 @@ def _balance(args: argparse.Namespace) -> dict:
     out: dict = {"cost": "balance cost, core-hours: unmet CPU demand + migration copy CPU + 0.05 per migration",
                  "fleets_per_seed": args.fleets, "seeds": args.seeds, "families": {}}
     for family, path in TRACES.items():
-        trace = load_trace(path)
+        trace = load_usage(path)
         train_vms, held = split(trace.names, TRAIN_FRACTION)
         print(f"\n{family}: tuning on {train_vms.size} training VMs, evaluating on {held.size} held-back VMs")
         tuned = tune(trace, train_vms, cfg, args.fleets, TUNE_SEEDS, grids=grids)

@@ -85,6 +85,8 @@ def test_planetlab_bad_input(tmp_path: Path) -> None:
         load_planetlab(tmp_path)
     with pytest.raises(TraceError, match="does not exist"):
         load_planetlab(tmp_path / "nope")
+    with pytest.raises(TraceError, match="a is a file: a PlanetLab trace is a day's directory"):
+        load_planetlab(tmp_path / "a")
 
 
 def test_planetlab_day_shape_and_order() -> None:

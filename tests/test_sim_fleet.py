@@ -18,7 +18,7 @@ from llmvirt.sim.field_policies import (
     make_balancer,
 )
 from llmvirt.sim.fleet import BALANCE_SETUP, FleetSim
-from llmvirt.sim.traces import TraceError, UsageTrace, load_bitbrains, load_generic
+from llmvirt.sim.traces import TraceError, UsageTrace, load_bitbrains, load_generic, load_usage
 
 HEADER = ("Timestamp [ms];\tCPU cores;\tCPU capacity provisioned [MHZ];\tCPU usage [MHZ];\tCPU usage [%];\t"
           "Memory capacity provisioned [KB];\tMemory usage [KB];\tDisk read throughput [KB/s];\t"
@@ -58,6 +58,10 @@ def test_bitbrains_resampling_and_quirks(tmp_path: Path) -> None:
 def test_bitbrains_bad_input_names_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(TraceError, match="holds no .csv"):
         load_bitbrains(tmp_path)
+    with pytest.raises(TraceError, match="nope does not exist"):
+        load_bitbrains(tmp_path / "nope")
+    with pytest.raises(TraceError, match="nope.csv does not exist"):  # by its suffix, the generic format
+        load_usage(tmp_path / "nope.csv")
     (tmp_path / "9.csv").write_text(HEADER + f"\n{START};\t2;\t5200;\tabc;\t1;\t4194304;\t1;\t0;\t0;\t0;\t0\n")
     with pytest.raises(TraceError, match=r"9.csv:2: malformed row"):
         load_bitbrains(tmp_path)

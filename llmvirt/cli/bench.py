@@ -68,12 +68,7 @@ def _check(scenario: Scenario, names: list[str]) -> None:
 def _usage_traces(ctx: typer.Context, paths: list[Path], from_store: bool) -> list[tuple[str, "traces.UsageTrace"]]:
     from llmvirt.sim import traces
 
-    out_traces = []
-    for p in paths:
-        if p.is_file() and p.suffix in (".csv", ".parquet"):
-            out_traces.append((p.name, traces.load_generic(p)))
-        else:
-            out_traces.append((p.name, traces.load_bitbrains(p)))
+    out_traces = [(p.name, traces.load_usage(p)) for p in paths]
     if from_store:
         from llmvirt.sim.store_history import store_trace
 

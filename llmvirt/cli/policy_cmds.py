@@ -100,7 +100,7 @@ def _eval_traces(ctx: typer.Context, paths: list[Path]) -> list[tuple[str, objec
 
     out_traces: list[tuple[str, object]] = []
     for p in paths:
-        tr = traces.load_generic(p) if p.suffix in (".csv", ".parquet") else traces.load_bitbrains(p)
+        tr = traces.load_usage(p)
         out_traces.append((f"{p.name} (held out)", tr.select(split(tr.names)[1])))
     engine = state(ctx).engine()
     try:

@@ -100,9 +100,9 @@ def _place_rl(paths: list[Path], out_dir: Path, seed: int, iterations: int) -> N
     import json
 
     from llmvirt.learn import train_place_rl
-    from llmvirt.learn.train_balance import load_trace
     from llmvirt.paths import DEFAULT_POLICY
     from llmvirt.sim.split import split
+    from llmvirt.sim.traces import load_usage
 
     if iterations < 1:
         raise UsageError("--iters must be at least 1")
@@ -110,7 +110,7 @@ def _place_rl(paths: list[Path], out_dir: Path, seed: int, iterations: int) -> N
     init = json.loads(tuned.read_text())["strategy"] if tuned.is_file() else "baseline:least-loaded"
     traces = []
     for p in paths:
-        tr = load_trace(p)
+        tr = load_usage(p)
         traces.append((tr, split(tr.names)[0]))
     cfg = train_place_rl.PlaceRlConfig(seed=seed, iterations=iterations, init=init)
     record = train_place_rl.train(traces, out_dir, cfg, [p.name for p in paths],
@@ -131,7 +131,7 @@ def _head(head: Head, trace: Path, out_dir: Path, seed: int, placement: tuple[in
         metrics = train_consolidate.train(trace, out_dir, train_consolidate.ConsolidateTrainConfig(seed=seed))
         out.print(f"wrote {out_dir}/consolidate.safetensors, consolidate.json: {metrics['params']}", markup=False)
         return
-    tr = traces.load_generic(trace) if trace.suffix in (".csv", ".parquet") else traces.load_bitbrains(trace)
+    tr = traces.load_usage(trace)
     if head is Head.balloon:
         from llmvirt.learn import train_balloon
 

@@ -45,7 +45,7 @@ from llmvirt.learn.balance_ppo import train_ppo
 from llmvirt.policy import balance_features as bf
 from llmvirt.sim.balance_env import EnvConfig
 from llmvirt.sim.split import TRAIN_FRACTION, split
-from llmvirt.sim.traces import UsageTrace
+from llmvirt.sim.traces import UsageTrace, load_usage
 
 
 def train(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: RlConfig | None = None,
@@ -61,13 +61,6 @@ def train(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: RlConfig 
     return train_api(run, fc_arrays) if cfg.method == "api" else train_ppo(run, fc_arrays)
 
 
-def load_trace(path: Path) -> UsageTrace:
-    """A Bitbrains directory or .tar.gz, or a generic .csv/.parquet."""
-    from llmvirt.sim import traces
-
-    return traces.load_generic(path) if path.suffix in (".csv", ".parquet") else traces.load_bitbrains(path)
-
-
 def train_files(paths: list[Path], out: Path, cfg: RlConfig | None = None, log: Any = print) -> dict[str, Any]:
     """:func:`train` on the training VMs (``sha256(name) < 0.6``, as every head) of the traces at ``paths``."""
     from llmvirt.errors import UsageError
@@ -79,7 +72,7 @@ def train_files(paths: list[Path], out: Path, cfg: RlConfig | None = None, log: 
         raise UsageError("--iters must be at least 1")
     pairs = []
     for p in paths:
-        tr = load_trace(p)
+        tr = load_usage(p)
         pairs.append((tr, split(tr.names, TRAIN_FRACTION)[0]))
         log(f"{p.name}: {pairs[-1][1].size} training VMs of {len(tr.names)}")
     record = train(pairs, out, cfg, log=log)

@@ -50,6 +50,8 @@ def _integers(raw: bytes) -> np.ndarray:
 
 def load_planetlab(directory: Path) -> CpuTrace:
     """Load one PlanetLab day directory."""
+    if directory.is_file():
+        raise TraceError(f"{directory} is a file: a PlanetLab trace is a day's directory, one file per VM")
     if not directory.is_dir():
         raise TraceError(f"trace directory {directory} does not exist")
     files = sorted(p for p in directory.iterdir() if p.is_file())
@@ -175,6 +177,8 @@ def load_bitbrains(source: Path) -> UsageTrace:
     import tarfile
 
     files: list[tuple[str, str]] = []
+    if not source.exists():
+        raise TraceError(f"trace {source} does not exist")
     if source.is_dir():
         files = [(p.name, p.read_text()) for p in sorted(source.glob("*.csv"))]
     elif source.is_file() and source.name.endswith((".tar.gz", ".tgz")):
@@ -300,3 +304,11 @@ def load_generic(path: Path, interval_s: int = 300) -> UsageTrace:
     mhz = GENERIC_MHZ_PER_VCPU
     return UsageTrace(names, interval_s, vcpus, vcpus * mhz, np.vstack(util_rows) * (vcpus * mhz)[:, None],
                       mcap, mem_arr)
+
+
+def load_usage(path: Path) -> UsageTrace:
+    """A usage trace by its path: a generic ``.csv`` or ``.parquet`` file, else Bitbrains (a directory of
+    ``<vm>.csv`` files or a ``.tar.gz``)."""
+    if path.suffix in (".csv", ".parquet"):
+        return load_generic(path)
+    return load_bitbrains(path)
