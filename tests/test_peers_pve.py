@@ -137,6 +137,28 @@ def test_commands_it_does_not_model_are_reported_not_guessed(tmp_path: Path) -> 
     assert [d.kind for d in run.decisions] == ["rebalance", "rebalance"]  # 4 guests on node1: 2 moves even it
 
 
+@pytest.mark.parametrize(("cmds", "error"), [
+    ([["power node1 on", "power node3 on"]], "'power node3 on' names node 'node3', which hardware_status"),
+    ([["power node1 on"], ["service vm:200 add node9 started"]], "adds vm:200 on node 'node9'"),
+    ([["power node1 on"], ["service vm:100 set-static-stats maxcpu lots"]], "every value must be a number"),
+])
+def test_a_case_that_names_what_it_lacks_is_one_clear_error(tmp_path: Path, cmds: list[list[str]],
+                                                            error: str) -> None:
+    """Proxmox's own simulator dies on these ("did not get static node usage"); a traceback says less."""
+    with pytest.raises(UsageError, match=error):
+        pve_replay.replay(_write_case(tmp_path / "c", cmds))
+
+
+def test_a_case_whose_nodes_lack_sizes_or_hold_unknown_guests_is_one_clear_error(tmp_path: Path) -> None:
+    case = _write_case(tmp_path / "c", [["power node1 on"]])
+    (case / "service_config").write_text(json.dumps({"vm:100": {"node": "node7", "state": "started"}}))
+    with pytest.raises(UsageError, match="vm:100 is on node 'node7', which hardware_status does not list"):
+        pve_case.load_case(case)
+    (case / "hardware_status").write_text(json.dumps({"node1": {"power": "off", "maxcpu": 4}}))
+    with pytest.raises(UsageError, match="every node needs a numeric maxcpu and maxmem"):
+        pve_case.load_case(case)
+
+
 def test_affinity_rules_bind_the_replay(tmp_path: Path) -> None:
     rules = ("node-affinity: pinned\n\tnodes node1\n\tresources vm:100,vm:101,vm:102,vm:103\n\tstrict 1\n")
     case = _write_case(tmp_path / "c", [["power node1 on", "power node2 on"]], rules)

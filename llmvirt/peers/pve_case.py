@@ -152,7 +152,10 @@ def load_case(path: Path) -> Case:
     if not (path / "hardware_status").exists():
         raise UsageError(f"{path}: not a Proxmox CRS case (no hardware_status)")
     hw = _json(path / "hardware_status", {})
-    nodes = {n: Node(n, float(d["maxcpu"]), float(d["maxmem"])) for n, d in hw.items()}
+    try:
+        nodes = {n: Node(n, float(d["maxcpu"]), float(d["maxmem"])) for n, d in hw.items()}
+    except (KeyError, TypeError, ValueError, AttributeError):  # Proxmox: "did not get static node usage"
+        raise UsageError(f"{path}/hardware_status: every node needs a numeric maxcpu and maxmem") from None
     dc = _json(path / "datacenter.cfg", {})
     raw_crs = dc.get("crs", {})
     crs = CrsSettings(
@@ -176,8 +179,13 @@ def load_case(path: Path) -> Case:
     node_rules, res_rules = _rules(rules_path.read_text()) if rules_path.exists() else ([], [])
     batches = _json(path / "cmdlist", [])
     readme = (path / "README").read_text() if (path / "README").exists() else ""
+    services = _json(path / "service_config", {})
+    for sid, conf in services.items():
+        where = conf.get("node") if isinstance(conf, dict) else None
+        if where not in nodes:
+            raise UsageError(f"{path}/service_config: {sid} is on node {where!r}, which hardware_status does not list")
     return Case(
-        path.name, nodes, _json(path / "service_config", {}), static, dynamic, crs,
+        path.name, nodes, services, static, dynamic, crs,
         node_rules, res_rules, _json(path / "manager_status", {}), batches, readme,
     )
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from llmvirt.errors import UsageError
 from llmvirt.peers import pve_crs
 from llmvirt.peers.pve_case import (
     MIB,
@@ -144,8 +145,12 @@ class HaReplay:
 
     # --- the timeline ------------------------------------------------------------------------
     def command(self, cmd: str) -> None:
-        """Apply one ``cmdlist`` command."""
+        """Apply one ``cmdlist`` command; one that names a node hardware_status lacks is a UsageError."""
         words = cmd.split()
+        if words[:1] in (["power"], ["network"], ["shutdown"], ["reboot"], ["crm"]) and len(words) >= 2 \
+                and words[1] not in self.case.nodes:
+            raise UsageError(f"{self.case.name}: cmdlist '{cmd}' names node {words[1]!r}, which hardware_status "
+                             "does not list")
         if words[:1] == ["power"] and len(words) == 3:
             if words[2] == "on":
                 self.online.add(words[1])
@@ -177,19 +182,25 @@ class HaReplay:
 
     def _service_command(self, cmd: str, sid: str, verb: str, args: list[str]) -> None:
         if verb == "add" and len(args) >= 2:
+            if args[0] not in self.case.nodes:
+                raise UsageError(f"{self.case.name}: cmdlist '{cmd}' adds {sid} on node {args[0]!r}, which "
+                                 "hardware_status does not list")
             self.config[sid] = {"node": args[0], "state": args[1], "running": args[2:3] == ["1"]}
         elif verb in ("set-static-stats", "set-dynamic-stats"):
             keys = dict(zip(args[::2], args[1::2], strict=False))
-            if verb == "set-static-stats":
-                old = self.static.get(sid, Usage(0.0, 0.0))
-                cpu = float(keys.get("maxcpu", old.cpu))
-                mem = float(keys["maxmem"]) * MIB if "maxmem" in keys else old.mem
-                self.static[sid] = Usage(cpu, mem)
-            else:
-                old = self.dynamic.get(sid, Usage(0.0, 0.0))
-                cpu = float(keys.get("cpu", old.cpu))
-                mem = float(keys["mem"]) * MIB if "mem" in keys else old.mem
-                self.dynamic[sid] = Usage(cpu, mem)
+            try:
+                if verb == "set-static-stats":
+                    old = self.static.get(sid, Usage(0.0, 0.0))
+                    cpu = float(keys.get("maxcpu", old.cpu))
+                    mem = float(keys["maxmem"]) * MIB if "maxmem" in keys else old.mem
+                    self.static[sid] = Usage(cpu, mem)
+                else:
+                    old = self.dynamic.get(sid, Usage(0.0, 0.0))
+                    cpu = float(keys.get("cpu", old.cpu))
+                    mem = float(keys["mem"]) * MIB if "mem" in keys else old.mem
+                    self.dynamic[sid] = Usage(cpu, mem)
+            except ValueError:
+                raise UsageError(f"{self.case.name}: cmdlist '{cmd}': every value must be a number") from None
         elif verb in ("migrate", "relocate") and args and sid in self.ss:
             s = self.ss[sid]
             if s.state == "started" and args[0] in self.online and args[0] != s.node:
