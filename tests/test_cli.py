@@ -202,8 +202,16 @@ def test_plan_from_a_snapshot_file_equals_the_store_and_answers_what_if(cli, tmp
     assert code == 0 and plan["moves"] and all(m["src"] == "busy" and m["dst"] == "spare" for m in plan["moves"])
     assert all("drain busy" in m["reason"] for m in plan["moves"])
     assert cli("rebalance", "--snapshot", str(snap), "--apply")[0] == 2  # a what-if is never applied
+    vm = '"vms": [{"name": "v", "vcpus": %s, "memory_mib": 512, "cpu_util": %s}]'
     for bad, words in (("{", "not JSON"), ('{"hosts": [{"name": "x", "cpus": 4}]}', "memory_mib"),
-                       ('{"format": 9, "hosts": []}', "status format 9"), ("[]", "JSON object")):
+                       ('{"format": 9, "hosts": []}', "status format 9"), ("[]", "JSON object"),
+                       ('{"hosts": [{"name": "x", "cpus": -4, "memory_mib": 4096}]}', "cpus -4 is below 1"),
+                       ('{"hosts": [{"name": "x", "cpus": 4, "memory_mib": 4096, %s}]}' % (vm % (0, 0.1)),
+                        "vcpus 0 is below 1"),
+                       ('{"hosts": [{"name": "x", "cpus": 4, "memory_mib": 4096, %s}]}' % (vm % (1, "NaN")),
+                        "NaN is not a number"),
+                       ('{"hosts": [{"name": "x", "cpus": 4, "memory_mib": 4096, %s}]}' % (vm % (1, -0.5)),
+                        "cpu_util -0.5 is below 0")):
         snap.write_text(bad)
         code, out, err = cli("rebalance", "--snapshot", str(snap))
         assert code == 2 and words in err and "Traceback" not in err, (bad, err)

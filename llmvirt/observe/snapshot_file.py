@@ -23,6 +23,13 @@ def _pins(raw: dict[str, Any] | None) -> dict[int, tuple[int, ...]]:
     return {int(k): tuple(int(c) for c in v) for k, v in (raw or {}).items()}
 
 
+def _at_least(value: float, low: float, field: str) -> Any:
+    """``value`` if it is at least ``low``; a ValueError naming ``field`` otherwise."""
+    if not value >= low:  # NaN too
+        raise ValueError(f"{field} {value} is below {low}")
+    return value
+
+
 def _vm(d: dict[str, Any]) -> Vm:
     b = d.get("balloon") or {}
     gpus = [GpuAttachment(kind=g["kind"], pci=g.get("pci"), mdev_uuid=g.get("mdev_uuid"),
@@ -30,8 +37,10 @@ def _vm(d: dict[str, Any]) -> Vm:
     passthrough = tuple(g.pci for g in gpus if g.kind == "passthrough" and g.pci)
     if d.get("live_migratable") is False and not passthrough:
         passthrough = ("unknown",)  # the contract says it cannot move; keep that true here
-    vcpus = int(d.get("vcpus", 1))
-    memory = int(d["memory_mib"])
+    vcpus = _at_least(int(d.get("vcpus", 1)), 1, "vcpus")
+    memory = _at_least(int(d["memory_mib"]), 1, "memory_mib")
+    if d.get("cpu_util") is not None:
+        _at_least(float(d["cpu_util"]), 0.0, "cpu_util")
     return Vm(name=str(d["name"]), uuid=str(d.get("uuid") or d["name"]), state=str(d.get("state", "running")),
               vcpus=vcpus, max_vcpus=int(d.get("max_vcpus") or vcpus), memory_mib=memory,
               current_memory_mib=int(d.get("current_memory_mib") or memory),
@@ -51,8 +60,9 @@ def _gpu(d: dict[str, Any]) -> Gpu:
 
 
 def _host(d: dict[str, Any]) -> Host:
-    return Host(name=str(d["name"]), uri=str(d.get("uri") or f"snapshot:///{d['name']}"), cpus=int(d["cpus"]),
-                memory_mib=int(d["memory_mib"]), free_memory_mib=d.get("free_memory_mib"),
+    return Host(name=str(d["name"]), uri=str(d.get("uri") or f"snapshot:///{d['name']}"),
+                cpus=_at_least(int(d["cpus"]), 1, "cpus"), memory_mib=_at_least(int(d["memory_mib"]), 1, "memory_mib"),
+                free_memory_mib=d.get("free_memory_mib"),
                 cpu_model=str(d.get("cpu_model") or ""), cpu_mhz=int(d.get("cpu_mhz") or 0),
                 maintenance=bool(d.get("maintenance", False)),
                 numa_cells=[NumaCell(int(c["id"]), tuple(int(x) for x in c["cpus"]), int(c["memory_mib"]))
@@ -84,6 +94,10 @@ def cluster_from_status(doc: dict[str, Any], source: str = "snapshot") -> Cluste
     return Cluster(hosts=out)
 
 
+def _not_a_number(literal: str) -> float:
+    raise ValueError(f"{literal} is not a number JSON allows")
+
+
 def load(path: Path) -> Cluster:
     """Read a snapshot file, or a Proxmox VE CRS test case directory (its initial state: nodes, and the
     started guests with their configured size and, where given, their CPU use); one clear line for an
@@ -93,7 +107,7 @@ def load(path: Path) -> Cluster:
 
         return cluster_from_case(path)
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(), parse_constant=_not_a_number)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     except ValueError as exc:
