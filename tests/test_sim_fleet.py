@@ -233,6 +233,23 @@ def test_bench_balance_and_memory_cli(cli, tmp_path: Path) -> None:
     assert code == 2 and "unknown balloon policy" in err
 
 
+
+def test_bench_on_vms_larger_than_its_hosts_answers_without_a_traceback(cli, tmp_path: Path) -> None:
+    """VMs of 64 vCPUs and 512 GiB (a trace this project does not have): memory runs with its bound left
+    out (it assumes VMs under 100 GiB), pinning says that none fits its host."""
+    rows = "".join(f"v{v},{START + 300 * i},{(v * 13 + i * 7) % 90},{256 * 1024},64,{512 * 1024}\n"
+                   for v in range(6) for i in range(40))
+    path = tmp_path / "big.csv"
+    path.write_text("vm,timestamp,cpu_pct,mem_mib,vcpus,mem_capacity_mib\n" + rows)
+    code, out, err = cli("bench", "--scenario", "memory", "--trace", str(path), "--policies", "mom", "--json")
+    assert code == 0, err
+    assert json.loads(out)["bound"]["big.csv"]["memory_cost"] is None
+    code, out, err = cli("bench", "--scenario", "memory", "--trace", str(path), "--policies", "mom")
+    assert code == 0 and "memory_cost none" in out, err
+    code, _, err = cli("bench", "--scenario", "pinning", "--trace", str(path), "--policies", "none")
+    assert code == 2 and "no VM of the trace fits the pinning scenario's host" in err
+
+
 def test_replay_store_history(cli) -> None:
     cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
     assert cli("bench", "--scenario", "balance", "--from-store")[0] == 2  # one scan: no history yet

@@ -154,7 +154,8 @@ def _replay(loaded: list[tuple[str, "traces.UsageTrace"]], scenario: Scenario, n
         t.add_row(r.trace, r.policy, *(f"{r.summary[c]:.2f}" for c in cols), f"{r.seconds:.1f}")
     out.print(t)
     for label, b in bounds.items():
-        out.print(f"bound for {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in b.items()))
+        out.print(f"bound for {label}: " + ", ".join(f"{k} {'none' if v is None else f'{v:.2f}'}"
+                                                     for k, v in b.items()))
 
 
 def _cloudsim(trace: list[Path], names: list[str], seed: int, as_json: bool, plot: Path | None) -> None:

@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from llmvirt.sim import numa
-from llmvirt.sim.traces import UsageTrace
+from llmvirt.sim.traces import TraceError, UsageTrace
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,9 @@ class PinMetrics:
 def run(trace: UsageTrace, setup: PinSetup, policy: PinPolicy, steps: int | None = None) -> PinMetrics:
     """Simulate the trace under ``policy``; the same packing for every policy."""
     host = pack(trace, setup)
+    if not (host >= 0).any():
+        raise TraceError(f"no VM of the trace fits the pinning scenario's host ({setup.topo.cpus} CPUs, "
+                         f"{setup.topo.cells * setup.topo.mem_per_cell_mib / 1024:.0f} GiB)")
     demand = demand_cores(trace)
     n_steps = demand.shape[1] if steps is None else min(steps, demand.shape[1])
     hosts = [np.flatnonzero(host == h) for h in range(int(host.max()) + 1)]
