@@ -148,6 +148,10 @@ def test_place_and_rebalance_cli(cli) -> None:
     assert code == 1 and json.loads(out)["ranked"] == [] and "nothing fits" in err  # stdout stays one document
     code, _, err = cli("place", "--vcpus", "0", "--memory", "2G")
     assert code == 2 and "--vcpus" in err
+    code, _, err = cli("place", "--vcpus", "1", "--memory", "0")
+    assert code == 2 and "a VM needs some memory" in err
+    code, out, err = cli("place", "--vcpus", "1", "--memory", "1T", "--json")  # more than any host: none fits
+    assert code == 1 and json.loads(out)["chosen"] is None and {e["constraint"] for e in json.loads(out)["excluded"]}
     cli("hosts", "maintenance", "gpu1", "on")
     cli("scan")
     code, out, err = cli("rebalance", "--json", "--policy", "baseline:least-loaded")

@@ -128,10 +128,10 @@ def parse_age(text: str) -> timedelta:
 
 
 def parse_size_mib(text: str) -> int:
-    """``64``, ``64M``, ``64MiB``, ``4G`` or ``4GiB`` in MiB."""
+    """``64``, ``64M``, ``64MiB``, ``4G``, ``4GiB`` or ``1T`` (``1TiB``) in MiB."""
     t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    mult = 1024 if t.endswith("g") else 1
-    t = t.rstrip("mg")
+    mult = {"t": 1024 * 1024, "g": 1024}.get(t[-1:], 1)
+    t = t[:-1] if t[-1:] in ("m", "g", "t") else t
     if not t.isdigit():
-        raise UsageError(f"invalid size {text!r}: use e.g. 512M or 4G")
+        raise UsageError(f"invalid size {text!r}: use e.g. 512M, 4G or 1T")
     return int(t) * mult

@@ -86,6 +86,8 @@ def place(
         raise UsageError("--vcpus must be at least 1, --gpu at least 0, --expected-cpu within 0..1")
     if gpu and vgpu:
         raise UsageError("use --gpu or --vgpu, not both")
+    if parse_size_mib(memory) < 1:
+        raise UsageError(f"--memory {memory}: a VM needs some memory")
     if snapshot is not None and define is not None:
         raise UsageError("--define creates the VM on a real host: not with --snapshot")
     _refuse_rebalance_strategy(policy)
