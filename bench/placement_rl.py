@@ -5,10 +5,10 @@ half arrive during the day and are each placed once by the policy; nothing migra
 CPU demand in core-hours. Fleets of one host size and of mixed sizes (llmvirt/sim/fleet_shapes.py), VMs of
 Bitbrains July and August.
 
---tune: grid-search the baseline family ``baseline:weighted:C:V:M`` (weights 0, 0.25, ..., 1 on CPU use,
-vCPU allocation and memory allocation after the VM) on fleets of *training* VMs (seed 4242, 24 fleets per
-trace and shape) and write policies/tuned_placement.json: the tuned baseline, and the start of
-``llmvirt train --head place-rl``.
+--tune: grid-search the baseline family ``baseline:weighted:C:V:M:P`` (weights 0, 0.25, ..., 1 on CPU use,
+vCPU allocation, memory allocation and the host's recent peak CPU use, each after the VM) on fleets of
+*training* VMs (seed 4242, 24 fleets per trace and shape) and write policies/tuned_placement.json: the tuned
+baseline, and the start of ``llmvirt train --head place-rl``.
 
 Without --tune: every policy on fleets of *held-back* VMs, seeds 0..S-1, 16 fleets per seed, trace and
 shape: first-fit, best-fit, least-loaded, the tuned weighted baseline, the placement scorer shipped before
@@ -45,7 +45,8 @@ from llmvirt.sim.traces import load_usage
 
 ROOT = Path(__file__).resolve().parents[1]
 TUNED = ROOT / "policies" / "tuned_placement.json"
-GRID = [w for w in itertools.product((0, 0.25, 0.5, 0.75, 1), repeat=3) if sum(w) > 0]
+GRID = [w for w in itertools.product((0, 0.25, 0.5, 0.75, 1), repeat=4) if sum(w) > 0]
+BEFORE_PEAKS = "baseline:weighted:1:0.75:0"  #: the tuned baseline before hosts' recent peaks were a feature
 RULES = ("baseline:first-fit", "baseline:best-fit", "baseline:least-loaded")
 
 
@@ -65,7 +66,8 @@ def tune(data: dict[str, tuple]) -> dict:
     shapes = list(SHAPES.values())
     util = rl.expected_util(traces, shapes[0].mhz_per_core)
     eps = rl.episodes(traces, shapes, 24 * len(traces) * len(shapes), np.random.default_rng(4242))
-    costs = {":".join(f"{x:g}" for x in w): rl.cost(eps, chooser(WeightedScorer(w), util)) for w in GRID}
+    costs = {WeightedScorer(w).name.removeprefix("baseline:weighted:"): rl.cost(eps, chooser(WeightedScorer(w), util))
+             for w in GRID}
     for name in RULES:
         costs[name] = rl.cost(eps, chooser(decide.load_scorer(name), util))
     best = min((k for k in costs if not k.startswith("baseline:")), key=costs.__getitem__)
@@ -96,6 +98,7 @@ def sensitivity(data: dict[str, tuple]) -> None:
 def policies(paths: list[Path], tuned: str) -> dict[str, object]:
     """Every scorer compared, by display name (each trained policy with its training seed)."""
     out = {name.removeprefix("baseline:"): decide.load_scorer(name) for name in RULES}
+    out[f"tuned before peaks {BEFORE_PEAKS.removeprefix('baseline:')}"] = decide.load_scorer(BEFORE_PEAKS)
     out[f"tuned {tuned.removeprefix('baseline:')}"] = decide.load_scorer(tuned)
     out["imitation scorer (before)"] = decide.load_scorer(str(ROOT / "policies" / "default"))
     for path in paths:

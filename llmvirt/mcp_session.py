@@ -143,8 +143,9 @@ class LlmvirtMcp:
 
         chosen = self.policy(policy)
         spec, _ = plan_service.policy_spec(self.engine(), chosen)
-        ctx = decide.Context(config.load_limits(self.config_path), config.load_groups(self.config_path))
         scorer, expected_cpu = plan_service.placement_scorer(spec, chosen is not None, expected_cpu)
+        ctx = decide.Context(config.load_limits(self.config_path), config.load_groups(self.config_path),
+                             history=plan_service.placement_history(self.engine(), scorer))
         req = replace(req, expected_cpu=expected_cpu)
         result = decide.place(self.cluster(), req, scorer, ctx, top=limit)
         doc = result.as_json()

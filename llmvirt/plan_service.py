@@ -66,6 +66,17 @@ def placement_scorer(spec: str | None, given: bool, expected_cpu: float | None) 
     return scorer, expected_cpu
 
 
+def placement_history(engine: Engine | None, scorer: object) -> dict[str, list[float]]:
+    """The VMs' recorded CPU use ``place`` reads for the hosts' recent peaks (VM uuid -> use, oldest first): only
+    for a scorer that reads them, and only from a store (``engine`` None: a snapshot file has no history)."""
+    if engine is None or not getattr(scorer, "reads_peaks", False):
+        return {}
+    from llmvirt.model.usage import PEAK_SCANS
+    from llmvirt.store import snapshots
+
+    return snapshots.vm_cpu_history(engine, PEAK_SCANS + 1)
+
+
 def scanned_cluster(engine: Engine) -> Cluster:
     """The latest scan's hosts that were read at least once; a clear error when there are none."""
     from llmvirt.store import snapshots

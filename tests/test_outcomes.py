@@ -104,7 +104,8 @@ def test_fine_tuning_on_a_small_recorded_set(db_url: str, tmp_path: Path) -> Non
     assert meta["parent"] == "v0" and "fine-tuned" in meta["method"]
     balloon_head.load(out)  # the balloon head was rewritten and still verifies
     assert (out / "pin.json").is_file()
-    feats = {a.id: torch.tensor(a.action.inputs["features"]) for p in journal.plans(engine)
+    n = base_model.n_features  # the shipped default reads feature spec 1: the first 11 recorded columns
+    feats = {a.id: torch.tensor(a.action.inputs["features"])[:, :n] for p in journal.plans(engine)
              for a in journal.plan_actions(engine, p["id"])}
     with torch.no_grad():
         before = torch.log_softmax(base_model(feats[good]), 0)[0]

@@ -104,7 +104,7 @@ def test_the_shipped_checkpoint_round_trips_and_refuses_tampering(tmp_path: Path
 
 
 def test_the_weighted_baseline_parses_its_weights_or_says_how() -> None:
-    assert parse_weighted("weighted:1:0.5:0").weights == (1.0, 0.5, 0.0)
+    assert parse_weighted("weighted:1:0.5:0").weights == (1.0, 0.5, 0.0, 0.0)  # no peak weight: 0
     assert WeightedScorer((1, 0, 0)).name == "baseline:weighted:1:0:0"
     for bad in ("weighted", "weighted:1:x:0", "weighted:0:0:0", "weighted:-1:1:1", "weighted:1:1"):
         with pytest.raises(UsageError, match="baseline:weighted:C:V:M"):

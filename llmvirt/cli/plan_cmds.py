@@ -49,7 +49,7 @@ def _refuse_rebalance_strategy(policy: str | None) -> None:
     raise UsageError(f"{policy!r} is a rebalance strategy (`llmvirt rebalance --policy {policy}`); place ranks "
                      "hosts with a placement policy: a name under policies/ (place-rl: the scorer trained on the "
                      "placement cost), a checkpoint directory, baseline:best-fit|least-loaded|first-fit or "
-                     "baseline:weighted:C:V:M")
+                     "baseline:weighted:C:V:M[:P]")
 
 
 SnapshotOpt = Annotated[Path | None, typer.Option("--snapshot", help="Plan from this file (the `llmvirt status "
@@ -95,13 +95,14 @@ def place(
     from llmvirt.policy.constraints import Request
 
     st = state(ctx)
-    from llmvirt.plan_service import placement_scorer
+    from llmvirt.plan_service import placement_history, placement_scorer
 
     spec, _ = (policy, "") if snapshot is not None else _policy(ctx, policy)
     scorer, expected_cpu = placement_scorer(spec, policy is not None, expected_cpu)
     req = Request(vcpus=vcpus, memory_mib=parse_size_mib(memory), gpus=gpu, vgpu_type=vgpu,
                   anti_affinity=anti_affinity, expected_cpu=expected_cpu)
-    rules = decide.Context(config.load_limits(st.config_path), config.load_groups(st.config_path))
+    history = placement_history(None if snapshot is not None else st.engine(), scorer)
+    rules = decide.Context(config.load_limits(st.config_path), config.load_groups(st.config_path), history=history)
     result = decide.place(_cluster(ctx, snapshot), req, scorer, rules)
     defined = None
     if define is not None and result.ranked:  # --json stays one JSON document: the creation goes into it

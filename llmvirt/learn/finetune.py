@@ -167,6 +167,9 @@ def from_store(engine: Engine, base: Path, out: Path, cfg: FinetuneConfig, paren
     x, y = feats[:, :-1].reshape(-1, feats.shape[2]), use[:, 1:].reshape(-1)
     if len(x) == 0 and not recorded:
         raise UsageError("the store has no recorded outcomes or history to learn from yet: scan, apply, scan")
+    n = model.n_features  # a checkpoint of an older feature spec reads the first n columns of today's features
+    recorded = [(f[:, :n], c, r) for f, c, r in recorded if f.shape[1] >= n]
+    replay = [(f[:, :n], target) for f, target in replay]
     metrics = {**finetune_placement(model, recorded, replay, cfg),
                **finetune_balloon(bhead.model, (x, y), x, cfg)}
     point, calib = recalibrate(bhead.model, trace, cfg)

@@ -10,6 +10,9 @@ migrated VM look idle on its new host for the first interval (issue 17).
 
 from __future__ import annotations
 
+PEAK_QUANTILE = 0.9  #: a host's recent peak, what placement reads: this quantile of its CPU use ...
+PEAK_SCANS = 288  #: ... over this many scans or simulator steps (a day of 5-minute steps)
+
 
 def cpu_ns_used(before_ns: int | None, after_ns: int | None) -> int | None:
     """CPU nanoseconds used between two samples of one guest's counter; ``None`` without both samples.

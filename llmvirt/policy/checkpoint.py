@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from llmvirt.policy.features import FEATURE_SPEC_VERSION, FEATURES
+from llmvirt.policy.features import FEATURE_SPEC_VERSION, FEATURES, SPECS, spec_of
 from llmvirt.policy.model import PlacementScorer
 from llmvirt.policy.weights import (  # noqa: F401 - re-exported: the checks live with the torch-free reader
     FORMAT_VERSION,
@@ -59,9 +59,10 @@ def save(model: PlacementScorer, directory: Path, meta: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / WEIGHTS
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    version, names = spec_of(model.n_features)  # a network of the older spec (fine-tuned) keeps declaring it
     doc = {
         "format_version": FORMAT_VERSION,
-        "feature_spec": {"version": FEATURE_SPEC_VERSION, "features": list(FEATURES)},
+        "feature_spec": {"version": version, "features": names},
         "model": {"class": "PlacementScorer", **model.config()},
         "weights_sha256": _sha256(weights),
         "git_commit": git_commit(),
@@ -85,7 +86,7 @@ def _load_weights(directory: Path, model: nn.Module, weights: Path) -> None:
 
 def load(directory: Path) -> tuple[PlacementScorer, dict[str, Any]]:
     """Load and verify a checkpoint; raises :class:`CheckpointError` with the reason."""
-    meta = _verify(directory, directory / META, directory / WEIGHTS, FEATURE_SPEC_VERSION, list(FEATURES))
+    meta = _verify(directory, directory / META, directory / WEIGHTS, FEATURE_SPEC_VERSION, list(FEATURES), SPECS)
     cfg = meta.get("model", {})
     try:
         model = PlacementScorer(int(cfg["n_features"]), int(cfg["hidden"]))

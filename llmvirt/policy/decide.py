@@ -19,7 +19,7 @@ from llmvirt.model.cluster import Cluster, Host, Vm
 from llmvirt.paths import DEFAULT_POLICY, policy_dir  # noqa: F401 - DEFAULT_POLICY re-exported
 from llmvirt.policy import index
 from llmvirt.policy.constraints import Limits, Request, request_of
-from llmvirt.policy.features import FEATURE_SPEC_VERSION, FEATURES
+from llmvirt.policy.features import FEATURE_SPEC_VERSION, FEATURES, SPECS, recent_peaks
 from llmvirt.policy.weights import CheckpointError, NumpyMLP, load_arrays
 from llmvirt.sim.power import GENERIC_IDLE_W as IDLE_W
 from llmvirt.sim.power import GENERIC_PEAK_W as PEAK_W
@@ -70,9 +70,14 @@ class LearnedScorer:
     meta: dict[str, Any]  #: checkpoint metadata
     name: str = "learned"  #: display name
 
+    @property
+    def reads_peaks(self) -> bool:
+        """True when the network reads the hosts' recent peaks (feature spec 2)."""
+        return self.model.n_features > FEATURES.index("host_cpu_peak_after")
+
     def scores(self, feats: np.ndarray, hosts: list[Host]) -> np.ndarray:
-        """The network's scores."""
-        return self.model(feats)
+        """The network's scores (a network of an older feature spec reads the columns it knows)."""
+        return self.model(feats[..., : self.model.n_features])
 
 
 def load_scorer(spec: str | None) -> Scorer:
@@ -84,7 +89,7 @@ def load_scorer(spec: str | None) -> Scorer:
     if spec and spec.startswith("baseline:"):
         return BaselineScorer(spec.split(":", 1)[1])
     path = policy_dir(spec)
-    arrays, meta = load_arrays(path, None, FEATURE_SPEC_VERSION, list(FEATURES))
+    arrays, meta = load_arrays(path, None, FEATURE_SPEC_VERSION, list(FEATURES), SPECS)
     cfg = meta.get("model", {})
     try:
         model = NumpyMLP(arrays, int(cfg["n_features"]), int(cfg["hidden"]))
@@ -98,6 +103,8 @@ def _reasons(f: np.ndarray) -> list[str]:
     out = [f"CPU use after {100 * f[i('host_cpu_used_after')]:.0f} %",
            f"vCPU allocation after {100 * f[i('host_vcpu_alloc_after')]:.0f} %",
            f"memory allocation after {100 * f[i('host_mem_alloc_after')]:.0f} %"]
+    if abs(f[i("host_cpu_peak_after")] - f[i("host_cpu_used_after")]) > 5e-3:
+        out.append(f"recent peak after {100 * f[i('host_cpu_peak_after')]:.0f} %")
     if f[i("host_is_empty")]:
         out.append("wakes an idle host")
     return out
@@ -125,7 +132,8 @@ def place(cluster: Cluster, req: Request, scorer: Scorer, ctx: Context | None = 
     ``ctx``'s limits and anti-affinity groups.
 
     ``arrays`` (built once per snapshot) makes the decision a few array operations; ``top``
-    limits how many ranked hosts carry reasons (all by default).
+    limits how many ranked hosts carry reasons (all by default). ``ctx.history`` (VM uuid -> recorded CPU use)
+    gives each host's recent peak (:func:`features.recent_peaks`); without it a host's peak reads as its use now.
     """
     ctx = ctx or Context()
     limits = ctx.limits
@@ -136,7 +144,8 @@ def place(cluster: Cluster, req: Request, scorer: Scorer, ctx: Context | None = 
                     policy=scorer.name, expected_cpu=req.expected_cpu)
     if ok.size == 0:
         return out
-    feats = index.features(arr, req, req.expected_cpu, limits, ok)
+    peak = ctx.peaks if ctx.peaks is not None else recent_peaks(cluster.hosts, ctx.history) if ctx.history else None
+    feats = index.features(arr, req, req.expected_cpu, limits, ok, peak)
     hosts_ok = [cluster.hosts[i] for i in ok]
     s = scorer.scores(feats, hosts_ok)
     order = np.argsort(-s, kind="stable")
@@ -229,6 +238,7 @@ class Context:
     thresholds: Thresholds = field(default_factory=Thresholds)  #: hot, cold, gain margin
     max_migrations: int = 10  #: at most this many migrations in a plan
     history: dict[str, list[float]] = field(default_factory=dict)  #: VM uuid -> past CPU use, oldest first
+    peaks: np.ndarray | None = None  #: each host's recent peak CPU use, CPUs, once per snapshot (None: from history)
 
 
 def rebalance(cluster: Cluster, scorer: Scorer, goal: str = "balance", ctx: Context | None = None) -> Plan:

@@ -52,11 +52,13 @@ def mask(arrays: ClusterArrays, req: Request, limits: Limits) -> np.ndarray:
     return reason
 
 
-def features(arrays: ClusterArrays, req: Request, vm_util: float, limits: Limits, rows: np.ndarray) -> np.ndarray:
-    """pair_features for a new VM on each host in ``rows``."""
+def features(arrays: ClusterArrays, req: Request, vm_util: float, limits: Limits, rows: np.ndarray,
+             peak: np.ndarray | None = None) -> np.ndarray:
+    """pair_features for a new VM on each host in ``rows``; ``peak``: every host's recent peak CPU use, CPUs."""
     t, (all_cpus, all_mem) = arrays.totals(), arrays.host_sizes()
     return host_features(HostTotals(t.used[rows], t.vcpus[rows], t.memory[rows], t.count[rows], all_cpus[rows],
-                                    all_mem[rows]), req.vcpus, req.memory_mib, vm_util, limits)
+                                    all_mem[rows], None if peak is None else peak[rows]),
+                         req.vcpus, req.memory_mib, vm_util, limits)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class HostTotals:
     count: np.ndarray  #: VMs
     cpus: np.ndarray  #: the host's CPUs
     host_memory_mib: np.ndarray  #: the host's memory, MiB
+    peak: np.ndarray | None = None  #: the host's recent peak CPU use, CPUs (NaN or None: unknown, its use now)
 
 
 def host_features(h: HostTotals, vcpus: float, memory_mib: float, vm_util: float, limits: Limits) -> np.ndarray:
@@ -86,4 +89,5 @@ def host_features(h: HostTotals, vcpus: float, memory_mib: float, vm_util: float
         h.count / 32, (h.count == 0).astype(float),
         vcpus / cpus, memory_mib / mem, np.full(cpus.size, vm_util),
         np.maximum(-1.0, 1.0 - used - add), np.zeros(cpus.size),
+        (used if h.peak is None else np.where(np.isnan(h.peak), used, h.peak / cpus)) + add,
     ]).astype(np.float32)

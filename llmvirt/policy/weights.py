@@ -31,8 +31,10 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def verify(directory: Path, meta_path: Path, weights: Path, version: int, features: list[str]) -> dict[str, Any]:
-    """Read the metadata and check format, feature spec and weights hash; returns the metadata."""
+def verify(directory: Path, meta_path: Path, weights: Path, version: int, features: list[str],
+           older: dict[int, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """Read the metadata and check format, feature spec and weights hash; returns the metadata. ``older``: further
+    specs (version -> features) still read, where today's features extend them."""
     if not meta_path.is_file() or not weights.is_file():
         raise CheckpointError(f"{directory} is not a policy checkpoint (needs {meta_path.name} and {weights.name})")
     try:
@@ -43,7 +45,8 @@ def verify(directory: Path, meta_path: Path, weights: Path, version: int, featur
         raise CheckpointError(f"{directory}: checkpoint format {meta.get('format_version')!r}, "
                               f"this llmvirt reads {FORMAT_VERSION}")
     spec = meta.get("feature_spec", {})
-    if spec.get("version") != version or spec.get("features") != features:
+    known = {version: list(features), **{v: list(f) for v, f in (older or {}).items()}}
+    if known.get(spec.get("version")) != spec.get("features"):
         raise CheckpointError(f"{meta_path}: made for a different feature spec "
                               f"(version {spec.get('version')!r}); retrain it with this llmvirt")
     if sha256(weights) != meta.get("weights_sha256"):
@@ -52,14 +55,15 @@ def verify(directory: Path, meta_path: Path, weights: Path, version: int, featur
     return meta
 
 
-def load_arrays(directory: Path, stem: str | None, version: int, features: list[str]
-                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Verified weights (name -> array) and metadata of the placement head (``stem`` None) or a further head."""
+def load_arrays(directory: Path, stem: str | None, version: int, features: list[str],
+                older: dict[int, tuple[str, ...]] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Verified weights (name -> array) and metadata of the placement head (``stem`` None) or a further head
+    (``older``: as in :func:`verify`)."""
     from safetensors.numpy import load_file
 
     meta_path = directory / (META if stem is None else f"{stem}.json")
     weights = directory / (WEIGHTS if stem is None else f"{stem}.safetensors")
-    meta = verify(directory, meta_path, weights, version, features)
+    meta = verify(directory, meta_path, weights, version, features, older)
     try:
         return dict(load_file(str(weights))), meta
     except (OSError, ValueError) as exc:
@@ -82,6 +86,11 @@ class NumpyMLP:
         for (w, b), p in zip(self.layers, self.LAYERS, strict=True):
             if w.shape != shapes[p] or b.shape != (shapes[p][0],):
                 raise CheckpointError(f"weights do not fit the model: {p} has shape {w.shape}")
+
+    @property
+    def n_features(self) -> int:
+        """Columns the network reads."""
+        return int(self.layers[0][0].shape[1])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Scores of the rows of ``x`` (shape (..., n_features))."""

@@ -3,9 +3,11 @@
 A fleet is drawn as in the balance scenario (:func:`llmvirt.sim.balance_env.draw_fleet`: trace VMs, host
 sizes, a load). A share of its VMs (``arrive_share``) runs from the start where the draw put them; the
 others arrive one by one at random steps of the first three quarters of the day and are placed by the
-policy, which sees what ``llmvirt place`` sees on a scanned cluster: each host's CPU use now, its
-allocated vCPUs and memory and its VM count, and the new VM's vCPUs and memory (not its future use: a
-new VM has none). Nothing migrates, so what the placements cost shows alone:
+policy, which sees what ``llmvirt place`` sees on a scanned cluster with a recorded history: each host's
+CPU use now and its recent peak (:data:`llmvirt.model.usage.PEAK_QUANTILE` of its use over the last
+:data:`~llmvirt.model.usage.PEAK_SCANS` steps, the VMs it ran then), its allocated vCPUs and memory and
+its VM count, and the new VM's vCPUs and memory (not its future use: a new VM has none). Nothing
+migrates, so what the placements cost shows alone:
 
 - **cost**: unmet demand, core-hours: CPU the VMs on a host ask for above its cores (the balance
   scenario's cost without migrations); a VM no host can take (allocation limits) is unmet whole;
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llmvirt.model.usage import PEAK_QUANTILE, PEAK_SCANS
 from llmvirt.sim.balance_env import EnvConfig, Fleet
 
 ARRIVE_SHARE = 0.5  #: share of a fleet's VMs that arrive during the episode
@@ -42,6 +45,7 @@ class Arrival:
     vm_mem_gib: float  #: the new VM's provisioned memory, GiB
     cpu_allocation_ratio: float  #: vCPUs allowed per core
     ram_allocation_ratio: float  #: provisioned memory allowed per host memory
+    peak: np.ndarray | None = None  #: (H,) each host's recent peak CPU use, cores (None: unknown)
 
 
 @dataclass
@@ -91,7 +95,7 @@ class PlacementEpisode:
             if a > 0:
                 dst = choose(Arrival(load[:, a].copy(), vc.copy(), mem.copy(), count.copy(), self.cores, host_mem,
                                      float(self.vcpus[v]), float(self.mem_gib[v]), c.cpu_allocation_ratio,
-                                     c.ram_allocation_ratio))
+                                     c.ram_allocation_ratio, recent_peak(load, a)))
                 if not (0 <= dst < h and vc[dst] + self.vcpus[v] <= vc_lim[dst]
                         and mem[dst] + self.mem_gib[v] <= mem_lim[dst]):
                     rejected += 1
@@ -114,3 +118,9 @@ class PlacementEpisode:
                 "demand_core_h": float(total.sum()) * dt_h,
                 "bound_core_h": float(np.maximum(total - self.cores.sum(), 0.0).sum()) * dt_h,
                 "rejected": float(rejected), "placed": float((self.arrive > 0).sum() - rejected)}
+
+
+def recent_peak(load: np.ndarray, step: int) -> np.ndarray:
+    """Each host's recent peak at ``step`` from its load so far (H x steps, cores): the quantile ``place`` reads
+    from a store's history (:func:`llmvirt.policy.features.recent_peaks`), over the steps up to ``step``."""
+    return np.quantile(load[:, max(0, step + 1 - PEAK_SCANS): step + 1], PEAK_QUANTILE, axis=1)
