@@ -15,13 +15,14 @@ from llmvirt.errors import UsageError
 from llmvirt.learn import train_place_rl as rl
 from llmvirt.policy import decide
 from llmvirt.policy.arrivals import WeightedScorer, chooser, parse_weighted
+from llmvirt.policy.features import FEATURES
 from llmvirt.policy.weights import CheckpointError
 from llmvirt.sim.balance_env import EnvConfig, draw_fleet, trace_pool
 from llmvirt.sim.placement_env import Arrival, PlacementEpisode
 
 SHIPPED = REPO / "policies" / "place-rl"
 SCORERS = ("baseline:least-loaded", "baseline:best-fit", "baseline:first-fit", "baseline:weighted:1:0.75:0",
-           str(SHIPPED))
+           "baseline:weighted:0.75:0.75:0:1", str(SHIPPED))
 
 
 def _episodes(n: int, cfg: EnvConfig, seed: int) -> list[PlacementEpisode]:
@@ -94,8 +95,8 @@ def test_the_shipped_checkpoint_round_trips_and_refuses_tampering(tmp_path: Path
     shutil.copytree(SHIPPED, copy)
     a = decide.load_scorer(str(SHIPPED))
     b = decide.load_scorer(str(copy))
-    x = np.random.default_rng(0).random((5, 11)).astype(np.float32)
-    assert np.array_equal(a.scores(x, []), b.scores(x, []))
+    x = np.random.default_rng(0).random((5, len(FEATURES))).astype(np.float32)
+    assert a.reads_peaks and np.array_equal(a.scores(x, []), b.scores(x, []))
     blob = bytearray((copy / "model.safetensors").read_bytes())
     blob[-3] ^= 0xFF
     (copy / "model.safetensors").write_bytes(bytes(blob))
