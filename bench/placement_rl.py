@@ -103,7 +103,8 @@ def policies(paths: list[Path], tuned: str) -> dict[str, object]:
     out["imitation scorer (before)"] = decide.load_scorer(str(ROOT / "policies" / "default"))
     for path in paths:
         sc = decide.load_scorer(str(path))
-        out[f"place-rl seed {sc.meta['training']['config']['seed']}"] = sc
+        before = "" if sc.reads_peaks else ", before peaks"  # a checkpoint of feature spec 1
+        out[f"place-rl seed {sc.meta['training']['config']['seed']}{before}"] = sc
     return out
 
 
