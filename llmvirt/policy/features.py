@@ -8,6 +8,8 @@ differs.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from llmvirt.model.arrays import expected_util
@@ -79,12 +81,12 @@ def recent_peaks(hosts: list[Host], history: dict[str, list[float]]) -> np.ndarr
         return out
     lengths = np.fromiter(map(len, series), dtype=np.int64, count=len(series))
     width = int(lengths.max())
-    flat = np.fromiter((x for s in series for x in s), dtype=float, count=int(lengths.sum()))
+    flat = np.fromiter(itertools.chain.from_iterable(series), dtype=float, count=int(lengths.sum()))
     flat *= np.repeat(np.asarray(vcpus, dtype=float), lengths)
     within = np.arange(flat.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # index in its own series
     col = width - np.repeat(lengths, lengths) + within  # newest sample in the last column
-    total = np.zeros((len(hosts), width))
-    np.add.at(total, (np.repeat(rows, lengths), col), flat)
+    cell = np.repeat(np.asarray(rows, dtype=np.int64), lengths) * width + col
+    total = np.bincount(cell, weights=flat, minlength=len(hosts) * width).reshape(len(hosts), width)
     span = np.zeros(len(hosts), dtype=np.int64)
     np.maximum.at(span, rows, lengths)
     for n in np.unique(span[span > 0]):
