@@ -16,10 +16,15 @@ shape: first-fit, best-fit, least-loaded, the tuned weighted baseline, the place
 ``--policy`` again for other training seeds), whose ablation (a) is the tuned baseline they start from.
 Writes bench/placement_rl.json and prints tables.
 
+--peak-windows: how the hosts' recent peak was defined (window and quantile), on the --tune fleets of training
+VMs: for windows of 12, 36, 72 and 288 steps and the 90th percentile or the maximum, the three best points
+of a small weighted grid with a peak weight (C in 0, 0.5, 1; P in 0.5, 1, 2; V in 0, 0.5, 0.75, 1; M 0).
+
 --sensitivity: how much random perturbations of the search's start, at several scales, change its cost on
 fleets of training VMs (how the search's sigma was chosen).
 
-Usage: python bench/placement_rl.py [--tune | --sensitivity] [--policy policies/place-rl ...] [--seeds 5]
+Usage: python bench/placement_rl.py [--tune | --peak-windows | --sensitivity] [--policy policies/place-rl ...]
+[--seeds 5]
 """
 
 from __future__ import annotations
@@ -76,6 +81,22 @@ def tune(data: dict[str, tuple]) -> dict:
            "cost_per_capacity": {k: round(v, 6) for k, v in sorted(costs.items(), key=lambda kv: kv[1])}}
     TUNED.write_text(json.dumps(doc, indent=2) + "\n")
     return doc
+
+
+def peak_windows(data: dict[str, tuple]) -> None:
+    """The peak's window and quantile (see the module docstring), on the tuning's fleets of training VMs."""
+    traces = [(tr, train) for tr, train, _ in data.values()]
+    shapes = list(SHAPES.values())
+    util = rl.expected_util(traces, shapes[0].mhz_per_core)
+    eps = rl.episodes(traces, shapes, 24 * len(traces) * len(shapes), np.random.default_rng(4242))
+    print(f"without the peak, {BEFORE_PEAKS}: {rl.cost(eps, chooser(decide.load_scorer(BEFORE_PEAKS), util)):.4f}")
+    grid = list(itertools.product((0, 0.5, 1), (0, 0.5, 0.75, 1), (0.5, 1, 2)))
+    for window, q in itertools.product((12, 36, 72, 288), (0.9, 1.0)):
+        for ep, _ in eps:
+            ep.peak_window = (window, q)
+        costs = sorted((rl.cost(eps, chooser(WeightedScorer((c, v, 0, p)), util)), f"{c:g}:{v:g}:0:{p:g}")
+                       for c, v, p in grid)
+        print(f"window {window} steps, quantile {q:g}: " + ", ".join(f"{n} {c:.4f}" for c, n in costs[:3]))
 
 
 def sensitivity(data: dict[str, tuple]) -> None:
@@ -144,6 +165,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tune", action="store_true")
     ap.add_argument("--sensitivity", action="store_true", help="the search's perturbation scales, on training VMs")
+    ap.add_argument("--peak-windows", action="store_true", help="the hosts' recent peak: window and quantile, on "
+                    "training VMs")
     ap.add_argument("--policy", type=Path, action="append", help="a trained placement policy (repeat for several "
                     "training seeds; default policies/place-rl)")
     ap.add_argument("--seeds", type=int, default=5)
@@ -152,6 +175,9 @@ def main() -> None:
     data = load()
     if args.sensitivity:
         sensitivity(data)
+        return
+    if args.peak_windows:
+        peak_windows(data)
         return
     if args.tune:
         doc = tune(data)

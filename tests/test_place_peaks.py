@@ -88,6 +88,7 @@ def test_the_scenario_gives_each_arrival_the_quantile_of_the_load_so_far() -> No
     load = np.arange(2 * 400, dtype=float).reshape(2, 400)
     assert np.allclose(recent_peak(load, 9), np.quantile(load[:, :10], PEAK_QUANTILE, axis=1))
     assert np.allclose(recent_peak(load, 399), np.quantile(load[:, 400 - PEAK_SCANS:], PEAK_QUANTILE, axis=1))
+    assert np.array_equal(recent_peak(load, 399, 12, 1.0), load[:, 388:].max(axis=1))  # bench's other windows
 
 
 def test_the_weighted_family_takes_a_peak_weight() -> None:

@@ -60,6 +60,7 @@ class PlacementEpisode:
     cores: np.ndarray  #: (H,)
     cfg: EnvConfig  #: allocation limits, memory per core, step length
     hosts_placed: np.ndarray | None = None  #: (V,) after :meth:`run`: each VM's host, -1 where none took it
+    peak_window: tuple[int, float] = (PEAK_SCANS, PEAK_QUANTILE)  #: the hosts' recent peak: steps, quantile
 
     @classmethod
     def draw(cls, rng: np.random.Generator, fleet: Fleet, pool: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -95,7 +96,7 @@ class PlacementEpisode:
             if a > 0:
                 dst = choose(Arrival(load[:, a].copy(), vc.copy(), mem.copy(), count.copy(), self.cores, host_mem,
                                      float(self.vcpus[v]), float(self.mem_gib[v]), c.cpu_allocation_ratio,
-                                     c.ram_allocation_ratio, recent_peak(load, a)))
+                                     c.ram_allocation_ratio, recent_peak(load, a, *self.peak_window)))
                 if not (0 <= dst < h and vc[dst] + self.vcpus[v] <= vc_lim[dst]
                         and mem[dst] + self.mem_gib[v] <= mem_lim[dst]):
                     rejected += 1
@@ -120,7 +121,8 @@ class PlacementEpisode:
                 "rejected": float(rejected), "placed": float((self.arrive > 0).sum() - rejected)}
 
 
-def recent_peak(load: np.ndarray, step: int) -> np.ndarray:
-    """Each host's recent peak at ``step`` from its load so far (H x steps, cores): the quantile ``place`` reads
-    from a store's history (:func:`llmvirt.policy.features.recent_peaks`), over the steps up to ``step``."""
-    return np.quantile(load[:, max(0, step + 1 - PEAK_SCANS): step + 1], PEAK_QUANTILE, axis=1)
+def recent_peak(load: np.ndarray, step: int, window: int = PEAK_SCANS, quantile: float = PEAK_QUANTILE) -> np.ndarray:
+    """Each host's recent peak at ``step`` from its load so far (H x steps, cores): by default the quantile
+    ``place`` reads from a store's history (:func:`llmvirt.policy.features.recent_peaks`), over the ``window``
+    steps up to ``step``."""
+    return np.quantile(load[:, max(0, step + 1 - window): step + 1], quantile, axis=1)
