@@ -29,7 +29,7 @@ import numpy as np
 from llmvirt.sim.engine import Simulation
 from llmvirt.sim.initial_placement import initial_decreasing, initial_first_fit, initial_pabfd
 from llmvirt.sim.overload import Detector, Thr, make_detector
-from llmvirt.sim.pabfd_state import FastPower, HostVms, Tentative
+from llmvirt.sim.pabfd_state import FastPower, Headroom, HostVms, IdleTwins, Tentative, host_kinds
 from llmvirt.sim.power import power
 
 SELECTIONS = ("mmt", "mu", "rs", "mc")  #: min migration time, min utilisation, random, max correlation
@@ -85,10 +85,6 @@ class PabfdPolicy:
             param = getattr(self.detector, "threshold", getattr(self.detector, "safety", ""))
             self.name = f"{self.detector.name}-{self.selection}-{param}"
 
-    @property
-    def _power_table(self) -> FastPower:
-        return self._fast
-
     def initial_chooser(self, sim: Simulation):  # noqa: ANN201
         """PABFD with every host idle."""
         return initial_pabfd(sim)
@@ -97,6 +93,8 @@ class PabfdPolicy:
     def _snapshot(self, sim: Simulation) -> Tentative:
         s = self._snapshot_raw(sim)
         s.allocated = np.minimum(s.cap_sum, sim.dc.total_mips)
+        threshold = self.detector.threshold if isinstance(self.detector, Thr) else None
+        s.room = Headroom(s, sim.dc.pe_mips, sim.dc.total_mips, threshold)
         return s
 
     def _snapshot_raw(self, sim: Simulation) -> Tentative:
@@ -113,8 +111,6 @@ class PabfdPolicy:
             vms=HostVms(sim.host_vms),
             req_sum=np.bincount(hosts, req, minlength=dc.n_hosts),
             cap_sum=np.bincount(hosts, capped, minlength=dc.n_hosts),
-            ram=np.bincount(hosts, dc.vm_ram[placed], minlength=dc.n_hosts),
-            bw=np.bincount(hosts, dc.vm_bw[placed], minlength=dc.n_hosts),
             hist=hist,
             count=np.fromiter(map(len, sim.host_vms), dtype=np.int64, count=dc.n_hosts),
             allocated=np.zeros(dc.n_hosts),
@@ -126,11 +122,10 @@ class PabfdPolicy:
         s.req_sum[host] += sign * r
         s.cap_sum[host] += sign * min(r, dc.pe_mips[host])
         s.allocated[host] = min(s.cap_sum[host], dc.total_mips[host])
-        s.ram[host] += sign * dc.vm_ram[vm]
-        s.bw[host] += sign * dc.vm_bw[vm]
         if not isinstance(self.detector, Thr):
             s.hist[host] += sign * sim.history[vm] * (dc.vm_mips[vm] / dc.total_mips[host])
         s.count[host] += sign
+        s.room.changed(host)
         if sign > 0:
             s.vms.edit(host).append(vm)
         else:
@@ -150,35 +145,26 @@ class PabfdPolicy:
     def _find_host(self, sim: Simulation, s: Tentative, vm: int, pool: np.ndarray,
                    p_stale: np.ndarray) -> int:
         """PowerVmAllocationPolicyMigrationAbstract.findHostForVm over the hosts in ``pool`` (a mask over hosts;
-        candidates are taken in ascending ids). Elementwise over every host, then the pool: the same arithmetic
-        per host as over the pool's ids, without gathering five arrays per call (the placement hot path)."""
+        candidates are taken in ascending ids): the hosts whose checks pass, then the least power increase."""
         dc = sim.dc
         r = sim.req[vm]
         # RAM and bandwidth never bind here: after creation a PlanetLab VM requests them through
-        # UtilizationModelNull, i.e. 0 (Vm.getCurrentRequestedRam), so only CPU constrains migrations.
-        # Available MIPS = capacity - allocated, i.e. allocated <= capacity - r.
-        allocated = s.allocated
-        total = dc.total_mips
-        ok = dc.pe_mips >= r
-        ok &= pool
-        ok &= allocated <= total - r
-        if isinstance(self.detector, Thr):
-            fits = s.req_sum + r
-            fits /= total
-            under = fits <= self.detector.threshold
-            under |= allocated == 0
-            ok &= under
-        cand = ok.nonzero()[0]
+        # UtilizationModelNull, i.e. 0 (Vm.getCurrentRequestedRam), so only CPU constrains migrations:
+        # pe >= r, allocated <= capacity - r and, under THR, (requested + r) / capacity <= threshold
+        # unless nothing is allocated (Headroom keeps which hosts pass them).
+        cand = s.room.candidates(r, pool)
         if cand.size == 0:
             return -1
+        allocated = s.allocated
+        total = dc.total_mips
         u = allocated[cand]
         u += r
         u /= total[cand]
         np.minimum(u, 1.0, out=u)
-        diff = self._power_table.at(cand, u)
+        diff = self._fast.at(cand, u)
         diff -= p_stale[cand]
         if isinstance(self.detector, Thr):
-            return int(cand[np.argmin(diff)])  # argmin keeps the first of equals, like CloudSim's strict <
+            return int(cand[diff.argmin()])  # argmin keeps the first of equals, like CloudSim's strict <
         for host in cand[np.argsort(diff, kind="stable")]:
             if s.allocated[host] != 0:
                 self._add(sim, s, int(host), vm, +1)
@@ -198,10 +184,10 @@ class PabfdPolicy:
             return -1
         if self.selection == "mmt":
             ram = sim.dc.vm_ram[vms]
-            return vms[int(np.argmin(ram))]
+            return vms[int(ram.argmin())]
         if self.selection == "mu":
             util = sim.req[vms] / sim.dc.vm_mips[vms]
-            return vms[int(np.argmin(util))]
+            return vms[int(util.argmin())]
         if self.selection == "rs":
             return vms[int(self._rng.integers(len(vms)))]
         if self.selection == "mc":
@@ -237,6 +223,7 @@ class PabfdPolicy:
         dc = sim.dc
         if getattr(self, "_fast", None) is None or self._fast.table is not dc.power_table:
             self._fast = FastPower(dc.power_table)
+            self._kinds = host_kinds(dc.pe_mips, dc.total_mips, dc.power_table)
         s = self._snapshot(sim)
         p_stale = power(dc.power_table, np.minimum(1.0, sim.util_mips / dc.total_mips))
         active = np.flatnonzero(s.count > 0).tolist()  # hosts with VMs: nothing is edited yet
@@ -254,11 +241,13 @@ class PabfdPolicy:
                 if not self._overloaded(sim, s, host):
                     break
         plan: list[tuple[int, int]] = []
-        pool = ~over_mask & _placeable(sim)
+        if to_move:  # this phase's hosts only receive VMs: search one idle host of each kind
+            twins = IdleTwins(~over_mask & _placeable(sim), s.allocated, self._kinds, p_stale)
         for vm in self._sorted_by_mips(sim, to_move):
-            host = self._find_host(sim, s, vm, pool, p_stale)
+            host = self._find_host(sim, s, vm, twins.pool, p_stale)
             if host >= 0:
                 self._add(sim, s, host, vm, +1)
+                twins.received(host)
                 plan.append((vm, host))
         plan += self._consolidate(sim, s, over_mask, p_stale)
         return plan
