@@ -108,6 +108,7 @@ class Simulation:
         self.util_mips = np.zeros(h)  # HostDynamicWorkload.utilizationMips (stale between updates)
         self.prev_util_mips = np.zeros(h)
         self.req = np.zeros(v)  # VM requested MIPS at the last update
+        self._req_at: float | None = None  # the time of self.req's trace sample (None: set by placement)
         self.history = np.zeros((v, HISTORY_LENGTH))  # PowerVm utilisation history, most recent first
         self.history_len = np.zeros(v, dtype=np.int64)
         self.in_flight: list[Migration] = []
@@ -172,41 +173,45 @@ class Simulation:
         VM's allocation / 0.9 (HostDynamicWorkload), i.e. at full demand.
         """
         dc = self.dc
-        placed = np.flatnonzero((self.vm_host >= 0) & self.alive)
+        placed = ((self.vm_host >= 0) & self.alive).nonzero()[0]
         hosts = self.vm_host[placed]
         factor = np.where(self.in_migration[placed], 0.9, 1.0)
-        if self.in_flight:
-            extra = np.array([m.vm for m in self.in_flight if m.vm in self.migrating_in.get(m.dst, ())],
-                             dtype=np.int64)
-            dsts = np.array([m.dst for m in self.in_flight if m.vm in self.migrating_in.get(m.dst, ())],
-                            dtype=np.int64)
+        extra, dsts = [], []
+        for m in self.in_flight:
+            if m.vm in self.migrating_in.get(m.dst, ()):
+                extra.append(m.vm)
+                dsts.append(m.dst)
+        if extra:
             vms = np.concatenate([placed, extra])
             hosts = np.concatenate([hosts, dsts])
-            factor = np.concatenate([factor, np.full(extra.size, 0.1)])
-            incoming = np.concatenate([np.zeros(placed.size, dtype=bool), np.ones(extra.size, dtype=bool)])
+            factor = np.concatenate([factor, np.full(len(extra), 0.1)])
+            incoming = np.concatenate([np.zeros(placed.size, dtype=bool), np.ones(len(extra), dtype=bool)])
         else:
             vms, incoming = placed, np.zeros(placed.size, dtype=bool)
+        own = ~incoming
         r = req[vms]
         capped = np.minimum(r, dc.pe_mips[hosts])
         demand = np.where(incoming, capped * 0.1, capped)
         n = dc.n_hosts
-        over = np.bincount(hosts, demand, minlength=n) > dc.total_mips
+        host_demand = np.bincount(hosts, demand, minlength=n)
+        over = host_demand > dc.total_mips
         alloc = capped * factor
         if over.any():
-            scale = dc.total_mips / np.maximum(np.bincount(hosts, demand, minlength=n), 1e-300)
+            scale = dc.total_mips / np.maximum(host_demand, 1e-300)
             alloc = np.where(over[hosts], np.floor(alloc * scale[hosts]), alloc)
-        counted = np.where(~incoming & (factor == 0.9), alloc / 0.9, alloc)
+        counted = np.where(own & (factor == 0.9), alloc / 0.9, alloc)
         vm_alloc = np.zeros(dc.n_vms)
-        vm_alloc[vms[~incoming]] = alloc[~incoming]
-        self._own_demand = np.bincount(hosts[~incoming], r[~incoming], minlength=n)
+        vm_alloc[vms[own]] = alloc[own]
+        self._own_demand = np.bincount(hosts[own], r[own], minlength=n)
         return vm_alloc, np.bincount(hosts, counted, minlength=n), np.bincount(hosts, r, minlength=n)
 
     def update(self, t: float, remove_idle: bool | None = None) -> None:
         """Process the data centre at time ``t`` (PowerDatacenter.updateCloudetProcessing...Force)."""
         dc = self.dc
-        req = dc.utilization_at(t) * dc.vm_mips
-        req = np.where(self.alive, req, 0.0)
-        self.req = req
+        if t != self._req_at:  # at the same time again (after migrations): the same requests
+            self.req = np.where(self.alive, dc.utilization_at(t) * dc.vm_mips, 0.0)
+            self._req_at = t
+        req = self.req
         vm_alloc, util, requested = self._allocate(req)
         self.prev_util_mips, self.util_mips = self.util_mips, util
         dt = t - self.last_time
@@ -216,8 +221,9 @@ class Simulation:
             e = float(energy_ws(dc.power_table, u_prev, u_now, dt).sum())
             self.metrics.energy_ws += e
             self._step_energy += e
-        self._host_entries(t, util, requested)
-        self._vm_entries(t, vm_alloc, req)
+        # an update at the same time (after migrations start or complete) closes no entry: only the state changes
+        self._host_entries(t, util, requested, dt > 0)
+        self._vm_entries(t, vm_alloc, req, dt > 0)
         self._record_history(t, req)
         if self.remove_idle if remove_idle is None else remove_idle:
             idle = self.alive & (req == 0) & ~self.in_migration & (self.vm_host >= 0)
@@ -231,27 +237,29 @@ class Simulation:
         u = mips / self.dc.total_mips
         return np.where((u > 1) & (u < 1.01), 1.0, u)
 
-    def _host_entries(self, t: float, alloc: np.ndarray, req: np.ndarray) -> None:
-        m = self.metrics
-        closes = (self._h_t >= 0) & (self._h_t < t) & self._h_active
-        dt = np.where(closes, t - self._h_t, 0.0)
-        m.host_active_s += float(dt.sum())
-        m.host_sla_s += float(dt[self._h_alloc < self._h_req].sum())
-        m.host_overload_s += float(dt[self._h_own > self.dc.total_mips].sum())
+    def _host_entries(self, t: float, alloc: np.ndarray, req: np.ndarray, elapsed: bool) -> None:
+        if elapsed:
+            m = self.metrics
+            closes = (self._h_t >= 0) & (self._h_t < t) & self._h_active
+            dt = np.where(closes, t - self._h_t, 0.0)
+            m.host_active_s += float(dt.sum())
+            m.host_sla_s += float(dt[self._h_alloc < self._h_req].sum())
+            m.host_overload_s += float(dt[self._h_own > self.dc.total_mips].sum())
         self._h_t[:] = t
         self._h_alloc, self._h_req, self._h_active = alloc, req, alloc > 0
         self._h_own = self._own_demand
 
-    def _vm_entries(self, t: float, alloc: np.ndarray, req: np.ndarray) -> None:
-        m = self.metrics
-        has = self.alive & (self.vm_host >= 0)
-        closes = has & (self._v_t >= 0) & (self._v_t < t)
-        dt = np.where(closes, t - self._v_t, 0.0)
-        m.vm_requested += float((self._v_req * dt).sum())
-        short = closes & (self._v_alloc < self._v_req)
-        gap = (self._v_req - self._v_alloc) * dt
-        m.vm_unmet += float(gap[short].sum())
-        m.vm_underallocated_migration += float(gap[short & self._v_mig].sum())
+    def _vm_entries(self, t: float, alloc: np.ndarray, req: np.ndarray, elapsed: bool) -> None:
+        has = self.alive & (self.vm_host >= 0)  # only ever loses VMs during a run: no entry is older than dt
+        if elapsed:
+            m = self.metrics
+            closes = has & (self._v_t >= 0) & (self._v_t < t)
+            dt = np.where(closes, t - self._v_t, 0.0)
+            m.vm_requested += float((self._v_req * dt).sum())
+            short = closes & (self._v_alloc < self._v_req)
+            gap = (self._v_req - self._v_alloc) * dt
+            m.vm_unmet += float(gap[short].sum())
+            m.vm_underallocated_migration += float(gap[short & self._v_mig].sum())
         self._v_t = np.where(has, t, self._v_t)
         self._v_alloc = np.where(has, alloc, self._v_alloc)
         self._v_req = np.where(has, req, self._v_req)
@@ -271,21 +279,25 @@ class Simulation:
     # --- migrations ------------------------------------------------------------------------------
     def start_migrations(self, plan: list[tuple[int, int]], t: float) -> None:
         """Start the planned migrations at ``t`` (PowerDatacenter + Host.addMigratingInVm)."""
-        dc = self.dc
-        for vm, dst in plan:
-            self.metrics.migrations += 1
+        if not plan:
+            return
+        dc, metrics = self.dc, self.metrics
+        vms, dsts = [vm for vm, _ in plan], [dst for _, dst in plan]
+        ram = dc.vm_ram[vms]
+        seconds = (ram / (dc.bw[dsts] / (2 * 8000))).tolist()
+        gib = (ram / 1024).tolist()
+        self.in_migration[vms] = True
+        for vm, dst, src, sec, moved in zip(vms, dsts, self.vm_host[vms].tolist(), seconds, gib, strict=True):
+            metrics.migrations += 1
             incoming = self.migrating_in.setdefault(dst, [])
-            self.in_migration[vm] = True
             if vm not in incoming:
                 incoming.append(vm)
                 self.host_vms[dst].append(vm)
             self._flying[vm] = self._flying.get(vm, 0) + 1
-            seconds = dc.vm_ram[vm] / (dc.bw[dst] / (2 * 8000))
-            self.metrics.migration_vm_s += float(seconds)
-            self.metrics.gib_migrated += float(dc.vm_ram[vm]) / 1024
-            self.in_flight.append(Migration(vm, int(self.vm_host[vm]), dst, t + seconds))
-        if plan:
-            self.update(t, remove_idle=False)  # the hosts re-run their schedulers at once
+            metrics.migration_vm_s += sec
+            metrics.gib_migrated += moved
+            self.in_flight.append(Migration(vm, src, dst, t + sec))
+        self.update(t, remove_idle=False)  # the hosts re-run their schedulers at once
 
     def finish_migrations_until(self, end: float) -> None:
         """Play out completions before ``end``: update, move, update again, at each completion time."""
