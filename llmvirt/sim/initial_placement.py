@@ -14,13 +14,16 @@ def initial_pabfd(sim: Simulation):  # noqa: ANN202 - a chooser closure
     """Initial placement with PABFD at time 0 (every host's stale utilisation is 0)."""
     dc = sim.dc
     p0 = power(dc.power_table, np.zeros(dc.n_hosts))
+    diffs: dict[float, np.ndarray] = {}  # the power increase depends on the VM's MIPS alone: a few VM types
 
     def choose(vm: int, avail: np.ndarray, ram: np.ndarray, bw: np.ndarray) -> int:
         r = dc.vm_mips[vm]
         ok = (dc.pe_mips >= r) & (avail >= r) & (ram >= dc.vm_ram[vm]) & (bw >= dc.vm_bw[vm])
         if not ok.any():
             return -1
-        diff = power(dc.power_table, np.minimum(1.0, r / dc.total_mips)) - p0
+        diff = diffs.get(r)
+        if diff is None:
+            diff = diffs[r] = power(dc.power_table, np.minimum(1.0, r / dc.total_mips)) - p0
         return int(np.argmin(np.where(ok, diff, np.inf)))
 
     return choose

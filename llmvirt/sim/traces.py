@@ -10,6 +10,7 @@ silently clipped.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +37,32 @@ class CpuTrace:
 
 def _integers(raw: bytes) -> np.ndarray:
     """Whitespace-separated integers; ValueError on anything else. NumPy's text parser, a few times
-    faster than converting each token, stops quietly at the first bad token, so its count is checked."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)
-        try:
-            values = np.fromstring(raw, dtype=np.int64, sep=" ")
-        except DeprecationWarning:
-            raise ValueError("not only integers") from None
+    faster than converting each token, stops quietly at the first bad token (with a DeprecationWarning,
+    which the caller turns into an error), so its count is checked."""
+    try:
+        values = np.fromstring(raw, dtype=np.int64, sep=" ")
+    except DeprecationWarning:
+        raise ValueError("not only integers") from None
     if values.size != len(raw.split()):
         raise ValueError("not only integers")
+    return values
+
+
+def _percentages(f: Path) -> np.ndarray:
+    """One PlanetLab file's integer percentages, or TraceError naming the file and line."""
+    try:
+        with open(f, "rb") as fh:
+            values = _integers(fh.read())
+    except ValueError:
+        for i, tok in enumerate(f.read_text(errors="replace").splitlines(), 1):
+            if not tok.strip().lstrip("-").isdigit():
+                raise TraceError(f"{f}:{i}: not an integer percentage: {tok.strip()[:40]!r}") from None
+        raise TraceError(f"{f}: malformed") from None
+    if values.size == 0:
+        raise TraceError(f"{f}: empty file")
+    if np.minimum.reduce(values) < 0 or np.maximum.reduce(values) > 100:
+        bad = np.flatnonzero((values < 0) | (values > 100))[0]
+        raise TraceError(f"{f}:{bad + 1}: utilisation {values[bad]} is outside 0..100")
     return values
 
 
@@ -54,28 +72,19 @@ def load_planetlab(directory: Path) -> CpuTrace:
         raise TraceError(f"{directory} is a file: a PlanetLab trace is a day's directory, one file per VM")
     if not directory.is_dir():
         raise TraceError(f"trace directory {directory} does not exist")
-    files = sorted(p for p in directory.iterdir() if p.is_file())
-    if not files:
+    with os.scandir(directory) as entries:  # names sort as the paths would: one directory
+        names = sorted(e.name for e in entries if e.is_file())
+    if not names:
         raise TraceError(f"trace directory {directory} is empty")
     rows: list[np.ndarray] = []
-    for f in files:
-        try:
-            values = _integers(f.read_bytes())
-        except ValueError:
-            for i, tok in enumerate(f.read_text(errors="replace").splitlines(), 1):
-                if not tok.strip().lstrip("-").isdigit():
-                    raise TraceError(f"{f}:{i}: not an integer percentage: {tok.strip()[:40]!r}") from None
-            raise TraceError(f"{f}: malformed") from None
-        bad = np.flatnonzero((values < 0) | (values > 100))
-        if bad.size:
-            raise TraceError(f"{f}:{bad[0] + 1}: utilisation {values[bad[0]]} is outside 0..100")
-        if values.size == 0:
-            raise TraceError(f"{f}: empty file")
-        if rows and values.size != rows[0].size:
-            raise TraceError(f"{f}: {values.size} samples, but {files[0].name} has {rows[0].size}")
-        rows.append(values)
-    return CpuTrace(tuple(f.name for f in files), np.vstack(rows).astype(np.float64) / 100.0,
-                    PLANETLAB_INTERVAL_S)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        for name in names:
+            values = _percentages(directory / name)
+            if rows and values.size != rows[0].size:
+                raise TraceError(f"{directory / name}: {values.size} samples, but {names[0]} has {rows[0].size}")
+            rows.append(values)
+    return CpuTrace(tuple(names), np.vstack(rows).astype(np.float64) / 100.0, PLANETLAB_INTERVAL_S)
 
 
 BITBRAINS_START = 1372636800  # 2013-07-01 00:00 UTC: the July week's start (its period, from the data)
