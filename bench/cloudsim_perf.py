@@ -2,11 +2,13 @@
 17 s and 2.0 GB), plus environment steps per second for training.
 
 Usage: python bench/cloudsim_perf.py [--runs 5]
-       python bench/cloudsim_perf.py --cli [--runs 10] [--against TREE]
+       python bench/cloudsim_perf.py --cli [--runs 10] [--against TREE ...]
 
 ``--cli`` times what issue 14 names: ``llmvirt bench --scenario cloudsim ... --json`` as a whole process
-on 20110303 and 20110403; ``--against TREE`` (a ``git worktree`` of an older commit) runs that tree's
-code with the same interpreter, alternating run by run, so both see the same machine.
+on 20110303 and 20110403; ``--against TREE`` (a ``git worktree`` of an older commit, repeatable) runs that
+tree's code with the same interpreter, alternating run by run, so all see the same machine. Every tree's
+bytecode is compiled first, as an install leaves it (with PYTHONDONTWRITEBYTECODE set, an edited module
+would otherwise be compiled again in every run).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from llmvirt.cli import main
 sys.argv[0] = "llmvirt"
 main()
 """
+ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_S = {"20110303": ("17 s, 2.0 GB (reference README)", 17.0),
                "20110403": ("about 27 s, 2.0 GB (issue 14's figure for a 1,500-VM day)", 27.0)}
 
@@ -73,16 +76,19 @@ def _time_cli(argv: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
-def cli_table(runs: int, against: Path | None) -> None:
-    """Markdown rows: the CLI on each day, this tree (and ``against``), runs alternating."""
+def cli_table(runs: int, against: list[Path]) -> None:
+    """Markdown rows: the CLI on each day, this tree (and the trees in ``against``), runs alternating."""
     llmvirt = str(Path(sys.executable).with_name("llmvirt"))
+    for root in (ROOT, *against):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "llmvirt")], check=True,
+                       stdout=subprocess.DEVNULL)
     print("| day (VMs) | code | median s | min / max s | peak memory | CloudSim 5.0 | speed-up |")
     print("|---|---|---|---|---|---|---|")
     for day, (ref_text, ref_s) in REFERENCE_S.items():
         trace = str(SHARED / "traces" / "planetlab" / day)
         trees = {"this tree": [llmvirt, *CLI_ARGS, trace]}
-        if against is not None:
-            trees[f"`{against.name}`"] = [sys.executable, "-c", FROM_TREE, str(against), *CLI_ARGS, trace]
+        for tree in against:
+            trees[f"`{tree.name}`"] = [sys.executable, "-c", FROM_TREE, str(tree), *CLI_ARGS, trace]
         walls: dict[str, list[float]] = {k: [] for k in trees}
         peaks: dict[str, float] = dict.fromkeys(trees, 0.0)
         for _ in range(runs):
@@ -124,7 +130,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--cli", action="store_true", help="time `llmvirt bench` through the CLI on two days")
-    ap.add_argument("--against", type=Path, help="with --cli: another tree (git worktree) to time alternately")
+    ap.add_argument("--against", type=Path, action="append", default=[],
+                    help="with --cli: another tree (git worktree) to time alternately; repeatable")
     args = ap.parse_args()
     if args.cli:
         print(f"# llmvirt bench through the CLI, {platform.machine()} {os.cpu_count()} CPUs, {date.today()}\n")
