@@ -29,8 +29,8 @@ import numpy as np
 from llmvirt.sim.engine import Simulation
 from llmvirt.sim.initial_placement import initial_decreasing, initial_first_fit, initial_pabfd
 from llmvirt.sim.overload import Detector, Thr, make_detector
-from llmvirt.sim.pabfd_state import FastPower, Headroom, HostVms, IdleTwins, Tentative, host_kinds
-from llmvirt.sim.power import power
+from llmvirt.sim.pabfd_state import Headroom, HostVms, IdleTwins, Tentative, host_kinds
+from llmvirt.sim.power import FastPower, power
 
 SELECTIONS = ("mmt", "mu", "rs", "mc")  #: min migration time, min utilisation, random, max correlation
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmvirt.sim.datacenter import START_OFFSET_S, DataCenter
-from llmvirt.sim.power import energy_ws
+from llmvirt.sim.power import FastPower
 
 HISTORY_LENGTH = 30  # PowerVm.HISTORY_LENGTH
 CORE_MIPS = 1000.0  #: one core-hour of unmet demand = 1,000 MIPS for an hour (the honest metrics' unit)
@@ -116,6 +116,7 @@ class Simulation:
         self.in_migration = np.zeros(v, dtype=bool)
         self._flying: dict[int, int] = {}  # VM -> migrations in flight
         self.metrics = Metrics()
+        self._curves = FastPower(dc.power_table)
         self.remove_idle = True  # HostDynamicWorkload.getCompletedVms: VMs requesting 0 MIPS are removed
         self.last_time = 0.0
         self._step_energy = 0.0  # energy of the decision interval being simulated
@@ -215,10 +216,9 @@ class Simulation:
         vm_alloc, util, requested = self._allocate(req)
         self.prev_util_mips, self.util_mips = self.util_mips, util
         dt = t - self.last_time
-        if dt > 0:
-            u_prev = self._frac(self.prev_util_mips)
-            u_now = self._frac(util)
-            e = float(energy_ws(dc.power_table, u_prev, u_now, dt).sum())
+        if dt > 0:  # power.energy_ws's trapezoid, a host that was off counting nothing
+            p_prev, p_now = self._watts(self.prev_util_mips), self._watts(util)
+            e = float(np.where(self.prev_util_mips == 0, 0.0, (p_prev + (p_now - p_prev) / 2) * dt).sum())
             self.metrics.energy_ws += e
             self._step_energy += e
         # an update at the same time (after migrations start or complete) closes no entry: only the state changes
@@ -233,9 +233,10 @@ class Simulation:
                 self.alive[vm] = False
         self.last_time = t
 
-    def _frac(self, mips: np.ndarray) -> np.ndarray:
-        u = mips / self.dc.total_mips
-        return np.where((u > 1) & (u < 1.01), 1.0, u)
+    def _watts(self, mips: np.ndarray) -> np.ndarray:
+        """Each host's power at ``mips`` in use (CloudSim reads a utilisation just above 1 as 1; power() caps
+        it at 1 in any case)."""
+        return self._curves.at_all(np.minimum(mips / self.dc.total_mips, 1.0))
 
     def _host_entries(self, t: float, alloc: np.ndarray, req: np.ndarray, elapsed: bool) -> None:
         if elapsed:
