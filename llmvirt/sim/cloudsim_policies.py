@@ -118,10 +118,10 @@ class PabfdPolicy:
 
     def _add(self, sim: Simulation, s: Tentative, host: int, vm: int, sign: int) -> None:
         dc = sim.dc
-        r = sim.req[vm]
-        s.req_sum[host] += sign * r
-        s.cap_sum[host] += sign * min(r, dc.pe_mips[host])
-        s.allocated[host] = min(s.cap_sum[host], dc.total_mips[host])
+        r = sim.req.item(vm)  # Python floats: the same IEEE arithmetic as NumPy's scalars, with less overhead
+        s.req_sum[host] = s.req_sum.item(host) + sign * r
+        cap = s.cap_sum[host] = s.cap_sum.item(host) + sign * min(r, dc.pe_mips.item(host))
+        s.allocated[host] = min(cap, dc.total_mips.item(host))
         if not isinstance(self.detector, Thr):
             s.hist[host] += sign * sim.history[vm] * (dc.vm_mips[vm] / dc.total_mips[host])
         s.count[host] += sign
