@@ -48,8 +48,9 @@ class Tentative:
     room: Headroom | None = None  # which hosts a request fits, kept as the allocation is edited
 
 
-#: relative slack of :class:`Headroom`'s bounds: far above the few ulps by which floating point can move the
-#: exact limit, far below any difference between two VMs' requests
+#: relative slack of :class:`Headroom`'s bounds: far above the few ulps by which rounding can move a limit
+#: from its formula, so the bounds always bracket it; the checks run only for a host whose lower bound is
+#: below the request (no host on 20110303 under THR-MMT-0.8)
 SLACK = 1e-9
 
 
