@@ -57,25 +57,18 @@ class FastPower:
 
     def at_all(self, u: np.ndarray) -> np.ndarray:
         """power() of every host at utilisations ``u`` (already within [0, 1]), bit for bit."""
-        tenths = u * 10
-        i1 = tenths.astype(np.int64)
-        at = self.base + i1
-        delta = self.step[at]
-        delta *= tenths > i1
-        w = i1 / 10
-        np.subtract(u, w, out=w)
-        delta *= w
-        delta *= 100
-        delta += self.flat[at]
-        return delta
+        return self._watts(self.base, u)
 
     def at(self, hosts: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """Watts of ``hosts`` at utilisations ``u`` (already within [0, 1]); same arithmetic as power(),
-        bit for bit: on a breakpoint power() takes p2 = p1, a zero step, which the mask reproduces."""
+        """Watts of ``hosts`` at utilisations ``u`` (already within [0, 1]), bit for bit."""
+        return self._watts(self.base[hosts], u)
+
+    def _watts(self, base: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """power()'s arithmetic from each host's first table entry: on a breakpoint power() takes p2 = p1, a
+        zero step, which the mask reproduces."""
         tenths = u * 10
         i1 = tenths.astype(np.int64)
-        at = self.base[hosts]
-        at += i1
+        at = base + i1
         delta = self.step[at]
         delta *= tenths > i1
         w = i1 / 10
