@@ -243,12 +243,12 @@ class PabfdPolicy:
         plan: list[tuple[int, int]] = []
         if to_move:  # this phase's hosts only receive VMs: search one idle host of each kind
             twins = IdleTwins(~over_mask & _placeable(sim), s.allocated, self._kinds, p_stale)
-        for vm in self._sorted_by_mips(sim, to_move):
-            host = self._find_host(sim, s, vm, twins.pool, p_stale)
-            if host >= 0:
-                self._add(sim, s, host, vm, +1)
-                twins.received(host)
-                plan.append((vm, host))
+            for vm in self._sorted_by_mips(sim, to_move):
+                host = self._find_host(sim, s, vm, twins.pool, p_stale)
+                if host >= 0:
+                    self._add(sim, s, host, vm, +1)
+                    twins.received(host)
+                    plan.append((vm, host))
         plan += self._consolidate(sim, s, over_mask, p_stale)
         return plan
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmvirt.sim.datacenter import START_OFFSET_S, DataCenter
-from llmvirt.sim.power import FastPower
+from llmvirt.sim.power import FastPower, trapezoid_ws
 
 HISTORY_LENGTH = 30  # PowerVm.HISTORY_LENGTH
 CORE_MIPS = 1000.0  #: one core-hour of unmet demand = 1,000 MIPS for an hour (the honest metrics' unit)
@@ -216,9 +216,9 @@ class Simulation:
         vm_alloc, util, requested = self._allocate(req)
         self.prev_util_mips, self.util_mips = self.util_mips, util
         dt = t - self.last_time
-        if dt > 0:  # power.energy_ws's trapezoid, a host that was off counting nothing
+        if dt > 0:
             p_prev, p_now = self._watts(self.prev_util_mips), self._watts(util)
-            e = float(np.where(self.prev_util_mips == 0, 0.0, (p_prev + (p_now - p_prev) / 2) * dt).sum())
+            e = float(trapezoid_ws(p_prev, p_now, self.prev_util_mips == 0, dt).sum())
             self.metrics.energy_ws += e
             self._step_energy += e
         # an update at the same time (after migrations start or complete) closes no entry: only the state changes

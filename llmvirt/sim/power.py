@@ -33,8 +33,12 @@ def power(table: np.ndarray, util: np.ndarray) -> np.ndarray:
 
 def energy_ws(table: np.ndarray, u_from: np.ndarray, u_to: np.ndarray, seconds: float) -> np.ndarray:
     """Watt-seconds per host over an interval, trapezoid between the end points; 0 if it started off."""
-    p_from, p_to = power(table, u_from), power(table, u_to)
-    return np.where(u_from == 0, 0.0, (p_from + (p_to - p_from) / 2) * seconds)
+    return trapezoid_ws(power(table, u_from), power(table, u_to), u_from == 0, seconds)
+
+
+def trapezoid_ws(p_from: np.ndarray, p_to: np.ndarray, off: np.ndarray, seconds: float) -> np.ndarray:
+    """Watt-seconds per host between powers ``p_from`` and ``p_to``; 0 where the host was ``off``."""
+    return np.where(off, 0.0, (p_from + (p_to - p_from) / 2) * seconds)
 
 
 def generic_table(n_hosts: int) -> np.ndarray:
