@@ -3,12 +3,15 @@
 
 Usage: python bench/cloudsim_perf.py [--runs 5]
        python bench/cloudsim_perf.py --cli [--runs 10] [--against TREE ...]
+       python bench/cloudsim_perf.py --instructions [--against TREE ...]
 
 ``--cli`` times what issue 14 names: ``llmvirt bench --scenario cloudsim ... --json`` as a whole process
 on 20110303 and 20110403; ``--against TREE`` (a ``git worktree`` of an older commit, repeatable) runs that
 tree's code with the same interpreter, alternating run by run, so all see the same machine. Every tree's
 bytecode is compiled first, as an install leaves it (with PYTHONDONTWRITEBYTECODE set, an edited module
-would otherwise be compiled again in every run).
+would otherwise be compiled again in every run). ``--instructions`` counts the same process's instructions
+on 20110303 under ``valgrind --tool=callgrind`` (PYTHONHASHSEED=0), a measure of work that the machine's
+state does not move (a few minutes per tree under valgrind).
 """
 
 from __future__ import annotations
@@ -103,6 +106,24 @@ def cli_table(runs: int, against: list[Path]) -> None:
                   f"| {ref_text} | {ref_s / med:.1f}x |")
 
 
+def instructions(against: list[Path]) -> None:
+    """Markdown rows: instructions of the whole CLI process on 20110303, per tree, under callgrind."""
+    trace = str(DAY)
+    print("| code | instructions | x this tree |\n|---|---|---|")
+    counts: dict[str, int] = {}
+    for root in (ROOT, *against):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "llmvirt")], check=True,
+                       stdout=subprocess.DEVNULL)
+        argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-c", FROM_TREE,
+                str(root), *CLI_ARGS, trace]
+        res = subprocess.run(argv, capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": "0"})
+        line = next(x for x in res.stderr.splitlines() if "Collected" in x)
+        counts["this tree" if root == ROOT else f"`{root.name}`"] = int(line.split()[-1])
+    for name, n in counts.items():
+        print(f"| {name} | {n / 1e9:.2f} G | {n / counts['this tree']:.2f} |")
+
+
 def env_steps_per_second() -> tuple[float, float]:
     """Steps/s of CloudSimEnv with a no-op agent and with THR-MMT-0.8 deciding each step."""
     from llmvirt.sim.cloudsim_policies import make_policy
@@ -131,8 +152,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--cli", action="store_true", help="time `llmvirt bench` through the CLI on two days")
     ap.add_argument("--against", type=Path, action="append", default=[],
-                    help="with --cli: another tree (git worktree) to time alternately; repeatable")
+                    help="with --cli or --instructions: another tree (git worktree) to measure too; repeatable")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count the CLI's instructions on 20110303 under valgrind (callgrind), per tree")
     args = ap.parse_args()
+    if args.instructions:
+        instructions(args.against)
+        return
     if args.cli:
         print(f"# llmvirt bench through the CLI, {platform.machine()} {os.cpu_count()} CPUs, {date.today()}\n")
         cli_table(args.runs, args.against)
