@@ -95,6 +95,23 @@ class Migration:
     done_at: float  #: completion time
 
 
+@dataclass
+class _Layout:
+    """The scheduler entries of one placement: each VM on its host, then each VM migrating in on its
+    destination (what :meth:`Simulation._allocate` needs besides the requests)."""
+
+    vms: np.ndarray  #: VM of each entry
+    hosts: np.ndarray  #: host of each entry
+    pe: np.ndarray  #: that host's MIPS per core (a request is capped at one core)
+    factor: np.ndarray  #: share of the capped request allocated: 1, 0.9 migrating out, 0.1 migrating in
+    incoming: np.ndarray  #: the entry is a VM migrating in
+    any_incoming: bool  #: some entry is
+    leaving: np.ndarray  #: the entry is a VM migrating out (counted at full demand in the host's utilisation)
+    own: np.ndarray  #: not incoming
+    own_vms: np.ndarray  #: vms[own]
+    own_hosts: np.ndarray  #: hosts[own]
+
+
 class Simulation:
     """Dynamic state of a data centre under a placement policy."""
 
@@ -116,6 +133,7 @@ class Simulation:
         self.in_migration = np.zeros(v, dtype=bool)
         self._flying: dict[int, int] = {}  # VM -> migrations in flight
         self.metrics = Metrics()
+        self._layout: _Layout | None = None  # the placement's scheduler entries; None when it changed
         self._curves = FastPower(dc.power_table)
         self.remove_idle = True  # HostDynamicWorkload.getCompletedVms: VMs requesting 0 MIPS are removed
         self.last_time = 0.0
@@ -162,6 +180,7 @@ class Simulation:
             self.vm_host[vm] = host
             self.host_vms[host].append(vm)
             self.req[vm] = dc.vm_mips[vm]
+        self._layout = None
 
     # --- the CloudSim update ----------------------------------------------------------------------
     def _allocate(self, req: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -174,6 +193,29 @@ class Simulation:
         VM's allocation / 0.9 (HostDynamicWorkload), i.e. at full demand.
         """
         dc = self.dc
+        lay = self._layout if self._layout is not None else self._lay_out()
+        r = req[lay.vms]
+        capped = np.minimum(r, lay.pe)
+        demand = np.where(lay.incoming, capped * 0.1, capped) if lay.any_incoming else capped
+        n = dc.n_hosts
+        host_demand = np.bincount(lay.hosts, demand, minlength=n)
+        over = host_demand > dc.total_mips
+        alloc = capped * lay.factor
+        if over.any():
+            scale = dc.total_mips / np.maximum(host_demand, 1e-300)
+            alloc = np.where(over[lay.hosts], np.floor(alloc * scale[lay.hosts]), alloc)
+        counted = np.where(lay.leaving, alloc / 0.9, alloc)
+        vm_alloc = np.zeros(dc.n_vms)
+        if lay.any_incoming:
+            vm_alloc[lay.own_vms] = alloc[lay.own]
+            self._own_demand = np.bincount(lay.own_hosts, r[lay.own], minlength=n)
+        else:
+            vm_alloc[lay.vms] = alloc
+            self._own_demand = np.bincount(lay.hosts, r, minlength=n)
+        return vm_alloc, np.bincount(lay.hosts, counted, minlength=n), np.bincount(lay.hosts, r, minlength=n)
+
+    def _lay_out(self) -> _Layout:
+        """The scheduler entries of the current placement (kept until a VM moves, leaves or starts moving)."""
         placed = ((self.vm_host >= 0) & self.alive).nonzero()[0]
         hosts = self.vm_host[placed]
         factor = np.where(self.in_migration[placed], 0.9, 1.0)
@@ -190,21 +232,10 @@ class Simulation:
         else:
             vms, incoming = placed, np.zeros(placed.size, dtype=bool)
         own = ~incoming
-        r = req[vms]
-        capped = np.minimum(r, dc.pe_mips[hosts])
-        demand = np.where(incoming, capped * 0.1, capped)
-        n = dc.n_hosts
-        host_demand = np.bincount(hosts, demand, minlength=n)
-        over = host_demand > dc.total_mips
-        alloc = capped * factor
-        if over.any():
-            scale = dc.total_mips / np.maximum(host_demand, 1e-300)
-            alloc = np.where(over[hosts], np.floor(alloc * scale[hosts]), alloc)
-        counted = np.where(own & (factor == 0.9), alloc / 0.9, alloc)
-        vm_alloc = np.zeros(dc.n_vms)
-        vm_alloc[vms[own]] = alloc[own]
-        self._own_demand = np.bincount(hosts[own], r[own], minlength=n)
-        return vm_alloc, np.bincount(hosts, counted, minlength=n), np.bincount(hosts, r, minlength=n)
+        self._layout = _Layout(vms=vms, hosts=hosts, pe=self.dc.pe_mips[hosts], factor=factor, incoming=incoming,
+                               any_incoming=bool(extra), leaving=own & (factor == 0.9), own=own, own_vms=vms[own],
+                               own_hosts=hosts[own])
+        return self._layout
 
     def update(self, t: float, remove_idle: bool | None = None) -> None:
         """Process the data centre at time ``t`` (PowerDatacenter.updateCloudetProcessing...Force)."""
@@ -231,6 +262,7 @@ class Simulation:
                 self.host_vms[self.vm_host[vm]].remove(int(vm))
                 self.vm_host[vm] = -1
                 self.alive[vm] = False
+                self._layout = None
         self.last_time = t
 
     def _watts(self, mips: np.ndarray) -> np.ndarray:
@@ -288,6 +320,7 @@ class Simulation:
         seconds = (ram / (dc.bw[dsts] / (2 * 8000))).tolist()
         gib = (ram / 1024).tolist()
         self.in_migration[vms] = True
+        self._layout = None
         for vm, dst, src, sec, moved in zip(vms, dsts, self.vm_host[vms].tolist(), seconds, gib, strict=True):
             metrics.migrations += 1
             incoming = self.migrating_in.setdefault(dst, [])
@@ -329,6 +362,7 @@ class Simulation:
         self.host_vms[m.dst].append(vm)
         self.vm_host[vm] = m.dst
         self.in_migration[vm] = self._flying.get(vm, 0) > 0
+        self._layout = None
 
     # --- the run loop ----------------------------------------------------------------------------
     def run(self, decide: Callable[[Simulation, float], list[tuple[int, int]]] | None,
