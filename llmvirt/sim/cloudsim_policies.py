@@ -22,6 +22,7 @@ numbers:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,7 @@ from llmvirt.sim.engine import Simulation
 from llmvirt.sim.initial_placement import initial_decreasing, initial_first_fit, initial_pabfd
 from llmvirt.sim.overload import Detector, Thr, make_detector
 from llmvirt.sim.pabfd_state import Headroom, HostVms, IdleTwins, Tentative, host_kinds
+from llmvirt.sim.pool_search import PoolSearch
 from llmvirt.sim.power import FastPower, power
 
 SELECTIONS = ("mmt", "mu", "rs", "mc")  #: min migration time, min utilisation, random, max correlation
@@ -147,12 +149,13 @@ class PabfdPolicy:
         """PowerVmAllocationPolicyMigrationAbstract.findHostForVm over the hosts in ``pool`` (a mask over hosts;
         candidates are taken in ascending ids): the hosts whose checks pass, then the least power increase."""
         dc = sim.dc
-        r = sim.req[vm]
+        r = sim.req.item(vm)
         # RAM and bandwidth never bind here: after creation a PlanetLab VM requests them through
         # UtilizationModelNull, i.e. 0 (Vm.getCurrentRequestedRam), so only CPU constrains migrations:
         # pe >= r, allocated <= capacity - r and, under THR, (requested + r) / capacity <= threshold
         # unless nothing is allocated (Headroom keeps which hosts pass them).
-        cand = s.room.candidates(r, pool)
+        thr = isinstance(self.detector, Thr)
+        cand = s.room.maybe(r, pool) if thr else s.room.candidates(r, pool)
         if cand.size == 0:
             return -1
         allocated = s.allocated
@@ -163,8 +166,15 @@ class PabfdPolicy:
         np.minimum(u, 1.0, out=u)
         diff = self._fast.at(cand, u)
         diff -= p_stale[cand]
-        if isinstance(self.detector, Thr):
-            return int(cand[diff.argmin()])  # argmin keeps the first of equals, like CloudSim's strict <
+        if thr:  # the least increase among the hosts that pass (argmin keeps the first of equals, as CloudSim)
+            while True:
+                best = int(diff.argmin())
+                if diff.item(best) == math.inf:
+                    return -1
+                host = int(cand[best])
+                if s.room.passes(host, r):  # only a host at its limit can fail: then the next best
+                    return host
+                diff[best] = math.inf
         for host in cand[np.argsort(diff, kind="stable")]:
             if s.allocated[host] != 0:
                 self._add(sim, s, int(host), vm, +1)
@@ -182,9 +192,8 @@ class PabfdPolicy:
             vms = [v for v in vms if movable[v]]
         if not vms:
             return -1
-        if self.selection == "mmt":
-            ram = sim.dc.vm_ram[vms]
-            return vms[int(ram.argmin())]
+        if self.selection == "mmt":  # the first of the least RAM (argmin's rule), on a list of a few VMs
+            return min(vms, key=self._ram_of(sim).__getitem__)
         if self.selection == "mu":
             util = sim.req[vms] / sim.dc.vm_mips[vms]
             return vms[int(util.argmin())]
@@ -214,6 +223,13 @@ class PabfdPolicy:
                 best, best_r2 = i, r2
         return vms[best]
 
+    def _ram_of(self, sim: Simulation) -> list[float]:
+        """Each VM's RAM as a Python list (MMT compares a few VMs at a time: no array calls)."""
+        ram = sim.dc.vm_ram
+        if getattr(self, "_ram_src", None) is not ram:
+            self._ram_src, self._ram_list = ram, ram.tolist()
+        return self._ram_list
+
     def _sorted_by_mips(self, sim: Simulation, vms: list[int]) -> list[int]:
         return sorted(vms, key=lambda v: -sim.req[v])  # Python's sort is stable, like Java's
 
@@ -226,8 +242,11 @@ class PabfdPolicy:
             self._kinds = host_kinds(dc.pe_mips, dc.total_mips, dc.power_table)
         s = self._snapshot(sim)
         p_stale = power(dc.power_table, np.minimum(1.0, sim.util_mips / dc.total_mips))
-        active = np.flatnonzero(s.count > 0).tolist()  # hosts with VMs: nothing is edited yet
-        over = [h for h in active if self._overloaded(sim, s, h)]
+        active = np.flatnonzero(s.count > 0)  # hosts with VMs: nothing is edited yet
+        if isinstance(self.detector, Thr):  # _overloaded's test on every active host at once
+            over = active[s.req_sum[active] / dc.total_mips[active] > self.detector.threshold].tolist()
+        else:
+            over = [h for h in active.tolist() if self._overloaded(sim, s, h)]
         over_mask = np.zeros(dc.n_hosts, dtype=bool)
         over_mask[over] = True
         to_move: list[int] = []
@@ -272,15 +291,20 @@ class PabfdPolicy:
         # back on a rollback), so that is the hosts in ascending u (ties by id, as argmin) less those
         # excluded by the time they come up: one sort instead of a search per host.
         eligible = np.flatnonzero(~excl_under & (u > 0) & (u < 1) & (s.count > 0))
+        search = PoolSearch(pool, s, dc.total_mips, self._fast, p_stale) if monotone else None
         for host in eligible[np.argsort(u[eligible], kind="stable")].tolist():
             if excl_under[host]:
                 continue
             pool[host] = False
+            if search is not None:
+                search.drop(host)
             vms = self._sorted_by_mips(sim, s.vms[host])
             placed: list[tuple[int, int]] = []
             for vm in vms:
                 if monotone and sim.req[vm] >= smallest_failure:
                     dst = -1
+                elif search is not None:
+                    dst = search.best(sim.req.item(vm))
                 else:
                     dst = self._find_host(sim, s, vm, pool, p_stale)
                     if dst < 0 and monotone:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +70,8 @@ class Headroom:
         self._s, self._pe, self._total, self._thr = s, pe, total, threshold
         self.lo, self.hi = self._bounds(s.req_sum, s.allocated, pe, total)
         self._dirty: set[int] = set()
+        #: told of every host refreshed (a :class:`llmvirt.sim.pool_search.PoolSearch` keeping its own copy)
+        self.follower: Any = None
 
     def _bounds(self, req_sum: np.ndarray, allocated: np.ndarray, pe: np.ndarray,
                 total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,27 +85,42 @@ class Headroom:
         """``host``'s tentative allocation changed: refresh its bounds before the next search."""
         self._dirty.add(host)
 
-    def _refresh(self) -> None:
-        s, thr = self._s, self._thr
+    def refresh(self) -> None:
+        """Bring the bounds of the hosts changed since the last search up to date (a search does this first)."""
+        if not self._dirty:
+            return
+        s, thr, follower = self._s, self._thr, self.follower
         for host in self._dirty:
-            total, allocated, req_sum = float(self._total[host]), float(s.allocated[host]), float(s.req_sum[host])
-            room = min(float(self._pe[host]), total - allocated)
+            total, allocated, req_sum = self._total.item(host), s.allocated.item(host), s.req_sum.item(host)
+            room = min(self._pe.item(host), total - allocated)
             if thr is not None and allocated != 0:
                 room = min(room, thr * total - req_sum)
             slack = SLACK * (total + abs(req_sum))
-            self.lo[host], self.hi[host] = room - slack, room + slack
+            lo = self.lo[host] = room - slack
+            hi = self.hi[host] = room + slack
+            if follower is not None:
+                follower.refreshed(host, lo, hi)
         self._dirty.clear()
 
     def candidates(self, r: float, pool: np.ndarray) -> np.ndarray:
         """Ids, ascending, of the hosts in ``pool`` whose checks pass for a request of ``r``."""
-        if self._dirty:
-            self._refresh()
-        ok = self.hi >= r
-        ok &= pool
-        cand = ok.nonzero()[0]
+        cand = self.maybe(r, pool)
         if cand.size and np.minimum.reduce(self.lo[cand]) < r:  # a host at its limit: the checks decide
             cand = cand[self._passes(cand, r)]
         return cand
+
+    def maybe(self, r: float, pool: np.ndarray) -> np.ndarray:
+        """Ids, ascending, of the hosts in ``pool`` whose upper bound admits ``r``: every host the checks pass,
+        and perhaps one at its limit that :meth:`passes` refuses (a search that wants one host checks only
+        the one it would take)."""
+        self.refresh()
+        ok = self.hi >= r
+        ok &= pool
+        return ok.nonzero()[0]
+
+    def passes(self, host: int, r: float) -> bool:
+        """Whether ``host``'s checks pass for ``r`` (right after :meth:`maybe`: the bounds are fresh)."""
+        return self.lo.item(host) >= r or bool(self._passes(np.array([host]), r)[0])
 
     def _passes(self, cand: np.ndarray, r: float) -> np.ndarray:
         """The checks themselves, with the search's arithmetic, on ``cand``."""

@@ -61,15 +61,16 @@ class FastPower:
 
     def at_all(self, u: np.ndarray) -> np.ndarray:
         """power() of every host at utilisations ``u`` (already within [0, 1]), bit for bit."""
-        return self._watts(self.base, u)
+        return self.watts_from(self.base, u)
 
     def at(self, hosts: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Watts of ``hosts`` at utilisations ``u`` (already within [0, 1]), bit for bit."""
-        return self._watts(self.base[hosts], u)
+        return self.watts_from(self.base[hosts], u)
 
-    def _watts(self, base: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """power()'s arithmetic from each host's first table entry: on a breakpoint power() takes p2 = p1, a
-        zero step, which the mask reproduces."""
+    def watts_from(self, base: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Watts at utilisations ``u`` (within [0, 1]) of the hosts whose first table entry is at ``base``
+        (:attr:`base` of their ids), bit for bit power()'s: on a breakpoint power() takes p2 = p1, a zero
+        step, which the mask reproduces."""
         tenths = u * 10
         i1 = tenths.astype(np.int64)
         at = base + i1
