@@ -85,7 +85,7 @@ class Metrics:
                 "gib_migrated": self.gib_migrated}
 
 
-@dataclass
+@dataclass(slots=True)
 class Migration:
     """A live migration in flight."""
 
@@ -183,8 +183,10 @@ class Simulation:
         self._layout = None
 
     # --- the CloudSim update ----------------------------------------------------------------------
-    def _allocate(self, req: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All hosts' schedulers at once: (per-VM allocated on its source, host utilisation, host requested).
+    def _allocate(self, req: np.ndarray, entries: bool = True) -> tuple[np.ndarray | None, np.ndarray,
+                                                                         np.ndarray | None]:
+        """All hosts' schedulers at once: (per-VM allocated on its source, host utilisation, host requested);
+        without ``entries``, only the utilisation (None for the others).
 
         Every VM is an entry on the host it runs on; a VM migrating in is a second entry on its
         destination. VmSchedulerTimeSharedOverSubscription gives a migrating-out VM 90 % of its
@@ -205,6 +207,9 @@ class Simulation:
             scale = dc.total_mips / np.maximum(host_demand, 1e-300)
             alloc = np.where(over[lay.hosts], np.floor(alloc * scale[lay.hosts]), alloc)
         counted = np.where(lay.leaving, alloc / 0.9, alloc)
+        util = np.bincount(lay.hosts, counted, minlength=n)
+        if not entries:
+            return None, util, None
         vm_alloc = np.zeros(dc.n_vms)
         if lay.any_incoming:
             vm_alloc[lay.own_vms] = alloc[lay.own]
@@ -212,7 +217,7 @@ class Simulation:
         else:
             vm_alloc[lay.vms] = alloc
             self._own_demand = np.bincount(lay.hosts, r, minlength=n)
-        return vm_alloc, np.bincount(lay.hosts, counted, minlength=n), np.bincount(lay.hosts, r, minlength=n)
+        return vm_alloc, util, np.bincount(lay.hosts, r, minlength=n)
 
     def _lay_out(self) -> _Layout:
         """The scheduler entries of the current placement (kept until a VM moves, leaves or starts moving)."""
@@ -237,14 +242,15 @@ class Simulation:
                                own_hosts=hosts[own])
         return self._layout
 
-    def update(self, t: float, remove_idle: bool | None = None) -> None:
-        """Process the data centre at time ``t`` (PowerDatacenter.updateCloudetProcessing...Force)."""
+    def update(self, t: float, remove_idle: bool | None = None, moves_next: bool = False) -> None:
+        """Process the data centre at time ``t`` (PowerDatacenter.updateCloudetProcessing...Force);
+        ``moves_next``: migrations complete at ``t`` right after, and another update follows them."""
         dc = self.dc
         if t != self._req_at:  # at the same time again (after migrations): the same requests
             self.req = np.where(self.alive, dc.utilization_at(t) * dc.vm_mips, 0.0)
             self._req_at = t
         req = self.req
-        vm_alloc, util, requested = self._allocate(req)
+        vm_alloc, util, requested = self._allocate(req, entries=not moves_next)
         self.prev_util_mips, self.util_mips = self.util_mips, util
         dt = t - self.last_time
         if dt > 0:
@@ -252,9 +258,15 @@ class Simulation:
             e = float(trapezoid_ws(p_prev, p_now, self.prev_util_mips == 0, dt).sum())
             self.metrics.energy_ws += e
             self._step_energy += e
-        # an update at the same time (after migrations start or complete) closes no entry: only the state changes
-        self._host_entries(t, util, requested, dt > 0)
-        self._vm_entries(t, vm_alloc, req, dt > 0)
+        # an update at the same time (after migrations start or complete) closes no entry: only the state
+        # changes; one right before migrations complete only closes them (the update after sets them anew)
+        has = self.alive & (self.vm_host >= 0)  # only ever loses VMs during a run: no entry is older than dt
+        if dt > 0:
+            self._close_host_entries(t)
+            self._close_vm_entries(t, has)
+        if vm_alloc is not None and requested is not None:
+            self._set_host_entries(t, util, requested)
+            self._set_vm_entries(t, vm_alloc, req, has)
         self._record_history(t, req)
         if self.remove_idle if remove_idle is None else remove_idle:
             idle = self.alive & (req == 0) & ~self.in_migration & (self.vm_host >= 0)
@@ -270,29 +282,30 @@ class Simulation:
         it at 1 in any case)."""
         return self._curves.at_all(np.minimum(mips / self.dc.total_mips, 1.0))
 
-    def _host_entries(self, t: float, alloc: np.ndarray, req: np.ndarray, elapsed: bool) -> None:
-        if elapsed:
-            m = self.metrics
-            closes = (self._h_t >= 0) & (self._h_t < t) & self._h_active
-            dt = np.where(closes, t - self._h_t, 0.0)
-            m.host_active_s += float(dt.sum())
-            m.host_sla_s += float(dt[self._h_alloc < self._h_req].sum())
-            m.host_overload_s += float(dt[self._h_own > self.dc.total_mips].sum())
+    def _close_host_entries(self, t: float) -> None:
+        m = self.metrics
+        closes = (self._h_t >= 0) & (self._h_t < t) & self._h_active
+        dt = np.where(closes, t - self._h_t, 0.0)
+        m.host_active_s += float(dt.sum())
+        m.host_sla_s += float(dt[self._h_alloc < self._h_req].sum())
+        m.host_overload_s += float(dt[self._h_own > self.dc.total_mips].sum())
+
+    def _set_host_entries(self, t: float, alloc: np.ndarray, req: np.ndarray) -> None:
         self._h_t[:] = t
         self._h_alloc, self._h_req, self._h_active = alloc, req, alloc > 0
         self._h_own = self._own_demand
 
-    def _vm_entries(self, t: float, alloc: np.ndarray, req: np.ndarray, elapsed: bool) -> None:
-        has = self.alive & (self.vm_host >= 0)  # only ever loses VMs during a run: no entry is older than dt
-        if elapsed:
-            m = self.metrics
-            closes = has & (self._v_t >= 0) & (self._v_t < t)
-            dt = np.where(closes, t - self._v_t, 0.0)
-            m.vm_requested += float((self._v_req * dt).sum())
-            short = closes & (self._v_alloc < self._v_req)
-            gap = (self._v_req - self._v_alloc) * dt
-            m.vm_unmet += float(gap[short].sum())
-            m.vm_underallocated_migration += float(gap[short & self._v_mig].sum())
+    def _close_vm_entries(self, t: float, has: np.ndarray) -> None:
+        m = self.metrics
+        closes = has & (self._v_t >= 0) & (self._v_t < t)
+        dt = np.where(closes, t - self._v_t, 0.0)
+        m.vm_requested += float((self._v_req * dt).sum())
+        short = closes & (self._v_alloc < self._v_req)
+        gap = (self._v_req - self._v_alloc) * dt
+        m.vm_unmet += float(gap[short].sum())
+        m.vm_underallocated_migration += float(gap[short & self._v_mig].sum())
+
+    def _set_vm_entries(self, t: float, alloc: np.ndarray, req: np.ndarray, has: np.ndarray) -> None:
         self._v_t = np.where(has, t, self._v_t)
         self._v_alloc = np.where(has, alloc, self._v_alloc)
         self._v_req = np.where(has, req, self._v_req)
@@ -339,7 +352,7 @@ class Simulation:
             when = min(m.done_at for m in self.in_flight)
             if when >= end:
                 return
-            self.update(when)
+            self.update(when, moves_next=True)
             done = [m for m in self.in_flight if m.done_at == when]
             self.in_flight = [m for m in self.in_flight if m.done_at != when]
             for m in done:
@@ -349,7 +362,7 @@ class Simulation:
 
     def _complete(self, m: Migration) -> None:
         vm = m.vm
-        src = int(self.vm_host[vm])
+        src = self.vm_host.item(vm)
         if src >= 0 and vm in self.host_vms[src]:
             self.host_vms[src].remove(vm)
         incoming = self.migrating_in.get(m.dst, [])
