@@ -19,6 +19,7 @@ import numpy as np
 
 from llmvirt.sim.datacenter import START_OFFSET_S, DataCenter
 from llmvirt.sim.power import FastPower, trapezoid_ws
+from llmvirt.sim.sched_entries import Entries, entries_of
 
 HISTORY_LENGTH = 30  # PowerVm.HISTORY_LENGTH
 CORE_MIPS = 1000.0  #: one core-hour of unmet demand = 1,000 MIPS for an hour (the honest metrics' unit)
@@ -95,23 +96,6 @@ class Migration:
     done_at: float  #: completion time
 
 
-@dataclass
-class _Layout:
-    """The scheduler entries of one placement: each VM on its host, then each VM migrating in on its
-    destination (what :meth:`Simulation._allocate` needs besides the requests)."""
-
-    vms: np.ndarray  #: VM of each entry
-    hosts: np.ndarray  #: host of each entry
-    pe: np.ndarray  #: that host's MIPS per core (a request is capped at one core)
-    factor: np.ndarray  #: share of the capped request allocated: 1, 0.9 migrating out, 0.1 migrating in
-    incoming: np.ndarray  #: the entry is a VM migrating in
-    any_incoming: bool  #: some entry is
-    leaving: np.ndarray  #: the entry is a VM migrating out (counted at full demand in the host's utilisation)
-    own: np.ndarray  #: not incoming
-    own_vms: np.ndarray  #: vms[own]
-    own_hosts: np.ndarray  #: hosts[own]
-
-
 class Simulation:
     """Dynamic state of a data centre under a placement policy."""
 
@@ -133,7 +117,7 @@ class Simulation:
         self.in_migration = np.zeros(v, dtype=bool)
         self._flying: dict[int, int] = {}  # VM -> migrations in flight
         self.metrics = Metrics()
-        self._layout: _Layout | None = None  # the placement's scheduler entries; None when it changed
+        self._layout: Entries | None = None  # the placement's scheduler entries; None when it changed
         self._curves = FastPower(dc.power_table)
         self.remove_idle = True  # HostDynamicWorkload.getCompletedVms: VMs requesting 0 MIPS are removed
         self.last_time = 0.0
@@ -195,7 +179,10 @@ class Simulation:
         VM's allocation / 0.9 (HostDynamicWorkload), i.e. at full demand.
         """
         dc = self.dc
-        lay = self._layout if self._layout is not None else self._lay_out()
+        lay = self._layout
+        if lay is None:
+            lay = self._layout = entries_of(self.vm_host, self.alive, self.in_migration,
+                                            [(m.vm, m.dst) for m in self.in_flight], self.migrating_in, dc.pe_mips)
         r = req[lay.vms]
         capped = np.minimum(r, lay.pe)
         demand = np.where(lay.incoming, capped * 0.1, capped) if lay.any_incoming else capped
@@ -218,29 +205,6 @@ class Simulation:
             vm_alloc[lay.vms] = alloc
             self._own_demand = np.bincount(lay.hosts, r, minlength=n)
         return vm_alloc, util, np.bincount(lay.hosts, r, minlength=n)
-
-    def _lay_out(self) -> _Layout:
-        """The scheduler entries of the current placement (kept until a VM moves, leaves or starts moving)."""
-        placed = ((self.vm_host >= 0) & self.alive).nonzero()[0]
-        hosts = self.vm_host[placed]
-        factor = np.where(self.in_migration[placed], 0.9, 1.0)
-        extra, dsts = [], []
-        for m in self.in_flight:
-            if m.vm in self.migrating_in.get(m.dst, ()):
-                extra.append(m.vm)
-                dsts.append(m.dst)
-        if extra:
-            vms = np.concatenate([placed, extra])
-            hosts = np.concatenate([hosts, dsts])
-            factor = np.concatenate([factor, np.full(len(extra), 0.1)])
-            incoming = np.concatenate([np.zeros(placed.size, dtype=bool), np.ones(len(extra), dtype=bool)])
-        else:
-            vms, incoming = placed, np.zeros(placed.size, dtype=bool)
-        own = ~incoming
-        self._layout = _Layout(vms=vms, hosts=hosts, pe=self.dc.pe_mips[hosts], factor=factor, incoming=incoming,
-                               any_incoming=bool(extra), leaving=own & (factor == 0.9), own=own, own_vms=vms[own],
-                               own_hosts=hosts[own])
-        return self._layout
 
     def update(self, t: float, remove_idle: bool | None = None, moves_next: bool = False) -> None:
         """Process the data centre at time ``t`` (PowerDatacenter.updateCloudetProcessing...Force);
@@ -269,7 +233,7 @@ class Simulation:
             self._set_vm_entries(t, vm_alloc, req, has)
         self._record_history(t, req)
         if self.remove_idle if remove_idle is None else remove_idle:
-            idle = self.alive & (req == 0) & ~self.in_migration & (self.vm_host >= 0)
+            idle = has & (req == 0) & ~self.in_migration
             for vm in np.flatnonzero(idle):
                 self.host_vms[self.vm_host[vm]].remove(int(vm))
                 self.vm_host[vm] = -1
@@ -318,8 +282,12 @@ class Simulation:
         self._last_history_tick = t
         util = req / self.dc.vm_mips
         add = self.alive & (self.vm_host >= 0) & (util != 0)
-        self.history[add, 1:] = self.history[add, :-1]
-        self.history[add, 0] = util[add]
+        # shift every row and put back the few that record nothing: cheaper than shifting the many by mask
+        keep = (~add).nonzero()[0]
+        kept = self.history[keep]
+        self.history[:, 1:] = self.history[:, :-1]  # overlapping: NumPy copies through a buffer
+        self.history[:, 0] = util
+        self.history[keep] = kept
         self.history_len[add] = np.minimum(self.history_len[add] + 1, HISTORY_LENGTH)
 
     # --- migrations ------------------------------------------------------------------------------
@@ -334,16 +302,19 @@ class Simulation:
         gib = (ram / 1024).tolist()
         self.in_migration[vms] = True
         self._layout = None
+        metrics.migrations += len(plan)
+        vm_s, moved_gib = metrics.migration_vm_s, metrics.gib_migrated  # summed in plan order, as one by one
+        migrating_in, host_vms, flying, in_flight = self.migrating_in, self.host_vms, self._flying, self.in_flight
         for vm, dst, src, sec, moved in zip(vms, dsts, self.vm_host[vms].tolist(), seconds, gib, strict=True):
-            metrics.migrations += 1
-            incoming = self.migrating_in.setdefault(dst, [])
+            incoming = migrating_in.setdefault(dst, [])
             if vm not in incoming:
                 incoming.append(vm)
-                self.host_vms[dst].append(vm)
-            self._flying[vm] = self._flying.get(vm, 0) + 1
-            metrics.migration_vm_s += sec
-            metrics.gib_migrated += moved
-            self.in_flight.append(Migration(vm, src, dst, t + sec))
+                host_vms[dst].append(vm)
+            flying[vm] = flying.get(vm, 0) + 1
+            vm_s += sec
+            moved_gib += moved
+            in_flight.append(Migration(vm, src, dst, t + sec))
+        metrics.migration_vm_s, metrics.gib_migrated = vm_s, moved_gib
         self.update(t, remove_idle=False)  # the hosts re-run their schedulers at once
 
     def finish_migrations_until(self, end: float) -> None:
