@@ -112,6 +112,7 @@ class Simulation:
         self._req_at: float | None = None  # the time of self.req's trace sample (None: set by placement)
         self.history = np.zeros((v, HISTORY_LENGTH))  # PowerVm utilisation history, most recent first
         self.history_len = np.zeros(v, dtype=np.int64)
+        self._spare_history = np.zeros((v, HISTORY_LENGTH))  # the next tick's history is written here
         self.in_flight: list[Migration] = []
         self.migrating_in: dict[int, list[int]] = {}  # host -> VMs migrating in
         self.in_migration = np.zeros(v, dtype=bool)
@@ -282,13 +283,16 @@ class Simulation:
         self._last_history_tick = t
         util = req / self.dc.vm_mips
         add = self.alive & (self.vm_host >= 0) & (util != 0)
-        # shift every row and put back the few that record nothing: cheaper than shifting the many by mask
+        # every row shifted into the spare array, then the few that record nothing copied back: cheaper than
+        # shifting the many by mask, and no buffer for overlapping copies
+        old, new = self.history, self._spare_history
+        new[:, 1:] = old[:, :-1]
+        new[:, 0] = util
         keep = (~add).nonzero()[0]
-        kept = self.history[keep]
-        self.history[:, 1:] = self.history[:, :-1]  # overlapping: NumPy copies through a buffer
-        self.history[:, 0] = util
-        self.history[keep] = kept
-        self.history_len[add] = np.minimum(self.history_len[add] + 1, HISTORY_LENGTH)
+        new[keep] = old[keep]
+        self.history, self._spare_history = new, old
+        self.history_len += add
+        np.minimum(self.history_len, HISTORY_LENGTH, out=self.history_len)
 
     # --- migrations ------------------------------------------------------------------------------
     def start_migrations(self, plan: list[tuple[int, int]], t: float) -> None:
