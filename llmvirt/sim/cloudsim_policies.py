@@ -299,12 +299,14 @@ class PabfdPolicy:
             if search is not None:
                 search.drop(host)
             vms = self._sorted_by_mips(sim, s.vms[host])
+            if search is not None:  # the host's VMs evaluated together, then placed one by one
+                search.ahead([sim.req.item(vm) for vm in vms])
             placed: list[tuple[int, int]] = []
             for vm in vms:
                 if monotone and sim.req[vm] >= smallest_failure:
                     dst = -1
                 elif search is not None:
-                    dst = search.best(sim.req.item(vm))
+                    dst = search.next_best()
                 else:
                     dst = self._find_host(sim, s, vm, pool, p_stale)
                     if dst < 0 and monotone:

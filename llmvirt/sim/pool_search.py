@@ -38,14 +38,8 @@ class PoolSearch:
         self._p_stale = p_stale[self.hosts]
         self._hi = room.hi[self.hosts]
         self._lo = room.lo[self.hosts]
+        self._changed: dict[int, None] = {}
         room.follower = self
-
-    def refreshed(self, host: int, lo: float, hi: float) -> None:
-        """Headroom recomputed ``host``'s bounds after the tentative allocation changed there."""
-        i = self._at.item(host)
-        if i >= 0:
-            self._alloc[i] = self._s.allocated.item(host)
-            self._lo[i], self._hi[i] = lo, hi
 
     def drop(self, host: int) -> None:
         """``host`` leaves the pool for the rest of the phase."""
@@ -55,23 +49,56 @@ class PoolSearch:
             self._at[host] = -1
 
     def best(self, r: float) -> int:
-        """The host for a request of ``r`` MIPS, or -1: the search's arithmetic on the pool's arrays (argmin keeps
-        the first of equals, as CloudSim's strict <, and the arrays follow ascending ids)."""
-        room = self._room
-        room.refresh()
-        ok = self._hi >= r
-        u = self._alloc + r
+        """The host for a request of ``r`` MIPS, or -1 (:meth:`ahead` and :meth:`next_best` for one request)."""
+        self.ahead([r])
+        return self.next_best()
+
+    def ahead(self, requests: list[float]) -> None:
+        """Evaluate ``requests`` (one host's VMs, in the order they will be placed) on every host of the pool at
+        once; :meth:`next_best` then answers them in turn."""
+        self._room.refresh()
+        req = np.array(requests)[:, None]
+        ok = self._hi >= req
+        u = self._alloc + req
         u /= self._total
         np.minimum(u, 1.0, out=u)
         diff = self._power.watts_from(self._base, u)
         diff -= self._p_stale
-        diff = np.where(ok, diff, math.inf)
+        self._rows, self._requests, self._next = np.where(ok, diff, math.inf), requests, 0
+        self._changed: dict[int, None] = {}  # positions whose allocation changed since (in order, once each)
+
+    def refreshed(self, host: int, lo: float, hi: float) -> None:
+        """Headroom recomputed ``host``'s bounds after the tentative allocation changed there."""
+        i = self._at.item(host)
+        if i >= 0:
+            self._alloc[i] = self._s.allocated.item(host)
+            self._lo[i], self._hi[i] = lo, hi
+            self._changed[i] = None
+
+    def next_best(self) -> int:
+        """The host for the next request given to :meth:`ahead`, or -1: the search's arithmetic on the pool's
+        arrays, the hosts changed since evaluated again one by one (argmin keeps the first of equals, as
+        CloudSim's strict <, and the arrays follow ascending ids)."""
+        room = self._room
+        room.refresh()
+        r = self._requests[self._next]
+        row = self._rows[self._next]
+        self._next += 1
+        for i in self._changed:
+            row[i] = self._diff_at(i, r)
         while True:
-            i = int(diff.argmin())
-            if diff.item(i) == math.inf:
+            i = int(row.argmin())
+            if row.item(i) == math.inf:
                 return -1
             host = int(self.hosts[i])
             if self._lo.item(i) >= r or room.passes(host, r):  # only a host at its limit can fail
                 return host
-            diff[i] = math.inf
+            row[i] = math.inf
 
+    def _diff_at(self, i: int, r: float) -> float:
+        """:meth:`ahead`'s arithmetic for the host at position ``i``, in Python floats (the same IEEE operations
+        in the same order)."""
+        if self._hi.item(i) < r:
+            return math.inf
+        u = (self._alloc.item(i) + r) / self._total.item(i)
+        return self._power.watts_at(self._base.item(i), min(u, 1.0)) - self._p_stale.item(i)

@@ -58,6 +58,7 @@ class FastPower:
         step = np.zeros_like(table)
         step[:, :-1] = (table[:, 1:] - table[:, :-1]) / 10
         self.step = step.reshape(-1)
+        self._step_list, self._flat_list = self.step.tolist(), self.flat.tolist()
 
     def at_all(self, u: np.ndarray) -> np.ndarray:
         """power() of every host at utilisations ``u`` (already within [0, 1]), bit for bit."""
@@ -66,6 +67,14 @@ class FastPower:
     def at(self, hosts: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Watts of ``hosts`` at utilisations ``u`` (already within [0, 1]), bit for bit."""
         return self.watts_from(self.base[hosts], u)
+
+    def watts_at(self, base: int, u: float) -> float:
+        """:meth:`watts_from` for one host, in Python floats: the same IEEE operations in the same order."""
+        tenths = u * 10
+        i1 = int(tenths)
+        at = base + i1
+        delta = self._step_list[at] if tenths > i1 else 0.0
+        return delta * (u - i1 / 10) * 100 + self._flat_list[at]
 
     def watts_from(self, base: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Watts at utilisations ``u`` (within [0, 1]) of the hosts whose first table entry is at ``base``
