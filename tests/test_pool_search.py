@@ -118,3 +118,24 @@ def test_a_hosts_vms_evaluated_ahead_are_placed_as_one_by_one() -> None:
                 break
             _place(s, pe, total, expected, r)
     assert answered > 150 and stale_differs > 10
+
+
+def test_one_hosts_watts_in_python_floats_are_the_arrays_bit_for_bit() -> None:
+    """PoolSearch re-evaluates a changed host in Python floats; any other rounding would change CloudSim's
+    choices among near-equal hosts. Breakpoints (a step of zero) and one ulp either side included."""
+    rng = np.random.default_rng(2)
+    power = FastPower(np.array([ML110_G4, ML110_G5, ML110_G4]))
+    u = list(rng.random(300)) + [0.0, 1.0]
+    for k in range(11):
+        x = k / 10
+        u += [x, math.nextafter(x, 0.0), min(math.nextafter(x, 2.0), 1.0), x * 3 / 3]
+    # a utilisation whose tenths round to a whole number it is not (power() takes the step as zero there;
+    # with CloudSim's tables the difference rounds away, but the values must still agree)
+    u += [x for x in (math.nextafter(k / 10, 0.0) for k in range(1, 11)) if x * 10 == int(x * 10)]
+    assert 0.8999999999999999 in u
+    u_arr = np.array(u)
+    for host in range(3):
+        base = int(power.base[host])
+        expected = power.watts_from(np.full(u_arr.size, base), u_arr)
+        got = np.array([power.watts_at(base, x) for x in u])
+        assert got.tobytes() == expected.tobytes()

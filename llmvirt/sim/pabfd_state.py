@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
@@ -49,6 +49,13 @@ class Tentative:
     room: Headroom | None = None  # which hosts a request fits, kept as the allocation is edited
 
 
+class Follower(Protocol):
+    """What keeps its own copy of Headroom's bounds (:class:`llmvirt.sim.pool_search.PoolSearch`)."""
+
+    def refreshed(self, host: int, lo: float, hi: float) -> None:
+        """``host``'s bounds are now ``lo`` and ``hi``: its tentative allocation changed."""
+
+
 #: relative slack of :class:`Headroom`'s bounds: far above the few ulps by which rounding can move a limit
 #: from its formula, so the bounds always bracket it; the checks run only for a host whose lower bound is
 #: below the request (no host on 20110303 under THR-MMT-0.8)
@@ -70,8 +77,7 @@ class Headroom:
         self._s, self._pe, self._total, self._thr = s, pe, total, threshold
         self.lo, self.hi = self._bounds(s.req_sum, s.allocated, pe, total)
         self._dirty: set[int] = set()
-        #: told of every host refreshed (a :class:`llmvirt.sim.pool_search.PoolSearch` keeping its own copy)
-        self.follower: Any = None
+        self.follower: Follower | None = None  #: told of every host refreshed
 
     def _bounds(self, req_sum: np.ndarray, allocated: np.ndarray, pe: np.ndarray,
                 total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
