@@ -54,6 +54,14 @@ def _requests(s: Tentative, pe: np.ndarray, total: np.ndarray, rng: np.random.Ge
     return [r for r in out if r > 0]
 
 
+def _place(s: Tentative, pe: np.ndarray, total: np.ndarray, host: int, r: float) -> None:
+    """What PABFD's tentative placement changes on ``host`` (and tells Headroom)."""
+    s.req_sum[host] += r
+    s.cap_sum[host] += min(r, pe[host])
+    s.allocated[host] = min(s.cap_sum[host], total[host])
+    s.room.changed(host)
+
+
 def test_pool_search_takes_the_host_the_whole_fleet_search_takes() -> None:
     rng = np.random.default_rng(11)
     n = 240
@@ -74,21 +82,10 @@ def test_pool_search_takes_the_host_the_whole_fleet_search_takes() -> None:
         host = _whole_fleet(s, pe, total, power, p_stale, pool, r)
         if host >= 0:
             ties += int(np.sum(pool & (s.allocated == s.allocated[host]) & (p_stale == p_stale[host])) > 1)
-            s.req_sum[host] += r
-            s.cap_sum[host] += min(r, pe[host])
-            s.allocated[host] = min(s.cap_sum[host], total[host])
-            s.room.changed(host)
+            _place(s, pe, total, host, r)
             placed += 1
     assert compared > 1000 and placed > 30
     assert ties > 5  # the first of several equal hosts was taken, as CloudSim does
-
-
-def _place(s: Tentative, pe: np.ndarray, total: np.ndarray, host: int, r: float) -> None:
-    """What PABFD's tentative placement changes on ``host`` (and tells Headroom)."""
-    s.req_sum[host] += r
-    s.cap_sum[host] += min(r, pe[host])
-    s.allocated[host] = min(s.cap_sum[host], total[host])
-    s.room.changed(host)
 
 
 def test_a_hosts_vms_evaluated_ahead_are_placed_as_one_by_one() -> None:
