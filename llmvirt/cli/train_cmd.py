@@ -20,6 +20,7 @@ class Head(StrEnum):
     balloon = "balloon"
     pin = "pin"
     consolidate = "consolidate"
+    consolidate_net = "consolidate-net"
     balance_rl = "balance-rl"
     place_rl = "place-rl"
 
@@ -38,8 +39,8 @@ def train(
                                        "(the placement scorer optimised on the placement scenario's cost; "
                                        "--trace and --extra-trace), balance-rl "
                                        "(the learned balance policy, PPO on the balance cost), balloon "
-                                       "(memory scenario), pin (pinning scenario) or consolidate (cloudsim "
-                                       "scenario; --trace is the PlanetLab directory of days).")] = Head.placement,
+                                       "(memory scenario), pin (pinning scenario), consolidate or consolidate-net "
+                                       "(cloudsim scenario; --trace: the PlanetLab days).")] = Head.placement,
     scenario: Annotated[str, typer.Option(help="Scenario to learn the placement head in (balance).")] = "balance",
     seed: Annotated[int, typer.Option(help="Seed: the run is reproducible from it.")] = 0,
     samples: Annotated[int, typer.Option(help="Placement: decisions sampled from the training replay.")] = 3000,
@@ -48,7 +49,8 @@ def train(
                                                            "generic traces to train on (their training VMs).")]
     = None,
     iters: Annotated[int | None, typer.Option(help="balance-rl --method ppo: PPO iterations (default 300); "
-                                              "place-rl: evolution strategies steps (default 120).")] = None,
+                                              "place-rl: evolution strategies steps (default 120); "
+                                              "consolidate-net: the same (default 60).")] = None,
     mode: Annotated[str, typer.Option(help="balance-rl: full, or an ablation: no-forecast, no-history.")] = "full",
     method: Annotated[str, typer.Option(help="balance-rl: ppo (residual PPO, the shipped recipe) or api "
                                         "(policy iteration with simulated rollouts).")] = "ppo",
@@ -82,7 +84,7 @@ def train(
         cfg = RlConfig(seed=seed, iters=300 if iters is None else iters, mode=mode, method=method, shapes=shape_names)
         _balance_rl([trace, *(extra_trace or [])], out_dir, cfg)
     else:
-        _head(head, trace, out_dir, seed, (samples, epochs))
+        _head(head, trace, out_dir, seed, (samples, epochs), iters)
 
 
 def _balance_rl(paths: list[Path], out_dir: Path, cfg: "RlConfig") -> None:
@@ -92,6 +94,23 @@ def _balance_rl(paths: list[Path], out_dir: Path, cfg: "RlConfig") -> None:
     record = train_balance.train_files(paths, out_dir, cfg, log=lambda line: out.print(line, markup=False))
     out.print(f"wrote {out_dir}/balance_rl.safetensors, balance_rl.json, balance_rl_curve.csv "
               f"({record['decision_steps']} decision steps in {record['wall_s']:.0f} s)", markup=False)
+
+
+def _consolidate_net(planetlab: Path, out_dir: Path, seed: int, iterations: int) -> None:
+    """``--head consolidate-net``: the neural consolidation policy on the training days' consolidation cost."""
+    from llmvirt.learn import train_consolidate_net
+    from llmvirt.sim.split import TRAIN_DAYS
+
+    if iterations < 1:
+        raise UsageError("--iters must be at least 1")
+    missing = [d for d in TRAIN_DAYS if not (planetlab / d).is_dir()]
+    if missing:
+        raise UsageError(f"{planetlab}: not a PlanetLab directory of days (missing {', '.join(missing)})")
+    cfg = train_consolidate_net.ConsolidateNetConfig(seed=seed, iterations=iterations)
+    record = train_consolidate_net.train(planetlab, out_dir, cfg, log=lambda line: out.print(line, markup=False))
+    out.print(f"wrote {out_dir}/consolidate_net.safetensors, consolidate_net.json, consolidate_net_curve.csv "
+              f"({record['kept_relative_cost']:.4f} of the fallback's cost on the training days; "
+              f"{record['wall_s']:.0f} s)", markup=False)
 
 
 def _place_rl(paths: list[Path], out_dir: Path, seed: int, iterations: int) -> None:
@@ -120,11 +139,14 @@ def _place_rl(paths: list[Path], out_dir: Path, seed: int, iterations: int) -> N
               f"{record['wall_s']:.0f} s)", markup=False)
 
 
-def _head(head: Head, trace: Path, out_dir: Path, seed: int, placement: tuple[int, int]) -> None:
-    """One head from one trace: consolidate (PlanetLab days), balloon, pin, or placement (``placement``:
-    decisions sampled, epochs)."""
+def _head(head: Head, trace: Path, out_dir: Path, seed: int, placement: tuple[int, int], iters: int | None) -> None:
+    """One head from one trace: consolidate or consolidate-net (PlanetLab days; ``iters``: the latter's steps),
+    balloon, pin, or placement (``placement``: decisions sampled, epochs)."""
     from llmvirt.sim import traces
 
+    if head is Head.consolidate_net:
+        _consolidate_net(trace, out_dir, seed, 60 if iters is None else iters)
+        return
     if head is Head.consolidate:
         from llmvirt.learn import train_consolidate
 

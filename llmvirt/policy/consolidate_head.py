@@ -59,8 +59,12 @@ class GatedConsolidation(PabfdPolicy):
         self._step += 1
         if self._step % self.every:
             return []
-        u = sim.util_mips / sim.dc.total_mips
-        return super()._consolidate(sim, s, over_mask | (u > self.below), p_stale)
+        return super()._consolidate(sim, s, over_mask, p_stale)
+
+    def _gates(self, sim: Simulation) -> tuple[np.ndarray, np.ndarray]:
+        """Hosts above ``below`` are neither emptied nor filled."""
+        above = sim.util_mips / sim.dc.total_mips > self.below
+        return above, above
 
 
 def policy(values: np.ndarray, name: str = "llmvirt") -> GatedConsolidation:

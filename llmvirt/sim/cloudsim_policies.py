@@ -271,15 +271,26 @@ class PabfdPolicy:
         plan += self._consolidate(sim, s, over_mask, p_stale)
         return plan
 
+    def _gates(self, sim: Simulation) -> tuple[np.ndarray | bool, np.ndarray | bool]:
+        """(hosts not to empty, hosts not to receive) in this step's consolidation, beyond CloudSim's own rules:
+        none for CloudSim's policies; a gated or learned consolidation closes some."""
+        return False, False
+
+    def _empty_order(self, eligible: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """The order in which consolidation tries to empty ``eligible`` hosts: CloudSim's, ascending use (ties
+        by id)."""
+        return eligible[np.argsort(u[eligible], kind="stable")]
+
     def _consolidate(self, sim: Simulation, s: Tentative, over_mask: np.ndarray,
                      p_stale: np.ndarray) -> list[tuple[int, int]]:
         """getMigrationMapFromUnderUtilizedHosts."""
         dc = sim.dc
+        keep, closed = self._gates(sim)
         u = sim.util_mips / dc.total_mips
         u = np.where((u > 1) & (u < 1.01), 1.0, u)
         off = u == 0
-        excl_under = over_mask | off | _holds_unmovable(sim)
-        pool = ~(over_mask | off) & _placeable(sim)
+        excl_under = over_mask | off | _holds_unmovable(sim) | keep
+        pool = ~(over_mask | off | closed) & _placeable(sim)
         plan: list[tuple[int, int]] = []
         # Under THR, feasibility only shrinks during consolidation (the pool loses hosts, allocations
         # only grow, failed attempts are rolled back), so a VM at least as large as one that found no
@@ -292,7 +303,7 @@ class PabfdPolicy:
         # excluded by the time they come up: one sort instead of a search per host.
         eligible = np.flatnonzero(~excl_under & (u > 0) & (u < 1) & (s.count > 0))
         search = PoolSearch(pool, s, dc.total_mips, self._fast, p_stale) if monotone else None
-        for host in eligible[np.argsort(u[eligible], kind="stable")].tolist():
+        for host in self._empty_order(eligible, u).tolist():
             if excl_under[host]:
                 continue
             pool[host] = False

@@ -86,6 +86,8 @@ class PoolSearch:
         self._next += 1
         for i in self._changed:
             row[i] = self._diff_at(i, r)
+        if row.size == 0:  # an empty pool (a learned gate may close every host)
+            return -1
         while True:
             i = int(row.argmin())
             if row.item(i) == math.inf:

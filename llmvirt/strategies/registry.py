@@ -24,6 +24,9 @@ name                                   strategy
 a name under policies/, or nothing     balance; for consolidate its ``strategies.json`` choice (a
                                        tuned baseline where the head does not beat it), else the head
 ``llmvirt-head[:POLICY]``              the learned consolidation head itself (gated PABFD)
+``llmvirt-net[:POLICY]``               the neural consolidation policy (host tokens, evolution strategies on
+                                       the consolidation cost; ``consolidate_net.safetensors``)
+``llmvirt-net-fallback``               its fallback: the network's output at zero (= ``gated:0.95:1:0.5``)
 ``llmvirt-rl[:POLICY]``                the learned balance policy (PPO on the balance cost)
 ``llmvirt-rl-fallback[:T]``            its heuristic fallback in the same loop (trigger T, default 1.0)
 =====================================  ===========================================================
@@ -93,6 +96,16 @@ def balance_actor(name: str) -> Any:
     return None
 
 
+def _net(name: str) -> Any:
+    """``llmvirt-net[:POLICY]`` (the neural consolidation policy) or ``llmvirt-net-fallback``, or None."""
+    from llmvirt.policy import consolidate_net
+
+    if name == "llmvirt-net-fallback":
+        return consolidate_net.policy(None, name)
+    hit, spec = _named(name, "llmvirt-net")
+    return consolidate_net.load(decide.policy_dir(spec), name)[0] if hit else None
+
+
 def _head_spec(name: str) -> tuple[bool, str | None]:
     """(is it ``llmvirt-head[:POLICY]``, the consolidation head itself, its checkpoint spec)."""
     return _named(name, "llmvirt-head")
@@ -133,6 +146,8 @@ def _gated(name: str) -> Any:
 def make_policy(name: str, seed: int = 0) -> Any:
     """A cloudsim-scenario policy: a CloudSim baseline (``baseline:`` optional), ``gated:T:E:B``,
     ``tuned:FAMILY`` (policies/tuned.json) or ``llmvirt[:POLICY]``."""
+    if (net := _net(name)) is not None:
+        return net
     head, head_spec = _head_spec(name)
     learned, spec = _learned_spec(name)
     if learned and (chosen := goal_default(spec, "consolidate")) is not None:
@@ -258,7 +273,9 @@ class CloudsimStrategy:
         if isinstance(self.policy, GatedConsolidation):
             self.policy.consolidate_next_step()
         pairs = self.policy.decide(state, 0.0)  # type: ignore[arg-type]
-        return plan_from_proposals(cluster, goal, self.name, view.named(pairs), ctx)
+        why = getattr(self.policy, "reasons", {})
+        reasons = {view.vm_name(vm): why[vm] for vm, _ in pairs if vm in why} or None
+        return plan_from_proposals(cluster, goal, self.name, view.named(pairs), ctx, reasons)
 
 
 @dataclass
@@ -323,6 +340,10 @@ def resolve(name: str | None, goal: str = "balance") -> Strategy:
     learned, spec = _learned_spec(name)
     if learned:
         return _learned(spec, goal)
+    if (net := _net(name)) is not None:
+        if goal != "consolidate":
+            raise UsageError(f"{name} decides goal consolidate only; for balance use llmvirt or llmvirt-rl")
+        return CloudsimStrategy(net, name)
     head, head_spec = _head_spec(name)
     if head:
         return _learned(head_spec, goal, head_only=True)

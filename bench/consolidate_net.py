@@ -1,0 +1,128 @@
+"""The neural consolidation policy against the tuned baselines, on held-back PlanetLab days (issue 15).
+
+Rows: the tuned gated THR-MMT (the best tuned baseline and the default for goal consolidate; also ablation
+(a), the network's output at zero), the network from each training seed, ablation (b) (every past sample
+replaced by the value now, same weights), the older three-number head, and the best ungated tuned family.
+Each policy is deterministic, so the spread is over days and training seeds. ``--production``: the same
+runs with migrations 10x slower (a tenth of the bandwidth), the sim-to-production gap. Training days are
+listed separately and marked; nothing here was chosen on the held-back days.
+
+``--frontier``: also every point of the tuning sweep's Pareto frontier (on the training days, from
+policies/tuned.json), run on the held-back days, and whether any of them dominates a network (at least as
+good on energy, unmet demand and GiB migrated over the held-back days, better on one).
+
+Usage: python bench/consolidate_net.py [--workers 2] [--production] [--frontier] [--json bench/consolidate_net.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import date
+from pathlib import Path
+
+from llmvirt.bench.run import energy_lower_bound_kwh
+from llmvirt.model.score import consolidation_cost
+from llmvirt.policy import consolidate_net
+from llmvirt.sim.datacenter import planetlab_day
+from llmvirt.sim.engine import Simulation
+from llmvirt.sim.split import HELD_DAYS, TRAIN_DAYS
+from llmvirt.strategies.registry import make_policy
+
+ROOT = Path(__file__).resolve().parents[1]
+PLANETLAB = ROOT.parent / "shared" / "traces" / "planetlab"
+SEEDS = {"0": ROOT / "policies" / "default", "1": ROOT / "policies" / "consolidate-net-seed1"}
+BASELINES = ("tuned:gated-thr-mmt", "llmvirt-head", "tuned:lr-mmt", "thr-mmt-0.8")
+
+
+def _policy(label: str):  # noqa: ANN202
+    """A row's policy: ``net:SEED[:last-value]`` or a registry name."""
+    if label.startswith("net:"):
+        parts = label.split(":")
+        return consolidate_net.load(SEEDS[parts[1]], label, parts[2] if len(parts) > 2 else "full")[0]
+    return make_policy(label)
+
+
+def _job(args: tuple[str, str, bool]) -> tuple[str, str, dict[str, float]]:
+    day, label, production = args
+    dc = planetlab_day(PLANETLAB / day)
+    sim, policy = Simulation(dc), _policy(label)
+    sim.place_initial(policy.initial_chooser(sim))
+    if production:  # after the initial placement, which bandwidth also limits
+        dc.bw = dc.bw / 10
+    summary = sim.run(policy.decide).summary()
+    out = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
+    out["cost"] = consolidation_cost(summary)
+    out["bound_kwh"] = energy_lower_bound_kwh(dc, sim.metrics.per_step_demand_mips)
+    return day, label, out
+
+
+def _frontier() -> list[str]:
+    """The tuning sweep's frontier points on the training days (policies/tuned.json), as policy names."""
+    from llmvirt.bench import frontier
+
+    doc = json.loads((ROOT / "policies" / "tuned.json").read_text())
+    return [r["name"] for r in frontier.frontier_rows(doc) if r["on_frontier"]]
+
+
+def _dominance(runs: dict, front: list[str], nets: list[str]) -> None:
+    """Print each network's and each frontier point's held-back means, and which points dominate a network."""
+    keys = ("energy_kwh", "unmet_core_h", "gib_migrated")
+    mean = {p: [statistics.mean(runs[(d, p)][k] for d in HELD_DAYS) for k in keys] for p in [*nets, *front]}
+    print("\nHeld-back means (kWh, unmet core-h, GiB migrated a day) of the tuned frontier and the networks:\n")
+    print("| policy | energy kWh | unmet core-h | GiB migrated | dominates |\n|---|---|---|---|---|")
+    for p in [*nets, *front]:
+        beaten = [n for n in nets if p not in nets and all(a <= b for a, b in zip(mean[p], mean[n], strict=True))
+                  and mean[p] != mean[n]]
+        e, u, g = mean[p]
+        print(f"| {p} | {e:.2f} | {u:.3f} | {g:.0f} | {', '.join(beaten) or '-'} |")
+
+
+def main() -> None:
+    """Run every row on every day; print the tables and write the JSON."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--production", action="store_true", help="migrations 10x slower (held-back days only)")
+    ap.add_argument("--frontier", action="store_true", help="add the tuned frontier's points; check dominance")
+    ap.add_argument("--json", type=Path, default=ROOT / "bench" / "consolidate_net.json")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    labels = [*BASELINES[:1], *(f"net:{s}" for s in SEEDS), *(f"net:{s}:last-value" for s in SEEDS), *BASELINES[1:]]
+    front = _frontier() if args.frontier else []
+    labels += [p for p in front if p not in labels]
+    days = list(HELD_DAYS) if args.production else [*HELD_DAYS, *TRAIN_DAYS]
+    jobs = [(d, p, args.production) for d in days for p in labels]
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        runs = {(d, p): s for d, p, s in pool.map(_job, jobs)}
+    tag = "migrations 10x slower" if args.production else "as simulated"
+    print(f"# neural consolidation, {tag}; {platform.machine()}, {date.today()}, "
+          f"{time.perf_counter() - t0:.0f} s\n")
+    print("| day | split | policy | cost | x tuned | x bound | energy kWh | unmet core-h | migrations | GiB moved |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for d in days:
+        base = runs[(d, BASELINES[0])]["cost"]
+        for p in labels:
+            s = runs[(d, p)]
+            print(f"| {d} | {'train' if d in TRAIN_DAYS else 'held back'} | {p} | {s['cost']:.2f} | "
+                  f"{s['cost'] / base:.3f} | {s['cost'] / s['bound_kwh']:.2f} | {s['energy_kwh']:.2f} | "
+                  f"{s['unmet_core_h']:.2f} | {int(s['migrations'])} | {s['gib_migrated']:.0f} |")
+    print("\nHeld-back days, cost relative to the tuned gated THR-MMT on the same day:\n")
+    print("| policy | min | mean | max | days better |\n|---|---|---|---|---|")
+    for p in labels:
+        rel = [runs[(d, p)]["cost"] / runs[(d, BASELINES[0])]["cost"] for d in HELD_DAYS]
+        print(f"| {p} | {min(rel):.3f} | {statistics.mean(rel):.3f} | {max(rel):.3f} | "
+              f"{sum(r < 1 for r in rel)} of {len(rel)} |")
+    if front:
+        _dominance(runs, front, [p for p in labels if p.startswith("net:") and p.count(":") == 1])
+    doc = {"date": str(date.today()), "production": args.production,
+           "runs": {f"{d}|{p}": s for (d, p), s in runs.items()}}
+    path = args.json.with_name(args.json.stem + "_production.json") if args.production else args.json
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

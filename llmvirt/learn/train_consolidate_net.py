@@ -1,0 +1,184 @@
+"""``llmvirt train --head consolidate-net``: the neural consolidation policy, optimised on the consolidation cost.
+
+The network is :class:`llmvirt.policy.consolidate_net.GateNet` (shared weights over host tokens). Training:
+
+1. **start**: output layer at zero, so the policy is exactly its fallback, the tuned gated THR-MMT;
+2. **optimise on the cost**: evolution strategies (antithetic Gaussian perturbations of every weight,
+   centred-rank fitness, Adam; Salimans et al. 2017). The fitness of a weight vector is the consolidation
+   cost (:func:`llmvirt.model.score.consolidation_cost`: kWh + 10 x unmet core-hours + 0.001 x GiB
+   migrated, the cost the baselines were tuned by) of whole PlanetLab days in the cloudsim scenario, each
+   day divided by the fallback's cost on it so every day weighs the same;
+3. **keep**: the weights with the lowest cost on the training days, the start included.
+
+Only :data:`llmvirt.sim.split.TRAIN_DAYS` are read; the held-back days are for the benchmark. The
+simulator is deterministic, so a run is reproducible from its seed. Why evolution strategies and not PPO:
+a consolidation decision pays off (in switched-off hosts) or costs (in overload) hours later and only
+through the fleet, an episode is a whole day of 800 hosts in under a second, and the network has about a
+hundred weights: a direct search on the day's cost is simpler and less noisy than per-step credit.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmvirt.model.score import COST_WEIGHTS, consolidation_cost
+from llmvirt.policy import consolidate_net as cn
+from llmvirt.sim.cloudsim_policies import run_policy
+from llmvirt.sim.datacenter import cloudsim_datacenter
+from llmvirt.sim.engine import Simulation
+from llmvirt.sim.split import TRAIN_DAYS
+from llmvirt.sim.traces import load_planetlab
+
+
+@dataclass(frozen=True)
+class ConsolidateNetConfig:
+    """The recipe."""
+
+    seed: int = 0  #: everything random is drawn from it
+    hidden: int = 8  #: the network's width
+    iterations: int = 60  #: evolution-strategies steps
+    pairs: int = 8  #: antithetic perturbation pairs a step
+    sigma: float = 0.05  #: perturbation scale
+    lr: float = 0.03  #: Adam's step
+    keep_every: int = 2  #: steps between evaluations of the current weights (for keeping the best)
+    days: tuple[str, ...] = field(default=TRAIN_DAYS)  #: PlanetLab days (directory names) to learn on
+    workers: int = 2  #: simulations at once
+
+
+SHAPES = {"hidden.weight": lambda h: (h, len(cn.FEATURES)), "hidden.bias": lambda h: (h,),
+          "out.weight": lambda h: (2, h), "out.bias": lambda h: (2,)}
+
+
+def arrays(theta: np.ndarray, hidden: int) -> dict[str, np.ndarray]:
+    """The weights by name from the flat vector, as float32 (what the checkpoint stores and deciding reads)."""
+    out, i = {}, 0
+    for name, shape_of in SHAPES.items():
+        shape = shape_of(hidden)
+        n = int(np.prod(shape))
+        out[name] = theta[i:i + n].reshape(shape).astype(np.float32)
+        i += n
+    return out
+
+
+def flat(weights: dict[str, np.ndarray]) -> np.ndarray:
+    """The flat vector of named weights."""
+    return np.concatenate([np.asarray(weights[name], dtype=np.float64).ravel() for name in SHAPES])
+
+
+_DAYS: dict[str, Any] = {}  #: per worker process: loaded traces by day directory
+
+
+def day_cost(args: tuple[np.ndarray | None, int, str, str]) -> dict[str, float]:
+    """One day's run of the policy with flat weights ``theta`` (None: the fallback): its summary and cost."""
+    theta, hidden, day, mode = args
+    if day not in _DAYS:
+        _DAYS[day] = load_planetlab(Path(day))
+    policy = cn.policy(None if theta is None else arrays(theta, hidden), mode=mode)
+    summary = run_policy(Simulation(cloudsim_datacenter(_DAYS[day])), policy)
+    return {**{k: float(summary[k]) for k in COST_WEIGHTS}, "migrations": float(summary["migrations"]),
+            "cost": consolidation_cost(summary)}
+
+
+class _Days:
+    """Runs weight vectors over the training days, several simulations at once."""
+
+    def __init__(self, planetlab: Path, cfg: ConsolidateNetConfig, pool: ProcessPoolExecutor) -> None:
+        self.days, self.cfg, self.pool = [str(planetlab / d) for d in cfg.days], cfg, pool
+        self.base = [r["cost"] for r in pool.map(day_cost, [(None, cfg.hidden, d, "full") for d in self.days])]
+
+    def costs(self, thetas: list[np.ndarray]) -> np.ndarray:
+        """Each vector's mean cost over the days, per day relative to the fallback's."""
+        jobs = [(t, self.cfg.hidden, d, "full") for t in thetas for d in self.days]
+        per = np.array([r["cost"] for r in self.pool.map(day_cost, jobs)]).reshape(len(thetas), len(self.days))
+        return (per / np.array(self.base)).mean(axis=1)
+
+
+def search(theta: np.ndarray, days: _Days, cfg: ConsolidateNetConfig,
+           log: Callable[[str], None]) -> tuple[np.ndarray, list[dict[str, float]]]:
+    """Evolution strategies from ``theta``; returns the kept weights (lowest training cost) and the curve."""
+    rng = np.random.default_rng([cfg.seed, 1])
+    m, v = np.zeros_like(theta), np.zeros_like(theta)
+    best, best_cost = theta.copy(), 1.0  # the start is the fallback: cost 1 relative to itself
+    curve = [{"iteration": 0, "population_cost": float("nan"), "cost": best_cost}]
+    for it in range(1, cfg.iterations + 1):
+        noise = rng.standard_normal((cfg.pairs, theta.size))
+        f = days.costs([theta + s * cfg.sigma * e for e in noise for s in (1, -1)])
+        r = _centred_ranks(f).reshape(cfg.pairs, 2)
+        grad = ((r[:, 0] - r[:, 1])[:, None] * noise).sum(axis=0) / (cfg.pairs * cfg.sigma)
+        m = 0.9 * m + 0.1 * grad
+        v = 0.999 * v + 0.001 * grad**2
+        theta = theta - cfg.lr * (m / (1 - 0.9**it)) / (np.sqrt(v / (1 - 0.999**it)) + 1e-8)
+        row = {"iteration": it, "population_cost": float(f.mean()), "cost": float("nan")}
+        if it % cfg.keep_every == 0 or it == cfg.iterations:
+            row["cost"] = float(days.costs([theta])[0])
+            if row["cost"] < best_cost:
+                best, best_cost = theta.copy(), row["cost"]
+            log(f"iteration {it}: population {row['population_cost']:.4f}, weights {row['cost']:.4f} of the "
+                f"fallback's cost (best {best_cost:.4f})")
+        curve.append(row)
+    return best, curve
+
+
+def _centred_ranks(f: np.ndarray) -> np.ndarray:
+    r = np.empty(f.size)
+    r[np.argsort(f)] = np.arange(f.size)
+    return r / (f.size - 1) - 0.5
+
+
+def train(planetlab: Path, out: Path, cfg: ConsolidateNetConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train on the training days in ``planetlab`` and write ``consolidate_net.safetensors`` + JSON to ``out``."""
+    t0 = time.perf_counter()
+    theta0 = flat(cn.zero_net(cfg.hidden, np.random.default_rng(cfg.seed)))
+    with ProcessPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+        days = _Days(planetlab, cfg, pool)
+        best, curve = search(theta0, days, cfg, log)
+        per_day = list(pool.map(day_cost, [(best, cfg.hidden, d, "full") for d in days.days]))
+    record = {"config": {**asdict(cfg), "days": list(cfg.days)}, "fallback_cost": dict(zip(cfg.days, days.base,
+                                                                                           strict=True)),
+              "kept_cost": dict(zip(cfg.days, per_day, strict=True)),
+              "kept_relative_cost": min(r["cost"] for r in curve if r["cost"] == r["cost"]),
+              "wall_s": round(time.perf_counter() - t0, 1)}
+    _save(best, cfg, out, record)
+    _write_curve(curve, out)
+    return record
+
+
+def _save(theta: np.ndarray, cfg: ConsolidateNetConfig, out: Path, record: dict[str, Any]) -> None:
+    import torch
+
+    from llmvirt.policy import checkpoint
+    from llmvirt.policy.checkpoint import HeadSpec
+
+    spec = HeadSpec(cn.SPEC_NAME, cn.SPEC_VERSION, cn.FEATURES, lambda c: GateModule(int(c["hidden"])))
+    model = GateModule(cfg.hidden)
+    model.load_state_dict({k: torch.tensor(a) for k, a in arrays(theta, cfg.hidden).items()})
+    checkpoint.save_head(model, out, spec, {"hidden": cfg.hidden}, {
+        "scenario": "cloudsim", "goal": "consolidate", "fallback": "gated:0.95:1:0.5 (tuned:gated-thr-mmt)",
+        "method": "evolution strategies on the consolidation cost, from the tuned gate (output layer at zero)",
+        "training_data": {"trace": "PlanetLab", "train_days": list(cfg.days)}, "seed": cfg.seed,
+        "training": record})
+
+
+def _write_curve(curve: list[dict[str, float]], out: Path) -> None:
+    with (out / "consolidate_net_curve.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(curve[0]))
+        w.writeheader()
+        w.writerows(curve)
+
+
+def GateModule(hidden: int) -> Any:  # noqa: N802 - a module factory, named like the class it builds
+    """The network as a torch module (for the checkpoint): ``hidden`` and ``out`` linear layers."""
+    from torch import nn
+
+    module = nn.Module()
+    module.hidden = nn.Linear(len(cn.FEATURES), hidden)
+    module.out = nn.Linear(hidden, 2)
+    return module

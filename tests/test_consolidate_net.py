@@ -1,0 +1,141 @@
+"""The neural consolidation policy (issue 15): its fallback is the tuned gate, the rules hold on random fleets of
+any size, checkpoints round-trip and refuse tampering, training improves the cost, and rebalance runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED, fixture_uri
+
+from llmvirt.learn import train_consolidate_net as tcn
+from llmvirt.policy import consolidate_net as cn
+from llmvirt.policy.weights import CheckpointError
+from llmvirt.sim.cloudsim_policies import run_policy
+from llmvirt.sim.cluster_arrays import ClusterState, HostArrays
+from llmvirt.sim.datacenter import planetlab_day
+from llmvirt.sim.engine import HISTORY_LENGTH, Simulation
+from llmvirt.sim.power import generic_table
+from llmvirt.strategies import registry
+
+PLANETLAB = SHARED / "traces" / "planetlab"
+
+
+def _random_net(rng: np.random.Generator, scale: float = 0.5) -> dict[str, np.ndarray]:
+    arrays = cn.zero_net(8, rng)
+    arrays["out.weight"] = rng.normal(0.0, scale, (2, 8))
+    arrays["out.bias"] = rng.normal(0.0, scale, 2)
+    return arrays
+
+
+def _random_state(rng: np.random.Generator, n_hosts: int) -> ClusterState:
+    """A random cluster of ``n_hosts`` hosts of 4 to 64 cores, some in maintenance, some VMs pinned in place."""
+    cores = rng.choice([4, 8, 16, 32, 64], n_hosts)
+    total = cores * 2000.0
+    n_vms = int(rng.integers(n_hosts, 4 * n_hosts + 1))
+    vm_host = rng.integers(0, n_hosts, n_vms)
+    vm_mips = rng.choice([1, 2, 4], n_vms) * 2000.0
+    hist = rng.uniform(0.0, 1.0, (n_vms, HISTORY_LENGTH)) ** 2
+    hlen = rng.integers(1, HISTORY_LENGTH + 1, n_vms)
+    req = hist[:, 0] * vm_mips
+    host_vms: list[list[int]] = [[] for _ in range(n_hosts)]
+    for v, h in enumerate(vm_host):
+        host_vms[int(h)].append(v)
+    dc = HostArrays(pe_mips=total.copy(), total_mips=total, power_table=generic_table(n_hosts),
+                    bw=np.full(n_hosts, 1e6), vm_mips=vm_mips, vm_ram=rng.uniform(512, 8192, n_vms),
+                    vm_bw=np.zeros(n_vms))
+    return ClusterState(dc=dc, vm_host=vm_host, req=req, history=hist, history_len=hlen, host_vms=host_vms,
+                        util_mips=np.minimum(np.bincount(vm_host, req, minlength=n_hosts), total),
+                        placeable=rng.random(n_hosts) > 0.2, movable=rng.random(n_vms) > 0.15)
+
+
+def test_with_its_output_at_zero_the_policy_is_exactly_the_tuned_gate() -> None:
+    """Ablation (a) is exact: the fallback decides every step as gated:0.95:1:0.5, the tuned baseline."""
+    day = PLANETLAB / "20110303"
+    tuned = run_policy(Simulation(planetlab_day(day)), registry.make_policy("gated:0.95:1:0.5"))
+    for policy in (cn.policy(None), cn.policy(cn.zero_net(8, np.random.default_rng(3)))):
+        assert run_policy(Simulation(planetlab_day(day)), policy) == tuned
+    other = run_policy(Simulation(planetlab_day(day)), cn.policy(_random_net(np.random.default_rng(3))))
+    assert other != tuned  # the network's outputs do change decisions
+
+
+@pytest.mark.parametrize("n_hosts", [3, 17, 200, 1000])
+def test_the_rules_hold_on_random_fleets_of_any_size(n_hosts: int) -> None:
+    """Whatever the network says: no VM that cannot live-migrate moves, no host in maintenance receives, and no
+    host that already held VMs is filled above the threshold."""
+    rng = np.random.default_rng(n_hosts)
+    moved = 0
+    for trial in range(6 if n_hosts < 1000 else 2):
+        state = _random_state(rng, n_hosts)
+        policy = cn.policy(_random_net(rng, scale=float(rng.choice([0.1, 0.5, 2.0]))))
+        before = np.bincount(state.vm_host, state.req, minlength=n_hosts)
+        plan = policy.decide(state, 0.0)
+        after, where = before.copy(), {}
+        for vm, dst in plan:  # in order: PABFD may empty a host that took a VM in its overload phase (CloudSim's)
+            src = where.get(vm, state.vm_host[vm])
+            assert state.movable[vm] and state.placeable[dst] and dst != src
+            after[src] -= state.req[vm]
+            after[dst] += state.req[vm]
+            where[vm] = dst
+            assert policy.reasons[vm].startswith(("overload avoided", "energy saved"))
+        filled = {dst for _, dst in plan if before[dst] > 0}
+        for h in filled:
+            assert after[h] <= policy.detector.threshold * state.dc.total_mips[h] + 1e-6, (trial, h)
+        moved += len(plan)
+    assert moved > 0
+
+
+def test_features_are_shares_of_each_hosts_own_capacity() -> None:
+    """The tokens do not depend on the fleet's size or units: a fleet and its copy with capacities doubled (and
+    demand with them) give the same rows."""
+    rng = np.random.default_rng(5)
+    state = _random_state(rng, 12)
+    x = cn.host_features(state)
+    assert x.shape == (12, len(cn.FEATURES))
+    state.dc.total_mips *= 2
+    state.dc.pe_mips *= 2
+    state.dc.vm_mips *= 2
+    state.req *= 2
+    state.util_mips *= 2
+    assert np.allclose(cn.host_features(state), x)
+    flat = cn.host_features(state, "last-value")
+    assert np.allclose(flat[:, 1], flat[:, 0]) and np.allclose(flat[:, 3], 0)  # ablation (b): no past
+
+
+def test_training_improves_the_cost_and_writes_a_verified_checkpoint(tmp_path: Path) -> None:
+    """A tiny run (one training day, two steps of two pairs) lowers the cost below the untrained policy's, and its
+    checkpoint loads to the same decisions, and refuses tampering."""
+    cfg = tcn.ConsolidateNetConfig(iterations=2, pairs=2, keep_every=1, days=("20110306",), workers=1)
+    record = tcn.train(PLANETLAB, tmp_path, cfg, log=lambda _: None)
+    assert record["kept_relative_cost"] < 1.0
+    assert record["kept_cost"]["20110306"]["cost"] < record["fallback_cost"]["20110306"]
+    policy, meta = cn.load(tmp_path)
+    assert meta["training_data"]["train_days"] == ["20110306"] and meta["seed"] == 0
+    again = run_policy(Simulation(planetlab_day(PLANETLAB / "20110306")), policy)
+    assert again["energy_kwh"] == record["kept_cost"]["20110306"]["energy_kwh"]
+    assert (tmp_path / "consolidate_net_curve.csv").read_text().startswith("iteration,")
+    raw = bytearray((tmp_path / "consolidate_net.safetensors").read_bytes())
+    raw[-3] ^= 0x20
+    (tmp_path / "consolidate_net.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        cn.load(tmp_path)
+
+
+def test_rebalance_runs_the_shipped_network_with_its_reasons(cli) -> None:
+    """``rebalance --goal consolidate --policy llmvirt-net`` plans on a scanned cluster with the shipped weights,
+    each move saying what drove it; goal balance is refused in one line."""
+    strategy = registry.resolve("llmvirt-net", "consolidate")
+    assert isinstance(strategy, registry.CloudsimStrategy) and strategy.policy.net is not None
+    cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
+    cli("hosts", "add", "spare", fixture_uri("small-host.xml"))
+    cli("scan")
+    code, out, err = cli("rebalance", "--goal", "consolidate", "--policy", "llmvirt-net", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["policy"] == "llmvirt-net"
+    for move in plan["moves"]:
+        assert move["reason"].startswith(("llmvirt-net: overload avoided", "llmvirt-net: energy saved")), move
+    code, out, err = cli("rebalance", "--goal", "balance", "--policy", "llmvirt-net")
+    assert code == 2 and "consolidate only" in err and "Traceback" not in err
