@@ -285,12 +285,19 @@ def _execute(ctx: typer.Context, plan: "decide.Plan", actions: "list[Action]", h
     from llmvirt.store import journal
 
     st = state(ctx)
+    human = err if as_json else out  # with --json, stdout holds the JSON document alone
+
+    def say(line: str) -> None:
+        human.print(line, markup=False)
+
     for vm, why in held.items():
-        out.print(f"not acting on {vm}: {why}", markup=False)
+        say(f"not acting on {vm}: {why}")
     if not actions:
         for note in executor.reconcile_if_idle(st.engine(), st.db_url):
-            out.print(note, markup=False)
-        out.print("nothing to apply")
+            say(note)
+        say("nothing to apply")
+        if as_json:
+            out.print_json(json.dumps({"plan_id": None, "outcomes": {"done": 0, "skipped": 0, "failed": 0}}))
         return
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                         disable=as_json or not out.is_terminal)
@@ -303,7 +310,7 @@ def _execute(ctx: typer.Context, plan: "decide.Plan", actions: "list[Action]", h
         plan_id, counts = executor.apply(st.engine(), st.db_url,
                                          journal.NewPlan(plan.goal, plan.policy, plan.as_json(), actions),
                                          config.load_guardrails(st.config_path),
-                                         say=lambda m: out.print(m, markup=False),
+                                         say=say,
                                          hooks=executor.Hooks(progress_factory=factory))
     if as_json:
         out.print_json(json.dumps({"plan_id": plan_id, "outcomes": counts}))
