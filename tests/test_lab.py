@@ -286,6 +286,32 @@ def test_learned_balance_policy_plans_and_its_loop_applies_on_the_lab(lab_env, m
         lab.load(lab_dir, vm_name, 0, 8)
 
 
+def test_neural_consolidation_plans_and_applies_on_the_lab(lab_env, monkeypatch) -> None:
+    """`rebalance --goal consolidate --policy llmvirt-net` (issue 15) on the idle lab: the shipped network reads
+    each guest's history from the store, every move it plans says what drove it (a host emptied to save
+    energy), and applying the plan live-migrates each guest to where the plan said."""
+    lab_dir, url = lab_env
+    monkeypatch.setenv("LLMVIRT_DB", url)
+    cli = Cli()
+    for vm in [f"vm-{i}" for i in range(1, 7)]:
+        lab.load(lab_dir, vm, 0, 8)
+    for _ in range(3):
+        cli("scan")
+        time.sleep(2)
+    code, out, err = cli("rebalance", "--goal", "consolidate", "--policy", "llmvirt-net", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["policy"] == "llmvirt-net" and plan["dry_run"] and plan["moves"], plan
+    for m in plan["moves"]:
+        assert m["reason"].startswith("llmvirt-net: energy saved") and m["dst"] != m["src"], m
+    code, out, err = cli("rebalance", "--goal", "consolidate", "--policy", "llmvirt-net", "--apply", "--json")
+    assert code == 0, out + err
+    assert json.loads(out)["outcomes"]["done"] == len(plan["moves"]), out
+    last = {m["vm"]: m["dst"] for m in plan["moves"]}
+    for vm, dst in last.items():
+        assert _running_on(lab_dir, vm) == [dst], (vm, dst)
+
+
 def test_mcp_applies_a_shown_plan_on_the_lab(lab_env, monkeypatch) -> None:
     """`llmvirt mcp --allow-apply` (issue 21), driven by the MCP SDK's client over stdio: the plan it shows
     for the hotspot is the one it applies, through the executor, and the journal says who asked; a shown
