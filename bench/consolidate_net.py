@@ -17,6 +17,7 @@ Usage: python bench/consolidate_net.py [--workers 2] [--production] [--frontier]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -49,7 +50,7 @@ def _policy(label: str):  # noqa: ANN202
 
 def _job(args: tuple[str, str, bool]) -> tuple[str, str, dict[str, float]]:
     day, label, production = args
-    dc = planetlab_day(PLANETLAB / day)
+    dc = dataclasses.replace(planetlab_day(PLANETLAB / day))  # the day is cached: its copy is changed, not it
     sim, policy = Simulation(dc), _policy(label)
     sim.place_initial(policy.initial_chooser(sim))
     if production:  # after the initial placement, which bandwidth also limits
