@@ -116,6 +116,7 @@ def test_training_improves_the_cost_and_writes_a_verified_checkpoint(tmp_path: P
     again = run_policy(Simulation(planetlab_day(PLANETLAB / "20110306")), policy)
     assert again["energy_kwh"] == record["kept_cost"]["20110306"]["energy_kwh"]
     assert (tmp_path / "consolidate_net_curve.csv").read_text().startswith("iteration,")
+    assert (tmp_path / "consolidate_net_curve.png").read_bytes().startswith(b"\x89PNG")
     raw = bytearray((tmp_path / "consolidate_net.safetensors").read_bytes())
     raw[-3] ^= 0x20
     (tmp_path / "consolidate_net.safetensors").write_bytes(bytes(raw))

@@ -172,6 +172,28 @@ def _write_curve(curve: list[dict[str, float]], out: Path) -> None:
         w = csv.DictWriter(fh, fieldnames=list(curve[0]))
         w.writeheader()
         w.writerows(curve)
+    plot_curve(out / "consolidate_net_curve.csv", out / "consolidate_net_curve.png")
+
+
+def plot_curve(csv_path: Path, png: Path) -> None:
+    """The learning curve of ``csv_path`` as a PNG: the population's and the current weights' cost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with csv_path.open() as fh:
+        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    kept = [r for r in rows if r["cost"] == r["cost"]]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot([r["iteration"] for r in rows[1:]], [r["population_cost"] for r in rows[1:]], label="perturbed weights")
+    ax.plot([r["iteration"] for r in kept], [r["cost"] for r in kept], marker="o", label="current weights")
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="fallback (tuned gate)")
+    ax.set(xlabel="evolution-strategies step", ylabel="cost / fallback's (training days)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
 
 
 def GateModule(hidden: int) -> Any:  # noqa: N802 - a module factory, named like the class it builds
