@@ -36,7 +36,8 @@ from llmvirt.strategies.registry import make_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANETLAB = ROOT.parent / "shared" / "traces" / "planetlab"
-SEEDS = {"0": ROOT / "policies" / "default", "1": ROOT / "policies" / "consolidate-net-seed1"}
+SEEDS = {"0": ROOT / "policies" / "default",  # training seed -> checkpoint (the later seeds where committed)
+         **{str(s): d for s in (1, 2) if (d := ROOT / "policies" / f"consolidate-net-seed{s}").is_dir()}}
 BASELINES = ("tuned:gated-thr-mmt", "llmvirt-head", "tuned:lr-mmt", "thr-mmt-0.8")
 
 
