@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from llmvirt.learn.evolution import EsAdam
 from llmvirt.model.score import COST_WEIGHTS, consolidation_cost
 from llmvirt.policy import consolidate_net as cn
 from llmvirt.sim.cloudsim_policies import run_policy
@@ -105,17 +106,13 @@ def search(theta: np.ndarray, days: _Days, cfg: ConsolidateNetConfig,
            log: Callable[[str], None]) -> tuple[np.ndarray, list[dict[str, float]]]:
     """Evolution strategies from ``theta``; returns the kept weights (lowest training cost) and the curve."""
     rng = np.random.default_rng([cfg.seed, 1])
-    m, v = np.zeros_like(theta), np.zeros_like(theta)
+    es = EsAdam(theta.size, cfg.sigma, cfg.lr)
     best, best_cost = theta.copy(), 1.0  # the start is the fallback: cost 1 relative to itself
     curve = [{"iteration": 0, "population_cost": float("nan"), "cost": best_cost}]
     for it in range(1, cfg.iterations + 1):
         noise = rng.standard_normal((cfg.pairs, theta.size))
         f = days.costs([theta + s * cfg.sigma * e for e in noise for s in (1, -1)])
-        r = _centred_ranks(f).reshape(cfg.pairs, 2)
-        grad = ((r[:, 0] - r[:, 1])[:, None] * noise).sum(axis=0) / (cfg.pairs * cfg.sigma)
-        m = 0.9 * m + 0.1 * grad
-        v = 0.999 * v + 0.001 * grad**2
-        theta = theta - cfg.lr * (m / (1 - 0.9**it)) / (np.sqrt(v / (1 - 0.999**it)) + 1e-8)
+        theta = es.step(theta, noise, f)
         row = {"iteration": it, "population_cost": float(f.mean()), "cost": float("nan")}
         if it % cfg.keep_every == 0 or it == cfg.iterations:
             row["cost"] = float(days.costs([theta])[0])
@@ -126,11 +123,6 @@ def search(theta: np.ndarray, days: _Days, cfg: ConsolidateNetConfig,
         curve.append(row)
     return best, curve
 
-
-def _centred_ranks(f: np.ndarray) -> np.ndarray:
-    r = np.empty(f.size)
-    r[np.argsort(f)] = np.arange(f.size)
-    return r / (f.size - 1) - 0.5
 
 
 def train(planetlab: Path, out: Path, cfg: ConsolidateNetConfig, log: Callable[[str], None] = print) -> dict[str, Any]:

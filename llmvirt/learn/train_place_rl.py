@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from llmvirt.errors import UsageError
+from llmvirt.learn.evolution import EsAdam
 from llmvirt.policy.arrivals import chooser
 from llmvirt.policy.decide import LearnedScorer, load_scorer
 from llmvirt.policy.features import FEATURES
@@ -155,17 +156,12 @@ def imitate(net: _Net, eps: Episodes, cfg: PlaceRlConfig) -> np.ndarray:
     return net.flat({k: v.detach().numpy() for k, v in model.state_dict().items()})
 
 
-def _centred_ranks(f: np.ndarray) -> np.ndarray:
-    r = np.empty(f.size)
-    r[np.argsort(f)] = np.arange(f.size)
-    return r / (f.size - 1) - 0.5
-
 
 def search(net: _Net, theta: np.ndarray, run: Callable[[int], Episodes], val: Episodes, cfg: PlaceRlConfig,
            log: Callable[[str], None]) -> tuple[np.ndarray, list[dict[str, float]]]:
     """Evolution strategies from ``theta``; returns the kept weights (lowest validation cost) and the curve."""
     rng = np.random.default_rng(cfg.seed + 1)
-    m, v = np.zeros_like(theta), np.zeros_like(theta)
+    es = EsAdam(theta.size, cfg.sigma, cfg.lr)
     best, best_val = theta.copy(), cost(val, net.choose(theta))
     curve = [{"iteration": 0, "train_cost": float("nan"), "val_cost": best_val}]
     log(f"start (imitation of {cfg.init}): validation cost {best_val:.4f}")
@@ -173,11 +169,7 @@ def search(net: _Net, theta: np.ndarray, run: Callable[[int], Episodes], val: Ep
         eps = run(it)
         noise = rng.standard_normal((cfg.pairs, theta.size))
         f = np.array([cost(eps, net.choose(theta + s * cfg.sigma * e)) for e in noise for s in (1, -1)])
-        r = _centred_ranks(f).reshape(cfg.pairs, 2)
-        grad = ((r[:, 0] - r[:, 1])[:, None] * noise).sum(axis=0) / (cfg.pairs * cfg.sigma)
-        m = 0.9 * m + 0.1 * grad
-        v = 0.999 * v + 0.001 * grad**2
-        theta = theta - cfg.lr * (m / (1 - 0.9**it)) / (np.sqrt(v / (1 - 0.999**it)) + 1e-8)
+        theta = es.step(theta, noise, f)
         row = {"iteration": it, "train_cost": float(f.mean()), "val_cost": float("nan")}
         if it % cfg.val_every == 0 or it == cfg.iterations:
             row["val_cost"] = cost(val, net.choose(theta))
