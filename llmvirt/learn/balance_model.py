@@ -86,12 +86,19 @@ def train_forecaster(traces: list[tuple[UsageTrace, np.ndarray]], cfg: RlConfig)
         hist = cpu[v[:, None], t[:, None] + np.arange(-HISTORY + 1, 1)]
         xs.append(bf.Forecaster.inputs(hist, vc[v]))
         ys.append((cpu[v, t + 1] / np.maximum(vc[v], 1.0)).astype(np.float32))
-    x = torch.from_numpy(np.concatenate(xs))
-    y = torch.from_numpy(np.concatenate(ys))
-    torch.manual_seed(cfg.seed)
+    return fit_forecaster(np.concatenate(xs), np.concatenate(ys), cfg.seed, cfg.forecast_epochs)
+
+
+def fit_forecaster(inputs: np.ndarray, targets: np.ndarray, seed: int, epochs: int) -> dict[str, np.ndarray]:
+    """Fit :class:`Forecast` by pinball loss (50 % and 90 % quantiles) on (inputs as
+    :meth:`~llmvirt.policy.balance_features.Forecaster.inputs` builds them, next-step use as a share of the
+    VM's capacity); returns its ``forecast.*`` arrays. Deterministic for a seed."""
+    x = torch.from_numpy(np.asarray(inputs, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(targets, dtype=np.float32))
+    torch.manual_seed(seed)
     model = Forecast()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(cfg.forecast_epochs):
+    for _ in range(epochs):
         perm = torch.randperm(x.shape[0])
         for i in range(0, x.shape[0], 1024):
             b = perm[i:i + 1024]

@@ -2,13 +2,16 @@
 
 The network is :class:`llmvirt.policy.consolidate_net.GateNet` (shared weights over host tokens). Training:
 
-1. **start**: output layer at zero, so the policy is exactly its fallback, the tuned gated THR-MMT;
-2. **optimise on the cost**: evolution strategies (antithetic Gaussian perturbations of every weight,
+1. **forecast**: the demand forecaster (50 % and 90 % quantiles of each VM's next-step use from its last
+   hour, :func:`llmvirt.learn.balance_model.fit_forecaster`, pinball loss) is fitted on the VMs of the
+   training days, as the simulator shows them to the policy (the fallback's runs), and then kept fixed;
+2. **start**: output layer at zero, so the policy is exactly its fallback, the tuned gated THR-MMT;
+3. **optimise on the cost**: evolution strategies (antithetic Gaussian perturbations of every weight,
    centred-rank fitness, Adam; Salimans et al. 2017). The fitness of a weight vector is the consolidation
    cost (:func:`llmvirt.model.score.consolidation_cost`: kWh + 10 x unmet core-hours + 0.001 x GiB
    migrated, the cost the baselines were tuned by) of whole PlanetLab days in the cloudsim scenario, each
    day divided by the fallback's cost on it so every day weighs the same;
-3. **keep**: the weights with the lowest cost on the training days, the start included.
+4. **keep**: the weights with the lowest cost on the training days, the start included.
 
 Only :data:`llmvirt.sim.split.TRAIN_DAYS` are read; the held-back days are for the benchmark. The
 simulator is deterministic, so a run is reproducible from its seed. Why evolution strategies and not PPO:
@@ -52,6 +55,8 @@ class ConsolidateNetConfig:
     keep_every: int = 2  #: steps between evaluations of the current weights (for keeping the best)
     days: tuple[str, ...] = field(default=TRAIN_DAYS)  #: PlanetLab days (directory names) to learn on
     workers: int = 2  #: simulations at once
+    forecast_samples: int = 200_000  #: (VM, step) samples the forecaster is fitted on
+    forecast_epochs: int = 4  #: the forecaster's passes over them
 
 
 SHAPES = {"hidden.weight": lambda h: (h, len(cn.FEATURES)), "hidden.bias": lambda h: (h,),
@@ -77,13 +82,54 @@ def flat(weights: dict[str, np.ndarray]) -> np.ndarray:
 _DAYS: dict[str, Any] = {}  #: per worker process: loaded traces by day directory
 
 
-def day_cost(args: tuple[np.ndarray | None, int, str, str]) -> dict[str, float]:
-    """One day's run of the policy with flat weights ``theta`` (None: the fallback): its summary and cost."""
-    theta, hidden, day, mode = args
+def _day(day: str) -> Any:
     if day not in _DAYS:
         _DAYS[day] = load_planetlab(Path(day))
-    policy = cn.policy(None if theta is None else arrays(theta, hidden), mode=mode)
-    summary = run_policy(Simulation(cloudsim_datacenter(_DAYS[day])), policy)
+    return _DAYS[day]
+
+
+def forecast_samples(day: str) -> tuple[np.ndarray, np.ndarray]:
+    """The forecaster's (inputs, next-step use) for every placed VM at every step of the fallback's run of
+    ``day``: the histories exactly as :func:`llmvirt.policy.consolidate_net.vm_history` shows them."""
+    from llmvirt.policy.balance_features import Forecaster
+
+    sim, policy = Simulation(cloudsim_datacenter(_day(day))), cn.policy(None)
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    last: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def recording(s: Simulation, t: float) -> list[tuple[int, int]]:
+        placed, _, hist = cn.vm_history(s)
+        if last:
+            xs.append(last[0][1])
+            ys.append(s.req[last[0][0]] / s.dc.vm_mips[last[0][0]])
+        last[:] = [(placed, hist)]
+        return policy.decide(s, t)
+
+    sim.place_initial(policy.initial_chooser(sim))
+    sim.run(recording)
+    x = np.concatenate(xs)
+    return Forecaster.inputs(x, np.ones(x.shape[0])), np.concatenate(ys)
+
+
+def fit_forecast(planetlab: Path, cfg: ConsolidateNetConfig, pool: ProcessPoolExecutor) -> dict[str, np.ndarray]:
+    """The demand forecaster, fitted on :attr:`ConsolidateNetConfig.forecast_samples` samples of the training
+    days (drawn with the seed)."""
+    from llmvirt.learn.balance_model import fit_forecaster
+
+    parts = list(pool.map(forecast_samples, [str(planetlab / d) for d in cfg.days]))
+    x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    pick = np.random.default_rng([cfg.seed, 2]).choice(x.shape[0], min(cfg.forecast_samples, x.shape[0]),
+                                                       replace=False)
+    return fit_forecaster(x[np.sort(pick)], y[np.sort(pick)], cfg.seed, cfg.forecast_epochs)
+
+
+def day_cost(args: tuple[np.ndarray | None, int, str, str, dict[str, np.ndarray]]) -> dict[str, float]:
+    """One day's run of the policy with flat weights ``theta`` (None: the fallback) and forecaster arrays
+    ``fc``: its summary and cost."""
+    theta, hidden, day, mode, fc = args
+    policy = cn.policy(None if theta is None else {**arrays(theta, hidden), **fc}, mode=mode)
+    summary = run_policy(Simulation(cloudsim_datacenter(_day(day))), policy)
     return {**{k: float(summary[k]) for k in COST_WEIGHTS}, "migrations": float(summary["migrations"]),
             "cost": consolidation_cost(summary)}
 
@@ -91,13 +137,14 @@ def day_cost(args: tuple[np.ndarray | None, int, str, str]) -> dict[str, float]:
 class _Days:
     """Runs weight vectors over the training days, several simulations at once."""
 
-    def __init__(self, planetlab: Path, cfg: ConsolidateNetConfig, pool: ProcessPoolExecutor) -> None:
-        self.days, self.cfg, self.pool = [str(planetlab / d) for d in cfg.days], cfg, pool
-        self.base = [r["cost"] for r in pool.map(day_cost, [(None, cfg.hidden, d, "full") for d in self.days])]
+    def __init__(self, planetlab: Path, cfg: ConsolidateNetConfig, pool: ProcessPoolExecutor,
+                 fc: dict[str, np.ndarray]) -> None:
+        self.days, self.cfg, self.pool, self.fc = [str(planetlab / d) for d in cfg.days], cfg, pool, fc
+        self.base = [r["cost"] for r in pool.map(day_cost, [(None, cfg.hidden, d, "full", fc) for d in self.days])]
 
     def costs(self, thetas: list[np.ndarray]) -> np.ndarray:
         """Each vector's mean cost over the days, per day relative to the fallback's."""
-        jobs = [(t, self.cfg.hidden, d, "full") for t in thetas for d in self.days]
+        jobs = [(t, self.cfg.hidden, d, "full", self.fc) for t in thetas for d in self.days]
         per = np.array([r["cost"] for r in self.pool.map(day_cost, jobs)]).reshape(len(thetas), len(self.days))
         return (per / np.array(self.base)).mean(axis=1)
 
@@ -124,26 +171,27 @@ def search(theta: np.ndarray, days: _Days, cfg: ConsolidateNetConfig,
     return best, curve
 
 
-
 def train(planetlab: Path, out: Path, cfg: ConsolidateNetConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train on the training days in ``planetlab`` and write ``consolidate_net.safetensors`` + JSON to ``out``."""
     t0 = time.perf_counter()
     theta0 = flat(cn.zero_net(cfg.hidden, np.random.default_rng(cfg.seed)))
     with ProcessPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-        days = _Days(planetlab, cfg, pool)
+        fc = fit_forecast(planetlab, cfg, pool)
+        log(f"forecaster fitted on {cfg.forecast_samples} VM-steps of the training days")
+        days = _Days(planetlab, cfg, pool, fc)
         best, curve = search(theta0, days, cfg, log)
-        per_day = list(pool.map(day_cost, [(best, cfg.hidden, d, "full") for d in days.days]))
+        per_day = list(pool.map(day_cost, [(best, cfg.hidden, d, "full", fc) for d in days.days]))
     record = {"config": {**asdict(cfg), "days": list(cfg.days)}, "fallback_cost": dict(zip(cfg.days, days.base,
                                                                                            strict=True)),
               "kept_cost": dict(zip(cfg.days, per_day, strict=True)),
               "kept_relative_cost": min(r["cost"] for r in curve if r["cost"] == r["cost"]),
               "wall_s": round(time.perf_counter() - t0, 1)}
-    _save(best, cfg, out, record)
+    _save({**arrays(best, cfg.hidden), **fc}, cfg, out, record)
     _write_curve(curve, out)
     return record
 
 
-def _save(theta: np.ndarray, cfg: ConsolidateNetConfig, out: Path, record: dict[str, Any]) -> None:
+def _save(weights: dict[str, np.ndarray], cfg: ConsolidateNetConfig, out: Path, record: dict[str, Any]) -> None:
     import torch
 
     from llmvirt.policy import checkpoint
@@ -151,10 +199,11 @@ def _save(theta: np.ndarray, cfg: ConsolidateNetConfig, out: Path, record: dict[
 
     spec = HeadSpec(cn.SPEC_NAME, cn.SPEC_VERSION, cn.FEATURES, lambda c: GateModule(int(c["hidden"])))
     model = GateModule(cfg.hidden)
-    model.load_state_dict({k: torch.tensor(a) for k, a in arrays(theta, cfg.hidden).items()})
+    model.load_state_dict({k: torch.tensor(a) for k, a in weights.items()})
     checkpoint.save_head(model, out, spec, {"hidden": cfg.hidden}, {
         "scenario": "cloudsim", "goal": "consolidate", "fallback": "gated:0.95:1:0.5 (tuned:gated-thr-mmt)",
-        "method": "evolution strategies on the consolidation cost, from the tuned gate (output layer at zero)",
+        "method": "evolution strategies on the consolidation cost, from the tuned gate (output layer at zero); "
+                  "quantile demand forecaster fitted first by pinball loss, then fixed",
         "training_data": {"trace": "PlanetLab", "train_days": list(cfg.days)}, "seed": cfg.seed,
         "training": record})
 
@@ -189,10 +238,13 @@ def plot_curve(csv_path: Path, png: Path) -> None:
 
 
 def GateModule(hidden: int) -> Any:  # noqa: N802 - a module factory, named like the class it builds
-    """The network as a torch module (for the checkpoint): ``hidden`` and ``out`` linear layers."""
+    """The network as a torch module (for the checkpoint): ``hidden`` and ``out`` linear layers and the
+    ``forecast`` MLP."""
     from torch import nn
 
-    module = nn.Module()
+    from llmvirt.learn.balance_model import Forecast
+
+    module = Forecast()
     module.hidden = nn.Linear(len(cn.FEATURES), hidden)
     module.out = nn.Linear(hidden, 2)
     return module
