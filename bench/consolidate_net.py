@@ -1,8 +1,10 @@
 """The neural consolidation policy against the tuned baselines, on held-back PlanetLab days (issue 15).
 
-Rows: the tuned gated THR-MMT (the best tuned baseline and the default for goal consolidate; also ablation
-(a), the network's output at zero), the network from each training seed, ablation (b) (every past sample
-replaced by the value now, same weights), the older three-number head, and the best ungated tuned family.
+Rows: the tuned gated THR-MMT (the best tuned baseline; also ablation (a), the network's output at zero),
+the shipped network from each training seed (``net:S``), ablations (b) (``net:S:no-forecast``: the
+forecast replaced by the value now) and (c) (``net:S:no-history``: every past sample replaced by the value
+now, the forecaster's input too), same weights, the older three-number head, and the best ungated tuned
+family. ``--also DIR``: the checkpoints ``DIR/seedS`` as rows ``NAME:S`` (another version of the network).
 Each policy is deterministic, so the spread is over days and training seeds. ``--production``: the same
 runs with migrations 10x slower (a tenth of the bandwidth), the sim-to-production gap. Training days are
 listed separately and marked; nothing here was chosen on the held-back days.
@@ -11,7 +13,8 @@ listed separately and marked; nothing here was chosen on the held-back days.
 policies/tuned.json), run on the held-back days, and whether any of them dominates a network (at least as
 good on energy, unmet demand and GiB migrated over the held-back days, better on one).
 
-Usage: python bench/consolidate_net.py [--workers 2] [--production] [--frontier] [--json bench/consolidate_net.json]
+Usage: python bench/consolidate_net.py [--workers 2] [--production] [--frontier] [--also DIR ...]
+                                      [--json bench/consolidate_net.json]
 """
 
 from __future__ import annotations
@@ -41,18 +44,22 @@ SEEDS = {"0": ROOT / "policies" / "default",  # training seed -> checkpoint (the
 BASELINES = ("tuned:gated-thr-mmt", "llmvirt-head", "tuned:lr-mmt", "thr-mmt-0.8")
 
 
-def _policy(label: str):  # noqa: ANN202
-    """A row's policy: ``net:SEED[:last-value]`` or a registry name."""
-    if label.startswith("net:"):
-        parts = label.split(":")
-        return consolidate_net.load(SEEDS[parts[1]], label, parts[2] if len(parts) > 2 else "full")[0]
-    return make_policy(label)
+def _rows(also: list[Path]) -> dict[str, tuple[str, str]]:
+    """Network rows: label -> (checkpoint directory, mode)."""
+    rows = {f"net:{s}": (str(d), "full") for s, d in SEEDS.items()}
+    for mode in consolidate_net.MODES[1:]:
+        rows.update({f"net:{s}:{mode}": (str(d), mode) for s, d in SEEDS.items()})
+    for root in also:
+        rows.update({f"{root.name}:{d.name.removeprefix('seed')}": (str(d), "full")
+                     for d in sorted(root.glob("seed*"))})
+    return rows
 
 
-def _job(args: tuple[str, str, bool]) -> tuple[str, str, dict[str, float]]:
-    day, label, production = args
+def _job(args: tuple[str, str, bool, tuple[str, str] | None]) -> tuple[str, str, dict[str, float]]:
+    day, label, production, net = args
     dc = dataclasses.replace(planetlab_day(PLANETLAB / day))  # the day is cached: its copy is changed, not it
-    sim, policy = Simulation(dc), _policy(label)
+    policy = make_policy(label) if net is None else consolidate_net.load(net[0], label, net[1])[0]
+    sim = Simulation(dc)
     sim.place_initial(policy.initial_chooser(sim))
     if production:  # after the initial placement, which bandwidth also limits
         dc.bw = dc.bw / 10
@@ -90,14 +97,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--production", action="store_true", help="migrations 10x slower (held-back days only)")
     ap.add_argument("--frontier", action="store_true", help="add the tuned frontier's points; check dominance")
+    ap.add_argument("--also", type=Path, nargs="*", default=[], help="directories of seedS checkpoints to add")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "consolidate_net.json")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    labels = [*BASELINES[:1], *(f"net:{s}" for s in SEEDS), *(f"net:{s}:last-value" for s in SEEDS), *BASELINES[1:]]
+    nets = _rows(args.also)
+    labels = [*BASELINES[:1], *nets, *BASELINES[1:]]
     front = _frontier() if args.frontier else []
     labels += [p for p in front if p not in labels]
     days = list(HELD_DAYS) if args.production else [*HELD_DAYS, *TRAIN_DAYS]
-    jobs = [(d, p, args.production) for d in days for p in labels]
+    jobs = [(d, p, args.production, nets.get(p)) for d in days for p in labels]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         runs = {(d, p): s for d, p, s in pool.map(_job, jobs)}
     tag = "migrations 10x slower" if args.production else "as simulated"
@@ -119,7 +128,7 @@ def main() -> None:
         print(f"| {p} | {min(rel):.3f} | {statistics.mean(rel):.3f} | {max(rel):.3f} | "
               f"{sum(r < 1 for r in rel)} of {len(rel)} |")
     if front:
-        _dominance(runs, front, [p for p in labels if p.startswith("net:") and p.count(":") == 1])
+        _dominance(runs, front, [p for p in nets if nets[p][1] == "full"])
     doc = {"date": str(date.today()), "production": args.production,
            "runs": {f"{d}|{p}": s for (d, p), s in runs.items()}}
     path = args.json.with_name(args.json.stem + "_production.json") if args.production else args.json

@@ -24,9 +24,13 @@ PLANETLAB = SHARED / "traces" / "planetlab"
 
 
 def _random_net(rng: np.random.Generator, scale: float = 0.5) -> dict[str, np.ndarray]:
+    """Random gate and forecaster weights (the forecaster's layers as the checkpoint names them)."""
     arrays = cn.zero_net(8, rng)
     arrays["out.weight"] = rng.normal(0.0, scale, (2, 8))
     arrays["out.bias"] = rng.normal(0.0, scale, 2)
+    for i, (rows, cols) in {0: (32, cn.HOUR + 1), 2: (32, 32), 4: (2, 32)}.items():
+        arrays[f"forecast.{i}.weight"] = rng.normal(0.0, 1.0 / np.sqrt(cols), (rows, cols)).astype(np.float32)
+        arrays[f"forecast.{i}.bias"] = rng.normal(0.0, 0.1, rows).astype(np.float32)
     return arrays
 
 
@@ -100,19 +104,64 @@ def test_features_are_shares_of_each_hosts_own_capacity() -> None:
     state.req *= 2
     state.util_mips *= 2
     assert np.allclose(cn.host_features(state), x)
-    flat = cn.host_features(state, "last-value")
-    assert np.allclose(flat[:, 1], flat[:, 0]) and np.allclose(flat[:, 3], 0)  # ablation (b): no past
+    fc = cn.forecaster(_random_net(rng))
+    with_forecast = cn.host_features(state, "full", fc)
+    assert np.allclose(with_forecast[:, :10], x[:, :10]) and np.all(with_forecast[:, 11] >= with_forecast[:, 10])
+    demand = np.bincount(state.vm_host, state.req, minlength=12) / state.dc.total_mips
+    assert np.allclose(x[:, 10], demand) and np.allclose(x[:, 11], demand)  # no forecaster: the value now
+    no_forecast = cn.host_features(state, "no-forecast", fc)  # ablation (b)
+    assert np.allclose(no_forecast[:, :10], x[:, :10]) and np.allclose(no_forecast[:, 10:], x[:, 10:])
+    assert not np.allclose(with_forecast[:, 10:], no_forecast[:, 10:])
+    flat = cn.host_features(state, "no-history", fc)  # ablation (c): no past, for the forecaster either
+    assert np.allclose(flat[:, 1], flat[:, 0]) and np.allclose(flat[:, 3], 0)
+    assert not np.allclose(flat[:, 10:], with_forecast[:, 10:])
+    with pytest.raises(ValueError, match="unknown mode"):
+        cn.policy(None, mode="last-value")
+
+
+def test_a_checkpoint_without_a_forecast_still_loads_and_decides(tmp_path: Path) -> None:
+    """Feature spec 1 (ten columns, no forecaster) loads, its network reads the first ten columns, and a spec it
+    does not know is refused."""
+    import torch
+
+    from llmvirt.policy import checkpoint
+
+    rng = np.random.default_rng(9)
+    arrays = {k: v for k, v in _random_net(rng).items() if not k.startswith("forecast.")}
+    arrays["hidden.weight"] = arrays["hidden.weight"][:, :10]
+    module = torch.nn.Module()
+    module.hidden, module.out = torch.nn.Linear(10, 8), torch.nn.Linear(8, 2)
+    module.load_state_dict({k: torch.tensor(v, dtype=torch.float32) for k, v in arrays.items()})
+    spec = checkpoint.HeadSpec(cn.SPEC_NAME, 1, cn.FEATURES_V1, lambda c: module)
+    checkpoint.save_head(module, tmp_path, spec, {"hidden": 8}, {})
+    policy, _ = cn.load(tmp_path)
+    assert policy.forecaster is None and policy.net.w1.shape == (8, 10)
+    state = _random_state(rng, 20)
+    x = cn.host_features(state)
+    assert np.allclose(policy.net(x), cn.GateNet({k: v.astype(np.float64) for k, v in arrays.items()})(x[:, :10]))
+    policy.decide(state, 0.0)
+    meta = json.loads((tmp_path / "consolidate_net.json").read_text())
+    meta["feature_spec"]["version"] = 7
+    (tmp_path / "consolidate_net.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="different feature spec"):
+        cn.load(tmp_path)
 
 
 def test_training_improves_the_cost_and_writes_a_verified_checkpoint(tmp_path: Path) -> None:
     """A tiny run (one training day, two steps of two pairs) lowers the cost below the untrained policy's, and its
     checkpoint loads to the same decisions, and refuses tampering."""
-    cfg = tcn.ConsolidateNetConfig(iterations=2, pairs=2, keep_every=1, days=("20110306",), workers=1)
+    cfg = tcn.ConsolidateNetConfig(iterations=2, pairs=2, keep_every=1, days=("20110306",), workers=1,
+                                   forecast_samples=20_000, forecast_epochs=2)
     record = tcn.train(PLANETLAB, tmp_path, cfg, log=lambda _: None)
     assert record["kept_relative_cost"] < 1.0
     assert record["kept_cost"]["20110306"]["cost"] < record["fallback_cost"]["20110306"]
     policy, meta = cn.load(tmp_path)
     assert meta["training_data"]["train_days"] == ["20110306"] and meta["seed"] == 0
+    assert policy.forecaster is not None and meta["feature_spec"]["features"] == list(cn.FEATURES)
+    x, y = tcn.forecast_samples(str(PLANETLAB / "20110309"))  # another training day's VMs
+    q50, q90 = policy.forecaster(x[:, :-1], np.ones(y.size))
+    assert np.abs(y - q50).mean() < 0.9 * np.abs(y - x[:, -2]).mean()  # the median beats the last value
+    assert 0.8 < (y <= q90).mean() < 0.99 and np.all(q90 >= q50)
     again = run_policy(Simulation(planetlab_day(PLANETLAB / "20110306")), policy)
     assert again["energy_kwh"] == record["kept_cost"]["20110306"]["energy_kwh"]
     assert (tmp_path / "consolidate_net_curve.csv").read_text().startswith("iteration,")
