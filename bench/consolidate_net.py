@@ -5,6 +5,10 @@ the shipped network from each training seed (``net:S``), ablations (b) (``net:S:
 forecast replaced by the value now) and (c) (``net:S:no-history``: every past sample replaced by the value
 now, the forecaster's input too), same weights, the older three-number head, and the best ungated tuned
 family. ``--also DIR``: the checkpoints ``DIR/seedS`` as rows ``NAME:S`` (another version of the network).
+``--mix bitbrains``: another workload mix, which neither the networks nor the baselines were trained or tuned
+on: the first seven days of the Bitbrains Rnd July week and of August, each VM's CPU use as a share of its
+provisioned CPU, in CloudSim's data centre with as many hosts per VM as the lightest PlanetLab day (800 for
+1,052 VMs); the VM sizes are CloudSim's, as for PlanetLab.
 Each policy is deterministic, so the spread is over days and training seeds. ``--production``: the same
 runs with migrations 10x slower (a tenth of the bandwidth), the sim-to-production gap. Training days are
 listed separately and marked; nothing here was chosen on the held-back days.
@@ -13,7 +17,7 @@ listed separately and marked; nothing here was chosen on the held-back days.
 policies/tuned.json), run on the held-back days, and whether any of them dominates a network (at least as
 good on energy, unmet demand and GiB migrated over the held-back days, better on one).
 
-Usage: python bench/consolidate_net.py [--workers 2] [--production] [--frontier] [--also DIR ...]
+Usage: python bench/consolidate_net.py [--workers 2] [--production] [--frontier] [--mix bitbrains] [--also DIR ...]
                                       [--json bench/consolidate_net.json]
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import platform
 import statistics
@@ -32,9 +37,10 @@ from pathlib import Path
 from llmvirt.bench.run import energy_lower_bound_kwh
 from llmvirt.model.score import consolidation_cost
 from llmvirt.policy import consolidate_net
-from llmvirt.sim.datacenter import planetlab_day
+from llmvirt.sim.datacenter import DataCenter, cloudsim_datacenter, planetlab_day
 from llmvirt.sim.engine import Simulation
 from llmvirt.sim.split import HELD_DAYS, TRAIN_DAYS
+from llmvirt.sim.traces import CpuTrace, load_bitbrains
 from llmvirt.strategies.registry import make_policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +48,26 @@ PLANETLAB = ROOT.parent / "shared" / "traces" / "planetlab"
 SEEDS = {"0": ROOT / "policies" / "default",  # training seed -> checkpoint (the later seeds where committed)
          **{str(s): d for s in (1, 2) if (d := ROOT / "policies" / f"consolidate-net-seed{s}").is_dir()}}
 BASELINES = ("tuned:gated-thr-mmt", "llmvirt-head", "tuned:lr-mmt", "thr-mmt-0.8")
+BITBRAINS = {"bitbrains-7": ROOT.parent / "shared" / "traces" / "bitbrains-rnd" / "rnd_2013-7_week1.tar.gz",
+             "bitbrains-8": ROOT.parent / "shared" / "traces" / "bitbrains-rnd" / "rnd_2013-8.tar.gz"}
+MIX_DAYS = [f"{name}:{d}" for name in BITBRAINS for d in range(7)]  #: --mix bitbrains: trace:day index
+
+
+@functools.cache
+def _usage(name: str) -> CpuTrace:
+    trace = load_bitbrains(BITBRAINS[name])
+    return CpuTrace(trace.names, trace.cpu_util, trace.interval_s)
+
+
+def _datacenter(day: str) -> DataCenter:
+    """A fresh data centre for a PlanetLab day or a ``--mix`` day (its copy: the caller may change it)."""
+    if ":" not in day:
+        return dataclasses.replace(planetlab_day(PLANETLAB / day))  # the day is cached: its copy is changed
+    name, d = day.split(":")
+    trace = _usage(name)
+    per_day = 86_400 // trace.interval_s
+    util = trace.util[:, int(d) * per_day:(int(d) + 1) * per_day]
+    return cloudsim_datacenter(CpuTrace(trace.names, util, trace.interval_s), round(util.shape[0] * 800 / 1052))
 
 
 def _rows(also: list[Path]) -> dict[str, tuple[str, str]]:
@@ -57,7 +83,7 @@ def _rows(also: list[Path]) -> dict[str, tuple[str, str]]:
 
 def _job(args: tuple[str, str, bool, tuple[str, str] | None]) -> tuple[str, str, dict[str, float]]:
     day, label, production, net = args
-    dc = dataclasses.replace(planetlab_day(PLANETLAB / day))  # the day is cached: its copy is changed, not it
+    dc = _datacenter(day)
     policy = make_policy(label) if net is None else consolidate_net.load(net[0], label, net[1])[0]
     sim = Simulation(dc)
     sim.place_initial(policy.initial_chooser(sim))
@@ -68,6 +94,10 @@ def _job(args: tuple[str, str, bool, tuple[str, str] | None]) -> tuple[str, str,
     out["cost"] = consolidation_cost(summary)
     out["bound_kwh"] = energy_lower_bound_kwh(dc, sim.metrics.per_step_demand_mips)
     return day, label, out
+
+
+def _split(day: str) -> str:
+    return "train" if day in TRAIN_DAYS else "other mix" if ":" in day else "held back"
 
 
 def _frontier() -> list[str]:
@@ -97,6 +127,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--production", action="store_true", help="migrations 10x slower (held-back days only)")
     ap.add_argument("--frontier", action="store_true", help="add the tuned frontier's points; check dominance")
+    ap.add_argument("--mix", choices=["bitbrains"], help="another workload mix instead of PlanetLab's days")
     ap.add_argument("--also", type=Path, nargs="*", default=[], help="directories of seedS checkpoints to add")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "consolidate_net.json")
     args = ap.parse_args()
@@ -105,11 +136,12 @@ def main() -> None:
     labels = [*BASELINES[:1], *nets, *BASELINES[1:]]
     front = _frontier() if args.frontier else []
     labels += [p for p in front if p not in labels]
-    days = list(HELD_DAYS) if args.production else [*HELD_DAYS, *TRAIN_DAYS]
+    days = MIX_DAYS if args.mix else list(HELD_DAYS) if args.production else [*HELD_DAYS, *TRAIN_DAYS]
+    held = [d for d in days if d not in TRAIN_DAYS]
     jobs = [(d, p, args.production, nets.get(p)) for d in days for p in labels]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         runs = {(d, p): s for d, p, s in pool.map(_job, jobs)}
-    tag = "migrations 10x slower" if args.production else "as simulated"
+    tag = ("migrations 10x slower" if args.production else "as simulated") + (f", {args.mix} mix" if args.mix else "")
     print(f"# neural consolidation, {tag}; {platform.machine()}, {date.today()}, "
           f"{time.perf_counter() - t0:.0f} s\n")
     print("| day | split | policy | cost | x tuned | x bound | energy kWh | unmet core-h | migrations | GiB moved |")
@@ -118,20 +150,21 @@ def main() -> None:
         base = runs[(d, BASELINES[0])]["cost"]
         for p in labels:
             s = runs[(d, p)]
-            print(f"| {d} | {'train' if d in TRAIN_DAYS else 'held back'} | {p} | {s['cost']:.2f} | "
+            print(f"| {d} | {_split(d)} | {p} | {s['cost']:.2f} | "
                   f"{s['cost'] / base:.3f} | {s['cost'] / s['bound_kwh']:.2f} | {s['energy_kwh']:.2f} | "
                   f"{s['unmet_core_h']:.2f} | {int(s['migrations'])} | {s['gib_migrated']:.0f} |")
-    print("\nHeld-back days, cost relative to the tuned gated THR-MMT on the same day:\n")
+    print("\nDays not trained on, cost relative to the tuned gated THR-MMT on the same day:\n")
     print("| policy | min | mean | max | days better |\n|---|---|---|---|---|")
     for p in labels:
-        rel = [runs[(d, p)]["cost"] / runs[(d, BASELINES[0])]["cost"] for d in HELD_DAYS]
+        rel = [runs[(d, p)]["cost"] / runs[(d, BASELINES[0])]["cost"] for d in held]
         print(f"| {p} | {min(rel):.3f} | {statistics.mean(rel):.3f} | {max(rel):.3f} | "
               f"{sum(r < 1 for r in rel)} of {len(rel)} |")
-    if front:
+    if front and not args.mix:
         _dominance(runs, front, [p for p in nets if nets[p][1] == "full"])
-    doc = {"date": str(date.today()), "production": args.production,
+    doc = {"date": str(date.today()), "production": args.production, "mix": args.mix,
            "runs": {f"{d}|{p}": s for (d, p), s in runs.items()}}
-    path = args.json.with_name(args.json.stem + "_production.json") if args.production else args.json
+    stem = args.json.stem + ("_production" if args.production else "") + (f"_{args.mix}" if args.mix else "")
+    path = args.json.with_name(stem + ".json")
     path.write_text(json.dumps(doc, indent=1) + "\n")
 
 

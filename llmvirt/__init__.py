@@ -4,7 +4,15 @@ The public API is re-exported here; the exception tree is documented in
 :mod:`llmvirt.errors`.
 """
 
-from llmvirt.errors import (
+import os
+
+# llmvirt's matrices are small (a row per VM or host): a threaded BLAS gains nothing on them, and while the
+# simulations of training and the benchmarks run side by side its spinning threads made a step with the
+# demand forecast 3x slower (bench/RESULTS.md). So one BLAS thread, unless the operator set another; it is
+# read when numpy loads, which llmvirt never does before this line.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from llmvirt.errors import (  # noqa: E402 - after the thread setting, which must precede numpy
     DomainGone,
     HostError,
     HostTimeout,
