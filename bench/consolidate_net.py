@@ -71,14 +71,22 @@ def _datacenter(day: str) -> DataCenter:
 
 
 def _rows(also: list[Path]) -> dict[str, tuple[str, str]]:
-    """Network rows: label -> (checkpoint directory, mode)."""
-    rows = {f"net:{s}": (str(d), "full") for s, d in SEEDS.items()}
-    for mode in consolidate_net.MODES[1:]:
-        rows.update({f"net:{s}:{mode}": (str(d), mode) for s, d in SEEDS.items()})
-    for root in also:
-        rows.update({f"{root.name}:{d.name.removeprefix('seed')}": (str(d), "full")
-                     for d in sorted(root.glob("seed*"))})
+    """Network rows: label -> (checkpoint directory, mode); the ablations' rows after each version's own (no
+    ``no-forecast`` row for a checkpoint without a forecast: it would be the same run)."""
+    versions = [{f"net:{s}": d for s, d in SEEDS.items()}]
+    versions += [{f"{root.name}:{d.name.removeprefix('seed')}": d for d in sorted(root.glob("seed*"))} for root in also]
+    rows: dict[str, tuple[str, str]] = {}
+    for nets in versions:
+        rows.update({label: (str(d), "full") for label, d in nets.items()})
+        for mode in consolidate_net.MODES[1:]:
+            rows.update({f"{label}:{mode}": (str(d), mode) for label, d in nets.items()
+                         if mode != "no-forecast" or _has_forecast(d)})
     return rows
+
+
+def _has_forecast(checkpoint: Path) -> bool:
+    meta = json.loads((checkpoint / f"{consolidate_net.SPEC_NAME}.json").read_text())
+    return "forecast_q90" in meta["feature_spec"]["features"]
 
 
 def _job(args: tuple[str, str, bool, tuple[str, str] | None]) -> tuple[str, str, dict[str, float]]:

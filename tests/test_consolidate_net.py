@@ -84,6 +84,7 @@ def test_the_rules_hold_on_random_fleets_of_any_size(n_hosts: int) -> None:
             after[dst] += state.req[vm]
             where[vm] = dst
             assert policy.reasons[vm].startswith(("overload avoided", "energy saved"))
+            assert policy.reasons[vm].startswith("overload") or "forecast (90 % quantile)" in policy.reasons[vm]
         filled = {dst for _, dst in plan if before[dst] > 0}
         for h in filled:
             assert after[h] <= policy.detector.threshold * state.dc.total_mips[h] + 1e-6, (trial, h)
@@ -187,5 +188,20 @@ def test_rebalance_runs_the_shipped_network_with_its_reasons(cli) -> None:
     assert plan["policy"] == "llmvirt-net"
     for move in plan["moves"]:
         assert move["reason"].startswith(("llmvirt-net: overload avoided", "llmvirt-net: energy saved")), move
+        assert "forecast" not in move["reason"]  # the shipped network reads none: its reason claims none
     code, out, err = cli("rebalance", "--goal", "balance", "--policy", "llmvirt-net")
     assert code == 2 and "consolidate only" in err and "Traceback" not in err
+
+
+def test_the_opt_in_forecast_checkpoints_load_and_their_forecast_beats_the_last_value() -> None:
+    """The three committed networks with a demand forecast load (spec 2) by the registry's name, and their
+    forecaster's median is closer to the next sample than the value now, on a training day's VMs."""
+    root = Path(__file__).resolve().parents[1] / "policies" / "consolidate-net-forecast"
+    x, y = tcn.forecast_samples(str(PLANETLAB / "20110303"))
+    for seed in range(3):
+        strategy = registry.resolve(f"llmvirt-net:{root / f'seed{seed}'}", "consolidate")
+        policy = strategy.policy
+        assert policy.forecaster is not None and policy.net.w1.shape[1] == len(cn.FEATURES)
+        q50, q90 = policy.forecaster(x[:, :-1], np.ones(y.size))
+        assert np.abs(y - q50).mean() < 0.9 * np.abs(y - x[:, -2]).mean()
+        assert 0.8 < (y <= q90).mean() < 0.97

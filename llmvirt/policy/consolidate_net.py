@@ -149,9 +149,11 @@ class NeuralConsolidation(GatedConsolidation):
             return (f"overload avoided: its host's CPU demand is {demand[src]:.0%}, above the "
                     f"{self.detector.threshold:.0%} threshold; the destination's power rises least")
         x = self._x[src]
+        forecasts = self.forecaster is not None and self.mode == "full"
+        forecast = f", {x[11]:.0%} forecast (90 % quantile)" if forecasts else ""
         return (f"energy saved: its host is emptied and can be switched off (CPU {x[0]:.0%} now, {x[2]:.0%} peak in "
-                f"the last hour, forecast peak {x[11]:.0%}; the network's emptying score {self._empty[src]:+.2f}); the "
-                "destination's power rises least")
+                f"the last hour{forecast}; the network's emptying score {self._empty[src]:+.2f}); the destination's "
+                "power rises least")
 
 
 def forecaster(arrays: dict[str, np.ndarray]) -> Forecaster | None:
