@@ -5,10 +5,13 @@ the shipped network from each training seed (``net:S``), ablations (b) (``net:S:
 forecast replaced by the value now) and (c) (``net:S:no-history``: every past sample replaced by the value
 now, the forecaster's input too), same weights, the older three-number head, and the best ungated tuned
 family. ``--also DIR``: the checkpoints ``DIR/seedS`` as rows ``NAME:S`` (another version of the network).
-``--mix bitbrains``: another workload mix, which neither the networks nor the baselines were trained or tuned
-on: the first seven days of the Bitbrains Rnd July week and of August, each VM's CPU use as a share of its
-provisioned CPU, in CloudSim's data centre with as many hosts per VM as the lightest PlanetLab day (800 for
-1,052 VMs); the VM sizes are CloudSim's, as for PlanetLab.
+``--mix bitbrains``: another workload mix, which the baselines were not tuned on: the first seven days of the
+Bitbrains Rnd July week and of August, every VM, each VM's CPU use as a share of its provisioned CPU, in
+CloudSim's data centre with as many hosts per VM as the lightest PlanetLab day (800 for 1,052 VMs); the VM
+sizes are CloudSim's, as for PlanetLab (:mod:`llmvirt.sim.episodes`). ``--mix bitbrains-held``: only the
+held-back VMs (:mod:`llmvirt.sim.split`) of the same days, each day in both fleet shapes (CloudSim's hosts per
+VM, and half a host per VM): what a network trained with ``--extra-trace`` on the July training VMs never saw.
+``--mix bitbrains-train``: the July training VMs' days that ``--extra-trace`` trains on (training data).
 Each policy is deterministic, so the spread is over days and training seeds. ``--production``: the same
 runs with migrations 10x slower (a tenth of the bandwidth), the sim-to-production gap. Training days are
 listed separately and marked; nothing here was chosen on the held-back days.
@@ -24,8 +27,6 @@ Usage: python bench/consolidate_net.py [--workers 2] [--production] [--frontier]
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
 import json
 import platform
 import statistics
@@ -37,10 +38,10 @@ from pathlib import Path
 from llmvirt.bench.run import energy_lower_bound_kwh
 from llmvirt.model.score import consolidation_cost
 from llmvirt.policy import consolidate_net
-from llmvirt.sim.datacenter import DataCenter, cloudsim_datacenter, planetlab_day
+from llmvirt.sim import episodes
+from llmvirt.sim.datacenter import DataCenter
 from llmvirt.sim.engine import Simulation
 from llmvirt.sim.split import HELD_DAYS, TRAIN_DAYS
-from llmvirt.sim.traces import CpuTrace, load_bitbrains
 from llmvirt.strategies.registry import make_policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,24 +51,23 @@ SEEDS = {"0": ROOT / "policies" / "default",  # training seed -> checkpoint (the
 BASELINES = ("tuned:gated-thr-mmt", "llmvirt-head", "tuned:lr-mmt", "thr-mmt-0.8")
 BITBRAINS = {"bitbrains-7": ROOT.parent / "shared" / "traces" / "bitbrains-rnd" / "rnd_2013-7_week1.tar.gz",
              "bitbrains-8": ROOT.parent / "shared" / "traces" / "bitbrains-rnd" / "rnd_2013-8.tar.gz"}
-MIX_DAYS = [f"{name}:{d}" for name in BITBRAINS for d in range(7)]  #: --mix bitbrains: trace:day index
-
-
-@functools.cache
-def _usage(name: str) -> CpuTrace:
-    trace = load_bitbrains(BITBRAINS[name])
-    return CpuTrace(trace.names, trace.cpu_util, trace.interval_s)
+TRAIN_EXTRA_DAYS = 4  #: the July days ``train --head consolidate-net --extra-trace`` reads (its extra_days)
+MIXES: dict[str, list[episodes.UsageDay]] = {
+    "bitbrains": [episodes.UsageDay(str(p), d, "all", episodes.CLOUDSIM_HOSTS_PER_VM)
+                  for p in BITBRAINS.values() for d in range(7)],
+    "bitbrains-held": [episodes.UsageDay(str(p), d, "held", shape)
+                       for p in BITBRAINS.values() for d in range(7) for shape in episodes.SHAPES],
+    "bitbrains-train": [episodes.UsageDay(str(BITBRAINS["bitbrains-7"]), d, "train",
+                                          episodes.SHAPES[d % len(episodes.SHAPES)]) for d in range(TRAIN_EXTRA_DAYS)],
+}
 
 
 def _datacenter(day: str) -> DataCenter:
-    """A fresh data centre for a PlanetLab day or a ``--mix`` day (its copy: the caller may change it)."""
-    if ":" not in day:
-        return dataclasses.replace(planetlab_day(PLANETLAB / day))  # the day is cached: its copy is changed
-    name, d = day.split(":")
-    trace = _usage(name)
-    per_day = 86_400 // trace.interval_s
-    util = trace.util[:, int(d) * per_day:(int(d) + 1) * per_day]
-    return cloudsim_datacenter(CpuTrace(trace.names, util, trace.interval_s), round(util.shape[0] * 800 / 1052))
+    """A fresh data centre for a PlanetLab day or a ``--mix`` day's label (the caller may change it)."""
+    return episodes.datacenter(_EPISODES.get(day, str(PLANETLAB / day)))
+
+
+_EPISODES = {e.label: e for mix in MIXES.values() for e in mix}  #: --mix days by label
 
 
 def _rows(also: list[Path]) -> dict[str, tuple[str, str]]:
@@ -105,7 +105,9 @@ def _job(args: tuple[str, str, bool, tuple[str, str] | None]) -> tuple[str, str,
 
 
 def _split(day: str) -> str:
-    return "train" if day in TRAIN_DAYS else "other mix" if ":" in day else "held back"
+    if day in TRAIN_DAYS or ":train:" in day:
+        return "train"
+    return "held-back VMs" if ":held:" in day else "other mix" if ":" in day else "held back"
 
 
 def _frontier() -> list[str]:
@@ -135,7 +137,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--production", action="store_true", help="migrations 10x slower (held-back days only)")
     ap.add_argument("--frontier", action="store_true", help="add the tuned frontier's points; check dominance")
-    ap.add_argument("--mix", choices=["bitbrains"], help="another workload mix instead of PlanetLab's days")
+    ap.add_argument("--mix", choices=list(MIXES), help="another workload mix instead of PlanetLab's days")
     ap.add_argument("--also", type=Path, nargs="*", default=[], help="directories of seedS checkpoints to add")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "consolidate_net.json")
     args = ap.parse_args()
@@ -144,8 +146,9 @@ def main() -> None:
     labels = [*BASELINES[:1], *nets, *BASELINES[1:]]
     front = _frontier() if args.frontier else []
     labels += [p for p in front if p not in labels]
-    days = MIX_DAYS if args.mix else list(HELD_DAYS) if args.production else [*HELD_DAYS, *TRAIN_DAYS]
-    held = [d for d in days if d not in TRAIN_DAYS]
+    days = ([e.label for e in MIXES[args.mix]] if args.mix else list(HELD_DAYS) if args.production
+            else [*HELD_DAYS, *TRAIN_DAYS])
+    held = [d for d in days if _split(d) != "train"] or days  # --mix bitbrains-train: its (training) days
     jobs = [(d, p, args.production, nets.get(p)) for d in days for p in labels]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         runs = {(d, p): s for d, p, s in pool.map(_job, jobs)}
@@ -161,7 +164,8 @@ def main() -> None:
             print(f"| {d} | {_split(d)} | {p} | {s['cost']:.2f} | "
                   f"{s['cost'] / base:.3f} | {s['cost'] / s['bound_kwh']:.2f} | {s['energy_kwh']:.2f} | "
                   f"{s['unmet_core_h']:.2f} | {int(s['migrations'])} | {s['gib_migrated']:.0f} |")
-    print("\nDays not trained on, cost relative to the tuned gated THR-MMT on the same day:\n")
+    print(f"\n{'Days not trained on' if held != days else 'Training days'}, cost relative to the tuned gated "
+          "THR-MMT on the same day:\n")
     print("| policy | min | mean | max | days better |\n|---|---|---|---|---|")
     for p in labels:
         rel = [runs[(d, p)]["cost"] / runs[(d, BASELINES[0])]["cost"] for d in held]

@@ -45,8 +45,9 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed: the run is reproducible from it.")] = 0,
     samples: Annotated[int, typer.Option(help="Placement: decisions sampled from the training replay.")] = 3000,
     epochs: Annotated[int, typer.Option(help="Placement: training epochs.")] = 60,
-    extra_trace: Annotated[list[Path] | None, typer.Option("--extra-trace", help="balance-rl: more Bitbrains or "
-                                                           "generic traces to train on (their training VMs).")]
+    extra_trace: Annotated[list[Path] | None, typer.Option("--extra-trace", help="balance-rl, place-rl and "
+                                                           "consolidate-net: more Bitbrains or generic traces to "
+                                                           "train on (their training VMs).")]
     = None,
     iters: Annotated[int | None, typer.Option(help="balance-rl --method ppo: PPO iterations (default 300); "
                                               "place-rl: evolution strategies steps (default 120); "
@@ -70,21 +71,27 @@ def train(
         raise UsageError(f"scenario {scenario!r} has no trainer yet: use balance")
     if samples < 10 or epochs < 1:
         raise UsageError("--samples must be at least 10 and --epochs at least 1")
-    if head is Head.place_rl:
+    if head is Head.consolidate_net:
+        _consolidate_net(trace, out_dir, seed, 60 if iters is None else iters, extra_trace or [])
+    elif head is Head.place_rl:
         _place_rl([trace, *(extra_trace or [])], out_dir, seed, 120 if iters is None else iters)
     elif head is Head.balance_rl:
-        if method not in ("api", "ppo"):
-            raise UsageError(f"unknown --method {method!r}: use api or ppo")
-        from llmvirt.learn.balance_model import RlConfig
-        from llmvirt.sim.fleet_shapes import SHAPES
-
-        shape_names = tuple(s.strip() for s in shapes.split(",") if s.strip())
-        if not shape_names or any(s not in SHAPES for s in shape_names):
-            raise UsageError(f"unknown --shapes {shapes!r}: use {', '.join(SHAPES)}, comma-separated")
-        cfg = RlConfig(seed=seed, iters=300 if iters is None else iters, mode=mode, method=method, shapes=shape_names)
-        _balance_rl([trace, *(extra_trace or [])], out_dir, cfg)
+        _balance_rl([trace, *(extra_trace or [])], out_dir, _rl_config(seed, iters, mode, method, shapes))
     else:
-        _head(head, trace, out_dir, seed, (samples, epochs), iters)
+        _head(head, trace, out_dir, seed, (samples, epochs))
+
+
+def _rl_config(seed: int, iters: int | None, mode: str, method: str, shapes: str) -> "RlConfig":
+    """``--head balance-rl``'s recipe from its options; a bad one is refused in one line."""
+    if method not in ("api", "ppo"):
+        raise UsageError(f"unknown --method {method!r}: use api or ppo")
+    from llmvirt.learn.balance_model import RlConfig
+    from llmvirt.sim.fleet_shapes import SHAPES
+
+    shape_names = tuple(s.strip() for s in shapes.split(",") if s.strip())
+    if not shape_names or any(s not in SHAPES for s in shape_names):
+        raise UsageError(f"unknown --shapes {shapes!r}: use {', '.join(SHAPES)}, comma-separated")
+    return RlConfig(seed=seed, iters=300 if iters is None else iters, mode=mode, method=method, shapes=shape_names)
 
 
 def _balance_rl(paths: list[Path], out_dir: Path, cfg: "RlConfig") -> None:
@@ -96,9 +103,11 @@ def _balance_rl(paths: list[Path], out_dir: Path, cfg: "RlConfig") -> None:
               f"({record['decision_steps']} decision steps in {record['wall_s']:.0f} s)", markup=False)
 
 
-def _consolidate_net(planetlab: Path, out_dir: Path, seed: int, iterations: int) -> None:
-    """``--head consolidate-net``: the neural consolidation policy on the training days' consolidation cost."""
+def _consolidate_net(planetlab: Path, out_dir: Path, seed: int, iterations: int, extra: list[Path]) -> None:
+    """``--head consolidate-net``: the neural consolidation policy on the training days' consolidation cost
+    (``extra``: usage traces whose training VMs it also learns on, in two fleet shapes)."""
     from llmvirt.learn import train_consolidate_net
+    from llmvirt.sim import episodes
     from llmvirt.sim.split import TRAIN_DAYS
 
     if iterations < 1:
@@ -107,9 +116,14 @@ def _consolidate_net(planetlab: Path, out_dir: Path, seed: int, iterations: int)
     if missing:
         raise UsageError(f"{planetlab}: not a PlanetLab directory of days (missing {', '.join(missing)})")
     cfg = train_consolidate_net.ConsolidateNetConfig(seed=seed, iterations=iterations)
-    record = train_consolidate_net.train(planetlab, out_dir, cfg, log=lambda line: out.print(line, markup=False))
+    short = [p for p in extra if episodes.days_in(p) < 1]  # loads each trace: a bad one fails here, in one line
+    if short:
+        raise UsageError(f"{short[0]}: covers less than one day")
+    record = train_consolidate_net.train(planetlab, out_dir, cfg, log=lambda line: out.print(line, markup=False),
+                                         extra=extra)
+    family = ", ".join(f"{g} {c:.4f}" for g, c in record["kept_relative_cost_by_family"].items())
     out.print(f"wrote {out_dir}/consolidate_net.safetensors, consolidate_net.json, consolidate_net_curve.csv "
-              f"({record['kept_relative_cost']:.4f} of the fallback's cost on the training days; "
+              f"({record['kept_relative_cost']:.4f} of the fallback's cost on the training days: {family}; "
               f"{record['wall_s']:.0f} s)", markup=False)
 
 
@@ -139,14 +153,11 @@ def _place_rl(paths: list[Path], out_dir: Path, seed: int, iterations: int) -> N
               f"{record['wall_s']:.0f} s)", markup=False)
 
 
-def _head(head: Head, trace: Path, out_dir: Path, seed: int, placement: tuple[int, int], iters: int | None) -> None:
-    """One head from one trace: consolidate or consolidate-net (PlanetLab days; ``iters``: the latter's steps),
-    balloon, pin, or placement (``placement``: decisions sampled, epochs)."""
+def _head(head: Head, trace: Path, out_dir: Path, seed: int, placement: tuple[int, int]) -> None:
+    """One head from one trace: consolidate (PlanetLab days), balloon, pin, or placement (``placement``: decisions
+    sampled, epochs)."""
     from llmvirt.sim import traces
 
-    if head is Head.consolidate_net:
-        _consolidate_net(trace, out_dir, seed, 60 if iters is None else iters)
-        return
     if head is Head.consolidate:
         from llmvirt.learn import train_consolidate
 

@@ -10,10 +10,17 @@ The network is :class:`llmvirt.policy.consolidate_net.GateNet` (shared weights o
    centred-rank fitness, Adam; Salimans et al. 2017). The fitness of a weight vector is the consolidation
    cost (:func:`llmvirt.model.score.consolidation_cost`: kWh + 10 x unmet core-hours + 0.001 x GiB
    migrated, the cost the baselines were tuned by) of whole PlanetLab days in the cloudsim scenario, each
-   day divided by the fallback's cost on it so every day weighs the same;
+   day divided by the fallback's cost on it, averaged within each trace family and then over families, so
+   every family weighs the same;
 4. **keep**: the weights with the lowest cost on the training days, the start included.
 
-Only :data:`llmvirt.sim.split.TRAIN_DAYS` are read; the held-back days are for the benchmark. The
+**Across traces and fleet shapes** (``--extra-trace``, :func:`train`'s ``extra``): each extra usage trace
+(Bitbrains, the generic format) adds its first :attr:`ConsolidateNetConfig.extra_days` days, with only its
+training VMs (:func:`llmvirt.sim.split.split`), each day in one of the fleet shapes of
+:attr:`ConsolidateNetConfig.shapes` in turn (:mod:`llmvirt.sim.episodes`). The forecaster learns from their
+VMs too.
+
+Only :data:`llmvirt.sim.split.TRAIN_DAYS` and training VMs are read; the rest is for the benchmark. The
 simulator is deterministic, so a run is reproducible from its seed. Why evolution strategies and not PPO:
 a consolidation decision pays off (in switched-off hosts) or costs (in overload) hours later and only
 through the fleet, an episode is a whole day of 800 hosts in under a second, and the network has about a
@@ -24,7 +31,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,11 +42,11 @@ import numpy as np
 from llmvirt.learn.evolution import EsAdam
 from llmvirt.model.score import COST_WEIGHTS, consolidation_cost
 from llmvirt.policy import consolidate_net as cn
+from llmvirt.sim import episodes
 from llmvirt.sim.cloudsim_policies import run_policy
-from llmvirt.sim.datacenter import cloudsim_datacenter
 from llmvirt.sim.engine import Simulation
+from llmvirt.sim.episodes import Episode
 from llmvirt.sim.split import TRAIN_DAYS
-from llmvirt.sim.traces import load_planetlab
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,8 @@ class ConsolidateNetConfig:
     workers: int = 2  #: simulations at once
     forecast_samples: int = 200_000  #: (VM, step) samples the forecaster is fitted on
     forecast_epochs: int = 4  #: the forecaster's passes over them
+    extra_days: int = 4  #: days of each extra usage trace (its training VMs) to learn on
+    shapes: tuple[float, ...] = episodes.SHAPES  #: hosts per VM of the extra traces' days, in turn
 
 
 SHAPES = {"hidden.weight": lambda h: (h, len(cn.FEATURES)), "hidden.bias": lambda h: (h,),
@@ -79,21 +88,20 @@ def flat(weights: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([np.asarray(weights[name], dtype=np.float64).ravel() for name in SHAPES])
 
 
-_DAYS: dict[str, Any] = {}  #: per worker process: loaded traces by day directory
+def training_episodes(planetlab: Path, cfg: ConsolidateNetConfig, extra: Sequence[Path] = ()) -> list[Episode]:
+    """The days ``cfg`` trains on: its PlanetLab days, then each extra trace's days of training VMs."""
+    out: list[Episode] = [str(planetlab / d) for d in cfg.days]
+    for path in extra:
+        out += episodes.usage_days(path, "train", cfg.extra_days, cfg.shapes)
+    return out
 
 
-def _day(day: str) -> Any:
-    if day not in _DAYS:
-        _DAYS[day] = load_planetlab(Path(day))
-    return _DAYS[day]
-
-
-def forecast_samples(day: str) -> tuple[np.ndarray, np.ndarray]:
+def forecast_samples(day: Episode) -> tuple[np.ndarray, np.ndarray]:
     """The forecaster's (inputs, next-step use) for every placed VM at every step of the fallback's run of
     ``day``: the histories exactly as :func:`llmvirt.policy.consolidate_net.vm_history` shows them."""
     from llmvirt.policy.balance_features import Forecaster
 
-    sim, policy = Simulation(cloudsim_datacenter(_day(day))), cn.policy(None)
+    sim, policy = Simulation(episodes.datacenter(day)), cn.policy(None)
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     last: list[tuple[np.ndarray, np.ndarray]] = []
@@ -112,24 +120,24 @@ def forecast_samples(day: str) -> tuple[np.ndarray, np.ndarray]:
     return Forecaster.inputs(x, np.ones(x.shape[0])), np.concatenate(ys)
 
 
-def fit_forecast(planetlab: Path, cfg: ConsolidateNetConfig, pool: ProcessPoolExecutor) -> dict[str, np.ndarray]:
+def fit_forecast(days: list[Episode], cfg: ConsolidateNetConfig, pool: ProcessPoolExecutor) -> dict[str, np.ndarray]:
     """The demand forecaster, fitted on :attr:`ConsolidateNetConfig.forecast_samples` samples of the training
     days (drawn with the seed)."""
     from llmvirt.learn.balance_model import fit_forecaster
 
-    parts = list(pool.map(forecast_samples, [str(planetlab / d) for d in cfg.days]))
+    parts = list(pool.map(forecast_samples, days))
     x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     pick = np.random.default_rng([cfg.seed, 2]).choice(x.shape[0], min(cfg.forecast_samples, x.shape[0]),
                                                        replace=False)
     return fit_forecaster(x[np.sort(pick)], y[np.sort(pick)], cfg.seed, cfg.forecast_epochs)
 
 
-def day_cost(args: tuple[np.ndarray | None, int, str, str, dict[str, np.ndarray]]) -> dict[str, float]:
+def day_cost(args: tuple[np.ndarray | None, int, Episode, str, dict[str, np.ndarray]]) -> dict[str, float]:
     """One day's run of the policy with flat weights ``theta`` (None: the fallback) and forecaster arrays
     ``fc``: its summary and cost."""
     theta, hidden, day, mode, fc = args
     policy = cn.policy(None if theta is None else {**arrays(theta, hidden), **fc}, mode=mode)
-    summary = run_policy(Simulation(cloudsim_datacenter(_day(day))), policy)
+    summary = run_policy(Simulation(episodes.datacenter(day)), policy)
     return {**{k: float(summary[k]) for k in COST_WEIGHTS}, "migrations": float(summary["migrations"]),
             "cost": consolidation_cost(summary)}
 
@@ -137,16 +145,30 @@ def day_cost(args: tuple[np.ndarray | None, int, str, str, dict[str, np.ndarray]
 class _Days:
     """Runs weight vectors over the training days, several simulations at once."""
 
-    def __init__(self, planetlab: Path, cfg: ConsolidateNetConfig, pool: ProcessPoolExecutor,
+    def __init__(self, days: list[Episode], cfg: ConsolidateNetConfig, pool: ProcessPoolExecutor,
                  fc: dict[str, np.ndarray]) -> None:
-        self.days, self.cfg, self.pool, self.fc = [str(planetlab / d) for d in cfg.days], cfg, pool, fc
+        self.days, self.cfg, self.pool, self.fc = days, cfg, pool, fc
         self.base = [r["cost"] for r in pool.map(day_cost, [(None, cfg.hidden, d, "full", fc) for d in self.days])]
+        families = [episodes.family(d) for d in days]
+        #: each trace family's days, by index
+        self.members = {g: np.array([f == g for f in families]) for g in sorted(set(families))}
 
-    def costs(self, thetas: list[np.ndarray]) -> np.ndarray:
-        """Each vector's mean cost over the days, per day relative to the fallback's."""
+    def relative(self, thetas: list[np.ndarray]) -> np.ndarray:
+        """(vectors, days): each vector's cost on each day relative to the fallback's."""
         jobs = [(t, self.cfg.hidden, d, "full", self.fc) for t in thetas for d in self.days]
         per = np.array([r["cost"] for r in self.pool.map(day_cost, jobs)]).reshape(len(thetas), len(self.days))
-        return (per / np.array(self.base)).mean(axis=1)
+        return per / np.array(self.base)
+
+    def costs(self, thetas: list[np.ndarray]) -> np.ndarray:
+        """Each vector's cost: per day relative to the fallback's, averaged within families, then over them (with
+        one family, exactly the mean over its days)."""
+        rel = self.relative(thetas)
+        return np.mean([rel[:, days].mean(axis=1) for days in self.members.values()], axis=0)
+
+    def by_family(self, theta: np.ndarray) -> dict[str, float]:
+        """The vector's mean relative cost over each family's days."""
+        rel = self.relative([theta])[0]
+        return {g: float(rel[days].mean()) for g, days in self.members.items()}
 
 
 def search(theta: np.ndarray, days: _Days, cfg: ConsolidateNetConfig,
@@ -171,20 +193,27 @@ def search(theta: np.ndarray, days: _Days, cfg: ConsolidateNetConfig,
     return best, curve
 
 
-def train(planetlab: Path, out: Path, cfg: ConsolidateNetConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train on the training days in ``planetlab`` and write ``consolidate_net.safetensors`` + JSON to ``out``."""
+def train(planetlab: Path, out: Path, cfg: ConsolidateNetConfig, log: Callable[[str], None] = print,
+          extra: Sequence[Path] = ()) -> dict[str, Any]:
+    """Train on the training days in ``planetlab`` (and the training VMs of each ``extra`` usage trace) and write
+    ``consolidate_net.safetensors`` + JSON to ``out``."""
     t0 = time.perf_counter()
     theta0 = flat(cn.zero_net(cfg.hidden, np.random.default_rng(cfg.seed)))
+    todo = training_episodes(planetlab, cfg, extra)
     with ProcessPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-        fc = fit_forecast(planetlab, cfg, pool)
+        fc = fit_forecast(todo, cfg, pool)
         log(f"forecaster fitted on {cfg.forecast_samples} VM-steps of the training days")
-        days = _Days(planetlab, cfg, pool, fc)
+        days = _Days(todo, cfg, pool, fc)
         best, curve = search(theta0, days, cfg, log)
         per_day = list(pool.map(day_cost, [(best, cfg.hidden, d, "full", fc) for d in days.days]))
-    record = {"config": {**asdict(cfg), "days": list(cfg.days)}, "fallback_cost": dict(zip(cfg.days, days.base,
-                                                                                           strict=True)),
-              "kept_cost": dict(zip(cfg.days, per_day, strict=True)),
+        by_family = days.by_family(best)
+    labels = [episodes.label(d) for d in todo]
+    record = {"config": {**asdict(cfg), "days": list(cfg.days), "shapes": list(cfg.shapes)},
+              "extra_traces": [p.name for p in extra],
+              "fallback_cost": dict(zip(labels, days.base, strict=True)),
+              "kept_cost": dict(zip(labels, per_day, strict=True)),
               "kept_relative_cost": min(r["cost"] for r in curve if r["cost"] == r["cost"]),
+              "kept_relative_cost_by_family": by_family,
               "wall_s": round(time.perf_counter() - t0, 1)}
     _save({**arrays(best, cfg.hidden), **fc}, cfg, out, record)
     _write_curve(curve, out)
@@ -204,7 +233,11 @@ def _save(weights: dict[str, np.ndarray], cfg: ConsolidateNetConfig, out: Path, 
         "scenario": "cloudsim", "goal": "consolidate", "fallback": "gated:0.95:1:0.5 (tuned:gated-thr-mmt)",
         "method": "evolution strategies on the consolidation cost, from the tuned gate (output layer at zero); "
                   "quantile demand forecaster fitted first by pinball loss, then fixed",
-        "training_data": {"trace": "PlanetLab", "train_days": list(cfg.days)}, "seed": cfg.seed,
+        "training_data": {"trace": "PlanetLab", "train_days": list(cfg.days),
+                          **({"extra_traces": [{"trace": name, "vms": "training side of the sha256 split",
+                                                "days": cfg.extra_days, "hosts_per_vm": list(cfg.shapes)}
+                                               for name in record["extra_traces"]]} if record["extra_traces"]
+                             else {})}, "seed": cfg.seed,
         "training": record})
 
 

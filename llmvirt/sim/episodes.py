@@ -1,0 +1,88 @@
+"""The simulated days the consolidation policy trains and is judged on, each as CloudSim's data centre.
+
+An episode is either a PlanetLab day (its directory: CloudSim's 800 hosts, every VM of the day) or a
+:class:`UsageDay`: one day of a usage trace (Bitbrains, or the generic format), on one side of the VM split
+(:mod:`llmvirt.sim.split`), in one fleet shape (hosts per VM). VM sizes and host types are CloudSim's in
+both, so a policy sees the same kind of hosts with other workloads and other fleet sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from llmvirt.sim.datacenter import DataCenter, cloudsim_datacenter, planetlab_day
+from llmvirt.sim.split import split
+from llmvirt.sim.traces import CpuTrace, load_usage
+
+CLOUDSIM_HOSTS_PER_VM = 800 / 1052  #: CloudSim's 800 hosts for the lightest PlanetLab day's 1,052 VMs
+TIGHT_HOSTS_PER_VM = 0.5  #: a fleet with a third fewer hosts: overload is nearer
+SHAPES = (CLOUDSIM_HOSTS_PER_VM, TIGHT_HOSTS_PER_VM)  #: the fleet shapes usage days come in
+SIDES = ("train", "held", "all")  #: which VMs of a usage trace: the training side, the held-back side, or every VM
+
+
+@dataclass(frozen=True)
+class UsageDay:
+    """Day ``day`` (0-based, 24 h of samples) of the trace at ``path``: the VMs of ``side``, with
+    ``round(VMs x hosts_per_vm)`` hosts."""
+
+    path: str
+    day: int
+    side: str
+    hosts_per_vm: float
+
+    @property
+    def label(self) -> str:
+        """A short name for reports: ``<file>:<side>:<day>:<hosts per VM>``."""
+        return f"{Path(self.path).name}:{self.side}:{self.day}:{self.hosts_per_vm:.2f}"
+
+
+Episode = str | UsageDay  #: a PlanetLab day directory, or a usage day
+
+
+@functools.cache
+def _usage(path: str) -> CpuTrace:
+    """A usage trace's CPU use as a share of each VM's provisioned CPU, loaded once per process."""
+    trace = load_usage(Path(path))
+    return CpuTrace(trace.names, trace.cpu_util, trace.interval_s)
+
+
+def days_in(path: Path) -> int:
+    """How many whole days the usage trace at ``path`` covers."""
+    trace = _usage(str(path))
+    return trace.util.shape[1] // (86_400 // trace.interval_s)
+
+
+def usage_days(path: Path, side: str, days: int, shapes: tuple[float, ...] = SHAPES) -> list[UsageDay]:
+    """The first ``days`` days of ``path`` (at most as many as it covers), day ``d`` in shape
+    ``shapes[d % len(shapes)]``: every shape, each on other days."""
+    if side not in SIDES:
+        raise ValueError(f"unknown side {side!r}: use {', '.join(SIDES)}")
+    return [UsageDay(str(path), d, side, shapes[d % len(shapes)]) for d in range(min(days, days_in(path)))]
+
+
+def datacenter(episode: Episode) -> DataCenter:
+    """A fresh data centre for ``episode`` (its own arrays: the caller may change them)."""
+    if isinstance(episode, str):
+        return dataclasses.replace(planetlab_day(episode))  # cached per process: the caller may rebind fields
+    trace = _usage(episode.path)
+    train, held = split(trace.names)
+    vms = {"train": train, "held": held, "all": np.arange(len(trace.names))}[episode.side]
+    per_day = 86_400 // trace.interval_s
+    util = trace.util[vms, episode.day * per_day:(episode.day + 1) * per_day]
+    names = tuple(trace.names[i] for i in vms)
+    return cloudsim_datacenter(CpuTrace(names, util, trace.interval_s), round(vms.size * episode.hosts_per_vm))
+
+
+def label(episode: Episode) -> str:
+    """A PlanetLab day's directory name, or a usage day's :attr:`UsageDay.label`."""
+    return Path(episode).name if isinstance(episode, str) else episode.label
+
+
+def family(episode: Episode) -> str:
+    """The trace family an episode belongs to: ``planetlab``, or the usage trace's file name."""
+    return "planetlab" if isinstance(episode, str) else Path(episode.path).name
