@@ -3,6 +3,7 @@ any size, checkpoints round-trip and refuse tampering, training improves the cos
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from llmvirt.policy import consolidate_net as cn
 from llmvirt.policy.weights import CheckpointError
 from llmvirt.sim.cloudsim_policies import run_policy
 from llmvirt.sim.cluster_arrays import ClusterState, HostArrays
-from llmvirt.sim.datacenter import planetlab_day
+from llmvirt.sim.datacenter import DataCenter, planetlab_day
 from llmvirt.sim.engine import HISTORY_LENGTH, Simulation
 from llmvirt.sim.power import generic_table
 from llmvirt.strategies import registry
@@ -205,3 +206,63 @@ def test_the_opt_in_forecast_checkpoints_load_and_their_forecast_beats_the_last_
         q50, q90 = policy.forecaster(x[:, :-1], np.ones(y.size))
         assert np.abs(y - q50).mean() < 0.9 * np.abs(y - x[:, -2]).mean()
         assert 0.8 < (y <= q90).mean() < 0.97
+
+
+BITBRAINS = SHARED / "traces" / "bitbrains-rnd"
+
+
+def test_usage_days_keep_to_one_side_of_the_split_in_each_fleet_shape() -> None:
+    """A usage day holds only the VMs of its side, one day of samples, and as many hosts as its shape says; the
+    shapes take turns over the days."""
+    from llmvirt.sim import episodes
+    from llmvirt.sim.split import split
+
+    july = BITBRAINS / "rnd_2013-7_week1.tar.gz"
+    days = episodes.usage_days(july, "train", 3)
+    assert [d.hosts_per_vm for d in days] == [episodes.SHAPES[0], episodes.SHAPES[1], episodes.SHAPES[0]]
+    assert len(episodes.usage_days(july, "held", 99)) == 7  # the July week: no more days than it covers
+    names = episodes._usage(str(july)).names
+    train, held = split(names)
+    for side, idx in (("train", train), ("held", held)):
+        for day in episodes.usage_days(july, side, 2):
+            dc = episodes.datacenter(day)
+            assert set(dc.names) == {names[i] for i in idx}
+            assert dc.n_hosts == round(idx.size * day.hosts_per_vm) and dc.util.shape[1] == 288 + 1
+    tight = episodes.UsageDay(str(BITBRAINS / "rnd_2013-8.tar.gz"), 0, "held", 0.5)  # 68 hosts can't hold its VMs
+    assert episodes.datacenter(tight).n_hosts == 70 and not episodes._holds_every_vm(
+        dataclasses.replace(episodes.datacenter(tight), **_first_hosts(episodes.datacenter(tight), 69)))
+    assert episodes.family(days[0]) == july.name and episodes.family(str(PLANETLAB / "20110303")) == "planetlab"
+    with pytest.raises(ValueError, match="unknown side"):
+        episodes.usage_days(july, "everything", 1)
+
+
+def _first_hosts(dc: DataCenter, n: int) -> dict[str, np.ndarray]:
+    """The host arrays of ``dc`` cut to its first ``n`` hosts."""
+    return {f: getattr(dc, f)[:n] for f in ("pe_mips", "total_mips", "power_table", "ram_mb", "bw")}
+
+
+def test_training_across_traces_weighs_each_family_the_same_and_records_what_it_read(tmp_path: Path) -> None:
+    """A tiny run on the training VMs of two Bitbrains months (no PlanetLab day) lowers the cost below the
+    untrained policy's; its cost is the mean of the two families' costs, and the checkpoint says what it read."""
+    extra = [BITBRAINS / "rnd_2013-7_week1.tar.gz", BITBRAINS / "rnd_2013-8.tar.gz"]
+    cfg = tcn.ConsolidateNetConfig(iterations=2, pairs=2, keep_every=1, days=(), workers=1, extra_days=2,
+                                   forecast_samples=20_000, forecast_epochs=2)
+    record = tcn.train(PLANETLAB, tmp_path, cfg, log=lambda _: None, extra=extra)
+    families = record["kept_relative_cost_by_family"]
+    assert set(families) == {p.name for p in extra} and record["kept_relative_cost"] < 1.0
+    assert record["kept_relative_cost"] == pytest.approx(np.mean(list(families.values())), abs=1e-12)
+    assert len(record["kept_cost"]) == 4 and all(":train:" in label for label in record["kept_cost"])
+    _, meta = cn.load(tmp_path)
+    read = meta["training_data"]["extra_traces"]
+    assert [r["trace"] for r in read] == [p.name for p in extra] and read[0]["hosts_per_vm"] == list(cfg.shapes)
+
+
+def test_train_refuses_a_bad_extra_trace_in_one_line(cli, tmp_path: Path) -> None:
+    """``--extra-trace`` that is missing or malformed: one line, exit 2, nothing written."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    for path in (tmp_path / "missing.tar.gz", bad):
+        code, _, err = cli("train", "--head", "consolidate-net", "--trace", str(PLANETLAB), "--extra-trace",
+                           str(path), "--out", str(tmp_path / "out"))
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()

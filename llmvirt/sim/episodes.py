@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from llmvirt.sim.datacenter import DataCenter, cloudsim_datacenter, planetlab_day
+from llmvirt.sim.engine import Simulation
+from llmvirt.sim.initial_placement import initial_pabfd
 from llmvirt.sim.split import split
 from llmvirt.sim.traces import CpuTrace, load_usage
 
@@ -28,7 +30,7 @@ SIDES = ("train", "held", "all")  #: which VMs of a usage trace: the training si
 @dataclass(frozen=True)
 class UsageDay:
     """Day ``day`` (0-based, 24 h of samples) of the trace at ``path``: the VMs of ``side``, with
-    ``round(VMs x hosts_per_vm)`` hosts."""
+    ``round(VMs x hosts_per_vm)`` hosts, or the fewest hosts above that on which every VM can be created."""
 
     path: str
     day: int
@@ -75,7 +77,21 @@ def datacenter(episode: Episode) -> DataCenter:
     per_day = 86_400 // trace.interval_s
     util = trace.util[vms, episode.day * per_day:(episode.day + 1) * per_day]
     names = tuple(trace.names[i] for i in vms)
-    return cloudsim_datacenter(CpuTrace(names, util, trace.interval_s), round(vms.size * episode.hosts_per_vm))
+    hosts = round(vms.size * episode.hosts_per_vm)
+    while not _holds_every_vm(dc := cloudsim_datacenter(CpuTrace(names, util, trace.interval_s), hosts)):
+        hosts += 1  # a tight shape: the fewest hosts from there on that hold every VM at its full size
+    return dc
+
+
+def _holds_every_vm(dc: DataCenter) -> bool:
+    """Whether the consolidation policies' initial placement (PABFD, every VM at its full size, as CloudSim
+    creates them) finds a host for every VM."""
+    sim = Simulation(dc)
+    try:
+        sim.place_initial(initial_pabfd(sim))
+    except RuntimeError:
+        return False
+    return True
 
 
 def label(episode: Episode) -> str:
