@@ -104,14 +104,15 @@ def forecast_samples(day: Episode) -> tuple[np.ndarray, np.ndarray]:
     sim, policy = Simulation(episodes.datacenter(day)), cn.policy(None)
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
-    last: list[tuple[np.ndarray, np.ndarray]] = []
+    last: tuple[np.ndarray, np.ndarray] | None = None  # the previous step's (placed VMs, their histories)
 
     def recording(s: Simulation, t: float) -> list[tuple[int, int]]:
+        nonlocal last
         placed, _, hist = cn.vm_history(s)
-        if last:
-            xs.append(last[0][1])
-            ys.append(s.req[last[0][0]] / s.dc.vm_mips[last[0][0]])
-        last[:] = [(placed, hist)]
+        if last is not None:
+            xs.append(last[1])
+            ys.append(s.req[last[0]] / s.dc.vm_mips[last[0]])
+        last = (placed, hist)
         return policy.decide(s, t)
 
     sim.place_initial(policy.initial_chooser(sim))

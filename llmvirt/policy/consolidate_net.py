@@ -148,10 +148,11 @@ class NeuralConsolidation(GatedConsolidation):
         if demand[src] > self.detector.threshold:
             return (f"overload avoided: its host's CPU demand is {demand[src]:.0%}, above the "
                     f"{self.detector.threshold:.0%} threshold; the destination's power rises least")
-        x = self._x[src]
+        x = dict(zip(FEATURES, self._x[src], strict=True))
         forecasts = self.forecaster is not None and self.mode == "full"
-        forecast = f", {x[11]:.0%} forecast (90 % quantile)" if forecasts else ""
-        return (f"energy saved: its host is emptied and can be switched off (CPU {x[0]:.0%} now, {x[2]:.0%} peak in "
+        forecast = f", {x['forecast_q90']:.0%} forecast (90 % quantile)" if forecasts else ""
+        return (f"energy saved: its host is emptied and can be switched off (CPU {x['util_now']:.0%} now, "
+                f"{x['util_peak_1h']:.0%} peak in "
                 f"the last hour{forecast}; the network's emptying score {self._empty[src]:+.2f}); the destination's "
                 "power rises least")
 
