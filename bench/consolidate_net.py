@@ -110,6 +110,23 @@ def _split(day: str) -> str:
     return "held-back VMs" if ":held:" in day else "other mix" if ":" in day else "held back"
 
 
+def _by_group(runs: dict, days: list[str], policies: list[str]) -> None:
+    """Each policy's mean cost relative to the tuned gated THR-MMT over the days of each trace, side and fleet
+    shape (a ``--mix`` day's label without its day index), and its worst day there."""
+    groups: dict[str, list[str]] = {}
+    for d in days:
+        trace, side, _, shape = d.split(":")
+        groups.setdefault(f"{trace} {side} VMs, {shape} hosts per VM", []).append(d)
+    print("\nBy trace, VMs and fleet shape: mean (worst day) cost relative to the tuned gated THR-MMT:\n")
+    print(f"| policy | {' | '.join(groups)} |\n|---|{'---|' * len(groups)}")
+    for p in policies:
+        cells = []
+        for members in groups.values():
+            rel = [runs[(d, p)]["cost"] / runs[(d, BASELINES[0])]["cost"] for d in members]
+            cells.append(f"{statistics.mean(rel):.3f} ({max(rel):.2f})")
+        print(f"| {p} | {' | '.join(cells)} |")
+
+
 def _frontier() -> list[str]:
     """The tuning sweep's frontier points on the training days (policies/tuned.json), as policy names."""
     from llmvirt.bench import frontier
@@ -164,13 +181,16 @@ def main() -> None:
             print(f"| {d} | {_split(d)} | {p} | {s['cost']:.2f} | "
                   f"{s['cost'] / base:.3f} | {s['cost'] / s['bound_kwh']:.2f} | {s['energy_kwh']:.2f} | "
                   f"{s['unmet_core_h']:.2f} | {int(s['migrations'])} | {s['gib_migrated']:.0f} |")
-    print(f"\n{'Days not trained on' if held != days else 'Training days'}, cost relative to the tuned gated "
-          "THR-MMT on the same day:\n")
+    trained = all(_split(d) == "train" for d in days)
+    print(f"\n{'Training days' if trained else 'Days not trained on'}, cost relative to the tuned gated THR-MMT on "
+          "the same day:\n")
     print("| policy | min | mean | max | days better |\n|---|---|---|---|---|")
     for p in labels:
         rel = [runs[(d, p)]["cost"] / runs[(d, BASELINES[0])]["cost"] for d in held]
         print(f"| {p} | {min(rel):.3f} | {statistics.mean(rel):.3f} | {max(rel):.3f} | "
               f"{sum(r < 1 for r in rel)} of {len(rel)} |")
+    if args.mix:
+        _by_group(runs, held, [p for p in labels if p in nets])
     if front and not args.mix:
         _dominance(runs, front, [p for p in nets if nets[p][1] == "full"])
     doc = {"date": str(date.today()), "production": args.production, "mix": args.mix,
