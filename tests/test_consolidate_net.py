@@ -266,3 +266,24 @@ def test_train_refuses_a_bad_extra_trace_in_one_line(cli, tmp_path: Path) -> Non
                            str(path), "--out", str(tmp_path / "out"))
         assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_committed_networks_trained_across_traces_load_and_beat_their_fallback_on_a_tight_fleet() -> None:
+    """The three opt-in networks trained with ``--extra-trace`` load by the registry's name, say what they read,
+    and cost less than their fallback on a tight training day of Bitbrains (half a host per VM)."""
+    from llmvirt.model.score import consolidation_cost
+    from llmvirt.sim import episodes
+
+    root = Path(__file__).resolve().parents[1] / "policies" / "consolidate-net-mixed"
+    july = BITBRAINS / "rnd_2013-7_week1.tar.gz"
+    tight = episodes.usage_days(july, "train", 2)[1]
+    assert tight.hosts_per_vm == episodes.TIGHT_HOSTS_PER_VM
+    fallback = consolidation_cost(run_policy(Simulation(episodes.datacenter(tight)), cn.policy(None)))
+    for seed in range(3):
+        strategy = registry.resolve(f"llmvirt-net:{root / f'seed{seed}'}", "consolidate")
+        policy = strategy.policy
+        assert isinstance(policy, cn.NeuralConsolidation) and policy.forecaster is not None
+        _, meta = cn.load(root / f"seed{seed}")
+        assert [t["trace"] for t in meta["training_data"]["extra_traces"]] == [july.name] and meta["seed"] == seed
+        cost = consolidation_cost(run_policy(Simulation(episodes.datacenter(tight)), policy))
+        assert cost < 0.95 * fallback, (seed, cost, fallback)
