@@ -287,3 +287,22 @@ def test_the_committed_networks_trained_across_traces_load_and_beat_their_fallba
         assert [t["trace"] for t in meta["training_data"]["extra_traces"]] == [july.name] and meta["seed"] == seed
         cost = consolidation_cost(run_policy(Simulation(episodes.datacenter(tight)), policy))
         assert cost < 0.95 * fallback, (seed, cost, fallback)
+
+
+def test_a_generic_format_trace_trains_the_network_like_bitbrains(tmp_path: Path) -> None:
+    """A trace in the generic format (what an operator brings) gives usage days and trains the network with
+    ``extra``, the same way as Bitbrains: its training VMs only, both shapes, the cost lowered."""
+    from test_bench_fleets import generic_trace
+
+    from llmvirt.sim import episodes
+    from llmvirt.sim.split import split
+
+    trace = generic_trace(tmp_path / "fleet.csv", vms=60, samples=2 * 288, seed=3)
+    days = episodes.usage_days(trace, "train", 5)
+    assert len(days) == 2 and [d.hosts_per_vm for d in days] == list(episodes.SHAPES)
+    names = tuple(sorted(f"vm{i}" for i in range(60)))
+    assert set(episodes.datacenter(days[0]).names) == {names[i] for i in split(names)[0]}
+    cfg = tcn.ConsolidateNetConfig(iterations=2, pairs=2, keep_every=1, days=(), workers=1, extra_days=2,
+                                   forecast_samples=5_000, forecast_epochs=2)
+    record = tcn.train(PLANETLAB, tmp_path / "out", cfg, log=lambda _: None, extra=[trace])
+    assert record["kept_relative_cost_by_family"].keys() == {"fleet.csv"} and record["kept_relative_cost"] < 1.0
