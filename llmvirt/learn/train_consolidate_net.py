@@ -166,9 +166,9 @@ class _Days:
         rel = self.relative(thetas)
         return np.mean([rel[:, days].mean(axis=1) for days in self.members.values()], axis=0)
 
-    def by_family(self, theta: np.ndarray) -> dict[str, float]:
-        """The vector's mean relative cost over each family's days."""
-        rel = self.relative([theta])[0]
+    def by_family(self, costs: list[float]) -> dict[str, float]:
+        """The mean over each family's days of ``costs`` (one a day) relative to the fallback's."""
+        rel = np.array(costs) / np.array(self.base)
         return {g: float(rel[days].mean()) for g, days in self.members.items()}
 
 
@@ -207,7 +207,7 @@ def train(planetlab: Path, out: Path, cfg: ConsolidateNetConfig, log: Callable[[
         days = _Days(todo, cfg, pool, fc)
         best, curve = search(theta0, days, cfg, log)
         per_day = list(pool.map(day_cost, [(best, cfg.hidden, d, "full", fc) for d in days.days]))
-        by_family = days.by_family(best)
+    by_family = days.by_family([r["cost"] for r in per_day])
     labels = [episodes.label(d) for d in todo]
     record = {"config": {**asdict(cfg), "days": list(cfg.days), "shapes": list(cfg.shapes)},
               "extra_traces": [p.name for p in extra],

@@ -71,16 +71,28 @@ def datacenter(episode: Episode) -> DataCenter:
     """A fresh data centre for ``episode`` (its own arrays: the caller may change them)."""
     if isinstance(episode, str):
         return dataclasses.replace(planetlab_day(episode))  # cached per process: the caller may rebind fields
+    return cloudsim_datacenter(_day_trace(episode), _hosts(episode))
+
+
+def _day_trace(episode: UsageDay) -> CpuTrace:
+    """The usage day's VMs (its side of the split) over its 24 hours."""
     trace = _usage(episode.path)
     train, held = split(trace.names)
     vms = {"train": train, "held": held, "all": np.arange(len(trace.names))}[episode.side]
     per_day = 86_400 // trace.interval_s
     util = trace.util[vms, episode.day * per_day:(episode.day + 1) * per_day]
-    names = tuple(trace.names[i] for i in vms)
-    hosts = round(vms.size * episode.hosts_per_vm)
-    while not _holds_every_vm(dc := cloudsim_datacenter(CpuTrace(names, util, trace.interval_s), hosts)):
-        hosts += 1  # a tight shape: the fewest hosts from there on that hold every VM at its full size
-    return dc
+    return CpuTrace(tuple(trace.names[i] for i in vms), util, trace.interval_s)
+
+
+@functools.cache
+def _hosts(episode: UsageDay) -> int:
+    """``round(VMs x hosts_per_vm)``, or (a tight shape) the fewest hosts above it that hold every VM at its full
+    size; found once per process, as a trainer builds the same day many times."""
+    trace = _day_trace(episode)
+    hosts = round(len(trace.names) * episode.hosts_per_vm)
+    while not _holds_every_vm(cloudsim_datacenter(trace, hosts)):
+        hosts += 1
+    return hosts
 
 
 def _holds_every_vm(dc: DataCenter) -> bool:
