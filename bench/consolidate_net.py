@@ -36,6 +36,7 @@ from datetime import date
 from pathlib import Path
 
 from llmvirt.bench.run import energy_lower_bound_kwh
+from llmvirt.learn.train_consolidate_net import ConsolidateNetConfig
 from llmvirt.model.score import consolidation_cost
 from llmvirt.policy import consolidate_net
 from llmvirt.sim import episodes
@@ -51,14 +52,13 @@ SEEDS = {"0": ROOT / "policies" / "default",  # training seed -> checkpoint (the
 BASELINES = ("tuned:gated-thr-mmt", "llmvirt-head", "tuned:lr-mmt", "thr-mmt-0.8")
 BITBRAINS = {"bitbrains-7": ROOT.parent / "shared" / "traces" / "bitbrains-rnd" / "rnd_2013-7_week1.tar.gz",
              "bitbrains-8": ROOT.parent / "shared" / "traces" / "bitbrains-rnd" / "rnd_2013-8.tar.gz"}
-TRAIN_EXTRA_DAYS = 4  #: the July days ``train --head consolidate-net --extra-trace`` reads (its extra_days)
 MIXES: dict[str, list[episodes.UsageDay]] = {
     "bitbrains": [episodes.UsageDay(str(p), d, "all", episodes.CLOUDSIM_HOSTS_PER_VM)
                   for p in BITBRAINS.values() for d in range(7)],
     "bitbrains-held": [episodes.UsageDay(str(p), d, "held", shape)
                        for p in BITBRAINS.values() for d in range(7) for shape in episodes.SHAPES],
-    "bitbrains-train": [episodes.UsageDay(str(BITBRAINS["bitbrains-7"]), d, "train",
-                                          episodes.SHAPES[d % len(episodes.SHAPES)]) for d in range(TRAIN_EXTRA_DAYS)],
+    "bitbrains-train": episodes.usage_days(BITBRAINS["bitbrains-7"], "train", ConsolidateNetConfig.extra_days,
+                                           ConsolidateNetConfig.shapes),  # what --extra-trace trains on
 }
 
 
@@ -105,9 +105,9 @@ def _job(args: tuple[str, str, bool, tuple[str, str] | None]) -> tuple[str, str,
 
 
 def _split(day: str) -> str:
-    if day in TRAIN_DAYS or ":train:" in day:
-        return "train"
-    return "held-back VMs" if ":held:" in day else "other mix" if ":" in day else "held back"
+    if day in _EPISODES:
+        return {"train": "train", "held": "held-back VMs", "all": "other mix"}[_EPISODES[day].side]
+    return "train" if day in TRAIN_DAYS else "held back"
 
 
 def _by_group(runs: dict, days: list[str], policies: list[str]) -> None:
@@ -115,8 +115,8 @@ def _by_group(runs: dict, days: list[str], policies: list[str]) -> None:
     shape (a ``--mix`` day's label without its day index), and its worst day there."""
     groups: dict[str, list[str]] = {}
     for d in days:
-        trace, side, _, shape = d.split(":")
-        groups.setdefault(f"{trace} {side} VMs, {shape} hosts per VM", []).append(d)
+        e = _EPISODES[d]
+        groups.setdefault(f"{Path(e.path).name} {e.side} VMs, {e.hosts_per_vm:.2f} hosts per VM", []).append(d)
     print("\nBy trace, VMs and fleet shape: mean (worst day) cost relative to the tuned gated THR-MMT:\n")
     print(f"| policy | {' | '.join(groups)} |\n|---|{'---|' * len(groups)}")
     for p in policies:
