@@ -20,13 +20,21 @@ listed separately and marked; nothing here was chosen on the held-back days.
 policies/tuned.json), run on the held-back days, and whether any of them dominates a network (at least as
 good on energy, unmet demand and GiB migrated over the held-back days, better on one).
 
+``--fleet ibm``: every day on other servers (CloudSim's IBM x3250 / x3550 pair: 4 and 12 cores, 8 and 12 GB,
+another power curve), with the CPU capacity per VM of the day's own fleet, which no network was trained and no
+baseline in policies/tuned.json was tuned on. The baselines are then re-tuned on the PlanetLab training days on
+these servers (``llmvirt tune --fleet ibm``, policies/tuned_ibm.json; rows ``ibm-tuned:FAMILY``), and costs
+are relative to that re-tuned gated THR-MMT: what an operator with such servers would run; the networks keep
+their own fallback, the gated THR-MMT tuned on CloudSim's servers (row ``tuned:gated-thr-mmt``).
+
 Usage: python bench/consolidate_net.py [--workers 2] [--production] [--frontier] [--mix bitbrains] [--also DIR ...]
-                                      [--json bench/consolidate_net.json]
+                                      [--fleet ibm] [--json bench/consolidate_net.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -40,10 +48,12 @@ from llmvirt.learn.train_consolidate_net import ConsolidateNetConfig
 from llmvirt.model.score import consolidation_cost
 from llmvirt.policy import consolidate_net
 from llmvirt.sim import episodes
-from llmvirt.sim.datacenter import DataCenter
+from llmvirt.sim.datacenter import FLEETS
 from llmvirt.sim.engine import Simulation
+from llmvirt.sim.episodes import Episode
 from llmvirt.sim.split import HELD_DAYS, TRAIN_DAYS
 from llmvirt.strategies.registry import make_policy
+from llmvirt.strategies.tuned import tuned_fleet_file, tuned_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANETLAB = ROOT.parent / "shared" / "traces" / "planetlab"
@@ -62,12 +72,31 @@ MIXES: dict[str, list[episodes.UsageDay]] = {
 }
 
 
-def _datacenter(day: str) -> DataCenter:
-    """A fresh data centre for a PlanetLab day or a ``--mix`` day's label (the caller may change it)."""
-    return episodes.datacenter(_EPISODES.get(day, str(PLANETLAB / day)))
+def _days(mix: str | None, production: bool, fleet: str) -> list[Episode]:
+    """The episodes a run covers: a ``--mix``'s days, or PlanetLab's (held-back only with ``--production``),
+    on ``fleet``'s servers with the CPU capacity per VM of the day's own fleet."""
+    if mix:
+        return [e if fleet == "cloudsim" else
+                dataclasses.replace(e, hosts_per_vm=episodes.equivalent_shape(e.hosts_per_vm, fleet), fleet=fleet)
+                for e in MIXES[mix]]
+    names = list(HELD_DAYS) if production else [*HELD_DAYS, *TRAIN_DAYS]
+    return [episodes.on_fleet(PLANETLAB / d, fleet) for d in names]
 
 
-_EPISODES = {e.label: e for mix in MIXES.values() for e in mix}  #: --mix days by label
+def _baselines(fleet: str) -> tuple[str, ...]:
+    """The baseline rows, the one costs are relative to first: on another fleet, the baselines re-tuned there
+    come first, and the CloudSim-tuned gated THR-MMT (the networks' fallback) stays as ablation (a)."""
+    if fleet == "cloudsim":
+        return BASELINES
+    return (f"{fleet}-tuned:gated-thr-mmt", BASELINES[0], f"{fleet}-tuned:lr-mmt", *BASELINES[1:2])
+
+
+def _policy(label: str):
+    """A baseline row's policy; ``FLEET-tuned:FAMILY`` is the family's best as tuned on that fleet's servers."""
+    fleet, sep, family = label.partition("-tuned:")
+    if sep and fleet in FLEETS:
+        return make_policy(tuned_name(family, tuned_fleet_file(fleet)))
+    return make_policy(label)
 
 
 def _rows(also: list[Path]) -> dict[str, tuple[str, str]]:
@@ -89,10 +118,10 @@ def _has_forecast(checkpoint: Path) -> bool:
     return "forecast_q90" in meta["feature_spec"]["features"]
 
 
-def _job(args: tuple[str, str, bool, tuple[str, str] | None]) -> tuple[str, str, dict[str, float]]:
-    day, label, production, net = args
-    dc = _datacenter(day)
-    policy = make_policy(label) if net is None else consolidate_net.load(net[0], label, net[1])[0]
+def _job(args: tuple[Episode, str, bool, tuple[str, str] | None]) -> tuple[str, str, dict[str, float]]:
+    episode, label, production, net = args
+    dc = episodes.datacenter(episode)
+    policy = _policy(label) if net is None else consolidate_net.load(net[0], label, net[1])[0]
     sim = Simulation(dc)
     sim.place_initial(policy.initial_chooser(sim))
     if production:  # after the initial placement, which bandwidth also limits
@@ -101,44 +130,45 @@ def _job(args: tuple[str, str, bool, tuple[str, str] | None]) -> tuple[str, str,
     out = {k: float(v) for k, v in summary.items() if isinstance(v, int | float)}
     out["cost"] = consolidation_cost(summary)
     out["bound_kwh"] = energy_lower_bound_kwh(dc, sim.metrics.per_step_demand_mips)
-    return day, label, out
+    return episodes.label(episode), label, out
 
 
-def _split(day: str) -> str:
-    if day in _EPISODES:
-        return {"train": "train", "held": "held-back VMs", "all": "other mix"}[_EPISODES[day].side]
-    return "train" if day in TRAIN_DAYS else "held back"
+def _split(e: Episode) -> str:
+    """Which side of the split a day is on: a PlanetLab day's by its date, a usage day's by its VMs."""
+    if isinstance(e, str) or episodes.family(e) == "planetlab":
+        return "train" if Path(e if isinstance(e, str) else e.path).name in TRAIN_DAYS else "held back"
+    return {"train": "train", "held": "held-back VMs", "all": "other mix"}[e.side]
 
 
-def _by_group(runs: dict, days: list[str], policies: list[str]) -> None:
-    """Each policy's mean cost relative to the tuned gated THR-MMT over the days of each trace, side and fleet
-    shape (a ``--mix`` day's label without its day index), and its worst day there."""
+def _by_group(runs: dict, days: list[episodes.UsageDay], policies: list[str], base: str) -> None:
+    """Each policy's mean cost relative to ``base`` over the days of each trace, side and fleet shape (a
+    ``--mix`` day's label without its day index), and its worst day there."""
     groups: dict[str, list[str]] = {}
-    for d in days:
-        e = _EPISODES[d]
-        groups.setdefault(f"{Path(e.path).name} {e.side} VMs, {e.hosts_per_vm:.2f} hosts per VM", []).append(d)
-    print("\nBy trace, VMs and fleet shape: mean (worst day) cost relative to the tuned gated THR-MMT:\n")
+    for e in days:
+        groups.setdefault(f"{Path(e.path).name} {e.side} VMs, {e.hosts_per_vm:.2f} hosts per VM", []).append(e.label)
+    print(f"\nBy trace, VMs and fleet shape: mean (worst day) cost relative to {base}:\n")
     print(f"| policy | {' | '.join(groups)} |\n|---|{'---|' * len(groups)}")
     for p in policies:
         cells = []
         for members in groups.values():
-            rel = [runs[(d, p)]["cost"] / runs[(d, BASELINES[0])]["cost"] for d in members]
+            rel = [runs[(d, p)]["cost"] / runs[(d, base)]["cost"] for d in members]
             cells.append(f"{statistics.mean(rel):.3f} ({max(rel):.2f})")
         print(f"| {p} | {' | '.join(cells)} |")
 
 
-def _frontier() -> list[str]:
-    """The tuning sweep's frontier points on the training days (policies/tuned.json), as policy names."""
+def _frontier(fleet: str) -> list[str]:
+    """The tuning sweep's frontier points on the training days (policies/tuned.json, or the fleet's own tuning),
+    as policy names."""
     from llmvirt.bench import frontier
 
-    doc = json.loads((ROOT / "policies" / "tuned.json").read_text())
+    doc = json.loads(tuned_fleet_file(fleet).read_text())
     return [r["name"] for r in frontier.frontier_rows(doc) if r["on_frontier"]]
 
 
-def _dominance(runs: dict, front: list[str], nets: list[str]) -> None:
+def _dominance(runs: dict, held: list[str], front: list[str], nets: list[str]) -> None:
     """Print each network's and each frontier point's held-back means, and which points dominate a network."""
     keys = ("energy_kwh", "unmet_core_h", "gib_migrated")
-    mean = {p: [statistics.mean(runs[(d, p)][k] for d in HELD_DAYS) for k in keys] for p in [*nets, *front]}
+    mean = {p: [statistics.mean(runs[(d, p)][k] for d in held) for k in keys] for p in [*nets, *front]}
     print("\nHeld-back means (kWh, unmet core-h, GiB migrated a day) of the tuned frontier and the networks:\n")
     print("| policy | energy kWh | unmet core-h | GiB migrated | dominates |\n|---|---|---|---|---|")
     for p in [*nets, *front]:
@@ -148,6 +178,30 @@ def _dominance(runs: dict, front: list[str], nets: list[str]) -> None:
         print(f"| {p} | {e:.2f} | {u:.3f} | {g:.0f} | {', '.join(beaten) or '-'} |")
 
 
+def _print_runs(runs: dict, days: list[Episode], labels: list[str], base: str) -> None:
+    """Every run's row: cost, relative to ``base`` on the same day and to the energy bound, and its parts."""
+    print("| day | split | policy | cost | x tuned | x bound | energy kWh | unmet core-h | migrations | GiB moved |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for e in days:
+        d = episodes.label(e)
+        for p in labels:
+            s = runs[(d, p)]
+            print(f"| {d} | {_split(e)} | {p} | {s['cost']:.2f} | "
+                  f"{s['cost'] / runs[(d, base)]['cost']:.3f} | {s['cost'] / s['bound_kwh']:.2f} | "
+                  f"{s['energy_kwh']:.2f} | {s['unmet_core_h']:.2f} | {int(s['migrations'])} | "
+                  f"{s['gib_migrated']:.0f} |")
+
+
+def _print_relative(runs: dict, held: list[str], labels: list[str], base: str, trained: bool) -> None:
+    """Each row's cost relative to ``base`` on the same day, over the ``held`` days: min, mean, max, days better."""
+    print(f"\n{'Training days' if trained else 'Days not trained on'}, cost relative to {base} on the same day:\n")
+    print("| policy | min | mean | max | days better |\n|---|---|---|---|---|")
+    for p in labels:
+        rel = [runs[(d, p)]["cost"] / runs[(d, base)]["cost"] for d in held]
+        print(f"| {p} | {min(rel):.3f} | {statistics.mean(rel):.3f} | {max(rel):.3f} | "
+              f"{sum(r < 1 for r in rel)} of {len(rel)} |")
+
+
 def main() -> None:
     """Run every row on every day; print the tables and write the JSON."""
     ap = argparse.ArgumentParser()
@@ -155,49 +209,39 @@ def main() -> None:
     ap.add_argument("--production", action="store_true", help="migrations 10x slower (held-back days only)")
     ap.add_argument("--frontier", action="store_true", help="add the tuned frontier's points; check dominance")
     ap.add_argument("--mix", choices=list(MIXES), help="another workload mix instead of PlanetLab's days")
+    ap.add_argument("--fleet", choices=list(FLEETS), default="cloudsim", help="the servers every day runs on")
     ap.add_argument("--also", type=Path, nargs="*", default=[], help="directories of seedS checkpoints to add")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "consolidate_net.json")
     args = ap.parse_args()
     t0 = time.perf_counter()
     nets = _rows(args.also)
-    labels = [*BASELINES[:1], *nets, *BASELINES[1:]]
-    front = _frontier() if args.frontier else []
+    baselines = _baselines(args.fleet)
+    labels = [*baselines[:1], *nets, *baselines[1:]]
+    front = _frontier(args.fleet) if args.frontier else []
     labels += [p for p in front if p not in labels]
-    days = ([e.label for e in MIXES[args.mix]] if args.mix else list(HELD_DAYS) if args.production
-            else [*HELD_DAYS, *TRAIN_DAYS])
-    held = [d for d in days if _split(d) != "train"] or days  # --mix bitbrains-train: its (training) days
-    jobs = [(d, p, args.production, nets.get(p)) for d in days for p in labels]
+    days = _days(args.mix, args.production, args.fleet)
+    held_days = [e for e in days if _split(e) != "train"] or days  # --mix bitbrains-train: its (training) days
+    held = [episodes.label(e) for e in held_days]
+    jobs = [(e, p, args.production, nets.get(p)) for e in days for p in labels]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         runs = {(d, p): s for d, p, s in pool.map(_job, jobs)}
     tag = ("migrations 10x slower" if args.production else "as simulated") + (f", {args.mix} mix" if args.mix else "")
+    tag += f", {args.fleet} servers" if args.fleet != "cloudsim" else ""
     print(f"# neural consolidation, {tag}; {platform.machine()}, {date.today()}, "
           f"{time.perf_counter() - t0:.0f} s\n")
-    print("| day | split | policy | cost | x tuned | x bound | energy kWh | unmet core-h | migrations | GiB moved |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for d in days:
-        base = runs[(d, BASELINES[0])]["cost"]
-        for p in labels:
-            s = runs[(d, p)]
-            print(f"| {d} | {_split(d)} | {p} | {s['cost']:.2f} | "
-                  f"{s['cost'] / base:.3f} | {s['cost'] / s['bound_kwh']:.2f} | {s['energy_kwh']:.2f} | "
-                  f"{s['unmet_core_h']:.2f} | {int(s['migrations'])} | {s['gib_migrated']:.0f} |")
-    trained = all(_split(d) == "train" for d in days)
-    print(f"\n{'Training days' if trained else 'Days not trained on'}, cost relative to the tuned gated THR-MMT on "
-          "the same day:\n")
-    print("| policy | min | mean | max | days better |\n|---|---|---|---|---|")
-    for p in labels:
-        rel = [runs[(d, p)]["cost"] / runs[(d, BASELINES[0])]["cost"] for d in held]
-        print(f"| {p} | {min(rel):.3f} | {statistics.mean(rel):.3f} | {max(rel):.3f} | "
-              f"{sum(r < 1 for r in rel)} of {len(rel)} |")
+    _print_runs(runs, days, labels, baselines[0])
+    _print_relative(runs, held, labels, baselines[0], all(_split(e) == "train" for e in days))
     if args.mix:
-        _by_group(runs, held, [p for p in labels if p in nets])
+        _by_group(runs, held_days, [p for p in labels if p in nets], baselines[0])
     if front and not args.mix:
-        _dominance(runs, front, [p for p in nets if nets[p][1] == "full"])
+        _dominance(runs, held, front, [p for p in nets if nets[p][1] == "full"])
     doc = {"date": str(date.today()), "production": args.production, "mix": args.mix,
            "runs": {f"{d}|{p}": s for (d, p), s in runs.items()}}
+    if args.fleet != "cloudsim":
+        doc["fleet"] = args.fleet
     stem = args.json.stem + ("_production" if args.production else "") + (f"_{args.mix}" if args.mix else "")
-    path = args.json.with_name(stem + ".json")
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+    stem += f"_{args.fleet}" if args.fleet != "cloudsim" else ""
+    args.json.with_name(stem + ".json").write_text(json.dumps(doc, indent=1) + "\n")
 
 
 if __name__ == "__main__":

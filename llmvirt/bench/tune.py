@@ -30,35 +30,40 @@ GRIDS: dict[str, list[str]] = {
     "iqr-mmt": [f"iqr-mmt-{s}" for s in (1.0, 1.5, 2.0, 2.5, 3.0)],
     "mad-mmt": [f"mad-mmt-{s}" for s in (1.5, 2.0, 2.5, 3.0, 3.5)],
     "lr-mmt": [f"lr-mmt-{s}" for s in (1.0, 1.1, 1.2, 1.3, 1.4)],
-    "gated-thr-mmt": [f"gated:{t}:{e}:{b}" for t in (0.8, 0.9, 0.95, 0.99) for e in (1, 2, 4)
+    "gated-thr-mmt": [f"gated:{t}:{e}:{b}" for t in (0.8, 0.9, 0.95, 0.99, 1.0) for e in (1, 2, 4)
                       for b in (0.3, 0.5, 0.7)],
 }  #: the grid of each family, as strategy names
 
 
-def run_one(day: str, name: str) -> dict[str, float]:
-    """One strategy on one PlanetLab day: its summary, with the honest cost."""
+def run_one(day: str, name: str, fleet: str = "cloudsim") -> dict[str, float]:
+    """One strategy on one PlanetLab day, on ``fleet``'s hosts: its summary, with the honest cost."""
+    from llmvirt.sim import episodes
     from llmvirt.sim.cloudsim_policies import run_policy
-    from llmvirt.sim.datacenter import planetlab_day
     from llmvirt.sim.engine import Simulation
     from llmvirt.strategies.registry import make_policy
 
-    summary = run_policy(Simulation(planetlab_day(day)), make_policy(name))
+    summary = run_policy(Simulation(episodes.datacenter(episodes.on_fleet(day, fleet))), make_policy(name))
     return {**summary, "cost": consolidation_cost(summary)}
 
 
-def _job(args: tuple[str, str]) -> tuple[str, str, dict[str, float]]:
-    day, name = args
-    return day, name, run_one(day, name)
+def _job(args: tuple[str, str, str]) -> tuple[str, str, dict[str, float]]:
+    day, name, fleet = args
+    return day, name, run_one(day, name, fleet)
 
 
 def tune_cloudsim(days: list[Path], families: list[str] | None = None, workers: int = 2,
-                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Grid-search every family on ``days``; the document written to ``policies/tuned.json``."""
+                  progress: Callable[[int, int], None] | None = None, fleet: str = "cloudsim") -> dict[str, Any]:
+    """Grid-search every family on ``days`` with hosts of ``fleet`` (:data:`llmvirt.sim.datacenter.FLEETS`);
+    the document written to ``policies/tuned.json`` (CloudSim's fleet) or ``policies/tuned_<fleet>.json``."""
+    from llmvirt.sim.datacenter import FLEETS
+
     fams = families or list(GRIDS)
     unknown = [f for f in fams if f not in GRIDS]
     if unknown:
         raise ValueError(f"unknown family {unknown[0]!r}: use {', '.join(GRIDS)}")
-    jobs = [(str(d), name) for f in fams for name in GRIDS[f] for d in days]
+    if fleet not in FLEETS:
+        raise ValueError(f"unknown fleet {fleet!r}: use {', '.join(FLEETS)}")
+    jobs = [(str(d), name, fleet) for f in fams for name in GRIDS[f] for d in days]
     runs: dict[tuple[str, str], dict[str, float]] = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for i, (day, name, summary) in enumerate(pool.map(_job, jobs), 1):
@@ -69,6 +74,8 @@ def tune_cloudsim(days: list[Path], families: list[str] | None = None, workers: 
             "unmet_demand_pct")
     doc: dict[str, Any] = {"scenario": "cloudsim", "date": date.today().isoformat(), "cost_weights": COST_WEIGHTS,
                            "train_days": [d.name for d in days], "families": {}}
+    if fleet != "cloudsim":
+        doc["fleet"] = fleet
     for f in fams:
         grid = []
         for name in GRIDS[f]:

@@ -191,6 +191,10 @@ def tune(
     out_path: Annotated[Path | None, typer.Option("--out", help="Where to write the tuned parameters "
                                                   "(default: policies/tuned.json).")] = None,
     workers: Annotated[int, typer.Option(help="Simulations at once.")] = 2,
+    fleet: Annotated[str, typer.Option(help="Host models of the simulated data centre: cloudsim (CloudSim's HP "
+                                       "pair), ibm (CloudSim's older IBM pair) or mixed (2-, 4- and 12-core "
+                                       "hosts), as much CPU per VM.")]
+    = "cloudsim",
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the sweep's Pareto frontier (energy against "
                                               "unmet demand and against GiB moved) to this PNG.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -199,6 +203,7 @@ def tune(
     from rich.progress import Progress
 
     from llmvirt.bench import tune as tuner
+    from llmvirt.strategies.tuned import tuned_fleet_file
 
     missing = [p for p in trace if not p.is_dir()]
     if missing:
@@ -209,10 +214,10 @@ def tune(
         task = bar.add_task("tuning", total=None)
         try:
             doc = tuner.tune_cloudsim(list(trace), list(family or []) or None, workers,
-                                      lambda i, n: bar.update(task, completed=i, total=n))
+                                      lambda i, n: bar.update(task, completed=i, total=n), fleet)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    target = out_path or tuner.TUNED_FILE
+    target = out_path or tuned_fleet_file(fleet)
     target.write_text(json.dumps(doc, indent=1) + "\n")
     if plot is not None:
         from llmvirt.bench import frontier

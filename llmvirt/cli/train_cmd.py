@@ -25,6 +25,11 @@ class Head(StrEnum):
     place_rl = "place-rl"
 
 
+FleetOpt = Annotated[list[str] | None, typer.Option(
+    "--fleet", help="consolidate-net: the servers the PlanetLab training days run on (repeatable): cloudsim "
+    "(CloudSim's HP pair, the default), ibm (CloudSim's older IBM pair) or mixed (2-, 4- and 12-core hosts).")]
+
+
 def train(
     ctx: typer.Context,
     trace: Annotated[Path | None, typer.Option("--trace", help="Bitbrains directory or .tar.gz, or a generic "
@@ -58,6 +63,7 @@ def train(
     shapes: Annotated[str, typer.Option(help="balance-rl: fleet shapes to train on, comma-separated: identical "
                                         "(one host size a fleet), mixed (8-32 cores in a fleet, memory "
                                         "binding).")] = "identical",
+    fleet: FleetOpt = None,
 ) -> None:
     """Train one head on the training split; write safetensors + JSON and a learning curve.
     With --from-store: fine-tune the active policy on recorded outcomes into a new version."""
@@ -72,7 +78,7 @@ def train(
     if samples < 10 or epochs < 1:
         raise UsageError("--samples must be at least 10 and --epochs at least 1")
     if head is Head.consolidate_net:
-        _consolidate_net(trace, out_dir, seed, 60 if iters is None else iters, extra_trace or [])
+        _consolidate_net(trace, out_dir, seed, 60 if iters is None else iters, extra_trace or [], fleet or [])
     elif head is Head.place_rl:
         _place_rl([trace, *(extra_trace or [])], out_dir, seed, 120 if iters is None else iters)
     elif head is Head.balance_rl:
@@ -103,19 +109,25 @@ def _balance_rl(paths: list[Path], out_dir: Path, cfg: "RlConfig") -> None:
               f"({record['decision_steps']} decision steps in {record['wall_s']:.0f} s)", markup=False)
 
 
-def _consolidate_net(planetlab: Path, out_dir: Path, seed: int, iterations: int, extra: list[Path]) -> None:
+def _consolidate_net(planetlab: Path, out_dir: Path, seed: int, iterations: int, extra: list[Path],
+                     fleets: list[str]) -> None:
     """``--head consolidate-net``: the neural consolidation policy on the training days' consolidation cost
-    (``extra``: usage traces whose training VMs it also learns on, in two fleet shapes)."""
+    (``extra``: usage traces whose training VMs it also learns on, in two fleet shapes; ``fleets``: the servers
+    the PlanetLab days run on, CloudSim's by default)."""
     from llmvirt.learn import train_consolidate_net
     from llmvirt.sim import episodes
+    from llmvirt.sim.datacenter import FLEETS
     from llmvirt.sim.split import TRAIN_DAYS
 
     if iterations < 1:
         raise UsageError("--iters must be at least 1")
+    if unknown := [f for f in fleets if f not in FLEETS]:
+        raise UsageError(f"unknown --fleet {unknown[0]!r}: use {', '.join(FLEETS)}")
     missing = [d for d in TRAIN_DAYS if not (planetlab / d).is_dir()]
     if missing:
         raise UsageError(f"{planetlab}: not a PlanetLab directory of days (missing {', '.join(missing)})")
-    cfg = train_consolidate_net.ConsolidateNetConfig(seed=seed, iterations=iterations)
+    cfg = train_consolidate_net.ConsolidateNetConfig(seed=seed, iterations=iterations,
+                                                     fleets=tuple(dict.fromkeys(fleets)) or ("cloudsim",))
     short = [p for p in extra if episodes.days_in(p) < 1]  # loads each trace: a bad one fails here, in one line
     if short:
         raise UsageError(f"{short[0]}: covers less than one day")

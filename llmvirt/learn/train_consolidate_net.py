@@ -18,7 +18,8 @@ The network is :class:`llmvirt.policy.consolidate_net.GateNet` (shared weights o
 (Bitbrains, the generic format) adds its first :attr:`ConsolidateNetConfig.extra_days` days, with only its
 training VMs (:func:`llmvirt.sim.split.split`), each day in one of the fleet shapes of
 :attr:`ConsolidateNetConfig.shapes` in turn (:mod:`llmvirt.sim.episodes`). The forecaster learns from their
-VMs too.
+VMs too. **Across servers** (``--fleet``, :attr:`ConsolidateNetConfig.fleets`): the PlanetLab training days
+run on each fleet's host models (:data:`llmvirt.sim.datacenter.FLEETS`), with CloudSim's CPU capacity per VM.
 
 Only :data:`llmvirt.sim.split.TRAIN_DAYS` and training VMs are read; the rest is for the benchmark. The
 simulator is deterministic, so a run is reproducible from its seed. Why evolution strategies and not PPO:
@@ -66,6 +67,7 @@ class ConsolidateNetConfig:
     forecast_epochs: int = 4  #: the forecaster's passes over them
     extra_days: int = 4  #: days of each extra usage trace (its training VMs) to learn on
     shapes: tuple[float, ...] = episodes.SHAPES  #: hosts per VM of the extra traces' days, in turn
+    fleets: tuple[str, ...] = ("cloudsim",)  #: the servers the PlanetLab days run on, each day on every one
 
 
 SHAPES = {"hidden.weight": lambda h: (h, len(cn.FEATURES)), "hidden.bias": lambda h: (h,),
@@ -89,8 +91,9 @@ def flat(weights: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def training_episodes(planetlab: Path, cfg: ConsolidateNetConfig, extra: Sequence[Path] = ()) -> list[Episode]:
-    """The days ``cfg`` trains on: its PlanetLab days, then each extra trace's days of training VMs."""
-    out: list[Episode] = [str(planetlab / d) for d in cfg.days]
+    """The days ``cfg`` trains on: its PlanetLab days on each of its fleets' servers, then each extra trace's days
+    of training VMs."""
+    out: list[Episode] = [episodes.on_fleet(planetlab / d, f) for f in cfg.fleets for d in cfg.days]
     for path in extra:
         out += episodes.usage_days(path, "train", cfg.extra_days, cfg.shapes)
     return out
@@ -209,7 +212,8 @@ def train(planetlab: Path, out: Path, cfg: ConsolidateNetConfig, log: Callable[[
         per_day = list(pool.map(day_cost, [(best, cfg.hidden, d, "full", fc) for d in days.days]))
     by_family = days.by_family([r["cost"] for r in per_day])
     labels = [episodes.label(d) for d in todo]
-    record = {"config": {**asdict(cfg), "days": list(cfg.days), "shapes": list(cfg.shapes)},
+    record = {"config": {**asdict(cfg), "days": list(cfg.days), "shapes": list(cfg.shapes),
+                         "fleets": list(cfg.fleets)},
               "extra_traces": [p.name for p in extra],
               "fallback_cost": dict(zip(labels, days.base, strict=True)),
               "kept_cost": dict(zip(labels, per_day, strict=True)),
@@ -234,7 +238,7 @@ def _save(weights: dict[str, np.ndarray], cfg: ConsolidateNetConfig, out: Path, 
         "scenario": "cloudsim", "goal": "consolidate", "fallback": "gated:0.95:1:0.5 (tuned:gated-thr-mmt)",
         "method": "evolution strategies on the consolidation cost, from the tuned gate (output layer at zero); "
                   "quantile demand forecaster fitted first by pinball loss, then fixed",
-        "training_data": {"trace": "PlanetLab", "train_days": list(cfg.days),
+        "training_data": {"trace": "PlanetLab", "train_days": list(cfg.days), "fleets": list(cfg.fleets),
                           **({"extra_traces": [{"trace": name, "vms": "training side of the sha256 split",
                                                 "days": cfg.extra_days, "hosts_per_vm": list(cfg.shapes)}
                                                for name in record["extra_traces"]]} if record["extra_traces"]

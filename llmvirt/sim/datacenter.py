@@ -1,7 +1,10 @@
 """The simulated data centre of CloudSim's PlanetLab examples (../shared/reference/README.md).
 
 800 hosts alternating HP ML110 G4 / G5, four 1-vCPU VM types assigned in
-contiguous blocks over the name-sorted trace files, 300 s scheduling interval.
+contiguous blocks over the name-sorted trace files, 300 s scheduling interval. The same data centre can be
+built from other host models (:data:`FLEETS`): the ``ibm`` fleet alternates two IBM servers of CloudSim's
+power package, with more and faster cores, more memory per host and another power curve; the ``mixed`` fleet
+has three host sizes in one fleet.
 The simulator's time base follows CloudSim: decisions at 300.1, 600.1, ... s
 (the broker's 0.1 s start offset), utilisation linearly interpolated between
 samples exactly as ``UtilizationModelPlanetLabInMemory`` does.
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmvirt.sim.power import ML110_G4, ML110_G5
+from llmvirt.sim.power import ML110_G4, ML110_G5, X3250_X3470, X3250_X3480, X3550_X5670, X3550_X5675
 from llmvirt.sim.traces import CpuTrace, load_planetlab
 
 HOST_PE_MIPS = (1860.0, 2660.0)  #: G4, G5 (host type = index % 2)
@@ -28,6 +31,42 @@ VM_RAM_MB = (870, 1740, 1740, 613)
 VM_BW = 100_000
 INTERVAL_S = 300.0
 START_OFFSET_S = 0.1  #: CloudSim's first event after the broker's submission delay
+
+
+@dataclass(frozen=True)
+class HostModel:
+    """One server model: its cores, the MIPS of one core, its memory and its SPECpower table (0..100 %)."""
+
+    name: str
+    pes: int
+    pe_mips: float
+    ram_mb: int
+    power: tuple[float, ...]
+
+    @property
+    def total_mips(self) -> float:
+        """All cores' MIPS."""
+        return self.pes * self.pe_mips
+
+
+FLEETS: dict[str, tuple[HostModel, ...]] = {
+    "cloudsim": (HostModel("HP ProLiant ML110 G4", HOST_PES, HOST_PE_MIPS[0], HOST_RAM_MB, ML110_G4),
+                 HostModel("HP ProLiant ML110 G5", HOST_PES, HOST_PE_MIPS[1], HOST_RAM_MB, ML110_G5)),
+    "ibm": (HostModel("IBM x3250 (Xeon X3470)", 4, 2933.0, 8192, X3250_X3470),
+            HostModel("IBM x3550 (2 x Xeon X5670)", 12, 2933.0, 12288, X3550_X5670)),
+    "mixed": (HostModel("HP ProLiant ML110 G5", HOST_PES, HOST_PE_MIPS[1], HOST_RAM_MB, ML110_G5),
+              HostModel("IBM x3250 (Xeon X3480)", 4, 3067.0, 8192, X3250_X3480),
+              HostModel("IBM x3550 (2 x Xeon X5675)", 12, 3067.0, 16384, X3550_X5675)),
+}
+"""Host models a fleet alternates (host ``i`` is model ``i % len``): CloudSim's PlanetLab examples' HP pair; the
+older IBM pair of CloudSim's power package; and a three-model fleet of 2, 4 and 12 cores, two of them the
+newer IBM models (cores, MHz and memory as CloudSim's power models document them)."""
+
+
+def mean_host_mips(fleet: str) -> float:
+    """A fleet's CPU capacity per host, averaged over its alternating models."""
+    models = FLEETS[fleet]
+    return sum(m.total_mips for m in models) / len(models)
 
 
 @dataclass
@@ -73,18 +112,20 @@ class DataCenter:
         return u1 + delta * (t - t1 * iv)
 
 
-def cloudsim_datacenter(trace: CpuTrace, n_hosts: int = 800) -> DataCenter:
-    """CloudSim's PlanetLab data centre for a loaded trace."""
-    types = np.arange(n_hosts) % 2
-    pe = np.array(HOST_PE_MIPS)[types]
-    table = np.array([ML110_G4, ML110_G5])[types]
+def cloudsim_datacenter(trace: CpuTrace, n_hosts: int = 800, fleet: str = "cloudsim") -> DataCenter:
+    """CloudSim's PlanetLab data centre for a loaded trace, its hosts of ``fleet``'s models (:data:`FLEETS`)."""
+    models = FLEETS[fleet]
+    types = np.arange(n_hosts) % len(models)
+    pe = np.array([m.pe_mips for m in models])[types]
+    table = np.array([m.power for m in models])[types]
     n = trace.util.shape[0]
     block = math.ceil(n / len(VM_MIPS))
     vm_types = np.arange(n) // block
     util = np.hstack([trace.util, trace.util[:, -1:]])  # data[n-1] = data[n-2] in CloudSim
     return DataCenter(
-        pe_mips=pe, total_mips=pe * HOST_PES, power_table=table,
-        ram_mb=np.full(n_hosts, HOST_RAM_MB, dtype=np.float64), bw=np.full(n_hosts, HOST_BW, dtype=np.float64),
+        pe_mips=pe, total_mips=pe * np.array([m.pes for m in models])[types], power_table=table,
+        ram_mb=np.array([m.ram_mb for m in models], dtype=np.float64)[types],
+        bw=np.full(n_hosts, HOST_BW, dtype=np.float64),
         vm_mips=np.array(VM_MIPS)[vm_types], vm_ram=np.array(VM_RAM_MB, dtype=np.float64)[vm_types],
         vm_bw=np.full(n, VM_BW, dtype=np.float64), util=util, interval_s=trace.interval_s, names=trace.names,
     )

@@ -1,9 +1,10 @@
 """The simulated days the consolidation policy trains and is judged on, each as CloudSim's data centre.
 
 An episode is either a PlanetLab day (its directory: CloudSim's 800 hosts, every VM of the day) or a
-:class:`UsageDay`: one day of a usage trace (Bitbrains, or the generic format), on one side of the VM split
-(:mod:`llmvirt.sim.split`), in one fleet shape (hosts per VM). VM sizes and host types are CloudSim's in
-both, so a policy sees the same kind of hosts with other workloads and other fleet sizes.
+:class:`UsageDay`: one day of a usage trace (Bitbrains, the generic format, or a PlanetLab day directory), on
+one side of the VM split (:mod:`llmvirt.sim.split`), in one fleet shape (hosts per VM) and one fleet of host
+models (:data:`llmvirt.sim.datacenter.FLEETS`). VM sizes are CloudSim's in all; host models are CloudSim's
+unless a usage day names another fleet, so a policy can be judged on servers it never saw.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from llmvirt.sim.datacenter import DataCenter, cloudsim_datacenter, planetlab_day
+from llmvirt.sim.datacenter import FLEETS, DataCenter, cloudsim_datacenter, mean_host_mips, planetlab_day
 from llmvirt.sim.engine import Simulation
 from llmvirt.sim.initial_placement import initial_pabfd
 from llmvirt.sim.split import split
-from llmvirt.sim.traces import CpuTrace, load_usage
+from llmvirt.sim.traces import CpuTrace, load_planetlab, load_usage
 
 CLOUDSIM_HOSTS_PER_VM = 800 / 1052  #: CloudSim's 800 hosts for the lightest PlanetLab day's 1,052 VMs
 TIGHT_HOSTS_PER_VM = 0.5  #: a fleet with a third fewer hosts: overload is nearer
@@ -29,26 +30,44 @@ SIDES = ("train", "held", "all")  #: which VMs of a usage trace: the training si
 
 @dataclass(frozen=True)
 class UsageDay:
-    """Day ``day`` (0-based, 24 h of samples) of the trace at ``path``: the VMs of ``side``, with
-    ``round(VMs x hosts_per_vm)`` hosts, or the fewest hosts above that on which every VM can be created."""
+    """Day ``day`` (0-based, 24 h of samples) of the trace at ``path`` (a usage trace file, or a PlanetLab day
+    directory, whose one day is day 0): the VMs of ``side``, with ``round(VMs x hosts_per_vm)`` hosts of
+    ``fleet``'s models, or the fewest hosts above that on which every VM can be created."""
 
     path: str
     day: int
     side: str
     hosts_per_vm: float
+    fleet: str = "cloudsim"
+
+    def __post_init__(self) -> None:
+        """Refuse an unknown side or fleet."""
+        if self.side not in SIDES:
+            raise ValueError(f"unknown side {self.side!r}: use {', '.join(SIDES)}")
+        if self.fleet not in FLEETS:
+            raise ValueError(f"unknown fleet {self.fleet!r}: use {', '.join(FLEETS)}")
 
     @property
     def label(self) -> str:
-        """A short name for reports: ``<file>:<side>:<day>:<hosts per VM>``."""
-        return f"{Path(self.path).name}:{self.side}:{self.day}:{self.hosts_per_vm:.2f}"
+        """A short name for reports: ``<file>:<side>:<day>:<hosts per VM>``, and ``:<fleet>`` unless CloudSim's."""
+        fleet = "" if self.fleet == "cloudsim" else f":{self.fleet}"
+        return f"{Path(self.path).name}:{self.side}:{self.day}:{self.hosts_per_vm:.2f}{fleet}"
 
 
 Episode = str | UsageDay  #: a PlanetLab day directory, or a usage day
 
 
+def equivalent_shape(hosts_per_vm: float, fleet: str) -> float:
+    """Hosts per VM of ``fleet`` with the CPU capacity per VM that ``hosts_per_vm`` CloudSim hosts give."""
+    return hosts_per_vm * mean_host_mips("cloudsim") / mean_host_mips(fleet)
+
+
 @functools.cache
 def _usage(path: str) -> CpuTrace:
-    """A usage trace's CPU use as a share of each VM's provisioned CPU, loaded once per process."""
+    """A usage trace's CPU use as a share of each VM's provisioned CPU (a PlanetLab day directory's as
+    CloudSim reads it), loaded once per process."""
+    if Path(path).is_dir():
+        return load_planetlab(Path(path))
     trace = load_usage(Path(path))
     return CpuTrace(trace.names, trace.cpu_util, trace.interval_s)
 
@@ -62,16 +81,23 @@ def days_in(path: Path) -> int:
 def usage_days(path: Path, side: str, days: int, shapes: tuple[float, ...] = SHAPES) -> list[UsageDay]:
     """The first ``days`` days of ``path`` (at most as many as it covers), day ``d`` in shape
     ``shapes[d % len(shapes)]``: every shape, each on other days."""
-    if side not in SIDES:
-        raise ValueError(f"unknown side {side!r}: use {', '.join(SIDES)}")
+    UsageDay(str(path), 0, side, shapes[0])  # refuses an unknown side before the trace is read
     return [UsageDay(str(path), d, side, shapes[d % len(shapes)]) for d in range(min(days, days_in(path)))]
+
+
+def on_fleet(day: str | Path, fleet: str) -> Episode:
+    """The PlanetLab day directory ``day`` on ``fleet``'s hosts, with the CPU capacity per VM of CloudSim's 800
+    hosts for the lightest day (the directory itself, bit for bit CloudSim's, on the ``cloudsim`` fleet)."""
+    if fleet == "cloudsim":
+        return str(day)
+    return UsageDay(str(day), 0, "all", equivalent_shape(CLOUDSIM_HOSTS_PER_VM, fleet), fleet)
 
 
 def datacenter(episode: Episode) -> DataCenter:
     """A fresh data centre for ``episode`` (its own arrays: the caller may change them)."""
     if isinstance(episode, str):
         return dataclasses.replace(planetlab_day(episode))  # cached per process: the caller may rebind fields
-    return cloudsim_datacenter(_day_trace(episode), _hosts(episode))
+    return cloudsim_datacenter(_day_trace(episode), _hosts(episode), episode.fleet)
 
 
 def _day_trace(episode: UsageDay) -> CpuTrace:
@@ -90,7 +116,7 @@ def _hosts(episode: UsageDay) -> int:
     size; found once per process, as a trainer builds the same day many times."""
     trace = _day_trace(episode)
     hosts = round(len(trace.names) * episode.hosts_per_vm)
-    while not _holds_every_vm(cloudsim_datacenter(trace, hosts)):
+    while not _holds_every_vm(cloudsim_datacenter(trace, hosts, episode.fleet)):
         hosts += 1
     return hosts
 
@@ -113,4 +139,4 @@ def label(episode: Episode) -> str:
 
 def family(episode: Episode) -> str:
     """The trace family an episode belongs to: ``planetlab``, or the usage trace's file name."""
-    return "planetlab" if isinstance(episode, str) else Path(episode.path).name
+    return "planetlab" if isinstance(episode, str) or Path(episode.path).is_dir() else Path(episode.path).name

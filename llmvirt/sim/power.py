@@ -16,6 +16,14 @@ GENERIC_IDLE_W, GENERIC_PEAK_W = 100.0, 250.0
 ML110_G4 = (86.0, 89.4, 92.6, 96.0, 99.5, 102.0, 106.0, 108.0, 112.0, 114.0, 117.0)
 #: HP ProLiant ML110 G5 (Xeon 3075)
 ML110_G5 = (93.7, 97.0, 101.0, 105.0, 110.0, 116.0, 121.0, 125.0, 129.0, 133.0, 135.0)
+#: IBM System x3250 (1 x Xeon X3470, 4 cores), SPECpower_ssj2008 2009q4 (CloudSim's PowerModelSpecPower table)
+X3250_X3470 = (41.6, 46.7, 52.3, 57.9, 65.4, 73.0, 80.7, 89.5, 99.6, 105.0, 113.0)
+#: IBM System x3550 (2 x Xeon X5670, 12 cores), SPECpower_ssj2008 2010q2 (CloudSim's PowerModelSpecPower table)
+X3550_X5670 = (66.0, 107.0, 120.0, 131.0, 143.0, 156.0, 173.0, 191.0, 211.0, 229.0, 247.0)
+#: IBM System x3250 (1 x Xeon X3480, 4 cores), SPECpower_ssj2008 2010q4 (CloudSim's PowerModelSpecPower table)
+X3250_X3480 = (42.3, 46.7, 49.7, 55.4, 61.8, 69.3, 76.1, 87.0, 96.1, 106.0, 113.0)
+#: IBM System x3550 (2 x Xeon X5675, 12 cores), SPECpower_ssj2008 2011q2 (CloudSim's PowerModelSpecPower table)
+X3550_X5675 = (58.4, 98.0, 109.0, 118.0, 128.0, 140.0, 153.0, 170.0, 189.0, 205.0, 222.0)
 
 
 def power(table: np.ndarray, util: np.ndarray) -> np.ndarray:

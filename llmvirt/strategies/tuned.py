@@ -15,6 +15,12 @@ TUNED_BALANCE_FILE = POLICIES_ROOT / "tuned_balance.json"
 TUNED_MEMORY_FILE = POLICIES_ROOT / "tuned_memory.json"
 
 
+def tuned_fleet_file(fleet: str) -> Path:
+    """Where the cloudsim scenario's baselines tuned on another fleet's hosts are kept (CloudSim's own:
+    :data:`TUNED_FILE`)."""
+    return TUNED_FILE if fleet == "cloudsim" else POLICIES_ROOT / f"tuned_{fleet}.json"
+
+
 def tuned_families(path: Path) -> tuple[str, ...]:
     """The families ``path`` holds a tuned point for (none when the file is missing or unreadable)."""
     try:
