@@ -1,0 +1,109 @@
+"""Simulated fleets of other servers (issue 15): CloudSim's data centre built from other host models of its power
+package, baselines re-tuned on them, and the consolidation network trained on them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED
+
+from llmvirt.sim import episodes
+from llmvirt.sim.datacenter import FLEETS, cloudsim_datacenter, mean_host_mips, planetlab_day
+from llmvirt.sim.power import ML110_G4, ML110_G5
+
+PLANETLAB = SHARED / "traces" / "planetlab"
+DAY = PLANETLAB / "20110306"  #: a training day (898 VMs)
+
+
+def test_cloudsims_fleet_is_still_cloudsims_data_centre_bit_for_bit() -> None:
+    """The default fleet is CloudSim's HP pair as before, and a PlanetLab day read as a usage day on 800 hosts is
+    the same data centre as the day itself."""
+    dc = planetlab_day(str(DAY))
+    assert dc.pe_mips[:4].tolist() == [1860.0, 2660.0, 1860.0, 2660.0]
+    assert np.array_equal(dc.total_mips, dc.pe_mips * 2) and np.all(dc.ram_mb == 4096)
+    assert np.array_equal(dc.power_table[:2], np.array([ML110_G4, ML110_G5]))
+    as_usage = episodes.datacenter(episodes.UsageDay(str(DAY), 0, "all", 800 / dc.n_vms))
+    for f in ("pe_mips", "total_mips", "power_table", "ram_mb", "bw", "vm_mips", "vm_ram", "util"):
+        assert np.array_equal(getattr(as_usage, f), getattr(dc, f)), f
+    assert episodes.on_fleet(DAY, "cloudsim") == str(DAY)
+    assert episodes.family(episodes.on_fleet(DAY, "ibm")) == "planetlab"
+
+
+@pytest.mark.parametrize("fleet", ["ibm", "mixed"])
+def test_another_fleet_alternates_its_models_with_cloudsims_cpu_per_vm(fleet: str) -> None:
+    """Host ``i`` is the fleet's model ``i % len``; the fleet has the CPU per VM of CloudSim's 800 hosts for the
+    lightest PlanetLab day, grown only as far as every VM can be created."""
+    models = FLEETS[fleet]
+    day = episodes.on_fleet(DAY, fleet)
+    assert isinstance(day, episodes.UsageDay) and day.label.endswith(f":{fleet}")
+    dc = episodes.datacenter(day)
+    for i in range(len(models) * 2):
+        m = models[i % len(models)]
+        assert (dc.pe_mips[i], dc.total_mips[i], dc.ram_mb[i]) == (m.pe_mips, m.total_mips, m.ram_mb)
+        assert tuple(dc.power_table[i]) == m.power
+    cloudsim_cpu_per_vm = 800 / 1052 * mean_host_mips("cloudsim")
+    assert dc.total_mips.sum() / dc.n_vms == pytest.approx(cloudsim_cpu_per_vm, rel=0.05)
+    assert dc.n_hosts == episodes._hosts(day) and episodes._holds_every_vm(dc)
+    assert not episodes._holds_every_vm(cloudsim_datacenter(episodes._day_trace(day), dc.n_hosts // 2, fleet))
+    with pytest.raises(ValueError, match="unknown fleet"):
+        episodes.UsageDay(str(DAY), 0, "all", 0.1, "blade")
+
+
+def test_tuning_on_another_fleet_runs_there_and_says_so(monkeypatch) -> None:
+    """``tune_cloudsim(fleet=...)`` runs every grid point on that fleet's servers (other costs than CloudSim's),
+    records the fleet, and its best is what a direct run on those servers costs."""
+    from llmvirt.bench import tune
+    from llmvirt.model.score import consolidation_cost
+
+    monkeypatch.setitem(tune.GRIDS, "thr-mmt", ["thr-mmt-0.8", "thr-mmt-1.0"])
+    doc = tune.tune_cloudsim([DAY], ["thr-mmt"], workers=1, fleet="ibm")
+    home = tune.tune_cloudsim([DAY], ["thr-mmt"], workers=1)
+    assert doc["fleet"] == "ibm" and "fleet" not in home
+    fam = doc["families"]["thr-mmt"]
+    assert fam["cost"] == pytest.approx(consolidation_cost(tune.run_one(str(DAY), fam["best"], "ibm")), abs=1e-5)
+    assert fam["cost"] < 0.7 * home["families"]["thr-mmt"]["cost"]  # 132 hosts draw less than 800
+    with pytest.raises(ValueError, match="unknown fleet"):
+        tune.tune_cloudsim([DAY], ["thr-mmt"], workers=1, fleet="blade")
+
+
+def test_the_committed_fleet_tunings_are_of_the_training_days_on_their_fleet() -> None:
+    """policies/tuned_ibm.json and tuned_mixed.json: every family tuned on the training days, on their fleet,
+    each family's best the lowest cost of its grid."""
+    from llmvirt.sim.split import TRAIN_DAYS
+    from llmvirt.strategies.tuned import tuned_fleet_file, tuned_name
+
+    for fleet in ("ibm", "mixed"):
+        doc = json.loads(tuned_fleet_file(fleet).read_text())
+        assert doc["fleet"] == fleet and doc["train_days"] == list(TRAIN_DAYS)
+        for family, f in doc["families"].items():
+            assert f["best"] == min(f["grid"], key=lambda g: g["cost"])["name"]
+            assert tuned_name(family, tuned_fleet_file(fleet)) == f["best"]
+
+
+def test_tune_and_train_refuse_an_unknown_fleet_in_one_line(cli, tmp_path: Path) -> None:
+    """``--fleet`` that no fleet has: one line, exit 2, nothing written."""
+    for args in (("tune", "--trace", str(DAY), "--fleet", "blade", "--out", str(tmp_path / "out")),
+                 ("train", "--head", "consolidate-net", "--trace", str(PLANETLAB), "--fleet", "blade", "--out",
+                  str(tmp_path / "out"))):
+        code, _, err = cli(*args)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "fleet" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_on_another_fleet_lowers_its_cost_and_records_the_fleet(tmp_path: Path) -> None:
+    """A tiny run on one training day on IBM servers lowers the cost there below the untrained policy's; the
+    trainer runs each day on each fleet, and the checkpoint says which."""
+    from llmvirt.learn import train_consolidate_net as tcn
+    from llmvirt.policy import consolidate_net as cn
+
+    both = tcn.training_episodes(PLANETLAB, tcn.ConsolidateNetConfig(days=("20110306",), fleets=("cloudsim", "ibm")))
+    assert [episodes.label(e) for e in both] == ["20110306", "20110306:all:0:0.15:ibm"]
+    cfg = tcn.ConsolidateNetConfig(iterations=2, pairs=2, keep_every=1, days=("20110306",), workers=1,
+                                   forecast_samples=20_000, forecast_epochs=2, fleets=("ibm",))
+    record = tcn.train(PLANETLAB, tmp_path, cfg, log=lambda _: None)
+    assert list(record["kept_cost"]) == ["20110306:all:0:0.15:ibm"] and record["kept_relative_cost"] < 1.0
+    _, meta = cn.load(tmp_path)
+    assert meta["training_data"]["fleets"] == ["ibm"] and record["config"]["fleets"] == ["ibm"]
