@@ -107,3 +107,27 @@ def test_training_on_another_fleet_lowers_its_cost_and_records_the_fleet(tmp_pat
     assert list(record["kept_cost"]) == ["20110306:all:0:0.15:ibm"] and record["kept_relative_cost"] < 1.0
     _, meta = cn.load(tmp_path)
     assert meta["training_data"]["fleets"] == ["ibm"] and record["config"]["fleets"] == ["ibm"]
+
+
+def test_the_committed_networks_trained_on_two_fleets_beat_their_fallback_on_a_third() -> None:
+    """The three opt-in networks trained with ``--fleet cloudsim --fleet ibm`` load by the registry's name, say
+    which servers they trained on, and cost under 0.9x their fallback (the gated THR-MMT, also the best tuned
+    on the mixed fleet) on a training day on the mixed fleet, whose servers no network trained on."""
+    from llmvirt.model.score import consolidation_cost
+    from llmvirt.policy import consolidate_net as cn
+    from llmvirt.sim.cloudsim_policies import run_policy
+    from llmvirt.sim.engine import Simulation
+    from llmvirt.strategies import registry
+    from llmvirt.strategies.tuned import tuned_fleet_file, tuned_name
+
+    root = Path(__file__).resolve().parents[1] / "policies" / "consolidate-net-fleets"
+    day = episodes.on_fleet(DAY, "mixed")
+    assert tuned_name("gated-thr-mmt", tuned_fleet_file("mixed")) == "gated:0.95:1:0.5"
+    fallback = consolidation_cost(run_policy(Simulation(episodes.datacenter(day)), cn.policy(None)))
+    for seed in range(3):
+        policy = registry.resolve(f"llmvirt-net:{root / f'seed{seed}'}", "consolidate").policy
+        assert isinstance(policy, cn.NeuralConsolidation)
+        _, meta = cn.load(root / f"seed{seed}")
+        assert meta["training_data"]["fleets"] == ["cloudsim", "ibm"] and meta["seed"] == seed
+        cost = consolidation_cost(run_policy(Simulation(episodes.datacenter(day)), policy))
+        assert cost < 0.9 * fallback, (seed, cost, fallback)
