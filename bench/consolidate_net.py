@@ -20,15 +20,16 @@ listed separately and marked; nothing here was chosen on the held-back days.
 policies/tuned.json), run on the held-back days, and whether any of them dominates a network (at least as
 good on energy, unmet demand and GiB migrated over the held-back days, better on one).
 
-``--fleet ibm``: every day on other servers (CloudSim's IBM x3250 / x3550 pair: 4 and 12 cores, 8 and 12 GB,
-another power curve), with the CPU capacity per VM of the day's own fleet, which no network was trained and no
-baseline in policies/tuned.json was tuned on. The baselines are then re-tuned on the PlanetLab training days on
-these servers (``llmvirt tune --fleet ibm``, policies/tuned_ibm.json; rows ``ibm-tuned:FAMILY``), and costs
-are relative to that re-tuned gated THR-MMT: what an operator with such servers would run; the networks keep
-their own fallback, the gated THR-MMT tuned on CloudSim's servers (row ``tuned:gated-thr-mmt``).
+``--fleet ibm|mixed``: every day on other servers (:data:`llmvirt.sim.datacenter.FLEETS`: CloudSim's older IBM
+x3250 / x3550 pair, 4 and 12 cores, 8 and 12 GB, another power curve; or a mixed fleet of 2-, 4- and 12-core
+hosts), with the CPU capacity per VM of the day's own fleet, which no baseline in policies/tuned.json was tuned
+on. The baselines are then re-tuned on the PlanetLab training days on these servers (``llmvirt tune --fleet
+FLEET``, policies/tuned_FLEET.json; rows ``FLEET-tuned:FAMILY``), and costs are relative to that re-tuned gated
+THR-MMT: what an operator with such servers would run. The networks keep their own fallback, the gated
+THR-MMT tuned on CloudSim's servers (row ``tuned:gated-thr-mmt``).
 
 Usage: python bench/consolidate_net.py [--workers 2] [--production] [--frontier] [--mix bitbrains] [--also DIR ...]
-                                      [--fleet ibm] [--json bench/consolidate_net.json]
+                                      [--fleet ibm|mixed] [--json bench/consolidate_net.json]
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from llmvirt.bench.run import energy_lower_bound_kwh
 from llmvirt.learn.train_consolidate_net import ConsolidateNetConfig
@@ -91,7 +93,7 @@ def _baselines(fleet: str) -> tuple[str, ...]:
     return (f"{fleet}-tuned:gated-thr-mmt", BASELINES[0], f"{fleet}-tuned:lr-mmt", *BASELINES[1:2])
 
 
-def _policy(label: str):
+def _policy(label: str) -> Any:
     """A baseline row's policy; ``FLEET-tuned:FAMILY`` is the family's best as tuned on that fleet's servers."""
     fleet, sep, family = label.partition("-tuned:")
     if sep and fleet in FLEETS:
