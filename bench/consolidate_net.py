@@ -35,7 +35,6 @@ Usage: python bench/consolidate_net.py [--workers 2] [--production] [--frontier]
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import statistics
@@ -78,9 +77,7 @@ def _days(mix: str | None, production: bool, fleet: str) -> list[Episode]:
     """The episodes a run covers: a ``--mix``'s days, or PlanetLab's (held-back only with ``--production``),
     on ``fleet``'s servers with the CPU capacity per VM of the day's own fleet."""
     if mix:
-        return [e if fleet == "cloudsim" else
-                dataclasses.replace(e, hosts_per_vm=episodes.equivalent_shape(e.hosts_per_vm, fleet), fleet=fleet)
-                for e in MIXES[mix]]
+        return [episodes.on_fleet(e, fleet) for e in MIXES[mix]]
     names = list(HELD_DAYS) if production else [*HELD_DAYS, *TRAIN_DAYS]
     return [episodes.on_fleet(PLANETLAB / d, fleet) for d in names]
 

@@ -85,11 +85,14 @@ def usage_days(path: Path, side: str, days: int, shapes: tuple[float, ...] = SHA
     return [UsageDay(str(path), d, side, shapes[d % len(shapes)]) for d in range(min(days, days_in(path)))]
 
 
-def on_fleet(day: str | Path, fleet: str) -> Episode:
-    """The PlanetLab day directory ``day`` on ``fleet``'s hosts, with the CPU capacity per VM of CloudSim's 800
-    hosts for the lightest day (the directory itself, bit for bit CloudSim's, on the ``cloudsim`` fleet)."""
+def on_fleet(day: Episode | Path, fleet: str) -> Episode:
+    """``day`` on ``fleet``'s hosts with the CPU capacity per VM it has on CloudSim's: a PlanetLab day directory
+    with that of CloudSim's 800 hosts for the lightest day (the directory itself, bit for bit CloudSim's, on the
+    ``cloudsim`` fleet); a usage day on CloudSim's hosts with its shape converted (:func:`equivalent_shape`)."""
     if fleet == "cloudsim":
-        return str(day)
+        return day if isinstance(day, UsageDay) else str(day)
+    if isinstance(day, UsageDay):
+        return dataclasses.replace(day, hosts_per_vm=equivalent_shape(day.hosts_per_vm, fleet), fleet=fleet)
     return UsageDay(str(day), 0, "all", equivalent_shape(CLOUDSIM_HOSTS_PER_VM, fleet), fleet)
 
 
