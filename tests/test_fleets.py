@@ -131,3 +131,33 @@ def test_the_committed_networks_trained_on_two_fleets_beat_their_fallback_on_a_t
         assert meta["training_data"]["fleets"] == ["cloudsim", "ibm"] and meta["seed"] == seed
         cost = consolidation_cost(run_policy(Simulation(episodes.datacenter(day)), policy))
         assert cost < 0.9 * fallback, (seed, cost, fallback)
+
+
+def test_the_committed_networks_trained_across_traces_and_servers_beat_their_fallback_on_both() -> None:
+    """The three opt-in networks trained with ``--extra-trace`` July and ``--fleet cloudsim --fleet ibm`` load by
+    the registry's name, say what they trained on, and cost less than their fallback on a PlanetLab training day
+    on IBM servers and under 0.85x on a tight Bitbrains July training day (half a host per VM)."""
+    from llmvirt.model.score import consolidation_cost
+    from llmvirt.policy import consolidate_net as cn
+    from llmvirt.sim.cloudsim_policies import run_policy
+    from llmvirt.sim.engine import Simulation
+    from llmvirt.strategies import registry
+
+    root = Path(__file__).resolve().parents[1] / "policies" / "consolidate-net-both"
+    july = SHARED / "traces" / "bitbrains-rnd" / "rnd_2013-7_week1.tar.gz"
+    tight = episodes.usage_days(july, "train", 2)[1]
+    assert tight.hosts_per_vm == episodes.TIGHT_HOSTS_PER_VM
+    days = [episodes.on_fleet(DAY, "ibm"), tight]
+
+    def cost(day: episodes.Episode, policy: object) -> float:
+        return consolidation_cost(run_policy(Simulation(episodes.datacenter(day)), policy))
+
+    fallback = [cost(day, cn.policy(None)) for day in days]
+    for seed in range(3):
+        policy = registry.resolve(f"llmvirt-net:{root / f'seed{seed}'}", "consolidate").policy
+        assert isinstance(policy, cn.NeuralConsolidation) and policy.forecaster is not None
+        _, meta = cn.load(root / f"seed{seed}")
+        assert meta["training_data"]["fleets"] == ["cloudsim", "ibm"] and meta["seed"] == seed
+        assert [t["trace"] for t in meta["training_data"]["extra_traces"]] == [july.name]
+        ibm, bitbrains = (cost(day, policy) / base for day, base in zip(days, fallback, strict=True))
+        assert ibm < 1.0 and bitbrains < 0.85, (seed, ibm, bitbrains)
