@@ -306,3 +306,87 @@ def test_a_generic_format_trace_trains_the_network_like_bitbrains(tmp_path: Path
                                    forecast_samples=5_000, forecast_epochs=2)
     record = tcn.train(PLANETLAB, tmp_path / "out", cfg, log=lambda _: None, extra=[trace])
     assert record["kept_relative_cost_by_family"].keys() == {"fleet.csv"} and record["kept_relative_cost"] < 1.0
+
+
+def test_validation_days_are_later_training_days_on_every_training_fleet() -> None:
+    """``validate_days`` adds the extra trace's later days of its *training* VMs (never a held-back VM, never a
+    day the search fits), in the training shapes, on every training fleet; as many as the trace covers."""
+    from llmvirt.sim import episodes
+
+    july = BITBRAINS / "rnd_2013-7_week1.tar.gz"
+    cfg = tcn.ConsolidateNetConfig(fleets=("cloudsim", "ibm"), validate_days=3)
+    val = tcn.validation_episodes(cfg, [july])
+    assert [(d.day, d.fleet) for d in val] == [(4, "cloudsim"), (5, "cloudsim"), (6, "cloudsim"),
+                                               (4, "ibm"), (5, "ibm"), (6, "ibm")]
+    assert all(d.side == "train" for d in val)
+    assert [d.hosts_per_vm for d in val[:3]] == [cfg.shapes[0], cfg.shapes[1], cfg.shapes[0]]
+    assert val[3].hosts_per_vm == episodes.equivalent_shape(cfg.shapes[0], "ibm")
+    trained = tcn.training_episodes(PLANETLAB, cfg, [july])
+    assert not {episodes.label(d) for d in val} & {episodes.label(d) for d in trained}
+    assert [d.day for d in tcn.validation_episodes(dataclasses.replace(cfg, extra_days=5), [july])] == [5, 6] * 2
+    assert tcn.validation_episodes(dataclasses.replace(cfg, validate_days=0), [july]) == []
+
+
+class _Quadratic:
+    """A stand-in for a set of days whose cost is a quadratic in the weights: ``1 + |theta - centre|^2 -
+    |centre|^2`` (1 at the start, theta = 0)."""
+
+    def __init__(self, centre: np.ndarray) -> None:
+        self.centre = centre
+
+    def costs(self, thetas: list[np.ndarray]) -> np.ndarray:
+        return np.array([1.0 + np.sum((t - self.centre) ** 2) - np.sum(self.centre ** 2) for t in thetas])
+
+
+def test_with_validation_days_the_search_keeps_the_weights_they_prefer_not_the_training_days() -> None:
+    """The search follows the training days; the kept weights are the validation days' choice. Training pulls the
+    weights one way and validation prefers the other, so the start is kept with validation and a later step
+    without it."""
+    cfg = tcn.ConsolidateNetConfig(iterations=6, pairs=4, keep_every=1, sigma=0.1, lr=0.2)
+    start, pull = np.zeros(5), np.full(5, 1.0)
+    train, val = _Quadratic(pull), _Quadratic(-pull)
+    best, curve, kept = tcn.search(start, train, cfg, lambda _: None)
+    assert kept["iteration"] > 0 and kept["cost"] < 1.0 and np.all(best > 0)
+    assert "validation_cost" not in curve[0]
+    best, curve, kept = tcn.search(start, train, cfg, lambda _: None, val)
+    assert kept["iteration"] == 0 and np.array_equal(best, start)
+    assert curve[-1]["cost"] < 1.0 < curve[-1]["validation_cost"]
+
+
+def test_training_with_validation_days_records_them_and_keeps_their_best(tmp_path: Path) -> None:
+    """A tiny run on a generic trace of three days (two to learn on, the third to choose): the checkpoint and the
+    curve say which days chose, the kept step is the lowest validation cost on the curve, and the record's
+    training cost is that step's."""
+    import csv
+
+    from test_bench_fleets import generic_trace
+
+    trace = generic_trace(tmp_path / "fleet.csv", vms=60, samples=3 * 288, seed=3)
+    cfg = tcn.ConsolidateNetConfig(iterations=3, pairs=2, keep_every=1, days=(), workers=1, extra_days=2,
+                                   validate_days=1, forecast_samples=5_000, forecast_epochs=2)
+    record = tcn.train(PLANETLAB, tmp_path / "out", cfg, log=lambda _: None, extra=[trace])
+    val = record["validation"]
+    assert val["days"] == ["fleet.csv:train:2:0.76"] and set(val["fallback_cost"]) == set(val["days"])
+    with (tmp_path / "out" / "consolidate_net_curve.csv").open() as fh:
+        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    scored = [r for r in rows if r["validation_cost"] == r["validation_cost"]]
+    best = min(scored, key=lambda r: (r["validation_cost"], r["iteration"]))
+    assert val["kept_iteration"] == best["iteration"] and val["kept_relative_cost"] == best["validation_cost"]
+    assert record["kept_relative_cost"] == best["cost"]
+    _, meta = cn.load(tmp_path / "out")
+    assert meta["training_data"]["validation"]["days_after_training"] == 1
+    assert meta["training"]["validation"]["kept_iteration"] == best["iteration"]
+
+
+def test_train_refuses_validation_days_it_cannot_have_in_one_line(cli, tmp_path: Path) -> None:
+    """``--validate-days`` without an extra trace, or with one too short to have later days: one line, exit 2,
+    nothing written."""
+    from test_bench_fleets import generic_trace
+
+    short = generic_trace(tmp_path / "short.csv", vms=20, samples=2 * 288)
+    for extra in ([], ["--extra-trace", str(short)]):
+        code, _, err = cli("train", "--head", "consolidate-net", "--trace", str(PLANETLAB), *extra,
+                           "--validate-days", "2", "--out", str(tmp_path / "out"))
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert "--validate-days" in err
+    assert not (tmp_path / "out").exists()

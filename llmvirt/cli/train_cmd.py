@@ -11,6 +11,7 @@ from llmvirt.errors import UsageError
 
 if TYPE_CHECKING:
     from llmvirt.learn.balance_model import RlConfig
+    from llmvirt.learn.train_consolidate_net import ConsolidateNetConfig
 
 
 class Head(StrEnum):
@@ -64,6 +65,10 @@ def train(
                                         "(one host size a fleet), mixed (8-32 cores in a fleet, memory "
                                         "binding).")] = "identical",
     fleet: FleetOpt = None,
+    validate_days: Annotated[int, typer.Option("--validate-days", help="consolidate-net: keep the weights with the "
+                                               "lowest cost on this many later days of the --extra-trace training "
+                                               "VMs, on each --fleet (early stopping; 0: the lowest training "
+                                               "cost).")] = 0,
 ) -> None:
     """Train one head on the training split; write safetensors + JSON and a learning curve.
     With --from-store: fine-tune the active policy on recorded outcomes into a new version."""
@@ -78,7 +83,8 @@ def train(
     if samples < 10 or epochs < 1:
         raise UsageError("--samples must be at least 10 and --epochs at least 1")
     if head is Head.consolidate_net:
-        _consolidate_net(trace, out_dir, seed, 60 if iters is None else iters, extra_trace or [], fleet or [])
+        _consolidate_net(trace, out_dir, _net_config(seed, 60 if iters is None else iters, fleet or [],
+                                                     validate_days), extra_trace or [])
     elif head is Head.place_rl:
         _place_rl([trace, *(extra_trace or [])], out_dir, seed, 120 if iters is None else iters)
     elif head is Head.balance_rl:
@@ -109,31 +115,46 @@ def _balance_rl(paths: list[Path], out_dir: Path, cfg: "RlConfig") -> None:
               f"({record['decision_steps']} decision steps in {record['wall_s']:.0f} s)", markup=False)
 
 
-def _consolidate_net(planetlab: Path, out_dir: Path, seed: int, iterations: int, extra: list[Path],
-                     fleets: list[str]) -> None:
-    """``--head consolidate-net``: the neural consolidation policy on the training days' consolidation cost
-    (``extra``: usage traces whose training VMs it also learns on, in two fleet shapes; ``fleets``: the servers
-    the PlanetLab days run on, CloudSim's by default)."""
-    from llmvirt.learn import train_consolidate_net
-    from llmvirt.sim import episodes
+def _net_config(seed: int, iterations: int, fleets: list[str], validate_days: int) -> "ConsolidateNetConfig":
+    """``--head consolidate-net``'s recipe from its options (``fleets``: the servers the PlanetLab days run on,
+    CloudSim's by default; ``validate_days``: later days of the extra traces' training VMs that choose the kept
+    weights); a bad one is refused in one line."""
+    from llmvirt.learn.train_consolidate_net import ConsolidateNetConfig
     from llmvirt.sim.datacenter import FLEETS
-    from llmvirt.sim.split import TRAIN_DAYS
 
     if iterations < 1:
         raise UsageError("--iters must be at least 1")
+    if validate_days < 0:
+        raise UsageError("--validate-days must be 0, or at least 1 with --extra-trace (its later training days)")
     if unknown := [f for f in fleets if f not in FLEETS]:
         raise UsageError(f"unknown --fleet {unknown[0]!r}: use {', '.join(FLEETS)}")
+    return ConsolidateNetConfig(seed=seed, iterations=iterations, validate_days=validate_days,
+                                fleets=tuple(dict.fromkeys(fleets)) or ("cloudsim",))
+
+
+def _consolidate_net(planetlab: Path, out_dir: Path, cfg: "ConsolidateNetConfig", extra: list[Path]) -> None:
+    """``--head consolidate-net``: the neural consolidation policy on the training days' consolidation cost
+    (``extra``: usage traces whose training VMs it also learns on, in two fleet shapes)."""
+    from llmvirt.learn import train_consolidate_net
+    from llmvirt.sim import episodes
+    from llmvirt.sim.split import TRAIN_DAYS
+
+    if cfg.validate_days and not extra:
+        raise UsageError("--validate-days must be 0, or at least 1 with --extra-trace (its later training days)")
     missing = [d for d in TRAIN_DAYS if not (planetlab / d).is_dir()]
     if missing:
         raise UsageError(f"{planetlab}: not a PlanetLab directory of days (missing {', '.join(missing)})")
-    cfg = train_consolidate_net.ConsolidateNetConfig(seed=seed, iterations=iterations,
-                                                     fleets=tuple(dict.fromkeys(fleets)) or ("cloudsim",))
     short = [p for p in extra if episodes.days_in(p) < 1]  # loads each trace: a bad one fails here, in one line
     if short:
         raise UsageError(f"{short[0]}: covers less than one day")
+    if cfg.validate_days and not train_consolidate_net.validation_episodes(cfg, extra):
+        raise UsageError(f"--validate-days: no --extra-trace covers more than the {cfg.extra_days} days it trains on")
     record = train_consolidate_net.train(planetlab, out_dir, cfg, log=lambda line: out.print(line, markup=False),
                                          extra=extra)
     family = ", ".join(f"{g} {c:.4f}" for g, c in record["kept_relative_cost_by_family"].items())
+    if "validation" in record:
+        val = record["validation"]
+        family += f"; validation {val['kept_relative_cost']:.4f}, kept from step {val['kept_iteration']}"
     out.print(f"wrote {out_dir}/consolidate_net.safetensors, consolidate_net.json, consolidate_net_curve.csv "
               f"({record['kept_relative_cost']:.4f} of the fallback's cost on the training days: {family}; "
               f"{record['wall_s']:.0f} s)", markup=False)

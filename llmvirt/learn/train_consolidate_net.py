@@ -12,7 +12,10 @@ The network is :class:`llmvirt.policy.consolidate_net.GateNet` (shared weights o
    migrated, the cost the baselines were tuned by) of whole PlanetLab days in the cloudsim scenario, each
    day divided by the fallback's cost on it, averaged within each trace family and then over families, so
    every family weighs the same;
-4. **keep**: the weights with the lowest cost on the training days, the start included.
+4. **keep**: the weights with the lowest cost on the training days, the start included; or, with
+   :attr:`ConsolidateNetConfig.validate_days` (``--validate-days``), the lowest cost on validation days: later days
+   of the extra traces' *training* VMs, which the search never fits, on each training fleet's servers
+   (:func:`validation_episodes`). That is early stopping on training-side data; held-back VMs and days stay unread.
 
 **Across traces and fleet shapes** (``--extra-trace``, :func:`train`'s ``extra``): each extra usage trace
 (Bitbrains, the generic format) adds its first :attr:`ConsolidateNetConfig.extra_days` days, with only its
@@ -68,6 +71,9 @@ class ConsolidateNetConfig:
     extra_days: int = 4  #: days of each extra usage trace (its training VMs) to learn on
     shapes: tuple[float, ...] = episodes.SHAPES  #: hosts per VM of the extra traces' days, in turn
     fleets: tuple[str, ...] = ("cloudsim",)  #: the servers the PlanetLab days run on, each day on every one
+    #: days of each extra trace's training VMs after the ``extra_days`` it learns on, each on every fleet of
+    #: ``fleets``, that only choose which weights to keep (0: keep the lowest training cost)
+    validate_days: int = 0
 
 
 SHAPES = {"hidden.weight": lambda h: (h, len(cn.FEATURES)), "hidden.bias": lambda h: (h,),
@@ -96,6 +102,20 @@ def training_episodes(planetlab: Path, cfg: ConsolidateNetConfig, extra: Sequenc
     out: list[Episode] = [episodes.on_fleet(planetlab / d, f) for f in cfg.fleets for d in cfg.days]
     for path in extra:
         out += episodes.usage_days(path, "train", cfg.extra_days, cfg.shapes)
+    return out
+
+
+def validation_episodes(cfg: ConsolidateNetConfig, extra: Sequence[Path] = ()) -> list[Episode]:
+    """The days that choose the kept weights (:attr:`ConsolidateNetConfig.validate_days`): each extra trace's
+    training VMs on the ``validate_days`` days after the ``extra_days`` it trains on (as many as it covers), day
+    ``d`` in shape ``shapes[d % len(shapes)]`` as in training, each on every fleet of ``cfg.fleets``: workloads the
+    search never fits, on the servers it trains on. Empty when ``validate_days`` is 0."""
+    out: list[Episode] = []
+    for path in extra:
+        last = min(cfg.extra_days + cfg.validate_days, episodes.days_in(path))
+        days = [episodes.UsageDay(str(path), d, "train", cfg.shapes[d % len(cfg.shapes)])
+                for d in range(cfg.extra_days, last)]
+        out += [episodes.on_fleet(day, f) for f in cfg.fleets for day in days]
     return out
 
 
@@ -175,26 +195,35 @@ class _Days:
         return {g: float(rel[days].mean()) for g, days in self.members.items()}
 
 
-def search(theta: np.ndarray, days: _Days, cfg: ConsolidateNetConfig,
-           log: Callable[[str], None]) -> tuple[np.ndarray, list[dict[str, float]]]:
-    """Evolution strategies from ``theta``; returns the kept weights (lowest training cost) and the curve."""
+def search(theta: np.ndarray, days: _Days, cfg: ConsolidateNetConfig, log: Callable[[str], None],
+           validation: _Days | None = None) -> tuple[np.ndarray, list[dict[str, float]], dict[str, float]]:
+    """Evolution strategies from ``theta``; returns the kept weights, the curve and the kept weights' curve row.
+    Kept: the lowest training cost, or with ``validation`` the lowest validation cost (its days only choose, they
+    never enter a step)."""
     rng = np.random.default_rng([cfg.seed, 1])
     es = EsAdam(theta.size, cfg.sigma, cfg.lr)
-    best, best_cost = theta.copy(), 1.0  # the start is the fallback: cost 1 relative to itself
-    curve = [{"iteration": 0, "population_cost": float("nan"), "cost": best_cost}]
+    nan = float("nan")
+    # the start is the fallback: cost 1 relative to itself, on training and validation days alike
+    kept = {"iteration": 0, "population_cost": nan, "cost": 1.0, **({"validation_cost": 1.0} if validation else {})}
+    best, curve = theta.copy(), [kept]
+    key = "validation_cost" if validation else "cost"
     for it in range(1, cfg.iterations + 1):
         noise = rng.standard_normal((cfg.pairs, theta.size))
         f = days.costs([theta + s * cfg.sigma * e for e in noise for s in (1, -1)])
         theta = es.step(theta, noise, f)
-        row = {"iteration": it, "population_cost": float(f.mean()), "cost": float("nan")}
+        row = {"iteration": it, "population_cost": float(f.mean()), "cost": nan,
+               **({"validation_cost": nan} if validation else {})}
         if it % cfg.keep_every == 0 or it == cfg.iterations:
             row["cost"] = float(days.costs([theta])[0])
-            if row["cost"] < best_cost:
-                best, best_cost = theta.copy(), row["cost"]
-            log(f"iteration {it}: population {row['population_cost']:.4f}, weights {row['cost']:.4f} of the "
-                f"fallback's cost (best {best_cost:.4f})")
+            if validation:
+                row["validation_cost"] = float(validation.costs([theta])[0])
+            if row[key] < kept[key]:
+                best, kept = theta.copy(), row
+            shown = f", validation {row['validation_cost']:.4f}" if validation else ""
+            log(f"iteration {it}: population {row['population_cost']:.4f}, weights {row['cost']:.4f}{shown} of "
+                f"the fallback's cost (kept: iteration {kept['iteration']}, {kept[key]:.4f})")
         curve.append(row)
-    return best, curve
+    return best, curve, kept
 
 
 def train(planetlab: Path, out: Path, cfg: ConsolidateNetConfig, log: Callable[[str], None] = print,
@@ -203,21 +232,29 @@ def train(planetlab: Path, out: Path, cfg: ConsolidateNetConfig, log: Callable[[
     ``consolidate_net.safetensors`` + JSON to ``out``."""
     t0 = time.perf_counter()
     theta0 = flat(cn.zero_net(cfg.hidden, np.random.default_rng(cfg.seed)))
-    todo = training_episodes(planetlab, cfg, extra)
+    todo, held_out = training_episodes(planetlab, cfg, extra), validation_episodes(cfg, extra)
+    if cfg.validate_days and not held_out:
+        raise ValueError("validate_days needs an extra trace that covers more days than extra_days")
     with ProcessPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-        fc = fit_forecast(todo, cfg, pool)
+        fc = fit_forecast(todo, cfg, pool)  # the training days only: validation days stay unseen
         log(f"forecaster fitted on {cfg.forecast_samples} VM-steps of the training days")
         days = _Days(todo, cfg, pool, fc)
-        best, curve = search(theta0, days, cfg, log)
+        val = _Days(held_out, cfg, pool, fc) if held_out else None
+        best, curve, kept = search(theta0, days, cfg, log, val)
         per_day = list(pool.map(day_cost, [(best, cfg.hidden, d, "full", fc) for d in days.days]))
     by_family = days.by_family([r["cost"] for r in per_day])
     labels = [episodes.label(d) for d in todo]
+    validation = {"validation": {"days": [episodes.label(d) for d in held_out], "kept_iteration": kept["iteration"],
+                                 "kept_relative_cost": kept["validation_cost"],
+                                 "fallback_cost": dict(zip([episodes.label(d) for d in held_out], val.base,
+                                                           strict=True))}} if val else {}
     record = {"config": {**asdict(cfg), "days": list(cfg.days), "shapes": list(cfg.shapes),
                          "fleets": list(cfg.fleets)},
+              **validation,
               "extra_traces": [p.name for p in extra],
               "fallback_cost": dict(zip(labels, days.base, strict=True)),
               "kept_cost": dict(zip(labels, per_day, strict=True)),
-              "kept_relative_cost": min(r["cost"] for r in curve if r["cost"] == r["cost"]),
+              "kept_relative_cost": kept["cost"],
               "kept_relative_cost_by_family": by_family,
               "wall_s": round(time.perf_counter() - t0, 1)}
     _save({**arrays(best, cfg.hidden), **fc}, cfg, out, record)
@@ -242,7 +279,11 @@ def _save(weights: dict[str, np.ndarray], cfg: ConsolidateNetConfig, out: Path, 
                           **({"extra_traces": [{"trace": name, "vms": "training side of the sha256 split",
                                                 "days": cfg.extra_days, "hosts_per_vm": list(cfg.shapes)}
                                                for name in record["extra_traces"]]} if record["extra_traces"]
-                             else {})}, "seed": cfg.seed,
+                             else {}),
+                          **({"validation": {"vms": "training side of the sha256 split", "days_after_training":
+                                             cfg.validate_days, "fleets": list(cfg.fleets),
+                                             "chooses": "the kept weights (lowest validation cost)"}}
+                             if "validation" in record else {})}, "seed": cfg.seed,
         "training": record})
 
 
@@ -267,8 +308,11 @@ def plot_curve(csv_path: Path, png: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.plot([r["iteration"] for r in rows[1:]], [r["population_cost"] for r in rows[1:]], label="perturbed weights")
     ax.plot([r["iteration"] for r in kept], [r["cost"] for r in kept], marker="o", label="current weights")
+    if "validation_cost" in rows[0]:
+        ax.plot([r["iteration"] for r in kept], [r["validation_cost"] for r in kept], marker="s",
+                label="current weights, validation days")
     ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="fallback (tuned gate)")
-    ax.set(xlabel="evolution-strategies step", ylabel="cost / fallback's (training days)")
+    ax.set(xlabel="evolution-strategies step", ylabel="cost / fallback's")
     ax.legend()
     fig.tight_layout()
     fig.savefig(png, dpi=100)
