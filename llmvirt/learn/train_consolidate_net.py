@@ -232,21 +232,21 @@ def train(planetlab: Path, out: Path, cfg: ConsolidateNetConfig, log: Callable[[
     ``consolidate_net.safetensors`` + JSON to ``out``."""
     t0 = time.perf_counter()
     theta0 = flat(cn.zero_net(cfg.hidden, np.random.default_rng(cfg.seed)))
-    todo, held_out = training_episodes(planetlab, cfg, extra), validation_episodes(cfg, extra)
-    if cfg.validate_days and not held_out:
+    todo, checking = training_episodes(planetlab, cfg, extra), validation_episodes(cfg, extra)
+    if cfg.validate_days and not checking:
         raise ValueError("validate_days needs an extra trace that covers more days than extra_days")
     with ProcessPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
         fc = fit_forecast(todo, cfg, pool)  # the training days only: validation days stay unseen
         log(f"forecaster fitted on {cfg.forecast_samples} VM-steps of the training days")
         days = _Days(todo, cfg, pool, fc)
-        val = _Days(held_out, cfg, pool, fc) if held_out else None
+        val = _Days(checking, cfg, pool, fc) if checking else None
         best, curve, kept = search(theta0, days, cfg, log, val)
         per_day = list(pool.map(day_cost, [(best, cfg.hidden, d, "full", fc) for d in days.days]))
     by_family = days.by_family([r["cost"] for r in per_day])
     labels = [episodes.label(d) for d in todo]
-    validation = {"validation": {"days": [episodes.label(d) for d in held_out], "kept_iteration": kept["iteration"],
+    validation = {"validation": {"days": [episodes.label(d) for d in checking], "kept_iteration": kept["iteration"],
                                  "kept_relative_cost": kept["validation_cost"],
-                                 "fallback_cost": dict(zip([episodes.label(d) for d in held_out], val.base,
+                                 "fallback_cost": dict(zip([episodes.label(d) for d in checking], val.base,
                                                            strict=True))}} if val else {}
     record = {"config": {**asdict(cfg), "days": list(cfg.days), "shapes": list(cfg.shapes),
                          "fleets": list(cfg.fleets)},
