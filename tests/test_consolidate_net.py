@@ -327,6 +327,23 @@ def test_validation_days_are_later_training_days_on_every_training_fleet() -> No
     assert tcn.validation_episodes(dataclasses.replace(cfg, validate_days=0), [july]) == []
 
 
+def test_a_validation_trace_adds_its_training_vms_last_days_on_every_training_fleet() -> None:
+    """``--validate-trace``: a trace the network does not train on adds its training VMs' *last* days (away from
+    the first seven days the benchmark reads), in the training shapes, on every training fleet, after the extra
+    traces' later days."""
+    july, august = BITBRAINS / "rnd_2013-7_week1.tar.gz", BITBRAINS / "rnd_2013-8.tar.gz"
+    cfg = tcn.ConsolidateNetConfig(fleets=("cloudsim", "ibm"), validate_days=3)
+    val = tcn.validation_episodes(cfg, [july], [august])
+    assert val[:6] == tcn.validation_episodes(cfg, [july])
+    theirs = val[6:]
+    assert [(Path(d.path).name, d.day, d.fleet) for d in theirs] == [
+        ("rnd_2013-8.tar.gz", day, fleet) for fleet in ("cloudsim", "ibm") for day in (27, 28, 29)]
+    assert all(d.side == "train" for d in theirs)
+    assert [d.hosts_per_vm for d in theirs[:3]] == [cfg.shapes[1], cfg.shapes[0], cfg.shapes[1]]
+    assert tcn.validation_episodes(cfg, [], [august]) == theirs
+    assert tcn.validation_episodes(dataclasses.replace(cfg, validate_days=0), [july], [august]) == []
+
+
 class _Quadratic:
     """A stand-in for a set of days whose cost is a quadratic in the weights: ``1 + |theta - centre|^2 -
     |centre|^2`` (1 at the start, theta = 0)."""
@@ -378,6 +395,22 @@ def test_training_with_validation_days_records_them_and_keeps_their_best(tmp_pat
     assert meta["training"]["validation"]["kept_iteration"] == best["iteration"]
 
 
+def test_a_validation_trace_chooses_where_the_extra_trace_has_no_later_days_and_is_recorded(tmp_path: Path) -> None:
+    """A tiny run that trains on both days of one generic trace and validates on the last day of another: the
+    record and the checkpoint name the validation trace, and its last day is the one that chose."""
+    from test_bench_fleets import generic_trace
+
+    trace = generic_trace(tmp_path / "fleet.csv", vms=60, samples=2 * 288, seed=3)
+    other = generic_trace(tmp_path / "other.csv", vms=60, samples=3 * 288, seed=4)
+    cfg = tcn.ConsolidateNetConfig(iterations=2, pairs=2, keep_every=1, days=(), workers=1, extra_days=2,
+                                   validate_days=1, forecast_samples=5_000, forecast_epochs=2)
+    record = tcn.train(PLANETLAB, tmp_path / "out", cfg, log=lambda _: None, extra=[trace], validate=[other])
+    val = record["validation"]
+    assert val["traces"] == ["other.csv"] and val["days"] == ["other.csv:train:2:0.76"]
+    _, meta = cn.load(tmp_path / "out")
+    assert meta["training_data"]["validation"]["last_days_of"] == ["other.csv"]
+
+
 def test_train_refuses_validation_days_it_cannot_have_in_one_line(cli, tmp_path: Path) -> None:
     """``--validate-days`` without an extra trace, or with one too short to have later days: one line, exit 2,
     nothing written."""
@@ -389,4 +422,10 @@ def test_train_refuses_validation_days_it_cannot_have_in_one_line(cli, tmp_path:
                            "--validate-days", "2", "--out", str(tmp_path / "out"))
         assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
         assert "--validate-days" in err
+    for extra in (["--validate-trace", str(short)],
+                  ["--validate-days", "1", "--extra-trace", str(short), "--validate-trace", str(short)]):
+        code, _, err = cli("train", "--head", "consolidate-net", "--trace", str(PLANETLAB), *extra,
+                           "--out", str(tmp_path / "out"))
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert "--validate-trace" in err
     assert not (tmp_path / "out").exists()

@@ -29,6 +29,13 @@ class Head(StrEnum):
 FleetOpt = Annotated[list[str] | None, typer.Option(
     "--fleet", help="consolidate-net: the servers the PlanetLab training days run on (repeatable): cloudsim "
     "(CloudSim's HP pair, the default), ibm (CloudSim's older IBM pair) or mixed (2-, 4- and 12-core hosts).")]
+ValidateDaysOpt = Annotated[int, typer.Option(
+    "--validate-days", help="consolidate-net: keep the weights with the lowest cost on this many later days of "
+    "the --extra-trace training VMs (and last days of each --validate-trace's), on each --fleet (early stopping; "
+    "0: the lowest training cost).")]
+ValidateTraceOpt = Annotated[list[Path] | None, typer.Option(
+    "--validate-trace", help="consolidate-net, with --validate-days N: a Bitbrains or generic trace it does not "
+    "train on, whose training VMs' last N days also choose the kept weights (repeatable).")]
 
 
 def train(
@@ -65,10 +72,8 @@ def train(
                                         "(one host size a fleet), mixed (8-32 cores in a fleet, memory "
                                         "binding).")] = "identical",
     fleet: FleetOpt = None,
-    validate_days: Annotated[int, typer.Option("--validate-days", help="consolidate-net: keep the weights with the "
-                                               "lowest cost on this many later days of the --extra-trace training "
-                                               "VMs, on each --fleet (early stopping; 0: the lowest training "
-                                               "cost).")] = 0,
+    validate_days: ValidateDaysOpt = 0,
+    validate_trace: ValidateTraceOpt = None,
 ) -> None:
     """Train one head on the training split; write safetensors + JSON and a learning curve.
     With --from-store: fine-tune the active policy on recorded outcomes into a new version."""
@@ -84,7 +89,7 @@ def train(
         raise UsageError("--samples must be at least 10 and --epochs at least 1")
     if head is Head.consolidate_net:
         _consolidate_net(trace, out_dir, _net_config(seed, 60 if iters is None else iters, fleet or [],
-                                                     validate_days), extra_trace or [])
+                                                     validate_days), extra_trace or [], validate_trace or [])
     elif head is Head.place_rl:
         _place_rl([trace, *(extra_trace or [])], out_dir, seed, 120 if iters is None else iters)
     elif head is Head.balance_rl:
@@ -115,6 +120,19 @@ def _balance_rl(paths: list[Path], out_dir: Path, cfg: "RlConfig") -> None:
               f"({record['decision_steps']} decision steps in {record['wall_s']:.0f} s)", markup=False)
 
 
+def _check_validation(cfg: "ConsolidateNetConfig", extra: list[Path], validate: list[Path]) -> None:
+    """Refuse, in one line, validation days ``cfg`` cannot have: ``--validate-days`` with no trace to draw them
+    from, ``--validate-trace`` without ``--validate-days``, or a trace that both trains and validates."""
+    if cfg.validate_days and not (extra or validate):
+        raise UsageError("--validate-days must be 0, or at least 1 with --extra-trace (its later training days) "
+                         "or --validate-trace")
+    if validate and not cfg.validate_days:
+        raise UsageError("--validate-trace needs --validate-days N: how many of its last days choose")
+    if both := {p.resolve() for p in extra} & {p.resolve() for p in validate}:
+        raise UsageError(f"{sorted(both)[0]}: given as --extra-trace and --validate-trace; a trace it trains on "
+                         "validates with its later days already")
+
+
 def _net_config(seed: int, iterations: int, fleets: list[str], validate_days: int) -> "ConsolidateNetConfig":
     """``--head consolidate-net``'s recipe from its options (``fleets``: the servers the PlanetLab days run on,
     CloudSim's by default; ``validate_days``: later days of the extra traces' training VMs that choose the kept
@@ -132,25 +150,26 @@ def _net_config(seed: int, iterations: int, fleets: list[str], validate_days: in
                                 fleets=tuple(dict.fromkeys(fleets)) or ("cloudsim",))
 
 
-def _consolidate_net(planetlab: Path, out_dir: Path, cfg: "ConsolidateNetConfig", extra: list[Path]) -> None:
+def _consolidate_net(planetlab: Path, out_dir: Path, cfg: "ConsolidateNetConfig", extra: list[Path],
+                     validate: list[Path]) -> None:
     """``--head consolidate-net``: the neural consolidation policy on the training days' consolidation cost
-    (``extra``: usage traces whose training VMs it also learns on, in two fleet shapes)."""
+    (``extra``: usage traces whose training VMs it also learns on, in two fleet shapes; ``validate``: traces whose
+    training VMs' last days only choose the kept weights)."""
     from llmvirt.learn import train_consolidate_net
     from llmvirt.sim import episodes
     from llmvirt.sim.split import TRAIN_DAYS
 
-    if cfg.validate_days and not extra:
-        raise UsageError("--validate-days must be 0, or at least 1 with --extra-trace (its later training days)")
+    _check_validation(cfg, extra, validate)
     missing = [d for d in TRAIN_DAYS if not (planetlab / d).is_dir()]
     if missing:
         raise UsageError(f"{planetlab}: not a PlanetLab directory of days (missing {', '.join(missing)})")
-    short = [p for p in extra if episodes.days_in(p) < 1]  # loads each trace: a bad one fails here, in one line
+    short = [p for p in [*extra, *validate] if episodes.days_in(p) < 1]  # loads each: a bad one fails in one line
     if short:
         raise UsageError(f"{short[0]}: covers less than one day")
-    if cfg.validate_days and not train_consolidate_net.validation_episodes(cfg, extra):
+    if cfg.validate_days and not train_consolidate_net.validation_episodes(cfg, extra, validate):
         raise UsageError(f"--validate-days: no --extra-trace covers more than the {cfg.extra_days} days it trains on")
     record = train_consolidate_net.train(planetlab, out_dir, cfg, log=lambda line: out.print(line, markup=False),
-                                         extra=extra)
+                                         extra=extra, validate=validate)
     family = ", ".join(f"{g} {c:.4f}" for g, c in record["kept_relative_cost_by_family"].items())
     if "validation" in record:
         val = record["validation"]

@@ -14,8 +14,9 @@ The network is :class:`llmvirt.policy.consolidate_net.GateNet` (shared weights o
    every family weighs the same;
 4. **keep**: the weights with the lowest cost on the training days, the start included; or, with
    :attr:`ConsolidateNetConfig.validate_days` (``--validate-days``), the lowest cost on validation days: later days
-   of the extra traces' *training* VMs, which the search never fits, on each training fleet's servers
-   (:func:`validation_episodes`). That is early stopping on training-side data; held-back VMs and days stay unread.
+   of the extra traces' *training* VMs, which the search never fits, on each training fleet's servers, and the
+   last days of the training VMs of traces it does not train on (``--validate-trace``; :func:`validation_episodes`).
+   That is early stopping on training-side data; held-back VMs and days stay unread.
 
 **Across traces and fleet shapes** (``--extra-trace``, :func:`train`'s ``extra``): each extra usage trace
 (Bitbrains, the generic format) adds its first :attr:`ConsolidateNetConfig.extra_days` days, with only its
@@ -105,16 +106,23 @@ def training_episodes(planetlab: Path, cfg: ConsolidateNetConfig, extra: Sequenc
     return out
 
 
-def validation_episodes(cfg: ConsolidateNetConfig, extra: Sequence[Path] = ()) -> list[Episode]:
+def validation_episodes(cfg: ConsolidateNetConfig, extra: Sequence[Path] = (),
+                        others: Sequence[Path] = ()) -> list[Episode]:
     """The days that choose the kept weights (:attr:`ConsolidateNetConfig.validate_days`): each extra trace's
-    training VMs on the ``validate_days`` days after the ``extra_days`` it trains on (as many as it covers), day
-    ``d`` in shape ``shapes[d % len(shapes)]`` as in training, each on every fleet of ``cfg.fleets``: workloads the
-    search never fits, on the servers it trains on. Empty when ``validate_days`` is 0."""
+    training VMs on the ``validate_days`` days after the ``extra_days`` it trains on (as many as it covers), and
+    each of ``others``' (traces it does not train on) training VMs on its *last* ``validate_days`` days, away from
+    the first days that training and the benchmark read; day ``d`` in shape ``shapes[d % len(shapes)]`` as in
+    training, each on every fleet of ``cfg.fleets``: workloads the search never fits, on the servers it trains on.
+    Empty when ``validate_days`` is 0."""
+    if not cfg.validate_days:
+        return []
+    ranges = [(path, range(cfg.extra_days, min(cfg.extra_days + cfg.validate_days, episodes.days_in(path))))
+              for path in extra]
+    ranges += [(path, range(max(0, episodes.days_in(path) - cfg.validate_days), episodes.days_in(path)))
+               for path in others]
     out: list[Episode] = []
-    for path in extra:
-        last = min(cfg.extra_days + cfg.validate_days, episodes.days_in(path))
-        days = [episodes.UsageDay(str(path), d, "train", cfg.shapes[d % len(cfg.shapes)])
-                for d in range(cfg.extra_days, last)]
+    for path, span in ranges:
+        days = [episodes.UsageDay(str(path), d, "train", cfg.shapes[d % len(cfg.shapes)]) for d in span]
         out += [episodes.on_fleet(day, f) for f in cfg.fleets for day in days]
     return out
 
@@ -227,14 +235,16 @@ def search(theta: np.ndarray, days: _Days, cfg: ConsolidateNetConfig, log: Calla
 
 
 def train(planetlab: Path, out: Path, cfg: ConsolidateNetConfig, log: Callable[[str], None] = print,
-          extra: Sequence[Path] = ()) -> dict[str, Any]:
+          extra: Sequence[Path] = (), validate: Sequence[Path] = ()) -> dict[str, Any]:
     """Train on the training days in ``planetlab`` (and the training VMs of each ``extra`` usage trace) and write
-    ``consolidate_net.safetensors`` + JSON to ``out``."""
+    ``consolidate_net.safetensors`` + JSON to ``out``; ``validate``: traces whose training VMs' last days also
+    choose the kept weights (:func:`validation_episodes`)."""
     t0 = time.perf_counter()
     theta0 = flat(cn.zero_net(cfg.hidden, np.random.default_rng(cfg.seed)))
-    todo, checking = training_episodes(planetlab, cfg, extra), validation_episodes(cfg, extra)
+    todo, checking = training_episodes(planetlab, cfg, extra), validation_episodes(cfg, extra, validate)
     if cfg.validate_days and not checking:
-        raise ValueError("validate_days needs an extra trace that covers more days than extra_days")
+        raise ValueError("validate_days needs an extra trace that covers more days than extra_days, or a "
+                         "validation trace")
     with ProcessPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
         fc = fit_forecast(todo, cfg, pool)  # the training days only: validation days stay unseen
         log(f"forecaster fitted on {cfg.forecast_samples} VM-steps of the training days")
@@ -244,7 +254,8 @@ def train(planetlab: Path, out: Path, cfg: ConsolidateNetConfig, log: Callable[[
         per_day = list(pool.map(day_cost, [(best, cfg.hidden, d, "full", fc) for d in days.days]))
     by_family = days.by_family([r["cost"] for r in per_day])
     labels = [episodes.label(d) for d in todo]
-    validation = {"validation": {"days": [episodes.label(d) for d in checking], "kept_iteration": kept["iteration"],
+    validation = {"validation": {"days": [episodes.label(d) for d in checking], "traces": [p.name for p in validate],
+                                 "kept_iteration": kept["iteration"],
                                  "kept_relative_cost": kept["validation_cost"],
                                  "fallback_cost": dict(zip([episodes.label(d) for d in checking], val.base,
                                                            strict=True))}} if val else {}
@@ -282,6 +293,7 @@ def _save(weights: dict[str, np.ndarray], cfg: ConsolidateNetConfig, out: Path, 
                              else {}),
                           **({"validation": {"vms": "training side of the sha256 split", "days_after_training":
                                              cfg.validate_days, "fleets": list(cfg.fleets),
+                                             "last_days_of": record["validation"]["traces"],
                                              "chooses": "the kept weights (lowest validation cost)"}}
                              if "validation" in record else {})}, "seed": cfg.seed,
         "training": record})
