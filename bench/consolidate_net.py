@@ -11,7 +11,8 @@ CloudSim's data centre with as many hosts per VM as the lightest PlanetLab day (
 sizes are CloudSim's, as for PlanetLab (:mod:`llmvirt.sim.episodes`). ``--mix bitbrains-held``: only the
 held-back VMs (:mod:`llmvirt.sim.split`) of the same days, each day in both fleet shapes (CloudSim's hosts per
 VM, and half a host per VM): what a network trained with ``--extra-trace`` on the July training VMs never saw.
-``--mix bitbrains-train``: the July training VMs' days that ``--extra-trace`` trains on (training data).
+``--mix bitbrains-train``: the July training VMs' days that ``--extra-trace`` trains on (training data);
+``--mix bitbrains-8-train``: the same for August.
 Each policy is deterministic, so the spread is over days and training seeds. ``--production``: the same
 runs with migrations 10x slower (a tenth of the bandwidth), the sim-to-production gap. Training days are
 listed separately and marked; nothing here was chosen on the held-back days.
@@ -70,6 +71,8 @@ MIXES: dict[str, list[episodes.UsageDay]] = {
                        for p in BITBRAINS.values() for d in range(7) for shape in episodes.SHAPES],
     "bitbrains-train": episodes.usage_days(BITBRAINS["bitbrains-7"], "train", ConsolidateNetConfig.extra_days,
                                            ConsolidateNetConfig.shapes),  # what --extra-trace trains on
+    "bitbrains-8-train": episodes.usage_days(BITBRAINS["bitbrains-8"], "train", ConsolidateNetConfig.extra_days,
+                                             ConsolidateNetConfig.shapes),  # the same for August
 }
 
 
