@@ -412,8 +412,9 @@ def test_a_validation_trace_chooses_where_the_extra_trace_has_no_later_days_and_
 
 
 def test_train_refuses_validation_days_it_cannot_have_in_one_line(cli, tmp_path: Path) -> None:
-    """``--validate-days`` without an extra trace, or with one too short to have later days: one line, exit 2,
-    nothing written."""
+    """``--validate-days`` without an extra trace, or with one too short to have later days; ``--validate-trace``
+    without ``--validate-days``, or naming a trace also given as ``--extra-trace``: one line, exit 2, nothing
+    written."""
     from test_bench_fleets import generic_trace
 
     short = generic_trace(tmp_path / "short.csv", vms=20, samples=2 * 288)
