@@ -202,3 +202,36 @@ def test_the_committed_networks_chosen_by_validation_days_reproduce_their_valida
         cost = np.mean([rel[families == f].mean() for f in sorted(set(families))])
         assert cost == pytest.approx(record["kept_relative_cost"], rel=1e-9) and cost < bound, (seed, cost)
 
+
+
+def test_the_committed_networks_trained_on_three_trace_families_reproduce_their_training_cost() -> None:
+    """The opt-in networks trained with ``--extra-trace`` July and August and ``--fleet cloudsim --fleet ibm``
+    load by the registry's name, say what they trained on, and cost exactly their record's kept cost, below the
+    fallback's, on a PlanetLab training day on IBM servers and on a tight training day of each Bitbrains month."""
+    from llmvirt.model.score import consolidation_cost
+    from llmvirt.policy import consolidate_net as cn
+    from llmvirt.sim.cloudsim_policies import run_policy
+    from llmvirt.sim.engine import Simulation
+    from llmvirt.strategies import registry
+
+    root = Path(__file__).resolve().parents[1] / "policies" / "consolidate-net-three"
+    months = [SHARED / "traces" / "bitbrains-rnd" / n for n in ("rnd_2013-7_week1.tar.gz", "rnd_2013-8.tar.gz")]
+    days = [episodes.on_fleet(DAY, "ibm"), *(episodes.usage_days(m, "train", 2)[1] for m in months)]
+    assert all(d.hosts_per_vm == episodes.TIGHT_HOSTS_PER_VM for d in days[1:])
+
+    def cost(day: episodes.Episode, policy: object) -> float:
+        return consolidation_cost(run_policy(Simulation(episodes.datacenter(day)), policy))
+
+    fallback = [cost(day, cn.policy(None)) for day in days]
+    for seed in (0, 1):
+        policy = registry.resolve(f"llmvirt-net:{root / f'seed{seed}'}", "consolidate").policy
+        assert isinstance(policy, cn.NeuralConsolidation) and policy.forecaster is not None
+        _, meta = cn.load(root / f"seed{seed}")
+        assert meta["training_data"]["fleets"] == ["cloudsim", "ibm"] and meta["seed"] == seed
+        assert [t["trace"] for t in meta["training_data"]["extra_traces"]] == [m.name for m in months]
+        record = meta["training"]
+        for day, base in zip(days, fallback, strict=True):
+            label = episodes.label(day)
+            assert record["fallback_cost"][label] == pytest.approx(base, rel=1e-12)
+            kept = cost(day, policy)
+            assert kept == pytest.approx(record["kept_cost"][label]["cost"], rel=1e-12) and kept < base, label
