@@ -430,3 +430,35 @@ def test_train_refuses_validation_days_it_cannot_have_in_one_line(cli, tmp_path:
         assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
         assert "--validate-trace" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_extra_traces_run_on_every_training_fleet_only_when_asked(tmp_path: Path) -> None:
+    """By default the extra trace's training days run on CloudSim's servers only; with ``extra_on_fleets`` each
+    also runs on every other training fleet, with the same CPU capacity per VM. A tiny run records it: the IBM
+    copies are among the training days, each with its own fallback cost, and the checkpoint names the fleets."""
+    from test_bench_fleets import generic_trace
+
+    from llmvirt.sim import episodes
+
+    trace = generic_trace(tmp_path / "fleet.csv", vms=60, samples=288, seed=3)
+    cfg = tcn.ConsolidateNetConfig(iterations=1, pairs=1, keep_every=1, days=(), workers=1, extra_days=1,
+                                   fleets=("cloudsim", "ibm"), forecast_samples=2_000, forecast_epochs=1)
+    plain = tcn.training_episodes(PLANETLAB, cfg, [trace])
+    assert [episodes.label(d) for d in plain] == ["fleet.csv:train:0:0.76"]
+    wide = tcn.training_episodes(PLANETLAB, dataclasses.replace(cfg, extra_on_fleets=True), [trace])
+    assert wide[0] == plain[0] and wide[1].fleet == "ibm"
+    assert wide[1].hosts_per_vm == pytest.approx(episodes.equivalent_shape(plain[0].hosts_per_vm, "ibm"))
+    record = tcn.train(PLANETLAB, tmp_path / "out", dataclasses.replace(cfg, extra_on_fleets=True),
+                       log=lambda _: None, extra=[trace])
+    assert list(record["kept_cost"]) == [episodes.label(d) for d in wide]
+    assert len(set(record["fallback_cost"].values())) == 2 and record["config"]["extra_on_fleets"]
+    _, meta = cn.load(tmp_path / "out")
+    assert meta["training_data"]["extra_traces"][0]["fleets"] == ["cloudsim", "ibm"]
+
+
+def test_train_refuses_extra_on_fleets_without_an_extra_trace_in_one_line(cli, tmp_path: Path) -> None:
+    """``--extra-on-fleets`` with nothing to run on the fleets: one line, exit 2, nothing written."""
+    code, _, err = cli("train", "--head", "consolidate-net", "--trace", str(PLANETLAB), "--fleet", "ibm",
+                       "--extra-on-fleets", "--out", str(tmp_path / "out"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "--extra-on-fleets" in err and not (tmp_path / "out").exists()

@@ -33,6 +33,9 @@ ValidateDaysOpt = Annotated[int, typer.Option(
     "--validate-days", help="consolidate-net: keep the weights with the lowest cost on this many later days of "
     "the --extra-trace training VMs (and last days of each --validate-trace's), on each --fleet (early stopping; "
     "0: the lowest training cost).")]
+ExtraOnFleetsOpt = Annotated[bool, typer.Option(
+    "--extra-on-fleets", help="consolidate-net: run the --extra-trace training days on every --fleet's servers "
+    "too, not only on CloudSim's.")]
 ValidateTraceOpt = Annotated[list[Path] | None, typer.Option(
     "--validate-trace", help="consolidate-net, with --validate-days N: a Bitbrains or generic trace it does not "
     "train on, whose training VMs' last N days also choose the kept weights (repeatable).")]
@@ -74,6 +77,7 @@ def train(
     fleet: FleetOpt = None,
     validate_days: ValidateDaysOpt = 0,
     validate_trace: ValidateTraceOpt = None,
+    extra_on_fleets: ExtraOnFleetsOpt = False,
 ) -> None:
     """Train one head on the training split; write safetensors + JSON and a learning curve.
     With --from-store: fine-tune the active policy on recorded outcomes into a new version."""
@@ -88,8 +92,8 @@ def train(
     if samples < 10 or epochs < 1:
         raise UsageError("--samples must be at least 10 and --epochs at least 1")
     if head is Head.consolidate_net:
-        _consolidate_net(trace, out_dir, _net_config(seed, 60 if iters is None else iters, fleet or [],
-                                                     validate_days), extra_trace or [], validate_trace or [])
+        cfg = _net_config(seed, 60 if iters is None else iters, fleet or [], validate_days, extra_on_fleets)
+        _consolidate_net(trace, out_dir, cfg, extra_trace or [], validate_trace or [])
     elif head is Head.place_rl:
         _place_rl([trace, *(extra_trace or [])], out_dir, seed, 120 if iters is None else iters)
     elif head is Head.balance_rl:
@@ -133,10 +137,12 @@ def _check_validation(cfg: "ConsolidateNetConfig", extra: list[Path], validate: 
                          "validates with its later days already")
 
 
-def _net_config(seed: int, iterations: int, fleets: list[str], validate_days: int) -> "ConsolidateNetConfig":
+def _net_config(seed: int, iterations: int, fleets: list[str], validate_days: int,
+                extra_on_fleets: bool = False) -> "ConsolidateNetConfig":
     """``--head consolidate-net``'s recipe from its options (``fleets``: the servers the PlanetLab days run on,
     CloudSim's by default; ``validate_days``: later days of the extra traces' training VMs that choose the kept
-    weights); a bad one is refused in one line."""
+    weights; ``extra_on_fleets``: the extra traces' days on those servers too); a bad one is refused in one
+    line."""
     from llmvirt.learn.train_consolidate_net import ConsolidateNetConfig
     from llmvirt.sim.datacenter import FLEETS
 
@@ -147,7 +153,7 @@ def _net_config(seed: int, iterations: int, fleets: list[str], validate_days: in
     if unknown := [f for f in fleets if f not in FLEETS]:
         raise UsageError(f"unknown --fleet {unknown[0]!r}: use {', '.join(FLEETS)}")
     return ConsolidateNetConfig(seed=seed, iterations=iterations, validate_days=validate_days,
-                                fleets=tuple(dict.fromkeys(fleets)) or ("cloudsim",))
+                                fleets=tuple(dict.fromkeys(fleets)) or ("cloudsim",), extra_on_fleets=extra_on_fleets)
 
 
 def _consolidate_net(planetlab: Path, out_dir: Path, cfg: "ConsolidateNetConfig", extra: list[Path],
@@ -160,6 +166,8 @@ def _consolidate_net(planetlab: Path, out_dir: Path, cfg: "ConsolidateNetConfig"
     from llmvirt.sim.split import TRAIN_DAYS
 
     _check_validation(cfg, extra, validate)
+    if cfg.extra_on_fleets and not extra:
+        raise UsageError("--extra-on-fleets needs an --extra-trace: its training days are what runs on each --fleet")
     missing = [d for d in TRAIN_DAYS if not (planetlab / d).is_dir()]
     if missing:
         raise UsageError(f"{planetlab}: not a PlanetLab directory of days (missing {', '.join(missing)})")

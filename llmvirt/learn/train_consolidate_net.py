@@ -75,6 +75,9 @@ class ConsolidateNetConfig:
     #: days of each extra trace's training VMs after the ``extra_days`` it learns on, each on every fleet of
     #: ``fleets``, that only choose which weights to keep (0: keep the lowest training cost)
     validate_days: int = 0
+    #: run each extra trace's training days on every fleet of ``fleets`` too, not only on CloudSim's servers
+    #: (``--extra-on-fleets``; the same CPU capacity per VM, :func:`llmvirt.sim.episodes.on_fleet`)
+    extra_on_fleets: bool = False
 
 
 SHAPES = {"hidden.weight": lambda h: (h, len(cn.FEATURES)), "hidden.bias": lambda h: (h,),
@@ -99,10 +102,12 @@ def flat(weights: dict[str, np.ndarray]) -> np.ndarray:
 
 def training_episodes(planetlab: Path, cfg: ConsolidateNetConfig, extra: Sequence[Path] = ()) -> list[Episode]:
     """The days ``cfg`` trains on: its PlanetLab days on each of its fleets' servers, then each extra trace's days
-    of training VMs."""
+    of training VMs, on CloudSim's servers (with :attr:`ConsolidateNetConfig.extra_on_fleets`: on each fleet's)."""
     out: list[Episode] = [episodes.on_fleet(planetlab / d, f) for f in cfg.fleets for d in cfg.days]
+    fleets = cfg.fleets if cfg.extra_on_fleets else ("cloudsim",)
     for path in extra:
-        out += episodes.usage_days(path, "train", cfg.extra_days, cfg.shapes)
+        days = episodes.usage_days(path, "train", cfg.extra_days, cfg.shapes)
+        out += [episodes.on_fleet(day, f) for f in fleets for day in days]
     return out
 
 
@@ -288,7 +293,8 @@ def _save(weights: dict[str, np.ndarray], cfg: ConsolidateNetConfig, out: Path, 
                   "quantile demand forecaster fitted first by pinball loss, then fixed",
         "training_data": {"trace": "PlanetLab", "train_days": list(cfg.days), "fleets": list(cfg.fleets),
                           **({"extra_traces": [{"trace": name, "vms": "training side of the sha256 split",
-                                                "days": cfg.extra_days, "hosts_per_vm": list(cfg.shapes)}
+                                                "days": cfg.extra_days, "hosts_per_vm": list(cfg.shapes),
+                                                "fleets": list(cfg.fleets) if cfg.extra_on_fleets else ["cloudsim"]}
                                                for name in record["extra_traces"]]} if record["extra_traces"]
                              else {}),
                           **({"validation": {"vms": "training side of the sha256 split", "days_after_training":
