@@ -34,8 +34,8 @@ ValidateDaysOpt = Annotated[int, typer.Option(
     "the --extra-trace training VMs (and last days of each --validate-trace's), on each --fleet (early stopping; "
     "0: the lowest training cost).")]
 ExtraOnFleetsOpt = Annotated[bool, typer.Option(
-    "--extra-on-fleets", help="consolidate-net: run the --extra-trace training days on every --fleet's servers "
-    "too, not only on CloudSim's.")]
+    "--extra-on-fleets", help="consolidate-net: run the --extra-trace training days on each --fleet's servers "
+    "(without it, on CloudSim's only).")]
 ValidateTraceOpt = Annotated[list[Path] | None, typer.Option(
     "--validate-trace", help="consolidate-net, with --validate-days N: a Bitbrains or generic trace it does not "
     "train on, whose training VMs' last N days also choose the kept weights (repeatable).")]
