@@ -75,7 +75,7 @@ class ConsolidateNetConfig:
     #: days of each extra trace's training VMs after the ``extra_days`` it learns on, each on every fleet of
     #: ``fleets``, that only choose which weights to keep (0: keep the lowest training cost)
     validate_days: int = 0
-    #: run each extra trace's training days on every fleet of ``fleets`` too, not only on CloudSim's servers
+    #: run each extra trace's training days on every fleet of ``fleets``, not on CloudSim's servers alone
     #: (``--extra-on-fleets``; the same CPU capacity per VM, :func:`llmvirt.sim.episodes.on_fleet`)
     extra_on_fleets: bool = False
 
