@@ -23,9 +23,20 @@ class Head(StrEnum):
     consolidate = "consolidate"
     consolidate_net = "consolidate-net"
     balance_rl = "balance-rl"
+    balance_forecast = "balance-forecast"
     place_rl = "place-rl"
 
 
+HeadOpt = Annotated[Head, typer.Option(help="placement (migration/placement scorer, balance scenario), place-rl "
+    "(the placement scorer optimised on the placement scenario's cost; "
+    "--trace and --extra-trace), balance-rl "
+    "(the learned balance policy, PPO on the balance cost), balance-forecast "
+    "(each VM's next-step change, for the balance loop), balloon "
+    "(memory scenario), pin (pinning scenario), consolidate or consolidate-net "
+    "(cloudsim scenario; --trace: the PlanetLab days).")]
+ExtraTraceOpt = Annotated[list[Path] | None, typer.Option(
+    "--extra-trace", help="balance-rl, balance-forecast, place-rl and consolidate-net: more Bitbrains or generic "
+    "traces to train on (their training VMs).")]
 FleetOpt = Annotated[list[str] | None, typer.Option(
     "--fleet", help="consolidate-net: the servers the PlanetLab training days run on (repeatable): cloudsim "
     "(CloudSim's HP pair, the default), ibm (CloudSim's older IBM pair) or mixed (2-, 4- and 12-core hosts).")]
@@ -51,20 +62,12 @@ def train(
     from_store: Annotated[bool, typer.Option("--from-store", help="Fine-tune the active policy on the outcomes "
                                              "and history recorded in the store; registers a new, inactive "
                                              "version.")] = False,
-    head: Annotated[Head, typer.Option(help="placement (migration/placement scorer, balance scenario), place-rl "
-                                       "(the placement scorer optimised on the placement scenario's cost; "
-                                       "--trace and --extra-trace), balance-rl "
-                                       "(the learned balance policy, PPO on the balance cost), balloon "
-                                       "(memory scenario), pin (pinning scenario), consolidate or consolidate-net "
-                                       "(cloudsim scenario; --trace: the PlanetLab days).")] = Head.placement,
+    head: HeadOpt = Head.placement,
     scenario: Annotated[str, typer.Option(help="Scenario to learn the placement head in (balance).")] = "balance",
     seed: Annotated[int, typer.Option(help="Seed: the run is reproducible from it.")] = 0,
     samples: Annotated[int, typer.Option(help="Placement: decisions sampled from the training replay.")] = 3000,
     epochs: Annotated[int, typer.Option(help="Placement: training epochs.")] = 60,
-    extra_trace: Annotated[list[Path] | None, typer.Option("--extra-trace", help="balance-rl, place-rl and "
-                                                           "consolidate-net: more Bitbrains or generic traces to "
-                                                           "train on (their training VMs).")]
-    = None,
+    extra_trace: ExtraTraceOpt = None,
     iters: Annotated[int | None, typer.Option(help="balance-rl --method ppo: PPO iterations (default 300); "
                                               "place-rl: evolution strategies steps (default 120); "
                                               "consolidate-net: the same (default 60).")] = None,
@@ -98,6 +101,8 @@ def train(
         _place_rl([trace, *(extra_trace or [])], out_dir, seed, 120 if iters is None else iters)
     elif head is Head.balance_rl:
         _balance_rl([trace, *(extra_trace or [])], out_dir, _rl_config(seed, iters, mode, method, shapes))
+    elif head is Head.balance_forecast:
+        _balance_forecast([trace, *(extra_trace or [])], out_dir, seed)
     else:
         _head(head, trace, out_dir, seed, (samples, epochs))
 
@@ -122,6 +127,16 @@ def _balance_rl(paths: list[Path], out_dir: Path, cfg: "RlConfig") -> None:
     record = train_balance.train_files(paths, out_dir, cfg, log=lambda line: out.print(line, markup=False))
     out.print(f"wrote {out_dir}/balance_rl.safetensors, balance_rl.json, balance_rl_curve.csv "
               f"({record['decision_steps']} decision steps in {record['wall_s']:.0f} s)", markup=False)
+
+
+def _balance_forecast(paths: list[Path], out_dir: Path, seed: int) -> None:
+    """``--head balance-forecast``: the next-step change forecaster, and the loop's trigger and gain."""
+    from llmvirt.learn import train_balance_forecast as tbf
+
+    record = tbf.train_files(paths, out_dir, tbf.ForecastConfig(seed=seed),
+                             log=lambda line: out.print(line, markup=False))
+    out.print(f"wrote {out_dir}/balance_forecast.safetensors, balance_forecast.json, balance_forecast_curve.csv "
+              f"(trigger {record['threshold']}, gain {record['gain']}; {record['wall_s']:.0f} s)", markup=False)
 
 
 def _check_validation(cfg: "ConsolidateNetConfig", extra: list[Path], validate: list[Path]) -> None:

@@ -29,6 +29,8 @@ a name under policies/, or nothing     balance; for consolidate its ``strategies
 ``llmvirt-net-fallback``               its fallback: the network's output at zero (= ``gated:0.95:1:0.5``)
 ``llmvirt-rl[:POLICY]``                the learned balance policy (PPO on the balance cost)
 ``llmvirt-rl-fallback[:T]``            its heuristic fallback in the same loop (trigger T, default 1.0)
+``llmvirt-forecast[:POLICY]``          that fallback deciding on a learned forecast of each VM's next-step
+                                       change (``balance_forecast.safetensors``)
 =====================================  ===========================================================
 
 The ``baseline:`` prefix is optional for the simulator's names (``watcher-wb`` = ``baseline:watcher-wb``).
@@ -84,7 +86,8 @@ def _fallback_spec(name: str) -> tuple[bool, float]:
 
 
 def balance_actor(name: str) -> Any:
-    """The learned balance policy (``llmvirt-rl[:POLICY]``) or its fallback (``llmvirt-rl-fallback[:T]``), or None."""
+    """The learned balance policy (``llmvirt-rl[:POLICY]``), its fallback (``llmvirt-rl-fallback[:T]``) or the
+    fallback on a learned forecast (``llmvirt-forecast[:POLICY]``), or None."""
     from llmvirt.policy import balance_policy
 
     fb, trigger = _fallback_spec(name)
@@ -93,6 +96,11 @@ def balance_actor(name: str) -> Any:
     rl, spec = _rl_spec(name)
     if rl:
         return balance_policy.load(decide.policy_dir(spec), name=name)
+    hit, spec = _named(name, "llmvirt-forecast")
+    if hit:
+        from llmvirt.policy import balance_forecast
+
+        return balance_forecast.load(decide.policy_dir(spec), name=name)
     return None
 
 

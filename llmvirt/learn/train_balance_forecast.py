@@ -1,0 +1,172 @@
+"""Training the balance forecaster: each VM's next-step change, fitted on training VMs, judged by the loop's cost.
+
+Recipe (``llmvirt train --head balance-forecast``), reproducible from its seed:
+
+1. **Samples**: every step of every training VM (``sim.split``) of every trace given, with a full hour behind it:
+   the inputs of :data:`llmvirt.policy.balance_forecast.FEATURES` and the next step's change in CPU demand.
+2. **Fit**: a 64x64 ReLU MLP on squared error (Adam, ``epochs`` passes of 4,096-sample batches), inputs divided
+   by their standard deviation (stored as ``scale``). The squared error's minimiser is the mean change, which
+   is what a sum over a host's VMs needs (a quantile of each VM does not add up to the host's).
+3. **Judged by the loop**: the loop's trigger and the forecast's gain are chosen from :data:`GRID` by the summed
+   balance cost on fleets of training VMs (seeds :data:`TUNE_SEEDS`; one host size and mixed sizes; every
+   trace). Gain 0 is the fallback itself, so the recipe can choose not to use the forecast.
+
+Writes ``balance_forecast.safetensors`` and ``.json`` (the choice, every grid point's cost, the data) and the
+learning curve ``balance_forecast_curve.csv`` (epoch, training loss, R2 of the change on the training samples).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from llmvirt.policy import balance_forecast as bfc
+from llmvirt.policy.checkpoint import HeadSpec, save_head
+from llmvirt.sim.balance_env import HISTORY, BalanceEnv, EnvConfig, Fleet, draw_fleet, trace_pool
+from llmvirt.sim.fleet_shapes import MIXED
+from llmvirt.sim.split import TRAIN_FRACTION, split
+from llmvirt.sim.traces import UsageTrace, load_usage
+
+TUNE_SEEDS = (1000, 1001)  #: fleets of training VMs the choice is made on (the benchmarks' tuning seeds)
+SHAPES = {"identical": (EnvConfig(), 16), "mixed": (MIXED, 8)}  #: fleet shape -> (config, fleets a seed)
+GRID = tuple((th, g) for th in (0.9, 1.0, 1.1) for g in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0))  #: (trigger, gain) choices
+
+
+@dataclass(frozen=True)
+class ForecastConfig:
+    """The recipe's settings."""
+
+    seed: int = 0  #: torch and sampling seed
+    epochs: int = 4  #: passes over the samples
+    hidden: int = 64  #: units per hidden layer
+    lr: float = 1e-3  #: Adam's step
+    tune_seeds: tuple[int, ...] = TUNE_SEEDS  #: fleets the trigger and gain are chosen on
+
+
+class ChangeNet(nn.Module):
+    """The MLP :class:`llmvirt.policy.balance_forecast.ChangeForecaster` runs, with its input scale."""
+
+    def __init__(self, n_in: int, hidden: int) -> None:
+        """``n_in`` inputs, two hidden layers of ``hidden``."""
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 1))
+        self.register_buffer("scale", torch.ones(n_in))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted change per row of unscaled inputs."""
+        return self.net(x / self.scale).squeeze(-1)
+
+
+def samples(trace: UsageTrace, vms: np.ndarray, mhz_per_core: float = 2600.0) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, next-step change in cores) of every step of ``vms`` with an hour behind it and a step after."""
+    cpu = trace.cpu_mhz[vms].astype(np.float64) / mhz_per_core
+    steps = np.arange(HISTORY - 1, cpu.shape[1] - 1)
+    hist = np.stack([cpu[:, steps - k] for k in range(HISTORY - 1, -1, -1)], axis=-1)
+    vcpus = np.broadcast_to(trace.vcpus[vms].astype(np.float64)[:, None], hist.shape[:2])
+    x = bfc.inputs(hist, vcpus).reshape(-1, len(bfc.FEATURES))
+    return x, (cpu[:, steps + 1] - cpu[:, steps]).ravel().astype(np.float32)
+
+
+def fit(x: np.ndarray, y: np.ndarray, cfg: ForecastConfig) -> tuple[ChangeNet, list[dict[str, float]]]:
+    """The MLP fitted to ``y``; the curve: per epoch, mean training loss and R2 on every sample afterwards."""
+    torch.manual_seed(cfg.seed)
+    net = ChangeNet(x.shape[1], cfg.hidden)
+    net.scale.copy_(torch.as_tensor(x.std(axis=0) + 1e-6))
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    curve = []
+    for epoch in range(cfg.epochs):
+        losses = []
+        for idx in torch.randperm(len(xt), generator=gen).split(4096):
+            loss = ((net(xt[idx]) - yt[idx]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        with torch.no_grad():
+            r2 = 1.0 - float(((net(xt) - yt) ** 2).mean() / (yt ** 2).mean())
+        curve.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "r2": r2})
+    return net, curve
+
+
+def tuning_fleets(traces: list[tuple[UsageTrace, np.ndarray]], seeds: tuple[int, ...]) -> list[tuple[Any, ...]]:
+    """(trace, config, fleets) for every trace, fleet shape and seed: the fleets the choice is made on."""
+    out = []
+    for trace, vms in traces:
+        for cfg, n in SHAPES.values():
+            pool_cpu, vcpus, mcap, _ = trace_pool(trace, cfg.mhz_per_core)
+            for seed in seeds:
+                rng = np.random.default_rng(seed)
+                out.append((trace, cfg, [draw_fleet(rng, pool_cpu, vcpus, mcap, cfg, vms) for _ in range(n)]))
+    return out
+
+
+def loop_cost(loop: Any, trace: UsageTrace, cfg: EnvConfig, fleets: list[Fleet]) -> float:
+    """The balance cost of ``loop`` (anything with ``act``) summed over ``fleets``, one day each."""
+    env = BalanceEnv(trace, len(fleets), cfg, fleets=fleets)
+    for _ in range(cfg.episode_steps):
+        vm, dst, _, _ = loop.act(env.state())
+        env.step(vm, dst)
+    return float(env.metrics.cost.sum())
+
+
+def choose(forecaster: bfc.ChangeForecaster,
+           runs: list[tuple[Any, ...]]) -> tuple[tuple[float, float], dict[str, float]]:
+    """The (trigger, gain) of :data:`GRID` with the lowest summed cost on ``runs``, and every point's cost."""
+    costs = {}
+    for th, gain in GRID:
+        loop = bfc.ForecastLoop(forecaster, th, gain)
+        costs[f"{th}:{gain}"] = sum(loop_cost(loop, tr, cfg, fl) for tr, cfg, fl in runs)
+    best = min(costs, key=costs.__getitem__)
+    th, gain = (float(v) for v in best.split(":"))
+    return (th, gain), costs
+
+
+def _arrays(net: ChangeNet) -> dict[str, np.ndarray]:
+    return {k: v.detach().numpy() for k, v in net.state_dict().items()}
+
+
+def train(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: ForecastConfig, labels: list[str],
+          log: Any = print) -> dict[str, Any]:
+    """Fit, choose, write the checkpoint and curve into ``out``; returns the training record."""
+    t0 = time.perf_counter()
+    parts = [samples(tr, vms) for tr, vms in traces]
+    x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    net, curve = fit(x, y, cfg)
+    for row in curve:
+        log(f"epoch {row['epoch']}: loss {row['loss']:.4f}, R2 of the change {row['r2']:.4f}")
+    (th, gain), costs = choose(bfc.ChangeForecaster(_arrays(net)), tuning_fleets(traces, cfg.tune_seeds))
+    log(f"chose trigger {th}, gain {gain}: cost {costs[f'{th}:{gain}']:.1f} on the tuning fleets "
+        f"(fallback at trigger 1.0: {costs['1.0:0.0']:.1f})")
+    record = {"threshold": th, "gain": gain, "grid_costs": costs, "curve": curve, "samples": int(y.size),
+              "wall_s": time.perf_counter() - t0}
+    spec = HeadSpec(bfc.STEM, bfc.FEATURE_SPEC_VERSION, bfc.FEATURES, lambda m: ChangeNet(m["n_in"], m["hidden"]))
+    meta = {"threshold": th, "gain": gain, "config": asdict(cfg), "grid_costs": costs,
+            "training_data": [{"trace": label, "split": "sha256(name) < train_fraction", "train_vms": int(v.size)}
+                              for label, (_, v) in zip(labels, traces, strict=True)],
+            "tuning": {"seeds": list(cfg.tune_seeds), "shapes": {k: n for k, (_, n) in SHAPES.items()}},
+            "samples": int(y.size), "wall_s": record["wall_s"]}
+    save_head(net, out, spec, {"n_in": len(bfc.FEATURES), "hidden": cfg.hidden}, meta)
+    with (out / f"{bfc.STEM}_curve.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["epoch", "loss", "r2"])
+        w.writeheader()
+        w.writerows(curve)
+    return record
+
+
+def train_files(paths: list[Path], out: Path, cfg: ForecastConfig, log: Any = print) -> dict[str, Any]:
+    """:func:`train` on the training VMs of each trace file (Bitbrains or generic)."""
+    pairs = []
+    for p in paths:
+        tr = load_usage(p)
+        pairs.append((tr, split(tr.names, TRAIN_FRACTION)[0]))
+    return train(pairs, out, cfg, [p.name for p in paths], log)
