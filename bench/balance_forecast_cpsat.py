@@ -135,7 +135,8 @@ def show(family: str, doc: dict[str, Any]) -> None:
             below = sum(a < b for a, b in zip(c, ref, strict=True))
             print(f"| {res['cp_sat']['strategy']} on forecast {name} (gain {doc['gains'][name]}) | "
                   f"{statistics.mean(c):.1f} ± {statistics.stdev(c):.1f} | "
-                  f"{statistics.mean(c) / statistics.mean(ref):.3f} | {below} of {len(c)} | {res['migrations'][name]:.0f} |")
+                  f"{statistics.mean(c) / statistics.mean(ref):.3f} | {below} of {len(c)} "
+                  f"| {res['migrations'][name]:.0f} |")
 
 
 def main() -> None:
