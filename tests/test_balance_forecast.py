@@ -123,6 +123,7 @@ def test_checkpoints_round_trip_and_refuse_tampering(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / f"{bfc.STEM}.json").read_text())
     assert meta["training_data"][0]["trace"] == "synthetic" and len(meta["grid_costs"]) == 18
     assert (tmp_path / f"{bfc.STEM}_curve.csv").read_text().splitlines()[0] == "epoch,loss,r2"
+    assert (tmp_path / f"{bfc.STEM}_curve.png").read_bytes()[:4] == b"\x89PNG"
     weights = tmp_path / f"{bfc.STEM}.safetensors"
     good = weights.read_bytes()
     data = bytearray(good)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from conftest import Cli
+from conftest import REPO, Cli
 
 from llmvirt.act.runner import Guardrails
 from llmvirt.errors import UsageError
@@ -276,6 +276,13 @@ def test_learned_balance_policy_plans_and_its_loop_applies_on_the_lab(lab_env, m
     for m in plan["moves"]:
         assert m["src"] == "lab-1" and m["dst"] != "lab-1" and "forecast" in m["reason"], m  # what drove it
     assert len(plan["moves"]) <= 1  # one move per decision step, as it was trained
+    forecast = f"llmvirt-forecast:{REPO / 'policies/balance-forecast/seed1'}"  # the loop on a learned forecast
+    code, out, err = cli("rebalance", "--policy", forecast, "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["policy"] == forecast and plan["dry_run"] and len(plan["moves"]) <= 1
+    for m in plan["moves"]:
+        assert m["src"] == "lab-1" and m["dst"] != "lab-1" and "forecast" in m["reason"], m
     code, out, err = cli("rebalance", "--policy", f"llmvirt-rl-fallback:{hot}", "--apply")
     assert code == 0, out + err
     code, out, _ = cli("actions", "--json")

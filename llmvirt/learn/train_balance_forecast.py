@@ -12,7 +12,8 @@ Recipe (``llmvirt train --head balance-forecast``), reproducible from its seed:
    trace). Gain 0 is the fallback itself, so the recipe can choose not to use the forecast.
 
 Writes ``balance_forecast.safetensors`` and ``.json`` (the choice, every grid point's cost, the data) and the
-learning curve ``balance_forecast_curve.csv`` (epoch, training loss, R2 of the change on the training samples).
+learning curve ``balance_forecast_curve.csv`` (epoch, training loss, R2 of the change on the training samples) and
+``balance_forecast_curve.png`` (the fit per epoch, and the loop's cost per gain and trigger).
 """
 
 from __future__ import annotations
@@ -160,7 +161,36 @@ def train(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: ForecastC
         w = csv.DictWriter(f, fieldnames=["epoch", "loss", "r2"])
         w.writeheader()
         w.writerows(curve)
+    plot(out)
     return record
+
+
+def plot(out: Path) -> Path:
+    """``balance_forecast_curve.png`` from a checkpoint's curve and grid: the fit per epoch, and the loop's cost
+    on the tuning fleets per gain and trigger (gain 0: the fallback)."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with (out / f"{bfc.STEM}_curve.csv").open() as fh:
+        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    grid = json.loads((out / f"{bfc.STEM}.json").read_text())["grid_costs"]
+    fig, (fit_ax, loop_ax) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fit_ax.plot([r["epoch"] for r in rows], [r["r2"] for r in rows], marker="o")
+    fit_ax.set(xlabel="epoch", ylabel="R2 of the next-step change", title="fit on training VMs")
+    for th in sorted({k.split(":")[0] for k in grid}):
+        pts = sorted((float(k.split(":")[1]), v) for k, v in grid.items() if k.split(":")[0] == th)
+        loop_ax.plot([g for g, _ in pts], [c for _, c in pts], marker="o", label=f"trigger {th}")
+    loop_ax.set(xlabel="forecast gain (0: the fallback)", ylabel="cost, core-hours", title="loop on tuning fleets")
+    loop_ax.legend()
+    fig.tight_layout()
+    png = out / f"{bfc.STEM}_curve.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
 
 
 def train_files(paths: list[Path], out: Path, cfg: ForecastConfig, log: Any = print) -> dict[str, Any]:
