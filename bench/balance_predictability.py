@@ -14,7 +14,8 @@ reports:
 
 Predictors, each on the VM's last hour (12 samples) as change from now, with its vCPUs:
 ``linear`` (least squares), ``linear + yesterday`` (adds the same three samples one day earlier, for a
-daily rhythm), and ``mlp + yesterday`` (a 64x64 MLP on the same inputs, trained on squared error).
+daily rhythm), ``mlp + yesterday`` (a 64x64 MLP on the same inputs, trained on squared error), and the MLP on
+the last 3 or 6 hours instead of one (without yesterday).
 
 Usage: python bench/balance_predictability.py [--out bench/balance_predictability.json]
 """
@@ -39,10 +40,12 @@ DAY = 288  #: 300 s samples a day
 HOUR = 12  #: samples of history
 
 
-def samples(cpu: np.ndarray, vcpus: np.ndarray, steps: np.ndarray, yesterday: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, next-step change) for every VM at each of ``steps``; inputs are changes from now."""
+def samples(cpu: np.ndarray, vcpus: np.ndarray, steps: np.ndarray, yesterday: bool,
+            hour: int = HOUR) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, next-step change) for every VM at each of ``steps``; inputs are changes from now over the last
+    ``hour`` samples."""
     now = cpu[:, steps]
-    cols = [cpu[:, steps - k] - now for k in range(1, HOUR)]
+    cols = [cpu[:, steps - k] - now for k in range(1, hour)]
     if yesterday:
         cols += [cpu[:, steps + d - DAY] - now for d in (0, 1, 2)]
     cols += [np.broadcast_to(np.log2(np.maximum(vcpus, 1))[:, None], now.shape), now]
@@ -95,6 +98,14 @@ def family(path: Path) -> dict[str, Any]:
     with torch.no_grad():
         pred = net(torch.as_tensor(xt / scale, dtype=torch.float32)).squeeze(-1).numpy()
     out["mlp + yesterday"] = score(pred, yt)
+    for hours in (3, 6):  # a longer history: does more of the past predict the next step?
+        xf, yf = samples(cpu, vcpus, fit_steps, False, HOUR * hours)
+        xt, yt = samples(cpu, vcpus, test_steps, False, HOUR * hours)
+        scale = xf.std(0) + 1e-6
+        net = mlp(xf / scale, yf)
+        with torch.no_grad():
+            pred = net(torch.as_tensor(xt / scale, dtype=torch.float32)).squeeze(-1).numpy()
+        out[f"mlp, last {hours} hours"] = score(pred, yt)
     return out
 
 
@@ -109,7 +120,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name, path in trace_families(ROOT.parent / "shared/traces").items():
         fam = doc["families"][name] = family(path)
-        for pred in ("linear", "linear + yesterday", "mlp + yesterday"):
+        for pred in ("linear", "linear + yesterday", "mlp + yesterday", "mlp, last 3 hours", "mlp, last 6 hours"):
             s = fam[pred]
             print(f"| {name} | {pred} | {s['r2']:.3f} | {s['rises_over_1_core']} | {100 * s['rises_caught']:.1f} % "
                   f"| {100 * s['expected_rises_true']:.1f} % |")
