@@ -25,14 +25,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from balance_shapes import SCENARIOS, _recorded  # noqa: E402
 
-from llmvirt.bench.balance_rl import TUNE_SEEDS, EvalResult, fleets, trace_families  # noqa: E402
+from llmvirt.bench.balance_rl import TUNE_SEEDS, EvalResult, fleets, run_balancer, trace_families  # noqa: E402
 from llmvirt.policy import balance_forecast as bfc  # noqa: E402
-from llmvirt.sim.balance_env import BalanceEnv, EnvConfig, Fleet  # noqa: E402
+from llmvirt.sim.balance_env import EnvConfig, Fleet  # noqa: E402
 from llmvirt.sim.split import TRAIN_FRACTION, split  # noqa: E402
 from llmvirt.sim.traces import UsageTrace, load_usage  # noqa: E402
 from llmvirt.strategies.registry import make_balancer  # noqa: E402
@@ -45,21 +43,8 @@ POLICIES = ROOT / "policies/balance-forecast"
 
 def run_on_forecast(balancer: Any, loop: bfc.ForecastLoop, trace: UsageTrace, fl: list[Fleet],
                     cfg: EnvConfig) -> EvalResult:
-    """``balancer`` (``decide(ClusterArrays)``) on every fleet, seeing ``loop``'s expected demand as the demand
-    now; its moves of a step applied one by one, then time advances (as ``run_balancer``)."""
-    env = BalanceEnv(trace, len(fl), cfg, fleets=fl)
-    t0 = time.perf_counter()
-    for _ in range(cfg.episode_steps):
-        ahead = loop.expected(env.state())
-        plans = []
-        for e in range(len(fl)):
-            view = env.fleet_view(e)
-            plans.append(balancer.decide(replace(view, vm_cpu_mhz=ahead[e, : view.vm_host.size] * cfg.mhz_per_core)))
-        for k in range(max((len(p) for p in plans), default=0)):
-            env.move(np.array([p[k][0] if k < len(p) else -1 for p in plans]),
-                     np.array([p[k][1] if k < len(p) else -1 for p in plans]))
-        env.advance()
-    return EvalResult(balancer.name, [env.metrics.row(e) for e in range(len(fl))], time.perf_counter() - t0)
+    """``balancer`` on every fleet, seeing ``loop``'s expected demand as the demand now."""
+    return run_balancer(balancer, trace, fl, cfg, demand=loop.expected)
 
 
 def _forecasters() -> dict[str, bfc.ForecastLoop]:

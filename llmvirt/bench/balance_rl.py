@@ -8,7 +8,7 @@ over fleet shapes, VMs and days.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +60,19 @@ def run_actor(actor: Any, trace: UsageTrace, fl: list[Fleet], cfg: EnvConfig) ->
     return EvalResult(actor.name, [env.metrics.row(e) for e in range(len(fl))], time.perf_counter() - t0)
 
 
-def run_balancer(balancer: Any, trace: UsageTrace, fl: list[Fleet], cfg: EnvConfig, name: str = "") -> EvalResult:
+def run_balancer(balancer: Any, trace: UsageTrace, fl: list[Fleet], cfg: EnvConfig, name: str = "",
+                 demand: Any = None) -> EvalResult:
     """A balance-scenario baseline (``decide(ClusterArrays)``: Watcher, ProxLB) on every fleet; its moves of a
-    step are applied one by one (refused ones counted), then time advances."""
+    step are applied one by one (refused ones counted), then time advances. ``demand``: a function of the
+    state giving the (E, V) CPU demand in cores the baseline decides on instead of the demand now (a forecast)."""
     env = BalanceEnv(trace, len(fl), cfg, fleets=fl)
     t0 = time.perf_counter()
     for _ in range(cfg.episode_steps):
-        plans = [balancer.decide(env.fleet_view(e)) for e in range(len(fl))]
+        views = [env.fleet_view(e) for e in range(len(fl))]
+        if demand is not None:
+            seen = demand(env.state()) * cfg.mhz_per_core
+            views = [replace(v, vm_cpu_mhz=seen[e, : v.vm_host.size]) for e, v in enumerate(views)]
+        plans = [balancer.decide(v) for v in views]
         for k in range(max((len(p) for p in plans), default=0)):
             vm = np.array([p[k][0] if k < len(p) else -1 for p in plans])
             dst = np.array([p[k][1] if k < len(p) else -1 for p in plans])
