@@ -85,10 +85,12 @@ class ForecastLoop:
         change[valid] = self.forecaster(hist[valid], state.vcpus[valid])
         return np.maximum(state.demand + self.gain * change, 0.0) * valid
 
-    def act(self, state: BalanceState) -> tuple[np.ndarray, np.ndarray, Any, np.ndarray]:
-        """Greedy moves of every fleet, as :meth:`BalanceActor.act` returns them."""
+    def act(self, state: BalanceState,
+            ahead: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Any, np.ndarray]:
+        """Greedy moves of every fleet, as :meth:`BalanceActor.act` returns them (``ahead``: :meth:`expected`
+        already computed for ``state``)."""
         loop = BalanceActor(name=self.name, fallback=True, threshold=self.threshold)
-        return loop.act(replace(state, demand=self.expected(state)))
+        return loop.act(replace(state, demand=self.expected(state) if ahead is None else ahead))
 
     def decide(self, view: ClusterArrays, history: np.ndarray | None = None) -> list[tuple[int, int]]:
         """The balance scenario's interface: at most one move on one fleet."""
@@ -99,14 +101,15 @@ class ForecastLoop:
         """:meth:`decide` with the reason: the source's load now and forecast, the VM's forecast change, the
         destination's forecast load after the move."""
         state = state_of(view, history, movable)
-        vm, dst, _, _ = self.act(state)
+        ahead = self.expected(state)  # the forecast once, for the decision and its reason
+        vm, dst, _, _ = self.act(state, ahead)
         if vm[0] < 0:
             return []
-        return [Decision(int(vm[0]), int(dst[0]), self.reason(state, int(vm[0]), int(dst[0])))]
+        return [Decision(int(vm[0]), int(dst[0]), self.reason(state, ahead[0], int(vm[0]), int(dst[0])))]
 
-    def reason(self, state: BalanceState, vm: int, dst: int) -> str:
-        """What drove moving ``vm`` to ``dst`` in the first fleet of ``state``, in words."""
-        ahead = self.expected(state)[0]
+    def reason(self, state: BalanceState, ahead: np.ndarray, vm: int, dst: int) -> str:
+        """What drove moving ``vm`` to ``dst`` in the first fleet of ``state`` (``ahead``: its VMs' expected
+        demand), in words."""
         now = state.demand[0]
         on = state.vm_host[0]
         src = int(on[vm])
