@@ -51,6 +51,10 @@ ValidateTraceOpt = Annotated[list[Path] | None, typer.Option(
     "--validate-trace", help="consolidate-net, with --validate-days N: a Bitbrains or generic trace it does not "
     "train on, whose training VMs' last N days also choose the kept weights (repeatable).")]
 
+HorizonsOpt = Annotated[str, typer.Option(
+    "--horizons", help="balance-forecast: steps ahead the forecast change may average over, comma-separated "
+    "(one forecaster fitted per horizon; the loop's cost on the tuning fleets chooses).")]
+
 
 def train(
     ctx: typer.Context,
@@ -81,6 +85,7 @@ def train(
     validate_days: ValidateDaysOpt = 0,
     validate_trace: ValidateTraceOpt = None,
     extra_on_fleets: ExtraOnFleetsOpt = False,
+    horizons: HorizonsOpt = "1",
 ) -> None:
     """Train one head on the training split; write safetensors + JSON and a learning curve.
     With --from-store: fine-tune the active policy on recorded outcomes into a new version."""
@@ -102,7 +107,7 @@ def train(
     elif head is Head.balance_rl:
         _balance_rl([trace, *(extra_trace or [])], out_dir, _rl_config(seed, iters, mode, method, shapes))
     elif head is Head.balance_forecast:
-        _balance_forecast([trace, *(extra_trace or [])], out_dir, seed)
+        _balance_forecast([trace, *(extra_trace or [])], out_dir, seed, _horizons(horizons))
     else:
         _head(head, trace, out_dir, seed, (samples, epochs))
 
@@ -129,14 +134,26 @@ def _balance_rl(paths: list[Path], out_dir: Path, cfg: "RlConfig") -> None:
               f"({record['decision_steps']} decision steps in {record['wall_s']:.0f} s)", markup=False)
 
 
-def _balance_forecast(paths: list[Path], out_dir: Path, seed: int) -> None:
-    """``--head balance-forecast``: the next-step change forecaster, and the loop's trigger and gain."""
+def _horizons(text: str) -> tuple[int, ...]:
+    """``--horizons`` as whole steps, each 1 to 288 (a day); a bad list is refused in one line."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or any(not 1 <= v <= 288 for v in values) or len(set(values)) != len(values):
+        raise UsageError(f"bad --horizons {text!r}: give distinct whole steps from 1 to 288, comma-separated")
+    return values
+
+
+def _balance_forecast(paths: list[Path], out_dir: Path, seed: int, horizons: tuple[int, ...]) -> None:
+    """``--head balance-forecast``: the change forecaster, and the loop's trigger, gain and horizon."""
     from llmvirt.learn import train_balance_forecast as tbf
 
-    record = tbf.train_files(paths, out_dir, tbf.ForecastConfig(seed=seed),
+    record = tbf.train_files(paths, out_dir, tbf.ForecastConfig(seed=seed, horizons=horizons),
                              log=lambda line: out.print(line, markup=False))
     out.print(f"wrote {out_dir}/balance_forecast.safetensors, balance_forecast.json, balance_forecast_curve.csv "
-              f"(trigger {record['threshold']}, gain {record['gain']}; {record['wall_s']:.0f} s)", markup=False)
+              f"(trigger {record['threshold']}, gain {record['gain']}, horizon {record['horizon']}; "
+              f"{record['wall_s']:.0f} s)", markup=False)
 
 
 def _check_validation(cfg: "ConsolidateNetConfig", extra: list[Path], validate: list[Path]) -> None:

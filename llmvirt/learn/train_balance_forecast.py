@@ -49,6 +49,7 @@ class ForecastConfig:
     hidden: int = 64  #: units per hidden layer
     lr: float = 1e-3  #: Adam's step
     tune_seeds: tuple[int, ...] = TUNE_SEEDS  #: fleets the trigger and gain are chosen on
+    horizons: tuple[int, ...] = (1,)  #: steps ahead the forecast change may average over; chosen like the gain
 
 
 class ChangeNet(nn.Module):
@@ -66,14 +67,17 @@ class ChangeNet(nn.Module):
         return self.net(x / self.scale).squeeze(-1)
 
 
-def samples(trace: UsageTrace, vms: np.ndarray, mhz_per_core: float = 2600.0) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, next-step change in cores) of every step of ``vms`` with an hour behind it and a step after."""
+def samples(trace: UsageTrace, vms: np.ndarray, mhz_per_core: float = 2600.0,
+            horizon: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, change in cores) of every step of ``vms`` with an hour behind it and ``horizon`` steps after; the
+    change is the mean demand over the next ``horizon`` steps minus the demand now (1: the next step's change)."""
     cpu = trace.cpu_mhz[vms].astype(np.float64) / mhz_per_core
-    steps = np.arange(HISTORY - 1, cpu.shape[1] - 1)
+    steps = np.arange(HISTORY - 1, cpu.shape[1] - horizon)
     hist = np.stack([cpu[:, steps - k] for k in range(HISTORY - 1, -1, -1)], axis=-1)
     vcpus = np.broadcast_to(trace.vcpus[vms].astype(np.float64)[:, None], hist.shape[:2])
     x = bfc.inputs(hist, vcpus).reshape(-1, len(bfc.FEATURES))
-    return x, (cpu[:, steps + 1] - cpu[:, steps]).ravel().astype(np.float32)
+    ahead = np.mean([cpu[:, steps + k] for k in range(1, horizon + 1)], axis=0)
+    return x, (ahead - cpu[:, steps]).ravel().astype(np.float32)
 
 
 def fit(x: np.ndarray, y: np.ndarray, cfg: ForecastConfig) -> tuple[ChangeNet, list[dict[str, float]]]:
@@ -136,26 +140,40 @@ def _arrays(net: ChangeNet) -> dict[str, np.ndarray]:
     return {k: v.detach().numpy() for k, v in net.state_dict().items()}
 
 
-def train(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: ForecastConfig, labels: list[str],
-          log: Any = print) -> dict[str, Any]:
-    """Fit, choose, write the checkpoint and curve into ``out``; returns the training record."""
-    t0 = time.perf_counter()
-    parts = [samples(tr, vms) for tr, vms in traces]
+def fit_and_choose(traces: list[tuple[UsageTrace, np.ndarray]], cfg: ForecastConfig, horizon: int,
+                   log: Any = print) -> dict[str, Any]:
+    """One horizon's forecaster fitted, and its (trigger, gain) chosen on the tuning fleets."""
+    parts = [samples(tr, vms, horizon=horizon) for tr, vms in traces]
     x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     net, curve = fit(x, y, cfg)
     for row in curve:
-        log(f"epoch {row['epoch']}: loss {row['loss']:.4f}, R2 of the change {row['r2']:.4f}")
+        log(f"horizon {horizon}, epoch {row['epoch']}: loss {row['loss']:.4f}, R2 of the change {row['r2']:.4f}")
     (th, gain), costs = choose(bfc.ChangeForecaster(_arrays(net)), tuning_fleets(traces, cfg.tune_seeds))
-    log(f"chose trigger {th}, gain {gain}: cost {costs[f'{th}:{gain}']:.1f} on the tuning fleets "
-        f"(fallback at trigger 1.0: {costs['1.0:0.0']:.1f})")
-    record = {"threshold": th, "gain": gain, "grid_costs": costs, "curve": curve, "samples": int(y.size),
+    log(f"horizon {horizon}: chose trigger {th}, gain {gain}: cost {costs[f'{th}:{gain}']:.1f} on the tuning "
+        f"fleets (fallback at trigger 1.0: {costs['1.0:0.0']:.1f})")
+    return {"net": net, "curve": curve, "threshold": th, "gain": gain, "grid_costs": costs, "samples": int(y.size),
+            "cost": costs[f"{th}:{gain}"]}
+
+
+def train(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: ForecastConfig, labels: list[str],
+          log: Any = print) -> dict[str, Any]:
+    """Fit one forecaster per horizon, keep the one whose loop costs least on the tuning fleets (the first on a
+    tie), write the checkpoint and curve into ``out``; returns the training record."""
+    t0 = time.perf_counter()
+    fits = {h: fit_and_choose(traces, cfg, h, log) for h in cfg.horizons}
+    horizon = min(fits, key=lambda h: fits[h]["cost"])
+    best = fits[horizon]
+    net, curve, th, gain, costs = (best[k] for k in ("net", "curve", "threshold", "gain", "grid_costs"))
+    record = {"threshold": th, "gain": gain, "horizon": horizon, "grid_costs": costs, "curve": curve,
+              "samples": best["samples"], "horizon_costs": {str(h): f["cost"] for h, f in fits.items()},
               "wall_s": time.perf_counter() - t0}
     spec = HeadSpec(bfc.STEM, bfc.FEATURE_SPEC_VERSION, bfc.FEATURES, lambda m: ChangeNet(m["n_in"], m["hidden"]))
-    meta = {"threshold": th, "gain": gain, "config": asdict(cfg), "grid_costs": costs,
+    meta = {"threshold": th, "gain": gain, "horizon": horizon, "horizon_costs": record["horizon_costs"],
+            "config": asdict(cfg), "grid_costs": costs,
             "training_data": [{"trace": label, "split": "sha256(name) < train_fraction", "train_vms": int(v.size)}
                               for label, (_, v) in zip(labels, traces, strict=True)],
             "tuning": {"seeds": list(cfg.tune_seeds), "shapes": {k: n for k, (_, n) in SHAPES.items()}},
-            "samples": int(y.size), "wall_s": record["wall_s"]}
+            "samples": record["samples"], "wall_s": record["wall_s"]}
     save_head(net, out, spec, {"n_in": len(bfc.FEATURES), "hidden": cfg.hidden}, meta)
     with (out / f"{bfc.STEM}_curve.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["epoch", "loss", "r2"])

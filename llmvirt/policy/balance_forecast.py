@@ -1,6 +1,7 @@
 """The balance loop deciding on a learned forecast of each VM's next-step change: numpy inference, no torch.
 
-A small MLP predicts how much each VM's CPU demand will change over the next 300 s step, from its last hour
+A small MLP predicts how much each VM's CPU demand will change over the next 300 s step (or, where the recipe
+chose a longer horizon, its mean over the next few steps against now), from its last hour
 (12 samples) and its vCPUs; it was fitted on the training VMs' next-step changes (squared error) by
 :mod:`llmvirt.learn.train_balance_forecast`. The loop is llmvirt's balance fallback (the hottest host's
 busiest VM to the coolest host that takes it, when a host is above its trigger), deciding on
@@ -74,6 +75,7 @@ class ForecastLoop:
     name: str = "llmvirt-forecast"  #: display name
     meta: dict[str, Any] = field(default_factory=dict)  #: checkpoint metadata
     no_history: bool = False  #: ablation (c): the forecaster sees the past hour as flat at now
+    horizon: int = 1  #: steps the forecast change averages over (the checkpoint's choice)
 
     def expected(self, state: BalanceState) -> np.ndarray:
         """(E, V) the demand the loop decides on: now plus the weighted forecast change, never below 0."""
@@ -117,7 +119,8 @@ class ForecastLoop:
         load_now = now[on == src].sum() / cores[src]
         load_ahead = ahead[on == src].sum() / cores[src]
         after = (ahead[on == dst].sum() + ahead[vm]) / cores[dst]
-        parts = [f"source at {load_now:.0%} of its cores now, forecast {load_ahead:.0%} next step "
+        ahead_of = "next step" if self.horizon == 1 else f"on average over the next {self.horizon} steps"
+        parts = [f"source at {load_now:.0%} of its cores now, forecast {load_ahead:.0%} {ahead_of} "
                  f"(trigger {self.threshold:.0%})"]
         change = ahead[vm] - now[vm]
         if abs(change) >= 0.05:
@@ -134,7 +137,9 @@ def load(directory: Path, name: str = "llmvirt-forecast") -> ForecastLoop:
                               "train one with `llmvirt train --head balance-forecast`")
     arrays, meta = load_arrays(directory, STEM, FEATURE_SPEC_VERSION, list(FEATURES))
     try:
-        threshold, gain = float(meta["threshold"]), float(meta["gain"])
+        threshold, gain, horizon = float(meta["threshold"]), float(meta["gain"]), int(meta.get("horizon", 1))
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{directory / (STEM + '.json')}: no trigger and gain") from None
-    return ForecastLoop(ChangeForecaster(arrays), threshold, gain, name=name, meta=meta)
+    if horizon < 1:
+        raise CheckpointError(f"{directory / (STEM + '.json')}: horizon {horizon} is not a number of steps")
+    return ForecastLoop(ChangeForecaster(arrays), threshold, gain, name=name, meta=meta, horizon=horizon)
