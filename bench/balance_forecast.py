@@ -103,8 +103,9 @@ def main() -> None:
     t0 = time.perf_counter()
     loops = actors(args.policies)
     doc: dict[str, Any] = {"date": date.today().isoformat(), "machine": f"{platform.node()}, {platform.machine()}",
-                           "seeds": args.seeds, "loops": {k: {"threshold": v.threshold, "gain": v.gain}
-                                                          for k, v in loops.items()}, "families": {}}
+                           "seeds": args.seeds, "families": {},
+                           "loops": {k: {"threshold": v.threshold, "gain": v.gain, "horizon": v.horizon}
+                                     for k, v in loops.items()}}
     for family, path in TRACES.items():
         trace = load_usage(path)
         held = split(trace.names, TRAIN_FRACTION)[1]

@@ -129,10 +129,10 @@ def test_rebalance_path_decides_as_the_benchmarked_batch_does() -> None:
     assert moves > 0
 
 
-def _train(tmp_path: Path, seed: int = 0) -> dict:
+def _train(tmp_path: Path, seed: int = 0, horizons: tuple[int, ...] = (1,)) -> dict:
     from llmvirt.learn.train_balance_forecast import ForecastConfig, train
 
-    cfg = ForecastConfig(seed=seed, epochs=10, tune_seeds=(0,))
+    cfg = ForecastConfig(seed=seed, epochs=10, tune_seeds=(0,), horizons=horizons)
     return train([(rhythmic_trace(), np.arange(80))], tmp_path, cfg, ["synthetic"], log=lambda _: None)
 
 
@@ -179,6 +179,38 @@ def test_training_on_a_tiny_trace_learns_the_rhythm_and_beats_the_fallback_and_t
     assert after < fallback and after < untrained, (after, fallback, untrained)
 
 
+def test_a_longer_horizon_targets_the_mean_demand_over_the_next_steps() -> None:
+    from llmvirt.learn.train_balance_forecast import samples
+
+    trace = rhythmic_trace(n_vms=3, steps=40)
+    cpu = trace.cpu_mhz / 2600.0
+    x1, y1 = samples(trace, np.arange(3))
+    x3, y3 = samples(trace, np.arange(3), horizon=3)
+    per_vm = 40 - HISTORY  # steps with an hour behind and one step after
+    assert y1.shape == (3 * per_vm,) and y3.shape == (3 * (per_vm - 2),) and x3.shape[0] == y3.shape[0]
+    t = HISTORY - 1  # the first sample of VM 1
+    np.testing.assert_allclose(y1[per_vm], cpu[1, t + 1] - cpu[1, t], rtol=1e-6)
+    np.testing.assert_allclose(y3[per_vm - 2], cpu[1, t + 1:t + 4].mean() - cpu[1, t], rtol=1e-6)
+    np.testing.assert_array_equal(x3[: per_vm - 2], x1[: per_vm - 2])  # the same inputs, another target
+
+
+def test_training_over_horizons_keeps_the_one_whose_loop_costs_least(tmp_path: Path) -> None:
+    """One forecaster per horizon, each with its own trigger and gain; the cheapest on the tuning fleets is
+    kept and loaded with its horizon; horizon 1 alone is the recipe as it was."""
+    record = _train(tmp_path / "both", horizons=(1, 4))
+    costs = {int(h): c for h, c in record["horizon_costs"].items()}
+    assert set(costs) == {1, 4} and record["horizon"] == min(costs, key=costs.__getitem__)
+    loop = bfc.load(tmp_path / "both")
+    assert loop.horizon == record["horizon"] and loop.gain == record["gain"]
+    alone = _train(tmp_path / "one")
+    assert alone["horizon"] == 1 and alone["horizon_costs"] == {"1": costs[1]}
+    assert bfc.load(tmp_path / "one").horizon == 1 and bfc.load(SHIPPED).horizon == 1  # old checkpoints: 1
+    view = _view(3, 12, 3)  # a hot fleet: it gets a move
+    for h, words in ((1, "next step"), (4, "on average over the next 4 steps")):
+        moves = replace(loop, horizon=h).explain(view)
+        assert len(moves) == 1 and words in moves[0].reason, moves
+
+
 def test_rebalance_runs_the_forecast_loop_on_a_scanned_cluster(cli) -> None:
     """The same name under `rebalance` (on the store's scan, with history) as under the batched bench; a bad
     checkpoint path is refused in one line."""
@@ -197,3 +229,12 @@ def test_rebalance_runs_the_forecast_loop_on_a_scanned_cluster(cli) -> None:
         assert m["reason"].startswith(f"{name}: ") and "forecast" in m["reason"] and m["src"] != m["dst"]
     code, out, err = cli("rebalance", "--policy", "llmvirt-forecast:/nonexistent")
     assert code != 0 and "no balance forecaster" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("bad", ["0", "1,x", "3,3", "", "289"])
+def test_train_refuses_bad_horizons_in_one_line(cli, tmp_path: Path, bad: str) -> None:
+    """``--horizons`` that is not a list of distinct steps from 1 to a day: one line, exit 2, nothing written."""
+    code, _, err = cli("train", "--head", "balance-forecast", "--trace", str(tmp_path / "t.csv"), "--horizons", bad,
+                       "--out", str(tmp_path / "out"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--horizons" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
