@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from balance_shapes import SCENARIOS, _recorded  # noqa: E402
+from balance_shapes import SCENARIOS, recorded_costs  # noqa: E402
 
 from llmvirt.bench.balance_rl import fleets, run_actor, trace_families  # noqa: E402
 from llmvirt.policy import balance_forecast as bfc  # noqa: E402
@@ -56,7 +56,7 @@ def actors(policies: Path) -> dict[str, Any]:
 def scenario(trace: Any, held: Any, family: str, name: str, loops: dict[str, Any], seeds: int) -> dict[str, Any]:
     """Every loop on one scenario's held-back fleets, with the recorded CP-SAT and llmvirt-rl costs."""
     shape, n_fleets, files = SCENARIOS[name]
-    _, best, cpsat = _recorded(family, files, seeds)
+    _, best, cpsat = recorded_costs(family, files, seeds)
     rl = json.loads((ROOT / "bench/balance_shapes.json").read_text())["families"][family][name]["cost"]["across shapes"]
     costs: dict[str, list[float]] = {k: [] for k in loops}
     moves = dict.fromkeys(loops, 0.0)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from balance_shapes import SCENARIOS, _recorded  # noqa: E402
+from balance_shapes import SCENARIOS, recorded_costs  # noqa: E402
 
 from llmvirt.bench.balance_rl import TUNE_SEEDS, EvalResult, fleets, run_balancer, trace_families  # noqa: E402
 from llmvirt.policy import balance_forecast as bfc  # noqa: E402
@@ -56,7 +56,7 @@ def tune(family: str) -> dict[str, Any]:
     shape, n_fleets, files = SCENARIOS["identical"]
     trace = load_usage(TRACES[family])
     train_vms = split(trace.names, TRAIN_FRACTION)[0]
-    best = _recorded(family, files, 1)[1]
+    best = recorded_costs(family, files, 1)[1]
     fl = fleets(trace, train_vms, n_fleets, TUNE_SEEDS[0], shape)
     costs: dict[str, dict[str, float]] = {}
     for name, loop in _forecasters().items():
@@ -89,7 +89,7 @@ def held(family: str, seeds: int) -> dict[str, Any]:
     held_vms = split(trace.names, TRAIN_FRACTION)[1]
     out: dict[str, Any] = {"date": date.today().isoformat(), "gains": gains, "scenarios": {}}
     for scenario, (shape, n_fleets, files) in SCENARIOS.items():
-        _, best, cpsat = _recorded(family, files, seeds)
+        _, best, cpsat = recorded_costs(family, files, seeds)
         res: dict[str, Any] = {"cp_sat": {"strategy": best, "cost": cpsat}, "cost": {}, "migrations": {}}
         for name, loop in _forecasters().items():
             runs = [run_on_forecast(make_balancer(best), replace(loop, gain=gains[name]), trace,

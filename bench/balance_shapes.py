@@ -60,7 +60,7 @@ def _actors(policy: Path, before: Path) -> dict[str, balance_policy.BalanceActor
                 new.arrays, {**new.meta, "mode": "no-history"}, name="(c') no history")}
 
 
-def _recorded(family: str, files: tuple[str, str], seeds: int) -> tuple[list[float], str, list[float]]:
+def recorded_costs(family: str, files: tuple[str, str], seeds: int) -> tuple[list[float], str, list[float]]:
     """(the policy before's recorded costs, tuned CP-SAT's strategy, its recorded costs) per seed."""
     learned = json.loads((ROOT / "bench" / files[0]).read_text())["families"][family]["runs"]
     cpsat = json.loads((ROOT / "bench" / files[1]).read_text())["families"][family]
@@ -72,7 +72,7 @@ def _recorded(family: str, files: tuple[str, str], seeds: int) -> tuple[list[flo
 
 def _scenario(trace, held, family: str, scenario: str, actors: dict, seeds: int) -> dict:  # noqa: ANN001
     shape, n_fleets, files = SCENARIOS[scenario]
-    before, best, cpsat = _recorded(family, files, seeds)
+    before, best, cpsat = recorded_costs(family, files, seeds)
     costs: dict[str, list[float]] = {k: [] for k in actors}
     moves: dict[str, float] = dict.fromkeys(actors, 0.0)
     for seed in range(seeds):

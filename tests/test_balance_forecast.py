@@ -109,26 +109,6 @@ def rhythmic_trace(n_vms: int = 80, steps: int = 400, seed: int = 1) -> UsageTra
                       np.repeat(mem_cap[:, None] * 0.6, steps, axis=1))
 
 
-def test_rebalance_path_decides_as_the_benchmarked_batch_does() -> None:
-    """The bench runs the loop on the simulator's batched state; rebalance on a ClusterArrays built from a scan
-    with the store's history (``state_of``). On the same fleets and history both give the same move."""
-    loop = bfc.load(SHIPPED)
-    cfg = EnvConfig(hosts=(3, 6), host_cores=(8, 16), episode_steps=20, max_vms=120, load=(0.7, 0.9))
-    env = BalanceEnv(synthetic_trace(120, 200), 8, cfg, seed=4)
-    for _ in range(3):
-        env.step(np.full(8, -1), np.full(8, -1))
-    st = env.state()
-    vm, dst, _, _ = loop.act(st)
-    moves = 0
-    for e in range(8):
-        n = int(st.vm_valid[e].sum())
-        past = st.history[e, :n, :-1].astype(np.float64) * cfg.mhz_per_core
-        one = loop.decide(env.fleet_view(e), past)
-        assert one == ([] if vm[e] < 0 else [(int(vm[e]), int(dst[e]))]), e
-        moves += len(one)
-    assert moves > 0
-
-
 def _train(tmp_path: Path, seed: int = 0, horizons: tuple[int, ...] = (1,)) -> dict:
     from llmvirt.learn.train_balance_forecast import ForecastConfig, train
 

@@ -262,10 +262,15 @@ def test_policy_iteration_measures_each_alternative_exactly_against_the_fallback
     assert hits, (savings, np.sort(y_moves)[:10])
 
 
-def test_rebalance_path_decides_as_the_benchmarked_batch_does() -> None:
-    """The bench runs the actor on the simulator's batched state; rebalance on a ClusterArrays built from a scan
-    (``state_of``). On the same fleets and history both give the same move."""
-    actor = balance_policy.load(SHIPPED)
+@pytest.mark.parametrize("policy", ["llmvirt-rl", "llmvirt-forecast"])
+def test_rebalance_path_decides_as_the_benchmarked_batch_does(policy: str) -> None:
+    """The bench runs each learned balance strategy on the simulator's batched state; rebalance on a ClusterArrays
+    built from a scan with the store's history (``state_of``). On the same fleets and history both give the same
+    move."""
+    from llmvirt.policy import balance_forecast
+
+    actor = (balance_policy.load(SHIPPED) if policy == "llmvirt-rl"
+             else balance_forecast.load(REPO / "policies" / "balance-forecast" / "seed0"))
     cfg = EnvConfig(hosts=(3, 6), host_cores=(8, 16), episode_steps=20, max_vms=120, load=(0.7, 0.9))
     env = BalanceEnv(synthetic_trace(120, 200), 8, cfg, seed=4)
     for _ in range(3):  # a few steps in, with no move yet (time since the last move is not in a scan)
