@@ -44,7 +44,7 @@ POLICIES = ROOT / "policies/balance-forecast"
 def run_on_forecast(balancer: Any, loop: bfc.ForecastLoop, trace: UsageTrace, fl: list[Fleet],
                     cfg: EnvConfig) -> EvalResult:
     """``balancer`` on every fleet, seeing ``loop``'s expected demand as the demand now."""
-    return run_balancer(balancer, trace, fl, cfg, demand=loop.expected)
+    return run_balancer(balancer, trace, fl, cfg, demand=lambda env: loop.expected(env.state()))
 
 
 def _forecasters() -> dict[str, bfc.ForecastLoop]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 
 import numpy as np
 import pytest
-from conftest import fixture_uri
+from conftest import REPO, fixture_uri
 
 from llmvirt.model.arrays import ClusterArrays, FleetSetup
 from llmvirt.sim.cpsat_balancer import CpSatBalance
@@ -140,10 +141,8 @@ def test_moves_come_in_an_order_each_of_which_fits_when_applied_one_after_anothe
     assert in_feasible_order(full, [(0, 1), (2, 0)]) == []
 
 
-def test_cpsat_plans_are_never_refused_by_the_simulator_on_mixed_memory_tight_fleets() -> None:
-    """Every move of a multi-move decision is applied in turn by the simulator: with the moves in a feasible
-    order none is refused (fleets of mixed host sizes whose memory refuses many moves)."""
-    from llmvirt.bench.balance_rl import run_balancer
+def _tight_fleets() -> tuple:
+    """A trace, mixed-size fleets whose memory refuses many moves, and their config."""
     from llmvirt.sim.balance_env import EnvConfig, draw_fleet, trace_pool
     from llmvirt.sim.traces import UsageTrace
 
@@ -156,7 +155,31 @@ def test_cpsat_plans_are_never_refused_by_the_simulator_on_mixed_memory_tight_fl
                        mem, np.repeat(mem[:, None] * 0.5, steps, axis=1))
     cfg = EnvConfig(mixed_sizes=True, host_cores=(4, 8, 16), mem_gib_per_core=2.0, episode_steps=40, max_vms=200)
     pool = trace_pool(trace, cfg.mhz_per_core)
-    fl = [draw_fleet(rng, pool[0], pool[1], pool[2], cfg) for _ in range(4)]
+    return trace, [draw_fleet(rng, pool[0], pool[1], pool[2], cfg) for _ in range(4)], cfg
+
+
+def test_cpsat_plans_are_never_refused_by_the_simulator_on_mixed_memory_tight_fleets() -> None:
+    """Every move of a multi-move decision is applied in turn by the simulator: with the moves in a feasible
+    order none is refused (fleets of mixed host sizes whose memory refuses many moves)."""
+    from llmvirt.bench.balance_rl import run_balancer
+
+    trace, fl, cfg = _tight_fleets()
     res = run_balancer(make_balancer("cp-sat:4:0.1"), trace, fl, cfg)
     assert sum(r["migrations"] for r in res.rows) > 0
     assert sum(r["refused"] for r in res.rows) == 0
+
+
+def test_a_baseline_decides_on_the_demand_its_hook_gives_from_the_environment() -> None:
+    """``run_balancer(demand=...)`` hands the hook the environment: the demand now reproduces the plain run, the
+    next step (bench/balance_cpsat_lookahead.py's bound) changes the moves."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from balance_cpsat_lookahead import next_step
+
+    from llmvirt.bench.balance_rl import run_balancer
+
+    trace, fl, cfg = _tight_fleets()
+    plain = run_balancer(make_balancer("cp-sat:4:0.1"), trace, fl, cfg)
+    now = run_balancer(make_balancer("cp-sat:4:0.1"), trace, fl, cfg, demand=lambda env: env.demand_now())
+    ahead = run_balancer(make_balancer("cp-sat:4:0.1"), trace, fl, cfg, demand=next_step)
+    assert now.rows == plain.rows
+    assert ahead.rows != plain.rows and sum(r["refused"] for r in ahead.rows) == 0

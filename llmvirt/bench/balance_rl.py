@@ -64,13 +64,14 @@ def run_balancer(balancer: Any, trace: UsageTrace, fl: list[Fleet], cfg: EnvConf
                  demand: Any = None) -> EvalResult:
     """A balance-scenario baseline (``decide(ClusterArrays)``: Watcher, ProxLB) on every fleet; its moves of a
     step are applied one by one (refused ones counted), then time advances. ``demand``: a function of the
-    state giving the (E, V) CPU demand in cores the baseline decides on instead of the demand now (a forecast)."""
+    environment giving the (E, V) CPU demand in cores the baseline decides on instead of the demand now (a
+    forecast from ``env.state()``, or the next step itself for a look-ahead bound)."""
     env = BalanceEnv(trace, len(fl), cfg, fleets=fl)
     t0 = time.perf_counter()
     for _ in range(cfg.episode_steps):
         views = [env.fleet_view(e) for e in range(len(fl))]
         if demand is not None:
-            seen = demand(env.state()) * cfg.mhz_per_core
+            seen = demand(env) * cfg.mhz_per_core
             views = [replace(v, vm_cpu_mhz=seen[e, : v.vm_host.size]) for e, v in enumerate(views)]
         plans = [balancer.decide(v) for v in views]
         for k in range(max((len(p) for p in plans), default=0)):
