@@ -218,3 +218,20 @@ def test_train_refuses_bad_horizons_in_one_line(cli, tmp_path: Path, bad: str) -
                        "--out", str(tmp_path / "out"))
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--horizons" in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_train_on_a_generic_format_trace_from_the_command_line(cli, tmp_path: Path) -> None:
+    """The trace family the project has no file of: a generic-format CSV trains the forecaster over two horizons
+    through ``llmvirt train``, and the checkpoint loads as the strategy ``rebalance`` runs."""
+    from test_bench_fleets import generic_trace
+
+    trace = generic_trace(tmp_path / "wave.csv", vms=24, samples=302)
+    out_dir = tmp_path / "forecast"
+    code, out, err = cli("train", "--head", "balance-forecast", "--trace", str(trace), "--horizons", "1,2",
+                         "--out", str(out_dir))
+    assert code == 0, err
+    meta = json.loads((out_dir / f"{bfc.STEM}.json").read_text())
+    assert meta["training_data"][0]["trace"] == "wave.csv" and 0 < meta["training_data"][0]["train_vms"] < 24
+    assert set(meta["horizon_costs"]) == {"1", "2"} and f"horizon {meta['horizon']}" in out
+    loop = bfc.load(out_dir)
+    assert loop.horizon == meta["horizon"] and (loop.threshold, loop.gain) == (meta["threshold"], meta["gain"])
