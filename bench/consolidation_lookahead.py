@@ -8,7 +8,7 @@ from. The simulator then plays the real requests. Knowing more, the family's bes
 again with the look-ahead, on the training days only, over the grid of ``policies/tuned.json``; the chosen point
 then runs once on each held-back day. Its honest cost (kWh + 10 x unmet core-hours + 0.001 x GiB migrated) bounds
 what any next-interval forecast can bring to this family. Nothing is chosen from the held-back days; the runner
-without the look-ahead reproduces the baseline's recorded costs there.
+without the look-ahead reproduces the baseline's recorded runs there (bench/consolidate_net.json; asserted).
 
 Usage: python bench/consolidation_lookahead.py [--out bench/consolidation_lookahead.json]
 """
@@ -35,6 +35,7 @@ from llmvirt.strategies.tuned import tuned_name
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "tuned:gated-thr-mmt"
+RECORDED = ROOT / "bench/consolidate_net.json"  #: the baseline's recorded held-back runs
 
 
 class LookAhead:
@@ -98,6 +99,8 @@ def main() -> None:
             t0 = time.perf_counter()
             summary = run_policy(Simulation(dc), policy)
             row[key] = {"cost": consolidation_cost(summary), "summary": summary, "wall_s": time.perf_counter() - t0}
+        recorded = consolidation_cost(json.loads(RECORDED.read_text())["runs"][f"{day}|{BASELINE}"])
+        assert abs(row["baseline"]["cost"] - recorded) < 1e-6, f"{day}: {row['baseline']['cost']} is not {recorded}"
         doc["days"][day] = row
         b, a = row["baseline"], row["look_ahead"]
         print(f"| {day} | {b['cost']:.1f} | {a['cost']:.1f} | {a['cost'] / b['cost']:.3f} | "
