@@ -157,6 +157,28 @@ def _tiny_dc(util: float, steps: int = 12):  # noqa: ANN202
                       vm_bw=np.zeros(2), util=np.full((2, steps + 1), util), interval_s=300.0)
 
 
+def test_wake_cost_fills_a_running_host_before_waking_an_empty_one() -> None:
+    """CloudSim's PABFD compares the power increase over each host's power at 0 %, so an empty host whose curve
+    is flat looks cheaper than a running one with room; ``wake_cost`` charges the empty host its whole power."""
+    from llmvirt.sim.cloudsim_policies import PabfdPolicy
+    from llmvirt.sim.datacenter import START_OFFSET_S, DataCenter
+    from llmvirt.sim.power import ML110_G5
+
+    flat = tuple(100.0 + i / 10 for i in range(11))  # idle 100 W, 1 W more at full load
+    dc = DataCenter(pe_mips=np.full(3, 1000.0), total_mips=np.full(3, 2000.0),
+                    power_table=np.array([ML110_G5, ML110_G5, flat], dtype=np.float64), ram_mb=np.full(3, 4096.0),
+                    bw=np.full(3, 1e6), vm_mips=np.full(3, 1000.0), vm_ram=np.array([512.0, 600.0, 512.0]),
+                    vm_bw=np.zeros(3), util=np.array([[0.9] * 3, [0.9] * 3, [0.3] * 3]), interval_s=300.0)
+    moves = {}
+    for wake in (False, True):
+        sim = Simulation(dc)
+        sim.place_initial(lambda vm, *_: (0, 0, 1)[vm])  # host 0 at 90 % (over 80 %), host 1 at 15 %, host 2 empty
+        t = START_OFFSET_S + 300.0
+        sim.update(t)
+        moves[wake] = PabfdPolicy(Thr(0.8), "mmt", wake_cost=wake).decide(sim, t)
+    assert moves == {False: [(0, 2)], True: [(0, 1)]}
+
+
 def test_honest_metrics_count_genuine_overload_only() -> None:
     """Two VMs wanting 750 MIPS each on a 1,000 MIPS host: a third of the demand is not served, and the
     host is overloaded the whole time; at 40 % each nothing is unmet and nothing is overloaded."""

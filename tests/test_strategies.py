@@ -282,10 +282,14 @@ def test_tuned_and_gated_names_resolve_in_both_places(tmp_path) -> None:
     with pytest.raises(ValueError, match="no tuned 'lr-mmt'"):
         tuned.tuned_name("lr-mmt", path)
     gated = strategies.make_policy("gated:0.95:4:0.3")
-    assert (gated.detector.threshold, gated.every, gated.below) == (0.95, 4, 0.3)
+    assert (gated.detector.threshold, gated.every, gated.below, gated.wake_cost) == (0.95, 4, 0.3, False)
+    wake = strategies.make_policy("gated:0.9:1:0.4:wake")
+    assert (wake.detector.threshold, wake.every, wake.below, wake.wake_cost) == (0.9, 1, 0.4, True)
     assert isinstance(strategies.resolve("baseline:gated:0.95:4:0.3", "consolidate"), strategies.CloudsimStrategy)
     with pytest.raises(UsageError, match="gated:THRESHOLD"):
         strategies.resolve("baseline:gated:x", "consolidate")
+    with pytest.raises(UsageError, match="gated:THRESHOLD"):
+        strategies.resolve("baseline:gated:0.9:1:0.4:sleep", "consolidate")
 
 
 @pytest.mark.parametrize("seed", range(4))

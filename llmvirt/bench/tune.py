@@ -7,7 +7,9 @@ Families of the cloudsim scenario and their grids:
   their threshold or safety parameter;
 - ``gated-thr-mmt``: the structure the learned consolidation head has (THR-MMT with a
   consolidation gate and interval), grid-searched instead of learned: the head's own family as a
-  baseline, so what the learning adds can be seen.
+  baseline, so what the learning adds can be seen;
+- ``gated-wake-thr-mmt``: the same, placing VMs as if an empty host cost its idle power (CloudSim's
+  PABFD counts only the increase over 0 %, so it wakes hosts as readily as it fills running ones).
 
 Every grid point is kept (the frontier: energy, unmet demand and GiB moved against each other),
 and the best of each family is what ``tuned:FAMILY`` runs. The result is a JSON file committed in
@@ -32,6 +34,8 @@ GRIDS: dict[str, list[str]] = {
     "lr-mmt": [f"lr-mmt-{s}" for s in (1.0, 1.1, 1.2, 1.3, 1.4)],
     "gated-thr-mmt": [f"gated:{t}:{e}:{b}" for t in (0.8, 0.9, 0.95, 0.99, 1.0) for e in (1, 2, 4)
                       for b in (0.3, 0.5, 0.7)],
+    "gated-wake-thr-mmt": [f"gated:{t}:{e}:{b}:wake" for t in (0.8, 0.85, 0.9, 0.95, 0.99, 1.0) for e in (1, 2, 4)
+                           for b in (0.3, 0.4, 0.5, 0.6, 0.7)],
 }  #: the grid of each family, as strategy names
 
 

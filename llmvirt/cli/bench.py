@@ -187,7 +187,8 @@ def tune(
     trace: Annotated[list[Path], typer.Option("--trace", help="PlanetLab day directory of the training split "
                                               "(repeatable). Never a day you report held-back results on.")],
     family: Annotated[list[str] | None, typer.Option("--family", help="Baseline family (repeatable; default: all): "
-                                                     "thr-mmt, iqr-mmt, mad-mmt, lr-mmt, gated-thr-mmt.")] = None,
+                                                     "thr-mmt, iqr-mmt, mad-mmt, lr-mmt, gated-thr-mmt, "
+                                                     "gated-wake-thr-mmt.")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Where to write the tuned parameters "
                                                   "(default: policies/tuned.json).")] = None,
     workers: Annotated[int, typer.Option(help="Simulations at once.")] = 2,

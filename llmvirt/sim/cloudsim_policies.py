@@ -76,6 +76,9 @@ class PabfdPolicy:
     selection: str = "mmt"  #: mmt, mu or rs
     seed: int = 0  #: for rs
     name: str = ""  #: display name, e.g. thr-mmt-0.8
+    #: charge an empty host its idle power when choosing where a VM goes: CloudSim's PABFD counts only the
+    #: increase over the host's power at 0 %, so waking a switched-off host looks as cheap as filling a running one
+    wake_cost: bool = False
     _rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -159,6 +162,8 @@ class PabfdPolicy:
         if cand.size == 0:
             return -1
         allocated = s.allocated
+        if self.wake_cost:  # an empty host was drawing nothing: placing on it costs its whole power
+            p_stale = np.where(allocated == 0, 0.0, p_stale)
         total = dc.total_mips
         u = allocated[cand]
         u += r

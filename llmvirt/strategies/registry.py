@@ -16,7 +16,8 @@ name                                   strategy
                                        minimising overload above T x cores plus P CPUs per move
 ``baseline:none``, ``baseline:dvfs``   never migrate
 ``baseline:DET-SEL-P``                 CloudSim PABFD, e.g. ``thr-mmt-0.8``, ``lr-mmt-1.2`` (cloudsim scenario)
-``baseline:gated:T:E:B``               THR-MMT with a consolidation gate (the learned head's structure)
+``baseline:gated:T:E:B[:wake]``        THR-MMT with a consolidation gate (the learned head's structure);
+                                       ``:wake`` charges an empty host its idle power when placing a VM
 ``baseline:tuned:FAMILY``              a family's best parameters from ``policies/tuned.json`` (``llmvirt tune``)
 ``baseline:best-fit|least-loaded|``    llmvirt's own rule scorers in its rebalance loop
 ``first-fit``
@@ -139,15 +140,18 @@ def goal_default(spec: str | None, goal: str) -> tuple[str, str] | None:
 
 
 def _gated(name: str) -> Any:
-    """``gated:THRESHOLD:EVERY:BELOW``: THR-MMT with a consolidation gate, the learned head's structure as a
-    baseline with hand-set (or grid-tuned) numbers."""
+    """``gated:THRESHOLD:EVERY:BELOW[:wake]``: THR-MMT with a consolidation gate, the learned head's structure as
+    a baseline with hand-set (or grid-tuned) numbers; ``:wake`` charges an empty host its idle power when a VM is
+    placed (``PabfdPolicy.wake_cost``)."""
     from llmvirt.sim.overload import Thr
 
+    parts = name.split(":")[1:]
+    wake = parts[-1:] == ["wake"]
     try:
-        thr, every, below = (float(x) for x in name.split(":")[1:])
+        thr, every, below = (float(x) for x in parts[:3 if wake else None])
     except ValueError:
-        raise ValueError(f"{name!r}: use gated:THRESHOLD:EVERY:BELOW, e.g. gated:0.9:2:0.5") from None
-    return GatedConsolidation(Thr(thr), "mmt", name=name, every=max(1, int(every)), below=below)
+        raise ValueError(f"{name!r}: use gated:THRESHOLD:EVERY:BELOW[:wake], e.g. gated:0.9:2:0.5") from None
+    return GatedConsolidation(Thr(thr), "mmt", name=name, every=max(1, int(every)), below=below, wake_cost=wake)
 
 
 # ---- the simulator's scenarios: one maker per scenario, the same names as rebalance ----------------
