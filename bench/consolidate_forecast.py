@@ -36,7 +36,8 @@ def _pinball(q: np.ndarray, y: np.ndarray, tau: float) -> float:
 def main() -> None:
     """Print one row per (seed, day)."""
     t0 = time.perf_counter()
-    samples = {day: forecast_samples(str(PLANETLAB / day)) for day in (*TRAIN_DAYS, *HELD_DAYS)}
+    samples = {day: forecast_samples((str(PLANETLAB / day), consolidate_net.FALLBACK))
+               for day in (*TRAIN_DAYS, *HELD_DAYS)}
     rows = []
     for seed_dir in sorted(NETS.glob("seed*")):
         forecaster = consolidate_net.load(seed_dir)[0].forecaster

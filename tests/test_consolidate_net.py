@@ -56,14 +56,42 @@ def _random_state(rng: np.random.Generator, n_hosts: int) -> ClusterState:
                         placeable=rng.random(n_hosts) > 0.2, movable=rng.random(n_vms) > 0.15)
 
 
-def test_with_its_output_at_zero_the_policy_is_exactly_the_tuned_gate() -> None:
-    """Ablation (a) is exact: the fallback decides every step as gated:0.95:1:0.5, the tuned baseline."""
+@pytest.mark.parametrize("point", [cn.FALLBACK, "gated:0.95:1:0.4:wake"])
+def test_with_its_output_at_zero_the_policy_is_exactly_the_tuned_gate(point: str) -> None:
+    """Ablation (a) is exact: the fallback decides every step as its gated point (by default gated:0.95:1:0.5, the
+    tuned gated THR-MMT; or the wake-aware tuned point a checkpoint names)."""
     day = PLANETLAB / "20110303"
-    tuned = run_policy(Simulation(planetlab_day(day)), registry.make_policy("gated:0.95:1:0.5"))
-    for policy in (cn.policy(None), cn.policy(cn.zero_net(8, np.random.default_rng(3)))):
+    tuned = run_policy(Simulation(planetlab_day(day)), registry.make_policy(point))
+    zero = cn.zero_net(8, np.random.default_rng(3))
+    for policy in (cn.policy(None, fallback=point), cn.policy(zero, fallback=point)):
         assert run_policy(Simulation(planetlab_day(day)), policy) == tuned
-    other = run_policy(Simulation(planetlab_day(day)), cn.policy(_random_net(np.random.default_rng(3))))
+    other = run_policy(Simulation(planetlab_day(day)), cn.policy(_random_net(np.random.default_rng(3)), fallback=point))
     assert other != tuned  # the network's outputs do change decisions
+
+
+def test_a_checkpoint_keeps_the_fallback_it_was_trained_on(tmp_path: Path) -> None:
+    """The gated point a network was trained on is written to its checkpoint and loaded with it (older checkpoints:
+    the tuned gated THR-MMT); a malformed one is refused like a damaged checkpoint."""
+    cfg = tcn.ConsolidateNetConfig(fallback="gated:0.95:1:0.4:wake")
+    tcn._save(_random_net(np.random.default_rng(1)), cfg, tmp_path, {"extra_traces": []})
+    policy, meta = cn.load(tmp_path)
+    assert meta["fallback_point"] == "gated:0.95:1:0.4:wake"
+    assert (policy.detector.threshold, policy.every, policy.below, policy.wake_cost) == (0.95, 1, 0.4, True)
+    shipped, _ = cn.load(Path(__file__).resolve().parents[1] / "policies" / "default")
+    assert (shipped.below, shipped.wake_cost) == (0.5, False)
+    meta["fallback_point"] = "gated:0.95:1:half"
+    (tmp_path / "consolidate_net.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="gated:THRESHOLD"):
+        cn.load(tmp_path)
+
+
+def test_train_refuses_a_bad_fallback_in_one_line(cli, tmp_path: Path) -> None:
+    """``--fallback`` that is neither a gated point nor a tuned family: one line, exit 2, nothing written."""
+    for bad in ("gated:0.9:x:0.5", "tuned:no-such-family", "thr-mmt-0.8"):
+        code, _, err = cli("train", "--head", "consolidate-net", "--trace", str(PLANETLAB), "--fallback", bad,
+                           "--out", str(tmp_path / "out"))
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "--fallback" in err, err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("n_hosts", [3, 17, 200, 1000])
@@ -160,7 +188,7 @@ def test_training_improves_the_cost_and_writes_a_verified_checkpoint(tmp_path: P
     policy, meta = cn.load(tmp_path)
     assert meta["training_data"]["train_days"] == ["20110306"] and meta["seed"] == 0
     assert policy.forecaster is not None and meta["feature_spec"]["features"] == list(cn.FEATURES)
-    x, y = tcn.forecast_samples(str(PLANETLAB / "20110309"))  # another training day's VMs
+    x, y = tcn.forecast_samples((str(PLANETLAB / "20110309"), cn.FALLBACK))  # another training day's VMs
     q50, q90 = policy.forecaster(x[:, :-1], np.ones(y.size))
     assert np.abs(y - q50).mean() < 0.9 * np.abs(y - x[:, -2]).mean()  # the median beats the last value
     assert 0.8 < (y <= q90).mean() < 0.99 and np.all(q90 >= q50)
@@ -198,7 +226,7 @@ def test_the_opt_in_forecast_checkpoints_load_and_their_forecast_beats_the_last_
     """The three committed networks with a demand forecast load (spec 2) by the registry's name, and their
     forecaster's median is closer to the next sample than the value now, on a training day's VMs."""
     root = Path(__file__).resolve().parents[1] / "policies" / "consolidate-net-forecast"
-    x, y = tcn.forecast_samples(str(PLANETLAB / "20110303"))
+    x, y = tcn.forecast_samples((str(PLANETLAB / "20110303"), cn.FALLBACK))
     for seed in range(3):
         strategy = registry.resolve(f"llmvirt-net:{root / f'seed{seed}'}", "consolidate")
         policy = strategy.policy

@@ -40,6 +40,9 @@ ExtraTraceOpt = Annotated[list[Path] | None, typer.Option(
 FleetOpt = Annotated[list[str] | None, typer.Option(
     "--fleet", help="consolidate-net: the servers the PlanetLab training days run on (repeatable): cloudsim "
     "(CloudSim's HP pair, the default), ibm (CloudSim's older IBM pair) or mixed (2-, 4- and 12-core hosts).")]
+FallbackOpt = Annotated[str, typer.Option(
+    "--fallback", help="consolidate-net: the gated point the network starts from and adds to, gated:T:E:B[:wake] "
+    "or tuned:FAMILY (policies/tuned.json), e.g. tuned:gated-wake-thr-mmt.")]
 ValidateDaysOpt = Annotated[int, typer.Option(
     "--validate-days", help="consolidate-net: keep the weights with the lowest cost on this many later days of "
     "the --extra-trace training VMs (and last days of each --validate-trace's), on each --fleet (early stopping; "
@@ -86,6 +89,7 @@ def train(
     validate_trace: ValidateTraceOpt = None,
     extra_on_fleets: ExtraOnFleetsOpt = False,
     horizons: HorizonsOpt = "1",
+    fallback: FallbackOpt = "gated:0.95:1:0.5",
 ) -> None:
     """Train one head on the training split; write safetensors + JSON and a learning curve.
     With --from-store: fine-tune the active policy on recorded outcomes into a new version."""
@@ -100,7 +104,8 @@ def train(
     if samples < 10 or epochs < 1:
         raise UsageError("--samples must be at least 10 and --epochs at least 1")
     if head is Head.consolidate_net:
-        cfg = _net_config(seed, 60 if iters is None else iters, fleet or [], validate_days, extra_on_fleets)
+        cfg = _net_config(seed, 60 if iters is None else iters, fleet or [], validate_days, extra_on_fleets,
+                          fallback)
         _consolidate_net(trace, out_dir, cfg, extra_trace or [], validate_trace or [])
     elif head is Head.place_rl:
         _place_rl([trace, *(extra_trace or [])], out_dir, seed, 120 if iters is None else iters)
@@ -170,13 +175,21 @@ def _check_validation(cfg: "ConsolidateNetConfig", extra: list[Path], validate: 
 
 
 def _net_config(seed: int, iterations: int, fleets: list[str], validate_days: int,
-                extra_on_fleets: bool = False) -> "ConsolidateNetConfig":
+                extra_on_fleets: bool = False, fallback: str = "gated:0.95:1:0.5") -> "ConsolidateNetConfig":
     """``--head consolidate-net``'s recipe from its options (``fleets``: the servers the PlanetLab days run on,
     CloudSim's by default; ``validate_days``: later days of the extra traces' training VMs that choose the kept
-    weights; ``extra_on_fleets``: the extra traces' days on those servers too); a bad one is refused in one
-    line."""
+    weights; ``extra_on_fleets``: the extra traces' days on those servers too; ``fallback``: a gated point or
+    ``tuned:FAMILY``); a bad one is refused in one line."""
     from llmvirt.learn.train_consolidate_net import ConsolidateNetConfig
+    from llmvirt.policy.consolidate_head import gated_point
     from llmvirt.sim.datacenter import FLEETS
+    from llmvirt.strategies.tuned import tuned_name
+
+    try:
+        point = tuned_name(fallback.removeprefix("tuned:")) if fallback.startswith("tuned:") else fallback
+        gated_point(point)
+    except ValueError as exc:
+        raise UsageError(f"--fallback: {exc}") from None
 
     if iterations < 1:
         raise UsageError("--iters must be at least 1")
@@ -185,7 +198,8 @@ def _net_config(seed: int, iterations: int, fleets: list[str], validate_days: in
     if unknown := [f for f in fleets if f not in FLEETS]:
         raise UsageError(f"unknown --fleet {unknown[0]!r}: use {', '.join(FLEETS)}")
     return ConsolidateNetConfig(seed=seed, iterations=iterations, validate_days=validate_days,
-                                fleets=tuple(dict.fromkeys(fleets)) or ("cloudsim",), extra_on_fleets=extra_on_fleets)
+                                fleets=tuple(dict.fromkeys(fleets)) or ("cloudsim",), extra_on_fleets=extra_on_fleets,
+                                fallback=point)
 
 
 def _consolidate_net(planetlab: Path, out_dir: Path, cfg: "ConsolidateNetConfig", extra: list[Path],

@@ -78,6 +78,8 @@ class ConsolidateNetConfig:
     #: run each extra trace's training days on every fleet of ``fleets``, not on CloudSim's servers alone
     #: (``--extra-on-fleets``; the same CPU capacity per VM, :func:`llmvirt.sim.episodes.on_fleet`)
     extra_on_fleets: bool = False
+    #: the gated point the network starts from and adds to (its output at zero), e.g. ``gated:0.95:1:0.4:wake``
+    fallback: str = cn.FALLBACK
 
 
 SHAPES = {"hidden.weight": lambda h: (h, len(cn.FEATURES)), "hidden.bias": lambda h: (h,),
@@ -132,12 +134,14 @@ def validation_episodes(cfg: ConsolidateNetConfig, extra: Sequence[Path] = (),
     return out
 
 
-def forecast_samples(day: Episode) -> tuple[np.ndarray, np.ndarray]:
+def forecast_samples(args: tuple[Episode, str]) -> tuple[np.ndarray, np.ndarray]:
     """The forecaster's (inputs, next-step use) for every placed VM at every step of the fallback's run of
-    ``day``: the histories exactly as :func:`llmvirt.policy.consolidate_net.vm_history` shows them."""
+    a day (``args``: the day and the fallback): the histories exactly as
+    :func:`llmvirt.policy.consolidate_net.vm_history` shows them."""
     from llmvirt.policy.balance_features import Forecaster
 
-    sim, policy = Simulation(episodes.datacenter(day)), cn.policy(None)
+    day, fallback = args
+    sim, policy = Simulation(episodes.datacenter(day)), cn.policy(None, fallback=fallback)
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     last: tuple[np.ndarray, np.ndarray] | None = None  # the previous step's (placed VMs, their histories)
@@ -162,18 +166,20 @@ def fit_forecast(days: list[Episode], cfg: ConsolidateNetConfig, pool: ProcessPo
     days (drawn with the seed)."""
     from llmvirt.learn.balance_model import fit_forecaster
 
-    parts = list(pool.map(forecast_samples, days))
+    parts = list(pool.map(forecast_samples, [(d, cfg.fallback) for d in days]))
     x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     pick = np.random.default_rng([cfg.seed, 2]).choice(x.shape[0], min(cfg.forecast_samples, x.shape[0]),
                                                        replace=False)
     return fit_forecaster(x[np.sort(pick)], y[np.sort(pick)], cfg.seed, cfg.forecast_epochs)
 
 
-def day_cost(args: tuple[np.ndarray | None, int, Episode, str, dict[str, np.ndarray]]) -> dict[str, float]:
-    """One day's run of the policy with flat weights ``theta`` (None: the fallback) and forecaster arrays
-    ``fc``: its summary and cost."""
-    theta, hidden, day, mode, fc = args
-    policy = cn.policy(None if theta is None else {**arrays(theta, hidden), **fc}, mode=mode)
+def day_cost(args: tuple[np.ndarray | None, ConsolidateNetConfig, Episode, str, dict[str, np.ndarray]]
+             ) -> dict[str, float]:
+    """One day's run of the policy with flat weights ``theta`` (None: the fallback), the recipe's width and
+    fallback, and forecaster arrays ``fc``: its summary and cost."""
+    theta, cfg, day, mode, fc = args
+    policy = cn.policy(None if theta is None else {**arrays(theta, cfg.hidden), **fc}, mode=mode,
+                       fallback=cfg.fallback)
     summary = run_policy(Simulation(episodes.datacenter(day)), policy)
     return {**{k: float(summary[k]) for k in COST_WEIGHTS}, "migrations": float(summary["migrations"]),
             "cost": consolidation_cost(summary)}
@@ -185,14 +191,14 @@ class _Days:
     def __init__(self, days: list[Episode], cfg: ConsolidateNetConfig, pool: ProcessPoolExecutor,
                  fc: dict[str, np.ndarray]) -> None:
         self.days, self.cfg, self.pool, self.fc = days, cfg, pool, fc
-        self.base = [r["cost"] for r in pool.map(day_cost, [(None, cfg.hidden, d, "full", fc) for d in self.days])]
+        self.base = [r["cost"] for r in pool.map(day_cost, [(None, cfg, d, "full", fc) for d in self.days])]
         families = [episodes.family(d) for d in days]
         #: each trace family's days, by index
         self.members = {g: np.array([f == g for f in families]) for g in sorted(set(families))}
 
     def relative(self, thetas: list[np.ndarray]) -> np.ndarray:
         """(vectors, days): each vector's cost on each day relative to the fallback's."""
-        jobs = [(t, self.cfg.hidden, d, "full", self.fc) for t in thetas for d in self.days]
+        jobs = [(t, self.cfg, d, "full", self.fc) for t in thetas for d in self.days]
         per = np.array([r["cost"] for r in self.pool.map(day_cost, jobs)]).reshape(len(thetas), len(self.days))
         return per / np.array(self.base)
 
@@ -256,7 +262,7 @@ def train(planetlab: Path, out: Path, cfg: ConsolidateNetConfig, log: Callable[[
         days = _Days(todo, cfg, pool, fc)
         val = _Days(checking, cfg, pool, fc) if checking else None
         best, curve, kept = search(theta0, days, cfg, log, val)
-        per_day = list(pool.map(day_cost, [(best, cfg.hidden, d, "full", fc) for d in days.days]))
+        per_day = list(pool.map(day_cost, [(best, cfg, d, "full", fc) for d in days.days]))
     by_family = days.by_family([r["cost"] for r in per_day])
     labels = [episodes.label(d) for d in todo]
     validation = {"validation": {"days": [episodes.label(d) for d in checking], "traces": [p.name for p in validate],
@@ -288,7 +294,7 @@ def _save(weights: dict[str, np.ndarray], cfg: ConsolidateNetConfig, out: Path, 
     model = GateModule(cfg.hidden)
     model.load_state_dict({k: torch.tensor(a) for k, a in weights.items()})
     checkpoint.save_head(model, out, spec, {"hidden": cfg.hidden}, {
-        "scenario": "cloudsim", "goal": "consolidate", "fallback": "gated:0.95:1:0.5 (tuned:gated-thr-mmt)",
+        "scenario": "cloudsim", "goal": "consolidate", "fallback": cfg.fallback, "fallback_point": cfg.fallback,
         "method": "evolution strategies on the consolidation cost, from the tuned gate (output layer at zero); "
                   "quantile demand forecaster fitted first by pinball loss, then fixed",
         "training_data": {"trace": "PlanetLab", "train_days": list(cfg.days), "fleets": list(cfg.fleets),

@@ -67,6 +67,19 @@ class GatedConsolidation(PabfdPolicy):
         return above, above
 
 
+def gated_point(name: str) -> tuple[float, int, float, bool]:
+    """``gated:THRESHOLD:EVERY:BELOW[:wake]`` as (threshold, every, below, wake_cost); ValueError if malformed."""
+    parts = name.split(":")
+    wake = parts[-1:] == ["wake"]
+    try:
+        if parts[0] != "gated":
+            raise ValueError(name)
+        thr, every, below = (float(x) for x in parts[1:-1 if wake else None])
+    except ValueError:
+        raise ValueError(f"{name!r}: use gated:THRESHOLD:EVERY:BELOW[:wake], e.g. gated:0.9:2:0.5") from None
+    return thr, max(1, int(every)), below, wake
+
+
 def policy(values: np.ndarray, name: str = "llmvirt") -> GatedConsolidation:
     """The policy for parameter vector ``values`` (clipped to the bounds)."""
     thr, every, below = clip(values)

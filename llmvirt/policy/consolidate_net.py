@@ -12,9 +12,11 @@ gate's margin ``below - use``: a host is a candidate to empty when the first is 
 receive when the second is. PABFD then empties candidates in that order, placing each VM on the open
 host whose power rises least within the threshold; a host it cannot empty completely keeps its VMs.
 
-With the output layer at zero the policy *is* the tuned gated THR-MMT (``gated:0.95:1:0.5``), its
-fallback, so ablation (a) is exact; ablation (b) replaces the forecast by the value now (``no-forecast``),
-ablation (c) every past sample, the forecast's input included (``no-history``). Training
+With the output layer at zero the policy *is* its fallback, so ablation (a) is exact: the tuned gated
+THR-MMT (``gated:0.95:1:0.5``), or the gated point the checkpoint names (``fallback_point``, e.g. the tuned
+``gated:0.95:1:0.4:wake``, which charges a woken host its idle power); ablation (b) replaces the forecast
+by the value now (``no-forecast``), ablation (c) every past sample, the forecast's input included
+(``no-history``). Training
 (:mod:`llmvirt.learn.train_consolidate_net`) moves the weights on the consolidation cost only. Deciding
 needs numpy alone; the weights load from safetensors and are verified like every head's. Checkpoints of
 feature spec 1 (no forecast) still load: their network reads the first ten columns.
@@ -39,7 +41,8 @@ FEATURES = (*FEATURES_V1, "forecast_q50", "forecast_q90")
 HOUR = 12  #: 300 s samples in the history window (the forecaster's input too)
 SPEC_NAME, SPEC_VERSION = "consolidate_net", 2  #: file stem and feature-spec version of the checkpoint
 OLDER = {1: FEATURES_V1}  #: older feature specs a checkpoint may have (their networks read the first columns)
-FALLBACK = (0.95, 0.5)  #: the tuned gated THR-MMT's threshold and gate (policies/tuned.json), the start
+#: the fallback a checkpoint without ``fallback_point`` has: the tuned gated THR-MMT (policies/tuned.json), the start
+FALLBACK = "gated:0.95:1:0.5"
 MODES = ("full", "no-forecast", "no-history")  #: ablations (b) forecast -> value now, (c) no past samples
 
 
@@ -172,20 +175,28 @@ def forecaster(arrays: dict[str, np.ndarray]) -> Forecaster | None:
     return fc
 
 
-def policy(arrays: dict[str, np.ndarray] | None, name: str = "llmvirt-net", mode: str = "full") -> NeuralConsolidation:
-    """The policy with weights ``arrays`` (None: its fallback, the tuned gated THR-MMT)."""
+def policy(arrays: dict[str, np.ndarray] | None, name: str = "llmvirt-net", mode: str = "full",
+           fallback: str = FALLBACK) -> NeuralConsolidation:
+    """The policy with weights ``arrays`` (None: its fallback, the gated point ``fallback``: by default the tuned
+    gated THR-MMT)."""
+    from llmvirt.policy.consolidate_head import gated_point
+
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: one of {', '.join(MODES)}")
-    thr, below = FALLBACK
-    return NeuralConsolidation(Thr(thr), "mmt", name=name, every=1, below=below,
+    thr, every, below, wake = gated_point(fallback)
+    return NeuralConsolidation(Thr(thr), "mmt", name=name, every=every, below=below, wake_cost=wake,
                                net=GateNet(arrays) if arrays is not None else None, mode=mode,
                                forecaster=forecaster(arrays) if arrays is not None else None)
 
 
 def load(directory: Path | str, name: str = "llmvirt-net", mode: str = "full") -> tuple[NeuralConsolidation,
                                                                                           dict[str, Any]]:
-    """The policy of the checkpoint in ``directory`` (verified; read without torch)."""
-    from llmvirt.policy.weights import load_arrays
+    """The policy of the checkpoint in ``directory`` (verified; read without torch), on the fallback its metadata
+    names (``fallback_point``; older checkpoints: :data:`FALLBACK`)."""
+    from llmvirt.policy.weights import CheckpointError, load_arrays
 
     arrays, meta = load_arrays(Path(directory), SPEC_NAME, SPEC_VERSION, list(FEATURES), OLDER)
-    return policy(arrays, name, mode), meta
+    try:
+        return policy(arrays, name, mode, str(meta.get("fallback_point", FALLBACK))), meta
+    except ValueError as exc:
+        raise CheckpointError(f"{directory}: {exc}") from None

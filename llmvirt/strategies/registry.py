@@ -143,15 +143,11 @@ def _gated(name: str) -> Any:
     """``gated:THRESHOLD:EVERY:BELOW[:wake]``: THR-MMT with a consolidation gate, the learned head's structure as
     a baseline with hand-set (or grid-tuned) numbers; ``:wake`` charges an empty host its idle power when a VM is
     placed (``PabfdPolicy.wake_cost``)."""
+    from llmvirt.policy.consolidate_head import gated_point
     from llmvirt.sim.overload import Thr
 
-    parts = name.split(":")[1:]
-    wake = parts[-1:] == ["wake"]
-    try:
-        thr, every, below = (float(x) for x in parts[:3 if wake else None])
-    except ValueError:
-        raise ValueError(f"{name!r}: use gated:THRESHOLD:EVERY:BELOW[:wake], e.g. gated:0.9:2:0.5") from None
-    return GatedConsolidation(Thr(thr), "mmt", name=name, every=max(1, int(every)), below=below, wake_cost=wake)
+    thr, every, below, wake = gated_point(name)
+    return GatedConsolidation(Thr(thr), "mmt", name=name, every=every, below=below, wake_cost=wake)
 
 
 # ---- the simulator's scenarios: one maker per scenario, the same names as rebalance ----------------
