@@ -296,26 +296,42 @@ def test_real_consolidation_runs_the_head_the_cloudsim_scenario_measures(cli) ->
     assert json.loads(out)["policy"] == "default consolidation head", out
 
 
-def test_default_consolidation_is_the_network_that_beat_the_tuned_baseline(cli) -> None:
-    """A learned strategy is the default only where it beats the tuned baselines: the older head lost to the tuned
-    gated THR-MMT on the training days; the neural policy beat it on the held-back days (bench/consolidate_net.py,
-    by the rule RESULTS declared first), so the shipped policy names llmvirt-net for goal consolidate, in rebalance
-    and in bench alike, and its fallback is the tuned baseline."""
+def _beats(runs: dict, label: str, base: str) -> bool:
+    """The declared rule on held-back days: cheaper than ``base`` on their mean and on at least 3 of the 4."""
+    from llmvirt.sim.split import HELD_DAYS
+
+    rel = [runs[f"{d}|{label}"]["cost"] / runs[f"{d}|{base}"]["cost"] for d in HELD_DAYS]
+    return sum(rel) / len(rel) < 1 and sum(r < 1 for r in rel) >= 3
+
+
+def test_default_consolidation_follows_the_declared_rule_on_the_committed_runs(cli) -> None:
+    """A learned strategy is the default only where it beats the best tuned baseline (the family cheapest on the
+    training days) on the held-back days, by the rule RESULTS declared first. The older head lost to the gated
+    THR-MMT on the training days; the neural policy beat that one on the held-back days (bench/consolidate_net.json)
+    but not the wake-aware gate tuned after it (bench/consolidate_wake.json), so the shipped policy names that tuned
+    baseline for goal consolidate, in rebalance and in bench alike; llmvirt-net still runs by name."""
     from llmvirt.policy import consolidate_net
     from llmvirt.strategies import registry, tuned
 
     doc = json.loads((ROOT / "policies" / "tuned.json").read_text())
     head = json.loads((ROOT / "policies" / "default" / "consolidate.json").read_text())["metrics"]
     assert doc["families"]["gated-thr-mmt"]["cost"] < -head["reward_train"] / len(head["train_days"])
+    best = min(doc["families"], key=lambda f: doc["families"][f]["cost"])
     net = json.loads((ROOT / "policies" / "default" / "consolidate_net.json").read_text())
     assert net["training_data"]["train_days"] == doc["train_days"]  # the same training days, the same cost
-    assert net["training"]["kept_relative_cost"] < 1.0
+    old = json.loads((ROOT / "bench" / "consolidate_net.json").read_text())["runs"]
+    assert _beats(old, "net:0", "tuned:gated-thr-mmt") and _beats(old, "net:1", "tuned:gated-thr-mmt")
+    runs = json.loads((ROOT / "bench" / "consolidate_wake.json").read_text())["runs"]
+    wins = _beats(runs, "net:0", f"tuned:{best}") and _beats(runs, "net:1", f"tuned:{best}")
+    assert (best, wins) == ("gated-wake-thr-mmt", False)
+    assert registry.goal_default(None, "consolidate")[0] == f"tuned:{best}"
     strategy = registry.resolve(None, "consolidate")
-    assert isinstance(strategy.policy, consolidate_net.NeuralConsolidation) and strategy.policy.net is not None
-    best = registry.make_policy(tuned.tuned_name("gated-thr-mmt"))
-    assert (strategy.policy.detector.threshold, strategy.policy.below) == (best.detector.threshold, best.below)
-    assert isinstance(registry.make_policy("llmvirt"), consolidate_net.NeuralConsolidation)  # bench's llmvirt
+    point = registry.make_policy(tuned.tuned_name(best))
+    assert not isinstance(strategy.policy, consolidate_net.NeuralConsolidation) and strategy.policy.wake_cost
+    assert (strategy.policy.detector.threshold, strategy.policy.below) == (point.detector.threshold, point.below)
+    assert registry.make_policy("llmvirt").wake_cost  # bench's llmvirt: the same default
+    assert isinstance(registry.make_policy("llmvirt-net"), consolidate_net.NeuralConsolidation)
     cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
     cli("scan")
     code, out, err = cli("rebalance", "--goal", "consolidate", "--json")
-    assert code == 0 and json.loads(out)["policy"] == "v0:default consolidate=llmvirt-net", out + err
+    assert code == 0 and json.loads(out)["policy"] == f"v0:default consolidate=tuned:{best}", out + err
