@@ -121,6 +121,27 @@ def test_the_rules_hold_on_random_fleets_of_any_size(n_hosts: int) -> None:
     assert moved > 0
 
 
+def test_the_gated_baselines_say_what_drove_each_move() -> None:
+    """The default for goal consolidate (the tuned wake-aware gate) explains its moves as the network does: an
+    overload above its threshold, or emptying a host under its gate, and how the destination was chosen."""
+    rng = np.random.default_rng(11)
+    policy = registry.make_policy("gated:0.95:1:0.4:wake")
+    seen = set()
+    for _ in range(8):
+        state = _random_state(rng, 30)
+        demand = np.bincount(state.vm_host, state.req, minlength=30) / state.dc.total_mips
+        plan = policy.decide(state, 0.0)
+        for vm, _dst in plan:
+            why = policy.reasons[vm]
+            src = state.vm_host[vm]
+            kind = "overload avoided" if demand[src] > 0.95 else "energy saved"
+            assert why.startswith(kind) and why.endswith("a switched-off host counted at its idle power"), why
+            assert kind == "overload avoided" or "under the 40% gate" in why, why
+            seen.add(kind)
+        assert set(policy.reasons) == {vm for vm, _ in plan}
+    assert seen == {"overload avoided", "energy saved"}
+
+
 def test_features_are_shares_of_each_hosts_own_capacity() -> None:
     """The tokens do not depend on the fleet's size or units: a fleet and its copy with capacities doubled (and
     demand with them) give the same rows."""

@@ -18,7 +18,7 @@ each run is one decision step, the cron interval standing in for ``consolidate_e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,32 @@ class GatedConsolidation(PabfdPolicy):
 
     every: int = 2  #: consolidate every this many steps
     below: float = 0.5  #: only hosts under this CPU use are emptied
+    reasons: dict[int, str] = field(default_factory=dict)  #: per VM moved by the last decision: why
     _step: int = 0
+
+    def decide(self, sim: Simulation, t: float) -> list[tuple[int, int]]:
+        """One step, with a reason per move naming what drove it (:attr:`reasons`)."""
+        dc = sim.dc
+        placed = sim.vm_host >= 0
+        demand = np.bincount(sim.vm_host[placed], sim.req[placed], minlength=dc.n_hosts) / dc.total_mips
+        use = sim.util_mips / dc.total_mips
+        plan = super().decide(sim, t)
+        self.reasons = {vm: self._reason(int(sim.vm_host[vm]), demand, use) for vm, _ in plan}
+        return plan
+
+    def _destination(self) -> str:
+        """How the destination was chosen."""
+        if self.wake_cost:
+            return "the destination's power rises least, a switched-off host counted at its idle power"
+        return "the destination's power rises least"
+
+    def _reason(self, src: int, demand: np.ndarray, use: np.ndarray) -> str:
+        """Why a VM leaves host ``src``: its overload, or emptying it."""
+        if demand[src] > self.detector.threshold:
+            return (f"overload avoided: its host's CPU demand is {demand[src]:.0%}, above the "
+                    f"{self.detector.threshold:.0%} threshold; {self._destination()}")
+        return (f"energy saved: its host is emptied and can be switched off (CPU {use[src]:.0%}, under the "
+                f"{self.below:.0%} gate); {self._destination()}")
 
     def consolidate_next_step(self) -> None:
         """Make the next decision a consolidating one: on real hosts each run is one decision step that

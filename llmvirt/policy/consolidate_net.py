@@ -24,7 +24,7 @@ feature spec 1 (no forecast) still load: their network reads the first ten colum
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,6 @@ class NeuralConsolidation(GatedConsolidation):
     net: GateNet | None = None  #: None: the fallback (the tuned gate alone)
     mode: str = "full"  #: one of :data:`MODES` (the ablations)
     forecaster: Forecaster | None = None  #: the demand forecast (None: the value now)
-    reasons: dict[int, str] = field(default_factory=dict)  #: per VM moved by the last consolidation: why
 
     def _gates(self, sim: Simulation) -> tuple[np.ndarray, np.ndarray]:
         x = host_features(sim, self.mode, self.forecaster)
@@ -138,26 +137,17 @@ class NeuralConsolidation(GatedConsolidation):
         use, then id)."""
         return eligible[np.lexsort((u[eligible], -self._empty[eligible]))]
 
-    def decide(self, sim: Simulation, t: float) -> list[tuple[int, int]]:
-        """One step, with a reason per move naming what drove it."""
-        dc = sim.dc
-        placed = sim.vm_host >= 0
-        demand = np.bincount(sim.vm_host[placed], sim.req[placed], minlength=dc.n_hosts) / dc.total_mips
-        plan = super().decide(sim, t)
-        self.reasons = {vm: self._reason(int(sim.vm_host[vm]), demand) for vm, _ in plan}
-        return plan
-
-    def _reason(self, src: int, demand: np.ndarray) -> str:
+    def _reason(self, src: int, demand: np.ndarray, use: np.ndarray) -> str:
+        """Why a VM leaves host ``src``: its overload, or the network's choice to empty it, with what it read."""
         if demand[src] > self.detector.threshold:
-            return (f"overload avoided: its host's CPU demand is {demand[src]:.0%}, above the "
-                    f"{self.detector.threshold:.0%} threshold; the destination's power rises least")
+            return super()._reason(src, demand, use)
         x = dict(zip(FEATURES, self._x[src], strict=True))
         forecasts = self.forecaster is not None and self.mode == "full"
         forecast = f", {x['forecast_q90']:.0%} forecast (90 % quantile)" if forecasts else ""
         return (f"energy saved: its host is emptied and can be switched off (CPU {x['util_now']:.0%} now, "
                 f"{x['util_peak_1h']:.0%} peak in "
-                f"the last hour{forecast}; the network's emptying score {self._empty[src]:+.2f}); the destination's "
-                "power rises least")
+                f"the last hour{forecast}; the network's emptying score {self._empty[src]:+.2f}); "
+                f"{self._destination()}")
 
 
 def forecaster(arrays: dict[str, np.ndarray]) -> Forecaster | None:
