@@ -104,18 +104,19 @@ def main() -> None:
 
 def _consolidate_plans(limits: Limits) -> None:
     """Goal consolidate's plan for 800 hosts / 1,500 VMs (each VM with an hour of CPU history, as the store
-    gives it): the shipped network and the opt-in versions with a forecast, median of 5 fleets; then goal
-    balance's opt-in learned strategies the same way."""
+    gives it): the default (the tuned wake-aware gate), the network and the opt-in versions with a forecast,
+    median of 5 fleets; then goal balance's opt-in learned strategies the same way."""
     root = Path(__file__).resolve().parents[1] / "policies"
-    for spec in ("llmvirt-net", *(f"llmvirt-net:{d}" for d in (root / "consolidate-net-forecast" / "seed0",
+    for spec in (None, "llmvirt-net", *(f"llmvirt-net:{d}" for d in (root / "consolidate-net-forecast" / "seed0",
                                                              root / "consolidate-net-mixed" / "seed0") if d.is_dir())):
         _plans(limits, spec, "consolidate", root)
     for spec in ("llmvirt-rl", f"llmvirt-forecast:{root / 'balance-forecast' / 'seed1'}"):
         _plans(limits, spec, "balance", root)
 
 
-def _plans(limits: Limits, spec: str, goal: str, root: Path) -> None:
-    """One strategy's plan for 800 hosts / 1,500 VMs with an hour of history per VM, median of 5 fleets."""
+def _plans(limits: Limits, spec: str | None, goal: str, root: Path) -> None:
+    """One strategy's plan (None: the goal's default) for 800 hosts / 1,500 VMs with an hour of history per VM,
+    median of 5 fleets."""
     from llmvirt.strategies import registry
 
     strategy, times, moves = registry.resolve(spec, goal), [], []
@@ -128,7 +129,7 @@ def _plans(limits: Limits, spec: str, goal: str, root: Path) -> None:
         times.append(time.perf_counter() - t0)
         moves.append(len(plan.moves))
     print(f"| rebalance --goal {goal} plan, 800 hosts / 1,500 VMs, median of 5 (s), "
-          f"{spec.replace(str(root.parent) + '/', '')} (moves: {', '.join(map(str, moves))}) | "
+          f"{(spec or strategy.name).replace(str(root.parent) + '/', '')} (moves: {', '.join(map(str, moves))}) | "
           f"{statistics.median(times):.3f} | <= 1 |")
 
 

@@ -77,8 +77,12 @@ def test_a_checkpoint_keeps_the_fallback_it_was_trained_on(tmp_path: Path) -> No
     policy, meta = cn.load(tmp_path)
     assert meta["fallback_point"] == "gated:0.95:1:0.4:wake"
     assert (policy.detector.threshold, policy.every, policy.below, policy.wake_cost) == (0.95, 1, 0.4, True)
-    shipped, _ = cn.load(Path(__file__).resolve().parents[1] / "policies" / "default")
+    root = Path(__file__).resolve().parents[1] / "policies"
+    shipped, _ = cn.load(root / "default")
     assert (shipped.below, shipped.wake_cost) == (0.5, False)
+    for seed in (0, 1):  # the committed networks trained on the wake-aware gate run on it by the registry's name
+        wake = registry.resolve(f"llmvirt-net:{root / 'consolidate-net-wake' / f'seed{seed}'}", "consolidate").policy
+        assert (wake.below, wake.wake_cost) == (0.4, True) and wake.net is not None and wake.forecaster is not None
     meta["fallback_point"] = "gated:0.95:1:half"
     (tmp_path / "consolidate_net.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="gated:THRESHOLD"):

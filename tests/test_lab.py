@@ -296,7 +296,8 @@ def test_learned_balance_policy_plans_and_its_loop_applies_on_the_lab(lab_env, m
 def test_neural_consolidation_plans_and_applies_on_the_lab(lab_env, monkeypatch) -> None:
     """`rebalance --goal consolidate --policy llmvirt-net` (issue 15) on the idle lab: the shipped network reads
     each guest's history from the store, every move it plans says what drove it (a host emptied to save
-    energy), and applying the plan live-migrates each guest to where the plan said."""
+    energy), and applying the plan live-migrates each guest to where the plan said. The default for the goal
+    (the tuned wake-aware gate) plans there too, with its reasons."""
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
     cli = Cli()
@@ -305,6 +306,13 @@ def test_neural_consolidation_plans_and_applies_on_the_lab(lab_env, monkeypatch)
     for _ in range(3):
         cli("scan")
         time.sleep(2)
+    code, out, err = cli("rebalance", "--goal", "consolidate", "--json")  # the default: the tuned wake-aware gate
+    default = json.loads(out)
+    assert code == 0 and default["policy"] == "v0:default consolidate=tuned:gated-wake-thr-mmt", out + err
+    assert default["moves"], default
+    for m in default["moves"]:
+        assert m["reason"].startswith("v0:default consolidate=tuned:gated-wake-thr-mmt: energy saved"), m
+        assert m["reason"].endswith("a switched-off host counted at its idle power") and m["dst"] != m["src"], m
     code, out, err = cli("rebalance", "--goal", "consolidate", "--policy", "llmvirt-net", "--json")
     assert code == 0, err
     plan = json.loads(out)
