@@ -29,11 +29,12 @@ FLEET``, policies/tuned_FLEET.json; rows ``FLEET-tuned:FAMILY``), and costs are 
 THR-MMT: what an operator with such servers would run. The networks keep their own fallback, the gated
 THR-MMT tuned on CloudSim's servers (row ``tuned:gated-thr-mmt``).
 
-``--base NAME``: costs relative to this baseline instead (it becomes the first row), e.g.
-``tuned:gated-wake-thr-mmt``, the best tuned family since PABFD learned what waking a host costs.
+``--base NAME [NAME ...]``: costs relative to the first instead (it becomes the first row; the others are added as
+baseline rows), e.g. ``tuned:gated-wake-thr-mmt``, the best tuned family since PABFD learned what waking a host
+costs, or on another fleet ``mixed-tuned:gated-wake-thr-mmt tuned:gated-wake-thr-mmt``.
 
 Usage: python bench/consolidate_net.py [--workers 2] [--production] [--frontier] [--mix bitbrains] [--also DIR ...]
-                                      [--fleet ibm|mixed] [--base NAME] [--json bench/consolidate_net.json]
+                                      [--fleet ibm|mixed] [--base NAME ...] [--json bench/consolidate_net.json]
 """
 
 from __future__ import annotations
@@ -216,15 +217,15 @@ def main() -> None:
     ap.add_argument("--mix", choices=list(MIXES), help="another workload mix instead of PlanetLab's days")
     ap.add_argument("--fleet", choices=list(FLEETS), default="cloudsim", help="the servers every day runs on")
     ap.add_argument("--also", type=Path, nargs="*", default=[], help="directories of seedS checkpoints to add")
-    ap.add_argument("--base", help="the baseline costs are relative to (default: the gated THR-MMT, ablation (a)); "
-                    "added as the first row")
+    ap.add_argument("--base", nargs="+", default=[], help="the baseline costs are relative to (default: the gated "
+                    "THR-MMT, ablation (a)), added as the first row; any further names are added as baseline rows")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "consolidate_net.json")
     args = ap.parse_args()
     t0 = time.perf_counter()
     nets = _rows(args.also)
     baselines = _baselines(args.fleet)
     if args.base:
-        baselines = (args.base, *(b for b in baselines if b != args.base))
+        baselines = (*args.base, *(b for b in baselines if b not in args.base))
     labels = [*baselines[:1], *nets, *baselines[1:]]
     front = _frontier(args.fleet) if args.frontier else []
     labels += [p for p in front if p not in labels]
