@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from llmvirt.policy.balance_features import Forecaster
-from llmvirt.policy.consolidate_head import GatedConsolidation
+from llmvirt.policy.consolidate_head import GatedConsolidation, gated_point
 from llmvirt.sim.engine import Simulation
 from llmvirt.sim.overload import Thr
 
@@ -169,8 +169,6 @@ def policy(arrays: dict[str, np.ndarray] | None, name: str = "llmvirt-net", mode
            fallback: str = FALLBACK) -> NeuralConsolidation:
     """The policy with weights ``arrays`` (None: its fallback, the gated point ``fallback``: by default the tuned
     gated THR-MMT)."""
-    from llmvirt.policy.consolidate_head import gated_point
-
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}: one of {', '.join(MODES)}")
     thr, every, below, wake = gated_point(fallback)

@@ -77,7 +77,9 @@ class PabfdPolicy:
     seed: int = 0  #: for rs
     name: str = ""  #: display name, e.g. thr-mmt-0.8
     #: charge an empty host its idle power when choosing where a VM goes: CloudSim's PABFD counts only the
-    #: increase over the host's power at 0 %, so waking a switched-off host looks as cheap as filling a running one
+    #: increase over the host's power at 0 %, so waking a switched-off host looks as cheap as filling a running one.
+    #: "Empty" is no CPU allocated, the simulator's switched-off host; on a real cluster a host whose VMs use no CPU
+    #: at all counts as empty too, although it is on
     wake_cost: bool = False
     _rng: np.random.Generator = field(init=False, repr=False)
 
