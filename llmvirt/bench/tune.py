@@ -14,18 +14,29 @@ Families of the cloudsim scenario and their grids:
 Every grid point is kept (the frontier: energy, unmet demand and GiB moved against each other),
 and the best of each family is what ``tuned:FAMILY`` runs. The result is a JSON file committed in
 ``policies/tuned.json``.
+
+Days are PlanetLab day directories or usage days (:class:`llmvirt.sim.episodes.UsageDay`: the training VMs of a
+Bitbrains or generic trace, one day each). The best point of a family is the one with the lowest
+:data:`OBJECTIVES` value: ``mean``, the mean cost over the days; or ``tail``, which weighs a policy's bad days as
+well as its usual ones: for each trace family (:func:`llmvirt.sim.episodes.family`) the mean cost per day plus
+the mean of its costliest :data:`TAIL_SHARE` of days (at least one; CVaR), summed over the families, so that
+each family counts alike whatever its number of days.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmvirt.model.score import COST_WEIGHTS, consolidation_cost
 from llmvirt.strategies.tuned import TUNED_FILE  # noqa: F401 - where the result goes
+
+if TYPE_CHECKING:
+    from llmvirt.sim.episodes import Episode
 
 GRIDS: dict[str, list[str]] = {
     "thr-mmt": [f"thr-mmt-{t}" for t in (0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)],
@@ -37,10 +48,27 @@ GRIDS: dict[str, list[str]] = {
     "gated-wake-thr-mmt": [f"gated:{t}:{e}:{b}:wake" for t in (0.8, 0.85, 0.9, 0.95, 0.99, 1.0) for e in (1, 2, 4)
                            for b in (0.3, 0.4, 0.5, 0.6, 0.7)],
 }  #: the grid of each family, as strategy names
+OBJECTIVES = ("mean", "tail")  #: what "best" means: the mean cost, or per trace family mean plus worst days
+TAIL_SHARE = 0.1  #: the share of a family's costliest days the ``tail`` objective adds (CVaR at 90 %)
 
 
-def run_one(day: str, name: str, fleet: str = "cloudsim") -> dict[str, float]:
-    """One strategy on one PlanetLab day, on ``fleet``'s hosts: its summary, with the honest cost."""
+def objective(costs: dict[str, list[float]], kind: str) -> float:
+    """A grid point's score from its cost on each day, by trace family: ``mean`` over every day, or ``tail``
+    (per family the mean plus the mean of the costliest :data:`TAIL_SHARE` of days, summed over families)."""
+    if kind == "mean":
+        every = [c for days in costs.values() for c in days]
+        return sum(every) / len(every)
+    if kind != "tail":
+        raise ValueError(f"unknown objective {kind!r}: use {', '.join(OBJECTIVES)}")
+    total = 0.0
+    for days in costs.values():
+        worst = sorted(days, reverse=True)[:max(1, math.ceil(TAIL_SHARE * len(days)))]
+        total += sum(days) / len(days) + sum(worst) / len(worst)
+    return total
+
+
+def run_one(day: Episode | Path, name: str, fleet: str = "cloudsim") -> dict[str, float]:
+    """One strategy on one PlanetLab day or usage day, on ``fleet``'s hosts: its summary, with the honest cost."""
     from llmvirt.sim import episodes
     from llmvirt.sim.cloudsim_policies import run_policy
     from llmvirt.sim.engine import Simulation
@@ -50,15 +78,37 @@ def run_one(day: str, name: str, fleet: str = "cloudsim") -> dict[str, float]:
     return {**summary, "cost": consolidation_cost(summary)}
 
 
-def _job(args: tuple[str, str, str]) -> tuple[str, str, dict[str, float]]:
+def _job(args: tuple[Episode, str, str]) -> tuple[str, str, dict[str, float]]:
+    from llmvirt.sim import episodes
+
     day, name, fleet = args
-    return day, name, run_one(day, name, fleet)
+    return episodes.label(day), name, run_one(day, name, fleet)
 
 
-def tune_cloudsim(days: list[Path], families: list[str] | None = None, workers: int = 2,
-                  progress: Callable[[int, int], None] | None = None, fleet: str = "cloudsim") -> dict[str, Any]:
-    """Grid-search every family on ``days`` with hosts of ``fleet`` (:data:`llmvirt.sim.datacenter.FLEETS`);
-    the document written to ``policies/tuned.json`` (CloudSim's fleet) or ``policies/tuned_<fleet>.json``."""
+def _point(name: str, eps: list[Episode], runs: dict[tuple[str, str], dict[str, float]], kind: str
+           ) -> dict[str, Any]:
+    """One grid point's entry: its mean summary over the days, and (objective other than ``mean``) its score."""
+    from llmvirt.sim import episodes
+
+    keys = ("cost", "energy_kwh", "unmet_core_h", "gib_migrated", "migrations", "overload_host_h",
+            "unmet_demand_pct")
+    per_day = [runs[(episodes.label(d), name)] for d in eps]
+    point: dict[str, Any] = {"name": name, **{k: round(sum(r[k] for r in per_day) / len(per_day), 6) for k in keys}}
+    if kind != "mean":
+        by_family: dict[str, list[float]] = {}
+        for d, r in zip(eps, per_day, strict=True):
+            by_family.setdefault(episodes.family(d), []).append(r["cost"])
+        point["objective"] = round(objective(by_family, kind), 6)
+    return point
+
+
+def tune_cloudsim(days: list[Path | Episode], families: list[str] | None = None, workers: int = 2,
+                  progress: Callable[[int, int], None] | None = None, fleet: str = "cloudsim",
+                  kind: str = "mean") -> dict[str, Any]:
+    """Grid-search every family on ``days`` with hosts of ``fleet`` (:data:`llmvirt.sim.datacenter.FLEETS`), the
+    best point of each by the objective ``kind`` (:data:`OBJECTIVES`); the document written to
+    ``policies/tuned.json`` (CloudSim's fleet) or ``policies/tuned_<fleet>.json``."""
+    from llmvirt.sim import episodes
     from llmvirt.sim.datacenter import FLEETS
 
     fams = families or list(GRIDS)
@@ -67,24 +117,23 @@ def tune_cloudsim(days: list[Path], families: list[str] | None = None, workers: 
         raise ValueError(f"unknown family {unknown[0]!r}: use {', '.join(GRIDS)}")
     if fleet not in FLEETS:
         raise ValueError(f"unknown fleet {fleet!r}: use {', '.join(FLEETS)}")
-    jobs = [(str(d), name, fleet) for f in fams for name in GRIDS[f] for d in days]
+    objective({"": [0.0]}, kind)  # refuses an unknown objective before any run
+    eps: list[Episode] = [d if isinstance(d, episodes.UsageDay) else str(d) for d in days]
+    jobs = [(d, name, fleet) for f in fams for name in GRIDS[f] for d in eps]
     runs: dict[tuple[str, str], dict[str, float]] = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for i, (day, name, summary) in enumerate(pool.map(_job, jobs), 1):
             runs[(day, name)] = summary
             if progress is not None:
                 progress(i, len(jobs))
-    keys = ("cost", "energy_kwh", "unmet_core_h", "gib_migrated", "migrations", "overload_host_h",
-            "unmet_demand_pct")
     doc: dict[str, Any] = {"scenario": "cloudsim", "date": date.today().isoformat(), "cost_weights": COST_WEIGHTS,
-                           "train_days": [d.name for d in days], "families": {}}
+                           "train_days": [episodes.label(d) for d in eps], "families": {}}
     if fleet != "cloudsim":
         doc["fleet"] = fleet
+    if kind != "mean":
+        doc["objective"] = kind
     for f in fams:
-        grid = []
-        for name in GRIDS[f]:
-            per_day = [runs[(str(d), name)] for d in days]
-            grid.append({"name": name, **{k: round(sum(r[k] for r in per_day) / len(per_day), 6) for k in keys}})
-        best = min(grid, key=lambda g: g["cost"])
+        grid = [_point(name, eps, runs, kind) for name in GRIDS[f]]
+        best = min(grid, key=lambda g: g.get("objective", g["cost"]))
         doc["families"][f] = {"best": best["name"], "cost": best["cost"], "grid": grid}
     return doc

@@ -199,6 +199,12 @@ def tune(
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the sweep's Pareto frontier (energy against "
                                               "unmet demand and against GiB moved) to this PNG.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    usage_trace: Annotated[list[Path] | None, typer.Option(
+        "--usage-trace", help="Also a Bitbrains or generic-format trace (repeatable): every day of its training VMs "
+        "(the split's), each day in one of the two fleet shapes in turn.")] = None,
+    objective: Annotated[str, typer.Option(help="What makes a point best: mean (its mean cost over the days) or "
+                                           "tail (per trace family the mean cost plus the mean of the costliest "
+                                           "10 % of days, summed over the families).")] = "mean",
 ) -> None:
     """Tune the cloudsim baselines by grid search on training days, by the honest cost; `tuned:FAMILY` runs them."""
     from rich.progress import Progress
@@ -206,16 +212,14 @@ def tune(
     from llmvirt.bench import tune as tuner
     from llmvirt.strategies.tuned import tuned_fleet_file
 
-    missing = [p for p in trace if not p.is_dir()]
-    if missing:
-        raise UsageError(f"{missing[0]}: not a PlanetLab day directory")
+    days = _tune_days(trace, usage_trace or [])
     if workers < 1:
         raise UsageError("--workers must be at least 1")
     with Progress(disable=as_json or not out.is_terminal) as bar:
         task = bar.add_task("tuning", total=None)
         try:
-            doc = tuner.tune_cloudsim(list(trace), list(family or []) or None, workers,
-                                      lambda i, n: bar.update(task, completed=i, total=n), fleet)
+            doc = tuner.tune_cloudsim(days, list(family or []) or None, workers,
+                                      lambda i, n: bar.update(task, completed=i, total=n), fleet, objective)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     target = out_path or tuned_fleet_file(fleet)
@@ -227,7 +231,33 @@ def tune(
     if as_json:
         out.print_json(json.dumps(doc))
         return
-    t = Table(title=f"tuned on {', '.join(doc['train_days'])} (cost in kWh-equivalents, lower is better)")
+    _print_tuned(doc)
+    out.print(f"written to {target}", markup=False)
+
+
+def _tune_days(trace: list[Path], usage: list[Path]) -> list:
+    """The training days ``llmvirt tune`` runs on: PlanetLab day directories, then every day of each usage trace's
+    training VMs (shapes in turn); one line and exit 2 for a path that is neither."""
+    from llmvirt.sim import episodes
+
+    missing = [p for p in trace if not p.is_dir()]
+    if missing:
+        raise UsageError(f"{missing[0]}: not a PlanetLab day directory")
+    days: list = list(trace)
+    for path in usage:
+        try:
+            days += episodes.usage_days(path, "train", episodes.days_in(path))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{path}: not a usage trace ({exc})") from None
+    return days
+
+
+def _print_tuned(doc: dict) -> None:
+    """Each family's best point and its mean figures over the days."""
+    title = f"tuned on {len(doc['train_days'])} days" if len(doc["train_days"]) > 4 else \
+        f"tuned on {', '.join(doc['train_days'])}"
+    by = " by the tail objective" if doc.get("objective") == "tail" else ""
+    t = Table(title=f"{title}{by} (cost in kWh-equivalents per day, lower is better)")
     for col in ("family", "best", "cost", "energy kWh", "unmet core-h", "GiB moved"):
         t.add_column(col, overflow="fold")
     for fam, f in doc["families"].items():
@@ -235,4 +265,3 @@ def tune(
         t.add_row(fam, f["best"], f"{best['cost']:.2f}", f"{best['energy_kwh']:.2f}", f"{best['unmet_core_h']:.2f}",
                   f"{best['gib_migrated']:.0f}")
     out.print(t)
-    out.print(f"written to {target}", markup=False)
