@@ -12,7 +12,11 @@ sizes are CloudSim's, as for PlanetLab (:mod:`llmvirt.sim.episodes`). ``--mix bi
 held-back VMs (:mod:`llmvirt.sim.split`) of the same days, each day in both fleet shapes (CloudSim's hosts per
 VM, and half a host per VM): what a network trained with ``--extra-trace`` on the July training VMs never saw.
 ``--mix bitbrains-train``: the July training VMs' days that ``--extra-trace`` trains on (training data);
-``--mix bitbrains-8-train``: the same for August.
+``--mix bitbrains-8-train``: the same for August. ``--mix held-fresh``: PlanetLab's four held-back days and the
+held-back VMs of August's days 8-30 (each day in one fleet shape in turn), which no consolidation policy ran on
+before the tail rule (bench/RESULTS.md, "A consolidation default judged by its bad days too").
+Every run also prints each policy's tail objective (:func:`llmvirt.bench.tune.objective`): per trace family the
+mean cost a day plus the mean of the costliest 10 % of days, summed over the families.
 Each policy is deterministic, so the spread is over days and training seeds. ``--production``: the same
 runs with migrations 10x slower (a tenth of the bandwidth), the sim-to-production gap. Training days are
 listed separately and marked; nothing here was chosen on the held-back days.
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import time
@@ -49,6 +54,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from llmvirt.bench import tune
 from llmvirt.bench.run import energy_lower_bound_kwh
 from llmvirt.learn.train_consolidate_net import ConsolidateNetConfig
 from llmvirt.model.score import consolidation_cost
@@ -68,7 +74,7 @@ SEEDS = {"0": ROOT / "policies" / "default",  # training seed -> checkpoint (the
 BASELINES = ("tuned:gated-thr-mmt", "llmvirt-head", "tuned:lr-mmt", "thr-mmt-0.8")
 BITBRAINS = {"bitbrains-7": ROOT.parent / "shared" / "traces" / "bitbrains-rnd" / "rnd_2013-7_week1.tar.gz",
              "bitbrains-8": ROOT.parent / "shared" / "traces" / "bitbrains-rnd" / "rnd_2013-8.tar.gz"}
-MIXES: dict[str, list[episodes.UsageDay]] = {
+MIXES: dict[str, list[Episode | Path]] = {
     "bitbrains": [episodes.UsageDay(str(p), d, "all", episodes.CLOUDSIM_HOSTS_PER_VM)
                   for p in BITBRAINS.values() for d in range(7)],
     "bitbrains-held": [episodes.UsageDay(str(p), d, "held", shape)
@@ -77,6 +83,9 @@ MIXES: dict[str, list[episodes.UsageDay]] = {
                                            ConsolidateNetConfig.shapes),  # what --extra-trace trains on
     "bitbrains-8-train": episodes.usage_days(BITBRAINS["bitbrains-8"], "train", ConsolidateNetConfig.extra_days,
                                              ConsolidateNetConfig.shapes),  # the same for August
+    "held-fresh": [*(PLANETLAB / d for d in HELD_DAYS),  # the tail rule's decision set
+                   *(episodes.UsageDay(str(BITBRAINS["bitbrains-8"]), d, "held", episodes.SHAPES[d % 2])
+                     for d in range(7, episodes.days_in(BITBRAINS["bitbrains-8"])))],
 }
 
 
@@ -162,6 +171,26 @@ def _by_group(runs: dict, days: list[episodes.UsageDay], policies: list[str], ba
         print(f"| {p} | {' | '.join(cells)} |")
 
 
+def _tail(runs: dict, days: list[Episode], labels: list[str]) -> None:
+    """Each policy's tail objective over ``days``, with each trace family's mean day and mean of its costliest
+    10 % of days (:func:`llmvirt.bench.tune.objective`), the lowest score first."""
+    fams: dict[str, list[str]] = {}
+    for e in days:
+        fams.setdefault(episodes.family(e), []).append(episodes.label(e))
+    score = {p: tune.objective({f: [runs[(d, p)]["cost"] for d in ds] for f, ds in fams.items()}, "tail")
+             for p in labels}
+    print("\nThe tail objective over these days (per family: mean day + mean of the costliest 10 %):\n")
+    print(f"| policy | {' | '.join(f'{f} ({len(ds)} days): mean + worst' for f, ds in fams.items())} | tail score |")
+    print(f"|---|{'---|' * len(fams)}---|")
+    for p in sorted(labels, key=score.__getitem__):
+        cells = []
+        for ds in fams.values():
+            c = sorted((runs[(d, p)]["cost"] for d in ds), reverse=True)
+            k = max(1, math.ceil(tune.TAIL_SHARE * len(c)))
+            cells.append(f"{statistics.mean(c):.2f} + {statistics.mean(c[:k]):.2f}")
+        print(f"| {p} | {' | '.join(cells)} | {score[p]:.2f} |")
+
+
 def _frontier(fleet: str) -> list[str]:
     """The tuning sweep's frontier points on the training days (policies/tuned.json, or the fleet's own tuning),
     as policy names."""
@@ -242,7 +271,9 @@ def main() -> None:
     _print_runs(runs, days, labels, baselines[0])
     _print_relative(runs, held, labels, baselines[0], all(_split(e) == "train" for e in days))
     if args.mix:
-        _by_group(runs, held_days, [p for p in labels if p in nets], baselines[0])
+        usage = [e for e in held_days if isinstance(e, episodes.UsageDay)]
+        _by_group(runs, usage, [p for p in labels if p in nets], baselines[0])
+    _tail(runs, held_days, labels)
     if front and not args.mix:
         _dominance(runs, held, front, [p for p in nets if nets[p][1] == "full"])
     doc = {"date": str(date.today()), "production": args.production, "mix": args.mix,

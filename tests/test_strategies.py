@@ -272,6 +272,84 @@ def test_tuning_picks_the_lowest_cost_of_a_grid_on_training_days(monkeypatch, tm
     assert doc["train_days"] == ["20110303"] and doc["cost_weights"]
 
 
+def test_the_tail_objective_weighs_each_familys_costliest_days() -> None:
+    """``tail``: per trace family the mean day plus the mean of its costliest 10 % of days (at least one), summed;
+    a family with more days of the same costs weighs the same; ``mean`` pools every day."""
+    from llmvirt.bench import tune
+
+    costs = {"a": [float(c) for c in range(1, 11)], "b": [5.0]}
+    assert tune.objective(costs, "mean") == pytest.approx(60 / 11)
+    assert tune.objective(costs, "tail") == pytest.approx((5.5 + 10) + (5 + 5))
+    assert tune.objective({"a": costs["a"] * 2, "b": [5.0]}, "tail") == pytest.approx(25.5)
+    assert tune.objective({"a": [1.0] * 19 + [41.0]}, "tail") == pytest.approx(3.0 + 21.0)  # the worst 2 of 20
+    with pytest.raises(ValueError, match="unknown objective 'p99'"):
+        tune.objective(costs, "p99")
+
+
+def test_tune_on_usage_days_by_the_tail_objective(cli, monkeypatch, tmp_path) -> None:
+    """``llmvirt tune --usage-trace T --objective tail`` runs every day of T's training VMs beside the PlanetLab
+    days, scores each point by the tail objective over the two families, and names the lowest as best."""
+    from conftest import SHARED
+    from test_bench_fleets import generic_trace
+
+    from llmvirt.bench import tune
+    from llmvirt.sim import episodes
+
+    monkeypatch.setitem(tune.GRIDS, "thr-mmt", ["thr-mmt-0.8", "thr-mmt-1.0"])
+    day = SHARED / "traces" / "planetlab" / "20110303"
+    trace = generic_trace(tmp_path / "wave.csv", vms=24, samples=302)
+    out_file = tmp_path / "tuned_tail.json"
+    code, _, err = cli("tune", "--trace", str(day), "--usage-trace", str(trace), "--objective", "tail",
+                       "--family", "thr-mmt", "--workers", "1", "--out", str(out_file))
+    assert code == 0, err
+    doc = json.loads(out_file.read_text())
+    usage = episodes.UsageDay(str(trace), 0, "train", episodes.SHAPES[0])
+    assert doc["objective"] == "tail" and doc["train_days"] == ["20110303", usage.label]
+    fam = doc["families"]["thr-mmt"]
+    for point in fam["grid"]:
+        pl, wave = (tune.run_one(d, point["name"])["cost"] for d in (str(day), usage))
+        assert point["objective"] == pytest.approx(2 * pl + 2 * wave, abs=1e-5)  # one day each: mean + worst
+        assert point["cost"] == pytest.approx((pl + wave) / 2, abs=1e-5)
+    assert fam["best"] == min(fam["grid"], key=lambda g: g["objective"])["name"]
+
+
+def test_tune_refuses_a_bad_usage_trace_or_objective_in_one_line(cli, tmp_path) -> None:
+    from conftest import SHARED
+
+    day = str(SHARED / "traces" / "planetlab" / "20110303")
+    (tmp_path / "junk.csv").write_text("not,a,trace\n1,2,3\n")
+    for extra, says in ((["--usage-trace", str(tmp_path / "none.csv")], "none.csv does not exist"),
+                        (["--usage-trace", str(tmp_path / "junk.csv")], "junk.csv: missing column"),
+                        (["--objective", "p99"], "unknown objective 'p99'")):
+        code, _, err = cli("tune", "--trace", day, "--family", "thr-mmt", "--out", str(tmp_path / "t.json"), *extra)
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "t.json").exists()
+
+
+def test_the_committed_tail_tuning_covers_three_families_of_training_days_and_runs_by_name() -> None:
+    """policies/tuned_tail.json: every family tuned by the tail objective on the PlanetLab training days and every
+    day of both Bitbrains traces' training VMs; ``tail-tuned:FAMILY`` runs its best point in bench and rebalance."""
+    from llmvirt.sim.split import TRAIN_DAYS
+    from llmvirt.strategies import registry, tuned
+    from llmvirt.strategies.registry import UsageError
+
+    doc = json.loads(tuned.TUNED_TAIL_FILE.read_text())
+    days = doc["train_days"]
+    assert doc["objective"] == "tail" and days[:3] == list(TRAIN_DAYS) and len(days) == 3 + 7 + 30
+    assert all(":train:" in d for d in days[3:]) and {d.split(":")[0] for d in days[3:]} == {
+        "rnd_2013-7_week1.tar.gz", "rnd_2013-8.tar.gz"}
+    for entry in doc["families"].values():
+        assert entry["best"] == min(entry["grid"], key=lambda g: g["objective"])["name"]
+    best = doc["families"]["gated-thr-mmt"]["best"]
+    policy, point = registry.make_policy("tail-tuned:gated-thr-mmt"), registry.make_policy(best)
+    assert policy.name == "tail-tuned:gated-thr-mmt"
+    assert (policy.detector.threshold, policy.below, policy.wake_cost) == (
+        point.detector.threshold, point.below, point.wake_cost)
+    assert registry.resolve("baseline:tail-tuned:gated-wake-thr-mmt", "consolidate").policy.wake_cost
+    with pytest.raises(UsageError, match="no tuned 'nope'"):
+        registry.resolve("baseline:tail-tuned:nope", "consolidate")
+
+
 def test_tuned_and_gated_names_resolve_in_both_places(tmp_path) -> None:
     from llmvirt.errors import UsageError
     from llmvirt.strategies import tuned

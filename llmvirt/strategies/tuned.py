@@ -13,6 +13,8 @@ from llmvirt.paths import POLICIES_ROOT
 TUNED_FILE = POLICIES_ROOT / "tuned.json"
 TUNED_BALANCE_FILE = POLICIES_ROOT / "tuned_balance.json"
 TUNED_MEMORY_FILE = POLICIES_ROOT / "tuned_memory.json"
+#: the cloudsim scenario's baselines tuned by the tail objective on PlanetLab and Bitbrains training days
+TUNED_TAIL_FILE = POLICIES_ROOT / "tuned_tail.json"
 
 
 def tuned_fleet_file(fleet: str) -> Path:
