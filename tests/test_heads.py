@@ -304,6 +304,37 @@ def _beats(runs: dict, label: str, base: str) -> bool:
     return sum(rel) / len(rel) < 1 and sum(r < 1 for r in rel) >= 3
 
 
+def test_the_tail_rule_keeps_the_default_on_the_committed_runs() -> None:
+    """The tail rule (bench/RESULTS.md, "A consolidation default judged by its bad days too"): the baseline tuned by
+    the tail objective on the training days of three trace families is the present default's point, and neither
+    llmvirt-net seed scores lower than it on the decision set (PlanetLab's held-back days and the held-back VMs
+    of August's days 8-30, bench/consolidate_tail_held-fresh.json), so the default stays."""
+    from llmvirt.bench import tune
+    from llmvirt.sim.split import HELD_DAYS
+    from llmvirt.strategies import registry, tuned
+
+    doc = json.loads(tuned.TUNED_TAIL_FILE.read_text())
+    family = min(doc["families"], key=lambda f: min(g["objective"] for g in doc["families"][f]["grid"]))
+    assert (family, doc["families"][family]["best"]) == ("gated-wake-thr-mmt", tuned.tuned_name(family))
+    runs = json.loads((ROOT / "bench" / "consolidate_tail_held-fresh.json").read_text())["runs"]
+    days: dict[str, list[str]] = {}
+    for key in runs:
+        day = key.split("|")[0]
+        fam = "planetlab" if ":" not in day else day.split(":")[0]
+        if day not in days.setdefault(fam, []):
+            days[fam].append(day)
+    assert sorted(days["planetlab"]) == sorted(HELD_DAYS)
+    assert sorted(int(d.split(":")[2]) for d in days["rnd_2013-8.tar.gz"]) == list(range(7, 30))
+    assert all(":held:" in d for d in days["rnd_2013-8.tar.gz"]) and len(days) == 2
+
+    def score(label: str) -> float:
+        return tune.objective({f: [runs[f"{d}|{label}"]["cost"] for d in ds] for f, ds in days.items()}, "tail")
+
+    default = score("tuned:gated-wake-thr-mmt")
+    assert score("net:0") > default and score("net:1") > default
+    assert registry.goal_default(None, "consolidate")[0] == f"tuned:{family}"
+
+
 def test_default_consolidation_follows_the_declared_rule_on_the_committed_runs(cli) -> None:
     """A learned strategy is the default only where it beats the best tuned baseline (the family cheapest on the
     training days) on the held-back days, by the rule RESULTS declared first. The older head lost to the gated
