@@ -20,7 +20,8 @@ Bitbrains or generic trace, one day each). The best point of a family is the one
 :data:`OBJECTIVES` value: ``mean``, the mean cost over the days; or ``tail``, which weighs a policy's bad days as
 well as its usual ones: for each trace family (:func:`llmvirt.sim.episodes.family`) the mean cost per day plus
 the mean of its costliest :data:`TAIL_SHARE` of days (at least one; CVaR), summed over the families, so that
-each family counts alike whatever its number of days.
+a family counts alike whatever its number of days. Not whatever its scale: the costs are absolute, so a family of
+larger data centres weighs more (PlanetLab's 800 hosts about fifteen times a Bitbrains fleet).
 """
 
 from __future__ import annotations
