@@ -235,3 +235,33 @@ def test_the_committed_networks_trained_on_three_trace_families_reproduce_their_
             assert record["fallback_cost"][label] == pytest.approx(base, rel=1e-12)
             kept = cost(day, policy)
             assert kept == pytest.approx(record["kept_cost"][label]["cost"], rel=1e-12) and kept < base, label
+
+
+def test_the_committed_wake_aware_networks_trained_on_three_trace_families_reproduce_their_training_cost() -> None:
+    """The opt-in networks trained on the wake-aware gate with ``--extra-trace`` July and August load by the
+    registry's name on that gate, say what they trained on, and cost exactly their record's kept cost on a tight
+    training day of each Bitbrains month."""
+    from llmvirt.model.score import consolidation_cost
+    from llmvirt.policy import consolidate_net as cn
+    from llmvirt.sim.cloudsim_policies import run_policy
+    from llmvirt.sim.engine import Simulation
+    from llmvirt.strategies import registry
+
+    root = Path(__file__).resolve().parents[1] / "policies" / "consolidate-net-wake-three"
+    months = [SHARED / "traces" / "bitbrains-rnd" / n for n in ("rnd_2013-7_week1.tar.gz", "rnd_2013-8.tar.gz")]
+    days = [episodes.usage_days(m, "train", 2)[1] for m in months]
+    for seed in (0, 1):
+        policy = registry.resolve(f"llmvirt-net:{root / f'seed{seed}'}", "consolidate").policy
+        assert isinstance(policy, cn.NeuralConsolidation) and policy.forecaster is not None
+        assert (policy.detector.threshold, policy.below, policy.wake_cost) == (0.95, 0.4, True)
+        _, meta = cn.load(root / f"seed{seed}")
+        assert meta["fallback_point"] == "gated:0.95:1:0.4:wake" and meta["seed"] == seed
+        assert [t["trace"] for t in meta["training_data"]["extra_traces"]] == [m.name for m in months]
+        record = meta["training"]
+        for day in days:
+            label = episodes.label(day)
+            fallback = consolidation_cost(run_policy(Simulation(episodes.datacenter(day)), cn.policy(
+                None, fallback="gated:0.95:1:0.4:wake")))
+            assert record["fallback_cost"][label] == pytest.approx(fallback, rel=1e-12)
+            kept = consolidation_cost(run_policy(Simulation(episodes.datacenter(day)), policy))
+            assert kept == pytest.approx(record["kept_cost"][label]["cost"], rel=1e-12), label
