@@ -308,7 +308,8 @@ def test_the_tail_rule_keeps_the_default_on_the_committed_runs() -> None:
     """The tail rule (bench/RESULTS.md, "A consolidation default judged by its bad days too"): the baseline tuned by
     the tail objective on the training days of three trace families is the present default's point, and neither
     llmvirt-net seed scores lower than it on the decision set (PlanetLab's held-back days and the held-back VMs
-    of August's days 8-30, bench/consolidate_tail_held-fresh.json), so the default stays."""
+    of August's days 8-30, bench/consolidate_tail_held-fresh.json), so the default stays; nor does the wake-aware
+    network trained on three families (bench/consolidate_tail_three_held-fresh.json)."""
     from llmvirt.bench import tune
     from llmvirt.sim.split import HELD_DAYS
     from llmvirt.strategies import registry, tuned
@@ -327,11 +328,17 @@ def test_the_tail_rule_keeps_the_default_on_the_committed_runs() -> None:
     assert sorted(int(d.split(":")[2]) for d in days["rnd_2013-8.tar.gz"]) == list(range(7, 30))
     assert all(":held:" in d for d in days["rnd_2013-8.tar.gz"]) and len(days) == 2
 
-    def score(label: str) -> float:
-        return tune.objective({f: [runs[f"{d}|{label}"]["cost"] for d in ds] for f, ds in days.items()}, "tail")
+    def score(label: str, of: dict = runs) -> float:
+        return tune.objective({f: [of[f"{d}|{label}"]["cost"] for d in ds] for f, ds in days.items()}, "tail")
 
     default = score("tuned:gated-wake-thr-mmt")
     assert score("net:0") > default and score("net:1") > default
+    three = json.loads((ROOT / "bench" / "consolidate_tail_three_held-fresh.json").read_text())["runs"]
+    assert {k.split("|")[0] for k in three} == {k.split("|")[0] for k in runs}  # the same decision set
+    for seed in (0, 1):  # the wake-aware network trained on three families: neither condition from either seed
+        label = f"consolidate-net-wake-three:{seed}"
+        assert not _beats(three, label, "tuned:gated-wake-thr-mmt") and score(label, three) > score(
+            "tuned:gated-wake-thr-mmt", three)
     assert registry.goal_default(None, "consolidate")[0] == f"tuned:{family}"
 
 
