@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import time
@@ -183,11 +182,8 @@ def _tail(runs: dict, days: list[Episode], labels: list[str]) -> None:
     print(f"| policy | {' | '.join(f'{f} ({len(ds)} days): mean + worst' for f, ds in fams.items())} | tail score |")
     print(f"|---|{'---|' * len(fams)}---|")
     for p in sorted(labels, key=score.__getitem__):
-        cells = []
-        for ds in fams.values():
-            c = sorted((runs[(d, p)]["cost"] for d in ds), reverse=True)
-            k = max(1, math.ceil(tune.TAIL_SHARE * len(c)))
-            cells.append(f"{statistics.mean(c):.2f} + {statistics.mean(c[:k]):.2f}")
+        parts = (tune.tail_parts([runs[(d, p)]["cost"] for d in ds]) for ds in fams.values())
+        cells = [f"{mean:.2f} + {worst:.2f}" for mean, worst in parts]
         print(f"| {p} | {' | '.join(cells)} | {score[p]:.2f} |")
 
 

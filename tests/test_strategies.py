@@ -286,6 +286,43 @@ def test_the_tail_objective_weighs_each_familys_costliest_days() -> None:
         tune.objective(costs, "p99")
 
 
+def test_the_relative_tail_objective_weighs_each_trace_family_alike_whatever_its_scale() -> None:
+    """``relative-tail``: each trace family's tail score over the reference's on the same family, summed; a family
+    of ten times the cost counts the same, the reference scores one per family, and it needs the reference."""
+    from llmvirt.bench import tune
+
+    ref = {"big": [100.0, 300.0], "small": [1.0, 3.0]}
+    assert tune.tail_parts([1.0, 3.0]) == (2.0, 3.0)
+    assert tune.objective(ref, "relative-tail", ref) == pytest.approx(2.0)
+    halved = {"big": [50.0, 150.0], "small": [1.0, 3.0]}
+    assert tune.objective(halved, "relative-tail", ref) == pytest.approx(1.5)
+    assert tune.objective({"big": [100.0, 300.0], "small": [0.5, 1.5]}, "relative-tail", ref) == pytest.approx(1.5)
+    assert tune.objective(halved, "tail", ref) == pytest.approx((100 + 150) + (2 + 3))  # absolute: scale rules
+    with pytest.raises(ValueError, match="needs the reference"):
+        tune.objective(halved, "relative-tail", {"big": [1.0]})
+
+
+def test_tune_by_the_relative_tail_runs_the_reference_too(monkeypatch, tmp_path) -> None:
+    """Tuning one family by ``relative-tail`` also runs :data:`REFERENCE` on every day, and each point's score is
+    its tail score over the reference's, per trace family, recomputed here from direct runs."""
+    from conftest import SHARED
+    from test_bench_fleets import generic_trace
+
+    from llmvirt.bench import tune
+    from llmvirt.sim import episodes
+
+    monkeypatch.setitem(tune.GRIDS, "lr-mmt", ["lr-mmt-1.2"])
+    day = str(SHARED / "traces" / "planetlab" / "20110303")
+    usage = episodes.UsageDay(str(generic_trace(tmp_path / "wave.csv", vms=24, samples=302)), 0, "train",
+                              episodes.SHAPES[0])
+    doc = tune.tune_cloudsim([day, usage], ["lr-mmt"], workers=1, kind="relative-tail")
+    assert doc["objective"] == "relative-tail" and doc["reference"] == "thr-mmt-0.8"
+    assert list(doc["families"]) == ["lr-mmt"]
+    costs = {n: [tune.run_one(d, n)["cost"] for d in (day, usage)] for n in ("lr-mmt-1.2", "thr-mmt-0.8")}
+    want = sum(costs["lr-mmt-1.2"][i] / costs["thr-mmt-0.8"][i] for i in (0, 1))  # one day a family: 2c / 2c_ref
+    assert doc["families"]["lr-mmt"]["grid"][0]["objective"] == pytest.approx(want, rel=1e-5)
+
+
 def test_tune_on_usage_days_by_the_tail_objective(cli, monkeypatch, tmp_path) -> None:
     """``llmvirt tune --usage-trace T --objective tail`` runs every day of T's training VMs beside the PlanetLab
     days, scores each point by the tail objective over the two families, and names the lowest as best."""
@@ -320,7 +357,8 @@ def test_tune_refuses_a_bad_usage_trace_or_objective_in_one_line(cli, tmp_path) 
     (tmp_path / "junk.csv").write_text("not,a,trace\n1,2,3\n")
     for extra, says in ((["--usage-trace", str(tmp_path / "none.csv")], "none.csv does not exist"),
                         (["--usage-trace", str(tmp_path / "junk.csv")], "junk.csv: missing column"),
-                        (["--objective", "p99"], "unknown objective 'p99'")):
+                        (["--objective", "p99"], "unknown objective 'p99'"),
+                        (["--objective", "relative"], "relative-tail")):
         code, _, err = cli("tune", "--trace", day, "--family", "thr-mmt", "--out", str(tmp_path / "t.json"), *extra)
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "t.json").exists()

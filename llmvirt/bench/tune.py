@@ -21,7 +21,9 @@ Bitbrains or generic trace, one day each). The best point of a family is the one
 well as its usual ones: for each trace family (:func:`llmvirt.sim.episodes.family`) the mean cost per day plus
 the mean of its costliest :data:`TAIL_SHARE` of days (at least one; CVaR), summed over the families, so that
 a family counts alike whatever its number of days. Not whatever its scale: the costs are absolute, so a family of
-larger data centres weighs more (PlanetLab's 800 hosts about fifteen times a Bitbrains fleet).
+larger data centres weighs more (PlanetLab's 800 hosts about fifteen times a Bitbrains fleet). ``relative-tail``
+removes the scale: each family's tail score is divided by that of :data:`REFERENCE` (CloudSim's untuned static
+threshold) on the same days, so every trace family weighs one and the reference scores one per family.
 """
 
 from __future__ import annotations
@@ -39,33 +41,43 @@ from llmvirt.strategies.tuned import TUNED_FILE  # noqa: F401 - where the result
 if TYPE_CHECKING:
     from llmvirt.sim.episodes import Episode
 
+_GATE_THRESHOLDS = (0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
+_GATES = (0.3, 0.4, 0.5, 0.6, 0.7)
 GRIDS: dict[str, list[str]] = {
     "thr-mmt": [f"thr-mmt-{t}" for t in (0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)],
     "iqr-mmt": [f"iqr-mmt-{s}" for s in (1.0, 1.5, 2.0, 2.5, 3.0)],
     "mad-mmt": [f"mad-mmt-{s}" for s in (1.5, 2.0, 2.5, 3.0, 3.5)],
     "lr-mmt": [f"lr-mmt-{s}" for s in (1.0, 1.1, 1.2, 1.3, 1.4)],
-    "gated-thr-mmt": [f"gated:{t}:{e}:{b}" for t in (0.8, 0.9, 0.95, 0.99, 1.0) for e in (1, 2, 4)
-                      for b in (0.3, 0.5, 0.7)],
-    "gated-wake-thr-mmt": [f"gated:{t}:{e}:{b}:wake" for t in (0.8, 0.85, 0.9, 0.95, 0.99, 1.0) for e in (1, 2, 4)
-                           for b in (0.3, 0.4, 0.5, 0.6, 0.7)],
-}  #: the grid of each family, as strategy names
-OBJECTIVES = ("mean", "tail")  #: what "best" means: the mean cost, or per trace family mean plus worst days
+    "gated-thr-mmt": [f"gated:{t}:{e}:{b}" for t in _GATE_THRESHOLDS for e in (1, 2, 4) for b in _GATES],
+    "gated-wake-thr-mmt": [f"gated:{t}:{e}:{b}:wake" for t in _GATE_THRESHOLDS for e in (1, 2, 4) for b in _GATES],
+}  #: the grid of each family, as strategy names (the two gated families on the same grid)
+OBJECTIVES = ("mean", "tail", "relative-tail")  #: what "best" means: the mean cost, or per trace family mean
+#: plus worst days, absolute or relative to :data:`REFERENCE`
 TAIL_SHARE = 0.1  #: the share of a family's costliest days the ``tail`` objective adds (CVaR at 90 %)
+REFERENCE = "thr-mmt-0.8"  #: what ``relative-tail`` divides each trace family's tail score by (untuned, fixed)
 
 
-def objective(costs: dict[str, list[float]], kind: str) -> float:
-    """A grid point's score from its cost on each day, by trace family: ``mean`` over every day, or ``tail``
-    (per family the mean plus the mean of the costliest :data:`TAIL_SHARE` of days, summed over families)."""
+def tail_parts(days: list[float]) -> tuple[float, float]:
+    """One trace family's two parts of the tail score: its mean cost per day, and the mean of its costliest
+    :data:`TAIL_SHARE` of days (at least one)."""
+    worst = sorted(days, reverse=True)[:max(1, math.ceil(TAIL_SHARE * len(days)))]
+    return sum(days) / len(days), sum(worst) / len(worst)
+
+
+def objective(costs: dict[str, list[float]], kind: str, reference: dict[str, list[float]] | None = None) -> float:
+    """A grid point's score from its cost on each day, by trace family: ``mean`` over every day, ``tail`` (per
+    family the mean plus the mean of the costliest :data:`TAIL_SHARE` of days, summed over families), or
+    ``relative-tail`` (each family's tail score over ``reference``'s on the same family, summed)."""
     if kind == "mean":
         every = [c for days in costs.values() for c in days]
         return sum(every) / len(every)
-    if kind != "tail":
+    if kind not in OBJECTIVES:
         raise ValueError(f"unknown objective {kind!r}: use {', '.join(OBJECTIVES)}")
-    total = 0.0
-    for days in costs.values():
-        worst = sorted(days, reverse=True)[:max(1, math.ceil(TAIL_SHARE * len(days)))]
-        total += sum(days) / len(days) + sum(worst) / len(worst)
-    return total
+    if kind == "tail":
+        return sum(sum(tail_parts(days)) for days in costs.values())
+    if reference is None or set(reference) != set(costs):
+        raise ValueError("the relative-tail objective needs the reference's costs on the same trace families")
+    return sum(sum(tail_parts(days)) / sum(tail_parts(reference[f])) for f, days in costs.items())
 
 
 def run_one(day: Episode | Path, name: str, fleet: str = "cloudsim") -> dict[str, float]:
@@ -96,11 +108,20 @@ def _point(name: str, eps: list[Episode], runs: dict[tuple[str, str], dict[str, 
     per_day = [runs[(episodes.label(d), name)] for d in eps]
     point: dict[str, Any] = {"name": name, **{k: round(sum(r[k] for r in per_day) / len(per_day), 6) for k in keys}}
     if kind != "mean":
-        by_family: dict[str, list[float]] = {}
-        for d, r in zip(eps, per_day, strict=True):
-            by_family.setdefault(episodes.family(d), []).append(r["cost"])
-        point["objective"] = round(objective(by_family, kind), 6)
+        reference = _by_family(eps, runs, REFERENCE) if kind == "relative-tail" else None
+        point["objective"] = round(objective(_by_family(eps, runs, name), kind, reference), 6)
     return point
+
+
+def _by_family(eps: list[Episode], runs: dict[tuple[str, str], dict[str, float]], name: str
+               ) -> dict[str, list[float]]:
+    """``name``'s cost on each day, by trace family (:func:`llmvirt.sim.episodes.family`)."""
+    from llmvirt.sim import episodes
+
+    by_family: dict[str, list[float]] = {}
+    for d in eps:
+        by_family.setdefault(episodes.family(d), []).append(runs[(episodes.label(d), name)]["cost"])
+    return by_family
 
 
 def tune_cloudsim(days: list[Path | Episode], families: list[str] | None = None, workers: int = 2,
@@ -118,9 +139,12 @@ def tune_cloudsim(days: list[Path | Episode], families: list[str] | None = None,
         raise ValueError(f"unknown family {unknown[0]!r}: use {', '.join(GRIDS)}")
     if fleet not in FLEETS:
         raise ValueError(f"unknown fleet {fleet!r}: use {', '.join(FLEETS)}")
-    objective({"": [0.0]}, kind)  # refuses an unknown objective before any run
+    if kind not in OBJECTIVES:
+        raise ValueError(f"unknown objective {kind!r}: use {', '.join(OBJECTIVES)}")
     eps: list[Episode] = [d if isinstance(d, episodes.UsageDay) else str(d) for d in days]
-    jobs = [(d, name, fleet) for f in fams for name in GRIDS[f] for d in eps]
+    names = [name for f in fams for name in GRIDS[f]]
+    names += [REFERENCE] if kind == "relative-tail" and REFERENCE not in names else []
+    jobs = [(d, name, fleet) for name in names for d in eps]
     runs: dict[tuple[str, str], dict[str, float]] = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for i, (day, name, summary) in enumerate(pool.map(_job, jobs), 1):
@@ -133,6 +157,8 @@ def tune_cloudsim(days: list[Path | Episode], families: list[str] | None = None,
         doc["fleet"] = fleet
     if kind != "mean":
         doc["objective"] = kind
+    if kind == "relative-tail":
+        doc["reference"] = REFERENCE
     for f in fams:
         grid = [_point(name, eps, runs, kind) for name in GRIDS[f]]
         best = min(grid, key=lambda g: g.get("objective", g["cost"]))

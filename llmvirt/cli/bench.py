@@ -13,7 +13,7 @@ from llmvirt.cli.common import out, state
 from llmvirt.errors import UsageError
 
 if TYPE_CHECKING:
-    from llmvirt.sim import traces
+    from llmvirt.sim import episodes, traces
 
 
 class Scenario(StrEnum):
@@ -202,9 +202,11 @@ def tune(
     usage_trace: Annotated[list[Path] | None, typer.Option(
         "--usage-trace", help="Also a Bitbrains or generic-format trace (repeatable): every day of its training VMs "
         "(the split's), each day in one of the two fleet shapes in turn.")] = None,
-    objective: Annotated[str, typer.Option(help="What makes a point best: mean (its mean cost over the days) or "
+    objective: Annotated[str, typer.Option(help="What makes a point best: mean (its mean cost over the days), "
                                            "tail (per trace family the mean cost plus the mean of the costliest "
-                                           "10 % of days, summed over the families).")] = "mean",
+                                           "10 % of days, summed over the families) or relative-tail (each "
+                                           "family's tail over CloudSim's untuned thr-mmt-0.8's, summed).")]
+    = "mean",
 ) -> None:
     """Tune the cloudsim baselines by grid search on training days, by the honest cost; `tuned:FAMILY` runs them."""
     from rich.progress import Progress
@@ -235,7 +237,7 @@ def tune(
     out.print(f"written to {target}", markup=False)
 
 
-def _tune_days(trace: list[Path], usage: list[Path]) -> list:
+def _tune_days(trace: list[Path], usage: list[Path]) -> "list[Path | episodes.UsageDay]":
     """The training days ``llmvirt tune`` runs on: PlanetLab day directories, then every day of each usage trace's
     training VMs (shapes in turn); one line and exit 2 for a path that is neither."""
     from llmvirt.sim import episodes
@@ -243,7 +245,7 @@ def _tune_days(trace: list[Path], usage: list[Path]) -> list:
     missing = [p for p in trace if not p.is_dir()]
     if missing:
         raise UsageError(f"{missing[0]}: not a PlanetLab day directory")
-    days: list = list(trace)
+    days: list[Path | episodes.UsageDay] = list(trace)
     for path in usage:
         try:
             days += episodes.usage_days(path, "train", episodes.days_in(path))
@@ -256,7 +258,7 @@ def _print_tuned(doc: dict) -> None:
     """Each family's best point and its mean figures over the days."""
     title = f"tuned on {len(doc['train_days'])} days" if len(doc["train_days"]) > 4 else \
         f"tuned on {', '.join(doc['train_days'])}"
-    by = " by the tail objective" if doc.get("objective") == "tail" else ""
+    by = f" by the {doc['objective']} objective" if doc.get("objective") else ""
     t = Table(title=f"{title}{by} (cost in kWh-equivalents per day, lower is better)")
     for col in ("family", "best", "cost", "energy kWh", "unmet core-h", "GiB moved"):
         t.add_column(col, overflow="fold")

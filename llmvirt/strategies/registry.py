@@ -20,6 +20,7 @@ name                                   strategy
                                        ``:wake`` charges an empty host its idle power when placing a VM
 ``baseline:tuned:FAMILY``              a family's best parameters from ``policies/tuned.json`` (``llmvirt tune``)
 ``baseline:tail-tuned:FAMILY``         the same from ``policies/tuned_tail.json`` (tuned by the tail objective)
+``baseline:relative-tuned:FAMILY``     the same from ``policies/tuned_relative_tail.json`` (the scale-free tail)
 ``baseline:best-fit|least-loaded|``    llmvirt's own rule scorers in its rebalance loop
 ``first-fit``
 ``llmvirt[:POLICY]``, a policy path,   the policy's default per goal: the placement scorer for goal
@@ -55,9 +56,8 @@ from llmvirt.sim import cloudsim_policies, cluster_arrays, field_balloons, field
 from llmvirt.sim.cloudsim_policies import Dvfs, PabfdPolicy, StaticDecreasing
 from llmvirt.strategies.tuned import (
     TUNED_BALANCE_FILE,
-    TUNED_FILE,
     TUNED_MEMORY_FILE,
-    TUNED_TAIL_FILE,
+    TUNED_SOURCES,
     tuned_families,
     tuned_name,
 )
@@ -161,7 +161,8 @@ def _gated(name: str) -> Any:
 # ---- the simulator's scenarios: one maker per scenario, the same names as rebalance ----------------
 def make_policy(name: str, seed: int = 0) -> Any:
     """A cloudsim-scenario policy: a CloudSim baseline (``baseline:`` optional), ``gated:T:E:B``,
-    ``tuned:FAMILY`` (policies/tuned.json), ``tail-tuned:FAMILY`` (policies/tuned_tail.json) or
+    ``tuned:FAMILY`` (policies/tuned.json), ``tail-tuned:FAMILY`` (policies/tuned_tail.json),
+    ``relative-tuned:FAMILY`` (policies/tuned_relative_tail.json) or
     ``llmvirt[:POLICY]``."""
     if (net := _net(name)) is not None:
         return net
@@ -176,9 +177,9 @@ def make_policy(name: str, seed: int = 0) -> Any:
 
         return consolidate_head.load(decide.policy_dir(head_spec if head else spec), name)[0]
     base = name.removeprefix("baseline:")
-    if base.startswith(("tuned:", "tail-tuned:")):
-        source = TUNED_TAIL_FILE if base.startswith("tail-") else TUNED_FILE
-        policy = make_policy(tuned_name(base.split(":", 1)[1], source), seed)
+    if base.startswith(tuple(TUNED_SOURCES)):
+        prefix, family = base.split(":", 1)
+        policy = make_policy(tuned_name(family, TUNED_SOURCES[f"{prefix}:"]), seed)
         policy.name = name
         return policy
     if base.startswith("gated:"):
@@ -382,7 +383,7 @@ def resolve(name: str | None, goal: str = "balance") -> Strategy:
     try:
         return CloudsimStrategy(make_policy(base), label)
     except ValueError as exc:
-        if base.startswith(("tuned:", "tail-tuned:", "gated:")):
+        if base.startswith((*TUNED_SOURCES, "gated:")):
             raise UsageError(str(exc)) from None
     if name.startswith("baseline:"):
         raise UsageError(f"unknown baseline {name!r}: use baseline:best-fit|least-loaded|first-fit, "

@@ -15,6 +15,10 @@ TUNED_BALANCE_FILE = POLICIES_ROOT / "tuned_balance.json"
 TUNED_MEMORY_FILE = POLICIES_ROOT / "tuned_memory.json"
 #: the cloudsim scenario's baselines tuned by the tail objective on PlanetLab and Bitbrains training days
 TUNED_TAIL_FILE = POLICIES_ROOT / "tuned_tail.json"
+#: the same days and families by the scale-free tail objective (each trace family relative to thr-mmt-0.8)
+TUNED_RELATIVE_FILE = POLICIES_ROOT / "tuned_relative_tail.json"
+#: the cloudsim scenario's name prefixes of a tuned point, and the file each reads
+TUNED_SOURCES = {"tuned:": TUNED_FILE, "tail-tuned:": TUNED_TAIL_FILE, "relative-tuned:": TUNED_RELATIVE_FILE}
 
 
 def tuned_fleet_file(fleet: str) -> Path:
