@@ -172,19 +172,26 @@ def _by_group(runs: dict, days: list[episodes.UsageDay], policies: list[str], ba
 
 def _tail(runs: dict, days: list[Episode], labels: list[str]) -> None:
     """Each policy's tail objective over ``days``, with each trace family's mean day and mean of its costliest
-    10 % of days (:func:`llmvirt.bench.tune.objective`), the lowest score first."""
+    10 % of days (:func:`llmvirt.bench.tune.objective`), the lowest score first; and its scale-free version
+    (``relative-tail``, each family over :data:`llmvirt.bench.tune.REFERENCE`'s) where that is a row."""
     fams: dict[str, list[str]] = {}
     for e in days:
         fams.setdefault(episodes.family(e), []).append(episodes.label(e))
-    score = {p: tune.objective({f: [runs[(d, p)]["cost"] for d in ds] for f, ds in fams.items()}, "tail")
-             for p in labels}
+
+    def costs(p: str) -> dict[str, list[float]]:
+        return {f: [runs[(d, p)]["cost"] for d in ds] for f, ds in fams.items()}
+
+    score = {p: tune.objective(costs(p), "tail") for p in labels}
+    ref = costs(tune.REFERENCE) if tune.REFERENCE in labels else None
+    rel = {p: f" {tune.objective(costs(p), 'relative-tail', ref):.4f} |" if ref else "" for p in labels}
     print("\nThe tail objective over these days (per family: mean day + mean of the costliest 10 %):\n")
-    print(f"| policy | {' | '.join(f'{f} ({len(ds)} days): mean + worst' for f, ds in fams.items())} | tail score |")
-    print(f"|---|{'---|' * len(fams)}---|")
+    print(f"| policy | {' | '.join(f'{f} ({len(ds)} days): mean + worst' for f, ds in fams.items())} | tail score |"
+          + (f" relative to {tune.REFERENCE} |" if ref else ""))
+    print(f"|---|{'---|' * len(fams)}---|" + ("---|" if ref else ""))
     for p in sorted(labels, key=score.__getitem__):
-        parts = (tune.tail_parts([runs[(d, p)]["cost"] for d in ds]) for ds in fams.values())
+        parts = (tune.tail_parts(c) for c in costs(p).values())
         cells = [f"{mean:.2f} + {worst:.2f}" for mean, worst in parts]
-        print(f"| {p} | {' | '.join(cells)} | {score[p]:.2f} |")
+        print(f"| {p} | {' | '.join(cells)} | {score[p]:.2f} |{rel[p]}")
 
 
 def _frontier(fleet: str) -> list[str]:

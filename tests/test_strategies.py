@@ -388,6 +388,30 @@ def test_the_committed_tail_tuning_covers_three_families_of_training_days_and_ru
         registry.resolve("baseline:tail-tuned:nope", "consolidate")
 
 
+def test_the_committed_relative_tail_tuning_puts_both_gates_on_one_grid_and_runs_by_name() -> None:
+    """policies/tuned_relative_tail.json: the same 40 training days as tuned_tail.json, by the scale-free tail
+    (the reference scoring one per trace family), both gated families on the one 90-point grid;
+    ``relative-tuned:FAMILY`` runs its best point."""
+    from llmvirt.bench import tune
+    from llmvirt.strategies import registry, tuned
+
+    doc = json.loads(tuned.TUNED_RELATIVE_FILE.read_text())
+    assert doc["objective"] == "relative-tail" and doc["reference"] == tune.REFERENCE
+    assert doc["train_days"] == json.loads(tuned.TUNED_TAIL_FILE.read_text())["train_days"]
+    fams = doc["families"]
+    for name, entry in fams.items():
+        assert [g["name"] for g in entry["grid"]] == tune.GRIDS[name]
+        assert entry["best"] == min(entry["grid"], key=lambda g: g["objective"])["name"]
+    assert len(fams["gated-thr-mmt"]["grid"]) == len(fams["gated-wake-thr-mmt"]["grid"]) == 90
+    ref = next(g for g in fams["thr-mmt"]["grid"] if g["name"] == tune.REFERENCE)
+    assert ref["objective"] == pytest.approx(3.0)  # three trace families, each over itself
+    policy = registry.make_policy("relative-tuned:gated-wake-thr-mmt")
+    point = registry.make_policy(fams["gated-wake-thr-mmt"]["best"])
+    assert policy.name == "relative-tuned:gated-wake-thr-mmt" and policy.wake_cost
+    assert (policy.detector.threshold, policy.below, policy.every) == (
+        point.detector.threshold, point.below, point.every)
+
+
 def test_tuned_and_gated_names_resolve_in_both_places(tmp_path) -> None:
     from llmvirt.errors import UsageError
     from llmvirt.strategies import tuned
