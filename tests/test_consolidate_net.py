@@ -126,7 +126,7 @@ def test_the_rules_hold_on_random_fleets_of_any_size(n_hosts: int) -> None:
 
 
 def test_the_gated_baselines_say_what_drove_each_move() -> None:
-    """The default for goal consolidate (the tuned wake-aware gate) explains its moves as the network does: an
+    """A tuned wake-aware gate (the default for goal consolidate is one) explains its moves as the network does: an
     overload above its threshold, or emptying a host under its gate, and how the destination was chosen."""
     rng = np.random.default_rng(11)
     policy = registry.make_policy("gated:0.95:1:0.4:wake")

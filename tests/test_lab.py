@@ -306,13 +306,13 @@ def test_neural_consolidation_plans_and_applies_on_the_lab(lab_env, monkeypatch)
     for _ in range(3):
         cli("scan")
         time.sleep(2)
-    code, out, err = cli("rebalance", "--goal", "consolidate", "--json")  # the default: the tuned wake-aware gate
+    code, out, err = cli("rebalance", "--goal", "consolidate", "--json")  # the default: a tuned wake-aware gate
     default = json.loads(out)
-    assert code == 0 and default["policy"] == "v0:default consolidate=tuned:gated-wake-thr-mmt", out + err
+    assert code == 0 and default["policy"] == "v0:default consolidate=relative-tuned:gated-wake-thr-mmt", out + err
     assert default["moves"], default
     for m in default["moves"]:
-        assert m["reason"].startswith(("default consolidate=tuned:gated-wake-thr-mmt: energy saved",
-                                       "v0:default consolidate=tuned:gated-wake-thr-mmt: energy saved")), m
+        assert m["reason"].startswith(("default consolidate=relative-tuned:gated-wake-thr-mmt: energy saved",
+                                       "v0:default consolidate=relative-tuned:gated-wake-thr-mmt: energy saved")), m
         assert m["reason"].endswith("a switched-off host counted at its idle power") and m["dst"] != m["src"], m
     code, out, err = cli("rebalance", "--goal", "consolidate", "--policy", "llmvirt-net", "--json")
     assert code == 0, err
