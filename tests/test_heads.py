@@ -366,11 +366,14 @@ def test_the_scale_free_tail_rule_sets_the_default_on_the_committed_tuning(cli) 
     def total(label: str, key: str, august: bool) -> float:
         return sum(r[key] for k, r in runs.items() if k.endswith(f"|{label}") and (":" in k.split("|")[0]) == august)
 
+    new, old = "relative-tuned:gated-wake-thr-mmt", "tuned:gated-wake-thr-mmt"
     for august in (False, True):
-        new, old = "relative-tuned:gated-wake-thr-mmt", "tuned:gated-wake-thr-mmt"
         assert total(new, "unmet_core_h", august) < total(old, "unmet_core_h", august)
         assert total(new, "gib_migrated", august) < total(old, "gib_migrated", august)
         assert total(new, "cost", august) > total(old, "cost", august)
+    slow = json.loads((ROOT / "bench" / "consolidate_relative_production.json").read_text())["runs"]
+    cost = {p: sum(r["cost"] for k, r in slow.items() if k.endswith(f"|{p}")) for p in {k.split("|")[1] for k in slow}}
+    assert min(cost, key=cost.__getitem__) == new and cost[old] > 1.4 * cost[new]  # migrations 10x slower
     cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
     cli("scan")
     code, out, err = cli("rebalance", "--goal", "consolidate", "--json")
