@@ -13,7 +13,9 @@ Families of the cloudsim scenario and their grids:
 
 Every grid point is kept (the frontier: energy, unmet demand and GiB moved against each other),
 and the best of each family is what ``tuned:FAMILY`` runs. The result is a JSON file committed in
-``policies/tuned.json``.
+``policies/tuned.json``. That file and ``policies/tuned_tail.json`` were tuned when ``gated-thr-mmt``'s grid had
+gates 0.3, 0.5 and 0.7 only (and thresholds without 0.85); each file lists the grid it searched, and
+``policies/tuned_relative_tail.json`` is the first on the one grid both gated families now share.
 
 Days are PlanetLab day directories or usage days (:class:`llmvirt.sim.episodes.UsageDay`: the training VMs of a
 Bitbrains or generic trace, one day each). The best point of a family is the one with the lowest
