@@ -412,6 +412,19 @@ def test_the_committed_relative_tail_tuning_puts_both_gates_on_one_grid_and_runs
         point.detector.threshold, point.below, point.every)
 
 
+def test_tuning_by_each_objective_writes_its_own_file_by_default() -> None:
+    """``llmvirt tune`` without ``--out`` never overwrites another objective's or another fleet's tuning: each
+    (fleet, objective) has its own file, and the files the names read are those."""
+    from llmvirt.bench import tune
+    from llmvirt.strategies import tuned
+
+    files = {(f, o): tuned.tuned_fleet_file(f, o) for f in ("cloudsim", "ibm", "mixed") for o in tune.OBJECTIVES}
+    assert len(set(files.values())) == len(files)
+    assert [files[("cloudsim", o)] for o in tune.OBJECTIVES] == list(tuned.TUNED_SOURCES.values())
+    assert files[("ibm", "mean")].name == "tuned_ibm.json"
+    assert files[("mixed", "relative-tail")].name == "tuned_mixed_relative_tail.json"
+
+
 def test_tuned_and_gated_names_resolve_in_both_places(tmp_path) -> None:
     from llmvirt.errors import UsageError
     from llmvirt.strategies import tuned

@@ -189,8 +189,10 @@ def tune(
     family: Annotated[list[str] | None, typer.Option("--family", help="Baseline family (repeatable; default: all): "
                                                      "thr-mmt, iqr-mmt, mad-mmt, lr-mmt, gated-thr-mmt, "
                                                      "gated-wake-thr-mmt.")] = None,
-    out_path: Annotated[Path | None, typer.Option("--out", help="Where to write the tuned parameters "
-                                                  "(default: policies/tuned.json).")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Where to write the tuned parameters (default: "
+                                                  "policies/tuned.json; by --objective tail or relative-tail, "
+                                                  "tuned_tail.json or tuned_relative_tail.json; --fleet F adds "
+                                                  "F to the name, e.g. tuned_ibm.json).")] = None,
     workers: Annotated[int, typer.Option(help="Simulations at once.")] = 2,
     fleet: Annotated[str, typer.Option(help="Host models of the simulated data centre: cloudsim (CloudSim's HP "
                                        "pair), ibm (CloudSim's older IBM pair) or mixed (2-, 4- and 12-core "
@@ -224,7 +226,7 @@ def tune(
                                       lambda i, n: bar.update(task, completed=i, total=n), fleet, objective)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    target = out_path or tuned_fleet_file(fleet)
+    target = out_path or tuned_fleet_file(fleet, objective)
     target.write_text(json.dumps(doc, indent=1) + "\n")
     if plot is not None:
         from llmvirt.bench import frontier

@@ -21,10 +21,12 @@ TUNED_RELATIVE_FILE = POLICIES_ROOT / "tuned_relative_tail.json"
 TUNED_SOURCES = {"tuned:": TUNED_FILE, "tail-tuned:": TUNED_TAIL_FILE, "relative-tuned:": TUNED_RELATIVE_FILE}
 
 
-def tuned_fleet_file(fleet: str) -> Path:
-    """Where the cloudsim scenario's baselines tuned on another fleet's hosts are kept (CloudSim's own:
-    :data:`TUNED_FILE`)."""
-    return TUNED_FILE if fleet == "cloudsim" else POLICIES_ROOT / f"tuned_{fleet}.json"
+def tuned_fleet_file(fleet: str, objective: str = "mean") -> Path:
+    """Where the cloudsim scenario's baselines tuned on ``fleet``'s hosts by ``objective`` are kept (CloudSim's own
+    by the mean: :data:`TUNED_FILE`; by ``tail``: :data:`TUNED_TAIL_FILE`; by ``relative-tail``:
+    :data:`TUNED_RELATIVE_FILE`), so that tuning by one objective never overwrites another's file."""
+    parts = [p.replace("-", "_") for p in (fleet, objective) if p not in ("cloudsim", "mean")]
+    return POLICIES_ROOT / f"{'_'.join(['tuned', *parts])}.json"
 
 
 def tuned_families(path: Path) -> tuple[str, ...]:
