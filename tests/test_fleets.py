@@ -59,14 +59,14 @@ def test_tuning_on_another_fleet_runs_there_and_says_so(monkeypatch) -> None:
     from llmvirt.model.score import consolidation_cost
 
     monkeypatch.setitem(tune.GRIDS, "thr-mmt", ["thr-mmt-0.8", "thr-mmt-1.0"])
-    doc = tune.tune_cloudsim([DAY], ["thr-mmt"], workers=1, fleet="ibm")
+    doc = tune.tune_cloudsim([DAY], ["thr-mmt"], workers=1, setting=tune.Setting(fleet="ibm"))
     home = tune.tune_cloudsim([DAY], ["thr-mmt"], workers=1)
     assert doc["fleet"] == "ibm" and "fleet" not in home
     fam = doc["families"]["thr-mmt"]
     assert fam["cost"] == pytest.approx(consolidation_cost(tune.run_one(str(DAY), fam["best"], "ibm")), abs=1e-5)
     assert fam["cost"] < 0.7 * home["families"]["thr-mmt"]["cost"]  # 132 hosts draw less than 800
     with pytest.raises(ValueError, match="unknown fleet"):
-        tune.tune_cloudsim([DAY], ["thr-mmt"], workers=1, fleet="blade")
+        tune.tune_cloudsim([DAY], ["thr-mmt"], workers=1, setting=tune.Setting(fleet="blade"))
 
 
 def test_the_committed_fleet_tunings_are_of_the_training_days_on_their_fleet() -> None:

@@ -315,7 +315,7 @@ def test_tune_by_the_relative_tail_runs_the_reference_too(monkeypatch, tmp_path)
     day = str(SHARED / "traces" / "planetlab" / "20110303")
     usage = episodes.UsageDay(str(generic_trace(tmp_path / "wave.csv", vms=24, samples=302)), 0, "train",
                               episodes.SHAPES[0])
-    doc = tune.tune_cloudsim([day, usage], ["lr-mmt"], workers=1, kind="relative-tail")
+    doc = tune.tune_cloudsim([day, usage], ["lr-mmt"], workers=1, setting=tune.Setting(kind="relative-tail"))
     assert doc["objective"] == "relative-tail" and doc["reference"] == "thr-mmt-0.8"
     assert list(doc["families"]) == ["lr-mmt"]
     costs = {n: [tune.run_one(d, n)["cost"] for d in (day, usage)] for n in ("lr-mmt-1.2", "thr-mmt-0.8")}
@@ -350,6 +350,34 @@ def test_tune_on_usage_days_by_the_tail_objective(cli, monkeypatch, tmp_path) ->
     assert fam["best"] == min(fam["grid"], key=lambda g: g["objective"])["name"]
 
 
+def test_tune_for_slower_migrations_runs_the_production_experiment(cli, monkeypatch, tmp_path) -> None:
+    """``llmvirt tune --migration-slowdown 10`` runs every point with migrations ten times slower after the initial
+    placement: the same runs as the sim-to-production experiment (bench/consolidate_relative_production.json
+    recorded the default's cost that way on 20110325), slower than at the simulator's speed, and says so in its
+    file."""
+    from conftest import SHARED
+
+    from llmvirt.bench import tune
+
+    monkeypatch.setitem(tune.GRIDS, "thr-mmt", ["thr-mmt-0.8"])
+    day = SHARED / "traces" / "planetlab" / "20110325"
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    recorded = json.loads((bench / "consolidate_relative_production.json").read_text())["runs"]
+    slow = tune.run_one(str(day), "relative-tuned:gated-wake-thr-mmt", migration_slowdown=10.0)
+    assert slow["cost"] == pytest.approx(recorded["20110325|relative-tuned:gated-wake-thr-mmt"]["cost"], rel=1e-9)
+    fast = tune.run_one(str(day), "relative-tuned:gated-wake-thr-mmt")
+    assert slow["migration_vm_s"] > 5 * fast["migration_vm_s"] and slow["cost"] > fast["cost"]
+    out_file = tmp_path / "slow.json"
+    code, _, err = cli("tune", "--trace", str(SHARED / "traces" / "planetlab" / "20110303"), "--family", "thr-mmt",
+                       "--migration-slowdown", "10", "--workers", "1", "--out", str(out_file))
+    assert code == 0, err
+    doc = json.loads(out_file.read_text())
+    assert doc["migration_slowdown"] == 10.0
+    point = doc["families"]["thr-mmt"]["grid"][0]
+    assert point["cost"] == pytest.approx(tune.run_one(str(SHARED / "traces" / "planetlab" / "20110303"),
+                                                       point["name"], migration_slowdown=10.0)["cost"], abs=1e-5)
+
+
 def test_tune_refuses_a_bad_usage_trace_or_objective_in_one_line(cli, tmp_path) -> None:
     from conftest import SHARED
 
@@ -358,7 +386,8 @@ def test_tune_refuses_a_bad_usage_trace_or_objective_in_one_line(cli, tmp_path) 
     for extra, says in ((["--usage-trace", str(tmp_path / "none.csv")], "none.csv does not exist"),
                         (["--usage-trace", str(tmp_path / "junk.csv")], "junk.csv: missing column"),
                         (["--objective", "p99"], "unknown objective 'p99'"),
-                        (["--objective", "relative"], "relative-tail")):
+                        (["--objective", "relative"], "relative-tail"),
+                        (["--migration-slowdown", "0"], "--migration-slowdown must be above 0")):
         code, _, err = cli("tune", "--trace", day, "--family", "thr-mmt", "--out", str(tmp_path / "t.json"), *extra)
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "t.json").exists()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,22 +83,35 @@ def objective(costs: dict[str, list[float]], kind: str, reference: dict[str, lis
     return sum(sum(tail_parts(days)) / sum(tail_parts(reference[f])) for f, days in costs.items())
 
 
-def run_one(day: Episode | Path, name: str, fleet: str = "cloudsim") -> dict[str, float]:
-    """One strategy on one PlanetLab day or usage day, on ``fleet``'s hosts: its summary, with the honest cost."""
+@dataclass(frozen=True)
+class Setting:
+    """What a tuning simulates and optimises: ``fleet``'s hosts (:data:`llmvirt.sim.datacenter.FLEETS`), the
+    objective ``kind`` (:data:`OBJECTIVES`), and migrations ``migration_slowdown`` times slower than simulated."""
+
+    fleet: str = "cloudsim"
+    kind: str = "mean"
+    migration_slowdown: float = 1.0
+
+
+def run_one(day: Episode | Path, name: str, fleet: str = "cloudsim", migration_slowdown: float = 1.0
+            ) -> dict[str, float]:
+    """One strategy on one PlanetLab day or usage day, on ``fleet``'s hosts, with migrations ``migration_slowdown``
+    times slower than simulated: its summary, with the honest cost."""
     from llmvirt.sim import episodes
     from llmvirt.sim.cloudsim_policies import run_policy
     from llmvirt.sim.engine import Simulation
     from llmvirt.strategies.registry import make_policy
 
-    summary = run_policy(Simulation(episodes.datacenter(episodes.on_fleet(day, fleet))), make_policy(name))
+    sim = Simulation(episodes.datacenter(episodes.on_fleet(day, fleet)))
+    summary = run_policy(sim, make_policy(name), migration_slowdown)
     return {**summary, "cost": consolidation_cost(summary)}
 
 
-def _job(args: tuple[Episode, str, str]) -> tuple[str, str, dict[str, float]]:
+def _job(args: tuple[Episode, str, Setting]) -> tuple[str, str, dict[str, float]]:
     from llmvirt.sim import episodes
 
-    day, name, fleet = args
-    return episodes.label(day), name, run_one(day, name, fleet)
+    day, name, setting = args
+    return episodes.label(day), name, run_one(day, name, setting.fleet, setting.migration_slowdown)
 
 
 def _point(name: str, eps: list[Episode], runs: dict[tuple[str, str], dict[str, float]], kind: str
@@ -126,27 +140,37 @@ def _by_family(eps: list[Episode], runs: dict[tuple[str, str], dict[str, float]]
     return by_family
 
 
-def tune_cloudsim(days: list[Path | Episode], families: list[str] | None = None, workers: int = 2,
-                  progress: Callable[[int, int], None] | None = None, fleet: str = "cloudsim",
-                  kind: str = "mean") -> dict[str, Any]:
-    """Grid-search every family on ``days`` with hosts of ``fleet`` (:data:`llmvirt.sim.datacenter.FLEETS`), the
-    best point of each by the objective ``kind`` (:data:`OBJECTIVES`); the document written to
-    ``policies/tuned.json`` (CloudSim's fleet) or ``policies/tuned_<fleet>.json``."""
-    from llmvirt.sim import episodes
+def _check(families: list[str], setting: Setting) -> None:
+    """Refuse an unknown family, fleet or objective, or a slowdown that is not positive, before any run."""
     from llmvirt.sim.datacenter import FLEETS
 
-    fams = families or list(GRIDS)
-    unknown = [f for f in fams if f not in GRIDS]
+    unknown = [f for f in families if f not in GRIDS]
     if unknown:
         raise ValueError(f"unknown family {unknown[0]!r}: use {', '.join(GRIDS)}")
-    if fleet not in FLEETS:
-        raise ValueError(f"unknown fleet {fleet!r}: use {', '.join(FLEETS)}")
-    if kind not in OBJECTIVES:
-        raise ValueError(f"unknown objective {kind!r}: use {', '.join(OBJECTIVES)}")
+    if setting.fleet not in FLEETS:
+        raise ValueError(f"unknown fleet {setting.fleet!r}: use {', '.join(FLEETS)}")
+    if setting.kind not in OBJECTIVES:
+        raise ValueError(f"unknown objective {setting.kind!r}: use {', '.join(OBJECTIVES)}")
+    if not setting.migration_slowdown > 0:
+        raise ValueError(f"--migration-slowdown must be above 0 (1: the simulator's speed), not "
+                         f"{setting.migration_slowdown:g}")
+
+
+def tune_cloudsim(days: list[Path | Episode], families: list[str] | None = None, workers: int = 2,
+                  progress: Callable[[int, int], None] | None = None, setting: Setting = Setting()
+                  ) -> dict[str, Any]:
+    """Grid-search every family on ``days`` as ``setting`` says (hosts, objective, migration speed), the best point
+    of each by its objective; the document written to ``policies/tuned.json`` (CloudSim's fleet, by the mean) or
+    :func:`llmvirt.strategies.tuned.tuned_fleet_file`'s."""
+    from llmvirt.sim import episodes
+
+    fams = families or list(GRIDS)
+    _check(fams, setting)
+    fleet, kind = setting.fleet, setting.kind
     eps: list[Episode] = [d if isinstance(d, episodes.UsageDay) else str(d) for d in days]
     names = [name for f in fams for name in GRIDS[f]]
     names += [REFERENCE] if kind == "relative-tail" and REFERENCE not in names else []
-    jobs = [(d, name, fleet) for name in names for d in eps]
+    jobs = [(d, name, setting) for name in names for d in eps]
     runs: dict[tuple[str, str], dict[str, float]] = {}
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for i, (day, name, summary) in enumerate(pool.map(_job, jobs), 1):
@@ -161,6 +185,8 @@ def tune_cloudsim(days: list[Path | Episode], families: list[str] | None = None,
         doc["objective"] = kind
     if kind == "relative-tail":
         doc["reference"] = REFERENCE
+    if setting.migration_slowdown != 1.0:
+        doc["migration_slowdown"] = setting.migration_slowdown
     for f in fams:
         grid = [_point(name, eps, runs, kind) for name in GRIDS[f]]
         best = min(grid, key=lambda g: g.get("objective", g["cost"]))

@@ -209,6 +209,10 @@ def tune(
                                            "10 % of days, summed over the families) or relative-tail (each "
                                            "family's tail over CloudSim's untuned thr-mmt-0.8's, summed).")]
     = "mean",
+    migration_slowdown: Annotated[float, typer.Option(
+        "--migration-slowdown", help="Simulate live migrations this many times slower than the simulator's "
+        "(a 1/X share of its bandwidth), as your network moves them: 10 for a tenth. Tune for your own migrations "
+        "before relying on a tuned point.")] = 1.0,
 ) -> None:
     """Tune the cloudsim baselines by grid search on training days, by the honest cost; `tuned:FAMILY` runs them."""
     from rich.progress import Progress
@@ -223,7 +227,8 @@ def tune(
         task = bar.add_task("tuning", total=None)
         try:
             doc = tuner.tune_cloudsim(days, list(family or []) or None, workers,
-                                      lambda i, n: bar.update(task, completed=i, total=n), fleet, objective)
+                                      lambda i, n: bar.update(task, completed=i, total=n),
+                                      tuner.Setting(fleet, objective, migration_slowdown))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     target = out_path or tuned_fleet_file(fleet, objective)

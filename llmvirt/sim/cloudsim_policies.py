@@ -357,9 +357,14 @@ def _holds_unmovable(sim: Simulation) -> np.ndarray:
     return out
 
 
-def run_policy(sim: Simulation, policy: PabfdPolicy | Dvfs | StaticDecreasing) -> dict[str, float]:
-    """Place at time 0 with the policy's rule, run the day, return CloudSim's summary figures."""
+def run_policy(sim: Simulation, policy: PabfdPolicy | Dvfs | StaticDecreasing, migration_slowdown: float = 1.0
+               ) -> dict[str, float]:
+    """Place at time 0 with the policy's rule, run the day, return CloudSim's summary figures; with
+    ``migration_slowdown`` X, every live migration after the initial placement takes X times as long (a 1/X share
+    of the hosts' bandwidth, as on a production network slower than the simulator's)."""
     sim.place_initial(policy.initial_chooser(sim))
+    if migration_slowdown != 1.0:
+        sim.dc.bw = sim.dc.bw / migration_slowdown
     return sim.run(policy.decide).summary()
 
 
