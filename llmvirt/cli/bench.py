@@ -266,6 +266,7 @@ def _print_tuned(doc: dict) -> None:
     title = f"tuned on {len(doc['train_days'])} days" if len(doc["train_days"]) > 4 else \
         f"tuned on {', '.join(doc['train_days'])}"
     by = f" by the {doc['objective']} objective" if doc.get("objective") else ""
+    by += f", migrations {doc['migration_slowdown']:g}x slower" if doc.get("migration_slowdown") else ""
     t = Table(title=f"{title}{by} (cost in kWh-equivalents per day, lower is better)")
     for col in ("family", "best", "cost", "energy kWh", "unmet core-h", "GiB moved"):
         t.add_column(col, overflow="fold")
