@@ -380,6 +380,27 @@ def test_the_scale_free_tail_rule_sets_the_default_on_the_committed_tuning(cli) 
     assert code == 0 and json.loads(out)["policy"] == f"v0:default consolidate=relative-tuned:{family}", out + err
 
 
+def test_policy_defaults_says_what_runs_for_each_goal_and_why(cli, tmp_path) -> None:
+    """``llmvirt policy defaults``: each goal's default strategy and the reason strategies.json gives for it (the
+    scale-free tail rule's point for consolidate, the tuned placement baseline for place); a goal it names nothing
+    for runs the policy's own learned part; an unknown policy is one line and exit 2."""
+    from llmvirt.strategies import registry
+
+    code, out, err = cli("policy", "defaults", "--json")
+    assert code == 0, err
+    rows = {r["goal"]: r for r in json.loads(out)["defaults"]}
+    for goal in ("consolidate", "place"):
+        assert (rows[goal]["strategy"], rows[goal]["why"]) == registry.goal_default(None, goal)
+    assert rows["consolidate"]["strategy"] == "relative-tuned:gated-wake-thr-mmt"
+    assert "scale-free tail" in rows["consolidate"]["why"]
+    assert rows["balance"]["strategy"] == "llmvirt" and "placement scorer" in rows["balance"]["why"]
+    (tmp_path / "mine").mkdir()
+    code, out, _ = cli("policy", "defaults", "--policy", str(tmp_path / "mine"), "--json")
+    assert code == 0 and {r["strategy"] for r in json.loads(out)["defaults"]} == {"llmvirt"}
+    code, _, err = cli("policy", "defaults", "--policy", str(tmp_path / "none"))
+    assert code == 2 and "no policy" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_default_consolidation_follows_the_declared_rule_on_the_committed_runs(cli) -> None:
     """A learned strategy is the default only where it beats the best tuned baseline (the family cheapest on the
     training days) on the held-back days, by the rule RESULTS declared first. The older head lost to the gated

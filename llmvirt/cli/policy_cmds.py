@@ -1,4 +1,5 @@
-"""``llmvirt policy list|show|promote|rollback``: policy versions and which one is active."""
+"""``llmvirt policy list|show|defaults|promote|rollback``: policy versions, which one is active, and what runs
+for each goal by default and why."""
 
 import json
 from pathlib import Path
@@ -45,6 +46,36 @@ def show_cmd(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Versi
         out.print_json(json.dumps(v))
         return
     out.print(json.dumps(v, indent=2), markup=False)
+
+
+@policy_app.command("defaults")
+def defaults_cmd(policy: Annotated[str | None, typer.Option("--policy", help="A policy directory or a name under "
+                                                         "policies/ (default: the shipped one).")] = None,
+                 as_json: JsonOpt = False) -> None:
+    """What runs for each goal when no --policy is given, and why: a tuned baseline where no learned strategy beat
+    it (the policy's strategies.json), else the policy's own learned part."""
+    from llmvirt.paths import policy_dir
+    from llmvirt.strategies.registry import goal_default
+
+    if not policy_dir(policy).is_dir():
+        raise UsageError(f"no policy {policy!r}: give a policy directory or a name under policies/")
+    learned = {"balance": "its placement scorer in llmvirt's rebalance loop", "place": "its placement scorer",
+               "consolidate": "its consolidation head"}
+    rows = []
+    for goal in ("balance", "consolidate", "place"):
+        chosen = goal_default(policy, goal)
+        rows.append({"goal": goal, "strategy": chosen[0] if chosen else "llmvirt",
+                     "why": chosen[1] if chosen else f"no tuned baseline named for it: the policy's own learned "
+                     f"part runs ({learned[goal]})"})
+    if as_json:
+        out.print_json(json.dumps({"defaults": rows}))
+        return
+    t = Table(title="What runs by default, and why")
+    for col in ("goal", "strategy", "why"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(r["goal"], r["strategy"], r["why"])
+    out.print(t)
 
 
 @policy_app.command("promote")
