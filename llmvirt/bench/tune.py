@@ -67,15 +67,20 @@ def tail_parts(days: list[float]) -> tuple[float, float]:
     return sum(days) / len(days), sum(worst) / len(worst)
 
 
+def _known_objective(kind: str) -> None:
+    """Refuse an objective that is not one of :data:`OBJECTIVES`."""
+    if kind not in OBJECTIVES:
+        raise ValueError(f"unknown objective {kind!r}: use {', '.join(OBJECTIVES)}")
+
+
 def objective(costs: dict[str, list[float]], kind: str, reference: dict[str, list[float]] | None = None) -> float:
     """A grid point's score from its cost on each day, by trace family: ``mean`` over every day, ``tail`` (per
     family the mean plus the mean of the costliest :data:`TAIL_SHARE` of days, summed over families), or
     ``relative-tail`` (each family's tail score over ``reference``'s on the same family, summed)."""
+    _known_objective(kind)
     if kind == "mean":
         every = [c for days in costs.values() for c in days]
         return sum(every) / len(every)
-    if kind not in OBJECTIVES:
-        raise ValueError(f"unknown objective {kind!r}: use {', '.join(OBJECTIVES)}")
     if kind == "tail":
         return sum(sum(tail_parts(days)) for days in costs.values())
     if reference is None or set(reference) != set(costs):
@@ -149,8 +154,7 @@ def _check(families: list[str], setting: Setting) -> None:
         raise ValueError(f"unknown family {unknown[0]!r}: use {', '.join(GRIDS)}")
     if setting.fleet not in FLEETS:
         raise ValueError(f"unknown fleet {setting.fleet!r}: use {', '.join(FLEETS)}")
-    if setting.kind not in OBJECTIVES:
-        raise ValueError(f"unknown objective {setting.kind!r}: use {', '.join(OBJECTIVES)}")
+    _known_objective(setting.kind)
     if not setting.migration_slowdown > 0:
         raise ValueError(f"--migration-slowdown must be above 0 (1: the simulator's speed), not "
                          f"{setting.migration_slowdown:g}")
