@@ -119,7 +119,7 @@ def _job(args: tuple[Episode, str, Setting]) -> tuple[str, str, dict[str, float]
     return episodes.label(day), name, run_one(day, name, setting.fleet, setting.migration_slowdown)
 
 
-def _point(name: str, eps: list[Episode], runs: dict[tuple[str, str], dict[str, float]], kind: str
+def point_summary(name: str, eps: list[Episode], runs: dict[tuple[str, str], dict[str, float]], kind: str
            ) -> dict[str, Any]:
     """One grid point's entry: its mean summary over the days, and (objective other than ``mean``) its score."""
     from llmvirt.sim import episodes
@@ -160,6 +160,19 @@ def _check(families: list[str], setting: Setting) -> None:
                          f"{setting.migration_slowdown:g}")
 
 
+def run_grid(eps: list[Episode], names: list[str], setting: Setting, workers: int = 2,
+             progress: Callable[[int, int], None] | None = None) -> dict[tuple[str, str], dict[str, float]]:
+    """Every strategy of ``names`` on every episode, ``workers`` at once: each run's summary by (day label, name)."""
+    jobs = [(d, name, setting) for name in names for d in eps]
+    runs: dict[tuple[str, str], dict[str, float]] = {}
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for i, (day, name, summary) in enumerate(pool.map(_job, jobs), 1):
+            runs[(day, name)] = summary
+            if progress is not None:
+                progress(i, len(jobs))
+    return runs
+
+
 def tune_cloudsim(days: list[Path | Episode], families: list[str] | None = None, workers: int = 2,
                   progress: Callable[[int, int], None] | None = None, setting: Setting = Setting()
                   ) -> dict[str, Any]:
@@ -174,13 +187,7 @@ def tune_cloudsim(days: list[Path | Episode], families: list[str] | None = None,
     eps: list[Episode] = [d if isinstance(d, episodes.UsageDay) else str(d) for d in days]
     names = [name for f in fams for name in GRIDS[f]]
     names += [REFERENCE] if kind == "relative-tail" and REFERENCE not in names else []
-    jobs = [(d, name, setting) for name in names for d in eps]
-    runs: dict[tuple[str, str], dict[str, float]] = {}
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for i, (day, name, summary) in enumerate(pool.map(_job, jobs), 1):
-            runs[(day, name)] = summary
-            if progress is not None:
-                progress(i, len(jobs))
+    runs = run_grid(eps, names, setting, workers, progress)
     doc: dict[str, Any] = {"scenario": "cloudsim", "date": date.today().isoformat(), "cost_weights": COST_WEIGHTS,
                            "train_days": [episodes.label(d) for d in eps], "families": {}}
     if fleet != "cloudsim":
@@ -192,7 +199,7 @@ def tune_cloudsim(days: list[Path | Episode], families: list[str] | None = None,
     if setting.migration_slowdown != 1.0:
         doc["migration_slowdown"] = setting.migration_slowdown
     for f in fams:
-        grid = [_point(name, eps, runs, kind) for name in GRIDS[f]]
+        grid = [point_summary(name, eps, runs, kind) for name in GRIDS[f]]
         best = min(grid, key=lambda g: g.get("objective", g["cost"]))
         doc["families"][f] = {"best": best["name"], "cost": best["cost"], "grid": grid}
     return doc

@@ -13,6 +13,9 @@ from llmvirt.cli.common import out, state
 from llmvirt.errors import UsageError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from llmvirt.bench import tune as tuner
     from llmvirt.sim import episodes, traces
 
 
@@ -184,15 +187,18 @@ def _cloudsim(trace: list[Path], names: list[str], seed: int, as_json: bool, plo
 
 
 def tune(
-    trace: Annotated[list[Path], typer.Option("--trace", help="PlanetLab day directory of the training split "
-                                              "(repeatable). Never a day you report held-back results on.")],
+    ctx: typer.Context,
+    trace: Annotated[list[Path] | None, typer.Option("--trace", help="PlanetLab day directory of the training split "
+                                                     "(repeatable). Never a day you report held-back results on.")]
+    = None,
     family: Annotated[list[str] | None, typer.Option("--family", help="Baseline family (repeatable; default: all): "
                                                      "thr-mmt, iqr-mmt, mad-mmt, lr-mmt, gated-thr-mmt, "
                                                      "gated-wake-thr-mmt.")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Where to write the tuned parameters (default: "
                                                   "policies/tuned.json; by --objective tail or relative-tail, "
                                                   "tuned_tail.json or tuned_relative_tail.json; --fleet F adds "
-                                                  "F to the name, e.g. tuned_ibm.json).")] = None,
+                                                  "F to the name, e.g. tuned_ibm.json; with --from-store, "
+                                                  "nowhere unless given).")] = None,
     workers: Annotated[int, typer.Option(help="Simulations at once.")] = 2,
     fleet: Annotated[str, typer.Option(help="Host models of the simulated data centre: cloudsim (CloudSim's HP "
                                        "pair), ibm (CloudSim's older IBM pair) or mixed (2-, 4- and 12-core "
@@ -213,26 +219,67 @@ def tune(
         "--migration-slowdown", help="Simulate live migrations this many times slower than the simulator's "
         "(a 1/X share of its bandwidth), as your network moves them: 10 for a tenth. Tune for your own migrations "
         "before relying on a tuned point.")] = 1.0,
+    from_store: Annotated[bool, typer.Option(
+        "--from-store", help="Tune on your own VMs' history in llmvirt's store instead of traces (at least a day "
+        "of scans): every whole day but the latest, which is held back to check the tuned point against the "
+        "default.")] = False,
 ) -> None:
     """Tune the cloudsim baselines by grid search on training days, by the honest cost; `tuned:FAMILY` runs them."""
-    from rich.progress import Progress
-
     from llmvirt.bench import tune as tuner
     from llmvirt.strategies.tuned import tuned_fleet_file
 
-    days = _tune_days(trace, usage_trace or [])
     if workers < 1:
         raise UsageError("--workers must be at least 1")
-    with Progress(disable=as_json or not out.is_terminal) as bar:
+    setting = tuner.Setting(fleet, objective, migration_slowdown)
+    if from_store:
+        if trace or usage_trace:
+            raise UsageError("--from-store tunes on the store's history alone: drop --trace and --usage-trace")
+        _tune_store(state(ctx).engine(), list(family or []), (workers, setting), (out_path, plot, as_json))
+        return
+    if not trace:
+        raise UsageError("give at least one --trace (or --from-store)")
+    doc = _tuned(_tune_days(trace, usage_trace or []), list(family or []), (workers, setting), as_json)
+    _show_tuning(doc, out_path or tuned_fleet_file(fleet, objective), plot, as_json)
+
+
+def _tuned(days: "list[Path | episodes.UsageDay]", families: list[str], run: "tuple[int, tuner.Setting]",
+           quiet: bool) -> dict:
+    """The tuning's document, with a progress bar on a terminal; one line and exit 2 for a bad option."""
+    from rich.progress import Progress
+
+    from llmvirt.bench import tune as tuner
+
+    with Progress(disable=quiet or not out.is_terminal) as bar:
         task = bar.add_task("tuning", total=None)
         try:
-            doc = tuner.tune_cloudsim(days, list(family or []) or None, workers,
-                                      lambda i, n: bar.update(task, completed=i, total=n),
-                                      tuner.Setting(fleet, objective, migration_slowdown))
+            return tuner.tune_cloudsim(days, families or None, run[0],
+                                       lambda i, n: bar.update(task, completed=i, total=n), run[1])
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    target = out_path or tuned_fleet_file(fleet, objective)
-    target.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def _tune_store(engine: "Engine", families: list[str], run: "tuple[int, tuner.Setting]",
+                output: tuple[Path | None, Path | None, bool]) -> None:
+    """``tune --from-store``: tune on the store's whole days but the latest, then check the result on that one."""
+    import tempfile
+
+    from llmvirt.bench import store_tuning
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train, held = store_tuning.history_days(engine, Path(tmp))
+        doc = _tuned(train, families, run, output[2])
+        doc["source"] = "store"
+        if held:
+            doc["check"] = store_tuning.check(doc, held, run[1], run[0])
+    _show_tuning(doc, output[0], output[1], output[2])
+    if not output[2]:
+        _print_check(doc)
+
+
+def _show_tuning(doc: dict, target: Path | None, plot: Path | None, as_json: bool) -> None:
+    """Write the document to ``target`` (if any) and the frontier to ``plot`` (if any); print it."""
+    if target is not None:
+        target.write_text(json.dumps(doc, indent=1) + "\n")
     if plot is not None:
         from llmvirt.bench import frontier
 
@@ -241,7 +288,29 @@ def tune(
         out.print_json(json.dumps(doc))
         return
     _print_tuned(doc)
-    out.print(f"written to {target}", markup=False)
+    if target is not None:
+        out.print(f"written to {target}", markup=False)
+
+
+def _print_check(doc: dict) -> None:
+    """``tune --from-store``'s check on the held-back day, or why there is none."""
+    from llmvirt.bench import store_tuning
+
+    check = doc.get("check")
+    if check is None:
+        out.print("one day of history: no day held back to check the tuned point on; tune again after another "
+                  "day of scans", markup=False)
+        return
+    t = Table(title=f"check on the held-back day, not tuned on ({', '.join(check['days'])})")
+    for col in ("strategy", "cost", "energy kWh", "unmet core-h", "GiB moved"):
+        t.add_column(col, overflow="fold")
+    for r in check["runs"]:
+        label = r["name"] + (" (default)" if r["name"] == check["default"] else "") + \
+            (" (tuned)" if r["name"] == check["recommended"] else "")
+        t.add_row(label, f"{r['cost']:.2f}", f"{r['energy_kwh']:.2f}", f"{r['unmet_core_h']:.2f}",
+                  f"{r['gib_migrated']:.0f}")
+    out.print(t)
+    out.print(store_tuning.verdict(check), markup=False)
 
 
 def _tune_days(trace: list[Path], usage: list[Path]) -> "list[Path | episodes.UsageDay]":

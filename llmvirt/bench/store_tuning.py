@@ -1,0 +1,102 @@
+"""Tune the consolidation baselines on an operator's own history: ``llmvirt tune --from-store``.
+
+The store's VM samples become a usage trace in the generic format (:mod:`llmvirt.sim.store_history`: CPU from
+the CPU-time counters, memory as the guest reports it), on the simulator's 5-minute grid. Its whole days are the
+tuning days, every VM in both of the simulator's fleet shapes (:data:`llmvirt.sim.episodes.SHAPES`) on the
+chosen host models. The split is by time, not by VM, because an operator's fleet is often too small to halve:
+with two days or more, the latest whole day is held back, and after the tuning the best point of every family,
+the shipped default and CloudSim's untuned reference run on it. That check decides nothing; it tells the
+operator whether the tuned point would have done better than the default on a day it was not tuned on.
+
+Limits: VM sizes and host models are the simulator's (CloudSim's VM types on ``--fleet``'s hosts), not the
+operator's; a VM that stopped is taken to run on at its last sample, one that started late at its first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from llmvirt.bench import tune
+from llmvirt.errors import UsageError
+from llmvirt.sim import episodes
+from llmvirt.sim.store_history import history_rows, write_generic_csv
+
+HISTORY_FILE = "store-history.csv"  #: the store's history, in the generic format, in the tuning's directory
+
+
+def history_days(engine: Engine, directory: Path) -> tuple[list[episodes.UsageDay], list[episodes.UsageDay]]:
+    """The store's history written to ``directory``, as (tuning days, held-back days): every whole day in both
+    fleet shapes, the latest held back when there are two or more; one clear line with less than a day."""
+    rows = history_rows(engine)
+    if not rows:
+        raise UsageError("the store holds no VM history yet: run `llmvirt scan` regularly (every 5 min from cron) "
+                         "for at least a day before tuning on it")
+    path = directory / HISTORY_FILE
+    write_generic_csv(rows, path)
+    days = episodes.days_in(path)
+    if days < 1:
+        hours = (max(r[1] for r in rows) - min(r[1] for r in rows)) / 3600
+        raise UsageError(f"the store holds {hours:.1f} h of VM history; tuning needs at least one whole day (24 h) "
+                         "of scans: keep `llmvirt scan` running (every 5 min from cron) and tune later")
+    every = [[episodes.UsageDay(str(path), d, "all", s) for s in episodes.SHAPES] for d in range(days)]
+    if days == 1:
+        return every[0], []
+    return [e for day in every[:-1] for e in day], every[-1]
+
+
+def check(doc: dict[str, Any], held: list[episodes.UsageDay], setting: tune.Setting, workers: int = 2,
+          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Each family's best point, the shipped default and :data:`llmvirt.bench.tune.REFERENCE` on the held-back
+    days (the tuning never saw them): their mean figures, and the point that scored best in the tuning."""
+    best = sorted({f["best"] for f in doc["families"].values()})
+    default = shipped_default()
+    names = [*best, *(n for n in (default, tune.REFERENCE) if n not in best)]
+    runs = tune.run_grid(list(held), names, setting, workers, progress)
+    rows = [tune.point_summary(name, list(held), runs, "mean") for name in names]
+    return {"days": [episodes.label(d) for d in held], "default": default, "recommended": recommended(doc),
+            "runs": rows}
+
+
+def shipped_default() -> str:
+    """What ``rebalance --goal consolidate`` runs without --policy: the shipped policy's named tuned baseline
+    (``policies/default/strategies.json``), else its learned head (``llmvirt``)."""
+    from llmvirt.strategies.registry import goal_default
+
+    chosen = goal_default(None, "consolidate")
+    return chosen[0] if chosen else "llmvirt"
+
+
+def recommended(doc: dict[str, Any]) -> str:
+    """The best family's best point by the tuning's own objective (the training days alone decide it)."""
+    fams = doc["families"].values()
+    return min(fams, key=lambda f: next(g.get("objective", g["cost"]) for g in f["grid"] if g["name"] == f["best"]))[
+        "best"]
+
+
+def verdict(result: dict[str, Any]) -> str:
+    """One line: how the recommended point did against the default on the held-back day."""
+    cost = {r["name"]: r["cost"] for r in result["runs"]}
+    point, default = result["recommended"], result["default"]
+    if point == _concrete(default):
+        return f"the tuning chose the default itself ({point}): keep it"
+    ratio = cost[point] / max(cost[default], 1e-9)
+    if ratio < 1:
+        return (f"on the held-back day {point} cost {ratio:.3f}x the default's ({default}): run it with "
+                f"`llmvirt rebalance --goal consolidate --policy baseline:{point}`")
+    return (f"on the held-back day {point} cost {ratio:.3f}x the default's ({default}): it did not beat the "
+            "default there, so keep the default (or tune again on more days)")
+
+
+def _concrete(name: str) -> str:
+    """The grid point a tuned alias (``relative-tuned:FAMILY`` and the like) stands for; other names as they are."""
+    from llmvirt.strategies.tuned import TUNED_SOURCES, tuned_name
+
+    base = name.removeprefix("baseline:")
+    for prefix, path in TUNED_SOURCES.items():
+        if base.startswith(prefix):
+            return tuned_name(base.removeprefix(prefix), path)
+    return base

@@ -1,0 +1,117 @@
+"""``llmvirt tune --from-store``: the consolidation baselines tuned on the store's own history, split by time.
+
+The store is filled as ``llmvirt scan`` fills it: real scans of libvirt's test driver, recorded every five
+minutes, with CPU-time counters that follow a daily wave plus noise (so no two days are alike).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from conftest import fixture_uri
+
+from llmvirt.bench import tune
+from llmvirt.observe.inventory import scan_hosts
+from llmvirt.sim import episodes
+from llmvirt.sim.store_history import history_rows, write_generic_csv
+from llmvirt.store import database, registry, snapshots
+
+T0 = datetime(2026, 11, 2, 0, 0, 0)
+STEP_S = 300
+VMS = 8
+DEFAULT = "relative-tuned:gated-wake-thr-mmt"  #: policies/default/strategies.json's consolidation default
+
+
+def _history(db_url: str, days: float) -> None:
+    """``days`` of scans (plus one, as CPU use needs a pair) of eight running VMs on the test driver's hosts."""
+    engine = database.open_engine(db_url)
+    hosts = [("busy", fixture_uri("busy-host.xml"), False), ("spare", fixture_uri("small-host.xml"), False)]
+    for name, uri, _ in hosts:
+        registry.add_host(engine, registry.RegisteredHost(name, uri))
+    res = scan_hosts(hosts)
+    running = [v for v in res.hosts[0].vms if v.state == "running"]
+    vms = [dataclasses.replace(running[i % len(running)], name=f"vm{i}", uuid=f"{i:08x}-0000-4000-8000-{i:012x}")
+           for i in range(VMS)]
+    res.hosts[0].vms = vms
+    rng = np.random.default_rng(7)
+    used_ns = np.zeros(VMS)
+    for k in range(int(days * 86_400 / STEP_S) + 2):
+        t = k * STEP_S
+        for i, v in enumerate(vms):
+            v.cpu_time_ns = int(used_ns[i])
+            wave = 0.5 + 0.4 * math.sin(2 * math.pi * (t / 86_400 + i / VMS))
+            used_ns[i] += min(1.0, max(0.02, wave + rng.normal(0, 0.1))) * STEP_S * 1e9 * v.vcpus
+        snapshots.record_scan(engine, res, taken_at=T0 + timedelta(seconds=t))
+
+
+def _mean_cost(path: Path, day: int, name: str) -> float:
+    """``name``'s cost on day ``day`` of the history file, over both fleet shapes, run directly."""
+    costs = [tune.run_one(episodes.UsageDay(str(path), day, "all", s), name)["cost"] for s in episodes.SHAPES]
+    return round(sum(costs) / len(costs), 6)
+
+
+def test_tune_from_store_tunes_on_earlier_days_and_checks_on_the_latest(cli, db_url: str, tmp_path: Path) -> None:
+    _history(db_url, days=2)
+    out_file = tmp_path / "mine.json"
+    code, out, err = cli("tune", "--from-store", "--family", "thr-mmt", "--out", str(out_file), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc == json.loads(out_file.read_text())
+    assert doc["source"] == "store"
+    labels = [f"store-history.csv:all:{{}}:{s:.2f}" for s in episodes.SHAPES]
+    assert doc["train_days"] == [x.format(0) for x in labels]
+    check = doc["check"]
+    assert check["days"] == [x.format(1) for x in labels]
+    best = doc["families"]["thr-mmt"]["best"]
+    assert check["recommended"] == best and check["default"] == DEFAULT
+    assert {r["name"] for r in check["runs"]} == {best, DEFAULT, tune.REFERENCE}
+    # both halves recomputed directly on the same history: the grid from day 0 alone, the check from day 1 alone
+    path = tmp_path / "store-history.csv"
+    write_generic_csv(history_rows(database.open_engine(db_url)), path)
+    grid = {g["name"]: g["cost"] for g in doc["families"]["thr-mmt"]["grid"]}
+    assert grid[tune.REFERENCE] == _mean_cost(path, 0, tune.REFERENCE)
+    assert grid[best] == min(grid.values())
+    run = {r["name"]: r["cost"] for r in check["runs"]}
+    assert run[best] == _mean_cost(path, 1, best)
+    assert run[DEFAULT] == _mean_cost(path, 1, DEFAULT)
+    assert run[tune.REFERENCE] != grid[tune.REFERENCE]  # the days differ: the check is not the tuning again
+
+
+def test_tune_from_store_says_what_it_checked_and_what_to_run(cli, db_url: str) -> None:
+    _history(db_url, days=2)
+    code, out, err = cli("tune", "--from-store", "--family", "thr-mmt", "--family", "gated-wake-thr-mmt")
+    assert code == 0, err
+    assert "check on the held-back day, not tuned on" in out
+    assert "(default)" in out and "(tuned)" in out
+    assert "cost" in out and "x the default's" in out
+    assert ("--policy baseline:" in out) != ("keep the default" in out or "keep it" in out)
+    assert "written to" not in out  # the store's tuning goes nowhere unless --out names a file
+
+
+def test_tune_from_store_with_one_day_checks_nothing_and_says_so(cli, db_url: str) -> None:
+    _history(db_url, days=1)
+    code, out, err = cli("tune", "--from-store", "--family", "thr-mmt")
+    assert code == 0, err
+    assert "no day held back" in out
+    code, out, err = cli("tune", "--from-store", "--family", "thr-mmt", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert "check" not in doc and len(doc["train_days"]) == len(episodes.SHAPES)
+
+
+def test_tune_from_store_refuses_too_little_history_in_one_line(cli, db_url: str) -> None:
+    code, out, err = cli("tune", "--from-store")
+    assert code == 2 and "no VM history yet" in err and len(err.strip().splitlines()) == 1
+    _history(db_url, days=0.25)
+    code, out, err = cli("tune", "--from-store")
+    assert code == 2 and "6.0 h of VM history" in err and "at least one whole day" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    code, out, err = cli("tune", "--from-store", "--trace", "/nonexistent")
+    assert code == 2 and "drop --trace" in err
+    code, out, err = cli("tune")
+    assert code == 2 and "--trace" in err
