@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -397,6 +398,13 @@ def test_policy_defaults_says_what_runs_for_each_goal_and_why(cli, tmp_path) -> 
     (tmp_path / "mine").mkdir()
     code, out, _ = cli("policy", "defaults", "--policy", str(tmp_path / "mine"), "--json")
     assert code == 0 and {r["strategy"] for r in json.loads(out)["defaults"]} == {"llmvirt"}
+    mine = {r["goal"]: r["why"] for r in json.loads(out)["defaults"]}
+    assert "it has no consolidation head" in mine["consolidate"]  # as resolve() runs it: the scorer's loop
+    for suffix in ("json", "safetensors"):
+        shutil.copy(registry.decide.DEFAULT_POLICY / f"consolidate.{suffix}", tmp_path / "mine")
+    code, out, _ = cli("policy", "defaults", "--policy", str(tmp_path / "mine"), "--json")
+    assert {r["goal"]: r["why"] for r in json.loads(out)["defaults"]}["consolidate"].endswith(
+        "(its consolidation head)")
     code, _, err = cli("policy", "defaults", "--policy", str(tmp_path / "none"))
     assert code == 2 and "no policy" in err and len(err.strip().splitlines()) == 1, err
 

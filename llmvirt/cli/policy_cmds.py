@@ -55,18 +55,12 @@ def defaults_cmd(policy: Annotated[str | None, typer.Option("--policy", help="A 
     """What runs for each goal when no --policy is given, and why: a tuned baseline where no learned strategy beat
     it (the policy's strategies.json), else the policy's own learned part."""
     from llmvirt.paths import policy_dir
-    from llmvirt.strategies.registry import goal_default
+    from llmvirt.strategies.goal_defaults import goal_strategy
 
     if not policy_dir(policy).is_dir():
         raise UsageError(f"no policy {policy!r}: give a policy directory or a name under policies/")
-    learned = {"balance": "its placement scorer in llmvirt's rebalance loop", "place": "its placement scorer",
-               "consolidate": "its consolidation head"}
-    rows = []
-    for goal in ("balance", "consolidate", "place"):
-        chosen = goal_default(policy, goal)
-        rows.append({"goal": goal, "strategy": chosen[0] if chosen else "llmvirt",
-                     "why": chosen[1] if chosen else f"no tuned baseline named for it: the policy's own learned "
-                     f"part runs ({learned[goal]})"})
+    rows = [dict(zip(("goal", "strategy", "why"), (goal, *goal_strategy(policy, goal)), strict=True))
+            for goal in ("balance", "consolidate", "place")]
     if as_json:
         out.print_json(json.dumps({"defaults": rows}))
         return

@@ -43,7 +43,6 @@ simulator never imports strategies.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -54,6 +53,7 @@ from llmvirt.policy.consolidate_head import GatedConsolidation
 from llmvirt.policy.proposals import plan_from_proposals
 from llmvirt.sim import cloudsim_policies, cluster_arrays, field_balloons, field_policies, pinning
 from llmvirt.sim.cloudsim_policies import Dvfs, PabfdPolicy, StaticDecreasing
+from llmvirt.strategies.goal_defaults import GOAL_DEFAULTS, goal_default, goal_strategy, has_head  # noqa: F401
 from llmvirt.strategies.tuned import (
     TUNED_BALANCE_FILE,
     TUNED_MEMORY_FILE,
@@ -126,25 +126,6 @@ def _net(name: str) -> Any:
 def _head_spec(name: str) -> tuple[bool, str | None]:
     """(is it ``llmvirt-head[:POLICY]``, the consolidation head itself, its checkpoint spec)."""
     return _named(name, "llmvirt-head")
-
-
-GOAL_DEFAULTS = "strategies.json"  #: in a policy directory: {goal: {"strategy": NAME, "why": ...}}
-
-
-def goal_default(spec: str | None, goal: str) -> tuple[str, str] | None:
-    """The strategy a policy directory names for ``goal`` instead of its learned head, and why.
-
-    A learned strategy is the default only where it beats the tuned baselines (on the training
-    split); where it does not, the policy says which tuned baseline runs instead, and the model card
-    says why. ``llmvirt-head`` still runs the head itself."""
-    path = decide.policy_dir(spec) / GOAL_DEFAULTS
-    if not path.is_file():
-        return None
-    try:
-        entry = json.loads(path.read_text()).get(goal)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: unreadable: {exc}") from None
-    return (str(entry["strategy"]), str(entry.get("why", ""))) if entry else None
 
 
 def _gated(name: str) -> Any:
@@ -340,9 +321,8 @@ def _learned(spec: str | None, goal: str, head_only: bool = False) -> Strategy:
         chosen = None if head_only else goal_default(spec, goal)
         if chosen is not None:
             return CloudsimStrategy(make_policy(chosen[0]), f"{scorer.name} {goal}={chosen[0]}")
-        path = decide.policy_dir(spec)
-        if (path / f"{consolidate_head.SPEC_NAME}.json").is_file():
-            policy, _ = consolidate_head.load(path, name=f"{scorer.name} consolidation head")
+        if has_head(spec):
+            policy, _ = consolidate_head.load(decide.policy_dir(spec), name=f"{scorer.name} consolidation head")
             return CloudsimStrategy(policy, policy.name)
     return ScorerStrategy(scorer, scorer.name)
 
