@@ -18,6 +18,9 @@ from conftest import fixture_uri
 from llmvirt.bench import tune
 from llmvirt.observe.inventory import scan_hosts
 from llmvirt.sim import episodes
+from llmvirt.sim.cloudsim_policies import make_policy, run_policy
+from llmvirt.sim.engine import Simulation
+from llmvirt.sim.own_fleet import OwnFleetDay, OwnHost
 from llmvirt.sim.store_history import history_rows, write_generic_csv
 from llmvirt.store import database, registry, snapshots
 
@@ -34,14 +37,17 @@ def _history(db_url: str, days: float) -> None:
     for name, uri, _ in hosts:
         registry.add_host(engine, registry.RegisteredHost(name, uri))
     res = scan_hosts(hosts)
-    running = [v for v in res.hosts[0].vms if v.state == "running"]
+    running = sorted((v for v in res.hosts[0].vms if v.state == "running"), key=lambda v: v.name)  # db1, web1
     vms = [dataclasses.replace(running[i % len(running)], name=f"vm{i}", uuid=f"{i:08x}-0000-4000-8000-{i:012x}")
            for i in range(VMS)]
-    res.hosts[0].vms = vms
+    res.hosts[0].vms, res.hosts[1].vms = vms[0::2], vms[1::2]  # the odd VMs start on the spare host
     rng = np.random.default_rng(7)
     used_ns = np.zeros(VMS)
     for k in range(int(days * 86_400 / STEP_S) + 2):
         t = k * STEP_S
+        if t == 86_400 + 2 * STEP_S:  # vm3 migrated to the busy host early on day 1
+            res.hosts[1].vms.remove(vms[3])
+            res.hosts[0].vms.append(vms[3])
         for i, v in enumerate(vms):
             v.cpu_time_ns = int(used_ns[i])
             wave = 0.5 + 0.4 * math.sin(2 * math.pi * (t / 86_400 + i / VMS))
@@ -49,10 +55,14 @@ def _history(db_url: str, days: float) -> None:
         snapshots.record_scan(engine, res, taken_at=T0 + timedelta(seconds=t))
 
 
-def _mean_cost(path: Path, day: int, name: str) -> float:
-    """``name``'s cost on day ``day`` of the history file, over both fleet shapes, run directly."""
-    costs = [tune.run_one(episodes.UsageDay(str(path), day, "all", s), name)["cost"] for s in episodes.SHAPES]
-    return round(sum(costs) / len(costs), 6)
+FLEET = (OwnHost("busy", 16, 2600, 65536), OwnHost("spare", 8, 2000, 16384))  #: the test driver's two hosts
+#: where vm0..vm7 start each day: even on busy, odd on spare; on day 2 vm3 (moved on day 1) on busy
+STARTS = {0: (0, 1, 0, 1, 0, 1, 0, 1), 1: (0, 1, 0, 1, 0, 1, 0, 1), 2: (0, 1, 0, 0, 0, 1, 0, 1)}
+
+
+def _cost(path: Path, day: int, name: str) -> float:
+    """``name``'s cost on day ``day`` of the history file on the test driver's hosts, run directly."""
+    return round(tune.run_one(OwnFleetDay(str(path), day, FLEET, STARTS[day]), name)["cost"], 6)
 
 
 def test_tune_from_store_tunes_on_earlier_days_and_checks_on_the_latest(cli, db_url: str, tmp_path: Path) -> None:
@@ -63,10 +73,9 @@ def test_tune_from_store_tunes_on_earlier_days_and_checks_on_the_latest(cli, db_
     doc = json.loads(out)
     assert doc == json.loads(out_file.read_text())
     assert doc["source"] == "store"
-    labels = [f"store-history.csv:all:{{}}:{s:.2f}" for s in episodes.SHAPES]
-    assert doc["train_days"] == [x.format(0) for x in labels]
+    assert doc["train_days"] == ["store-history.csv:own:0"]
     check = doc["check"]
-    assert check["days"] == [x.format(1) for x in labels]
+    assert check["days"] == ["store-history.csv:own:1"]
     best = doc["families"]["thr-mmt"]["best"]
     assert check["recommended"] == best and check["default"] == DEFAULT
     assert {r["name"] for r in check["runs"]} == {best, DEFAULT, tune.REFERENCE}
@@ -74,11 +83,11 @@ def test_tune_from_store_tunes_on_earlier_days_and_checks_on_the_latest(cli, db_
     path = tmp_path / "store-history.csv"
     write_generic_csv(history_rows(database.open_engine(db_url)), path)
     grid = {g["name"]: g["cost"] for g in doc["families"]["thr-mmt"]["grid"]}
-    assert grid[tune.REFERENCE] == _mean_cost(path, 0, tune.REFERENCE)
+    assert grid[tune.REFERENCE] == _cost(path, 0, tune.REFERENCE)
     assert grid[best] == min(grid.values())
     run = {r["name"]: r["cost"] for r in check["runs"]}
-    assert run[best] == _mean_cost(path, 1, best)
-    assert run[DEFAULT] == _mean_cost(path, 1, DEFAULT)
+    assert run[best] == _cost(path, 1, best)
+    assert run[DEFAULT] == _cost(path, 1, DEFAULT)
     assert run[tune.REFERENCE] != grid[tune.REFERENCE]  # the days differ: the check is not the tuning again
 
 
@@ -101,7 +110,7 @@ def test_tune_from_store_with_one_day_checks_nothing_and_says_so(cli, db_url: st
     code, out, err = cli("tune", "--from-store", "--family", "thr-mmt", "--json")
     assert code == 0, err
     doc = json.loads(out)
-    assert "check" not in doc and len(doc["train_days"]) == len(episodes.SHAPES)
+    assert "check" not in doc and doc["train_days"] == ["store-history.csv:own:0"]
 
 
 def test_tune_from_store_refuses_too_little_history_in_one_line(cli, db_url: str) -> None:
@@ -113,5 +122,34 @@ def test_tune_from_store_refuses_too_little_history_in_one_line(cli, db_url: str
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     code, out, err = cli("tune", "--from-store", "--trace", "/nonexistent")
     assert code == 2 and "drop --trace" in err
+    code, out, err = cli("tune", "--from-store", "--fleet", "ibm")
+    assert code == 2 and "--fleet" in err
     code, out, err = cli("tune")
     assert code == 2 and "--trace" in err
+
+
+def test_the_days_run_on_the_operators_hosts_from_where_the_vms_were(cli, db_url: str, tmp_path: Path) -> None:
+    _history(db_url, days=3)
+    engine = database.open_engine(db_url)
+    from llmvirt.bench.store_tuning import history_days
+
+    train, held = history_days(engine, tmp_path)
+    assert [d.day for d in train] == [0, 1] and [d.day for d in held] == [2]
+    assert all(d.hosts == FLEET for d in train + held)
+    assert [d.start_host for d in train + held] == [STARTS[0], STARTS[1], STARTS[2]]
+    dc = episodes.datacenter(held[0])
+    assert dc.total_mips.tolist() == [16 * 2600, 8 * 2000] and dc.ram_mb.tolist() == [65536, 16384]
+    assert dc.vm_mips.tolist() == [4 * 2300, 2 * 2300] * 4  # vCPUs x the fleet's median MHz
+    assert dc.vm_ram.tolist() == [8192, 4096] * 4
+    assert dc.util.shape == (VMS, 289) and 0.02 <= dc.util.min() and dc.util.max() <= 1.0
+
+
+def test_a_recorded_placement_is_kept_even_where_it_overcommits(tmp_path: Path) -> None:
+    path = tmp_path / "h.csv"
+    rows = [(f"vm{i}", 300.0 * k, 50.0, 1024.0, 4, 2048.0) for i in range(6) for k in range(289)]
+    write_generic_csv(rows, path)
+    small = (OwnHost("a", 8, 2000, 65536), OwnHost("b", 8, 2000, 65536))
+    day = OwnFleetDay(str(path), 0, small, (0, 0, 0, 0, 0, 1))  # 20 vCPUs on host a's 8 CPUs
+    sim = Simulation(episodes.datacenter(day))
+    run_policy(sim, make_policy("dvfs"))  # never migrates
+    assert sim.vm_host.tolist() == [0, 0, 0, 0, 0, 1]

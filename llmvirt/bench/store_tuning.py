@@ -1,15 +1,17 @@
 """Tune the consolidation baselines on an operator's own history: ``llmvirt tune --from-store``.
 
 The store's VM samples become a usage trace in the generic format (:mod:`llmvirt.sim.store_history`: CPU from
-the CPU-time counters, memory as the guest reports it), on the simulator's 5-minute grid. Its whole days are the
-tuning days, every VM in both of the simulator's fleet shapes (:data:`llmvirt.sim.episodes.SHAPES`) on the
-chosen host models. The split is by time, not by VM, because an operator's fleet is often too small to halve:
-with two days or more, the latest whole day is held back, and after the tuning the best point of every family,
-the shipped default and CloudSim's untuned reference run on it. That check decides nothing; it tells the
-operator whether the tuned point would have done better than the default on a day it was not tuned on.
+the CPU-time counters, memory as the guest reports it), on the simulator's 5-minute grid. Each whole day is
+simulated on the operator's own fleet (:mod:`llmvirt.sim.own_fleet`): the hosts as their latest scan saw them,
+the VMs with their own vCPUs and memory, each day starting from where the VMs really were. The split is by time,
+not by VM, because an operator's fleet is often too small to halve: with two days or more, the latest whole day
+is held back, and after the tuning the best point of every family, the shipped default and CloudSim's untuned
+reference run on it. That check decides nothing; it tells the operator whether the tuned point would have done
+better than the default on a day it was not tuned on.
 
-Limits: VM sizes and host models are the simulator's (CloudSim's VM types on ``--fleet``'s hosts), not the
-operator's; a VM that stopped is taken to run on at its last sample, one that started late at its first.
+Limits: power is the generic linear model, not the hosts' own curves; hosts added or removed during the history
+are taken as the latest scans list them; a VM that stopped is taken to run on at its last sample, one that
+started late at its first.
 """
 
 from __future__ import annotations
@@ -22,33 +24,50 @@ from sqlalchemy import Engine
 
 from llmvirt.bench import tune
 from llmvirt.errors import UsageError
-from llmvirt.sim import episodes
-from llmvirt.sim.store_history import history_rows, write_generic_csv
+from llmvirt.sim import episodes, own_fleet
+from llmvirt.sim.own_fleet import OwnFleetDay
+from llmvirt.sim.store_history import fleet_hosts, history_rows, vm_hosts, write_generic_csv
 
 HISTORY_FILE = "store-history.csv"  #: the store's history, in the generic format, in the tuning's directory
 
 
-def history_days(engine: Engine, directory: Path) -> tuple[list[episodes.UsageDay], list[episodes.UsageDay]]:
-    """The store's history written to ``directory``, as (tuning days, held-back days): every whole day in both
-    fleet shapes, the latest held back when there are two or more; one clear line with less than a day."""
+def history_days(engine: Engine, directory: Path) -> tuple[list[OwnFleetDay], list[OwnFleetDay]]:
+    """The store's history written to ``directory``, as (tuning days, held-back days) on the operator's own hosts:
+    every whole day, the latest held back when there are two or more; one clear line with less than a day."""
     rows = history_rows(engine)
     if not rows:
         raise UsageError("the store holds no VM history yet: run `llmvirt scan` regularly (every 5 min from cron) "
                          "for at least a day before tuning on it")
     path = directory / HISTORY_FILE
     write_generic_csv(rows, path)
-    days = episodes.days_in(path)
+    days = own_fleet.whole_days(path)
     if days < 1:
         hours = (max(r[1] for r in rows) - min(r[1] for r in rows)) / 3600
         raise UsageError(f"the store holds {hours:.1f} h of VM history; tuning needs at least one whole day (24 h) "
                          "of scans: keep `llmvirt scan` running (every 5 min from cron) and tune later")
-    every = [[episodes.UsageDay(str(path), d, "all", s) for s in episodes.SHAPES] for d in range(days)]
-    if days == 1:
-        return every[0], []
-    return [e for day in every[:-1] for e in day], every[-1]
+    hosts = tuple(own_fleet.OwnHost(*h) for h in fleet_hosts(engine))
+    where = _placements(engine, {h.name: i for i, h in enumerate(hosts)})
+    start, names = min(r[1] for r in rows), own_fleet.vm_names(path)
+    every = [OwnFleetDay(str(path), d, hosts, tuple(_host_at(where[n], int(start) + d * 86_400) for n in names))
+             for d in range(days)]
+    return (every, []) if days == 1 else (every[:-1], every[-1:])
 
 
-def check(doc: dict[str, Any], held: list[episodes.UsageDay], setting: tune.Setting, workers: int = 2,
+def _placements(engine: Engine, host_index: dict[str, int]) -> dict[str, list[tuple[float, int]]]:
+    """Each VM's hosts over time, as (timestamp, host index), oldest first."""
+    where: dict[str, list[tuple[float, int]]] = {}
+    for vm, ts, host in vm_hosts(engine):
+        where.setdefault(vm, []).append((ts, host_index[host]))
+    return where
+
+
+def _host_at(samples: list[tuple[float, int]], t: float) -> int:
+    """The host of the VM's last sample at or before ``t``, else (it started later) of its first."""
+    before = [h for ts, h in samples if ts <= t]
+    return before[-1] if before else samples[0][1]
+
+
+def check(doc: dict[str, Any], held: list[OwnFleetDay], setting: tune.Setting, workers: int = 2,
           progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Each family's best point, the shipped default and :data:`llmvirt.bench.tune.REFERENCE` on the held-back
     days (the tuning never saw them): their mean figures, and the point that scored best in the tuning."""
@@ -64,10 +83,9 @@ def check(doc: dict[str, Any], held: list[episodes.UsageDay], setting: tune.Sett
 def shipped_default() -> str:
     """What ``rebalance --goal consolidate`` runs without --policy: the shipped policy's named tuned baseline
     (``policies/default/strategies.json``), else its learned head (``llmvirt``)."""
-    from llmvirt.strategies.registry import goal_default
+    from llmvirt.strategies.goal_defaults import goal_strategy
 
-    chosen = goal_default(None, "consolidate")
-    return chosen[0] if chosen else "llmvirt"
+    return goal_strategy(None, "consolidate")[0]
 
 
 def recommended(doc: dict[str, Any]) -> str:

@@ -184,7 +184,7 @@ def tune_cloudsim(days: list[Path | Episode], families: list[str] | None = None,
     fams = families or list(GRIDS)
     _check(fams, setting)
     fleet, kind = setting.fleet, setting.kind
-    eps: list[Episode] = [d if isinstance(d, episodes.UsageDay) else str(d) for d in days]
+    eps: list[Episode] = [str(d) if isinstance(d, Path) else d for d in days]
     names = [name for f in fams for name in GRIDS[f]]
     names += [REFERENCE] if kind == "relative-tail" and REFERENCE not in names else []
     runs = run_grid(eps, names, setting, workers, progress)

@@ -220,9 +220,9 @@ def tune(
         "(a 1/X share of its bandwidth), as your network moves them: 10 for a tenth. Tune for your own migrations "
         "before relying on a tuned point.")] = 1.0,
     from_store: Annotated[bool, typer.Option(
-        "--from-store", help="Tune on your own VMs' history in llmvirt's store instead of traces (at least a day "
-        "of scans): every whole day but the latest, which is held back to check the tuned point against the "
-        "default.")] = False,
+        "--from-store", help="Tune on your own VMs' history in llmvirt's store, on your own hosts, instead of "
+        "traces (at least a day of scans): every whole day but the latest, which is held back to check the tuned "
+        "point against the default.")] = False,
 ) -> None:
     """Tune the cloudsim baselines by grid search on training days, by the honest cost; `tuned:FAMILY` runs them."""
     from llmvirt.bench import tune as tuner
@@ -232,8 +232,9 @@ def tune(
         raise UsageError("--workers must be at least 1")
     setting = tuner.Setting(fleet, objective, migration_slowdown)
     if from_store:
-        if trace or usage_trace:
-            raise UsageError("--from-store tunes on the store's history alone: drop --trace and --usage-trace")
+        if trace or usage_trace or fleet != "cloudsim":
+            raise UsageError("--from-store tunes on the store's history and your own hosts alone: drop --trace, "
+                             "--usage-trace and --fleet")
         _tune_store(state(ctx).engine(), list(family or []), (workers, setting), (out_path, plot, as_json))
         return
     if not trace:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmvirt.sim.engine import Simulation
-from llmvirt.sim.initial_placement import initial_decreasing, initial_first_fit, initial_pabfd
+from llmvirt.sim.initial_placement import initial_decreasing, initial_first_fit, initial_pabfd, initial_recorded
 from llmvirt.sim.overload import Detector, Thr, make_detector
 from llmvirt.sim.pabfd_state import Headroom, HostVms, IdleTwins, Tentative, host_kinds
 from llmvirt.sim.pool_search import PoolSearch
@@ -359,10 +359,11 @@ def _holds_unmovable(sim: Simulation) -> np.ndarray:
 
 def run_policy(sim: Simulation, policy: PabfdPolicy | Dvfs | StaticDecreasing, migration_slowdown: float = 1.0
                ) -> dict[str, float]:
-    """Place at time 0 with the policy's rule, run the day, return CloudSim's summary figures; with
-    ``migration_slowdown`` X, every live migration after the initial placement takes X times as long (a 1/X share
-    of the hosts' bandwidth, as on a production network slower than the simulator's)."""
-    sim.place_initial(policy.initial_chooser(sim))
+    """Place at time 0 with the policy's rule (or where a real cluster had each VM), run the day, return
+    CloudSim's summary figures; with ``migration_slowdown`` X, every live migration after the initial placement
+    takes X times as long (a 1/X share of the hosts' bandwidth, as on a production network slower than the
+    simulator's)."""
+    sim.place_initial(policy.initial_chooser(sim) if sim.dc.initial_host is None else initial_recorded(sim))
     if migration_slowdown != 1.0:
         sim.dc.bw = sim.dc.bw / migration_slowdown
     return sim.run(policy.decide).summary()

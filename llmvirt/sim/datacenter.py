@@ -84,6 +84,9 @@ class DataCenter:
     util: np.ndarray  #: per VM, samples + 1 (CloudSim repeats the last sample)
     interval_s: float = INTERVAL_S  #: seconds between samples
     names: tuple[str, ...] = field(default_factory=tuple)  #: VM names
+    #: per VM, the host it starts on (a real cluster's placement, :mod:`llmvirt.sim.own_fleet`); None: the policy
+    #: places every VM at time 0 by its own rule, as CloudSim does
+    initial_host: np.ndarray | None = None
 
     @property
     def n_hosts(self) -> int:

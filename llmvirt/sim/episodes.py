@@ -4,7 +4,9 @@ An episode is either a PlanetLab day (its directory: CloudSim's 800 hosts, every
 :class:`UsageDay`: one day of a usage trace (Bitbrains, the generic format, or a PlanetLab day directory), on
 one side of the VM split (:mod:`llmvirt.sim.split`), in one fleet shape (hosts per VM) and one fleet of host
 models (:data:`llmvirt.sim.datacenter.FLEETS`). VM sizes are CloudSim's in all; host models are CloudSim's
-unless a usage day names another fleet, so a policy can be judged on servers it never saw.
+unless a usage day names another fleet, so a policy can be judged on servers it never saw. The third kind, an
+:class:`~llmvirt.sim.own_fleet.OwnFleetDay`, is a day of llmvirt's own store history on the operator's own hosts
+and VM sizes (``llmvirt tune --from-store``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import numpy as np
 from llmvirt.sim.datacenter import FLEETS, DataCenter, cloudsim_datacenter, mean_host_mips, planetlab_day
 from llmvirt.sim.engine import Simulation
 from llmvirt.sim.initial_placement import initial_pabfd
+from llmvirt.sim.own_fleet import OwnFleetDay
+from llmvirt.sim.own_fleet import datacenter as own_datacenter
 from llmvirt.sim.split import split
 from llmvirt.sim.traces import CpuTrace, load_planetlab, load_usage
 
@@ -54,7 +58,7 @@ class UsageDay:
         return f"{Path(self.path).name}:{self.side}:{self.day}:{self.hosts_per_vm:.2f}{fleet}"
 
 
-Episode = str | UsageDay  #: a PlanetLab day directory, or a usage day
+Episode = str | UsageDay | OwnFleetDay  #: a PlanetLab day directory, a usage day, or a day on an operator's fleet
 
 
 def equivalent_shape(hosts_per_vm: float, fleet: str) -> float:
@@ -89,6 +93,8 @@ def on_fleet(day: Episode | Path, fleet: str) -> Episode:
     """``day`` on ``fleet``'s hosts with the CPU capacity per VM it has on CloudSim's: a PlanetLab day directory
     with that of CloudSim's 800 hosts for the lightest day (the directory itself, bit for bit CloudSim's, on the
     ``cloudsim`` fleet); a usage day on CloudSim's hosts with its shape converted (:func:`equivalent_shape`)."""
+    if isinstance(day, OwnFleetDay):
+        return day  # the operator's own hosts, whatever fleet is named
     if fleet == "cloudsim":
         return day if isinstance(day, UsageDay) else str(day)
     if isinstance(day, UsageDay):
@@ -100,6 +106,8 @@ def datacenter(episode: Episode) -> DataCenter:
     """A fresh data centre for ``episode`` (its own arrays: the caller may change them)."""
     if isinstance(episode, str):
         return dataclasses.replace(planetlab_day(episode))  # cached per process: the caller may rebind fields
+    if isinstance(episode, OwnFleetDay):
+        return own_datacenter(episode)
     return cloudsim_datacenter(_day_trace(episode), _hosts(episode), episode.fleet)
 
 
@@ -136,7 +144,7 @@ def _holds_every_vm(dc: DataCenter) -> bool:
 
 
 def label(episode: Episode) -> str:
-    """A PlanetLab day's directory name, or a usage day's :attr:`UsageDay.label`."""
+    """A PlanetLab day's directory name, or a usage or own-fleet day's ``label``."""
     return Path(episode).name if isinstance(episode, str) else episode.label
 
 

@@ -57,3 +57,14 @@ def initial_first_fit(sim: Simulation):  # noqa: ANN202
         return int(idx[0]) if idx.size else -1
 
     return choose
+
+
+def initial_recorded(sim: Simulation):  # noqa: ANN202
+    """Every VM on the host the data centre records for it (``DataCenter.initial_host``), whatever its size: a
+    real cluster's placement, which may overcommit its CPUs."""
+    hosts = sim.dc.initial_host
+
+    def choose(vm: int, avail: np.ndarray, ram: np.ndarray, bw: np.ndarray) -> int:
+        return int(hosts[vm])
+
+    return choose

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select
 from llmvirt.errors import UsageError
 from llmvirt.model.usage import cpu_fraction
 from llmvirt.sim.traces import UsageTrace, load_generic
-from llmvirt.store.schema import HostSnapshotRow, VmSampleRow
+from llmvirt.store.schema import HostRow, HostSnapshotRow, VmSampleRow
 
 
 def history_rows(engine: Engine) -> list[tuple[str, float, float, float, int, float]]:
@@ -47,8 +47,37 @@ def history_rows(engine: Engine) -> list[tuple[str, float, float, float, int, fl
                 mem = float(max(0, avail - unused))
             else:
                 mem = float(balloon if balloon is not None else mem_max)
-            rows.append((f"{name}-{uuid[:8]}", ts, pct, mem, int(vcpus), float(mem_max)))
+            rows.append((vm_label(name, uuid), ts, pct, mem, int(vcpus), float(mem_max)))
     return rows
+
+
+def vm_label(name: str, uuid: str) -> str:
+    """A VM's name in the history: its name and the start of its UUID (names may repeat across hosts)."""
+    return f"{name}-{uuid[:8]}"
+
+
+def fleet_hosts(engine: Engine) -> list[tuple[str, int, int, int]]:
+    """``(host, cpus, cpu_mhz, memory_mib)`` of every registered host, from its latest successful snapshot."""
+    q = (select(HostRow.name, HostSnapshotRow.cpus, HostSnapshotRow.cpu_mhz, HostSnapshotRow.memory_mib)
+         .join(HostSnapshotRow, HostSnapshotRow.host_id == HostRow.id)
+         .where(HostSnapshotRow.ok.is_(True))
+         .order_by(HostRow.name, HostSnapshotRow.taken_at))
+    latest: dict[str, tuple[str, int, int, int]] = {}
+    with engine.connect() as conn:
+        for name, cpus, mhz, mem in conn.execute(q):
+            latest[name] = (name, int(cpus), int(mhz), int(mem))
+    return list(latest.values())
+
+
+def vm_hosts(engine: Engine) -> list[tuple[str, float, str]]:
+    """``(vm, timestamp, host)`` for every sample of a running VM: where each VM ran, scan by scan."""
+    q = (select(VmSampleRow.uuid, VmSampleRow.name, HostSnapshotRow.taken_at, HostRow.name)
+         .join(HostSnapshotRow, VmSampleRow.snapshot_id == HostSnapshotRow.id)
+         .join(HostRow, HostSnapshotRow.host_id == HostRow.id)
+         .where(HostSnapshotRow.ok.is_(True), VmSampleRow.state == "running")
+         .order_by(HostSnapshotRow.taken_at))
+    with engine.connect() as conn:
+        return [(vm_label(name, uuid), taken.timestamp(), host) for uuid, name, taken, host in conn.execute(q)]
 
 
 def write_generic_csv(rows: list[tuple[str, float, float, float, int, float]], path: Path) -> None:
