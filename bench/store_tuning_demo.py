@@ -11,7 +11,9 @@ It decides nothing about the shipped default. It shows what an operator's own tu
 tuned on CloudSim's 2-core hosts (the shipped default) fares on 24-core hosts it was never tuned for.
 
 Usage: python bench/store_tuning_demo.py [--vms 100] [--seeds 0,1,2] [--workers 2]
-Writes bench/store_tuning_demo.json and prints the table for RESULTS.md.
+Writes bench/store_tuning_demo.json and prints the table for RESULTS.md. With ``--compare A,B,...`` it tunes
+nothing: it runs the named strategies on every day of each seed's store (the same fleets) and reports each as
+a ratio to A, per seed-day (``--out`` another file).
 """
 
 from __future__ import annotations
@@ -91,6 +93,19 @@ def _record(db_url: str, trace: UsageTrace, vms: np.ndarray) -> int:
     return n_hosts
 
 
+def compare_seed(trace: UsageTrace, n_vms: int, seed: int, workers: int, names: list[str]) -> dict[str, Any]:
+    """Record as :func:`one_seed` does, then run ``names`` on every day of the store (nothing tuned)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/store.db"
+        n_hosts = _record(url, trace, _draw(trace, n_vms, seed))
+        train, held = store_tuning.history_days(database.open_engine(url), Path(tmp))
+        days = [*train, *held]
+        runs = tune.run_grid(days, names, tune.Setting(), workers)
+    return {"seed": seed, "hosts": n_hosts, "days": [d.label for d in days],
+            "cost": {n: [round(runs[(d.label, n)]["cost"], 4) for d in days] for n in names},
+            "figures": {n: tune.point_summary(n, days, runs, "mean") for n in names}}
+
+
 def one_seed(trace: UsageTrace, n_vms: int, seed: int, workers: int) -> dict[str, Any]:
     """Record, tune on six days, check on the seventh."""
     t0 = time.perf_counter()
@@ -119,8 +134,13 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/store_tuning_demo.json")
+    ap.add_argument("--compare", help="Comma-separated strategies to run on every day of each seed's store instead "
+                    "of tuning, the first the one to compare against (ratios per seed-day)")
     args = ap.parse_args()
     trace = load_bitbrains(TRACE)
+    if args.compare:
+        _compare(trace, args, [n.strip() for n in args.compare.split(",") if n.strip()])
+        return
     runs = [one_seed(trace, args.vms, int(s), args.workers) for s in args.seeds.split(",")]
     out = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {platform.processor()}",
            "trace": TRACE.name, "host": HOST, "objective": "relative-tail", "runs": runs,
@@ -133,6 +153,32 @@ def main() -> None:
         print(f"| {r['seed']} | {r['hosts']} | `{r['recommended']}` | {r['ratio_to_default']:.3f}x | "
               f"{r['ratio_to_reference']:.3f}x | {r['default_to_reference']:.3f}x |")
     print(f"mean ratio to the default {out['ratio_to_default_mean']:.3f}; written to {args.out}")
+
+
+def _compare(trace: UsageTrace, args: argparse.Namespace, names: list[str]) -> None:
+    """``--compare``: every name on every seed-day, as ratios to the first name's cost, printed and written."""
+    seeds = [compare_seed(trace, args.vms, int(s), args.workers, names) for s in args.seeds.split(",")]
+    base = names[0]
+    rows = {}
+    for n in names:
+        ratios = [c / b for sd in seeds for c, b in zip(sd["cost"][n], sd["cost"][base], strict=True)]
+        total = sum(sum(sd["cost"][n]) for sd in seeds) / sum(sum(sd["cost"][base]) for sd in seeds)
+        rows[n] = {"min": round(min(ratios), 4), "mean": round(statistics.mean(ratios), 4),
+                   "max": round(max(ratios), 4), "cheaper": sum(r < 1 for r in ratios), "days": len(ratios),
+                   "total": round(total, 4)}
+    out = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {platform.processor()}",
+           "trace": TRACE.name, "host": HOST, "against": base, "seeds": seeds, "ratios": rows}
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"| policy | x {base} per seed-day: min / mean / max | seed-days cheaper | x {base} in total | "
+          "energy kWh / unmet core-h / GiB a day (mean) |")
+    print("|---|---|---|---|---|")
+    for n, r in rows.items():
+        f = [sd["figures"][n] for sd in seeds]
+        fig = " / ".join(f"{statistics.mean(x[k] for x in f):.1f}" for k in ("energy_kwh", "unmet_core_h",
+                                                                            "gib_migrated"))
+        print(f"| {n} | {r['min']:.3f} / {r['mean']:.3f} / {r['max']:.3f} | {r['cheaper']} of {r['days']} | "
+              f"{r['total']:.3f} | {fig} |")
+    print(f"written to {args.out}")
 
 
 if __name__ == "__main__":
