@@ -16,6 +16,7 @@ started late at its first.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,18 +54,20 @@ def history_days(engine: Engine, directory: Path) -> tuple[list[OwnFleetDay], li
     return (every, []) if days == 1 else (every[:-1], every[-1:])
 
 
-def _placements(engine: Engine, host_index: dict[str, int]) -> dict[str, list[tuple[float, int]]]:
-    """Each VM's hosts over time, as (timestamp, host index), oldest first."""
-    where: dict[str, list[tuple[float, int]]] = {}
+def _placements(engine: Engine, host_index: dict[str, int]) -> dict[str, tuple[list[float], list[int]]]:
+    """Each VM's hosts over time: its sample times, oldest first, and the host index at each."""
+    where: dict[str, tuple[list[float], list[int]]] = {}
     for vm, ts, host in vm_hosts(engine):
-        where.setdefault(vm, []).append((ts, host_index[host]))
+        times, hosts = where.setdefault(vm, ([], []))
+        times.append(ts)
+        hosts.append(host_index[host])
     return where
 
 
-def _host_at(samples: list[tuple[float, int]], t: float) -> int:
+def _host_at(samples: tuple[list[float], list[int]], t: float) -> int:
     """The host of the VM's last sample at or before ``t``, else (it started later) of its first."""
-    before = [h for ts, h in samples if ts <= t]
-    return before[-1] if before else samples[0][1]
+    times, hosts = samples
+    return hosts[max(0, bisect.bisect_right(times, t) - 1)]
 
 
 def check(doc: dict[str, Any], held: list[OwnFleetDay], setting: tune.Setting, workers: int = 2,
