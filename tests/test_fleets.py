@@ -237,8 +237,13 @@ def test_the_committed_networks_trained_on_three_trace_families_reproduce_their_
             assert kept == pytest.approx(record["kept_cost"][label]["cost"], rel=1e-12) and kept < base, label
 
 
-def test_the_committed_wake_aware_networks_trained_on_three_trace_families_reproduce_their_training_cost() -> None:
-    """The opt-in networks trained on the wake-aware gate with ``--extra-trace`` July and August load by the
+@pytest.mark.parametrize(("directory", "fallback", "gate", "seeds"), [
+    ("consolidate-net-wake-three", "gated:0.95:1:0.4:wake", (0.95, 0.4, True), (0, 1)),
+    ("consolidate-net-relative", "gated:0.9:1:0.3:wake", (0.9, 0.3, True), (0,)),  # on the present default
+])
+def test_the_committed_wake_aware_networks_trained_on_three_trace_families_reproduce_their_training_cost(
+        directory: str, fallback: str, gate: tuple[float, float, bool], seeds: tuple[int, ...]) -> None:
+    """The opt-in networks trained on a wake-aware gate with ``--extra-trace`` July and August load by the
     registry's name on that gate, say what they trained on, and cost exactly their record's kept cost on a tight
     training day of each Bitbrains month."""
     from llmvirt.model.score import consolidation_cost
@@ -247,21 +252,21 @@ def test_the_committed_wake_aware_networks_trained_on_three_trace_families_repro
     from llmvirt.sim.engine import Simulation
     from llmvirt.strategies import registry
 
-    root = Path(__file__).resolve().parents[1] / "policies" / "consolidate-net-wake-three"
+    root = Path(__file__).resolve().parents[1] / "policies" / directory
     months = [SHARED / "traces" / "bitbrains-rnd" / n for n in ("rnd_2013-7_week1.tar.gz", "rnd_2013-8.tar.gz")]
     days = [episodes.usage_days(m, "train", 2)[1] for m in months]
-    for seed in (0, 1):
+    for seed in seeds:
         policy = registry.resolve(f"llmvirt-net:{root / f'seed{seed}'}", "consolidate").policy
         assert isinstance(policy, cn.NeuralConsolidation) and policy.forecaster is not None
-        assert (policy.detector.threshold, policy.below, policy.wake_cost) == (0.95, 0.4, True)
+        assert (policy.detector.threshold, policy.below, policy.wake_cost) == gate
         _, meta = cn.load(root / f"seed{seed}")
-        assert meta["fallback_point"] == "gated:0.95:1:0.4:wake" and meta["seed"] == seed
+        assert meta["fallback_point"] == fallback and meta["seed"] == seed
         assert [t["trace"] for t in meta["training_data"]["extra_traces"]] == [m.name for m in months]
         record = meta["training"]
         for day in days:
             label = episodes.label(day)
-            fallback = consolidation_cost(run_policy(Simulation(episodes.datacenter(day)), cn.policy(
-                None, fallback="gated:0.95:1:0.4:wake")))
-            assert record["fallback_cost"][label] == pytest.approx(fallback, rel=1e-12)
+            base = consolidation_cost(run_policy(Simulation(episodes.datacenter(day)), cn.policy(
+                None, fallback=fallback)))
+            assert record["fallback_cost"][label] == pytest.approx(base, rel=1e-12)
             kept = consolidation_cost(run_policy(Simulation(episodes.datacenter(day)), policy))
             assert kept == pytest.approx(record["kept_cost"][label]["cost"], rel=1e-12), label
