@@ -239,7 +239,7 @@ def test_the_committed_networks_trained_on_three_trace_families_reproduce_their_
 
 @pytest.mark.parametrize(("directory", "fallback", "gate", "seeds"), [
     ("consolidate-net-wake-three", "gated:0.95:1:0.4:wake", (0.95, 0.4, True), (0, 1)),
-    ("consolidate-net-relative", "gated:0.9:1:0.3:wake", (0.9, 0.3, True), (0,)),  # on the present default
+    ("consolidate-net-relative", "gated:0.9:1:0.3:wake", (0.9, 0.3, True), (0, 1)),  # on the present default
 ])
 def test_the_committed_wake_aware_networks_trained_on_three_trace_families_reproduce_their_training_cost(
         directory: str, fallback: str, gate: tuple[float, float, bool], seeds: tuple[int, ...]) -> None:
