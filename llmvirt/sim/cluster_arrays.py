@@ -44,6 +44,14 @@ def fleet_view(cluster: Cluster, cpu_allocation_ratio: float, ram_allocation_rat
     return view
 
 
+def real_host_units(cpus: np.ndarray, mhz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Real hosts in the simulator's units, per host: (PE MIPS, total MIPS, power table). Capacity is the CPUs
+    (at least one) x the MHz, the PE is the whole host, and power is the generic linear model (the module
+    docstring). ``rebalance``'s scanned clusters and ``tune --from-store``'s own fleet both map hosts here."""
+    total = np.maximum(1, np.asarray(cpus)) * np.asarray(mhz, dtype=np.float64)
+    return total.copy(), total, generic_table(int(total.size))
+
+
 @dataclass
 class HostArrays:
     """The data-centre arrays CloudSim's policies read (the fields of :class:`~llmvirt.sim.datacenter.DataCenter`
@@ -91,7 +99,7 @@ def cloudsim_state(cluster: Cluster, history: dict[str, list[float]] | None = No
     vms = [(h, v) for h, host in enumerate(cluster.hosts) for v in host.vms if v.running]
     n_h, n_v = len(cluster.hosts), len(vms)
     mhz = np.array([float(h.cpu_mhz or DEFAULT_MHZ) for h in cluster.hosts])
-    total = np.array([max(1, h.cpus) for h in cluster.hosts]) * mhz
+    pe, total, power = real_host_units(np.array([h.cpus for h in cluster.hosts]), mhz)
     vm_host = np.array([h for h, _ in vms], dtype=np.int64)
     vm_mips = np.array([v.vcpus * mhz[h] for h, v in vms])
     util = np.array([expected_util(v.cpu_util) for _, v in vms])
@@ -105,7 +113,7 @@ def cloudsim_state(cluster: Cluster, history: dict[str, list[float]] | None = No
     host_vms: list[list[int]] = [[] for _ in range(n_h)]
     for i, h in enumerate(vm_host):
         host_vms[int(h)].append(i)
-    dc = HostArrays(pe_mips=total.copy(), total_mips=total, power_table=generic_table(n_h),
+    dc = HostArrays(pe_mips=pe, total_mips=total, power_table=power,
                     bw=np.full(n_h, bw_kbit_s), vm_mips=vm_mips,
                     vm_ram=np.array([float(v.memory_mib) for _, v in vms]), vm_bw=np.zeros(n_v))
     arrays = ClusterArrays.from_cluster(cluster)

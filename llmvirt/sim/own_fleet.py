@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llmvirt.sim.cluster_arrays import real_host_units
 from llmvirt.sim.datacenter import HOST_BW, VM_BW, DataCenter
-from llmvirt.sim.power import generic_table
 from llmvirt.sim.traces import UsageTrace, load_usage
 
 
@@ -70,10 +70,10 @@ def datacenter(day: OwnFleetDay) -> DataCenter:
     per_day = 86_400 // trace.interval_s
     util = np.clip(trace.cpu_util[:, day.day * per_day:(day.day + 1) * per_day], 0.0, 1.0)
     mhz = np.array([h.mhz for h in day.hosts], dtype=np.float64)
-    total = np.array([max(1, h.cpus) for h in day.hosts]) * mhz
+    pe, total, power = real_host_units(np.array([h.cpus for h in day.hosts]), mhz)
     n_h, n_v = len(day.hosts), len(trace.names)
     return DataCenter(
-        pe_mips=total.copy(), total_mips=total, power_table=generic_table(n_h),
+        pe_mips=pe, total_mips=total, power_table=power,
         ram_mb=np.array([h.memory_mib for h in day.hosts], dtype=np.float64), bw=np.full(n_h, HOST_BW, dtype=float),
         vm_mips=trace.vcpus.astype(np.float64) * float(np.median(mhz)),
         vm_ram=trace.mem_capacity_mib.astype(np.float64), vm_bw=np.full(n_v, VM_BW, dtype=np.float64),
