@@ -153,3 +153,30 @@ def test_a_recorded_placement_is_kept_even_where_it_overcommits(tmp_path: Path) 
     sim = Simulation(episodes.datacenter(day))
     run_policy(sim, make_policy("dvfs"))  # never migrates
     assert sim.vm_host.tolist() == [0, 0, 0, 0, 0, 1]
+
+
+def test_days_reads_only_the_latest_days_of_history(cli, db_url: str, tmp_path: Path) -> None:
+    _history(db_url, days=3)
+    engine = database.open_engine(db_url)
+    from llmvirt.bench.store_tuning import history_days
+
+    train, held = history_days(engine, tmp_path, last=2)
+    assert [d.day for d in train] == [0] and [d.day for d in held] == [1]
+    assert [d.start_host for d in train + held] == [STARTS[1], STARTS[2]]  # the store's days 1 and 2
+    start = T0 + timedelta(days=1)
+    assert min(float(r[1]) for r in _csv_rows(tmp_path / "store-history.csv")) == start.timestamp()
+    code, out, err = cli("tune", "--from-store", "--days", "2", "--family", "thr-mmt", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["train_days"] == ["store-history.csv:own:0"] and doc["check"]["days"] == ["store-history.csv:own:1"]
+    for bad in (["--from-store", "--days", "0"], ["--days", "2", "--trace", "/nonexistent"]):
+        code, out, err = cli("tune", *bad)
+        assert code == 2 and "--days" in err and len(err.strip().splitlines()) == 1
+
+
+def _csv_rows(path: Path) -> list[list[str]]:
+    """The data rows of a generic-format CSV."""
+    import csv
+
+    with path.open() as f:
+        return list(csv.reader(f))[1:]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +27,22 @@ from sqlalchemy import Engine
 from llmvirt.bench import tune
 from llmvirt.errors import UsageError
 from llmvirt.sim import episodes, own_fleet
+from llmvirt.sim import store_history as sh
 from llmvirt.sim.own_fleet import OwnFleetDay
 from llmvirt.sim.store_history import fleet_hosts, history_rows, vm_hosts, write_generic_csv
 
 HISTORY_FILE = "store-history.csv"  #: the store's history, in the generic format, in the tuning's directory
 
 
-def history_days(engine: Engine, directory: Path) -> tuple[list[OwnFleetDay], list[OwnFleetDay]]:
+def history_days(engine: Engine, directory: Path, last: int | None = None
+                 ) -> tuple[list[OwnFleetDay], list[OwnFleetDay]]:
     """The store's history written to ``directory``, as (tuning days, held-back days) on the operator's own hosts:
-    every whole day, the latest held back when there are two or more; one clear line with less than a day."""
-    rows = history_rows(engine)
+    every whole day (of the latest ``last`` days alone, when given: only they are read), the latest held back when
+    there are two or more; one clear line with less than a day."""
+    if last is not None and last < 1:
+        raise UsageError("--days must be at least 1")
+    since = None if last is None else sh.window_start(engine, last, sh.scan_interval(engine))
+    rows = history_rows(engine, since)
     if not rows:
         raise UsageError("the store holds no VM history yet: run `llmvirt scan` regularly (every 5 min from cron) "
                          "for at least a day before tuning on it")
@@ -47,17 +54,19 @@ def history_days(engine: Engine, directory: Path) -> tuple[list[OwnFleetDay], li
         raise UsageError(f"the store holds {hours:.1f} h of VM history; tuning needs at least one whole day (24 h) "
                          "of scans: keep `llmvirt scan` running (every 5 min from cron) and tune later")
     hosts = tuple(own_fleet.OwnHost(*h) for h in fleet_hosts(engine))
-    where = _placements(engine, {h.name: i for i, h in enumerate(hosts)})
+    where = _placements(engine, {h.name: i for i, h in enumerate(hosts)}, since)
     start, names = min(r[1] for r in rows), own_fleet.vm_names(path)
     every = [OwnFleetDay(str(path), d, hosts, tuple(_host_at(where[n], int(start) + d * 86_400) for n in names))
              for d in range(days)]
     return (every, []) if days == 1 else (every[:-1], every[-1:])
 
 
-def _placements(engine: Engine, host_index: dict[str, int]) -> dict[str, tuple[list[float], list[int]]]:
-    """Each VM's hosts over time: its sample times, oldest first, and the host index at each."""
+def _placements(engine: Engine, host_index: dict[str, int], since: datetime | None
+                ) -> dict[str, tuple[list[float], list[int]]]:
+    """Each VM's hosts over time (from ``since``, when given): its sample times, oldest first, and the host index
+    at each."""
     where: dict[str, tuple[list[float], list[int]]] = {}
-    for vm, ts, host in vm_hosts(engine):
+    for vm, ts, host in vm_hosts(engine, since):
         times, hosts = where.setdefault(vm, ([], []))
         times.append(ts)
         hosts.append(host_index[host])

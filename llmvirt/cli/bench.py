@@ -223,6 +223,9 @@ def tune(
         "--from-store", help="Tune on your own VMs' history in llmvirt's store, on your own hosts, instead of "
         "traces (at least a day of scans): every whole day but the latest, which is held back to check the tuned "
         "point against the default.")] = False,
+    days: Annotated[int | None, typer.Option(
+        "--days", help="With --from-store: read only the latest N days of the store's history (default: all of "
+        "it): N-1 days to tune on and one held back.")] = None,
 ) -> None:
     """Tune the cloudsim baselines by grid search on training days, by the honest cost; `tuned:FAMILY` runs them."""
     from llmvirt.bench import tune as tuner
@@ -235,8 +238,10 @@ def tune(
         if trace or usage_trace or fleet != "cloudsim":
             raise UsageError("--from-store tunes on the store's history and your own hosts alone: drop --trace, "
                              "--usage-trace and --fleet")
-        _tune_store(state(ctx).engine(), list(family or []), (workers, setting), (out_path, plot, as_json))
+        _tune_store((state(ctx).engine(), days), list(family or []), (workers, setting), (out_path, plot, as_json))
         return
+    if days is not None:
+        raise UsageError("--days limits --from-store's history: give it with --from-store")
     if not trace:
         raise UsageError("give at least one --trace (or --from-store)")
     doc = _tuned(_tune_days(trace, usage_trace or []), list(family or []), (workers, setting), as_json)
@@ -259,15 +264,16 @@ def _tuned(days: "list[Path | episodes.UsageDay]", families: list[str], run: "tu
             raise UsageError(str(exc)) from None
 
 
-def _tune_store(engine: "Engine", families: list[str], run: "tuple[int, tuner.Setting]",
+def _tune_store(source: "tuple[Engine, int | None]", families: list[str], run: "tuple[int, tuner.Setting]",
                 output: tuple[Path | None, Path | None, bool]) -> None:
-    """``tune --from-store``: tune on the store's whole days but the latest, then check the result on that one."""
+    """``tune --from-store``: tune on the store's whole days (of the latest ``source[1]``, when given) but the
+    latest, then check the result on that one."""
     import tempfile
 
     from llmvirt.bench import store_tuning
 
     with tempfile.TemporaryDirectory() as tmp:
-        train, held = store_tuning.history_days(engine, Path(tmp))
+        train, held = store_tuning.history_days(source[0], Path(tmp), source[1])
         doc = _tuned(train, families, run, output[2])
         doc["source"] = "store"
         if held:

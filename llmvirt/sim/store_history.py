@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import csv
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from llmvirt.errors import UsageError
 from llmvirt.model.usage import cpu_fraction
@@ -21,13 +22,14 @@ from llmvirt.sim.traces import UsageTrace, load_generic
 from llmvirt.store.schema import HostRow, HostSnapshotRow, VmSampleRow
 
 
-def history_rows(engine: Engine) -> list[tuple[str, float, float, float, int, float]]:
-    """``(vm, timestamp, cpu_pct, mem_mib, vcpus, mem_capacity_mib)`` for every consecutive pair of samples."""
+def history_rows(engine: Engine, since: datetime | None = None) -> list[tuple[str, float, float, float, int, float]]:
+    """``(vm, timestamp, cpu_pct, mem_mib, vcpus, mem_capacity_mib)`` for every consecutive pair of samples
+    (of the scans taken at or after ``since``, when given)."""
     q = (select(VmSampleRow.uuid, VmSampleRow.name, HostSnapshotRow.taken_at, VmSampleRow.cpu_time_ns,
                 VmSampleRow.vcpus, VmSampleRow.memory_mib, VmSampleRow.balloon_current_mib,
                 VmSampleRow.available_mib, VmSampleRow.unused_mib, VmSampleRow.state)
          .join(HostSnapshotRow, VmSampleRow.snapshot_id == HostSnapshotRow.id)
-         .where(HostSnapshotRow.ok.is_(True))
+         .where(HostSnapshotRow.ok.is_(True), *_after(since))
          .order_by(VmSampleRow.uuid, HostSnapshotRow.taken_at))
     rows: list[tuple[str, float, float, float, int, float]] = []
     prev: dict[str, tuple[float, int]] = {}
@@ -69,15 +71,29 @@ def fleet_hosts(engine: Engine) -> list[tuple[str, int, int, int]]:
     return list(latest.values())
 
 
-def vm_hosts(engine: Engine) -> list[tuple[str, float, str]]:
-    """``(vm, timestamp, host)`` for every sample of a running VM: where each VM ran, scan by scan."""
+def vm_hosts(engine: Engine, since: datetime | None = None) -> list[tuple[str, float, str]]:
+    """``(vm, timestamp, host)`` for every sample of a running VM (at or after ``since``, when given): where each
+    VM ran, scan by scan."""
     q = (select(VmSampleRow.uuid, VmSampleRow.name, HostSnapshotRow.taken_at, HostRow.name)
          .join(HostSnapshotRow, VmSampleRow.snapshot_id == HostSnapshotRow.id)
          .join(HostRow, HostSnapshotRow.host_id == HostRow.id)
-         .where(HostSnapshotRow.ok.is_(True), VmSampleRow.state == "running")
+         .where(HostSnapshotRow.ok.is_(True), VmSampleRow.state == "running", *_after(since))
          .order_by(HostSnapshotRow.taken_at))
     with engine.connect() as conn:
         return [(vm_label(name, uuid), taken.timestamp(), host) for uuid, name, taken, host in conn.execute(q)]
+
+
+def _after(since: datetime | None) -> list:
+    """The filter that keeps the scans taken at or after ``since`` (none without it)."""
+    return [] if since is None else [HostSnapshotRow.taken_at >= since]
+
+
+def window_start(engine: Engine, days: int, interval_s: int) -> datetime | None:
+    """Where the latest ``days`` whole days of scans begin: that many days before the latest scan, plus two scan
+    intervals (CPU use needs a pair of samples, and scans jitter); None for an empty store."""
+    with engine.connect() as conn:
+        latest = conn.execute(select(func.max(HostSnapshotRow.taken_at))).scalar()
+    return None if latest is None else latest - timedelta(seconds=days * 86_400 + 2 * interval_s)
 
 
 def write_generic_csv(rows: list[tuple[str, float, float, float, int, float]], path: Path) -> None:
@@ -100,9 +116,10 @@ def store_trace(engine: Engine, interval_s: int = 300) -> UsageTrace:
 
 
 def scan_interval(engine: Engine, default: int = 300) -> int:
-    """Median seconds between the store's snapshots (the replay's step), ``default`` with fewer than two."""
+    """Median seconds between the store's latest snapshots (the replay's step; the latest thousand, so a long
+    history is not read whole), ``default`` with fewer than two."""
     with engine.connect() as conn:
         times = [t for (t,) in conn.execute(select(HostSnapshotRow.taken_at).distinct()
-                                            .order_by(HostSnapshotRow.taken_at))]
+                                            .order_by(HostSnapshotRow.taken_at.desc()).limit(1001))][::-1]
     gaps = sorted((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
     return max(1, int(round(gaps[len(gaps) // 2]))) if gaps else default
