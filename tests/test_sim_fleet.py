@@ -103,6 +103,22 @@ def test_generic_csv_and_parquet(tmp_path: Path) -> None:
         load_generic(tmp_path / "null.parquet")
 
 
+def test_a_trace_rewritten_at_the_same_path_is_read_again(tmp_path: Path) -> None:
+    """Trainers and tunings cache loaded traces; a history rewritten in place (another ``tune --from-store``
+    in the same process) must not be served from the cache."""
+    from llmvirt.sim import episodes
+    from llmvirt.sim.traces import load_usage_once
+
+    path = tmp_path / "h.csv"
+    day = 86_400 // 300
+    path.write_text("vm,timestamp,cpu_pct,mem_mib\n" + "".join(f"a,{START + 300 * i},50,64\n" for i in range(day)))
+    first = load_usage_once(path)
+    assert load_usage_once(path) is first and episodes.days_in(path) == 1
+    path.write_text("vm,timestamp,cpu_pct,mem_mib\n" + "".join(f"a,{START + 300 * i},20,64\n" for i in range(2 * day)))
+    again = load_usage_once(path)
+    assert again is not first and np.allclose(again.cpu_util, 0.2) and episodes.days_in(path) == 2
+
+
 def _view(vm_host, cpu, mem, cap=None, balloon=None, setup: FleetSetup = BALANCE_SETUP, n_hosts=None) -> ClusterArrays:
     vm_host = np.array(vm_host)
     n = len(vm_host)

@@ -24,7 +24,7 @@ from llmvirt.sim.initial_placement import initial_pabfd
 from llmvirt.sim.own_fleet import OwnFleetDay
 from llmvirt.sim.own_fleet import datacenter as own_datacenter
 from llmvirt.sim.split import split
-from llmvirt.sim.traces import CpuTrace, load_planetlab, load_usage
+from llmvirt.sim.traces import CpuTrace, load_planetlab, load_usage, once_per_file
 
 CLOUDSIM_HOSTS_PER_VM = 800 / 1052  #: CloudSim's 800 hosts for the lightest PlanetLab day's 1,052 VMs
 TIGHT_HOSTS_PER_VM = 0.5  #: a fleet with a third fewer hosts: overload is nearer
@@ -66,14 +66,27 @@ def equivalent_shape(hosts_per_vm: float, fleet: str) -> float:
     return hosts_per_vm * mean_host_mips("cloudsim") / mean_host_mips(fleet)
 
 
-@functools.cache
 def _usage(path: str) -> CpuTrace:
     """A usage trace's CPU use as a share of each VM's provisioned CPU (a PlanetLab day directory's as
     CloudSim reads it), loaded once per process."""
     if Path(path).is_dir():
-        return load_planetlab(Path(path))
-    trace = load_usage(Path(path))
+        return _planetlab(path)
+    return _cpu_share(Path(path))
+
+
+def _load_cpu_share(path: Path) -> CpuTrace:
+    """A usage trace file's CPU use as a share of each VM's provisioned CPU."""
+    trace = load_usage(path)
     return CpuTrace(trace.names, trace.cpu_util, trace.interval_s)
+
+
+_cpu_share = once_per_file(_load_cpu_share)
+
+
+@functools.cache
+def _planetlab(path: str) -> CpuTrace:
+    """A PlanetLab day directory as CloudSim reads it, loaded once per process."""
+    return load_planetlab(Path(path))
 
 
 def days_in(path: Path) -> int:

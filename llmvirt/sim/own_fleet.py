@@ -10,7 +10,6 @@ median MHz; power is the generic linear model ``rebalance`` predicts energy with
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from llmvirt.sim.cluster_arrays import real_host_units
 from llmvirt.sim.datacenter import HOST_BW, VM_BW, DataCenter
-from llmvirt.sim.traces import UsageTrace, load_usage
+from llmvirt.sim.traces import UsageTrace, load_usage_once
 
 
 @dataclass(frozen=True)
@@ -47,10 +46,9 @@ class OwnFleetDay:
         return f"{Path(self.path).name}:own:{self.day}"
 
 
-@functools.cache
 def _trace(path: str) -> UsageTrace:
-    """The history, loaded once per process (a tuning runs the same day many times)."""
-    return load_usage(Path(path))
+    """The history, loaded once per process while unchanged (a tuning runs the same day many times)."""
+    return load_usage_once(Path(path))
 
 
 def whole_days(path: Path) -> int:

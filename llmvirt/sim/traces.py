@@ -10,14 +10,19 @@ silently clipped.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from llmvirt.errors import UsageError
+
+T = TypeVar("T")
 
 PLANETLAB_INTERVAL_S = 300
 
@@ -321,3 +326,26 @@ def load_usage(path: Path) -> UsageTrace:
     if path.suffix in (".csv", ".parquet"):
         return load_generic(path)
     return load_bitbrains(path)
+
+
+
+def once_per_file(load: Callable[[Path], T]) -> Callable[[Path], T]:
+    """``load`` run once per process for each file while it is unchanged (trainers and tunings build the same days
+    many times): the cache is keyed on the file's path, modification time and size, so a history rewritten at the
+    same path is read again, and it keeps the latest few files alone."""
+
+    @functools.lru_cache(maxsize=16)
+    def at(path: str, mtime_ns: int, size: int) -> T:
+        return load(Path(path))
+
+    def cached(path: Path) -> T:
+        try:
+            st = path.stat()
+        except OSError:
+            return load(path)  # not there: the loader says so in its own words
+        return at(str(path), st.st_mtime_ns, st.st_size)
+
+    return cached
+
+
+load_usage_once = once_per_file(load_usage)  #: :func:`load_usage`, once per file while it is unchanged
