@@ -29,7 +29,7 @@ from llmvirt.errors import UsageError
 from llmvirt.sim import episodes, own_fleet
 from llmvirt.sim import store_history as sh
 from llmvirt.sim.own_fleet import OwnFleetDay
-from llmvirt.sim.store_history import fleet_hosts, history_rows, vm_hosts, write_generic_csv
+from llmvirt.sim.store_history import fleet_hosts, iter_history_rows, vm_hosts, write_generic_csv
 
 HISTORY_FILE = "store-history.csv"  #: the store's history, in the generic format, in the tuning's directory
 
@@ -42,20 +42,19 @@ def history_days(engine: Engine, directory: Path, last: int | None = None
     if last is not None and last < 1:
         raise UsageError("--days must be at least 1")
     since = None if last is None else sh.window_start(engine, last, sh.scan_interval(engine))
-    rows = history_rows(engine, since)
-    if not rows:
+    path = directory / HISTORY_FILE
+    count, start, latest = write_generic_csv(iter_history_rows(engine, since), path)
+    if not count:
         raise UsageError("the store holds no VM history yet: run `llmvirt scan` regularly (every 5 min from cron) "
                          "for at least a day before tuning on it")
-    path = directory / HISTORY_FILE
-    write_generic_csv(rows, path)
     days = own_fleet.whole_days(path)
     if days < 1:
-        hours = (max(r[1] for r in rows) - min(r[1] for r in rows)) / 3600
+        hours = (latest - start) / 3600
         raise UsageError(f"the store holds {hours:.1f} h of VM history; tuning needs at least one whole day (24 h) "
                          "of scans: keep `llmvirt scan` running (every 5 min from cron) and tune later")
     hosts = tuple(own_fleet.OwnHost(*h) for h in fleet_hosts(engine))
     where = _placements(engine, {h.name: i for i, h in enumerate(hosts)}, since)
-    start, names = min(r[1] for r in rows), own_fleet.vm_names(path)
+    names = own_fleet.vm_names(path)
     every = [OwnFleetDay(str(path), d, hosts, tuple(_host_at(where[n], int(start) + d * 86_400) for n in names))
              for d in range(days)]
     return (every, []) if days == 1 else (every[:-1], every[-1:])
@@ -63,18 +62,21 @@ def history_days(engine: Engine, directory: Path, last: int | None = None
 
 def _placements(engine: Engine, host_index: dict[str, int], since: datetime | None
                 ) -> dict[str, tuple[list[float], list[int]]]:
-    """Each VM's hosts over time (from ``since``, when given): its sample times, oldest first, and the host index
-    at each."""
+    """Each VM's hosts over time (from ``since``, when given): the times, oldest first, of its first sample and of
+    every sample on another host than the one before, and the host index from each (a VM seldom moves, so this
+    is far shorter than its samples)."""
     where: dict[str, tuple[list[float], list[int]]] = {}
     for vm, ts, host in vm_hosts(engine, since):
         times, hosts = where.setdefault(vm, ([], []))
-        times.append(ts)
-        hosts.append(host_index[host])
+        if not hosts or hosts[-1] != host_index[host]:
+            times.append(ts)
+            hosts.append(host_index[host])
     return where
 
 
 def _host_at(samples: tuple[list[float], list[int]], t: float) -> int:
-    """The host of the VM's last sample at or before ``t``, else (it started later) of its first."""
+    """The host of the VM's last sample at or before ``t`` (that of the last change at or before it), else (it
+    started later) of its first."""
     times, hosts = samples
     return hosts[max(0, bisect.bisect_right(times, t) - 1)]
 

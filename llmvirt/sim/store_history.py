@@ -10,7 +10,9 @@ with :func:`write_generic_csv`.
 from __future__ import annotations
 
 import csv
+import math
 import tempfile
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -21,17 +23,23 @@ from llmvirt.model.usage import cpu_fraction
 from llmvirt.sim.traces import UsageTrace, load_generic
 from llmvirt.store.schema import HostRow, HostSnapshotRow, VmSampleRow
 
+Row = tuple[str, float, float, float, int, float]  #: (vm, timestamp, cpu_pct, mem_mib, vcpus, mem_capacity_mib)
 
-def history_rows(engine: Engine, since: datetime | None = None) -> list[tuple[str, float, float, float, int, float]]:
+
+def history_rows(engine: Engine, since: datetime | None = None) -> list[Row]:
     """``(vm, timestamp, cpu_pct, mem_mib, vcpus, mem_capacity_mib)`` for every consecutive pair of samples
     (of the scans taken at or after ``since``, when given)."""
+    return list(iter_history_rows(engine, since))
+
+
+def iter_history_rows(engine: Engine, since: datetime | None = None) -> Iterator[Row]:
+    """:func:`history_rows` one row at a time, as the store returns them (a long history is never held whole)."""
     q = (select(VmSampleRow.uuid, VmSampleRow.name, HostSnapshotRow.taken_at, VmSampleRow.cpu_time_ns,
                 VmSampleRow.vcpus, VmSampleRow.memory_mib, VmSampleRow.balloon_current_mib,
                 VmSampleRow.available_mib, VmSampleRow.unused_mib, VmSampleRow.state)
          .join(HostSnapshotRow, VmSampleRow.snapshot_id == HostSnapshotRow.id)
          .where(HostSnapshotRow.ok.is_(True), *_after(since))
          .order_by(VmSampleRow.uuid, HostSnapshotRow.taken_at))
-    rows: list[tuple[str, float, float, float, int, float]] = []
     prev: dict[str, tuple[float, int]] = {}
     with engine.connect() as conn:
         for uuid, name, taken, cpu_ns, vcpus, mem_max, balloon, avail, unused, st in conn.execute(q):
@@ -49,8 +57,7 @@ def history_rows(engine: Engine, since: datetime | None = None) -> list[tuple[st
                 mem = float(max(0, avail - unused))
             else:
                 mem = float(balloon if balloon is not None else mem_max)
-            rows.append((vm_label(name, uuid), ts, pct, mem, int(vcpus), float(mem_max)))
-    return rows
+            yield vm_label(name, uuid), ts, pct, mem, int(vcpus), float(mem_max)
 
 
 def vm_label(name: str, uuid: str) -> str:
@@ -71,16 +78,17 @@ def fleet_hosts(engine: Engine) -> list[tuple[str, int, int, int]]:
     return list(latest.values())
 
 
-def vm_hosts(engine: Engine, since: datetime | None = None) -> list[tuple[str, float, str]]:
-    """``(vm, timestamp, host)`` for every sample of a running VM (at or after ``since``, when given): where each
-    VM ran, scan by scan."""
+def vm_hosts(engine: Engine, since: datetime | None = None) -> Iterator[tuple[str, float, str]]:
+    """``(vm, timestamp, host)`` for every sample of a running VM (at or after ``since``, when given), oldest
+    first, one at a time: where each VM ran, scan by scan."""
     q = (select(VmSampleRow.uuid, VmSampleRow.name, HostSnapshotRow.taken_at, HostRow.name)
          .join(HostSnapshotRow, VmSampleRow.snapshot_id == HostSnapshotRow.id)
          .join(HostRow, HostSnapshotRow.host_id == HostRow.id)
          .where(HostSnapshotRow.ok.is_(True), VmSampleRow.state == "running", *_after(since))
          .order_by(HostSnapshotRow.taken_at))
     with engine.connect() as conn:
-        return [(vm_label(name, uuid), taken.timestamp(), host) for uuid, name, taken, host in conn.execute(q)]
+        for uuid, name, taken, host in conn.execute(q):
+            yield vm_label(name, uuid), taken.timestamp(), host
 
 
 def _after(since: datetime | None) -> list:
@@ -96,22 +104,25 @@ def window_start(engine: Engine, days: int, interval_s: int) -> datetime | None:
     return None if latest is None else latest - timedelta(seconds=days * 86_400 + 2 * interval_s)
 
 
-def write_generic_csv(rows: list[tuple[str, float, float, float, int, float]], path: Path) -> None:
-    """Write rows in the generic trace format (with the optional size columns)."""
+def write_generic_csv(rows: Iterable[Row], path: Path) -> tuple[int, float, float]:
+    """Write rows in the generic trace format (with the optional size columns), one at a time; the number of
+    rows and their earliest and latest timestamps (0 for none)."""
+    count, first, last = 0, math.inf, -math.inf
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["vm", "timestamp", "cpu_pct", "mem_mib", "vcpus", "mem_capacity_mib"])
-        w.writerows(rows)
+        for row in rows:
+            w.writerow(row)
+            count, first, last = count + 1, min(first, row[1]), max(last, row[1])
+    return (count, first, last) if count else (0, 0.0, 0.0)
 
 
 def store_trace(engine: Engine, interval_s: int = 300) -> UsageTrace:
     """The store's history as a :class:`UsageTrace` (needs at least two scans of running VMs)."""
-    rows = history_rows(engine)
-    if not rows:
-        raise UsageError("the store holds no VM history yet: run `llmvirt scan` at least twice")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "store.csv"
-        write_generic_csv(rows, path)
+        if not write_generic_csv(iter_history_rows(engine), path)[0]:
+            raise UsageError("the store holds no VM history yet: run `llmvirt scan` at least twice")
         return load_generic(path, interval_s)
 
 
