@@ -97,6 +97,10 @@ def test_generic_csv_and_parquet(tmp_path: Path) -> None:
         (tmp_path / name).write_text(f"{header}\n{body}")
         with pytest.raises(TraceError, match=error):
             load_generic(tmp_path / name)
+    for name, body in (("empty.csv", "a,1,50,3\na,301,,3\n"), ("short.csv", "a,1,50,3\n\na,301,40\n")):
+        (tmp_path / name).write_text(f"vm,timestamp,cpu_pct,mem_mib\n{body}")  # a blank line is skipped, not counted
+        with pytest.raises(TraceError, match=f"{name}:3: empty field"):
+            load_generic(tmp_path / name)
     table = pa.table({"vm": ["a", "a"], "timestamp": [1, 301], "cpu_pct": [50.0, None], "mem_mib": [3.0, 3.0]})
     pq.write_table(table, tmp_path / "null.parquet")
     with pytest.raises(TraceError, match="row 3: not a finite number"):  # a Parquet null is no number either

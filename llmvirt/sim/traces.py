@@ -241,6 +241,34 @@ GENERIC_COLUMNS = ("vm", "timestamp", "cpu_pct", "mem_mib")
 GENERIC_MHZ_PER_VCPU = 1000.0  #: the generic format's nominal MHz per vCPU (it has percentages, not MHz)
 
 
+def _generic_columns(path: Path) -> dict[str, list]:
+    """A generic-format file's columns by name, as read (values checked later); a CSV's empty or missing field
+    is refused with its line."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        cols = {c: table.column(c).to_pylist() for c in table.column_names}
+    else:
+        import csv
+
+        with path.open(newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            lists: list[list[str]] = [[] for _ in header]
+            i = 1
+            for row in reader:
+                if not row:
+                    continue  # a blank line, skipped (and not counted) as csv.DictReader does
+                i += 1
+                if len(row) < len(header) or "" in row[:len(header)]:
+                    raise TraceError(f"{path}:{i}: empty field")
+                for col, value in zip(lists, row, strict=False):
+                    col.append(value)
+            cols = dict(zip(header, lists, strict=True))
+    return cols
+
+
 def _refuse_rows(path: Path, bad: np.ndarray, what: str) -> None:
     """TraceError naming the first row (as a CSV line number) where ``bad`` holds."""
     rows = np.flatnonzero(bad)
@@ -267,22 +295,7 @@ def load_generic(path: Path, interval_s: int = 300) -> UsageTrace:
     """
     if not path.is_file():
         raise TraceError(f"trace file {path} does not exist")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        cols = {c: table.column(c).to_pylist() for c in table.column_names}
-    else:
-        import csv
-
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            cols = {c: [] for c in (reader.fieldnames or [])}
-            for i, row in enumerate(reader, 2):
-                for c in cols:
-                    cols[c].append(row[c])
-                if any(v in ("", None) for v in row.values()):
-                    raise TraceError(f"{path}:{i}: empty field")
+    cols = _generic_columns(path)
     missing = [c for c in GENERIC_COLUMNS if c not in cols]
     if missing:
         raise TraceError(f"{path}: missing column(s) {', '.join(missing)}; need {', '.join(GENERIC_COLUMNS)}")
@@ -295,8 +308,15 @@ def load_generic(path: Path, interval_s: int = 300) -> UsageTrace:
     # NaN passes every range check (a "nan" cell, or a Parquet null) and would spread through each figure
     _refuse_rows(path, ~(np.isfinite(ts) & np.isfinite(cpu) & np.isfinite(mem)), "not a finite number")
     _refuse_rows(path, (cpu < 0) | (cpu > 100) | (mem < 0), "cpu_pct must be 0..100 and mem_mib >= 0")
-    vms = np.array([str(v) for v in cols["vm"]])
-    names = tuple(sorted(set(vms)))
+    vms = [str(v) for v in cols["vm"]]
+    first_seen: dict[str, int] = {}
+    seen = np.fromiter((first_seen.setdefault(v, len(first_seen)) for v in vms), dtype=np.int64, count=len(vms))
+    names = tuple(sorted(first_seen))
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[[first_seen[n] for n in names]] = np.arange(len(names))
+    which = rank[seen]  # each row's VM as an index into the sorted names
+    order = np.argsort(which, kind="stable")  # rows grouped by VM, each VM's in file order
+    bounds = np.searchsorted(which[order], np.arange(len(names) + 1))
     start = int(ts.min())
     bins = int((ts.max() - start) // interval_s) + 1
     vcpus = np.ones(len(names))
@@ -304,8 +324,8 @@ def load_generic(path: Path, interval_s: int = 300) -> UsageTrace:
         per = dict(zip(vms, _sizes(path, cols["vcpus"], "vcpus"), strict=True))
         vcpus = np.array([per[n] for n in names])
     util_rows, mem_rows = [], []
-    for n in names:
-        sel = vms == n
+    for k in range(len(names)):
+        sel = order[bounds[k]:bounds[k + 1]]
         u, _ = _grid(ts[sel], cpu[sel] / 100, start, bins, interval_s)
         m, _ = _grid(ts[sel], mem[sel], start, bins, interval_s)
         util_rows.append(u)
