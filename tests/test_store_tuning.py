@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -126,6 +127,8 @@ def test_tune_from_store_refuses_too_little_history_in_one_line(cli, db_url: str
     assert code == 2 and "--fleet" in err
     code, out, err = cli("tune")
     assert code == 2 and "--trace" in err
+    code, out, err = cli("tune", "--usage-trace", "/nonexistent.csv")  # a usage trace adds to PlanetLab days
+    assert code == 2 and "give at least one --trace" in err and len(err.strip().splitlines()) == 1
 
 
 def test_the_days_run_on_the_operators_hosts_from_where_the_vms_were(cli, db_url: str, tmp_path: Path) -> None:
@@ -180,3 +183,29 @@ def _csv_rows(path: Path) -> list[list[str]]:
 
     with path.open() as f:
         return list(csv.reader(f))[1:]
+
+
+def test_hold_back_checks_on_the_latest_days_by_their_mean(cli, db_url: str, tmp_path: Path) -> None:
+    _history(db_url, days=3)
+    code, out, err = cli("tune", "--from-store", "--hold-back", "2", "--family", "thr-mmt", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["train_days"] == ["store-history.csv:own:0"]
+    assert doc["check"]["days"] == ["store-history.csv:own:1", "store-history.csv:own:2"]
+    path = tmp_path / "store-history.csv"
+    write_generic_csv(history_rows(database.open_engine(db_url)), path)
+    run = {r["name"]: r["cost"] for r in doc["check"]["runs"]}
+    assert math.isclose(run[DEFAULT], (_cost(path, 1, DEFAULT) + _cost(path, 2, DEFAULT)) / 2, rel_tol=1e-6)
+    code, out, err = cli("tune", "--from-store", "--hold-back", "2", "--family", "thr-mmt")
+    assert code == 0, err
+    text = " ".join(out.split())  # the tables wrap at 80 columns
+    assert "check on the 2 held-back days, not tuned on" in text
+    assert re.search(r"on the 2 held-back days \S+ cost [0-9.]+x the default's", text)  # the verdict
+    from llmvirt.bench.store_tuning import history_days
+
+    (tmp_path / "x").mkdir()
+    train, held = history_days(database.open_engine(db_url), tmp_path / "x", hold=5)
+    assert [d.day for d in train] == [0] and [d.day for d in held] == [1, 2]  # at least one day is tuned on
+    for bad in (["--from-store", "--hold-back", "0"], ["--hold-back", "2", "--trace", "/nonexistent"]):
+        code, out, err = cli("tune", *bad)
+        assert code == 2 and "--hold-back" in err and len(err.strip().splitlines()) == 1

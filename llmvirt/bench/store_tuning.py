@@ -5,9 +5,9 @@ the CPU-time counters, memory as the guest reports it), on the simulator's 5-min
 simulated on the operator's own fleet (:mod:`llmvirt.sim.own_fleet`): the hosts as their latest scan saw them,
 the VMs with their own vCPUs and memory, each day starting from where the VMs really were. The split is by time,
 not by VM, because an operator's fleet is often too small to halve: with two days or more, the latest whole day
-is held back, and after the tuning the best point of every family, the shipped default and CloudSim's untuned
-reference run on it. That check decides nothing; it tells the operator whether the tuned point would have done
-better than the default on a day it was not tuned on.
+(or the latest K, ``--hold-back K``) is held back, and after the tuning the best point of every family, the
+shipped default and CloudSim's untuned reference run on it. That check decides nothing; it tells the operator
+whether the tuned point would have done better than the default on days it was not tuned on.
 
 Limits: power is the generic linear model, not the hosts' own curves; hosts added or removed during the history
 are taken as the latest scans list them; a VM that stopped is taken to run on at its last sample, one that
@@ -34,13 +34,16 @@ from llmvirt.sim.store_history import fleet_hosts, iter_history_rows, vm_hosts, 
 HISTORY_FILE = "store-history.csv"  #: the store's history, in the generic format, in the tuning's directory
 
 
-def history_days(engine: Engine, directory: Path, last: int | None = None
+def history_days(engine: Engine, directory: Path, last: int | None = None, hold: int = 1
                  ) -> tuple[list[OwnFleetDay], list[OwnFleetDay]]:
     """The store's history written to ``directory``, as (tuning days, held-back days) on the operator's own hosts:
-    every whole day (of the latest ``last`` days alone, when given: only they are read), the latest held back when
-    there are two or more; one clear line with less than a day."""
+    every whole day (of the latest ``last`` days alone, when given: only they are read), the latest ``hold`` held
+    back (fewer where that would leave no day to tune on; none with one day); one clear line with less than a
+    day."""
     if last is not None and last < 1:
         raise UsageError("--days must be at least 1")
+    if hold < 1:
+        raise UsageError("--hold-back must be at least 1")
     since = None if last is None else sh.window_start(engine, last, sh.scan_interval(engine))
     path = directory / HISTORY_FILE
     count, start, latest = write_generic_csv(iter_history_rows(engine, since), path)
@@ -57,7 +60,8 @@ def history_days(engine: Engine, directory: Path, last: int | None = None
     names = own_fleet.vm_names(path)
     every = [OwnFleetDay(str(path), d, hosts, tuple(_host_at(where[n], int(start) + d * 86_400) for n in names))
              for d in range(days)]
-    return (every, []) if days == 1 else (every[:-1], every[-1:])
+    tuned = days - min(hold, days - 1)
+    return every[:tuned], every[tuned:]
 
 
 def _placements(engine: Engine, host_index: dict[str, int], since: datetime | None
@@ -109,17 +113,23 @@ def recommended(doc: dict[str, Any]) -> str:
         "best"]
 
 
+def held_days(check_doc: dict[str, Any]) -> str:
+    """``the held-back day`` or ``the N held-back days`` (means over them), as the check's reports say it."""
+    n = len(check_doc["days"])
+    return "the held-back day" if n == 1 else f"the {n} held-back days"
+
+
 def verdict(result: dict[str, Any]) -> str:
-    """One line: how the recommended point did against the default on the held-back day."""
+    """One line: how the recommended point did against the default on the held-back days (their mean cost)."""
     cost = {r["name"]: r["cost"] for r in result["runs"]}
     point, default = result["recommended"], result["default"]
     if point == _concrete(default):
         return f"the tuning chose the default itself ({point}): keep it"
     ratio = cost[point] / max(cost[default], 1e-9)
     if ratio < 1:
-        return (f"on the held-back day {point} cost {ratio:.3f}x the default's ({default}): run it with "
+        return (f"on {held_days(result)} {point} cost {ratio:.3f}x the default's ({default}): run it with "
                 f"`llmvirt rebalance --goal consolidate --policy baseline:{point}`")
-    return (f"on the held-back day {point} cost {ratio:.3f}x the default's ({default}): it did not beat the "
+    return (f"on {held_days(result)} {point} cost {ratio:.3f}x the default's ({default}): it did not beat the "
             "default there, so keep the default (or tune again on more days)")
 
 

@@ -225,7 +225,10 @@ def tune(
         "point against the default.")] = False,
     days: Annotated[int | None, typer.Option(
         "--days", help="With --from-store: read only the latest N days of the store's history (default: all of "
-        "it): N-1 days to tune on and one held back.")] = None,
+        "it), the latest --hold-back of them held back and the rest tuned on.")] = None,
+    hold_back: Annotated[int, typer.Option(
+        "--hold-back", help="With --from-store: how many of the latest whole days to hold back and check the tuned "
+        "point on (their mean cost); the days before them are tuned on. More days make the check steadier.")] = 1,
 ) -> None:
     """Tune the cloudsim baselines by grid search on training days, by the honest cost; `tuned:FAMILY` runs them."""
     from llmvirt.bench import tune as tuner
@@ -234,18 +237,26 @@ def tune(
     if workers < 1:
         raise UsageError("--workers must be at least 1")
     setting = tuner.Setting(fleet, objective, migration_slowdown)
+    _refuse_mixed_sources(from_store, bool(trace), bool(usage_trace or fleet != "cloudsim"),
+                          days is not None or hold_back != 1)
     if from_store:
-        if trace or usage_trace or fleet != "cloudsim":
-            raise UsageError("--from-store tunes on the store's history and your own hosts alone: drop --trace, "
-                             "--usage-trace and --fleet")
-        _tune_store((state(ctx).engine(), days), list(family or []), (workers, setting), (out_path, plot, as_json))
+        _tune_store((state(ctx).engine(), days, hold_back), list(family or []), (workers, setting),
+                    (out_path, plot, as_json))
         return
-    if days is not None:
-        raise UsageError("--days limits --from-store's history: give it with --from-store")
-    if not trace:
-        raise UsageError("give at least one --trace (or --from-store)")
     doc = _tuned(_tune_days(trace, usage_trace or []), list(family or []), (workers, setting), as_json)
     _show_tuning(doc, out_path or tuned_fleet_file(fleet, objective), plot, as_json)
+
+
+def _refuse_mixed_sources(from_store: bool, trace: bool, other_trace_options: bool, store_split: bool) -> None:
+    """One line for ``tune`` options that mix the store's history with traces (``--trace``; ``--usage-trace`` or
+    ``--fleet``), split a history that is not there, or name no days at all."""
+    if from_store and (trace or other_trace_options):
+        raise UsageError("--from-store tunes on the store's history and your own hosts alone: drop --trace, "
+                         "--usage-trace and --fleet")
+    if not from_store and store_split:
+        raise UsageError("--days and --hold-back split --from-store's history: give them with --from-store")
+    if not from_store and not trace:
+        raise UsageError("give at least one --trace (or --from-store)")
 
 
 def _tuned(days: "list[Path | episodes.UsageDay]", families: list[str], run: "tuple[int, tuner.Setting]",
@@ -264,16 +275,16 @@ def _tuned(days: "list[Path | episodes.UsageDay]", families: list[str], run: "tu
             raise UsageError(str(exc)) from None
 
 
-def _tune_store(source: "tuple[Engine, int | None]", families: list[str], run: "tuple[int, tuner.Setting]",
+def _tune_store(source: "tuple[Engine, int | None, int]", families: list[str], run: "tuple[int, tuner.Setting]",
                 output: tuple[Path | None, Path | None, bool]) -> None:
     """``tune --from-store``: tune on the store's whole days (of the latest ``source[1]``, when given) but the
-    latest, then check the result on that one."""
+    latest ``source[2]``, then check the result on those."""
     import tempfile
 
     from llmvirt.bench import store_tuning
 
     with tempfile.TemporaryDirectory() as tmp:
-        train, held = store_tuning.history_days(source[0], Path(tmp), source[1])
+        train, held = store_tuning.history_days(source[0], Path(tmp), source[1], source[2])
         doc = _tuned(train, families, run, output[2])
         doc["source"] = "store"
         if held:
@@ -300,7 +311,7 @@ def _show_tuning(doc: dict, target: Path | None, plot: Path | None, as_json: boo
 
 
 def _print_check(doc: dict) -> None:
-    """``tune --from-store``'s check on the held-back day, or why there is none."""
+    """``tune --from-store``'s check on the held-back days, or why there is none."""
     from llmvirt.bench import store_tuning
 
     check = doc.get("check")
@@ -308,7 +319,8 @@ def _print_check(doc: dict) -> None:
         out.print("one day of history: no day held back to check the tuned point on; tune again after another "
                   "day of scans", markup=False)
         return
-    t = Table(title=f"check on the held-back day, not tuned on ({', '.join(check['days'])})")
+    t = Table(title=f"check on {store_tuning.held_days(check)}, not tuned on ({', '.join(check['days'])}; "
+                    "mean per day)")
     for col in ("strategy", "cost", "energy kWh", "unmet core-h", "GiB moved"):
         t.add_column(col, overflow="fold")
     for r in check["runs"]:
