@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, Result, Select, func, select
 
 from llmvirt.errors import UsageError
 from llmvirt.model.usage import cpu_fraction
@@ -24,6 +24,7 @@ from llmvirt.sim.traces import UsageTrace, load_generic
 from llmvirt.store.schema import HostRow, HostSnapshotRow, VmSampleRow
 
 Row = tuple[str, float, float, float, int, float]  #: (vm, timestamp, cpu_pct, mem_mib, vcpus, mem_capacity_mib)
+STREAM_BATCH = 10_000  #: rows fetched at a time from a long history
 
 
 def history_rows(engine: Engine, since: datetime | None = None) -> list[Row]:
@@ -42,7 +43,7 @@ def iter_history_rows(engine: Engine, since: datetime | None = None) -> Iterator
          .order_by(VmSampleRow.uuid, HostSnapshotRow.taken_at))
     prev: dict[str, tuple[float, int]] = {}
     with engine.connect() as conn:
-        for uuid, name, taken, cpu_ns, vcpus, mem_max, balloon, avail, unused, st in conn.execute(q):
+        for uuid, name, taken, cpu_ns, vcpus, mem_max, balloon, avail, unused, st in _streamed(conn, q):
             ts = taken.timestamp()
             if st != "running" or cpu_ns is None:
                 prev.pop(uuid, None)
@@ -87,8 +88,14 @@ def vm_hosts(engine: Engine, since: datetime | None = None) -> Iterator[tuple[st
          .where(HostSnapshotRow.ok.is_(True), VmSampleRow.state == "running", *_after(since))
          .order_by(HostSnapshotRow.taken_at))
     with engine.connect() as conn:
-        for uuid, name, taken, host in conn.execute(q):
+        for uuid, name, taken, host in _streamed(conn, q):
             yield vm_label(name, uuid), taken.timestamp(), host
+
+
+def _streamed(conn: Connection, q: Select) -> Result:
+    """``q``'s rows fetched in batches as they are read (a server-side cursor on PostgreSQL, whose driver would
+    otherwise buffer the whole result), so a long history is never held whole."""
+    return conn.execution_options(yield_per=STREAM_BATCH).execute(q)
 
 
 def _after(since: datetime | None) -> list:
