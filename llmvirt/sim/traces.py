@@ -309,12 +309,9 @@ def load_generic(path: Path, interval_s: int = 300) -> UsageTrace:
     _refuse_rows(path, ~(np.isfinite(ts) & np.isfinite(cpu) & np.isfinite(mem)), "not a finite number")
     _refuse_rows(path, (cpu < 0) | (cpu > 100) | (mem < 0), "cpu_pct must be 0..100 and mem_mib >= 0")
     vms = [str(v) for v in cols["vm"]]
-    first_seen: dict[str, int] = {}
-    seen = np.fromiter((first_seen.setdefault(v, len(first_seen)) for v in vms), dtype=np.int64, count=len(vms))
-    names = tuple(sorted(first_seen))
-    rank = np.empty(len(names), dtype=np.int64)
-    rank[[first_seen[n] for n in names]] = np.arange(len(names))
-    which = rank[seen]  # each row's VM as an index into the sorted names
+    names = tuple(sorted(set(vms)))
+    index = {n: k for k, n in enumerate(names)}
+    which = np.fromiter((index[v] for v in vms), dtype=np.int64, count=len(vms))  # each row's VM, by its index
     order = np.argsort(which, kind="stable")  # rows grouped by VM, each VM's in file order
     bounds = np.searchsorted(which[order], np.arange(len(names) + 1))
     start = int(ts.min())
@@ -346,7 +343,6 @@ def load_usage(path: Path) -> UsageTrace:
     if path.suffix in (".csv", ".parquet"):
         return load_generic(path)
     return load_bitbrains(path)
-
 
 
 def once_per_file(load: Callable[[Path], T]) -> Callable[[Path], T]:
