@@ -22,7 +22,7 @@ from llmvirt.sim import episodes
 from llmvirt.sim.cloudsim_policies import make_policy, run_policy
 from llmvirt.sim.engine import Simulation
 from llmvirt.sim.own_fleet import OwnFleetDay, OwnHost
-from llmvirt.sim.store_history import history_rows, write_generic_csv
+from llmvirt.sim.store_history import iter_history_rows, write_generic_csv
 from llmvirt.store import database, registry, snapshots
 
 T0 = datetime(2026, 11, 2, 0, 0, 0)
@@ -82,7 +82,7 @@ def test_tune_from_store_tunes_on_earlier_days_and_checks_on_the_latest(cli, db_
     assert {r["name"] for r in check["runs"]} == {best, DEFAULT, tune.REFERENCE}
     # both halves recomputed directly on the same history: the grid from day 0 alone, the check from day 1 alone
     path = tmp_path / "store-history.csv"
-    write_generic_csv(history_rows(database.open_engine(db_url)), path)
+    write_generic_csv(iter_history_rows(database.open_engine(db_url)), path)
     grid = {g["name"]: g["cost"] for g in doc["families"]["thr-mmt"]["grid"]}
     assert grid[tune.REFERENCE] == _cost(path, 0, tune.REFERENCE)
     assert grid[best] == min(grid.values())
@@ -193,7 +193,7 @@ def test_hold_back_checks_on_the_latest_days_by_their_mean(cli, db_url: str, tmp
     assert doc["train_days"] == ["store-history.csv:own:0"]
     assert doc["check"]["days"] == ["store-history.csv:own:1", "store-history.csv:own:2"]
     path = tmp_path / "store-history.csv"
-    write_generic_csv(history_rows(database.open_engine(db_url)), path)
+    write_generic_csv(iter_history_rows(database.open_engine(db_url)), path)
     run = {r["name"]: r["cost"] for r in doc["check"]["runs"]}
     assert math.isclose(run[DEFAULT], (_cost(path, 1, DEFAULT) + _cost(path, 2, DEFAULT)) / 2, rel_tol=1e-6)
     code, out, err = cli("tune", "--from-store", "--hold-back", "2", "--family", "thr-mmt")

@@ -27,14 +27,10 @@ Row = tuple[str, float, float, float, int, float]  #: (vm, timestamp, cpu_pct, m
 STREAM_BATCH = 10_000  #: rows fetched at a time from a long history
 
 
-def history_rows(engine: Engine, since: datetime | None = None) -> list[Row]:
-    """``(vm, timestamp, cpu_pct, mem_mib, vcpus, mem_capacity_mib)`` for every consecutive pair of samples
-    (of the scans taken at or after ``since``, when given)."""
-    return list(iter_history_rows(engine, since))
-
-
 def iter_history_rows(engine: Engine, since: datetime | None = None) -> Iterator[Row]:
-    """:func:`history_rows` one row at a time, as the store returns them (a long history is never held whole)."""
+    """``(vm, timestamp, cpu_pct, mem_mib, vcpus, mem_capacity_mib)`` for every consecutive pair of samples (of the
+    scans taken at or after ``since``, when given), one row at a time as the store returns them: a long history
+    is never held whole."""
     q = (select(VmSampleRow.uuid, VmSampleRow.name, HostSnapshotRow.taken_at, VmSampleRow.cpu_time_ns,
                 VmSampleRow.vcpus, VmSampleRow.memory_mib, VmSampleRow.balloon_current_mib,
                 VmSampleRow.available_mib, VmSampleRow.unused_mib, VmSampleRow.state)
