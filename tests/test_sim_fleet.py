@@ -105,6 +105,30 @@ def test_generic_csv_and_parquet(tmp_path: Path) -> None:
     pq.write_table(table, tmp_path / "null.parquet")
     with pytest.raises(TraceError, match="row 3: not a finite number"):  # a Parquet null is no number either
         load_generic(tmp_path / "null.parquet")
+    table = pa.table({"vm": ["a", None], "timestamp": [1, 301], "cpu_pct": [5.0, 6.0], "mem_mib": [3.0, 3.0]})
+    pq.write_table(table, tmp_path / "novm.parquet")
+    with pytest.raises(TraceError, match="row 3: no vm name"):  # not a VM called "None"
+        load_generic(tmp_path / "novm.parquet")
+    (tmp_path / "junk.parquet").write_text("vm,timestamp,cpu_pct,mem_mib\n")
+    with pytest.raises(TraceError, match="junk.parquet: not a readable Parquet file"):
+        load_generic(tmp_path / "junk.parquet")
+
+
+def test_generic_parquet_with_a_timestamp_typed_column(tmp_path: Path) -> None:
+    """Operators' Parquet files often type the time column as a timestamp: it reads as the same Unix seconds."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    secs = [START + 300 * i for i in range(6)]
+    base = {"vm": ["a", "b"] * 3, "cpu_pct": [10.0, 20.0, 30.0, 40.0, 50.0, 60.0], "mem_mib": [64.0] * 6}
+    pq.write_table(pa.table({**base, "timestamp": secs}), tmp_path / "secs.parquet")
+    utc = [dt.datetime.fromtimestamp(s, dt.UTC) for s in secs]
+    pq.write_table(pa.table({**base, "timestamp": pa.array(utc, pa.timestamp("ms", "UTC"))}), tmp_path / "ts.parquet")
+    by_secs, by_ts = load_generic(tmp_path / "secs.parquet"), load_generic(tmp_path / "ts.parquet")
+    assert by_ts.names == by_secs.names == ("a", "b")
+    assert np.array_equal(by_ts.cpu_util, by_secs.cpu_util) and by_ts.cpu_util.shape == (2, 6)
 
 
 def test_a_trace_rewritten_at_the_same_path_is_read_again(tmp_path: Path) -> None:

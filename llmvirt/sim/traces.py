@@ -241,14 +241,11 @@ GENERIC_COLUMNS = ("vm", "timestamp", "cpu_pct", "mem_mib")
 GENERIC_MHZ_PER_VCPU = 1000.0  #: the generic format's nominal MHz per vCPU (it has percentages, not MHz)
 
 
-def _generic_columns(path: Path) -> dict[str, list]:
+def _generic_columns(path: Path) -> dict[str, list] | dict[str, np.ndarray]:
     """A generic-format file's columns by name, as read (values checked later); a CSV's empty or missing field
     is refused with its line."""
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        cols = {c: table.column(c).to_pylist() for c in table.column_names}
+        cols = _parquet_columns(path)
     else:
         import csv
 
@@ -266,6 +263,28 @@ def _generic_columns(path: Path) -> dict[str, list]:
                 for col, value in zip(lists, row, strict=False):
                     col.append(value)
             cols = dict(zip(header, lists, strict=True))
+    return cols
+
+
+def _parquet_columns(path: Path) -> dict[str, np.ndarray]:
+    """A Parquet file's columns as arrays (no Python object per value); a timestamp-typed column as Unix seconds,
+    a null VM name refused with its row. Nulls elsewhere read as NaN and are refused by the range checks."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise TraceError(f"{path}: not a readable Parquet file ({exc})") from None
+    cols: dict[str, np.ndarray] = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_timestamp(col.type):
+            col = pc.divide(pc.cast(col, pa.timestamp("us", col.type.tz)).cast(pa.int64()), 1e6)
+        if name == "vm" and col.null_count:
+            _refuse_rows(path, col.is_null().to_numpy(zero_copy_only=False), "no vm name")
+        cols[name] = col.to_numpy()
     return cols
 
 
