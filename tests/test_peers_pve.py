@@ -159,6 +159,40 @@ def test_a_case_whose_nodes_lack_sizes_or_hold_unknown_guests_is_one_clear_error
         pve_case.load_case(case)
 
 
+@pytest.mark.parametrize(("name", "text", "error"), [
+    ("datacenter.cfg", json.dumps({"crs": {"ha-auto-rebalance": 1, "ha-auto-rebalance-threshold": "x"}}),
+     "crs ha-auto-rebalance-threshold 'x' is not a number"),
+    ("datacenter.cfg", json.dumps(["crs"]), "must be a JSON object with a 'crs' object"),
+    ("static_service_stats", json.dumps({"vm:100": {"maxcpu": "two"}}), "each guest needs numeric maxcpu and maxmem"),
+    ("cmdlist", json.dumps(["power node1 on"]), "must be a list of command lists"),
+    ("rules_config", "node-affinity: r\n\tnodes node1:high\n\tresources vm:100\n", "'node1:high' is not a whole"),
+])
+def test_a_case_file_with_values_of_the_wrong_kind_is_one_clear_error(tmp_path: Path, name: str, text: str,
+                                                                      error: str) -> None:
+    """Cases this project has not seen (a newer pve-ha-manager, an operator's own) get one line, not a traceback."""
+    case = _write_case(tmp_path / "c", [["power node1 on"]])
+    (case / name).write_text(text)
+    with pytest.raises(UsageError, match=error):
+        pve_case.load_case(case)
+
+
+def test_a_case_without_its_log_has_no_oracle_and_says_so(tmp_path: Path) -> None:
+    case = _write_case(tmp_path / "c", [["power node1 on"]])
+    (case / "log.expect").unlink()
+    with pytest.raises(UsageError, match="no log.expect, so there are no Proxmox decisions to compare with"):
+        conformance.run_case(case, LlmvirtScheduler())
+
+
+def test_a_timeline_with_every_node_down_replays_under_llmvirt(tmp_path: Path) -> None:
+    """Auto-rebalancing asks llmvirt for a plan while no node is up: an empty cluster plans nothing (it used to
+    fail in the plan's summary)."""
+    case = _write_case(tmp_path / "c", [["power node1 on", "power node2 on"], ["power node1 off", "power node2 off"]])
+    run = pve_replay.replay(case, LlmvirtScheduler())
+    assert [d.text() for d in run.decisions] == [f"recover vm:10{i} -> (none)" for i in range(4)]  # no node is up
+    assert decide.summary(Cluster([])) == {"overloaded_hosts": 0, "hot_hosts": 0, "imbalance": 0.0, "power_w": 0.0}
+    assert pve_crs.imbalance(Load([])) == 0.0
+
+
 def test_affinity_rules_bind_the_replay(tmp_path: Path) -> None:
     rules = ("node-affinity: pinned\n\tnodes node1\n\tresources vm:100,vm:101,vm:102,vm:103\n\tstrict 1\n")
     case = _write_case(tmp_path / "c", [["power node1 on", "power node2 on"]], rules)

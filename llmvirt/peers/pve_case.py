@@ -114,8 +114,10 @@ def _json(path: Path, default: Any) -> Any:
         raise UsageError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
 
 
-def _rules(text: str) -> tuple[list[NodeAffinity], list[ResourceAffinity]]:
-    """Parse ``rules_config`` (section config: ``type: id`` then indented ``key value`` lines)."""
+def _rules(path: Path) -> tuple[list[NodeAffinity], list[ResourceAffinity]]:
+    """Parse ``rules_config`` (section config: ``type: id`` then indented ``key value`` lines). Rule types other
+    than node and resource affinity are not read; a node priority that is not a whole number is a UsageError."""
+    text = path.read_text()
     node_rules: list[NodeAffinity] = []
     res_rules: list[ResourceAffinity] = []
     blocks: list[tuple[str, dict[str, str]]] = []
@@ -136,6 +138,8 @@ def _rules(text: str) -> tuple[list[NodeAffinity], list[ResourceAffinity]]:
             for entry in opts.get("nodes", "").split(","):
                 if entry.strip():
                     name, _, prio = entry.strip().partition(":")
+                    if prio and not prio.lstrip("-").isdigit():
+                        raise UsageError(f"{path}: node-affinity priority {entry.strip()!r} is not a whole number")
                     nodes[name] = int(prio) if prio else 0
             node_rules.append(NodeAffinity(sids, nodes, opts.get("strict") == "1"))
         elif kind == "resource-affinity":
@@ -143,8 +147,43 @@ def _rules(text: str) -> tuple[list[NodeAffinity], list[ResourceAffinity]]:
     return node_rules, res_rules
 
 
-def _usage(raw: dict[str, Any], cpu_key: str, mem_key: str) -> Usage:
-    return Usage(float(raw.get(cpu_key, 0) or 0), float(raw.get(mem_key, 0) or 0))
+def _stats(path: Path, cpu_key: str, mem_key: str) -> dict[str, Usage]:
+    """A ``*_service_stats`` file: each guest's CPU and memory (absent: 0); a non-number is a UsageError."""
+    raw = _json(path, {})
+    try:
+        return {s: Usage(float(d.get(cpu_key, 0) or 0), float(d.get(mem_key, 0) or 0)) for s, d in raw.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise UsageError(f"{path}: each guest needs numeric {cpu_key} and {mem_key}") from None
+
+
+def _setting(path: Path, raw: dict[str, Any], key: str, default: float, kind: type[int] | type[float]) -> Any:
+    """One numeric CRS setting, or its default when absent; a value of another kind is a UsageError naming it."""
+    try:
+        return kind(raw.get(key, default))
+    except (TypeError, ValueError):
+        raise UsageError(f"{path}: crs {key} {raw.get(key)!r} is not a number") from None
+
+
+def _crs_settings(path: Path) -> CrsSettings:
+    """datacenter.cfg's CRS and HA settings. Proxmox states the threshold and margin as fractions in its test
+    data and as percentages elsewhere: both are read."""
+    dc = _json(path, {})
+    raw = dc.get("crs", {}) if isinstance(dc, dict) else None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: must be a JSON object with a 'crs' object")
+    threshold = _setting(path, raw, "ha-auto-rebalance-threshold", pve_crs.DEFAULT_THRESHOLD, float)
+    margin = _setting(path, raw, "ha-auto-rebalance-margin", pve_crs.DEFAULT_MARGIN, float)
+    return CrsSettings(
+        mode=str(raw.get("ha", "basic")),
+        rebalance_on_start=bool(_setting(path, raw, "ha-rebalance-on-start", 0, int)),
+        auto_rebalance=bool(_setting(path, raw, "ha-auto-rebalance", 0, int)),
+        threshold=threshold / 100 if threshold > 1 else threshold,
+        hold=_setting(path, raw, "ha-auto-rebalance-hold-duration", pve_crs.DEFAULT_HOLD, int),
+        margin=margin / 100 if margin > 1 else margin,
+        method=str(raw.get("ha-auto-rebalance-method", "bruteforce")),
+        shutdown_policy=str(ha.get("shutdown_policy", "conditional")) if isinstance(ha := dc.get("ha"), dict)
+        else "conditional",
+    )
 
 
 def load_case(path: Path) -> Case:
@@ -156,28 +195,15 @@ def load_case(path: Path) -> Case:
         nodes = {n: Node(n, float(d["maxcpu"]), float(d["maxmem"])) for n, d in hw.items()}
     except (KeyError, TypeError, ValueError, AttributeError):  # Proxmox: "did not get static node usage"
         raise UsageError(f"{path}/hardware_status: every node needs a numeric maxcpu and maxmem") from None
-    dc = _json(path / "datacenter.cfg", {})
-    raw_crs = dc.get("crs", {})
-    crs = CrsSettings(
-        mode=raw_crs.get("ha", "basic"),
-        rebalance_on_start=bool(int(raw_crs.get("ha-rebalance-on-start", 0))),
-        auto_rebalance=bool(int(raw_crs.get("ha-auto-rebalance", 0))),
-        threshold=float(raw_crs.get("ha-auto-rebalance-threshold", pve_crs.DEFAULT_THRESHOLD)),
-        hold=int(raw_crs.get("ha-auto-rebalance-hold-duration", pve_crs.DEFAULT_HOLD)),
-        margin=float(raw_crs.get("ha-auto-rebalance-margin", pve_crs.DEFAULT_MARGIN)),
-        method=raw_crs.get("ha-auto-rebalance-method", "bruteforce"),
-        shutdown_policy=dc.get("ha", {}).get("shutdown_policy", "conditional"),
-    )
-    # Proxmox states the threshold and margin as fractions in its test data; percentages elsewhere.
-    if crs.threshold > 1:
-        crs.threshold /= 100
-    if crs.margin > 1:
-        crs.margin /= 100
-    static = {s: _usage(d, "maxcpu", "maxmem") for s, d in _json(path / "static_service_stats", {}).items()}
-    dynamic = {s: _usage(d, "cpu", "mem") for s, d in _json(path / "dynamic_service_stats", {}).items()}
+    crs = _crs_settings(path / "datacenter.cfg")
+    static = _stats(path / "static_service_stats", "maxcpu", "maxmem")
+    dynamic = _stats(path / "dynamic_service_stats", "cpu", "mem")
     rules_path = path / "rules_config"
-    node_rules, res_rules = _rules(rules_path.read_text()) if rules_path.exists() else ([], [])
+    node_rules, res_rules = _rules(rules_path) if rules_path.exists() else ([], [])
     batches = _json(path / "cmdlist", [])
+    if not (isinstance(batches, list) and all(isinstance(b, list) and all(isinstance(c, str) for c in b)
+                                              for b in batches)):
+        raise UsageError(f"{path}/cmdlist: must be a list of command lists (strings)")
     readme = (path / "README").read_text() if (path / "README").exists() else ""
     services = _json(path / "service_config", {})
     for sid, conf in services.items():
@@ -203,7 +229,10 @@ _REBALANCE = re.compile(
 
 
 def expected_decisions(path: Path) -> list[Decision]:
-    """Proxmox's scheduling decisions, in order, from the case's ``log.expect``."""
+    """Proxmox's scheduling decisions, in order, from the case's ``log.expect`` (without it a case has no oracle:
+    a UsageError)."""
+    if not (path / "log.expect").is_file():
+        raise UsageError(f"{path}: no log.expect, so there are no Proxmox decisions to compare with")
     out: list[Decision] = []
     for line in (path / "log.expect").read_text().splitlines():
         m = _REBALANCE.search(line)

@@ -148,10 +148,10 @@ def best_node(load: Load, usage: Usage, candidates: Iterable[str]) -> str | None
 
 
 def imbalance(load: Load) -> float:
-    """Coefficient of variation of the nodes' load (CPU share + memory share); 0 for an idle cluster."""
+    """Coefficient of variation of the nodes' load (CPU share + memory share); 0 for an idle cluster or none."""
     cpu, mem = load.shares()
     total = cpu + mem
-    mean = float(total.mean())
+    mean = float(total.mean()) if total.size else 0.0
     return float(total.std() / mean) if mean > 0 else 0.0
 
 

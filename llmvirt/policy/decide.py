@@ -188,7 +188,9 @@ def _power(util: float, active: bool) -> float:
 
 def summary(cluster: Cluster, hot: float = HOT) -> dict[str, float]:
     """Overloaded and hot hosts, load imbalance and power of ``cluster`` (a plan's before/after)."""
-    loads = np.array([_load(h) for h in cluster.hosts]) if cluster.hosts else np.zeros(1)
+    if not cluster.hosts:  # every host down or excluded: nothing is loaded and nothing draws power
+        return {"overloaded_hosts": 0, "hot_hosts": 0, "imbalance": 0.0, "power_w": 0.0}
+    loads = np.array([_load(h) for h in cluster.hosts])
     active = [any(v.running for v in h.vms) for h in cluster.hosts]
     return {"overloaded_hosts": int((loads > 1.0).sum()), "hot_hosts": int((loads > hot).sum()),
             "imbalance": round(float(loads.max() - loads.min()), 4),
