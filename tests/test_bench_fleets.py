@@ -91,3 +91,24 @@ def test_placement_scenario_runs_place_scorers_on_a_generic_trace(cli, tmp_path)
     assert rows["baseline:best-fit"]["cost_median"] > rows["baseline:least-loaded"]["cost_median"]  # packing hurts
     code, _, err = cli("bench", "--scenario", "placement", "--trace", str(trace), "--policies", "nope")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_the_consolidation_scenario_runs_each_whole_day_of_a_generic_trace(cli, tmp_path) -> None:
+    """`bench --scenario cloudsim` on a trace the project does not have: each of its whole days on CloudSim's hosts,
+    the shipped default among the policies; the held-back VMs alone with --held-out."""
+    trace = generic_trace(tmp_path / "wave.csv", vms=40, samples=2 * 288 + 30)  # two whole days and a part
+    code, out, err = cli("bench", "--scenario", "cloudsim", "--trace", str(trace), "--json",
+                         "--policies", "thr-mmt-0.8,relative-tuned:gated-wake-thr-mmt")
+    assert code == 0, err
+    doc = json.loads(out)
+    days = ["wave.csv:all:0:0.76", "wave.csv:all:1:0.76"]
+    assert sorted({r["trace"] for r in doc["runs"]}) == days and sorted(doc["lower_bound"]) == days
+    for r in doc["runs"]:
+        assert r["energy_kwh"] >= doc["lower_bound"][r["trace"]]["energy_kwh"] - 1e-9  # none under the bound
+    code, out, err = cli("bench", "--scenario", "cloudsim", "--trace", str(trace), "--json", "--held-out",
+                         "--policies", "thr-mmt-0.8")
+    assert code == 0, err
+    assert sorted({r["trace"] for r in json.loads(out)["runs"]}) == ["wave.csv:held:0:0.76", "wave.csv:held:1:0.76"]
+    code, out, err = cli("bench", "--scenario", "cloudsim", "--trace", str(generic_trace(tmp_path / "short.csv")))
+    assert code == 2 and err.strip() == f"error: {tmp_path / 'short.csv'}: less than a day of samples; the cloudsim " \
+        "scenario simulates whole days"

@@ -6,6 +6,7 @@ Used by ``llmvirt bench``; plain functions so the benchmark scripts and tests ca
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,19 @@ from llmvirt.bench import (  # noqa: F401 - re-exported for the benchmark script
     DEFAULT_MEMORY_POLICIES,
     DEFAULT_PINNING_POLICIES,
 )
+from llmvirt.model.score import COST_WEIGHTS, consolidation_cost
+from llmvirt.sim import episodes
 from llmvirt.sim.cloudsim_policies import run_policy
 from llmvirt.sim.datacenter import DataCenter, cloudsim_datacenter
 from llmvirt.sim.engine import Metrics, Simulation
 from llmvirt.sim.fleet import BALANCE_SETUP, MEMORY_SETUP, FleetMetrics, FleetSim
 from llmvirt.sim.pinning import PIN_SETUP, PinMetrics
 from llmvirt.sim.pinning import run as run_pinning
-from llmvirt.sim.traces import UsageTrace, load_planetlab
+from llmvirt.sim.traces import TraceError, UsageTrace, load_planetlab
 from llmvirt.strategies.registry import make_balancer, make_balloon, make_pin_policy, make_policy
 
-__all__ = ["make_policy", "make_balancer", "make_balloon", "make_pin_policy", "run_cloudsim", "run_fleet",
-           "results_json", "plot", "energy_lower_bound_kwh"]
+__all__ = ["make_policy", "make_balancer", "make_balloon", "make_pin_policy", "cloudsim_days", "run_cloudsim",
+           "run_fleet", "results_json", "plot", "energy_lower_bound_kwh"]
 
 
 @dataclass
@@ -129,19 +132,37 @@ def energy_lower_bound_kwh(dc: DataCenter, demand_mips: list[float]) -> float:
     return float(np.sum(demand_mips)) * min_watts_per_mips(dc) * dc.interval_s / 3.6e6
 
 
-def run_cloudsim(traces: list[Path], policies: list[str], seed: int = 0) -> tuple[list[RunResult], dict[str, float]]:
-    """Every policy on every PlanetLab day; returns the results and each day's energy lower bound."""
+def cloudsim_days(path: Path, side: str = "all") -> Iterator[tuple[str, DataCenter]]:
+    """The consolidation days of ``path``, each with its label. A PlanetLab day directory is one day on CloudSim's
+    800 hosts, as CloudSim runs it. A usage trace (a Bitbrains directory or ``.tar.gz``, a generic ``.csv`` or
+    ``.parquet``) gives each of its whole days: ``side``'s VMs (``all``, or ``held``: the VMs the learned policies
+    never trained on) at CloudSim's VM sizes, on CloudSim's hosts in its shape (hosts per VM), as tuning runs them."""
+    usage = path.suffix in (".csv", ".parquet", ".gz") or path.is_file() or (path.is_dir() and any(path.glob("*.csv")))
+    if not usage:
+        yield path.name, cloudsim_datacenter(load_planetlab(path))
+        return
+    days = episodes.usage_days(path, side, 1 << 30, (episodes.CLOUDSIM_HOSTS_PER_VM,))
+    if not days:
+        raise TraceError(f"{path}: less than a day of samples; the cloudsim scenario simulates whole days")
+    for day in days:
+        yield day.label, episodes.datacenter(day)
+
+
+def run_cloudsim(traces: list[Path], policies: list[str], seed: int = 0,
+                 side: str = "all") -> tuple[list[RunResult], dict[str, float]]:
+    """Every policy on every day of every trace (:func:`cloudsim_days`); the results and each day's energy lower
+    bound."""
     results: list[RunResult] = []
     bounds: dict[str, float] = {}
     for path in traces:
-        dc = cloudsim_datacenter(load_planetlab(path))
-        for name in policies:
-            policy = make_policy(name, seed=seed)
-            sim = Simulation(dc)
-            t0 = time.perf_counter()
-            summary = run_policy(sim, policy)
-            results.append(RunResult(path.name, name, summary, sim.metrics, time.perf_counter() - t0))
-            bounds.setdefault(path.name, energy_lower_bound_kwh(dc, sim.metrics.per_step_demand_mips))
+        for label, dc in cloudsim_days(path, side):
+            for name in policies:
+                policy = make_policy(name, seed=seed)
+                sim = Simulation(dc)
+                t0 = time.perf_counter()
+                summary = run_policy(sim, policy)
+                results.append(RunResult(label, name, summary, sim.metrics, time.perf_counter() - t0))
+                bounds.setdefault(label, energy_lower_bound_kwh(dc, sim.metrics.per_step_demand_mips))
     return results, bounds
 
 
@@ -149,8 +170,9 @@ def results_json(results: list[RunResult], bounds: dict[str, float]) -> dict[str
     """The ``bench --json`` document."""
     return {
         "scenario": "cloudsim",
-        "runs": [{"trace": r.trace, "policy": r.policy, **r.summary, "seconds": round(r.seconds, 3)}
-                 for r in results],
+        "cost_weights": COST_WEIGHTS,
+        "runs": [{"trace": r.trace, "policy": r.policy, **r.summary, "cost": round(consolidation_cost(r.summary), 6),
+                  "seconds": round(r.seconds, 3)} for r in results],
         "lower_bound": {t: {"energy_kwh": e} for t, e in bounds.items()},
     }
 

@@ -81,19 +81,20 @@ def _usage_traces(ctx: typer.Context, paths: list[Path], from_store: bool) -> li
 
 def bench(
     ctx: typer.Context,
-    scenario: Annotated[Scenario, typer.Option(help="cloudsim (PlanetLab consolidation), balance, memory or "
-                                               "pinning (Bitbrains); fleets: the hard balance scenario the "
+    scenario: Annotated[Scenario, typer.Option(help="cloudsim (consolidation in CloudSim's data centre), balance, "
+                                               "memory or pinning (Bitbrains); fleets: the hard balance scenario the "
                                                "learned policy is judged on, on any trace; placement: arriving "
                                                "VMs placed once by place's scorers.")] = Scenario.cloudsim,
     trace: Annotated[list[Path] | None, typer.Option("--trace", help="Trace (repeatable): a PlanetLab day "
-                                                     "directory for cloudsim; a Bitbrains directory or .tar.gz, or "
-                                                     "a generic .csv/.parquet, for balance and memory.")] = None,
+                                                     "directory, a Bitbrains directory or .tar.gz, or a generic "
+                                                     ".csv/.parquet. For cloudsim a usage trace gives each of its "
+                                                     "whole days on CloudSim's hosts.")] = None,
     from_store: Annotated[bool, typer.Option("--from-store", help="Also replay the VM history in llmvirt's "
                                              "store (balance and memory).")] = False,
     policies: Annotated[str | None, typer.Option(help="Comma-separated policies (default: every baseline of the "
                                                  "scenario).")] = None,
     held_out: Annotated[bool, typer.Option("--held-out", help="Only the VMs the learned policy was not trained "
-                                           "on (the 40 % hash split; balance, memory, pinning).")] = False,
+                                           "on (the 40 % hash split; for cloudsim, a usage trace's).")] = False,
     seed: Annotated[int, typer.Option(help="Seed for random selection (rs); the first fleet seed (fleets, "
                                       "placement).")] = 0,
     seeds: Annotated[int, typer.Option(help="How many seeds of fleets to draw, from --seed on (fleets, "
@@ -122,7 +123,7 @@ def bench(
     if scenario is Scenario.cloudsim:
         if from_store:
             raise UsageError("--from-store replays CPU and memory history: use --scenario balance or memory")
-        _cloudsim(list(trace or []), names, seed, as_json, plot)
+        _cloudsim(list(trace or []), names, (seed, "held" if held_out else "all"), as_json, plot)
         return
     _replay(_usage_traces(ctx, list(trace or []), from_store), scenario, names, held_out, (as_json, plot))
 
@@ -161,28 +162,33 @@ def _replay(loaded: list[tuple[str, "traces.UsageTrace"]], scenario: Scenario, n
                                                      for k, v in b.items()))
 
 
-def _cloudsim(trace: list[Path], names: list[str], seed: int, as_json: bool, plot: Path | None) -> None:
+def _cloudsim(trace: list[Path], names: list[str], run: tuple[int, str], as_json: bool, plot: Path | None) -> None:
+    """Every policy on every consolidation day of the traces (``run``: the seed, and the side of the VM split a usage
+    trace's days take), printed."""
     from llmvirt.bench import run as simbench
+    from llmvirt.model.score import COST_WEIGHTS, consolidation_cost
 
-    results, bounds = simbench.run_cloudsim(trace, names, seed)
+    results, bounds = simbench.run_cloudsim(trace, names, *run)
     if plot is not None:
         simbench.plot(results, bounds, plot)
     if as_json:
         out.print_json(json.dumps(simbench.results_json(results, bounds)))
         return
     t = Table(title="cloudsim: policies side by side")
-    for col in ("trace", "policy", "energy kWh", "migrations", "unmet %", "overload h", "SLATAH %", "PDM %",
+    for col in ("trace", "policy", "cost", "energy kWh", "migrations", "unmet %", "overload h", "SLATAH %", "PDM %",
                 "SLAV %", "ESV", "s"):
         t.add_column(col, justify="right" if col not in ("trace", "policy") else "left", overflow="fold")
     for r in results:
         s = r.summary
-        t.add_row(r.trace, r.policy, f"{s['energy_kwh']:.2f}", str(int(s["migrations"])),
-                  f"{s['unmet_demand_pct']:.4f}", f"{s['overload_host_h']:.2f}", f"{s['slatah_pct']:.2f}",
-                  f"{s['pdm_pct']:.3f}", f"{s['slav_pct']:.5f}", f"{s['esv']:.5f}", f"{r.seconds:.1f}")
+        t.add_row(r.trace, r.policy, f"{consolidation_cost(s):.2f}", f"{s['energy_kwh']:.2f}",
+                  str(int(s["migrations"])), f"{s['unmet_demand_pct']:.4f}", f"{s['overload_host_h']:.2f}",
+                  f"{s['slatah_pct']:.2f}", f"{s['pdm_pct']:.3f}", f"{s['slav_pct']:.5f}", f"{s['esv']:.5f}",
+                  f"{r.seconds:.1f}")
     for tr, e in bounds.items():
-        t.add_row(tr, "[italic]lower bound[/italic]", f"{e:.2f}", *["-"] * 8)
-    out.print("unmet % and overload h are the honest metrics; SLATAH, PDM, SLAV and ESV are CloudSim's, which "
-              "count a migration's destination as in violation (docs/metrics.md)", markup=False)
+        t.add_row(tr, "[italic]lower bound[/italic]", "-", f"{e:.2f}", *["-"] * 8)
+    weights = " + ".join(f"{w:g} x {k}" for k, w in COST_WEIGHTS.items())
+    out.print(f"cost ({weights}), unmet % and overload h are the honest metrics; SLATAH, PDM, SLAV and ESV are "
+              "CloudSim's, which count a migration's destination as in violation (docs/metrics.md)", markup=False)
     out.print(t)
 
 
