@@ -112,3 +112,8 @@ def test_the_consolidation_scenario_runs_each_whole_day_of_a_generic_trace(cli, 
     code, out, err = cli("bench", "--scenario", "cloudsim", "--trace", str(generic_trace(tmp_path / "short.csv")))
     assert code == 2 and err.strip() == f"error: {tmp_path / 'short.csv'}: less than a day of samples; the cloudsim " \
         "scenario simulates whole days"
+    day = tmp_path / "20110101"  # a PlanetLab day: its VMs are not split, its days are
+    day.mkdir()
+    (day / "vm0").write_text("10\n" * 288)
+    code, out, err = cli("bench", "--scenario", "cloudsim", "--trace", str(day), "--held-out")
+    assert code == 2 and "--held-out splits a usage trace's VMs; PlanetLab is split by day" in err

@@ -19,6 +19,7 @@ from llmvirt.bench import (  # noqa: F401 - re-exported for the benchmark script
     DEFAULT_MEMORY_POLICIES,
     DEFAULT_PINNING_POLICIES,
 )
+from llmvirt.errors import UsageError
 from llmvirt.model.score import COST_WEIGHTS, consolidation_cost
 from llmvirt.sim import episodes
 from llmvirt.sim.cloudsim_policies import run_policy
@@ -27,6 +28,7 @@ from llmvirt.sim.engine import Metrics, Simulation
 from llmvirt.sim.fleet import BALANCE_SETUP, MEMORY_SETUP, FleetMetrics, FleetSim
 from llmvirt.sim.pinning import PIN_SETUP, PinMetrics
 from llmvirt.sim.pinning import run as run_pinning
+from llmvirt.sim.split import HELD_DAYS
 from llmvirt.sim.traces import TraceError, UsageTrace, load_planetlab
 from llmvirt.strategies.registry import make_balancer, make_balloon, make_pin_policy, make_policy
 
@@ -139,6 +141,9 @@ def cloudsim_days(path: Path, side: str = "all") -> Iterator[tuple[str, DataCent
     never trained on) at CloudSim's VM sizes, on CloudSim's hosts in its shape (hosts per VM), as tuning runs them."""
     usage = path.suffix in (".csv", ".parquet", ".gz") or path.is_file() or (path.is_dir() and any(path.glob("*.csv")))
     if not usage:
+        if side != "all":
+            raise UsageError(f"{path}: --held-out splits a usage trace's VMs; PlanetLab is split by day (held back: "
+                             f"{', '.join(HELD_DAYS)}), so name a held-back day instead")
         yield path.name, cloudsim_datacenter(load_planetlab(path))
         return
     days = episodes.usage_days(path, side, 1 << 30, (episodes.CLOUDSIM_HOSTS_PER_VM,))
