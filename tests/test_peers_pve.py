@@ -165,6 +165,7 @@ def test_a_case_whose_nodes_lack_sizes_or_hold_unknown_guests_is_one_clear_error
     ("datacenter.cfg", json.dumps(["crs"]), "must be a JSON object with a 'crs' object"),
     ("static_service_stats", json.dumps({"vm:100": {"maxcpu": "two"}}), "each guest needs numeric maxcpu and maxmem"),
     ("cmdlist", json.dumps(["power node1 on"]), "must be a list of command lists"),
+    ("service_config", json.dumps(["vm:100"]), "service_config: must be a JSON object of guests"),
     ("rules_config", "node-affinity: r\n\tnodes node1:high\n\tresources vm:100\n", "'node1:high' is not a whole"),
 ])
 def test_a_case_file_with_values_of_the_wrong_kind_is_one_clear_error(tmp_path: Path, name: str, text: str,

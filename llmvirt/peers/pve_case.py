@@ -206,6 +206,8 @@ def load_case(path: Path) -> Case:
         raise UsageError(f"{path}/cmdlist: must be a list of command lists (strings)")
     readme = (path / "README").read_text() if (path / "README").exists() else ""
     services = _json(path / "service_config", {})
+    if not isinstance(services, dict):
+        raise UsageError(f"{path}/service_config: must be a JSON object of guests")
     for sid, conf in services.items():
         where = conf.get("node") if isinstance(conf, dict) else None
         if where not in nodes:
