@@ -91,12 +91,14 @@ def scan_family(name: str, seeds: int) -> dict[str, Any]:
         held_draws = [fleets(trace, held, n_fleets, s, shape) for s in range(seeds)]
         grids = {f: {p: run(p, training, shape).total() for p in grid} for f, grid in SCAN_GRIDS.items()}
         chosen = {f: min(g, key=lambda k, g=g: g[k]) for f, g in grids.items()}
+        trained = {p: c for g in grids.values() for p, c in g.items()}  # every grid point's training cost
         rows: dict[str, Any] = {}
         for label, point in (("llmvirt", "llmvirt"), *((f"scan-tuned:{f}", p) for f, p in chosen.items())):
+            if point not in trained:
+                trained[point] = run(point, training, shape).total()
             hb = [run(point, fl, shape) for fl in held_draws]
-            rows[label] = {"strategy": point, "training": run(point, training, shape).total()
-                           if label == "llmvirt" else grids[label.split(":", 1)[1]][point],
-                           "held": [r.total() for r in hb], "held_migrations": sum(r.total("migrations") for r in hb)}
+            rows[label] = {"strategy": point, "training": trained[point], "held": [r.total() for r in hb],
+                           "held_migrations": sum(r.total("migrations") for r in hb)}
         out["scenarios"][scenario] = {"grids": grids, "rows": rows}
         _print(name, scenario, rows)
         print(f"  ({scenario}: {time.perf_counter() - t0:.0f} s)", flush=True)
