@@ -18,8 +18,11 @@ host's share (:func:`scan_view`). The simulator still charges the real demand. T
 re-tuned that way on the training fleets (:data:`SCAN_GRIDS`, triggers below a host's cores included, since
 one at 1.0 can never fire on a scan), then run on the held-back fleets beside ``llmvirt``.
 
-Usage: python bench/balance_default.py [--family bitbrains-jul|bitbrains-aug] [--seeds 5] [--scan-view]
-Writes bench/balance_default_<family>[_scan].json and prints the table rows for RESULTS.md.
+``--scan-view --point NAME``: no tuning; that one point beside ``llmvirt``, on the training and held-back fleets
+(the one point chosen for all four scenarios).
+
+Usage: python bench/balance_default.py [--family bitbrains-jul|bitbrains-aug] [--seeds 5] [--scan-view [--point P]]
+Writes bench/balance_default_<family>[_scan[_P]].json and prints the table rows for RESULTS.md.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import numpy as np  # noqa: E402
 from balance_shapes import SCENARIOS  # noqa: E402
 
 from llmvirt.bench.balance_rl import (  # noqa: E402
@@ -44,10 +46,10 @@ from llmvirt.bench.balance_rl import (  # noqa: E402
     fleets,
     run_balancer,
     run_named,
+    scan_view,
     strategy_name,
     trace_families,
 )
-from llmvirt.sim.balance_env import BalanceEnv  # noqa: E402
 from llmvirt.sim.split import TRAIN_FRACTION, split  # noqa: E402
 from llmvirt.sim.traces import load_usage  # noqa: E402
 from llmvirt.strategies.registry import make_balancer  # noqa: E402
@@ -64,40 +66,32 @@ SCAN_GRIDS: dict[str, tuple[str, ...]] = {
 """Each deployable family's grid under the scan view (the committed points among them)."""
 
 
-def scan_view(env: BalanceEnv) -> np.ndarray:
-    """(E, V) what a scan shows of every VM's CPU, cores: its demand, scaled down on a host whose demand exceeds
-    its cores so that the host's use is just under its cores (a fair share of what the host has; a saturated host
-    never reads as above 100 %, so a trigger at 1.0 cannot fire on it, as on a real scan)."""
-    demand = env.demand_now() * env.vm_valid
-    host = env.host_sum(demand)
-    share = np.minimum(1.0, env.cores * (1 - 1e-9) / np.maximum(host, 1e-9))  # never quite at the cores
-    return demand * np.take_along_axis(share, env.vm_host, axis=1)
-
-
-def scan_family(name: str, seeds: int) -> dict[str, Any]:
+def scan_family(name: str, seeds: int, point: str | None = None) -> dict[str, Any]:
     """``--scan-view``: each deployable family re-tuned on the training fleets deciding on the scan view, then its
-    best point and ``llmvirt`` on the held-back fleets, all deciding on the scan view."""
+    best point and ``llmvirt`` on the held-back fleets, all deciding on the scan view. With ``point`` (``--point``),
+    no tuning: that one point beside ``llmvirt``."""
     trace = load_usage(TRACES[name])
     train, held = split(trace.names, TRAIN_FRACTION)
     out: dict[str, Any] = {"family": name, "date": date.today().isoformat(), "machine": platform.node(),
                            "view": "scan", "scenarios": {}}
 
-    def run(point: str, fl: list, shape: Any) -> Any:  # noqa: ANN401
-        return run_balancer(make_balancer(point), trace, fl, shape, point, demand=scan_view)
+    def run(name: str, fl: list, shape: Any) -> Any:  # noqa: ANN401
+        return run_balancer(make_balancer(name), trace, fl, shape, name, demand=scan_view)
 
     for scenario, (shape, n_fleets, _) in SCENARIOS.items():
         t0 = time.perf_counter()
         training = [f for s in TUNE_SEEDS for f in fleets(trace, train, n_fleets, s, shape)]
         held_draws = [fleets(trace, held, n_fleets, s, shape) for s in range(seeds)]
-        grids = {f: {p: run(p, training, shape).total() for p in grid} for f, grid in SCAN_GRIDS.items()}
-        chosen = {f: min(g, key=lambda k, g=g: g[k]) for f, g in grids.items()}
+        grids = {} if point else {f: {p: run(p, training, shape).total() for p in grid}
+                                  for f, grid in SCAN_GRIDS.items()}
+        chosen = {"one-point": point} if point else {f: min(g, key=lambda k, g=g: g[k]) for f, g in grids.items()}
         trained = {p: c for g in grids.values() for p, c in g.items()}  # every grid point's training cost
         rows: dict[str, Any] = {}
-        for label, point in (("llmvirt", "llmvirt"), *((f"scan-tuned:{f}", p) for f, p in chosen.items())):
-            if point not in trained:
-                trained[point] = run(point, training, shape).total()
-            hb = [run(point, fl, shape) for fl in held_draws]
-            rows[label] = {"strategy": point, "training": trained[point], "held": [r.total() for r in hb],
+        for label, p in (("llmvirt", "llmvirt"), *((f"scan-tuned:{f}", p) for f, p in chosen.items())):
+            if p not in trained:
+                trained[p] = run(p, training, shape).total()
+            hb = [run(p, fl, shape) for fl in held_draws]
+            rows[label] = {"strategy": p, "training": trained[p], "held": [r.total() for r in hb],
                            "held_migrations": sum(r.total("migrations") for r in hb)}
         out["scenarios"][scenario] = {"grids": grids, "rows": rows}
         _print(name, scenario, rows)
@@ -144,10 +138,11 @@ def main() -> None:
     ap.add_argument("--family", choices=sorted(TRACES), action="append")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--scan-view", action="store_true", help="decide on what a scan shows; re-tune on it")
+    ap.add_argument("--point", help="with --scan-view: run this one point beside llmvirt instead of tuning")
     args = ap.parse_args()
     for name in args.family or sorted(TRACES):
-        doc = (scan_family if args.scan_view else family)(name, args.seeds)
-        suffix = "_scan" if args.scan_view else ""
+        doc = scan_family(name, args.seeds, args.point) if args.scan_view else family(name, args.seeds)
+        suffix = ("_scan" + (f"_{args.point.replace(':', '-')}" if args.point else "")) if args.scan_view else ""
         (ROOT / "bench" / f"balance_default_{name}{suffix}.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 

@@ -82,6 +82,16 @@ def run_balancer(balancer: Any, trace: UsageTrace, fl: list[Fleet], cfg: EnvConf
     return EvalResult(name or balancer.name, [env.metrics.row(e) for e in range(len(fl))], time.perf_counter() - t0)
 
 
+def scan_view(env: BalanceEnv) -> np.ndarray:
+    """(E, V) what a scan shows of every VM's CPU, cores: its demand, scaled down on a host whose demand exceeds
+    its cores so that the host's use is just under its cores (a fair share of what the host has; a saturated host
+    never reads as above 100 %, so a trigger at 1.0 cannot fire on it, as on a real scan)."""
+    demand = env.demand_now() * env.vm_valid
+    host = env.host_sum(demand)
+    share = np.minimum(1.0, env.cores * (1 - 1e-9) / np.maximum(host, 1e-9))  # never quite at the cores
+    return demand * np.take_along_axis(share, env.vm_host, axis=1)
+
+
 BASELINE_GRID: dict[str, tuple[str, ...]] = {
     "watcher-wb": tuple(f"watcher-wb:{t}" for t in (50, 60, 70, 80, 85, 90, 95, 100, 105, 110, 120)),
     "proxlb": ("proxlb:5", "proxlb:10", "proxlb:20", "proxlb:40", "proxlb:5:cpu", "proxlb:10:cpu", "proxlb:20:cpu",
