@@ -130,18 +130,20 @@ def load_guardrails(path: Path | None):  # noqa: ANN201
 
 def load_thresholds(path: Path | None, defaults=None):  # noqa: ANN001, ANN201
     """``[rebalance]``: hot, cold, gain_margin (fractions of host CPUs); unset keys from ``defaults``."""
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from llmvirt.policy.decide import Thresholds
 
     raw = _read(path).get("rebalance", {})
+    if "hot_configured" in raw:  # a field of Thresholds, not a setting
+        raise UsageError("config: invalid [rebalance]: unknown key 'hot_configured' (use hot, cold, gain_margin)")
     try:
         th = Thresholds(**{**asdict(defaults or Thresholds()), **{k: float(v) for k, v in raw.items()}})
     except (TypeError, ValueError) as exc:
         raise UsageError(f"config: invalid [rebalance]: {exc}") from None
     if not 0 < th.cold < th.hot <= 2:
         raise UsageError("config: [rebalance] needs 0 < cold < hot <= 2")
-    return th
+    return replace(th, hot_configured=th.hot_configured or "hot" in raw)
 
 
 def load_host_pins(path: Path | None) -> dict[str, tuple[str, ...]]:

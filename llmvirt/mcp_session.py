@@ -22,7 +22,8 @@ from llmvirt.policy.constraints import Request
 
 STALE_S = 600.0  #: a shown plan older than this is refused (scans move on)
 APPLY_INTERVAL_S = 60.0  #: at most one apply per this many seconds
-LEARNED = ("llmvirt", "llmvirt-rl", "llmvirt-head")  #: strategy names that take a policy directory after a colon
+#: strategy names that take a policy directory after a colon
+LEARNED = ("llmvirt", "llmvirt-rl", "llmvirt-head", "llmvirt-scorer")
 
 
 @dataclass

@@ -183,3 +183,30 @@ def test_a_baseline_decides_on_the_demand_its_hook_gives_from_the_environment() 
     ahead = run_balancer(make_balancer("cp-sat:4:0.1"), trace, fl, cfg, demand=next_step)
     assert now.rows == plain.rows
     assert ahead.rows != plain.rows and sum(r["refused"] for r in ahead.rows) == 0
+
+
+def test_a_large_fleet_keeps_the_hosts_k_moves_can_use_and_loses_nothing_here(monkeypatch) -> None:
+    """Above WHOLE_FLEET_HOSTS hosts the model keeps HOSTS_PER_MOVE x K sources (furthest above the trigger) and as
+    many destinations (most room, none in maintenance); up to it, every host. On this 60-host fleet the cut model
+    finds the whole model's optimum; at the 800-host scale only the cut one answers within the limit."""
+    from llmvirt.sim import cpsat_balancer as cb
+
+    rng = np.random.default_rng(3)
+    n_hosts = 60
+    vm_host = [h for h in range(n_hosts) for _ in range(3)]
+    cpus = [float(x) for x in rng.uniform(0.2, 1.2, len(vm_host))]
+    for k, h in enumerate(vm_host):  # hosts 0-9 are hot, the hottest first; 50-59 the roomiest
+        cpus[k] = 2.0 + 0.1 * (10 - h) if h < 10 else 0.1 if h >= 50 else cpus[k]
+    maintenance = [h == 59 for h in range(n_hosts)]
+    view = _view(4, vm_host, cpus, n_hosts=n_hosts, maintenance=maintenance)
+    b = CpSatBalance(max_moves=2, move_price=0.1)
+    load = view.cpus_used()
+    kept = cb.considered_hosts(view, b.trigger * view.host_sizes()[0], load, cb.HOSTS_PER_MOVE * b.max_moves)
+    assert list(kept) == [*range(8), *range(51, 59)]  # 8 hottest, 8 roomiest but not the one in maintenance
+    small = _view(4, vm_host[:30], cpus[:30], n_hosts=10)
+    assert list(cb.considered_hosts(small, 4.0 * np.ones(10), small.cpus_used(), 8)) == list(range(10))
+    cut = b.decide(view)
+    monkeypatch.setattr(cb, "WHOLE_FLEET_HOSTS", 10**6)
+    whole = b.decide(view)
+    assert cut and _allowed(view, cut) and all(view.vm_host[v] < 8 and h in kept for v, h in cut)
+    assert _objective(view, cut, 0.1) == pytest.approx(_objective(view, whole, 0.1))

@@ -228,6 +228,7 @@ class Thresholds:
     hot: float = HOT  #: expected CPU use above which a host is relieved (goal balance)
     cold: float = COLD  #: expected CPU use under which a host is emptied (goal consolidate)
     gain_margin: float = GAIN_MARGIN  #: a move must lower the hotter host of the pair by this much
+    hot_configured: bool = False  #: the config sets ``hot`` (the balance default's CP-SAT trigger follows it)
 
 
 @dataclass
@@ -251,16 +252,28 @@ def rebalance(cluster: Cluster, scorer: Scorer, goal: str = "balance", ctx: Cont
     """
     if goal not in ("balance", "consolidate"):
         raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
-    ctx = ctx or Context()
-    run = _Planner(cluster, scorer, ctx, ClusterArrays.from_cluster(cluster, groups=ctx.groups),
-                   Plan(goal=goal, policy=scorer.name, before=summary(cluster, ctx.thresholds.hot)))
-    run.drain()
+    run = _drained(cluster, scorer, goal, ctx or Context())
     if goal == "balance":
         run.relieve_hot()
     else:
         run.empty_cold()
     run.plan.after = summary(cluster, ctx.thresholds.hot)
     return run.plan
+
+
+def drain(cluster: Cluster, scorer: Scorer, goal: str, ctx: Context) -> Plan:
+    """The first step of every rebalance alone: every running VM off the hosts in maintenance (``scorer`` ranks
+    the destinations). ``cluster`` is left as the plan leaves it."""
+    run = _drained(cluster, scorer, goal, ctx)
+    run.plan.after = summary(cluster, ctx.thresholds.hot)
+    return run.plan
+
+
+def _drained(cluster: Cluster, scorer: Scorer, goal: str, ctx: Context) -> _Planner:
+    run = _Planner(cluster, scorer, ctx, ClusterArrays.from_cluster(cluster, groups=ctx.groups),
+                   Plan(goal=goal, policy=scorer.name, before=summary(cluster, ctx.thresholds.hot)))
+    run.drain()
+    return run
 
 
 def _pct_above(value: float, limit: float) -> str:

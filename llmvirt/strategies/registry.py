@@ -23,9 +23,12 @@ name                                   strategy
 ``baseline:relative-tuned:FAMILY``     the same from ``policies/tuned_relative_tail.json`` (the scale-free tail)
 ``baseline:best-fit|least-loaded|``    llmvirt's own rule scorers in its rebalance loop
 ``first-fit``
-``llmvirt[:POLICY]``, a policy path,   the policy's default per goal: the placement scorer for goal
-a name under policies/, or nothing     balance; for consolidate its ``strategies.json`` choice (a
-                                       tuned baseline where the head does not beat it), else the head
+``llmvirt[:POLICY]``, a policy path,   the policy's default per goal: its ``strategies.json`` choice (a
+a name under policies/, or nothing     tuned baseline where no learned part beats it; for balance after a
+                                       drain of hosts in maintenance), else the placement scorer (balance)
+                                       or the consolidation head (consolidate)
+``llmvirt-scorer[:POLICY]``            the policy's placement scorer in llmvirt's rebalance loop (goal balance's
+                                       default before CP-SAT replaced it)
 ``llmvirt-head[:POLICY]``              the learned consolidation head itself (gated PABFD)
 ``llmvirt-net[:POLICY]``               the neural consolidation policy (host tokens, evolution strategies on
                                        the consolidation cost; ``consolidate_net.safetensors``)
@@ -184,10 +187,11 @@ def make_balancer(name: str) -> Any:
         balancer.name = name
         return balancer
     base = name.removeprefix("baseline:")
-    if learned or base in SCORER_RULES:
+    loop, loop_spec = _named(name, "llmvirt-scorer")
+    if learned or loop or base in SCORER_RULES:
         from llmvirt.policy.sim_adapter import LlmvirtBalancer
 
-        return LlmvirtBalancer(spec if learned else f"baseline:{base}", name=name)
+        return LlmvirtBalancer(spec if learned else loop_spec if loop else f"baseline:{base}", name=name)
     return field_policies.make_balancer(base)
 
 
@@ -310,11 +314,11 @@ class BalanceRlStrategy:
 
 
 def _learned(spec: str | None, goal: str, head_only: bool = False) -> Strategy:
-    if goal == "balance" and not head_only and (chosen := goal_default(spec, goal)) is not None:
-        strategy = resolve(chosen[0], goal)
-        strategy.name = f"llmvirt balance={chosen[0]}"
-        return strategy
     scorer = decide.load_scorer(spec)
+    if goal == "balance" and not head_only and (chosen := goal_default(spec, goal)) is not None:
+        from llmvirt.strategies.drain_first import DrainFirst
+
+        return DrainFirst(resolve(chosen[0], goal), scorer, f"llmvirt balance={chosen[0]}")
     if goal == "consolidate":
         from llmvirt.policy import consolidate_head
 
@@ -339,6 +343,9 @@ def resolve(name: str | None, goal: str = "balance") -> Strategy:
     learned, spec = _learned_spec(name)
     if learned:
         return _learned(spec, goal)
+    loop, spec = _named(name, "llmvirt-scorer")
+    if loop:
+        return ScorerStrategy(decide.load_scorer(spec), name)
     if (net := _net(name)) is not None:
         if goal != "consolidate":
             raise UsageError(f"{name} decides goal consolidate only; for balance use llmvirt or llmvirt-rl")

@@ -1,0 +1,108 @@
+"""Goal balance's default when strategies.json names a tuned baseline for it (issue 15): hosts in maintenance are
+drained first, as llmvirt's loop drains them; then one decision of the named strategy; a CP-SAT trigger follows
+the configured ``[rebalance] hot``. And ``llmvirt-scorer``, the loop that was the default before."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from llmvirt import config
+from llmvirt.errors import UsageError
+from llmvirt.model.cluster import Cluster, Host, Vm
+from llmvirt.policy import decide
+from llmvirt.strategies import registry
+
+POINT = "baseline:cp-sat:2:0.1:0.95"
+
+
+def _policy(tmp_path: Path, balance: str = POINT) -> str:
+    """A copy of the shipped policy whose strategies.json names ``balance`` for goal balance."""
+    d = tmp_path / "policy"
+    shutil.copytree(decide.DEFAULT_POLICY, d)
+    doc = json.loads((d / "strategies.json").read_text())
+    doc["balance"] = {"strategy": balance, "why": "test"}
+    (d / "strategies.json").write_text(json.dumps(doc))
+    return str(d)
+
+
+def _cluster(utils: list[list[float]], maintenance: tuple[int, ...] = ()) -> Cluster:
+    """Hosts of 8 CPUs / 64 GiB; each VM 2 vCPUs / 2 GiB at the given share of its vCPUs."""
+    hosts = [Host(name=f"h{i}", uri="test://", cpus=8, memory_mib=65536, maintenance=i in maintenance)
+             for i in range(len(utils))]
+    for i, (h, us) in enumerate(zip(hosts, utils, strict=True)):
+        h.vms = [Vm(name=f"vm{i}-{k}", uuid=f"u{i}-{k}", vcpus=2, max_vcpus=2, memory_mib=2048,
+                    current_memory_mib=2048, cpu_util=u) for k, u in enumerate(us)]
+    return Cluster(hosts)
+
+
+def test_the_default_drains_hosts_in_maintenance_first_then_runs_one_cp_sat_decision(tmp_path) -> None:
+    cluster = _cluster([[0.1, 0.1], [1.0, 1.0, 1.0, 1.0], []], maintenance=(0,))
+    policy = _policy(tmp_path)
+    strategy = registry.resolve(policy, "balance")
+    plan = strategy.plan(cluster, "balance", decide.Context(max_migrations=10))
+    assert plan.policy == f"llmvirt balance={POINT}"
+    reasons = [m.reason for m in plan.moves]
+    assert [m.src for m in plan.moves[:2]] == ["h0", "h0"] and all(r.startswith("drain h0") for r in reasons[:2])
+    assert len(plan.moves) == 3 and plan.moves[2].src == "h1" and "CP-SAT (optimal)" in reasons[2], reasons
+    assert not any(v.running for v in cluster.hosts[0].vms)  # the cluster is left as the plan leaves it
+    capped = registry.resolve(policy, "balance").plan(
+        _cluster([[0.1, 0.1], [1.0, 1.0, 1.0, 1.0], []], maintenance=(0,)), "balance",
+        decide.Context(max_migrations=2))
+    assert [m.src for m in capped.moves] == ["h0", "h0"]  # the drain first, within the cap
+
+
+def test_cp_sat_alone_never_drains_a_host_in_maintenance(tmp_path) -> None:
+    """Why the default wraps it: the field baseline only avoids moving into such a host."""
+    plan = registry.resolve(POINT, "balance").plan(_cluster([[0.1, 0.1], [0.2], []], maintenance=(0,)), "balance",
+                                                   decide.Context())
+    assert plan.moves == []
+    plan = registry.resolve(_policy(tmp_path), "balance").plan(_cluster([[0.1, 0.1], [0.2], []], maintenance=(0,)),
+                                                               "balance", decide.Context())
+    assert [m.src for m in plan.moves] == ["h0", "h0"]
+
+
+def test_the_cp_sat_trigger_follows_the_configured_hot_threshold(tmp_path) -> None:
+    """Unset, the tuned trigger (0.95) runs: a host at 75 % is left alone. Set, ``[rebalance] hot`` is the
+    trigger, and the plan says so."""
+    busy = [[0.75, 0.75, 0.75, 0.75], [], []]
+    strategy = registry.resolve(_policy(tmp_path), "balance")
+    assert strategy.plan(_cluster(busy), "balance", decide.Context()).moves == []
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[rebalance]\nhot = 0.6\ncold = 0.1\n")
+    th = config.load_thresholds(cfg)
+    assert th.hot_configured and th.hot == 0.6
+    plan = strategy.plan(_cluster(busy), "balance", decide.Context(thresholds=th))
+    assert plan.policy == f"llmvirt balance={POINT} (trigger 0.6: [rebalance] hot)"
+    assert plan.moves and all(m.src == "h0" and "CP-SAT" in m.reason for m in plan.moves)
+    assert all(m.effect["src_cpu_after"] < m.effect["src_cpu_before"] for m in plan.moves)
+    cfg.write_text("[rebalance]\ncold = 0.1\n")
+    assert not config.load_thresholds(cfg).hot_configured
+    assert strategy.plan(_cluster(busy), "balance", decide.Context(thresholds=config.load_thresholds(cfg))).moves == []
+    cfg.write_text("[rebalance]\nhot_configured = true\n")
+    with pytest.raises(UsageError, match="unknown key 'hot_configured'"):
+        config.load_thresholds(cfg)
+
+
+def test_an_explicit_cp_sat_keeps_its_own_trigger_whatever_hot_says() -> None:
+    """Only the default follows ``hot``: a named point runs as named (as bench runs it)."""
+    th = decide.Thresholds(hot=0.6, hot_configured=True)
+    plan = registry.resolve(POINT, "balance").plan(_cluster([[0.75] * 4, [], []]), "balance",
+                                                   decide.Context(thresholds=th))
+    assert plan.moves == [] and plan.policy == POINT
+
+
+def test_llmvirt_scorer_is_the_loop_that_was_the_default_before() -> None:
+    """``llmvirt-scorer``: the placement scorer in llmvirt's rebalance loop, on real clusters and in the
+    simulator, whatever strategies.json names."""
+    from llmvirt.policy.sim_adapter import LlmvirtBalancer
+
+    strategy = registry.resolve("llmvirt-scorer", "balance")
+    assert isinstance(strategy, registry.ScorerStrategy) and strategy.name == "llmvirt-scorer"
+    ours = strategy.plan(_cluster([[1.0] * 4, [0.1], []]), "balance", decide.Context())
+    loop = decide.rebalance(_cluster([[1.0] * 4, [0.1], []]), decide.load_scorer(None), "balance", decide.Context())
+    assert [(m.vm, m.dst) for m in ours.moves] == [(m.vm, m.dst) for m in loop.moves] and ours.moves
+    assert isinstance(registry.make_balancer("llmvirt-scorer"), LlmvirtBalancer)
