@@ -106,3 +106,10 @@ def test_llmvirt_scorer_is_the_loop_that_was_the_default_before() -> None:
     loop = decide.rebalance(_cluster([[1.0] * 4, [0.1], []]), decide.load_scorer(None), "balance", decide.Context())
     assert [(m.vm, m.dst) for m in ours.moves] == [(m.vm, m.dst) for m in loop.moves] and ours.moves
     assert isinstance(registry.make_balancer("llmvirt-scorer"), LlmvirtBalancer)
+
+
+def test_a_field_baseline_plans_nothing_on_a_cluster_with_no_host(tmp_path) -> None:
+    """Every node of a Proxmox case off: the default plans nothing instead of failing (the peers' replay asks)."""
+    for name in (POINT, _policy(tmp_path)):
+        plan = registry.resolve(name, "balance").plan(Cluster([]), "balance", decide.Context())
+        assert plan.moves == [] and plan.unmovable == {}

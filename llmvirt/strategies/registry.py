@@ -250,7 +250,10 @@ class FleetStrategy:
     name: str  #: display name
 
     def plan(self, cluster: Cluster, goal: str, ctx: decide.Context) -> decide.Plan:
-        """The balancer's one decision on the scanned state, through the hard rules."""
+        """The balancer's one decision on the scanned state, through the hard rules (none on a cluster with no
+        host, as when every node of a Proxmox case is off)."""
+        if not cluster.hosts:
+            return plan_from_proposals(cluster, goal, self.name, [], ctx)
         view = cluster_arrays.fleet_view(cluster, ctx.limits.cpu_allocation_ratio, ctx.limits.ram_allocation_ratio)
         if hasattr(self.balancer, "explain"):  # a balancer that says why (proxmox-crs)
             said = self.balancer.explain(view)
