@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 from typer.core import TyperGroup, TyperOption
 
 from llmvirt.errors import LlmvirtError, UsageError
@@ -61,6 +62,12 @@ class ReportingGroup(TyperGroup):
         except LlmvirtError as exc:
             err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+
+
+def literal(*values: object) -> list[Text]:
+    """Table cells and titles shown as written: VM, host and policy names and reasons may hold brackets, which rich
+    would otherwise read as markup and drop (``[rebalance]`` vanished from a plan's title)."""
+    return [Text(str(v)) for v in values]
 
 
 def new_app(help_text: str) -> typer.Typer:

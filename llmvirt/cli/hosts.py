@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from llmvirt.cli.common import lazy, new_app, out, state
+from llmvirt.cli.common import lazy, literal, new_app, out, state
 from llmvirt.errors import UsageError
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def list_(
     for col in ("name", "uri", "maintenance", "source"):
         t.add_column(col, overflow="fold")
     for h in hosts:
-        t.add_row(h.name, h.uri, "yes" if h.maintenance else "no", h.source)
+        t.add_row(*literal(h.name, h.uri, "yes" if h.maintenance else "no", h.source))
     out.print(t)
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from llmvirt.cli.common import lazy, new_app, out, state
+from llmvirt.cli.common import lazy, literal, new_app, out, state
 from llmvirt.errors import UsageError
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def plans_list(ctx: typer.Context,
     for col in ("id", "created", "goal", "policy", "status"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(str(r["id"]), r["created_at"], r["goal"], r["policy"], r["status"])
+        t.add_row(*literal(r["id"], r["created_at"], r["goal"], r["policy"], r["status"]))
     out.print(t)
 
 
@@ -64,7 +64,7 @@ def actions(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", 
     for col in ("id", "plan", "kind", "vm", "src", "dst", "status", "reason"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(*(str(r[k] or "") for k in ("id", "plan_id", "kind", "vm", "src", "dst", "status", "reason")))
+        t.add_row(*literal(*(r[k] or "" for k in ("id", "plan_id", "kind", "vm", "src", "dst", "status", "reason"))))
     out.print(t)
 
 

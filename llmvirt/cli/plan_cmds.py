@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from llmvirt import config
-from llmvirt.cli.common import err, lazy, out, parse_size_mib, state
+from llmvirt.cli.common import err, lazy, literal, out, parse_size_mib, state
 from llmvirt.errors import EXIT_ERROR, UsageError, translate_libvirt
 
 if TYPE_CHECKING:
@@ -110,11 +110,11 @@ def place(
     if as_json:
         out.print_json(json.dumps({**result.as_json(), **({"defined": defined} if defined else {})}))
     else:
-        t = Table(title=f"Placement ({result.policy})")
+        t = Table(title=literal(f"Placement ({result.policy})")[0])
         for col in ("rank", "host", "score", "reasons"):
             t.add_column(col, overflow="fold")
         for i, r in enumerate(result.ranked, 1):
-            t.add_row(str(i), r["host"], f"{r['score']:.3f}", "; ".join(r["reasons"]))
+            t.add_row(*literal(i, r["host"], f"{r['score']:.3f}", "; ".join(r["reasons"])))
         out.print(t)
         for h, c in result.excluded.items():
             out.print(f"excluded {h}: {c}")
@@ -194,14 +194,15 @@ def rebalance(
     if as_json:
         out.print_json(json.dumps(plan.as_json()))
         return
-    t = Table(title=f"Rebalance plan, goal {plan.goal} ({plan.policy}), dry run")
+    t = Table(title=literal(f"Rebalance plan, goal {plan.goal} ({plan.policy}), dry run")[0])
     for col in ("#", "VM", "from", "to", "src CPU", "dst CPU", "power", "reason"):
         t.add_column(col, overflow="fold")
     for i, m in enumerate(plan.moves, 1):
         e = m.effect
-        t.add_row(str(i), m.vm, m.src, m.dst or "", f"{100 * e['src_cpu_before']:.0f}→{100 * e['src_cpu_after']:.0f} %",
-                  f"{100 * e['dst_cpu_before']:.0f}→{100 * e['dst_cpu_after']:.0f} %", _watts(e["power_delta_w"]),
-                  m.reason)
+        t.add_row(*literal(i, m.vm, m.src, m.dst or "",
+                           f"{100 * e['src_cpu_before']:.0f}→{100 * e['src_cpu_after']:.0f} %",
+                           f"{100 * e['dst_cpu_before']:.0f}→{100 * e['dst_cpu_after']:.0f} %",
+                           _watts(e["power_delta_w"]), m.reason))
     out.print(t)
     for vm, why in plan.unmovable.items():
         out.print(f"cannot move {vm}: {why}", markup=False)
@@ -243,13 +244,13 @@ def _tuning(ctx: typer.Context, cluster, only: str, policy: str | None,  # noqa:
         return
     if not actions:
         out.print(f"{only} plan ({label}): no change to make", markup=False)
-    t = Table(title=f"{only} plan ({label}), dry run")
+    t = Table(title=literal(f"{only} plan ({label}), dry run")[0])
     for col in ("#", "VM", "host", "change", "why"):
         t.add_column(col, overflow="fold")
     for i, a in enumerate(actions, 1):
         change = f"balloon → {a.target_mib} MiB" if a.kind == "balloon" else \
             "; ".join(f"vCPU {k} → {_cpus(list(v))}" for k, v in a.pins.items())
-        t.add_row(str(i), a.vm, a.src, change, a.reason)
+        t.add_row(*literal(i, a.vm, a.src, change, a.reason))
     if actions:
         out.print(t)
     for vm, why in held.items():

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from llmvirt.cli.common import lazy, new_app, out, state
+from llmvirt.cli.common import lazy, literal, new_app, out, state
 from llmvirt.errors import UsageError
 
 if TYPE_CHECKING:
@@ -31,7 +31,8 @@ def list_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     for col in ("", "name", "source", "parent", "created", "path"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row("*" if r["active"] else "", r["name"], r["source"], r["parent"] or "", r["created_at"], r["path"])
+        t.add_row(*literal("*" if r["active"] else "", r["name"], r["source"], r["parent"] or "", r["created_at"],
+                           r["path"]))
     out.print(t)
 
 
@@ -68,7 +69,7 @@ def defaults_cmd(policy: Annotated[str | None, typer.Option("--policy", help="A 
     for col in ("goal", "strategy", "why"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(r["goal"], r["strategy"], r["why"])
+        t.add_row(*literal(r["goal"], r["strategy"], r["why"]))
     out.print(t)
 
 
