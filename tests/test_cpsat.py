@@ -210,3 +210,25 @@ def test_a_large_fleet_keeps_the_hosts_k_moves_can_use_and_loses_nothing_here(mo
     whole = b.decide(view)
     assert cut and _allowed(view, cut) and all(view.vm_host[v] < 8 and h in kept for v, h in cut)
     assert _objective(view, cut, 0.1) == pytest.approx(_objective(view, whole, 0.1))
+
+
+def test_the_plan_table_shows_names_and_reasons_as_written(cli, tmp_path) -> None:
+    """A VM called ``web[1]`` (brackets are legal in libvirt names) keeps its brackets in the dry-run table; rich
+    read them as markup and dropped them."""
+    cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
+    cli("hosts", "add", "busy2", fixture_uri("busy-host.xml"))
+    cli("scan")
+    cli("scan")
+    doc = json.loads(cli("status", "--json")[1])
+    for h in doc["hosts"]:
+        if h["name"] == "busy2":
+            h["vms"] = []
+        for v in h["vms"]:
+            v["name"] = f"[b]{v['name']}[/b]"
+    snap = tmp_path / "status.json"
+    snap.write_text(json.dumps(doc))
+    code, out, err = cli("rebalance", "--policy", "baseline:cp-sat:2:0.01:0.05", "--snapshot", str(snap))
+    assert code == 0, err
+    moved = json.loads(cli("rebalance", "--policy", "baseline:cp-sat:2:0.01:0.05", "--snapshot", str(snap),
+                           "--json")[1])["moves"]
+    assert moved and all(m["vm"].startswith("[b]") and f"│ {m['vm']} │" in out for m in moved), out
