@@ -1,7 +1,8 @@
 """What `rebalance --goal balance` runs by default, on the balance scoreboard beside the tuned baselines (issue 15).
 
-The default for goal balance is ``llmvirt``: llmvirt's rebalance loop (a host above the hot threshold relieved,
-destinations ranked by the placement scorer). Every balance claim is judged on fleets of Bitbrains VMs
+The default for goal balance was ``llmvirt``'s rebalance loop (a host above the hot threshold relieved,
+destinations ranked by the placement scorer); it runs by name as ``llmvirt-scorer``, and the JSON files committed
+before the default moved to CP-SAT call it ``llmvirt``. Every balance claim is judged on fleets of Bitbrains VMs
 (:mod:`llmvirt.bench.balance_rl`), but that default had never run there. Here it runs side by side with the tuned
 baselines that also run on a scanned cluster (``tuned:watcher-wb``, ``tuned:proxmox-crs``, ``tuned:cp-sat``: the
 points committed in policies/tuned_balance.json) and, for reference, the tuned fallback of the learned policy
@@ -16,9 +17,9 @@ July and August, one host size and mixed sizes. Cost: unmet plus migration core-
 host's use stops at its cores: each VM's demand on a host whose demand exceeds its cores is scaled down to that
 host's share (:func:`scan_view`). The simulator still charges the real demand. The deployable families are
 re-tuned that way on the training fleets (:data:`SCAN_GRIDS`, triggers below a host's cores included, since
-one at 1.0 can never fire on a scan), then run on the held-back fleets beside ``llmvirt``.
+one at 1.0 can never fire on a scan), then run on the held-back fleets beside ``llmvirt-scorer``.
 
-``--scan-view --point NAME``: no tuning; that one point beside ``llmvirt``, on the training and held-back fleets
+``--scan-view --point NAME``: no tuning; that one point beside ``llmvirt-scorer``, on the training and held-back fleets
 (the one point chosen for all four scenarios).
 
 Usage: python bench/balance_default.py [--family bitbrains-jul|bitbrains-aug] [--seeds 5] [--scan-view [--point P]]
@@ -56,7 +57,8 @@ from llmvirt.strategies.registry import make_balancer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = trace_families(ROOT.parent / "shared/traces")
-POLICIES = ("llmvirt", "tuned:watcher-wb", "tuned:proxmox-crs", "tuned:cp-sat", "tuned:llmvirt-rl-fallback")
+BASE = "llmvirt-scorer"  #: what every row is compared with: the loop that was the default
+POLICIES = (BASE, "llmvirt", "tuned:watcher-wb", "tuned:proxmox-crs", "tuned:cp-sat", "tuned:llmvirt-rl-fallback")
 DEPLOYABLE = ("tuned:watcher-wb", "tuned:proxmox-crs", "tuned:cp-sat")  #: tuned baselines that run on a scan
 SCAN_GRIDS: dict[str, tuple[str, ...]] = {
     "watcher-wb": tuple(f"watcher-wb:{t}" for t in (70, 80, 85, 90, 95, 100)),
@@ -68,8 +70,8 @@ SCAN_GRIDS: dict[str, tuple[str, ...]] = {
 
 def scan_family(name: str, seeds: int, point: str | None = None) -> dict[str, Any]:
     """``--scan-view``: each deployable family re-tuned on the training fleets deciding on the scan view, then its
-    best point and ``llmvirt`` on the held-back fleets, all deciding on the scan view. With ``point`` (``--point``),
-    no tuning: that one point beside ``llmvirt``."""
+    best point and ``llmvirt-scorer`` on the held-back fleets, all deciding on the scan view. With ``point``
+    (``--point``), no tuning: that one point beside it."""
     trace = load_usage(TRACES[name])
     train, held = split(trace.names, TRAIN_FRACTION)
     out: dict[str, Any] = {"family": name, "date": date.today().isoformat(), "machine": platform.node(),
@@ -87,7 +89,7 @@ def scan_family(name: str, seeds: int, point: str | None = None) -> dict[str, An
         chosen = {"one-point": point} if point else {f: min(g, key=lambda k, g=g: g[k]) for f, g in grids.items()}
         trained = {p: c for g in grids.values() for p, c in g.items()}  # every grid point's training cost
         rows: dict[str, Any] = {}
-        for label, p in (("llmvirt", "llmvirt"), *((f"scan-tuned:{f}", p) for f, p in chosen.items())):
+        for label, p in ((BASE, BASE), *((f"scan-tuned:{f}", p) for f, p in chosen.items())):
             if p not in trained:
                 trained[p] = run(p, training, shape).total()
             hb = [run(p, fl, shape) for fl in held_draws]
@@ -100,7 +102,7 @@ def scan_family(name: str, seeds: int, point: str | None = None) -> dict[str, An
 
 
 def _print(name: str, scenario: str, rows: dict[str, Any]) -> None:
-    base = rows["llmvirt"]
+    base = rows[BASE]
     for p, r in rows.items():
         mean = statistics.mean(r["held"])
         print(f"| {name}, {scenario} | {p}{' (' + r['strategy'] + ')' if 'strategy' in r else ''} | "
@@ -138,7 +140,7 @@ def main() -> None:
     ap.add_argument("--family", choices=sorted(TRACES), action="append")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--scan-view", action="store_true", help="decide on what a scan shows; re-tune on it")
-    ap.add_argument("--point", help="with --scan-view: run this one point beside llmvirt instead of tuning")
+    ap.add_argument("--point", help="with --scan-view: run this one point beside llmvirt-scorer instead of tuning")
     args = ap.parse_args()
     for name in args.family or sorted(TRACES):
         doc = scan_family(name, args.seeds, args.point) if args.scan_view else family(name, args.seeds)

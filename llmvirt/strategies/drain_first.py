@@ -52,5 +52,6 @@ class DrainFirst:
         if not (isinstance(balancer, CpSatBalance) and ctx.thresholds.hot_configured):
             return self.inner, self.name
         hot = ctx.thresholds.hot
-        return (replace(self.inner, balancer=replace(balancer, trigger=hot)),
-                f"{self.name} (trigger {hot:g}: [rebalance] hot)")
+        name = f"baseline:cp-sat:{balancer.max_moves}:{balancer.move_price:g}:{hot:g}"
+        return (replace(self.inner, balancer=replace(balancer, trigger=hot, name=name), name=name),
+                f"{self.name} (trigger {hot:g}: the configured hot)")
