@@ -78,8 +78,8 @@ def test_the_cp_sat_trigger_follows_the_configured_hot_threshold(tmp_path) -> No
     plan = strategy.plan(_cluster(busy), "balance", decide.Context(thresholds=th))
     assert plan.policy == f"llmvirt balance={POINT} (trigger 0.6: the configured hot)"
     assert plan.moves and all(m.src == "h0" for m in plan.moves)
-    assert all(m.reason.startswith("baseline:cp-sat:2:0.1:0.6: CP-SAT (optimal): overload avoided, CPU demand above "
-                                   "60 % of the hosts' cores") for m in plan.moves), plan.moves
+    assert all(m.reason.startswith("baseline:cp-sat:2:0.1:0.6: CP-SAT (optimal): overload avoided, the demand above "
+                                   "60 % of the hosts' cores from ") for m in plan.moves), plan.moves
     assert all(m.effect["src_cpu_after"] < m.effect["src_cpu_before"] for m in plan.moves)
     cfg.write_text("[rebalance]\ncold = 0.1\n")
     assert not config.load_thresholds(cfg).hot_configured

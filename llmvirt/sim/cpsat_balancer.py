@@ -110,9 +110,9 @@ class CpSatBalance:
         after = sum(solver.Value(o) for o in over) / SCALE + float(np.delete(before, hosts).sum())
         chosen = [(v, h) for v in cand for h in hosts
                   if h != view.vm_host[v] and (v, h) in x and solver.Value(x[v, h])]
-        return [(v, h, f"CP-SAT ({how}): overload avoided, CPU demand above {100 * self.trigger:.0f} % of the "
-                       f"hosts' cores {before.sum():.1f} -> {after:.1f} CPUs with {self.max_moves} moves at most, "
-                       f"{self.move_price:g} CPU a move")
+        return [(v, h, f"CP-SAT ({how}): overload avoided, the demand above {100 * self.trigger:.0f} % of the "
+                       f"hosts' cores from {before.sum():.1f} to {after:.1f} CPUs (at most {self.max_moves} moves, "
+                       f"{self.move_price:g} CPU a move)")
                 for v, h in in_feasible_order(view, chosen)]
 
 
