@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,9 +108,9 @@ def test_names_parse_and_bad_ones_say_how() -> None:
             make_balancer(bad)
 
 
-def test_rebalance_runs_cp_sat_on_a_scanned_cluster(cli, tmp_path) -> None:
-    """The same balancer plans on a scanned cluster through rebalance (here its status document with the
-    second host emptied, as a what-if), with its reason."""
+def _what_if(cli, tmp_path, vm_name=str) -> Path:  # noqa: ANN001
+    """Two scanned copies of the busy test host, as a status document with the second emptied (a what-if file for
+    ``--snapshot``); each VM renamed by ``vm_name``."""
     cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
     cli("hosts", "add", "busy2", fixture_uri("busy-host.xml"))
     cli("scan")
@@ -118,8 +119,17 @@ def test_rebalance_runs_cp_sat_on_a_scanned_cluster(cli, tmp_path) -> None:
     for h in doc["hosts"]:
         if h["name"] == "busy2":
             h["vms"] = []
+        for v in h["vms"]:
+            v["name"] = vm_name(v["name"])
     snap = tmp_path / "status.json"
     snap.write_text(json.dumps(doc))
+    return snap
+
+
+def test_rebalance_runs_cp_sat_on_a_scanned_cluster(cli, tmp_path) -> None:
+    """The same balancer plans on a scanned cluster through rebalance (here its status document with the
+    second host emptied, as a what-if), with its reason."""
+    snap = _what_if(cli, tmp_path)
     code, out, err = cli("rebalance", "--policy", "baseline:cp-sat:2:0.01:0.05", "--snapshot", str(snap), "--json")
     assert code == 0, err
     doc = json.loads(out)
@@ -213,20 +223,9 @@ def test_a_large_fleet_keeps_the_hosts_k_moves_can_use_and_loses_nothing_here(mo
 
 
 def test_the_plan_table_shows_names_and_reasons_as_written(cli, tmp_path) -> None:
-    """A VM called ``web[1]`` (brackets are legal in libvirt names) keeps its brackets in the dry-run table; rich
-    read them as markup and dropped them."""
-    cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
-    cli("hosts", "add", "busy2", fixture_uri("busy-host.xml"))
-    cli("scan")
-    cli("scan")
-    doc = json.loads(cli("status", "--json")[1])
-    for h in doc["hosts"]:
-        if h["name"] == "busy2":
-            h["vms"] = []
-        for v in h["vms"]:
-            v["name"] = f"[b]{v['name']}[/b]"
-    snap = tmp_path / "status.json"
-    snap.write_text(json.dumps(doc))
+    """A VM called ``[b]db1[/b]`` (brackets are legal in libvirt names) keeps its brackets in the dry-run table;
+    rich read them as markup and dropped them."""
+    snap = _what_if(cli, tmp_path, lambda name: f"[b]{name}[/b]")
     code, out, err = cli("rebalance", "--policy", "baseline:cp-sat:2:0.01:0.05", "--snapshot", str(snap))
     assert code == 0, err
     moved = json.loads(cli("rebalance", "--policy", "baseline:cp-sat:2:0.01:0.05", "--snapshot", str(snap),
