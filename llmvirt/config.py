@@ -18,7 +18,7 @@ Default location: ``$XDG_CONFIG_HOME/llmvirt/config.toml`` (for root
     db1 = ["kvm1", "kvm2"]
 
     [rebalance]            # when rebalance acts: expected CPU use as a fraction of host CPUs
-    hot = 0.8
+    # hot = 0.95           # unset: the balance default's tuned trigger (0.95), llmvirt's loop 0.8
     cold = 0.25
 
     [limits]               # allocation limits place and rebalance respect
