@@ -77,8 +77,8 @@ def scan_family(name: str, seeds: int, point: str | None = None) -> dict[str, An
     out: dict[str, Any] = {"family": name, "date": date.today().isoformat(), "machine": platform.node(),
                            "view": "scan", "scenarios": {}}
 
-    def run(name: str, fl: list, shape: Any) -> Any:  # noqa: ANN401
-        return run_balancer(make_balancer(name), trace, fl, shape, name, demand=scan_view)
+    def run(strategy: str, fl: list, shape: Any) -> Any:  # noqa: ANN401
+        return run_balancer(make_balancer(strategy), trace, fl, shape, strategy, demand=scan_view)
 
     for scenario, (shape, n_fleets, _) in SCENARIOS.items():
         t0 = time.perf_counter()

@@ -125,7 +125,8 @@ def considered_hosts(view: ClusterArrays, cap: np.ndarray, load: np.ndarray, kee
     slack = cap - view.host_sum(load)  # CPUs below the trigger; negative: above it
     order = np.argsort(slack, kind="stable")
     sources = order[:keep][slack[order[:keep]] < -1e-9]
-    roomy = order[::-1][~view.maintenance[order[::-1]] & (slack[order[::-1]] > 0)][:keep]
+    desc = order[::-1]
+    roomy = desc[~view.maintenance[desc] & (slack[desc] > 0)][:keep]
     return np.union1d(sources, roomy)
 
 
