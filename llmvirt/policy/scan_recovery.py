@@ -1,0 +1,115 @@
+"""What a saturated host hides: each VM's demand estimated from what scans showed (numpy inference, no torch).
+
+A scan measures use, and a host's use stops at its cores: on a host whose demand exceeds its cores every VM reads
+its fair share, so the size of the overload, the thing a balancer must relieve, is invisible. The default balancer
+(tuned CP-SAT on the scan) then acts on a host that reads just under its cores without knowing how far above them
+its demand is. Here a small MLP estimates each VM's CPU demand over the next step from the scans of the last hour:
+its own readings, whether its host read as saturated at each of them, its vCPUs, and its host's reading now. It is
+fitted (squared error) on the simulator's true demand of training VMs while the default ran on scans
+(:mod:`llmvirt.learn.train_scan_recovery`). The balancer then decides on ``seen + gain x (estimate - seen)``.
+
+:func:`last_clear` is the heuristic it must beat: on a host that reads saturated, a VM's demand is at least its
+last reading from a step when its host was not saturated (what an operator's script would do).
+
+Checkpoint: ``scan_recovery.safetensors`` (the MLP and its input scale) and ``scan_recovery.json`` (format,
+feature spec, the weights' SHA-256, trigger, gain, training record), verified by
+:func:`llmvirt.policy.weights.load_arrays`; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmvirt.policy.weights import CheckpointError, load_arrays
+from llmvirt.sim.scan_window import HISTORY, ScanWindow
+
+STEM = "scan_recovery"  #: checkpoint file stem in a policy directory
+FEATURE_SPEC_VERSION = 1
+FEATURES = (*(f"seen_change_since_{k}_steps_ago" for k in range(1, HISTORY)), "seen_now_cores", "log2_vcpus",
+            "seen_now_per_vcpu", *(f"host_saturated_{k}_steps_ago" for k in range(HISTORY)),
+            "host_reading_now", "share_of_host_reading")
+"""The MLP's inputs, in order: the VM's reading k steps ago minus now (cores), its reading now (cores), log2(vCPUs),
+its reading per vCPU, whether its host read saturated k steps ago (0 is now), its host's reading now (share of its
+cores), the VM's share of its host's reading."""
+LAYERS = ("net.0", "net.2", "net.4")  #: state-dict prefixes of the MLP's linear layers
+
+
+def inputs(w: ScanWindow) -> np.ndarray:
+    """(E, V, len(FEATURES)) inputs of every VM."""
+    now = w.seen[..., -1:]
+    past = w.seen[..., -2::-1] - now  # 1, 2, ... steps ago
+    vcpus = np.maximum(w.vcpus, 1.0)[..., None]
+    sat = w.saturated[..., ::-1].astype(np.float64)  # 0, 1, ... steps ago
+    host = w.host_reading[..., None]
+    share = now / np.maximum(host, 1e-9)
+    return np.concatenate([past, now, np.log2(vcpus), now / vcpus, sat, host, share], axis=-1).astype(np.float32)
+
+
+def last_clear(w: ScanWindow) -> np.ndarray:
+    """(E, V) the heuristic estimate: on a host that reads saturated now, the larger of a VM's reading now and its
+    last reading while its host was not saturated (its reading now if there is none); elsewhere its reading now."""
+    clear = ~w.saturated
+    idx = np.where(clear, np.arange(w.seen.shape[-1]), -1).max(axis=-1)  # the last clear step, -1: none
+    last = np.take_along_axis(w.seen, np.maximum(idx, 0)[..., None], axis=-1)[..., 0]
+    now = w.seen[..., -1]
+    return np.where(w.saturated[..., -1] & (idx >= 0), np.maximum(now, last), now)
+
+
+class DemandEstimator:
+    """The fitted MLP: each VM's estimated CPU demand over the next step, in cores."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        """``arrays``: ``scale`` and ``net.{0,2,4}.{weight,bias}``; a wrong shape is refused as a CheckpointError."""
+        try:
+            self.scale = arrays["scale"].astype(np.float32)
+            self.layers = [(arrays[f"{p}.weight"].astype(np.float32), arrays[f"{p}.bias"].astype(np.float32))
+                           for p in LAYERS]
+        except KeyError as exc:
+            raise CheckpointError(f"weights do not fit the scan recovery: missing {exc}") from None
+        if self.scale.shape != (len(FEATURES),) or self.layers[0][0].shape[1] != len(FEATURES):
+            raise CheckpointError("weights do not fit the scan recovery's feature spec")
+
+    def difference(self, x: np.ndarray) -> np.ndarray:
+        """(...) the MLP's estimate of the next step's demand minus the reading now, from inputs (..., FEATURES)."""
+        h = x / self.scale
+        for i, (wt, b) in enumerate(self.layers):
+            h = h @ wt.T + b
+            if i < len(self.layers) - 1:
+                h = np.maximum(h, 0.0)
+        return h[..., 0].astype(np.float64)
+
+    def __call__(self, w: ScanWindow) -> np.ndarray:
+        """(E, V) estimated demand: the reading now plus the MLP's difference, never below 0."""
+        return np.maximum(w.seen[..., -1] + self.difference(inputs(w)), 0.0)
+
+
+@dataclass
+class ScanRecovery:
+    """The demand a balancer decides on: ``seen + gain x (estimate - seen)``; no estimator: :func:`last_clear`."""
+
+    estimator: DemandEstimator | None  #: None: the heuristic (ablation: the network replaced)
+    gain: float = 1.0  #: weight of the estimate's difference from the reading
+    trigger: float = 1.0  #: the balancer's trigger the recipe chose with it
+    meta: dict[str, Any] = field(default_factory=dict)  #: checkpoint metadata
+
+    def demand(self, w: ScanWindow) -> np.ndarray:
+        """(E, V) the demand to decide on, cores."""
+        seen = w.seen[..., -1]
+        est = last_clear(w) if self.estimator is None else self.estimator(w)
+        return np.maximum(seen + self.gain * (est - seen), 0.0)
+
+
+def load(directory: Path) -> ScanRecovery:
+    """The verified scan recovery of a policy directory; one clear line if it has none or it was tampered with."""
+    if not (directory / f"{STEM}.json").is_file():
+        raise CheckpointError(f"{directory} has no scan recovery ({STEM}.json)")
+    arrays, meta = load_arrays(directory, STEM, FEATURE_SPEC_VERSION, list(FEATURES))
+    try:
+        gain, trigger = float(meta["gain"]), float(meta["trigger"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{directory / (STEM + '.json')}: no gain and trigger") from None
+    return ScanRecovery(DemandEstimator(arrays), gain, trigger, meta)
