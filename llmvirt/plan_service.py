@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from llmvirt.policy import decide
 
 HISTORY_SCANS = 31  #: scans of CPU history (30 intervals, CloudSim's history length) for the adaptive detectors
+SCAN_WINDOW_SCANS = 13  #: scans for the learned scan recovery's hour (12 samples: each needs the scan before it)
 PERSIST_SCANS = 3  #: a hot host must have been hot over this many scan intervals before load is moved off it
 
 
@@ -103,8 +104,10 @@ def rebalance_plan(engine: Engine | None, config_path: Path | None, cluster: Clu
     strategy = registry.resolve(spec, goal)
     history = (snapshots.vm_cpu_history(engine, HISTORY_SCANS)
                if engine is not None and getattr(strategy, "needs_history", False) else {})
+    scans = (snapshots.vm_scan_history(engine, SCAN_WINDOW_SCANS)
+             if engine is not None and getattr(strategy, "needs_scan_history", False) else {})
     plan = strategy.plan(cluster, goal, decide.Context(limits, groups, pins, config.load_thresholds(config_path),
-                                                       max_migrations, history))
+                                                       max_migrations, history, scan_history=scans))
     plan.policy = version + plan.policy
     return plan
 

@@ -4,6 +4,7 @@ its training."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,13 @@ from test_balance_rl import synthetic_trace
 
 from llmvirt.bench.balance_rl import fleets, run_balancer, scan_view
 from llmvirt.learn import train_scan_recovery as tsr
+from llmvirt.model.arrays import ClusterArrays
 from llmvirt.policy import scan_recovery as sr
 from llmvirt.policy.weights import CheckpointError
 from llmvirt.sim.balance_env import BalanceEnv, EnvConfig
 from llmvirt.sim.scan_window import HISTORY, ScanTracker, ScanWindow
 from llmvirt.strategies.registry import make_balancer
+from llmvirt.strategies.scan_recovery import scan_window
 
 
 def _tiny() -> tsr.RecoveryConfig:
@@ -134,3 +137,76 @@ def test_the_allocation_limits_are_never_violated_on_the_estimate(trained: tuple
     rows = tsr.run_on_scans(make_balancer(f"cp-sat:2:0.1:{rec.trigger}"), rec.demand, trace, fl, cfg)
     assert sum(r["refused"] for r in rows) == 0
     assert sum(r["migrations"] for r in rows) > 0
+
+
+def _saturated_view(n_hosts: int) -> ClusterArrays:
+    """Hosts of 32 CPUs with 8 VMs of 8 vCPUs each: host 0 reads just under its cores (each VM at 3.99 CPUs), the
+    rest at a quarter; every VM has its own uuid."""
+    from llmvirt.model.arrays import FleetSetup
+
+    setup = FleetSetup(host_cores=32, mhz_per_core=2600.0, host_mem_mib=32 * 8 * 1024.0, cpu_allocation_ratio=4.0)
+    n = n_hosts * 8
+    vm_host = np.repeat(np.arange(n_hosts), 8)
+    cpus = np.where(vm_host == 0, 3.99, 1.0)
+    mem = np.full(n, 4096.0)
+    return ClusterArrays(setup, vm_host, np.full(n, 8), mem, cpus * 2600.0, mem * 0.5, mem.copy(), mem * 0.5,
+                         n_hosts, np.zeros(n_hosts, dtype=bool), vm_uuids=[f"u{i}" for i in range(n)])
+
+
+def test_the_hour_of_scans_comes_from_the_store_before_now_then_the_scan_now() -> None:
+    view = _saturated_view(3)
+    scans = {"u0": [(6.0, 0.5), (5.0, 0.7), (4.2, 1.0), (99.0, 1.0)]}  # the last sample is the scan now: dropped
+    w = scan_window(view, scans)
+    assert w.seen.shape == (1, 24, HISTORY)
+    np.testing.assert_allclose(w.seen[0, 0], [6.0] * 9 + [5.0, 4.2, 3.99])  # a short hour repeats its oldest
+    assert list(w.saturated[0, 0]) == [False] * 10 + [True, True]
+    np.testing.assert_allclose(w.seen[0, 8], [1.0] * HISTORY)  # no stored sample: the scan now, repeated
+    assert not w.saturated[0, 8].any() and w.host_reading[0, 8] == pytest.approx(0.25)
+    np.testing.assert_allclose(sr.last_clear(w)[0, :2], [5.0, 3.99])
+
+
+def test_what_the_scan_hides_makes_cp_sat_act_where_the_reading_alone_does_not() -> None:
+    """At trigger 1.0 a saturated host's reading never fires CP-SAT; the hour of scans says its VMs used more before
+    it saturated, and on that estimate CP-SAT moves VMs off it."""
+    from llmvirt.sim.cpsat_balancer import CpSatBalance
+
+    view = _saturated_view(3)
+    scans = {f"u{i}": [(5.0, 0.8)] * 6 + [(3.99, 1.0)] * 6 for i in range(8)}
+    cpsat = CpSatBalance(2, 0.1, 1.0)
+    assert cpsat.decide(view) == []
+    est = sr.ScanRecovery(None, gain=1.0).demand(scan_window(view, scans))[0]
+    moves = cpsat.decide(replace(view, vm_cpu_mhz=est * 2600.0, vm_cpus_used=est))
+    assert moves and all(view.vm_host[v] == 0 and h != 0 for v, h in moves)
+
+
+@pytest.mark.parametrize("n_hosts", [3, 1000])
+def test_the_trained_estimate_runs_unchanged_on_3_and_on_1000_hosts(trained: tuple[Path, dict], n_hosts: int) -> None:
+    from llmvirt.sim.cpsat_balancer import CpSatBalance
+
+    rec = sr.load(trained[0])
+    view = _saturated_view(n_hosts)
+    est = rec.demand(scan_window(view, {}))[0]
+    assert est.shape == (n_hosts * 8,) and np.all(np.isfinite(est)) and np.all(est >= 0)
+    for v, h, why in CpSatBalance(2, 0.1, rec.trigger).explain(replace(view, vm_cpu_mhz=est * 2600.0,
+                                                                        vm_cpus_used=est)):
+        assert view.vm_host[v] != h and why
+
+
+def test_rebalance_runs_the_scan_recovery_on_a_scanned_cluster(cli, trained: tuple[Path, dict]) -> None:
+    """``llmvirt-scan:DIR`` under `rebalance`, on the store's scans; a directory without a checkpoint is refused
+    in one line."""
+    from conftest import fixture_uri
+
+    cli("hosts", "add", "busy", fixture_uri("busy-host.xml"))
+    cli("hosts", "add", "spare", fixture_uri("busy-host.xml"))
+    for _ in range(3):
+        cli("scan")
+    name = f"llmvirt-scan:{trained[0]}"
+    code, out, err = cli("rebalance", "--policy", name, "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["goal"] == "balance" and plan["policy"] == name
+    for m in plan["moves"]:
+        assert "learned estimate" in m["reason"] and m["src"] != m["dst"]
+    code, out, err = cli("rebalance", "--policy", "llmvirt-scan:/nonexistent")
+    assert code != 0 and "no scan recovery" in err and "Traceback" not in err

@@ -111,7 +111,7 @@ def grid_costs(recovery: sr.ScanRecovery, runs: list[tuple[Any, ...]],
     costs = {}
     for trigger, gain in grid:
         rec = replace(recovery, gain=gain, trigger=trigger)
-        balancer = make_balancer(f"cp-sat:2:0.1:{trigger}")
+        balancer = make_balancer(f"cp-sat:{sr.CPSAT_MOVES}:{sr.CPSAT_PRICE}:{trigger}")
         costs[f"{trigger}:{gain}"] = sum(r["cost"] for tr, cfg, fl in runs
                                          for r in run_on_scans(balancer, rec.demand, tr, fl, cfg))
     return costs

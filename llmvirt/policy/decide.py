@@ -242,6 +242,7 @@ class Context:
     max_migrations: int = 10  #: at most this many migrations in a plan
     history: dict[str, list[float]] = field(default_factory=dict)  #: VM uuid -> past CPU use, oldest first
     peaks: np.ndarray | None = None  #: each host's recent peak CPU use, CPUs, once per snapshot (None: from history)
+    scan_history: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  #: uuid -> (CPUs, host share)
 
 
 def rebalance(cluster: Cluster, scorer: Scorer, goal: str = "balance", ctx: Context | None = None) -> Plan:

@@ -29,6 +29,7 @@ from llmvirt.sim.scan_window import HISTORY, ScanWindow
 
 STEM = "scan_recovery"  #: checkpoint file stem in a policy directory
 FEATURE_SPEC_VERSION = 1
+CPSAT_MOVES, CPSAT_PRICE = 2, 0.1  #: CP-SAT's moves per decision and price per move: the balance default's point
 FEATURES = (*(f"seen_change_since_{k}_steps_ago" for k in range(1, HISTORY)), "seen_now_cores", "log2_vcpus",
             "seen_now_per_vcpu", *(f"host_saturated_{k}_steps_ago" for k in range(HISTORY)),
             "host_reading_now", "share_of_host_reading")

@@ -135,6 +135,33 @@ def vm_cpu_history(engine: Engine, scans: int) -> dict[str, list[float]]:
     return out
 
 
+def vm_scan_history(engine: Engine, scans: int) -> dict[str, list[tuple[float, float]]]:
+    """Per VM uuid, over the last ``scans`` scans, oldest first, one pair per stored sample after its first: its CPU
+    use in CPUs, and its host's CPU use then as a share of the host's CPUs (the VMs sampled in that snapshot,
+    summed). What the scans showed of a VM and of the host it ran on: the learned scan recovery's hour."""
+    per_vm: dict[str, list[tuple[int, float]]] = {}
+    host_used: dict[int, float] = {}
+    host_cpus: dict[int, int] = {}
+    with Session(engine) as s:
+        ids = [int(i) for i in s.execute(select(ScanRow.id).order_by(ScanRow.id.desc()).limit(scans)).scalars()]
+        q = (select(HostSnapshotRow.id, HostSnapshotRow.cpus, HostSnapshotRow.taken_at, VmSampleRow.uuid,
+                    VmSampleRow.cpu_time_ns, VmSampleRow.vcpus)
+             .join(HostSnapshotRow, HostSnapshotRow.id == VmSampleRow.snapshot_id)
+             .where(HostSnapshotRow.scan_id.in_(ids), VmSampleRow.state == "running")
+             .order_by(HostSnapshotRow.taken_at, VmSampleRow.id))
+        last: dict[str, tuple[datetime, int | None]] = {}
+        for snap, cpus, when, uuid, cpu, vcpus in s.execute(q).all():
+            if uuid in last:
+                frac = cpu_fraction(last[uuid][1], cpu, (when - last[uuid][0]).total_seconds(), vcpus)
+                if frac is not None:
+                    used = min(1.0, frac) * max(int(vcpus or 1), 1)
+                    per_vm.setdefault(uuid, []).append((int(snap), used))
+                    host_used[int(snap)] = host_used.get(int(snap), 0.0) + used
+                    host_cpus[int(snap)] = max(int(cpus or 1), 1)
+            last[uuid] = (when, cpu)
+    return {u: [(used, host_used[snap] / host_cpus[snap]) for snap, used in rows] for u, rows in per_vm.items()}
+
+
 def vm_pressure_history(engine: Engine, scans: int) -> dict[str, list[bool]]:
     """Per VM uuid, one memory-pressure flag per stored sample over the last ``scans`` scans, oldest first
     (:func:`llmvirt.model.pressure.pressure_flag`, each sample with the one before it): what the balloon

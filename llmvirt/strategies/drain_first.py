@@ -33,6 +33,11 @@ class DrainFirst:
         """Whether the inner strategy reads each VM's CPU history."""
         return bool(getattr(self.inner, "needs_history", False))
 
+    @property
+    def needs_scan_history(self) -> bool:
+        """Whether the inner strategy reads the store's last hour of scans."""
+        return bool(getattr(self.inner, "needs_scan_history", False))
+
     def plan(self, cluster: Cluster, goal: str, ctx: decide.Context) -> decide.Plan:
         """The drain's moves, then the inner strategy's, as one plan (``cluster`` is left as it leaves it)."""
         drained = decide.drain(cluster, self.scorer, goal, ctx)

@@ -343,6 +343,11 @@ def resolve(name: str | None, goal: str = "balance") -> Strategy:
     actor = balance_actor(name)
     if actor is not None:
         return BalanceRlStrategy(actor, name)
+    scan, scan_spec = _named(name, "llmvirt-scan")  # scan_recovery.PREFIX
+    if scan:
+        from llmvirt.strategies import scan_recovery
+
+        return scan_recovery.load(scan_spec, name)
     learned, spec = _learned_spec(name)
     if learned:
         return _learned(spec, goal)
