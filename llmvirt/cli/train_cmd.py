@@ -24,6 +24,7 @@ class Head(StrEnum):
     consolidate_net = "consolidate-net"
     balance_rl = "balance-rl"
     balance_forecast = "balance-forecast"
+    scan_recovery = "scan-recovery"
     place_rl = "place-rl"
 
 
@@ -31,12 +32,13 @@ HeadOpt = Annotated[Head, typer.Option(help="placement (migration/placement scor
     "(the placement scorer optimised on the placement scenario's cost; "
     "--trace and --extra-trace), balance-rl "
     "(the learned balance policy, PPO on the balance cost), balance-forecast "
-    "(each VM's next-step change, for the balance loop), balloon "
+    "(each VM's next-step change, for the balance loop), scan-recovery "
+    "(each VM's next-step demand from the last hour of scans, for CP-SAT; llmvirt-scan:DIR), balloon "
     "(memory scenario), pin (pinning scenario), consolidate or consolidate-net "
     "(cloudsim scenario; --trace: the PlanetLab days).")]
 ExtraTraceOpt = Annotated[list[Path] | None, typer.Option(
-    "--extra-trace", help="balance-rl, balance-forecast, place-rl and consolidate-net: more Bitbrains or generic "
-    "traces to train on (their training VMs).")]
+    "--extra-trace", help="balance-rl, balance-forecast, scan-recovery, place-rl and consolidate-net: more "
+    "Bitbrains or generic traces to train on (their training VMs).")]
 FleetOpt = Annotated[list[str] | None, typer.Option(
     "--fleet", help="consolidate-net: the servers the PlanetLab training days run on (repeatable): cloudsim "
     "(CloudSim's HP pair, the default), ibm (CloudSim's older IBM pair) or mixed (2-, 4- and 12-core hosts).")]
@@ -113,6 +115,8 @@ def train(
         _balance_rl([trace, *(extra_trace or [])], out_dir, _rl_config(seed, iters, mode, method, shapes))
     elif head is Head.balance_forecast:
         _balance_forecast([trace, *(extra_trace or [])], out_dir, seed, _horizons(horizons))
+    elif head is Head.scan_recovery:
+        _scan_recovery([trace, *(extra_trace or [])], out_dir, seed)
     else:
         _head(head, trace, out_dir, seed, (samples, epochs))
 
@@ -159,6 +163,16 @@ def _balance_forecast(paths: list[Path], out_dir: Path, seed: int, horizons: tup
     out.print(f"wrote {out_dir}/balance_forecast.safetensors, balance_forecast.json, balance_forecast_curve.csv "
               f"(trigger {record['threshold']}, gain {record['gain']}, horizon {record['horizon']}; "
               f"{record['wall_s']:.0f} s)", markup=False)
+
+
+def _scan_recovery(paths: list[Path], out_dir: Path, seed: int) -> None:
+    """``--head scan-recovery``: the estimate of what saturated hosts hide, and CP-SAT's trigger and gain."""
+    from llmvirt.learn import train_scan_recovery as tsr
+
+    meta = tsr.train_files(paths, out_dir, tsr.RecoveryConfig(seed=seed),
+                           log=lambda line: out.print(line, markup=False))
+    out.print(f"wrote {out_dir}/scan_recovery.safetensors, scan_recovery.json, scan_recovery_curve.csv "
+              f"(trigger {meta['trigger']}, gain {meta['gain']}; {meta['wall_s']:.0f} s)", markup=False)
 
 
 def _check_validation(cfg: "ConsolidateNetConfig", extra: list[Path], validate: list[Path]) -> None:
