@@ -111,13 +111,14 @@ def _consolidate_plans(limits: Limits) -> None:
     for spec in (None, "llmvirt-net", *(f"llmvirt-net:{d}" for d in (root / "consolidate-net-forecast" / "seed0",
                                                              root / "consolidate-net-mixed" / "seed0") if d.is_dir())):
         _plans(limits, spec, "consolidate", root)
-    for spec in (None, "llmvirt-rl", f"llmvirt-forecast:{root / 'balance-forecast' / 'seed1'}"):
+    for spec in (None, "llmvirt-rl", f"llmvirt-forecast:{root / 'balance-forecast' / 'seed1'}",
+                 f"llmvirt-scan:{root / 'scan-recovery' / 'seed1'}"):
         _plans(limits, spec, "balance", root)
 
 
 def _plans(limits: Limits, spec: str | None, goal: str, root: Path) -> None:
-    """One strategy's plan (None: the goal's default) for 800 hosts / 1,500 VMs with an hour of history per VM,
-    median of 5 fleets."""
+    """One strategy's plan (None: the goal's default) for 800 hosts / 1,500 VMs with an hour of history per VM (and
+    of scans, for the scan recovery), median of 5 fleets."""
     from llmvirt.strategies import registry
 
     strategy, times, moves = registry.resolve(spec, goal), [], []
@@ -125,8 +126,11 @@ def _plans(limits: Limits, spec: str | None, goal: str, root: Path) -> None:
         c = synthetic(800, 1500, seed=seed)
         rng = np.random.default_rng(seed)
         history = {v.uuid: (rng.random(12) * 0.6).tolist() for h in c.hosts for v in h.vms}
+        scans = {v.uuid: [(float(x) * v.vcpus, float(s))
+                          for x, s in zip(rng.random(13) * 0.6, rng.random(13), strict=True)]
+                 for h in c.hosts for v in h.vms}
         t0 = time.perf_counter()
-        plan = strategy.plan(c, goal, decide.Context(limits, max_migrations=20, history=history))
+        plan = strategy.plan(c, goal, decide.Context(limits, max_migrations=20, history=history, scan_history=scans))
         times.append(time.perf_counter() - t0)
         moves.append(len(plan.moves))
     print(f"| rebalance --goal {goal} plan, 800 hosts / 1,500 VMs, median of 5 (s), "
