@@ -262,9 +262,10 @@ def test_apply_migrates_off_a_persistent_hotspot(lab_env, monkeypatch) -> None:
 
 def test_learned_balance_policy_plans_and_its_loop_applies_on_the_lab(lab_env, monkeypatch) -> None:
     """`rebalance --policy llmvirt-rl` runs the learned policy on the scanned lab with the guests' CPU history
-    from the store (issue 15): any move it plans leaves lab-1 and says what drove it. The same loop with its
-    fallback (triggered at the hotspot threshold this machine measurably exceeds) then applies a real live
-    migration off the hotspot."""
+    from the store (issue 15): any move it plans leaves lab-1 and says what drove it. CP-SAT on the learned scan
+    recovery (`llmvirt-scan`, the store's hour of scans) plans moves off lab-1, each naming the estimate. The same
+    loop with its fallback (triggered at the hotspot threshold this machine measurably exceeds) then applies a real
+    live migration off the hotspot."""
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
     cli = Cli()
@@ -283,6 +284,13 @@ def test_learned_balance_policy_plans_and_its_loop_applies_on_the_lab(lab_env, m
     assert plan["policy"] == forecast and plan["dry_run"] and len(plan["moves"]) <= 1
     for m in plan["moves"]:
         assert m["src"] == "lab-1" and m["dst"] != "lab-1" and "forecast" in m["reason"], m
+    scan = f"llmvirt-scan:{REPO / 'policies/scan-recovery/seed1'}"  # CP-SAT on what the scans hide, hot = trigger
+    code, out, err = cli("rebalance", "--policy", scan, "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["policy"] == scan and plan["dry_run"] and 1 <= len(plan["moves"]) <= 2, plan
+    for m in plan["moves"]:
+        assert m["src"] == "lab-1" and m["dst"] != "lab-1" and "learned estimate" in m["reason"], m
     code, out, err = cli("rebalance", "--policy", f"llmvirt-rl-fallback:{hot}", "--apply")
     assert code == 0, out + err
     code, out, _ = cli("actions", "--json")

@@ -3,7 +3,8 @@
 The balance default's CP-SAT decides on what a scan shows, and a saturated host reads just under its cores however
 far above them its demand is. This strategy gives CP-SAT each VM's estimated next-step demand instead
 (:mod:`llmvirt.policy.scan_recovery`, from the store's last hour of scans: each VM's CPU use and its host's share
-then), at the trigger and gain its checkpoint chose. Without a store (a plan from a file) the hour is the scan now
+then), at the trigger and gain its checkpoint chose; a configured ``[rebalance] hot`` is CP-SAT's trigger, as it
+is the balance default's (one knob). Without a store (a plan from a file) the hour is the scan now
 repeated. Each move's reason names the estimate that drove it.
 """
 
@@ -62,7 +63,9 @@ class ScanRecoveryStrategy:
         w = scan_window(view, ctx.scan_history)
         est = self.recovery.demand(w)[0]
         seen = replace(view, vm_cpu_mhz=est * view.setup.mhz_per_core, vm_cpus_used=est)
-        said = self.balancer.explain(seen)
+        hot = ctx.thresholds
+        balancer = replace(self.balancer, trigger=hot.hot) if hot.hot_configured else self.balancer
+        said = balancer.explain(seen)
         cores, _ = view.host_sizes()
         reasons = {view.vm_name(v): f"{why}; {self.driver(view, est, cores, v)}" for v, _, why in said}
         return plan_from_proposals(cluster, goal, self.name, view.named([(v, h) for v, h, _ in said]), ctx, reasons)
