@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from llmvirt.sim.balance_env import BalanceEnv, EnvConfig, Fleet, draw_fleet, trace_pool
+from llmvirt.sim.scan_window import scan
 from llmvirt.sim.traces import UsageTrace
 
 BITBRAINS_FAMILIES = {"bitbrains-jul": "bitbrains-rnd/rnd_2013-7_week1.tar.gz",
@@ -86,10 +87,7 @@ def scan_view(env: BalanceEnv) -> np.ndarray:
     """(E, V) what a scan shows of every VM's CPU, cores: its demand, scaled down on a host whose demand exceeds
     its cores so that the host's use is just under its cores (a fair share of what the host has; a saturated host
     never reads as above 100 %, so a trigger at 1.0 cannot fire on it, as on a real scan)."""
-    demand = env.demand_now() * env.vm_valid
-    host = env.host_sum(demand)
-    share = np.minimum(1.0, env.cores * (1 - 1e-9) / np.maximum(host, 1e-9))  # never quite at the cores
-    return demand * np.take_along_axis(share, env.vm_host, axis=1)
+    return scan(env, env.demand_now())[0]
 
 
 BASELINE_GRID: dict[str, tuple[str, ...]] = {

@@ -33,7 +33,7 @@ def scan(env: BalanceEnv, demand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     on the placement now."""
     demand = demand * env.vm_valid
     host = env.host_sum(demand)
-    share = np.minimum(1.0, env.cores * (1 - 1e-9) / np.maximum(host, 1e-9))
+    share = np.minimum(1.0, env.cores * (1 - 1e-9) / np.maximum(host, 1e-9))  # never quite at the cores
     reading = np.minimum(host / env.cores, 1.0 - 1e-9)
     return (demand * np.take_along_axis(share, env.vm_host, axis=1),
             np.take_along_axis(reading, env.vm_host, axis=1))

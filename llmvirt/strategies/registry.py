@@ -56,6 +56,7 @@ from llmvirt.policy.consolidate_head import GatedConsolidation
 from llmvirt.policy.proposals import plan_from_proposals
 from llmvirt.sim import cloudsim_policies, cluster_arrays, field_balloons, field_policies, pinning
 from llmvirt.sim.cloudsim_policies import Dvfs, PabfdPolicy, StaticDecreasing
+from llmvirt.strategies import scan_recovery
 from llmvirt.strategies.goal_defaults import GOAL_DEFAULTS, goal_default, goal_strategy, has_head  # noqa: F401
 from llmvirt.strategies.tuned import (
     TUNED_BALANCE_FILE,
@@ -343,10 +344,8 @@ def resolve(name: str | None, goal: str = "balance") -> Strategy:
     actor = balance_actor(name)
     if actor is not None:
         return BalanceRlStrategy(actor, name)
-    scan, scan_spec = _named(name, "llmvirt-scan")  # scan_recovery.PREFIX
+    scan, scan_spec = _named(name, scan_recovery.PREFIX)
     if scan:
-        from llmvirt.strategies import scan_recovery
-
         return scan_recovery.load(scan_spec, name)
     learned, spec = _learned_spec(name)
     if learned:
