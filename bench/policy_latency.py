@@ -106,13 +106,14 @@ def main() -> None:
 def _consolidate_plans(limits: Limits) -> None:
     """Goal consolidate's plan for 800 hosts / 1,500 VMs (each VM with an hour of CPU history, as the store
     gives it): the default (the tuned wake-aware gate), the network and the opt-in versions with a forecast,
-    median of 5 fleets; then goal balance's default and its opt-in learned strategies the same way."""
+    median of 5 fleets; then goal balance's default (the scan recovery), the tuned point it decides with on the
+    reading alone, and the opt-in learned strategies the same way."""
     root = Path(__file__).resolve().parents[1] / "policies"
     for spec in (None, "llmvirt-net", *(f"llmvirt-net:{d}" for d in (root / "consolidate-net-forecast" / "seed0",
                                                              root / "consolidate-net-mixed" / "seed0") if d.is_dir())):
         _plans(limits, spec, "consolidate", root)
-    for spec in (None, "llmvirt-rl", f"llmvirt-forecast:{root / 'balance-forecast' / 'seed1'}",
-                 f"llmvirt-scan:{root / 'scan-recovery' / 'seed1'}"):
+    for spec in (None, "baseline:cp-sat:2:0.1:0.95", "llmvirt-rl",
+                 f"llmvirt-forecast:{root / 'balance-forecast' / 'seed1'}"):
         _plans(limits, spec, "balance", root)
 
 

@@ -383,7 +383,7 @@ def test_the_scale_free_tail_rule_sets_the_default_on_the_committed_tuning(cli) 
 
 def test_policy_defaults_says_what_runs_for_each_goal_and_why(cli, tmp_path) -> None:
     """``llmvirt policy defaults``: each goal's default strategy and the reason strategies.json gives for it (the
-    one CP-SAT point for balance, the scale-free tail rule's point for consolidate, the tuned placement baseline for
+    scan recovery for balance, the scale-free tail rule's point for consolidate, the tuned placement baseline for
     place); a goal it names nothing for runs the policy's own learned part; an unknown policy is one line and
     exit 2."""
     from llmvirt.strategies import registry
@@ -395,7 +395,7 @@ def test_policy_defaults_says_what_runs_for_each_goal_and_why(cli, tmp_path) -> 
         assert (rows[goal]["strategy"], rows[goal]["why"]) == registry.goal_default(None, goal)
     assert rows["consolidate"]["strategy"] == "relative-tuned:gated-wake-thr-mmt"
     assert "scale-free tail" in rows["consolidate"]["why"]
-    assert rows["balance"]["strategy"] == "baseline:cp-sat:2:0.1:0.95" and "drained" in rows["balance"]["why"]
+    assert rows["balance"]["strategy"] == "llmvirt-scan" and "drained" in rows["balance"]["why"]
     (tmp_path / "mine").mkdir()
     code, out, _ = cli("policy", "defaults", "--policy", str(tmp_path / "mine"), "--json")
     assert code == 0 and {r["strategy"] for r in json.loads(out)["defaults"]} == {"llmvirt"}

@@ -178,7 +178,8 @@ def test_load_generator_changes_guest_memory(lab_env, monkeypatch) -> None:
 
 
 def test_place_and_rebalance_on_real_hosts(lab_env, monkeypatch) -> None:
-    """A hotspot on lab-1 (three guests driven to 100 % CPU) gets a plan that moves load off it."""
+    """A hotspot on lab-1 (three guests driven to 100 % CPU) gets a plan that moves load off it: the balance
+    default, CP-SAT on the learned scan recovery read from the store's scans, its trigger the configured hot."""
     lab_dir, url = lab_env
     monkeypatch.setenv("LLMVIRT_DB", url)
     cli = Cli()
@@ -192,6 +193,8 @@ def test_place_and_rebalance_on_real_hosts(lab_env, monkeypatch) -> None:
     first = plan["moves"][0]
     assert first["src"] == "lab-1" and first["dst"] in ("lab-2", "lab-3")
     assert first["src_cpu_after"] < first["src_cpu_before"]
+    assert "llmvirt balance=llmvirt-scan (trigger " in plan["policy"], plan["policy"]
+    assert all("learned estimate: the source reads" in m["reason"] for m in plan["moves"]), plan["moves"]
     code, out, err = cli("place", "--vcpus", "1", "--memory", "128M", "--json")
     assert code == 0, err
     assert json.loads(out)["chosen"] in ("lab-2", "lab-3")  # not the hotspot

@@ -58,5 +58,6 @@ class DrainFirst:
             return self.inner, self.name
         hot = ctx.thresholds.hot
         name = f"baseline:cp-sat:{balancer.max_moves}:{balancer.move_price:g}:{hot:g}"
-        return (replace(self.inner, balancer=replace(balancer, trigger=hot, name=name), name=name),
+        label = name if self.inner.name.startswith("baseline:") else self.inner.name  # a learned one keeps its name
+        return (replace(self.inner, balancer=replace(balancer, trigger=hot, name=name), name=label),
                 f"{self.name} (trigger {hot:g}: the configured hot)")

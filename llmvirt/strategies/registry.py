@@ -37,6 +37,8 @@ a name under policies/, or nothing     tuned baseline where no learned part beat
 ``llmvirt-rl-fallback[:T]``            its heuristic fallback in the same loop (trigger T, default 1.0)
 ``llmvirt-forecast[:POLICY]``          that fallback deciding on a learned forecast of each VM's next-step
                                        change (``balance_forecast.safetensors``)
+``llmvirt-scan[:POLICY]``              tuned CP-SAT deciding on a learned estimate of what saturated hosts hide
+                                       from scans (``scan_recovery.safetensors``; goal balance's default)
 =====================================  ===========================================================
 
 The ``baseline:`` prefix is optional for the simulator's names (``watcher-wb`` = ``baseline:watcher-wb``).
@@ -182,9 +184,12 @@ def make_balancer(name: str) -> Any:
     actor = balance_actor(name)
     if actor is not None:
         return actor
+    scan, scan_spec = _named(name, scan_recovery.PREFIX)
+    if scan:
+        return scan_recovery.balancer(scan_spec, name)
     learned, spec = _learned_spec(name)
     if learned and (chosen := goal_default(spec, "balance")) is not None:
-        balancer = make_balancer(chosen[0])
+        balancer = make_balancer(_with_spec(chosen[0], spec))
         balancer.name = name
         return balancer
     base = name.removeprefix("baseline:")
@@ -317,12 +322,17 @@ class BalanceRlStrategy:
         return plan_from_proposals(cluster, goal, self.name, view.named(pairs), ctx, reasons)
 
 
+def _with_spec(chosen: str, spec: str | None) -> str:
+    """A policy's strategies.json choice: the scan recovery reads that policy's checkpoint, others as named."""
+    return scan_recovery.named(spec) if chosen == scan_recovery.PREFIX else chosen
+
+
 def _learned(spec: str | None, goal: str, head_only: bool = False) -> Strategy:
     scorer = decide.load_scorer(spec)
     if goal == "balance" and not head_only and (chosen := goal_default(spec, goal)) is not None:
         from llmvirt.strategies.drain_first import DrainFirst
 
-        return DrainFirst(resolve(chosen[0], goal), scorer, f"llmvirt balance={chosen[0]}")
+        return DrainFirst(resolve(_with_spec(chosen[0], spec), goal), scorer, f"llmvirt balance={chosen[0]}")
     if goal == "consolidate":
         from llmvirt.policy import consolidate_head
 

@@ -27,6 +27,11 @@ from llmvirt.sim.scan_window import HISTORY, SATURATED, ScanWindow
 PREFIX = "llmvirt-scan"  #: the strategy's name: ``llmvirt-scan[:DIR]`` (DIR default: the active policy's directory)
 
 
+def named(spec: str | None) -> str:
+    """The strategy's name for the checkpoint of policy ``spec`` (None: the default policy's)."""
+    return f"{PREFIX}:{spec}" if spec else PREFIX
+
+
 def scan_window(view: ClusterArrays, scans: dict[str, list[tuple[float, float]]]) -> ScanWindow:
     """The (1, V, HISTORY) hour of scans of ``view``'s VMs: the store's samples before now (``scans``: uuid ->
     (CPUs, host share) oldest first, its last one being the scan now), then the scan now; a short hour repeats its
@@ -88,3 +93,27 @@ def load(spec: str | None, name: str) -> ScanRecoveryStrategy:
     point = f"cp-sat:{scan_recovery.CPSAT_MOVES}:{scan_recovery.CPSAT_PRICE:g}:{rec.trigger:g}"
     return ScanRecoveryStrategy(CpSatBalance(scan_recovery.CPSAT_MOVES, scan_recovery.CPSAT_PRICE, rec.trigger,
                                              name=f"baseline:{point}"), rec, name)
+
+
+@dataclass
+class ScanRecoveryBalancer:
+    """The simulator's form (``decide(ClusterArrays)``, as :mod:`llmvirt.sim.field_policies`' balancers): the same
+    estimate and CP-SAT on a fleet view with no store, so the hour is the scan now repeated (the held-back
+    table's ablation (c)); bench/balance_scan_recovery.py runs it with the simulated hour."""
+
+    balancer: CpSatBalance  #: the optimiser, at the checkpoint's trigger
+    recovery: ScanRecovery  #: the learned estimate
+    name: str  #: display name
+
+    def decide(self, view: ClusterArrays) -> list[tuple[int, int]]:
+        """CP-SAT's (vm, host) moves on the estimated demand of ``view``'s VMs."""
+        if view.vm_host.size == 0:
+            return []
+        est = self.recovery.demand(scan_window(view, {}))[0]
+        return self.balancer.decide(replace(view, vm_cpu_mhz=est * view.setup.mhz_per_core, vm_cpus_used=est))
+
+
+def balancer(spec: str | None, name: str) -> ScanRecoveryBalancer:
+    """``llmvirt-scan[:DIR]`` in the simulator: :func:`load`'s estimate and CP-SAT as a fleet balancer."""
+    strategy = load(spec, name)
+    return ScanRecoveryBalancer(strategy.balancer, strategy.recovery, name)
