@@ -205,7 +205,8 @@ def test_a_policy_naming_the_scan_recovery_reads_its_own_checkpoint(tmp_path) ->
     from llmvirt.policy.weights import CheckpointError
 
     policy = _policy(tmp_path, "llmvirt-scan")
-    assert registry.resolve(policy, "balance").inner.recovery.meta["weights_sha256"]
+    inner = registry.resolve(policy, "balance").inner
+    assert inner.recovery.meta["weights_sha256"] and inner.name == "llmvirt-scan"  # shown as strategies.json names it
     for part in Path(policy).glob("scan_recovery.*"):
         part.unlink()
     with pytest.raises(CheckpointError, match=f"{policy} has no scan recovery"):

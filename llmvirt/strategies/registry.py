@@ -189,7 +189,8 @@ def make_balancer(name: str) -> Any:
         return scan_recovery.balancer(scan_spec, name)
     learned, spec = _learned_spec(name)
     if learned and (chosen := goal_default(spec, "balance")) is not None:
-        balancer = make_balancer(_with_spec(chosen[0], spec))
+        scanning = chosen[0] == scan_recovery.PREFIX  # the policy's own checkpoint, not the shipped one's
+        balancer = scan_recovery.balancer(spec, name) if scanning else make_balancer(chosen[0])
         balancer.name = name
         return balancer
     base = name.removeprefix("baseline:")
@@ -322,9 +323,9 @@ class BalanceRlStrategy:
         return plan_from_proposals(cluster, goal, self.name, view.named(pairs), ctx, reasons)
 
 
-def _with_spec(chosen: str, spec: str | None) -> str:
+def _chosen(chosen: str, spec: str | None, goal: str) -> Strategy:
     """A policy's strategies.json choice: the scan recovery reads that policy's checkpoint, others as named."""
-    return scan_recovery.named(spec) if chosen == scan_recovery.PREFIX else chosen
+    return scan_recovery.load(spec, chosen) if chosen == scan_recovery.PREFIX else resolve(chosen, goal)
 
 
 def _learned(spec: str | None, goal: str, head_only: bool = False) -> Strategy:
@@ -332,7 +333,7 @@ def _learned(spec: str | None, goal: str, head_only: bool = False) -> Strategy:
     if goal == "balance" and not head_only and (chosen := goal_default(spec, goal)) is not None:
         from llmvirt.strategies.drain_first import DrainFirst
 
-        return DrainFirst(resolve(_with_spec(chosen[0], spec), goal), scorer, f"llmvirt balance={chosen[0]}")
+        return DrainFirst(_chosen(chosen[0], spec, goal), scorer, f"llmvirt balance={chosen[0]}")
     if goal == "consolidate":
         from llmvirt.policy import consolidate_head
 

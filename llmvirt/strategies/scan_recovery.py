@@ -27,11 +27,6 @@ from llmvirt.sim.scan_window import HISTORY, SATURATED, ScanWindow
 PREFIX = "llmvirt-scan"  #: the strategy's name: ``llmvirt-scan[:DIR]`` (DIR default: the active policy's directory)
 
 
-def named(spec: str | None) -> str:
-    """The strategy's name for the checkpoint of policy ``spec`` (None: the default policy's)."""
-    return f"{PREFIX}:{spec}" if spec else PREFIX
-
-
 def scan_window(view: ClusterArrays, scans: dict[str, list[tuple[float, float]]]) -> ScanWindow:
     """The (1, V, HISTORY) hour of scans of ``view``'s VMs: the store's samples before now (``scans``: uuid ->
     (CPUs, host share) oldest first, its last one being the scan now), then the scan now; a short hour repeats its
