@@ -211,10 +211,12 @@ def plot(out: Path) -> Path:
     return png
 
 
+def training_traces(paths: list[Path]) -> list[tuple[UsageTrace, np.ndarray]]:
+    """Each trace file (Bitbrains or generic) with the indices of its training VMs."""
+    traces = [load_usage(p) for p in paths]
+    return [(tr, split(tr.names, TRAIN_FRACTION)[0]) for tr in traces]
+
+
 def train_files(paths: list[Path], out: Path, cfg: ForecastConfig, log: Any = print) -> dict[str, Any]:
     """:func:`train` on the training VMs of each trace file (Bitbrains or generic)."""
-    pairs = []
-    for p in paths:
-        tr = load_usage(p)
-        pairs.append((tr, split(tr.names, TRAIN_FRACTION)[0]))
-    return train(pairs, out, cfg, [p.name for p in paths], log)
+    return train(training_traces(paths), out, cfg, [p.name for p in paths], log)

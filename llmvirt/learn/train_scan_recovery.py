@@ -27,13 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from llmvirt.learn.train_balance_forecast import SHAPES, ChangeNet, ForecastConfig, fit
+from llmvirt.learn.train_balance_forecast import SHAPES, ChangeNet, ForecastConfig, fit, training_traces
 from llmvirt.policy import scan_recovery as sr
 from llmvirt.policy.checkpoint import HeadSpec, save_head
 from llmvirt.sim.balance_env import BalanceEnv, EnvConfig, Fleet, draw_fleet, trace_pool
 from llmvirt.sim.scan_window import ScanTracker, ScanWindow, next_demand
-from llmvirt.sim.split import TRAIN_FRACTION, split
-from llmvirt.sim.traces import UsageTrace, load_usage
+from llmvirt.sim.traces import UsageTrace
 from llmvirt.strategies.registry import make_balancer
 
 DEFAULT_POINT = "cp-sat:2:0.1:0.95"  #: what the samples are drawn under: the balance default's point
@@ -150,11 +149,7 @@ def train(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: RecoveryC
 
 def train_files(paths: list[Path], out: Path, cfg: RecoveryConfig, log: Any = print) -> dict[str, Any]:
     """:func:`train` on the training VMs of each trace file."""
-    pairs = []
-    for p in paths:
-        tr = load_usage(p)
-        pairs.append((tr, split(tr.names, TRAIN_FRACTION)[0]))
-    return train(pairs, out, cfg, [p.name for p in paths], log)
+    return train(training_traces(paths), out, cfg, [p.name for p in paths], log)
 
 
 def main() -> None:
