@@ -213,3 +213,22 @@ def test_a_policy_naming_the_scan_recovery_reads_its_own_checkpoint(tmp_path) ->
         registry.resolve(policy, "balance")
     with pytest.raises(CheckpointError, match=f"{policy} has no scan recovery"):
         registry.make_balancer(f"llmvirt:{policy}")
+
+
+def test_a_configured_hot_relieves_a_host_that_reads_above_it_whatever_the_estimate() -> None:
+    """``[rebalance] hot`` is set on what scans read (the hysteresis checks readings against it): a host reading
+    90 % against a hot of 0.87 is relieved although the estimate expects its load to fall below 87 %, and each
+    move says the reading was the floor. Unset, the default decides on the estimate alone and leaves it."""
+    from llmvirt.sim import cluster_arrays
+    from llmvirt.strategies.scan_recovery import scan_window
+
+    strategy = registry.resolve(None, "balance")
+    busy = _cluster([[0.9] * 4, [], []])
+    view = cluster_arrays.fleet_view(busy, 16.0, 1.5)
+    est = strategy.inner.recovery.demand(scan_window(view, {}))[0]
+    assert view.cpus_used().sum() / 8 == pytest.approx(0.9) and est.sum() / 8 < 0.87  # the estimate alone: not hot
+    assert strategy.plan(busy, "balance", decide.Context()).moves == []
+    th = decide.Thresholds(hot=0.87, hot_configured=True)
+    plan = strategy.plan(busy, "balance", decide.Context(thresholds=th))
+    assert plan.moves and all(m.src == "h0" and m.reason.endswith("(at least the reading: [rebalance] hot is set)")
+                              for m in plan.moves), plan.moves

@@ -3,8 +3,10 @@
 The balance default's CP-SAT decides on what a scan shows, and a saturated host reads just under its cores however
 far above them its demand is. This strategy gives CP-SAT each VM's estimated next-step demand instead
 (:mod:`llmvirt.policy.scan_recovery`, from the store's last hour of scans: each VM's CPU use and its host's share
-then), at the trigger and gain its checkpoint chose; a configured ``[rebalance] hot`` is CP-SAT's trigger, as it
-is the balance default's (one knob). Without a store (a plan from a file) the hour is the scan now
+then), at the trigger and gain its checkpoint chose. A configured ``[rebalance] hot`` is CP-SAT's trigger, as it
+is the balance default's (one knob), and each VM's demand is then at least its reading: the operator set ``hot`` on
+what scans read (the hysteresis checks readings against it), and a host reading above it for three scans is
+relieved even where the estimate expects its load to fall. Without a store (a plan from a file) the hour is the scan now
 repeated. Each move's reason names the estimate that drove it.
 """
 
@@ -62,12 +64,16 @@ class ScanRecoveryStrategy:
         view = cluster_arrays.fleet_view(cluster, ctx.limits.cpu_allocation_ratio, ctx.limits.ram_allocation_ratio)
         w = scan_window(view, ctx.scan_history)
         est = self.recovery.demand(w)[0]
-        seen = replace(view, vm_cpu_mhz=est * view.setup.mhz_per_core, vm_cpus_used=est)
         hot = ctx.thresholds
-        balancer = replace(self.balancer, trigger=hot.hot) if hot.hot_configured else self.balancer
+        balancer = self.balancer
+        if hot.hot_configured:  # the operator's threshold is on what scans read: the estimate may add, not talk away
+            est = np.maximum(est, view.cpus_used())
+            balancer = replace(self.balancer, trigger=hot.hot)
+        seen = replace(view, vm_cpu_mhz=est * view.setup.mhz_per_core, vm_cpus_used=est)
         said = balancer.explain(seen)
         cores, _ = view.host_sizes()
-        reasons = {view.vm_name(v): f"{why}; {self.driver(view, est, cores, v)}" for v, _, why in said}
+        floor = " (at least the reading: [rebalance] hot is set)" if hot.hot_configured else ""
+        reasons = {view.vm_name(v): f"{why}; {self.driver(view, est, cores, v)}{floor}" for v, _, why in said}
         return plan_from_proposals(cluster, goal, self.name, view.named([(v, h) for v, h, _ in said]), ctx, reasons)
 
     @staticmethod
