@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from llmvirt.policy import decide
 
 HISTORY_SCANS = 31  #: scans of CPU history (30 intervals, CloudSim's history length) for the adaptive detectors
-SCAN_WINDOW_SCANS = 13  #: scans for the learned scan recovery's hour (12 samples: each needs the scan before it)
+SCAN_WINDOW_SCANS = 13  #: scans 5 minutes apart for the scan recovery's hour (12 samples: each needs the one before)
 PERSIST_SCANS = 3  #: a hot host must have been hot over this many scan intervals before load is moved off it
 
 

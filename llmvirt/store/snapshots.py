@@ -14,6 +14,8 @@ from llmvirt.store.latest_view import HostView, latest, latest_cluster  # noqa: 
 from llmvirt.store.scan_writer import _now, record_scan  # noqa: F401 - re-exported
 from llmvirt.store.schema import HostRow, HostSnapshotRow, ScanRow, VmSampleRow
 
+HOUR_STEP_S = 300.0  #: the scan recovery's hour: samples 5 minutes apart, as its training traces were taken
+
 
 def latest_ok_ids(conn: Session, host_id: int, n: int) -> list[tuple[int, datetime]]:
     """One host's latest ``n`` good snapshots as (id, time), newest first."""
@@ -135,15 +137,37 @@ def vm_cpu_history(engine: Engine, scans: int) -> dict[str, list[float]]:
     return out
 
 
+def hour_scan_ids(s: Session, scans: int, step_s: float = HOUR_STEP_S) -> list[int]:
+    """The ids of the scans nearest the latest scan's time, ``step_s`` before it, twice that, ... (``scans`` times),
+    oldest first: each within half a step of its time and each a different scan. The first time none is there
+    (a store younger than the hour, a missed cron run) ends the hour. Scanned every 5 minutes, the last ``scans``
+    scans; scanned more often, one scan per step, so each sample is a mean over a step as in training."""
+    newest = s.execute(select(ScanRow.started_at).order_by(ScanRow.id.desc()).limit(1)).scalar()
+    if newest is None:
+        return []
+    since = newest - timedelta(seconds=step_s * (scans - 0.5))
+    rows = [(int(i), t) for i, t in s.execute(select(ScanRow.id, ScanRow.started_at)
+                                              .where(ScanRow.started_at >= since).order_by(ScanRow.id)).all()]
+    picked: list[int] = []
+    for k in range(scans):
+        target = newest - timedelta(seconds=k * step_s)
+        off, sid = min((abs((t - target).total_seconds()), i) for i, t in rows)
+        if off > step_s / 2 or sid in picked:
+            break
+        picked.append(sid)
+    return picked[::-1]
+
+
 def vm_scan_history(engine: Engine, scans: int) -> dict[str, list[tuple[float, float]]]:
-    """Per VM uuid, over the last ``scans`` scans, oldest first, one pair per stored sample after its first: its CPU
-    use in CPUs, and its host's CPU use then as a share of the host's CPUs (the VMs sampled in that snapshot,
-    summed). What the scans showed of a VM and of the host it ran on: the learned scan recovery's hour."""
+    """Per VM uuid, over the hour's scans (:func:`hour_scan_ids`), oldest first, one pair per sample after its first:
+    its CPU use in CPUs since the sample before, and its host's CPU use then as a share of the host's CPUs (the
+    VMs sampled in that snapshot, summed). What the scans showed of a VM and of the host it ran on: the learned
+    scan recovery's hour."""
     per_vm: dict[str, list[tuple[int, float]]] = {}
     host_used: dict[int, float] = {}
     host_cpus: dict[int, int] = {}
     with Session(engine) as s:
-        ids = [int(i) for i in s.execute(select(ScanRow.id).order_by(ScanRow.id.desc()).limit(scans)).scalars()]
+        ids = hour_scan_ids(s, scans)
         q = (select(HostSnapshotRow.id, HostSnapshotRow.cpus, HostSnapshotRow.taken_at, VmSampleRow.uuid,
                     VmSampleRow.cpu_time_ns, VmSampleRow.vcpus)
              .join(HostSnapshotRow, HostSnapshotRow.id == VmSampleRow.snapshot_id)
