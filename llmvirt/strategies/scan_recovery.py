@@ -48,6 +48,11 @@ def scan_window(view: ClusterArrays, scans: dict[str, list[tuple[float, float]]]
     return ScanWindow(seen, sat, reading[None], view.vm_vcpus.astype(np.float64)[None])
 
 
+def on_demand(view: ClusterArrays, demand: np.ndarray) -> ClusterArrays:
+    """``view`` with each VM's CPU use replaced by ``demand`` (cores): what CP-SAT decides on."""
+    return replace(view, vm_cpu_mhz=demand * view.setup.mhz_per_core, vm_cpus_used=demand)
+
+
 @dataclass
 class ScanRecoveryStrategy:
     """CP-SAT (``balancer``) on the estimate of ``recovery``; ``balancer`` is replaceable as DrainFirst's is."""
@@ -69,8 +74,7 @@ class ScanRecoveryStrategy:
         if hot.hot_configured:  # the operator's threshold is on what scans read: the estimate may add, not talk away
             est = np.maximum(est, view.cpus_used())
             balancer = replace(self.balancer, trigger=hot.hot)
-        seen = replace(view, vm_cpu_mhz=est * view.setup.mhz_per_core, vm_cpus_used=est)
-        said = balancer.explain(seen)
+        said = balancer.explain(on_demand(view, est))
         cores, _ = view.host_sizes()
         floor = " (at least the reading: [rebalance] hot is set)" if hot.hot_configured else ""
         reasons = {view.vm_name(v): f"{why}; {self.driver(view, est, cores, v)}{floor}" for v, _, why in said}
@@ -110,8 +114,7 @@ class ScanRecoveryBalancer:
         """CP-SAT's (vm, host) moves on the estimated demand of ``view``'s VMs."""
         if view.vm_host.size == 0:
             return []
-        est = self.recovery.demand(scan_window(view, {}))[0]
-        return self.balancer.decide(replace(view, vm_cpu_mhz=est * view.setup.mhz_per_core, vm_cpus_used=est))
+        return self.balancer.decide(on_demand(view, self.recovery.demand(scan_window(view, {}))[0]))
 
 
 def balancer(spec: str | None, name: str) -> ScanRecoveryBalancer:
