@@ -9,9 +9,12 @@ from __future__ import annotations
 
 UNIT_NAME = "llmvirt-rebalance"  #: the service and the timer share this name
 _LOG = ">>/var/log/llmvirt.log 2>&1"
+#: minutes between unattended runs: the step the balance default was tuned and judged at (it decides once a step),
+#: and the spacing of the scan recovery's hour of scans
+EVERY_MINUTES = 5
 
 
-def crontab_line(exe: str, every_minutes: int = 10, apply: bool = True) -> str:
+def crontab_line(exe: str, every_minutes: int = EVERY_MINUTES, apply: bool = True) -> str:
     """Root's crontab line: scan, then rebalance (the rebalance runs even when some host failed)."""
     flag = " --apply" if apply else ""
     if every_minutes < 60:
@@ -23,7 +26,7 @@ def crontab_line(exe: str, every_minutes: int = 10, apply: bool = True) -> str:
     return f"{when} {exe} scan --json {_LOG}; {exe} rebalance{flag} {_LOG}"
 
 
-def systemd_units(exe: str, every_minutes: int = 10, apply: bool = True) -> dict[str, str]:
+def systemd_units(exe: str, every_minutes: int = EVERY_MINUTES, apply: bool = True) -> dict[str, str]:
     """The service and timer unit files by file name. Exit 3 (some host or action failed) counts as success,
     so one unreachable host does not stop the rebalance or mark the unit failed."""
     flag = " --apply" if apply else ""

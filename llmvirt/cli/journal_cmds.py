@@ -10,6 +10,7 @@ from rich.table import Table
 
 from llmvirt.cli.common import lazy, literal, new_app, out, state
 from llmvirt.errors import UsageError
+from llmvirt.unattended import EVERY_MINUTES
 
 if TYPE_CHECKING:
     import llmvirt.store.journal as journal
@@ -70,7 +71,7 @@ def actions(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json", 
 
 @cron_app.command("print")
 def cron_print(
-    every_minutes: Annotated[int, typer.Option(help="Minutes between runs.")] = 10,
+    every_minutes: Annotated[int, typer.Option(help="Minutes between runs.")] = EVERY_MINUTES,
     apply: Annotated[bool, typer.Option("--apply/--dry-run", help="Units that apply plans, or only plan.")] = True,
 ) -> None:
     """Print a crontab line and systemd service + timer units for scan-then-rebalance."""
