@@ -70,13 +70,12 @@ class ScanRecoveryStrategy:
         w = scan_window(view, ctx.scan_history)
         est = self.recovery.demand(w)[0]
         hot = ctx.thresholds
-        balancer = self.balancer
+        balancer, demand, floor = self.balancer, est, ""
         if hot.hot_configured:  # the operator's threshold is on what scans read: the estimate may add, not talk away
-            est = np.maximum(est, view.cpus_used())
-            balancer = replace(self.balancer, trigger=hot.hot)
-        said = balancer.explain(on_demand(view, est))
+            balancer, demand = replace(self.balancer, trigger=hot.hot), np.maximum(est, view.cpus_used())
+            floor = "; decided on at least the reading, as [rebalance] hot is set"
+        said = balancer.explain(on_demand(view, demand))
         cores, _ = view.host_sizes()
-        floor = " (at least the reading: [rebalance] hot is set)" if hot.hot_configured else ""
         reasons = {view.vm_name(v): f"{why}; {self.driver(view, est, cores, v)}{floor}" for v, _, why in said}
         return plan_from_proposals(cluster, goal, self.name, view.named([(v, h) for v, h, _ in said]), ctx, reasons)
 
