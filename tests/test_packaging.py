@@ -36,10 +36,10 @@ def test_unattended_runs_step_at_the_interval_the_balance_default_was_judged_at(
     """The packaged timer and ``cron print`` run every 5 minutes: the simulator's step (the balance default was tuned
     and judged deciding once a step) and the spacing of the scan recovery's hour of scans."""
     from llmvirt.sim.balance_env import EnvConfig
-    from llmvirt.store.snapshots import HOUR_STEP_S
+    from llmvirt.store.snapshots import STEP_S
     from llmvirt.unattended import EVERY_MINUTES, crontab_line
 
-    assert EVERY_MINUTES * 60 == EnvConfig().interval_s == HOUR_STEP_S
+    assert EVERY_MINUTES * 60 == EnvConfig().interval_s == STEP_S
     timer = (ROOT / "packaging" / "systemd" / "llmvirt-rebalance.timer").read_text()
     assert "OnUnitActiveSec=5min" in timer and crontab_line("llmvirt").startswith("*/5 * * * * ")
 

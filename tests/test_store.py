@@ -198,30 +198,35 @@ def test_one_vms_history_is_read_by_its_index(db_url: str) -> None:
     assert indexes["ix_vm_samples_uuid_snapshot"] == ["uuid", "snapshot_id"]
 
 
+def _scan_at(engine, minute: int, db1_cpu_ns: int) -> str:  # noqa: ANN001
+    """Record a scan of the busy fixture host ``minute`` minutes after noon with db1's CPU counter at
+    ``db1_cpu_ns``; returns db1's uuid."""
+    res = scan_hosts([("busy", fixture_uri("busy-host.xml"), False)])
+    db1 = res.hosts[0].vm("db1")
+    assert db1 is not None
+    db1.cpu_time_ns = db1_cpu_ns
+    snapshots.record_scan(engine, res, taken_at=datetime(2026, 1, 1, 12, 0, 0) + timedelta(minutes=minute))
+    return db1.uuid
+
+
 def test_the_scan_recoverys_hour_is_one_scan_every_five_minutes(db_url: str) -> None:
     """Scanned every minute for 70 minutes, the learned scan recovery's hour is the 13 scans 5 minutes apart ending
     with the latest, so each of its 12 samples is the VM's mean over 5 minutes, as in its training traces (the last
     13 scans would be 13 minutes of 1-minute readings). Scanned every 5 minutes, the hour is the last scans; a
-    missed scan ends it there."""
+    missed scan ends it there. The detectors' and the forecast's history skips the missed scan instead."""
     engine = _engine(db_url)
     registry.add_host(engine, registry.RegisteredHost("busy", fixture_uri("busy-host.xml")))
-    t0, cpu_ns = datetime(2026, 1, 1, 12, 0, 0), 0
-
-    def scan(minute: int) -> str:
-        res = scan_hosts([("busy", fixture_uri("busy-host.xml"), False)])
-        db1 = res.hosts[0].vm("db1")
-        assert db1 is not None
-        db1.cpu_time_ns = cpu_ns
-        snapshots.record_scan(engine, res, taken_at=t0 + timedelta(minutes=minute))
-        return db1.uuid
-
+    cpu_ns = 0
     for minute in range(71):  # one core busy for 5 minutes, then 5 idle, ...
-        uuid = scan(minute)
+        uuid = _scan_at(engine, minute, cpu_ns)
         cpu_ns += (minute // 5 % 2) * 60 * 10**9
     hour = snapshots.vm_scan_history(engine, 13)[uuid]
     assert [round(c, 6) for c, _ in hour] == [0.0, 1.0] * 6  # 5-minute means, steps ending at 15, 20, ..., 70
     cpus = scan_hosts([("busy", fixture_uri("busy-host.xml"), False)]).hosts[0].cpus
     assert [share for _, share in hour] == pytest.approx([c / cpus for c, _ in hour], abs=1e-4)  # + idle guests
+    vcpus = 4  # db1's
+    assert snapshots.vm_cpu_history(engine, 5)[uuid] == pytest.approx([0.0, 1 / vcpus] * 2)  # a share of its vCPUs
     for minute in (75, 80, 85, 90, 95, 105, 110, 115, 120):  # every 5 minutes, but not at 100
-        uuid = scan(minute)
+        uuid = _scan_at(engine, minute, cpu_ns)
     assert len(snapshots.vm_scan_history(engine, 13)[uuid]) == 3  # 105 to 120
+    assert len(snapshots.vm_cpu_history(engine, 13)[uuid]) == 11  # 60 to 120 without 100: 12 scans, 11 samples

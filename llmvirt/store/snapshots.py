@@ -3,6 +3,7 @@ Cluster: :mod:`latest_view` (both re-exported here)."""
 
 from __future__ import annotations
 
+import bisect
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, delete, func, select
@@ -14,7 +15,7 @@ from llmvirt.store.latest_view import HostView, latest, latest_cluster  # noqa: 
 from llmvirt.store.scan_writer import _now, record_scan  # noqa: F401 - re-exported
 from llmvirt.store.schema import HostRow, HostSnapshotRow, ScanRow, VmSampleRow
 
-HOUR_STEP_S = 300.0  #: the scan recovery's hour: samples 5 minutes apart, as its training traces were taken
+STEP_S = 300.0  #: histories are read one scan per 5 minutes: the step of the traces every policy learned on
 
 
 def latest_ok_ids(conn: Session, host_id: int, n: int) -> list[tuple[int, datetime]]:
@@ -118,11 +119,12 @@ def one_vm_usage(engine: Engine, uuid: str, limit: int) -> list[tuple[float, flo
 
 
 def vm_cpu_history(engine: Engine, scans: int) -> dict[str, list[float]]:
-    """Per VM uuid, its CPU use (fraction of its vCPUs) between consecutive stored samples over the last
-    ``scans`` scans, oldest first; what CloudSim's adaptive overload detectors read on real hosts."""
+    """Per VM uuid, its CPU use (fraction of its vCPUs) between consecutive samples of ``scans`` scans 5 minutes
+    apart (:func:`step_scan_ids`, a missing one left out), oldest first; what CloudSim's adaptive overload
+    detectors, the learned forecast and ``place``'s peak read on real hosts."""
     out: dict[str, list[float]] = {}
     with Session(engine) as s:
-        ids = [int(i) for i in s.execute(select(ScanRow.id).order_by(ScanRow.id.desc()).limit(scans)).scalars()]
+        ids = step_scan_ids(s, scans, end_at_gap=False)
         q = (select(HostSnapshotRow.taken_at, VmSampleRow.uuid, VmSampleRow.cpu_time_ns, VmSampleRow.vcpus)
              .join(HostSnapshotRow, HostSnapshotRow.id == VmSampleRow.snapshot_id)
              .where(HostSnapshotRow.scan_id.in_(ids), VmSampleRow.state == "running")
@@ -137,29 +139,34 @@ def vm_cpu_history(engine: Engine, scans: int) -> dict[str, list[float]]:
     return out
 
 
-def hour_scan_ids(s: Session, scans: int, step_s: float = HOUR_STEP_S) -> list[int]:
+def step_scan_ids(s: Session, scans: int, end_at_gap: bool = True, step_s: float = STEP_S) -> list[int]:
     """The ids of the scans nearest the latest scan's time, ``step_s`` before it, twice that, ... (``scans`` times),
-    oldest first: each within half a step of its time and each a different scan. The first time none is there
-    (a store younger than the hour, a missed cron run) ends the hour. Scanned every 5 minutes, the last ``scans``
-    scans; scanned more often, one scan per step, so each sample is a mean over a step as in training."""
+    oldest first: each within half a step of its time and each a different scan. Scanned every 5 minutes, the last
+    ``scans`` scans; scanned more often, one scan per step, so each sample is a mean over a step, as in the traces
+    every policy was trained and tuned on. A time with no scan (a store younger than the window, a missed cron
+    run) ends the window when ``end_at_gap`` (the scan recovery's hour, whose inputs are positions), else is left
+    out (histories pooled or fitted: the detectors', the forecast's, ``place``'s peak)."""
     newest = s.execute(select(ScanRow.started_at).order_by(ScanRow.id.desc()).limit(1)).scalar()
     if newest is None:
         return []
     since = newest - timedelta(seconds=step_s * (scans - 0.5))
-    rows = [(int(i), t) for i, t in s.execute(select(ScanRow.id, ScanRow.started_at)
-                                              .where(ScanRow.started_at >= since).order_by(ScanRow.id)).all()]
+    rows = s.execute(select(ScanRow.id, ScanRow.started_at).where(ScanRow.started_at >= since)
+                     .order_by(ScanRow.started_at, ScanRow.id)).all()
+    ago = [(newest - t).total_seconds() for _, t in rows][::-1]  # ascending: the newest first
+    ids = [int(i) for i, _ in rows][::-1]
     picked: list[int] = []
     for k in range(scans):
-        target = newest - timedelta(seconds=k * step_s)
-        off, sid = min((abs((t - target).total_seconds()), i) for i, t in rows)
-        if off > step_s / 2 or sid in picked:
+        j = bisect.bisect_left(ago, k * step_s)
+        off, sid = min((abs(ago[c] - k * step_s), ids[c]) for c in (j - 1, j) if 0 <= c < len(ago))
+        if off <= step_s / 2 and sid not in picked:
+            picked.append(sid)
+        elif end_at_gap:
             break
-        picked.append(sid)
     return picked[::-1]
 
 
 def vm_scan_history(engine: Engine, scans: int) -> dict[str, list[tuple[float, float]]]:
-    """Per VM uuid, over the hour's scans (:func:`hour_scan_ids`), oldest first, one pair per sample after its first:
+    """Per VM uuid, over the hour's scans (:func:`step_scan_ids`), oldest first, one pair per sample after its first:
     its CPU use in CPUs since the sample before, and its host's CPU use then as a share of the host's CPUs (the
     VMs sampled in that snapshot, summed). What the scans showed of a VM and of the host it ran on: the learned
     scan recovery's hour."""
@@ -167,7 +174,7 @@ def vm_scan_history(engine: Engine, scans: int) -> dict[str, list[tuple[float, f
     host_used: dict[int, float] = {}
     host_cpus: dict[int, int] = {}
     with Session(engine) as s:
-        ids = hour_scan_ids(s, scans)
+        ids = step_scan_ids(s, scans)
         q = (select(HostSnapshotRow.id, HostSnapshotRow.cpus, HostSnapshotRow.taken_at, VmSampleRow.uuid,
                     VmSampleRow.cpu_time_ns, VmSampleRow.vcpus)
              .join(HostSnapshotRow, HostSnapshotRow.id == VmSampleRow.snapshot_id)
