@@ -139,8 +139,8 @@ def vm_cpu_history(engine: Engine, scans: int) -> dict[str, list[float]]:
     return out
 
 
-def step_scan_ids(s: Session, scans: int, end_at_gap: bool = True, step_s: float = STEP_S) -> list[int]:
-    """The ids of the scans nearest the latest scan's time, ``step_s`` before it, twice that, ... (``scans`` times),
+def step_scan_ids(s: Session, scans: int, end_at_gap: bool = True) -> list[int]:
+    """The ids of the scans nearest the latest scan's time, STEP_S before it, twice that, ... (``scans`` times),
     oldest first: each within half a step of its time and each a different scan. Scanned every 5 minutes, the last
     ``scans`` scans; scanned more often, one scan per step, so each sample is a mean over a step, as in the traces
     every policy was trained and tuned on. A time with no scan (a store younger than the window, a missed cron
@@ -149,16 +149,15 @@ def step_scan_ids(s: Session, scans: int, end_at_gap: bool = True, step_s: float
     newest = s.execute(select(ScanRow.started_at).order_by(ScanRow.id.desc()).limit(1)).scalar()
     if newest is None:
         return []
-    since = newest - timedelta(seconds=step_s * (scans - 0.5))
+    since = newest - timedelta(seconds=STEP_S * (scans - 0.5))
     rows = s.execute(select(ScanRow.id, ScanRow.started_at).where(ScanRow.started_at >= since)
-                     .order_by(ScanRow.started_at, ScanRow.id)).all()
-    ago = [(newest - t).total_seconds() for _, t in rows][::-1]  # ascending: the newest first
-    ids = [int(i) for i, _ in rows][::-1]
+                     .order_by(ScanRow.started_at.desc())).all()
+    ago = [(newest - t).total_seconds() for _, t in rows]  # ascending: the newest first
     picked: list[int] = []
     for k in range(scans):
-        j = bisect.bisect_left(ago, k * step_s)
-        off, sid = min((abs(ago[c] - k * step_s), ids[c]) for c in (j - 1, j) if 0 <= c < len(ago))
-        if off <= step_s / 2 and sid not in picked:
+        j = bisect.bisect_left(ago, k * STEP_S)
+        off, sid = min((abs(ago[c] - k * STEP_S), int(rows[c][0])) for c in (j - 1, j) if 0 <= c < len(ago))
+        if off <= STEP_S / 2 and sid not in picked:
             picked.append(sid)
         elif end_at_gap:
             break

@@ -6,8 +6,8 @@ far above them its demand is. This strategy gives CP-SAT each VM's estimated nex
 then), at the trigger and gain its checkpoint chose. A configured ``[rebalance] hot`` is CP-SAT's trigger, as it
 is the balance default's (one knob), and each VM's demand is then at least its reading: the operator set ``hot`` on
 what scans read (the hysteresis checks readings against it), and a host reading above it for three scans is
-relieved even where the estimate expects its load to fall. Without a store (a plan from a file) the hour is the scan now
-repeated. Each move's reason names the estimate that drove it.
+relieved even where the estimate expects its load to fall. Without a store (a plan from a file) the hour is the
+scan now repeated. Each move's reason names the estimate that drove it.
 """
 
 from __future__ import annotations
