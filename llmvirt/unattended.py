@@ -60,11 +60,12 @@ CONTROLLER_UNIT = "llmvirt-controller.service"
 
 
 def controller_unit(exe: str, interval_s: int = 60, apply: bool = True) -> str:
-    """The long-running controller's service: restarted when it fails, stopped with SIGTERM (it gives up the
-    lead on the way out). Use it or the timer, not both."""
+    """The long-running controller's service: it scans every ``interval_s`` and plans every :data:`EVERY_MINUTES`;
+    restarted when it fails, stopped with SIGTERM (it gives up the lead on the way out). Use it or the timer, not
+    both."""
     flag = "--apply" if apply else "--dry-run"
     return f"""[Unit]
-Description=llmvirt controller: scan, plan and rebalance every {interval_s} s while this controller leads
+Description=llmvirt controller: scan every {interval_s} s, rebalance every {EVERY_MINUTES} min while leading
 Documentation=man:llmvirt(1)
 After=network-online.target
 Wants=network-online.target
@@ -72,7 +73,7 @@ Conflicts={UNIT_NAME}.timer
 
 [Service]
 Type=simple
-ExecStart={exe} controller run --interval {interval_s} {flag}
+ExecStart={exe} controller run --interval {interval_s} --plan-every {EVERY_MINUTES * 60} {flag}
 Restart=on-failure
 RestartSec=10s
 

@@ -215,3 +215,29 @@ def test_a_leader_keeps_its_host_connections_between_ticks(db_url: str) -> None:
     finally:
         kept.close()
         lead.release()
+
+
+def test_a_leader_scans_every_tick_and_plans_at_once_then_every_plan_every_seconds(db_url: str) -> None:
+    """The balance default was judged deciding every 5 minutes: a controller ticking faster (for a quick takeover)
+    still scans every tick, plans on taking the lead, and then only once its plan interval has passed."""
+    from llmvirt import controller
+
+    engine = database.open_engine(db_url)
+    registry.add_host(engine, registry.RegisteredHost("busy", fixture_uri("busy-host.xml")))
+    seen: list[controller.Tick] = []
+    settings = controller.ControllerSettings(plan_every_s=0.5)
+    t0 = time.monotonic()
+    controller.run(engine, db_url, settings, 0.1, seen.append, ticks=10)
+    took = time.monotonic() - t0
+    assert all(t.role == controller.LEADER and t.hosts_ok == 1 for t in seen), seen
+    assert len({t.scan_id for t in seen}) == 10 and None not in {t.scan_id for t in seen}  # scanned each tick
+    planned = [i for i, t in enumerate(seen) if t.planned]
+    assert planned[0] == 0 and 2 <= len(planned) <= 1 + took / 0.5, (planned, took)  # at once, then when due
+    assert all(b - a >= 2 for a, b in zip(planned, planned[1:], strict=False)), planned  # scans between plans
+    assert all(t.actions == 0 for t in seen if not t.planned)
+    engine.dispose()
+
+
+def test_controller_refuses_a_plan_interval_that_is_not_above_0(cli) -> None:
+    code, _out, err = cli("controller", "run", "--plan-every", "0", "--ticks", "1")
+    assert code == 2 and "--plan-every must be above 0" in err and "Traceback" not in err

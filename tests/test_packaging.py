@@ -33,8 +33,10 @@ def test_shipped_units_are_the_ones_cron_print_writes() -> None:
 
 
 def test_unattended_runs_step_at_the_interval_the_balance_default_was_judged_at() -> None:
-    """The packaged timer and ``cron print`` run every 5 minutes: the simulator's step (the balance default was tuned
-    and judged deciding once a step) and the spacing of the scan recovery's hour of scans."""
+    """The packaged timer and ``cron print`` run, and the controller plans, every 5 minutes: the simulator's step
+    (the balance default was tuned and judged deciding once a step) and the spacing of the scan recovery's hour of
+    scans."""
+    from llmvirt.controller import ControllerSettings
     from llmvirt.sim.balance_env import EnvConfig
     from llmvirt.store.snapshots import STEP_S
     from llmvirt.unattended import EVERY_MINUTES, crontab_line
@@ -42,6 +44,9 @@ def test_unattended_runs_step_at_the_interval_the_balance_default_was_judged_at(
     assert EVERY_MINUTES * 60 == EnvConfig().interval_s == STEP_S
     timer = (ROOT / "packaging" / "systemd" / "llmvirt-rebalance.timer").read_text()
     assert "OnUnitActiveSec=5min" in timer and crontab_line("llmvirt").startswith("*/5 * * * * ")
+    assert ControllerSettings().plan_every_s == STEP_S
+    unit = (ROOT / "packaging" / "systemd" / "llmvirt-controller.service").read_text()
+    assert "--interval 60 --plan-every 300 --apply" in unit
 
 
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:

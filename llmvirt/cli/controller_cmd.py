@@ -1,4 +1,5 @@
-"""``llmvirt controller run``: scan, plan and apply every interval while this controller leads."""
+"""``llmvirt controller run``: scan every interval, and plan and apply every --plan-every seconds, while this controller
+leads."""
 
 import json
 from typing import Annotated
@@ -7,6 +8,7 @@ import typer
 
 from llmvirt.cli.common import new_app, out, state
 from llmvirt.errors import UsageError
+from llmvirt.unattended import EVERY_MINUTES
 
 app = new_app("A long-running controller; several can share one store, and exactly one leads.")
 
@@ -14,7 +16,10 @@ app = new_app("A long-running controller; several can share one store, and exact
 @app.command("run")
 def run(
     ctx: typer.Context,
-    interval: Annotated[float, typer.Option(help="Seconds between ticks.")] = 60.0,
+    interval: Annotated[float, typer.Option(help="Seconds between ticks: scans, and the takeover time.")] = 60.0,
+    plan_every: Annotated[float, typer.Option(help="Seconds between the leader's plans (at once on taking the "
+                                              "lead); 300 is the cadence the balance default was judged at.")]
+    = 60.0 * EVERY_MINUTES,
     apply: Annotated[bool, typer.Option("--apply/--dry-run", help="Apply plans while leading, or only plan.")]
     = False,
     goal: Annotated[str, typer.Option(help="balance or consolidate.")] = "balance",
@@ -23,13 +28,14 @@ def run(
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per tick.")] = False,
 ) -> None:
-    """Every interval: take or keep the lead; the leader scans, plans and (with --apply) applies.
+    """Every interval: take or keep the lead; the leader scans, and every --plan-every seconds plans and (with
+    --apply) applies.
 
     A follower waits. A new leader first reconciles what a dead one left in the journal. A leader that
     loses its lead or the database stops acting at once. SIGTERM or Ctrl-C gives the lead up.
     """
-    if interval <= 0:
-        raise UsageError("--interval must be above 0")
+    if interval <= 0 or plan_every <= 0:
+        raise UsageError("--interval and --plan-every must be above 0")
     if goal not in ("balance", "consolidate"):
         raise UsageError(f"unknown goal {goal!r}: use balance or consolidate")
     if max_migrations < 0 or (ticks is not None and ticks < 1):
@@ -51,8 +57,9 @@ def run(
         if as_json:
             print(json.dumps(t.as_json()), flush=True)
             return
+        did = f"{t.actions} actions {t.outcomes or ''}" if t.planned else "no plan due"
         what = {controller.LEADER: f"leader{' (took over)' if t.took_over else ''}: scan {t.scan_id}, "
-                f"{t.hosts_ok} hosts ok, {t.hosts_failed} failed, {t.actions} actions {t.outcomes or ''}",
+                f"{t.hosts_ok} hosts ok, {t.hosts_failed} failed, {did}",
                 controller.FOLLOWER: "follower: another controller leads",
                 controller.LOST: f"lost the lead{': ' + t.note if t.note else ''}; not acting",
                 controller.ERROR: f"leader, this tick failed: {t.note}"}[t.role]
@@ -60,7 +67,7 @@ def run(
         for note in t.reconciled:
             out.print(f"reconciled: {note}", markup=False, soft_wrap=True)
 
-    settings = controller.ControllerSettings(apply, goal, max_migrations, st.config_path)
+    settings = controller.ControllerSettings(apply, goal, max_migrations, st.config_path, plan_every)
     controller.run(engine, resolve_url(st.db_url), settings, interval, report, ticks)
 
 
