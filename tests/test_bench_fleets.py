@@ -117,3 +117,53 @@ def test_the_consolidation_scenario_runs_each_whole_day_of_a_generic_trace(cli, 
     (day / "vm0").write_text("10\n" * 288)
     code, out, err = cli("bench", "--scenario", "cloudsim", "--trace", str(day), "--held-out")
     assert code == 2 and "--held-out splits a usage trace's VMs; PlanetLab is split by day" in err
+
+
+def test_scans_scenario_judges_the_balance_default_as_it_was_judged_on_a_generic_trace(cli, tmp_path) -> None:
+    """``bench --scenario scans``: the held-back table's three rows (the default before, the tuned heuristic, the
+    learned default) on the fleets of any trace, each deciding on what scans show; the learned estimate is used."""
+    trace = generic_trace(tmp_path / "wave.csv")
+    code, out, err = cli("bench", "--scenario", "scans", "--trace", str(trace), "--seeds", "2", "--fleets", "3",
+                         "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    rows = {r["policy"]: r for r in doc["policies"]}
+    assert doc["scenario"] == "scans" and list(rows) == ["baseline:cp-sat:2:0.1:0.95", "scan-heuristic", "llmvirt"]
+    for r in rows.values():
+        assert len(r["cost"]) == 2 and r["cost_mean"] >= r["bound_core_h"] - 1e-9 and r["migrations"] > 0
+    reading, learned = rows["baseline:cp-sat:2:0.1:0.95"], rows["llmvirt"]
+    assert (learned["cost"], learned["migrations"]) != (reading["cost"], reading["migrations"])  # it decides otherwise
+
+
+def test_scans_scenario_refuses_what_cannot_decide_on_a_scan_in_one_line(cli, tmp_path) -> None:
+    trace = generic_trace(tmp_path / "wave.csv", vms=8, samples=40)
+    for name, said in (("llmvirt-rl", "acts on the simulator's state"), ("no-such", "unknown balancer"),
+                       (f"llmvirt-scan:{tmp_path}", "has no scan recovery")):
+        code, _out, err = cli("bench", "--scenario", "scans", "--trace", str(trace), "--policies", name)
+        assert code == 2 and said in err and len(err.strip().splitlines()) == 1, (name, err)
+
+
+def test_the_scan_heuristics_point_is_the_one_its_tuning_chose() -> None:
+    """The scenario's heuristic runs at the point bench/balance_scan_recovery.py chose on the training fleets."""
+    from llmvirt.bench.scans import HEURISTIC_POINT
+
+    root = Path(__file__).resolve().parents[1] / "bench"
+    docs = [json.loads((root / f"balance_scan_recovery_tune_{f}.json").read_text())["costs"]
+            for f in ("bitbrains-jul", "bitbrains-aug")]
+    best = min(docs[0], key=lambda k: sum(d[k] for d in docs))
+    assert tuple(float(v) for v in best.split(":")) == HEURISTIC_POINT
+
+
+def test_scans_scenario_reproduces_the_held_back_figure_the_balance_default_was_judged_on(cli) -> None:
+    """An operator's rerun is the judgement itself: the shipped default on July's held-back fleets, seed 0, from the
+    command line, costs what bench/balance_scan_recovery.py recorded for training seed 1 (its byte copy)."""
+    from conftest import SHARED
+
+    recorded = json.loads((Path(__file__).resolve().parents[1] / "bench/balance_scan_recovery_bitbrains-jul.json")
+                          .read_text())["scenarios"]["identical"]["learned seed1"]["held"][0]
+    code, out, err = cli("bench", "--scenario", "scans", "--trace",
+                         str(SHARED / "traces/bitbrains-rnd/rnd_2013-7_week1.tar.gz"), "--held-out", "--seeds", "1",
+                         "--fleets", "16", "--policies", "llmvirt", "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)["policies"]
+    assert abs(row["cost"][0] - recorded) < 1e-6, (row["cost"], recorded)

@@ -11,5 +11,7 @@ DEFAULT_CLOUDSIM_POLICIES = ("dvfs", "thr-mmt-0.8", "iqr-mmt-1.5", "mad-mmt-2.5"
                              "llmvirt")
 DEFAULT_FLEET_POLICIES = ("none", "tuned:watcher-wb", "tuned:proxlb", "tuned:proxmox-crs", "tuned:cp-sat",
                           "tuned:llmvirt-rl-fallback", "llmvirt-rl")
+DEFAULT_SCAN_POLICIES = ("baseline:cp-sat:2:0.1:0.95", "scan-heuristic", "llmvirt")
+"""The scans scenario's rows: the balance default before, the tuned heuristic, the default now."""
 DEFAULT_PLACEMENT_POLICIES = ("baseline:first-fit", "baseline:best-fit", "baseline:least-loaded", "tuned",
                               "default", "place-rl")

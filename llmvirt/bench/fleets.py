@@ -27,6 +27,8 @@ from llmvirt.sim.fleet_shapes import MIXED  # noqa: F401 - re-exported for the b
 from llmvirt.sim.traces import GENERIC_MHZ_PER_VCPU, UsageTrace
 
 MIN_STEPS = 12  #: the shortest episode (one hour of 300 s steps)
+KEYS = ("cost", "unmet_core_h", "migration_core_h", "migrations", "gib_migrated", "overload_host_h", "refused",
+        "demand_core_h", "bound_core_h")  #: each row's totals over a seed's fleets
 
 
 @dataclass
@@ -83,9 +85,7 @@ def run(label: str, trace: UsageTrace, names: list[str], n_fleets: int, seeds: l
         fl = fleets(trace, vms, n_fleets, seed, cfg)
         for name in names:
             res = run_named(name, trace, fl, cfg)
-            keys = ("cost", "unmet_core_h", "migration_core_h", "migrations", "gib_migrated", "overload_host_h",
-                    "refused", "demand_core_h", "bound_core_h")
-            rows.append(FleetRow(label, name, seed, {k: res.total(k) for k in keys}, res.seconds))
+            rows.append(FleetRow(label, name, seed, {k: res.total(k) for k in KEYS}, res.seconds))
     return rows
 
 

@@ -27,12 +27,14 @@ class Scenario(StrEnum):
     memory = "memory"
     pinning = "pinning"
     fleets = "fleets"
+    scans = "scans"
     placement = "placement"
 
 
 DEFAULTS = {Scenario.cloudsim: defaults.DEFAULT_CLOUDSIM_POLICIES, Scenario.balance: defaults.DEFAULT_BALANCE_POLICIES,
             Scenario.memory: defaults.DEFAULT_MEMORY_POLICIES, Scenario.pinning: defaults.DEFAULT_PINNING_POLICIES,
-            Scenario.fleets: defaults.DEFAULT_FLEET_POLICIES, Scenario.placement: defaults.DEFAULT_PLACEMENT_POLICIES}
+            Scenario.fleets: defaults.DEFAULT_FLEET_POLICIES, Scenario.placement: defaults.DEFAULT_PLACEMENT_POLICIES,
+            Scenario.scans: defaults.DEFAULT_SCAN_POLICIES}
 FLEET_COLUMNS = {
     Scenario.balance: ("host_overload_h", "cpu_overload_h", "mem_overload_h", "migrations", "gib_migrated",
                        "cpu_spread_avg"),
@@ -52,10 +54,10 @@ HEADERS = {"host_overload_h": "overload h", "cpu_overload_h": "CPU over h", "mem
 def _check(scenario: Scenario, names: list[str]) -> None:
     if scenario is Scenario.placement:
         return  # the scorers load (and say what is wrong with a name) when the scenario runs
-    if scenario is Scenario.fleets:
-        from llmvirt.bench import fleets
+    if scenario in (Scenario.fleets, Scenario.scans):
+        from llmvirt.bench import fleets, scans
 
-        fleets.check(names)
+        (fleets if scenario is Scenario.fleets else scans).check(names)
         return
     from llmvirt.bench import run as simbench
 
@@ -83,8 +85,10 @@ def bench(
     ctx: typer.Context,
     scenario: Annotated[Scenario, typer.Option(help="cloudsim (consolidation in CloudSim's data centre), balance, "
                                                "memory or pinning (Bitbrains); fleets: the hard balance scenario the "
-                                               "learned policy is judged on, on any trace; placement: arriving "
-                                               "VMs placed once by place's scorers.")] = Scenario.cloudsim,
+                                               "learned policy is judged on, on any trace; scans: the same fleets, "
+                                               "every policy deciding on what scans show (how the balance default "
+                                               "was judged); placement: arriving VMs placed once by place's "
+                                               "scorers.")] = Scenario.cloudsim,
     trace: Annotated[list[Path] | None, typer.Option("--trace", help="Trace (repeatable): a PlanetLab day "
                                                      "directory, a Bitbrains directory or .tar.gz, or a generic "
                                                      ".csv/.parquet. For cloudsim a usage trace gives each of its "
@@ -96,12 +100,12 @@ def bench(
     held_out: Annotated[bool, typer.Option("--held-out", help="Only the VMs the learned policy was not trained "
                                            "on (the 40 % hash split; for cloudsim, a usage trace's).")] = False,
     seed: Annotated[int, typer.Option(help="Seed for random selection (rs); the first fleet seed (fleets, "
-                                      "placement).")] = 0,
+                                      "scans, placement).")] = 0,
     seeds: Annotated[int, typer.Option(help="How many seeds of fleets to draw, from --seed on (fleets, "
-                                       "placement).")] = 3,
-    n_fleets: Annotated[int, typer.Option("--fleets", help="Fleets drawn per seed (fleets, placement).")] = 8,
+                                       "scans, placement).")] = 3,
+    n_fleets: Annotated[int, typer.Option("--fleets", help="Fleets drawn per seed (fleets, scans, placement).")] = 8,
     mixed: Annotated[bool, typer.Option("--mixed", help="Give each host its own size, with memory binding "
-                                        "(fleets, placement).")] = False,
+                                        "(fleets, scans, placement).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write per-step curves and a summary chart to this PNG.")]
     = None,
@@ -113,10 +117,11 @@ def bench(
         raise UsageError("--seeds and --fleets must be at least 1")
     names = [p.strip() for p in (policies or ",".join(DEFAULTS[scenario])).split(",") if p.strip()]
     _check(scenario, names)
-    if scenario in (Scenario.fleets, Scenario.placement):
+    if scenario in (Scenario.fleets, Scenario.scans, Scenario.placement):
         from llmvirt.cli import bench_fleets
 
-        show = bench_fleets.show if scenario is Scenario.fleets else bench_fleets.show_placement
+        show = {Scenario.fleets: bench_fleets.show, Scenario.scans: bench_fleets.show_scans,
+                Scenario.placement: bench_fleets.show_placement}[scenario]
         show(_usage_traces(ctx, list(trace or []), from_store), names, held_out,
              (list(range(seed, seed + seeds)), n_fleets, mixed), as_json)
         return

@@ -62,15 +62,32 @@ def show(traces: list[tuple[str, UsageTrace]], names: list[str], held_out: bool,
     """Run ``names`` on fleets of each trace (``draw``: seeds, fleets a seed, mixed sizes) and print them."""
     from llmvirt.bench import fleets
 
+    _show_fleets("fleets", fleets.run, (traces, names, held_out), draw, as_json)
+
+
+def show_scans(traces: list[tuple[str, UsageTrace]], names: list[str], held_out: bool,
+               draw: tuple[list[int], int, bool], as_json: bool) -> None:
+    """Run ``names`` on fleets of each trace, every policy deciding on what scans show, and print them."""
+    from llmvirt.bench import scans
+
+    _show_fleets("scans", scans.run, (traces, names, held_out), draw, as_json)
+
+
+def _show_fleets(scenario: str, run: Callable[..., list[Any]], what: tuple[list[tuple[str, UsageTrace]], list[str],
+                 bool], draw: tuple[list[int], int, bool], as_json: bool) -> None:
+    from llmvirt.bench import fleets
+
+    traces, names, held_out = what
     seeds, n_fleets, mixed = draw
-    summary = fleets.summary(_rows(traces, held_out, lambda label, tr: fleets.run(label, tr, names, n_fleets, seeds,
-                                                                                   mixed)))
+    summary = fleets.summary(_rows(traces, held_out, lambda label, tr: run(label, tr, names, n_fleets, seeds, mixed)))
     if as_json:
-        _print_json("fleets", draw, summary)
+        _print_json(scenario, draw, summary)
         return
-    out.print(f"fleets: {n_fleets} fleet-days a seed, seeds {seeds[0]}-{seeds[-1]}, {_shape(mixed)}; cost = unmet + "
-              "migration core-hours (docs/metrics.md), lower is better", markup=False)
-    _table("the balance scenario on fleets: policies side by side",
+    on = "every policy deciding on scans (a saturated host reads just under its cores)" if scenario == "scans" else ""
+    out.print(f"{scenario}: {n_fleets} fleet-days a seed, seeds {seeds[0]}-{seeds[-1]}, {_shape(mixed)}"
+              f"{'; ' + on if on else ''}; cost = unmet + migration core-hours (docs/metrics.md), lower is better",
+              markup=False)
+    _table(f"the balance scenario on fleets{', on scans' if on else ''}: policies side by side",
            ("policy", "cost min/med/max", "unmet %", "moves", "bound"), summary,
            lambda s: [s["policy"] if s["runs"] == s["policy"] else f"{s['policy']} ({s['runs']})", _costs(s),
                       f"{s['unmet_demand_pct']:.2f}", str(int(s["migrations"])), f"{s['bound_core_h']:.0f}"])
