@@ -16,7 +16,10 @@ script checks that its runner reproduces seed 0 of one host size.
 the first 2 held-back seeds with live migration 10x slower (1 Gbit/s instead of 10), the network of a busy
 production fleet, which none of them was trained or tuned for.
 
-Usage: python bench/balance_scan_recovery.py --stage tune|held|production [--family F] [--seeds 5]
+``--stage tune --heuristic host`` tunes the host-wide heuristic (:func:`llmvirt.policy.scan_recovery.host_scaled`)
+on the same grid and fleets; ``llmvirt bench --scenario scans`` runs it held back as ``scan-heuristic:host``.
+
+Usage: python bench/balance_scan_recovery.py --stage tune|held|production [--family F] [--seeds 5] [--heuristic H]
 """
 
 from __future__ import annotations
@@ -50,23 +53,24 @@ TRACES = trace_families(ROOT.parent / "shared/traces")
 POLICIES = ROOT / "policies/scan-recovery"
 
 
-def tune_file(family: str) -> Path:
-    """Where ``--stage tune`` writes the heuristic's grid on ``family``'s tuning fleets."""
-    return ROOT / f"bench/balance_scan_recovery_tune_{family}.json"
+def tune_file(family: str, heuristic: str = "last-clear") -> Path:
+    """Where ``--stage tune`` writes a heuristic's grid on ``family``'s tuning fleets."""
+    which = "" if heuristic == "last-clear" else f"{heuristic}_"
+    return ROOT / f"bench/balance_scan_recovery_tune_{which}{family}.json"
 
 
-def tune(family: str) -> dict[str, Any]:
+def tune(family: str, heuristic: str = "last-clear") -> dict[str, Any]:
     """The heuristic's cost at every grid point on the tuning fleets of ``family`` (both shapes)."""
     trace = load_usage(TRACES[family])
     runs = tsr.seeded_fleets([(trace, split(trace.names, TRAIN_FRACTION)[0])], TUNE_SEEDS)
-    costs = tsr.grid_costs(sr.ScanRecovery(None), runs)
-    print(f"{family}: heuristic grid {costs}", flush=True)
-    return {"date": date.today().isoformat(), "family": family, "costs": costs}
+    costs = tsr.grid_costs(sr.ScanRecovery(None, heuristic=heuristic), runs)
+    print(f"{family}: {heuristic} heuristic grid {costs}", flush=True)
+    return {"date": date.today().isoformat(), "family": family, "heuristic": heuristic, "costs": costs}
 
 
-def heuristic_point() -> tuple[float, float]:
-    """(trigger, gain) of the heuristic: the lowest cost summed over both families' tuning fleets."""
-    docs = [json.loads(tune_file(f).read_text())["costs"] for f in TRACES]
+def heuristic_point(heuristic: str = "last-clear") -> tuple[float, float]:
+    """(trigger, gain) of a heuristic: the lowest cost summed over both families' tuning fleets."""
+    docs = [json.loads(tune_file(f, heuristic).read_text())["costs"] for f in TRACES]
     best = min(docs[0], key=lambda k: sum(d[k] for d in docs))
     trigger, gain = (float(v) for v in best.split(":"))
     return trigger, gain
@@ -157,11 +161,12 @@ def main() -> None:
     ap.add_argument("--stage", choices=("tune", "held", "production"), required=True)
     ap.add_argument("--family", choices=tuple(TRACES))
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--heuristic", choices=tuple(sr.HEURISTICS), default="last-clear", help="--stage tune: which")
     args = ap.parse_args()
     for family in [args.family] if args.family else list(TRACES):
         t0 = time.perf_counter()
         if args.stage == "tune":
-            tune_file(family).write_text(json.dumps(tune(family), indent=1) + "\n")
+            tune_file(family, args.heuristic).write_text(json.dumps(tune(family, args.heuristic), indent=1) + "\n")
         elif args.stage == "production":
             doc = production(family)
             path = ROOT / f"bench/balance_scan_recovery_production_{family}.json"

@@ -60,6 +60,28 @@ def last_clear(w: ScanWindow) -> np.ndarray:
     return np.where(w.saturated[..., -1] & (idx >= 0), np.maximum(now, last), now)
 
 
+def host_scaled(w: ScanWindow) -> np.ndarray:
+    """(E, V) the host-wide heuristic: on a host that reads saturated now, every VM's reading scaled by how much more
+    its host's VMs read at their last clear step than now (their :func:`last_clear` summed over the summed readings
+    now, at least 1); elsewhere its reading now. Needs ``w.host``; without it, :func:`last_clear`."""
+    if w.host is None:
+        return last_clear(w)
+    now = w.seen[..., -1]
+    ratio = _host_total(w.host, last_clear(w)) / np.maximum(_host_total(w.host, now), 1e-9)
+    return np.where(w.saturated[..., -1], now * np.maximum(ratio, 1.0), now)
+
+
+def _host_total(host: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(E, V) the sum of ``x`` over each VM's host's VMs."""
+    e = np.broadcast_to(np.arange(host.shape[0])[:, None], host.shape)
+    total = np.zeros((host.shape[0], int(host.max(initial=0)) + 1))
+    np.add.at(total, (e, host), x)
+    return np.take_along_axis(total, host, axis=1)
+
+
+HEURISTICS = {"last-clear": last_clear, "host": host_scaled}  #: the heuristics by name: ablation (a)'s and the host's
+
+
 class DemandEstimator:
     """The fitted MLP: each VM's estimated CPU demand over the next step, in cores."""
 
@@ -90,17 +112,18 @@ class DemandEstimator:
 
 @dataclass
 class ScanRecovery:
-    """The demand a balancer decides on: ``seen + gain x (estimate - seen)``; no estimator: :func:`last_clear`."""
+    """The demand a balancer decides on: ``seen + gain x (estimate - seen)``; no estimator: a heuristic's."""
 
     estimator: DemandEstimator | None  #: None: the heuristic (ablation: the network replaced)
     gain: float = 1.0  #: weight of the estimate's difference from the reading
     trigger: float = 1.0  #: the balancer's trigger the recipe chose with it
     meta: dict[str, Any] = field(default_factory=dict)  #: checkpoint metadata
+    heuristic: str = "last-clear"  #: with no estimator, which of :data:`HEURISTICS` estimates
 
     def demand(self, w: ScanWindow) -> np.ndarray:
         """(E, V) the demand to decide on, cores."""
         seen = w.seen[..., -1]
-        est = last_clear(w) if self.estimator is None else self.estimator(w)
+        est = HEURISTICS[self.heuristic](w) if self.estimator is None else self.estimator(w)
         return np.maximum(seen + self.gain * (est - seen), 0.0)
 
 

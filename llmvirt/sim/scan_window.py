@@ -26,6 +26,7 @@ class ScanWindow:
     saturated: np.ndarray  #: (E, V, HISTORY) its host read as saturated then (bool)
     host_reading: np.ndarray  #: (E, V) its host's reading now, share of the host's cores
     vcpus: np.ndarray  #: (E, V) vCPUs
+    host: np.ndarray | None = None  #: (E, V) the index of its host now (None: not known)
 
 
 def scan(env: BalanceEnv, demand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +56,8 @@ class ScanTracker:
         seen, reading = scan(self.env, self.env.demand_now())
         self.seen = np.concatenate([self.seen[..., 1 - HISTORY:], seen[..., None]], axis=-1)
         self.sat = np.concatenate([self.sat[..., 1 - HISTORY:], (reading >= SATURATED)[..., None]], axis=-1)
-        return ScanWindow(self.seen, self.sat, reading, self.env.pool_vcpus[self.env.vm_src].astype(np.float64))
+        return ScanWindow(self.seen, self.sat, reading, self.env.pool_vcpus[self.env.vm_src].astype(np.float64),
+                          self.env.vm_host.copy())
 
 
 def next_demand(env: BalanceEnv) -> np.ndarray:

@@ -45,7 +45,7 @@ def scan_window(view: ClusterArrays, scans: dict[str, list[tuple[float, float]]]
         seen[0, i, :-1] = [c for c, _ in past]
         sat[0, i, :-1] = [share >= SATURATED for _, share in past]
     seen[0, :, -1], sat[0, :, -1] = now, reading >= SATURATED
-    return ScanWindow(seen, sat, reading[None], view.vm_vcpus.astype(np.float64)[None])
+    return ScanWindow(seen, sat, reading[None], view.vm_vcpus.astype(np.float64)[None], view.vm_host[None].copy())
 
 
 def on_demand(view: ClusterArrays, demand: np.ndarray) -> ClusterArrays:
