@@ -138,20 +138,23 @@ def test_scans_scenario_judges_the_balance_default_as_it_was_judged_on_a_generic
 def test_scans_scenario_refuses_what_cannot_decide_on_a_scan_in_one_line(cli, tmp_path) -> None:
     trace = generic_trace(tmp_path / "wave.csv", vms=8, samples=40)
     for name, said in (("llmvirt-rl", "acts on the simulator's state"), ("no-such", "unknown balancer"),
+                       ("scan-heuristic:nope", "unknown heuristic"),
                        (f"llmvirt-scan:{tmp_path}", "has no scan recovery")):
         code, _out, err = cli("bench", "--scenario", "scans", "--trace", str(trace), "--policies", name)
         assert code == 2 and said in err and len(err.strip().splitlines()) == 1, (name, err)
 
 
-def test_the_scan_heuristics_point_is_the_one_its_tuning_chose() -> None:
-    """The scenario's heuristic runs at the point bench/balance_scan_recovery.py chose on the training fleets."""
-    from llmvirt.bench.scans import HEURISTIC_POINT
+def test_the_scan_heuristics_points_are_the_ones_their_tuning_chose() -> None:
+    """Each heuristic of the scenario runs at the point bench/balance_scan_recovery.py chose on the training fleets."""
+    from llmvirt.bench.scans import HEURISTIC_POINTS
 
     root = Path(__file__).resolve().parents[1] / "bench"
-    docs = [json.loads((root / f"balance_scan_recovery_tune_{f}.json").read_text())["costs"]
-            for f in ("bitbrains-jul", "bitbrains-aug")]
-    best = min(docs[0], key=lambda k: sum(d[k] for d in docs))
-    assert tuple(float(v) for v in best.split(":")) == HEURISTIC_POINT
+    for which, point in HEURISTIC_POINTS.items():
+        prefix = "" if which == "last-clear" else f"{which}_"
+        docs = [json.loads((root / f"balance_scan_recovery_tune_{prefix}{f}.json").read_text())["costs"]
+                for f in ("bitbrains-jul", "bitbrains-aug")]
+        best = min(docs[0], key=lambda k: sum(d[k] for d in docs))
+        assert tuple(float(v) for v in best.split(":")) == point, which
 
 
 def test_scans_scenario_reproduces_the_held_back_figure_the_balance_default_was_judged_on(cli) -> None:

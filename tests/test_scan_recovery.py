@@ -59,6 +59,29 @@ def test_the_heuristic_takes_the_last_clear_reading_on_a_saturated_host_only() -
     np.testing.assert_allclose(half.demand(w), [[1.75, 1.0, 0.5]])
 
 
+def test_the_host_wide_heuristic_scales_a_saturated_hosts_readings_by_its_vms_last_clear_total() -> None:
+    """Host 0 (VMs 0 and 1) reads saturated now: its VMs read 1.5 + 1.0 now and 2.0 + 1.0 at their last clear steps,
+    so both are scaled by 3.0 / 2.5. Host 1 (VM 2) is not saturated now: its reading stands."""
+    seen = np.array([[[1.0, 2.0, 1.5], [1.0, 1.0, 1.0], [0.5, 0.7, 0.6]]])
+    sat = np.array([[[False, False, True], [False, False, True], [True, False, False]]])
+    w = ScanWindow(seen, sat, np.array([[1.0, 1.0, 0.3]]), np.array([[4.0, 2.0, 2.0]]), np.array([[0, 0, 1]]))
+    np.testing.assert_allclose(sr.host_scaled(w), [[1.5 * 1.2, 1.0 * 1.2, 0.6]])
+    np.testing.assert_allclose(sr.last_clear(w), [[2.0, 1.0, 0.6]])  # the VM's own past alone misses VM 1's share
+    np.testing.assert_allclose(sr.ScanRecovery(None, heuristic="host").demand(w), sr.host_scaled(w))
+    assert np.array_equal(sr.host_scaled(replace(w, host=None)), sr.last_clear(w))  # no host known: the VM's own
+    lower = replace(w, seen=np.array([[[1.0, 1.0, 1.5], [1.0, 1.0, 1.0], [0.5, 0.7, 0.6]]]))
+    np.testing.assert_allclose(sr.host_scaled(lower)[0, :2], [1.5, 1.0])  # read more now than when clear: kept
+
+
+def test_the_scan_window_knows_each_vms_host_in_the_simulator_and_on_a_scanned_cluster() -> None:
+    trace = synthetic_trace()
+    cfg = EnvConfig()
+    env = BalanceEnv(trace, 2, cfg, fleets=fleets(trace, np.arange(80), 2, 0, cfg))
+    assert np.array_equal(ScanTracker(env).window().host, env.vm_host)
+    view = env.fleet_view(0)
+    assert np.array_equal(scan_window(view, {}).host, view.vm_host[None])
+
+
 def test_deciding_on_the_reading_is_the_scan_view_balancer_exactly() -> None:
     trace = synthetic_trace()
     cfg = EnvConfig()

@@ -9,7 +9,9 @@ store's hour of scans kept as a controller keeps it. Policy names:
 
 - ``llmvirt`` (the active policy's balance default) or ``llmvirt-scan[:DIR]``: CP-SAT on the learned estimate;
 - ``scan-heuristic``: the tuned heuristic the network must beat (ablation (a)): CP-SAT on each VM's last reading from
-  before its host saturated, at the point tuned on the training fleets (:data:`HEURISTIC_POINT`);
+  before its host saturated, at the point tuned on the training fleets (:data:`HEURISTIC_POINTS`);
+- ``scan-heuristic:host``: the host-wide heuristic, a saturated host's readings scaled by how much more its VMs read
+  at their last clear step, at its own tuned point;
 - any other balancer name (``baseline:cp-sat:2:0.1:0.95``, the default before; ``tuned:FAMILY``; a field baseline):
   that balancer deciding on the reading.
 """
@@ -31,10 +33,11 @@ from llmvirt.policy.weights import CheckpointError
 from llmvirt.sim.scan_window import ScanWindow
 from llmvirt.sim.traces import UsageTrace
 
-HEURISTIC = "scan-heuristic"  #: the tuned heuristic's name in this scenario
-HEURISTIC_POINT = (0.95, 1.0)
-"""(CP-SAT trigger, gain) of the heuristic: the lowest cost summed on both Bitbrains months' tuning fleets
-(bench/balance_scan_recovery_tune_*.json), the grid and fleets the learned estimate's point was chosen on."""
+HEURISTIC = "scan-heuristic"  #: the tuned heuristics' name in this scenario: ``scan-heuristic[:NAME]``
+HEURISTIC_POINTS = {"last-clear": (0.95, 1.0), "host": (0.95, 1.0)}
+"""(CP-SAT trigger, gain) of each heuristic of :data:`llmvirt.policy.scan_recovery.HEURISTICS`: the lowest cost summed
+on both Bitbrains months' tuning fleets (bench/balance_scan_recovery_tune_[host_]*.json), the grid and fleets the
+learned estimate's point was chosen on."""
 
 Contender = tuple[Any, Callable[[ScanWindow], np.ndarray]]  #: (a balancer, the demand it decides on)
 
@@ -44,10 +47,13 @@ def contender(name: str) -> Contender:
     from llmvirt.strategies.registry import balance_actor, make_balancer
     from llmvirt.strategies.scan_recovery import ScanRecoveryBalancer
 
-    if name == HEURISTIC:
-        trigger, gain = HEURISTIC_POINT
+    if name.split(":")[0] == HEURISTIC:
+        which = name.split(":", 1)[1] if ":" in name else "last-clear"
+        if which not in HEURISTIC_POINTS:
+            raise UsageError(f"unknown heuristic {which!r}: use {HEURISTIC} or {HEURISTIC}:host")
+        trigger, gain = HEURISTIC_POINTS[which]
         point = f"cp-sat:{sr.CPSAT_MOVES}:{sr.CPSAT_PRICE:g}:{trigger:g}"
-        return make_balancer(point), sr.ScanRecovery(None, gain).demand
+        return make_balancer(point), sr.ScanRecovery(None, gain, heuristic=which).demand
     base = fleet_scenario.resolved(name)
     try:
         if balance_actor(base) is not None:
