@@ -92,10 +92,29 @@ def test_deciding_on_the_reading_is_the_scan_view_balancer_exactly() -> None:
     assert sum(r["migrations"] for r in rows) > 0
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def test_feature_spec_2_adds_the_hosts_view_after_the_vms_own_inputs() -> None:
+    """Spec 1's inputs are the first of spec 2's; the three it adds are the two heuristics' differences from the
+    reading and log2 of the host's last-clear total over its total now (host 0 of the host-wide test: 3.0 / 2.5)."""
+    seen = np.array([[[1.0, 2.0, 1.5], [1.0, 1.0, 1.0], [0.5, 0.7, 0.6]]])
+    sat = np.array([[[False, False, True], [False, False, True], [True, False, False]]])
+    pad = HISTORY - seen.shape[-1]  # an hour: the first scan repeated
+    seen, sat = (np.concatenate([np.repeat(a[..., :1], pad, axis=-1), a], axis=-1) for a in (seen, sat))
+    w = ScanWindow(seen, sat, np.array([[1.0, 1.0, 0.3]]), np.array([[4.0, 2.0, 2.0]]), np.array([[0, 0, 1]]))
+    full = sr.inputs(w)
+    assert full.shape == (1, 3, len(sr.FEATURES)) and sr.FEATURES[: len(sr.VM_FEATURES)] == sr.OLDER_SPECS[1]
+    np.testing.assert_array_equal(sr.inputs(w, len(sr.VM_FEATURES)), full[..., : len(sr.VM_FEATURES)])
+    added = full[0, :, len(sr.VM_FEATURES):]
+    np.testing.assert_allclose(added[:, 0], [0.5, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(added[:, 1], [1.5 * 0.2, 1.0 * 0.2, 0.0], atol=1e-6)
+    np.testing.assert_allclose(added[:2, 2], [np.log2(1.2)] * 2, atol=1e-6)
+    assert np.all(sr.inputs(replace(w, host=None))[0, :, -1] == 0.0)  # no host known: no host ratio
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["spec1", "spec2"])
+def trained(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("scan_recovery")
-    meta = tsr.train([(synthetic_trace(), np.arange(80))], out, _tiny(), ["synthetic"], log=lambda _: None)
+    cfg = replace(_tiny(), feature_spec=request.param)
+    meta = tsr.train([(synthetic_trace(), np.arange(80))], out, cfg, ["synthetic"], log=lambda _: None)
     return out, meta
 
 
@@ -104,6 +123,9 @@ def test_checkpoints_round_trip_and_refuse_tampering(trained: tuple[Path, dict])
     rec = sr.load(out)
     assert (rec.trigger, rec.gain) == (meta["trigger"], meta["gain"])
     doc = json.loads((out / f"{sr.STEM}.json").read_text())
+    spec = doc["feature_spec"]
+    assert rec.estimator is not None and rec.estimator.n_in == len(spec["features"])
+    assert spec["features"] == list(sr.FEATURES if spec["version"] == 2 else sr.OLDER_SPECS[1])
     assert doc["training_data"][0]["trace"] == "synthetic" and len(doc["grid_costs"]) == len(tsr.GRID)
     assert (out / f"{sr.STEM}_curve.csv").read_text().splitlines()[0] == "epoch,loss,r2"
     weights = out / f"{sr.STEM}.safetensors"
@@ -116,6 +138,16 @@ def test_checkpoints_round_trip_and_refuse_tampering(trained: tuple[Path, dict])
         weights.write_bytes(good)
     with pytest.raises(CheckpointError, match="no scan recovery"):
         sr.load(out / "nothing")
+    meta_path = out / f"{sr.STEM}.json"
+    good_meta = meta_path.read_text()
+    other = 2 if spec["version"] == 1 else 1  # the other spec's names, over these weights
+    try:
+        meta_path.write_text(json.dumps({**doc, "feature_spec": {
+            "version": other, "features": list(sr.FEATURES if other == 2 else sr.OLDER_SPECS[1])}}))
+        with pytest.raises(CheckpointError, match="inputs"):
+            sr.load(out)
+    finally:
+        meta_path.write_text(good_meta)
 
 
 def test_training_on_a_tiny_trace_recovers_what_saturated_hosts_hide(trained: tuple[Path, dict]) -> None:

@@ -50,6 +50,11 @@ class RecoveryConfig(ForecastConfig):
     sample_seeds: tuple[int, ...] = SAMPLE_SEEDS  #: fleets of training VMs the samples come from
     shapes: tuple[str, ...] = tuple(SHAPES)  #: fleet shapes (of ``SHAPES``) sampled and tuned on
     fleets_per_seed: int = 0  #: fleets a seed and shape (0: the benchmarks' 16 of one size, 8 mixed)
+    feature_spec: int = 1  #: 1: each VM's own inputs (the shipped default's); 2: and its host's as a whole
+
+    def features(self) -> tuple[str, ...]:
+        """The inputs of :attr:`feature_spec`."""
+        return sr.FEATURES if self.feature_spec == sr.FEATURE_SPEC_VERSION else sr.OLDER_SPECS[self.feature_spec]
 
 
 def run_on_scans(balancer: Any, decide_on: Callable[[ScanWindow], np.ndarray], trace: UsageTrace,
@@ -125,6 +130,8 @@ def train(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: RecoveryC
     """Draw the samples, fit, choose (trigger, gain) on the tuning fleets, write the checkpoint and curve."""
     t0 = time.perf_counter()
     x, y = samples(seeded_fleets(traces, cfg.sample_seeds, cfg))
+    features = cfg.features()
+    x = np.ascontiguousarray(x[:, : len(features)])
     log(f"{y.size} samples in {time.perf_counter() - t0:.0f} s")
     net, curve = fit(x, y, cfg)
     for row in curve:
@@ -133,13 +140,13 @@ def train(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: RecoveryC
     best = min(costs, key=costs.__getitem__)
     trigger, gain = (float(v) for v in best.split(":"))
     log(f"chose trigger {trigger}, gain {gain}: cost {best} {costs[best]:.1f} on the tuning fleets; grid {costs}")
-    spec = HeadSpec(sr.STEM, sr.FEATURE_SPEC_VERSION, sr.FEATURES, lambda m: ChangeNet(m["n_in"], m["hidden"]))
+    spec = HeadSpec(sr.STEM, cfg.feature_spec, features, lambda m: ChangeNet(m["n_in"], m["hidden"]))
     meta = {"trigger": trigger, "gain": gain, "grid_costs": costs, "config": asdict(cfg), "curve": curve,
             "sampled_under": DEFAULT_POINT, "samples": int(y.size),
             "training_data": [{"trace": label, "split": "sha256(name) < train_fraction", "train_vms": int(v.size)}
                               for label, (_, v) in zip(labels, traces, strict=True)],
             "wall_s": time.perf_counter() - t0}
-    save_head(net, out, spec, {"n_in": len(sr.FEATURES), "hidden": cfg.hidden}, meta)
+    save_head(net, out, spec, {"n_in": len(features), "hidden": cfg.hidden}, meta)
     with (out / f"{sr.STEM}_curve.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["epoch", "loss", "r2"])
         w.writeheader()
@@ -153,15 +160,16 @@ def train_files(paths: list[Path], out: Path, cfg: RecoveryConfig, log: Any = pr
 
 
 def main() -> None:
-    """``python -m llmvirt.learn.train_scan_recovery OUT TRACE...`` [--seed N]."""
+    """``python -m llmvirt.learn.train_scan_recovery OUT TRACE...`` [--seed N] [--feature-spec 1|2]."""
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("traces", type=Path, nargs="+")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--feature-spec", type=int, choices=(1, 2), default=RecoveryConfig.feature_spec)
     args = ap.parse_args()
-    train_files(args.traces, args.out, RecoveryConfig(seed=args.seed))
+    train_files(args.traces, args.out, RecoveryConfig(seed=args.seed, feature_spec=args.feature_spec))
 
 
 if __name__ == "__main__":

@@ -28,26 +28,45 @@ from llmvirt.policy.weights import CheckpointError, load_arrays
 from llmvirt.sim.scan_window import HISTORY, ScanWindow
 
 STEM = "scan_recovery"  #: checkpoint file stem in a policy directory
-FEATURE_SPEC_VERSION = 1
+FEATURE_SPEC_VERSION = 2
 CPSAT_MOVES, CPSAT_PRICE = 2, 0.1  #: CP-SAT's moves per decision and price per move: the balance default's point
-FEATURES = (*(f"seen_change_since_{k}_steps_ago" for k in range(1, HISTORY)), "seen_now_cores", "log2_vcpus",
-            "seen_now_per_vcpu", *(f"host_saturated_{k}_steps_ago" for k in range(HISTORY)),
-            "host_reading_now", "share_of_host_reading")
-"""The MLP's inputs, in order: the VM's reading k steps ago minus now (cores), its reading now (cores), log2(vCPUs),
-its reading per vCPU, whether its host read saturated k steps ago (0 is now), its host's reading now (share of its
-cores), the VM's share of its host's reading."""
+VM_FEATURES = (*(f"seen_change_since_{k}_steps_ago" for k in range(1, HISTORY)), "seen_now_cores", "log2_vcpus",
+               "seen_now_per_vcpu", *(f"host_saturated_{k}_steps_ago" for k in range(HISTORY)),
+               "host_reading_now", "share_of_host_reading")
+"""Feature spec 1, the VM's own inputs, in order: its reading k steps ago minus now (cores), its reading now
+(cores), log2(vCPUs), its reading per vCPU, whether its host read saturated k steps ago (0 is now), its host's
+reading now (share of its cores), the VM's share of its host's reading."""
+HOST_FEATURES = ("last_clear_change", "host_scaled_change", "log2_host_last_clear_ratio")
+"""What spec 2 adds, from the VM's host as a whole: :func:`last_clear` minus the reading now, :func:`host_scaled`
+minus the reading now, and log2 of the host's VMs' last clear readings summed over their readings now summed
+(clipped to [1/16, 16]; 0 where the host is not known)."""
+FEATURES = (*VM_FEATURES, *HOST_FEATURES)  #: spec 2: a checkpoint reads the first ``n_in`` of these
+OLDER_SPECS = {1: VM_FEATURES}  #: older feature specs still read (the shipped default is spec 1)
 LAYERS = ("net.0", "net.2", "net.4")  #: state-dict prefixes of the MLP's linear layers
 
 
-def inputs(w: ScanWindow) -> np.ndarray:
-    """(E, V, len(FEATURES)) inputs of every VM."""
+def inputs(w: ScanWindow, n: int = len(FEATURES)) -> np.ndarray:
+    """(E, V, n) inputs of every VM: the first ``n`` of :data:`FEATURES` (spec 1's are the first of spec 2's)."""
     now = w.seen[..., -1:]
     past = w.seen[..., -2::-1] - now  # 1, 2, ... steps ago
     vcpus = np.maximum(w.vcpus, 1.0)[..., None]
     sat = w.saturated[..., ::-1].astype(np.float64)  # 0, 1, ... steps ago
     host = w.host_reading[..., None]
     share = now / np.maximum(host, 1e-9)
-    return np.concatenate([past, now, np.log2(vcpus), now / vcpus, sat, host, share], axis=-1).astype(np.float32)
+    cols = [past, now, np.log2(vcpus), now / vcpus, sat, host, share]
+    if n > len(VM_FEATURES):
+        cols.append(host_inputs(w))
+    return np.concatenate(cols, axis=-1)[..., :n].astype(np.float32)
+
+
+def host_inputs(w: ScanWindow) -> np.ndarray:
+    """(E, V, len(HOST_FEATURES)) the inputs spec 2 adds, from each VM's host as a whole."""
+    now = w.seen[..., -1]
+    clear = last_clear(w)
+    if w.host is None:
+        return np.stack([clear - now, clear - now, np.zeros_like(now)], axis=-1)
+    ratio = _host_total(w.host, clear) / np.maximum(_host_total(w.host, now), 1e-9)
+    return np.stack([clear - now, host_scaled(w) - now, np.log2(np.clip(ratio, 1 / 16, 16))], axis=-1)
 
 
 def last_clear(w: ScanWindow) -> np.ndarray:
@@ -93,12 +112,13 @@ class DemandEstimator:
                            for p in LAYERS]
         except KeyError as exc:
             raise CheckpointError(f"weights do not fit the scan recovery: missing {exc}") from None
-        if self.scale.shape != (len(FEATURES),) or self.layers[0][0].shape[1] != len(FEATURES):
+        self.n_in = int(self.layers[0][0].shape[1])
+        if self.n_in not in (len(VM_FEATURES), len(FEATURES)) or self.scale.shape != (self.n_in,):
             raise CheckpointError("weights do not fit the scan recovery's feature spec")
 
     def difference(self, x: np.ndarray) -> np.ndarray:
         """(...) the MLP's estimate of the next step's demand minus the reading now, from inputs (..., FEATURES)."""
-        h = x / self.scale
+        h = x[..., : self.n_in] / self.scale
         for i, (wt, b) in enumerate(self.layers):
             h = h @ wt.T + b
             if i < len(self.layers) - 1:
@@ -107,7 +127,7 @@ class DemandEstimator:
 
     def __call__(self, w: ScanWindow) -> np.ndarray:
         """(E, V) estimated demand: the reading now plus the MLP's difference, never below 0."""
-        return np.maximum(w.seen[..., -1] + self.difference(inputs(w)), 0.0)
+        return np.maximum(w.seen[..., -1] + self.difference(inputs(w, self.n_in)), 0.0)
 
 
 @dataclass
@@ -131,9 +151,13 @@ def load(directory: Path) -> ScanRecovery:
     """The verified scan recovery of a policy directory; one clear line if it has none or it was tampered with."""
     if not (directory / f"{STEM}.json").is_file():
         raise CheckpointError(f"{directory} has no scan recovery ({STEM}.json)")
-    arrays, meta = load_arrays(directory, STEM, FEATURE_SPEC_VERSION, list(FEATURES))
+    arrays, meta = load_arrays(directory, STEM, FEATURE_SPEC_VERSION, list(FEATURES), OLDER_SPECS)
     try:
         gain, trigger = float(meta["gain"]), float(meta["trigger"])
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{directory / (STEM + '.json')}: no gain and trigger") from None
-    return ScanRecovery(DemandEstimator(arrays), gain, trigger, meta)
+    estimator = DemandEstimator(arrays)
+    if estimator.n_in != len(meta["feature_spec"]["features"]):
+        raise CheckpointError(f"{directory / (STEM + '.json')}: weights read {estimator.n_in} inputs, its feature "
+                              f"spec names {len(meta['feature_spec']['features'])}")
+    return ScanRecovery(estimator, gain, trigger, meta)
