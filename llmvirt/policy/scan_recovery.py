@@ -4,7 +4,8 @@ A scan measures use, and a host's use stops at its cores: on a host whose demand
 its fair share, so the size of the overload, the thing a balancer must relieve, is invisible. The default balancer
 (tuned CP-SAT on the scan) then acts on a host that reads just under its cores without knowing how far above them
 its demand is. Here a small MLP estimates each VM's CPU demand over the next step from the scans of the last hour:
-its own readings, whether its host read as saturated at each of them, its vCPUs, and its host's reading now. It is
+its own readings, whether its host read as saturated at each of them, its vCPUs, and its host's reading now (feature
+spec 1, the shipped default's); spec 2 adds its host's view as a whole (:data:`HOST_FEATURES`). It is
 fitted (squared error) on the simulator's true demand of training VMs while the default ran on scans
 (:mod:`llmvirt.learn.train_scan_recovery`). The balancer then decides on ``seen + gain x (estimate - seen)``.
 
