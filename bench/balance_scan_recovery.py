@@ -19,7 +19,11 @@ production fleet, which none of them was trained or tuned for.
 ``--stage tune --heuristic host`` tunes the host-wide heuristic (:func:`llmvirt.policy.scan_recovery.host_scaled`)
 on the same grid and fleets; ``llmvirt bench --scenario scans`` runs it held back as ``scan-heuristic:host``.
 
-Usage: python bench/balance_scan_recovery.py --stage tune|held|production [--family F] [--seeds 5] [--heuristic H]
+``--stage gains``: every grid above chose gain 1.0, its upper edge; this stage costs both heuristics and the shipped
+estimate at gains 1.5 and 2.0 (trigger 0.95) on the same tuning fleets.
+
+Usage: python bench/balance_scan_recovery.py --stage tune|gains|held|production [--family F] [--seeds 5]
+[--heuristic H]
 """
 
 from __future__ import annotations
@@ -66,6 +70,24 @@ def tune(family: str, heuristic: str = "last-clear") -> dict[str, Any]:
     costs = tsr.grid_costs(sr.ScanRecovery(None, heuristic=heuristic), runs)
     print(f"{family}: {heuristic} heuristic grid {costs}", flush=True)
     return {"date": date.today().isoformat(), "family": family, "heuristic": heuristic, "costs": costs}
+
+
+EXTRA_GAINS = (1.5, 2.0)  #: ``--stage gains``: gains above the grid's edge, at its trigger 0.95
+
+
+def gains(family: str) -> dict[str, Any]:
+    """Both heuristics' and the shipped estimate's cost at :data:`EXTRA_GAINS` on the tuning fleets of
+    ``family``: every grid chose gain 1.0, its upper edge, so the grid is extended above it for all three."""
+    trace = load_usage(TRACES[family])
+    runs = tsr.seeded_fleets([(trace, split(trace.names, TRAIN_FRACTION)[0])], TUNE_SEEDS)
+    grid = tuple((0.95, g) for g in EXTRA_GAINS)
+    policies = {h: sr.ScanRecovery(None, heuristic=h) for h in sr.HEURISTICS}
+    policies["shipped estimate"] = sr.load(ROOT / "policies/default")
+    costs = {}
+    for name, rec in policies.items():
+        costs[name] = tsr.grid_costs(rec, runs, grid)
+        print(f"{family}: {name} {costs[name]}", flush=True)
+    return {"date": date.today().isoformat(), "family": family, "machine": platform.node(), "costs": costs}
 
 
 def heuristic_point(heuristic: str = "last-clear") -> tuple[float, float]:
@@ -158,7 +180,7 @@ def show(doc: dict[str, Any]) -> None:
 def main() -> None:
     """``--stage tune`` or ``--stage held``, one family or both."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", choices=("tune", "held", "production"), required=True)
+    ap.add_argument("--stage", choices=("tune", "gains", "held", "production"), required=True)
     ap.add_argument("--family", choices=tuple(TRACES))
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--heuristic", choices=tuple(sr.HEURISTICS), default="last-clear", help="--stage tune: which")
@@ -167,6 +189,10 @@ def main() -> None:
         t0 = time.perf_counter()
         if args.stage == "tune":
             tune_file(family, args.heuristic).write_text(json.dumps(tune(family, args.heuristic), indent=1) + "\n")
+        elif args.stage == "gains":
+            doc = gains(family)
+            doc["wall_s"] = time.perf_counter() - t0
+            (ROOT / f"bench/balance_scan_recovery_gains_{family}.json").write_text(json.dumps(doc, indent=1) + "\n")
         elif args.stage == "production":
             doc = production(family)
             path = ROOT / f"bench/balance_scan_recovery_production_{family}.json"
