@@ -139,9 +139,18 @@ def test_scans_scenario_refuses_what_cannot_decide_on_a_scan_in_one_line(cli, tm
     trace = generic_trace(tmp_path / "wave.csv", vms=8, samples=40)
     for name, said in (("llmvirt-rl", "acts on the simulator's state"), ("no-such", "unknown balancer"),
                        ("scan-heuristic:nope", "unknown heuristic"),
+                       ("scan-heuristic:host:much", "must be a number"),
+                       ("scan-heuristic:host:1:2", "unknown heuristic"),
                        (f"llmvirt-scan:{tmp_path}", "has no scan recovery")):
         code, _out, err = cli("bench", "--scenario", "scans", "--trace", str(trace), "--policies", name)
         assert code == 2 and said in err and len(err.strip().splitlines()) == 1, (name, err)
+
+
+def test_a_scan_heuristic_runs_at_its_tuned_point_or_at_a_gain_it_is_given() -> None:
+    from llmvirt.bench.scans import HEURISTIC_POINTS, heuristic_point
+
+    assert heuristic_point("scan-heuristic") == ("last-clear", *HEURISTIC_POINTS["last-clear"])
+    assert heuristic_point("scan-heuristic:host:1.5") == ("host", HEURISTIC_POINTS["host"][0], 1.5)
 
 
 def test_the_scan_heuristics_points_are_the_ones_their_tuning_chose() -> None:

@@ -11,7 +11,7 @@ store's hour of scans kept as a controller keeps it. Policy names:
 - ``scan-heuristic``: the tuned heuristic the network must beat (ablation (a)): CP-SAT on each VM's last reading from
   before its host saturated, at the point tuned on the training fleets (:data:`HEURISTIC_POINTS`);
 - ``scan-heuristic:host``: the host-wide heuristic, a saturated host's readings scaled by how much more its VMs read
-  at their last clear step, at its own tuned point;
+  at their last clear step, at its own tuned point; ``scan-heuristic:NAME:GAIN``: either one at another gain;
 - any other balancer name (``baseline:cp-sat:2:0.1:0.95``, the default before; ``tuned:FAMILY``; a field baseline):
   that balancer deciding on the reading.
 """
@@ -48,10 +48,7 @@ def contender(name: str) -> Contender:
     from llmvirt.strategies.scan_recovery import ScanRecoveryBalancer
 
     if name.split(":")[0] == HEURISTIC:
-        which = name.split(":", 1)[1] if ":" in name else "last-clear"
-        if which not in HEURISTIC_POINTS:
-            raise UsageError(f"unknown heuristic {which!r}: use {HEURISTIC} or {HEURISTIC}:host")
-        trigger, gain = HEURISTIC_POINTS[which]
+        which, trigger, gain = heuristic_point(name)
         point = f"cp-sat:{sr.CPSAT_MOVES}:{sr.CPSAT_PRICE:g}:{trigger:g}"
         return make_balancer(point), sr.ScanRecovery(None, gain, heuristic=which).demand
     base = fleet_scenario.resolved(name)
@@ -65,6 +62,23 @@ def contender(name: str) -> Contender:
     if isinstance(b, ScanRecoveryBalancer):
         return b.balancer, b.recovery.demand
     return b, reading
+
+
+def heuristic_point(name: str) -> tuple[str, float, float]:
+    """(heuristic, trigger, gain) of ``scan-heuristic[:NAME[:GAIN]]``: its tuned point, or that trigger at GAIN."""
+    parts = name.split(":")
+    which = parts[1] if len(parts) > 1 else "last-clear"
+    if which not in HEURISTIC_POINTS or len(parts) > 3:
+        raise UsageError(f"unknown heuristic {':'.join(parts[1:])!r}: use {HEURISTIC}[:last-clear|:host][:GAIN]")
+    trigger, gain = HEURISTIC_POINTS[which]
+    if len(parts) == 3:
+        try:
+            gain = float(parts[2])
+        except ValueError:
+            gain = -1.0
+        if not 0.0 <= gain <= 10.0:
+            raise UsageError(f"{name}: the gain must be a number from 0 to 10")
+    return which, trigger, gain
 
 
 def check(names: list[str]) -> None:
