@@ -154,16 +154,24 @@ def test_a_scan_heuristic_runs_at_its_tuned_point_or_at_a_gain_it_is_given() -> 
 
 
 def test_the_scan_heuristics_points_are_the_ones_their_tuning_chose() -> None:
-    """Each heuristic of the scenario runs at the point bench/balance_scan_recovery.py chose on the training fleets."""
+    """Each heuristic of the scenario runs at the point bench/balance_scan_recovery.py chose on the training fleets,
+    over the grid and its extension above the edge (``--stage gains``), and so does the shipped estimate."""
     from llmvirt.bench.scans import HEURISTIC_POINTS
 
-    root = Path(__file__).resolve().parents[1] / "bench"
+    root = Path(__file__).resolve().parents[1]
+    families = ("bitbrains-jul", "bitbrains-aug")
+    extra = [json.loads((root / f"bench/balance_scan_recovery_gains_{f}.json").read_text())["costs"] for f in families]
     for which, point in HEURISTIC_POINTS.items():
         prefix = "" if which == "last-clear" else f"{which}_"
-        docs = [json.loads((root / f"balance_scan_recovery_tune_{prefix}{f}.json").read_text())["costs"]
-                for f in ("bitbrains-jul", "bitbrains-aug")]
-        best = min(docs[0], key=lambda k: sum(d[k] for d in docs))
-        assert tuple(float(v) for v in best.split(":")) == point, which
+        docs = [json.loads((root / f"bench/balance_scan_recovery_tune_{prefix}{f}.json").read_text())["costs"]
+                for f in families]
+        summed = {k: sum(d[k] for d in docs) for k in docs[0]} | {k: sum(e[which][k] for e in extra)
+                                                                 for k in extra[0][which]}
+        assert len(summed) == 6 and tuple(float(v) for v in min(summed, key=summed.__getitem__).split(":")) == point
+    shipped = json.loads((root / "policies/default/scan_recovery.json").read_text())
+    summed = shipped["grid_costs"] | {k: sum(e["shipped estimate"][k] for e in extra)
+                                      for k in extra[0]["shipped estimate"]}
+    assert min(summed, key=summed.__getitem__) == f"{shipped['trigger']}:{shipped['gain']}"
 
 
 def test_scans_scenario_reproduces_the_held_back_figure_the_balance_default_was_judged_on(cli) -> None:
