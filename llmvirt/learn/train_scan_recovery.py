@@ -39,7 +39,7 @@ DEFAULT_POINT = "cp-sat:2:0.1:0.95"  #: what the samples are drawn under: the ba
 SAMPLE_SEEDS = (2000, 2001)  #: fleets of training VMs the samples come from (not the tuning fleets)
 GRID = tuple((trigger, gain) for trigger in (0.95, 1.0) for gain in (0.5, 1.0))  #: (CP-SAT trigger, gain)
 
-Recorder = Callable[[np.ndarray, np.ndarray], None]
+Recorder = Callable[[ScanWindow, np.ndarray, np.ndarray], None]  #: (window, valid VMs, next demand - reading)
 
 
 @dataclass(frozen=True)
@@ -60,15 +60,14 @@ class RecoveryConfig(ForecastConfig):
 def run_on_scans(balancer: Any, decide_on: Callable[[ScanWindow], np.ndarray], trace: UsageTrace,
                  fleets: list[Fleet], cfg: EnvConfig, record: Recorder | None = None) -> list[dict[str, float]]:
     """``balancer`` (``decide(ClusterArrays)``) on every fleet for a day, deciding on ``decide_on(window)`` (E, V)
-    cores; each fleet's metrics row. ``record(inputs, target)`` gets each step's inputs and next-step demand
-    minus the reading now, for every VM."""
+    cores; each fleet's metrics row. ``record(window, valid, target)`` gets each step's window, which VMs are
+    real, and every VM's next-step demand minus the reading now."""
     env = BalanceEnv(trace, len(fleets), cfg, fleets=fleets)
     tracker = ScanTracker(env)
     for _ in range(cfg.episode_steps):
         w = tracker.window()
         if record is not None:
-            valid = env.vm_valid
-            record(sr.inputs(w)[valid], (next_demand(env) - w.seen[..., -1])[valid].astype(np.float32))
+            record(w, env.vm_valid, (next_demand(env) - w.seen[..., -1])[env.vm_valid].astype(np.float32))
         seen = decide_on(w) * cfg.mhz_per_core
         views = [env.fleet_view(e) for e in range(len(fleets))]
         plans = [balancer.decide(replace(v, vm_cpu_mhz=seen[e, : v.vm_host.size])) for e, v in enumerate(views)]
@@ -99,13 +98,14 @@ def seeded_fleets(traces: list[tuple[UsageTrace, np.ndarray]], seeds: tuple[int,
     return out
 
 
-def samples(runs: list[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, next-step demand minus the reading) of every VM and step while the default runs on ``runs``."""
+def samples(runs: list[tuple[Any, ...]], n: int = len(sr.FEATURES)) -> tuple[np.ndarray, np.ndarray]:
+    """(the first ``n`` inputs, next-step demand minus the reading) of every VM and step while the default runs on
+    ``runs``."""
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
     for trace, cfg, fl in runs:
         run_on_scans(make_balancer(DEFAULT_POINT), reading, trace, fl, cfg,
-                     record=lambda x, y: (xs.append(x), ys.append(y)))
+                     record=lambda w, valid, y: (xs.append(sr.inputs(w, n)[valid]), ys.append(y)))
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -129,9 +129,8 @@ def train(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: RecoveryC
           log: Any = print) -> dict[str, Any]:
     """Draw the samples, fit, choose (trigger, gain) on the tuning fleets, write the checkpoint and curve."""
     t0 = time.perf_counter()
-    x, y = samples(seeded_fleets(traces, cfg.sample_seeds, cfg))
     features = cfg.features()
-    x = np.ascontiguousarray(x[:, : len(features)])
+    x, y = samples(seeded_fleets(traces, cfg.sample_seeds, cfg), len(features))
     log(f"{y.size} samples in {time.perf_counter() - t0:.0f} s")
     net, curve = fit(x, y, cfg)
     for row in curve:
