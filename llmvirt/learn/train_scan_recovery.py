@@ -121,6 +121,17 @@ def grid_costs(recovery: sr.ScanRecovery, runs: list[tuple[Any, ...]],
     return costs
 
 
+def choose(estimator: sr.DemandEstimator, traces: list[tuple[UsageTrace, np.ndarray]], cfg: RecoveryConfig,
+           log: Any = print) -> tuple[float, float, dict[str, float]]:
+    """(trigger, gain, every grid point's cost): the point of :data:`GRID` with the lowest cost on the tuning
+    fleets (``cfg.tune_seeds``) of ``traces``' VMs."""
+    costs = grid_costs(sr.ScanRecovery(estimator), seeded_fleets(traces, cfg.tune_seeds, cfg))
+    best = min(costs, key=costs.__getitem__)
+    trigger, gain = (float(v) for v in best.split(":"))
+    log(f"chose trigger {trigger}, gain {gain}: cost {costs[best]:.1f} on the tuning fleets; grid {costs}")
+    return trigger, gain, costs
+
+
 def _arrays(net: ChangeNet) -> dict[str, np.ndarray]:
     return {k: v.detach().numpy() for k, v in net.state_dict().items()}
 
@@ -135,10 +146,7 @@ def train(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: RecoveryC
     net, curve = fit(x, y, cfg)
     for row in curve:
         log(f"epoch {row['epoch']}: loss {row['loss']:.4f}, R2 of the difference {row['r2']:.4f}")
-    costs = grid_costs(sr.ScanRecovery(sr.DemandEstimator(_arrays(net))), seeded_fleets(traces, cfg.tune_seeds, cfg))
-    best = min(costs, key=costs.__getitem__)
-    trigger, gain = (float(v) for v in best.split(":"))
-    log(f"chose trigger {trigger}, gain {gain}: cost {best} {costs[best]:.1f} on the tuning fleets; grid {costs}")
+    trigger, gain, costs = choose(sr.DemandEstimator(_arrays(net)), traces, cfg, log)
     spec = HeadSpec(sr.STEM, cfg.feature_spec, features, lambda m: ChangeNet(m["n_in"], m["hidden"]))
     meta = {"trigger": trigger, "gain": gain, "grid_costs": costs, "config": asdict(cfg), "curve": curve,
             "sampled_under": DEFAULT_POINT, "samples": int(y.size),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -112,6 +113,21 @@ def save_head(model: nn.Module, directory: Path, spec: HeadSpec, config: dict[st
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"{spec.name}.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    return _write_head_meta(directory, spec, config, meta)
+
+
+def save_head_arrays(arrays: dict[str, np.ndarray], directory: Path, spec: HeadSpec, config: dict[str, Any],
+                     meta: dict[str, Any]) -> Path:
+    """:func:`save_head` for weights held as numpy arrays (an ensemble stacked from other checkpoints)."""
+    from safetensors.numpy import save_file as save_numpy
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_numpy({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(directory / f"{spec.name}.safetensors"))
+    return _write_head_meta(directory, spec, config, meta)
+
+
+def _write_head_meta(directory: Path, spec: HeadSpec, config: dict[str, Any], meta: dict[str, Any]) -> Path:
+    weights = directory / f"{spec.name}.safetensors"
     doc = {"format_version": FORMAT_VERSION, "head": spec.name,
            "feature_spec": {"version": spec.version, "features": list(spec.features)},
            "model": config, "weights_sha256": _sha256(weights), "git_commit": git_commit(), **meta}

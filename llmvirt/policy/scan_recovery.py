@@ -103,32 +103,63 @@ HEURISTICS = {"last-clear": last_clear, "host": host_scaled}  #: the heuristics 
 
 
 class DemandEstimator:
-    """The fitted MLP: each VM's estimated CPU demand over the next step, in cores."""
+    """The fitted MLP, or the mean of several (an ensemble): each VM's estimated CPU demand over the next step, in
+    cores."""
 
     def __init__(self, arrays: dict[str, np.ndarray]) -> None:
-        """``arrays``: ``scale`` and ``net.{0,2,4}.{weight,bias}``; a wrong shape is refused as a CheckpointError."""
-        try:
-            self.scale = arrays["scale"].astype(np.float32)
-            self.layers = [(arrays[f"{p}.weight"].astype(np.float32), arrays[f"{p}.bias"].astype(np.float32))
-                           for p in LAYERS]
-        except KeyError as exc:
-            raise CheckpointError(f"weights do not fit the scan recovery: missing {exc}") from None
-        self.n_in = int(self.layers[0][0].shape[1])
-        if self.n_in not in (len(VM_FEATURES), len(FEATURES)) or self.scale.shape != (self.n_in,):
+        """``arrays``: ``scale`` and ``net.{0,2,4}.{weight,bias}`` of one MLP, or the same under ``memberK.`` for
+        each member of an ensemble; a wrong shape is refused as a CheckpointError."""
+        self.members = [_member(a) for a in _split_members(arrays)]
+        widths = {n for scale, layers in self.members for n in (scale.shape[0], layers[0][0].shape[1])}
+        self.n_in = int(self.members[0][1][0][0].shape[1])
+        if widths != {self.n_in} or self.n_in not in (len(VM_FEATURES), len(FEATURES)):
             raise CheckpointError("weights do not fit the scan recovery's feature spec")
 
     def difference(self, x: np.ndarray) -> np.ndarray:
-        """(...) the MLP's estimate of the next step's demand minus the reading now, from inputs (..., FEATURES)."""
-        h = x[..., : self.n_in] / self.scale
-        for i, (wt, b) in enumerate(self.layers):
-            h = h @ wt.T + b
-            if i < len(self.layers) - 1:
-                h = np.maximum(h, 0.0)
-        return h[..., 0].astype(np.float64)
+        """(...) the estimate of the next step's demand minus the reading now, from inputs (..., FEATURES): the
+        MLP's, or the mean of the members'."""
+        out = np.zeros(x.shape[:-1])
+        for scale, layers in self.members:
+            h = x[..., : self.n_in] / scale
+            for i, (wt, b) in enumerate(layers):
+                h = h @ wt.T + b
+                if i < len(layers) - 1:
+                    h = np.maximum(h, 0.0)
+            out += h[..., 0].astype(np.float64)
+        return out / len(self.members)
 
     def __call__(self, w: ScanWindow) -> np.ndarray:
         """(E, V) estimated demand: the reading now plus the MLP's difference, never below 0."""
         return np.maximum(w.seen[..., -1] + self.difference(inputs(w, self.n_in)), 0.0)
+
+
+Member = tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]  #: one MLP: (input scale, [(weight, bias)])
+
+
+def _split_members(arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """One MLP's arrays, or each ensemble member's (``memberK.`` prefixes, in K's order)."""
+    if "scale" in arrays or not any(k.startswith("member") for k in arrays):
+        return [arrays]
+    groups: dict[int, dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        head, _, rest = key.partition(".")
+        if not head.startswith("member") or not head[6:].isdigit():
+            raise CheckpointError(f"weights do not fit the scan recovery: unexpected {key!r}")
+        groups.setdefault(int(head[6:]), {})[rest] = value
+    return [groups[k] for k in sorted(groups)]
+
+
+def _member(arrays: dict[str, np.ndarray]) -> Member:
+    try:
+        return (arrays["scale"].astype(np.float32),
+                [(arrays[f"{p}.weight"].astype(np.float32), arrays[f"{p}.bias"].astype(np.float32)) for p in LAYERS])
+    except KeyError as exc:
+        raise CheckpointError(f"weights do not fit the scan recovery: missing {exc}") from None
+
+
+def ensemble_arrays(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays of an ensemble whose estimate is the mean of ``members``' (each one MLP's arrays)."""
+    return {f"member{k}.{name}": v for k, arrays in enumerate(members) for name, v in arrays.items()}
 
 
 @dataclass
