@@ -41,6 +41,8 @@ def build(members: list[Path], out: Path, traces: list[tuple[UsageTrace, np.ndar
     if len(specs) != 1:
         raise UsageError(f"the members were trained on different feature specs {sorted(specs)}")
     version = specs.pop()
+    if any(m.get("quantiles") for _, m in loaded):
+        raise UsageError("an ensemble's members estimate the mean: quantile checkpoints are not ensembled")
     arrays = sr.ensemble_arrays([a for a, _ in loaded])
     cfg = replace(tune or tsr.RecoveryConfig(), feature_spec=version)
     trigger, gain, costs = tsr.choose(sr.DemandEstimator(arrays), traces, cfg, log)

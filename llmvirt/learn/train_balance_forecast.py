@@ -55,16 +55,17 @@ class ForecastConfig:
 class ChangeNet(nn.Module):
     """The MLP :class:`llmvirt.policy.balance_forecast.ChangeForecaster` runs, with its input scale."""
 
-    def __init__(self, n_in: int, hidden: int) -> None:
-        """``n_in`` inputs, two hidden layers of ``hidden``."""
+    def __init__(self, n_in: int, hidden: int, n_out: int = 1) -> None:
+        """``n_in`` inputs, two hidden layers of ``hidden``, ``n_out`` outputs (more than one: quantiles)."""
         super().__init__()
         self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, 1))
+                                 nn.Linear(hidden, n_out))
         self.register_buffer("scale", torch.ones(n_in))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Predicted change per row of unscaled inputs."""
-        return self.net(x / self.scale).squeeze(-1)
+        """Predicted change per row of unscaled inputs: (rows,), or (rows, n_out) with several outputs."""
+        out = self.net(x / self.scale)
+        return out.squeeze(-1) if out.shape[-1] == 1 else out
 
 
 def samples(trace: UsageTrace, vms: np.ndarray, mhz_per_core: float = 2600.0,
@@ -80,8 +81,12 @@ def samples(trace: UsageTrace, vms: np.ndarray, mhz_per_core: float = 2600.0,
     return x, (ahead - cpu[:, steps]).ravel().astype(np.float32)
 
 
-def fit(x: np.ndarray, y: np.ndarray, cfg: ForecastConfig) -> tuple[ChangeNet, list[dict[str, float]]]:
-    """The MLP fitted to ``y``; the curve: per epoch, mean training loss and R2 on every sample afterwards."""
+def fit(x: np.ndarray, y: np.ndarray, cfg: ForecastConfig,
+        quantiles: tuple[float, ...] = ()) -> tuple[ChangeNet, list[dict[str, float]]]:
+    """The MLP fitted to ``y`` (squared error, or with ``quantiles`` one output per quantile by pinball loss); the
+    curve: per epoch, mean training loss and R2 on every sample afterwards (of the quantile nearest the median)."""
+    if quantiles:
+        return _fit_quantiles(x, y, cfg, quantiles)
     torch.manual_seed(cfg.seed)
     net = ChangeNet(x.shape[1], cfg.hidden)
     net.scale.copy_(torch.as_tensor(x.std(axis=0) + 1e-6))
@@ -99,6 +104,33 @@ def fit(x: np.ndarray, y: np.ndarray, cfg: ForecastConfig) -> tuple[ChangeNet, l
             losses.append(loss.item())
         with torch.no_grad():
             r2 = 1.0 - float(((net(xt) - yt) ** 2).mean() / (yt ** 2).mean())
+        curve.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "r2": r2})
+    return net, curve
+
+
+def _fit_quantiles(x: np.ndarray, y: np.ndarray, cfg: ForecastConfig,
+                   quantiles: tuple[float, ...]) -> tuple[ChangeNet, list[dict[str, float]]]:
+    """:func:`fit` with one output per quantile, by pinball loss summed over them."""
+    torch.manual_seed(cfg.seed)
+    net = ChangeNet(x.shape[1], cfg.hidden, len(quantiles))
+    net.scale.copy_(torch.as_tensor(x.std(axis=0) + 1e-6))
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    tau = torch.as_tensor(quantiles, dtype=xt.dtype)
+    mid = int(np.argmin(np.abs(np.asarray(quantiles) - 0.5)))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    curve = []
+    for epoch in range(cfg.epochs):
+        losses = []
+        for idx in torch.randperm(len(xt), generator=gen).split(4096):
+            d = yt[idx, None] - net(xt[idx])
+            loss = torch.maximum(tau * d, (tau - 1) * d).sum(-1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        with torch.no_grad():
+            r2 = 1.0 - float(((net(xt)[:, mid] - yt) ** 2).mean() / (yt ** 2).mean())
         curve.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "r2": r2})
     return net, curve
 

@@ -12,6 +12,9 @@ Recipe (``train_files``; reproducible from its seed):
    balance cost summed on the benchmarks' tuning fleets (seeds 1000 and 1001, both shapes, every trace), the
    same fleets every balance baseline was tuned on.
 
+With ``--quantiles`` (e.g. 0.5,0.75,0.9) the MLP has one output per quantile of the difference, fitted by pinball
+loss; the quantile it decides on is chosen with the gain on the tuning fleets (:data:`QUANTILE_GRID` each).
+
 Writes ``scan_recovery.safetensors`` and ``.json`` (the choice, every grid point's cost, the data) and the
 learning curve ``scan_recovery_curve.csv`` (epoch, training loss, R2 of the difference on the training samples).
 """
@@ -38,6 +41,8 @@ from llmvirt.strategies.registry import make_balancer
 DEFAULT_POINT = "cp-sat:2:0.1:0.95"  #: what the samples are drawn under: the balance default's point
 SAMPLE_SEEDS = (2000, 2001)  #: fleets of training VMs the samples come from (not the tuning fleets)
 GRID = tuple((trigger, gain) for trigger in (0.95, 1.0) for gain in (0.5, 1.0))  #: (CP-SAT trigger, gain)
+QUANTILE_GRID = tuple((0.95, gain) for gain in (0.5, 1.0))
+"""Each quantile's (trigger, gain) points: every grid of the mean chose trigger 0.95 (1.0 was 4-8 % dearer)."""
 
 Recorder = Callable[[ScanWindow, np.ndarray, np.ndarray], None]  #: (window, valid VMs, next demand - reading)
 
@@ -51,6 +56,7 @@ class RecoveryConfig(ForecastConfig):
     shapes: tuple[str, ...] = tuple(SHAPES)  #: fleet shapes (of ``SHAPES``) sampled and tuned on
     fleets_per_seed: int = 0  #: fleets a seed and shape (0: the benchmarks' 16 of one size, 8 mixed)
     feature_spec: int = 1  #: 1: each VM's own inputs (the shipped default's); 2: and its host's as a whole
+    quantiles: tuple[float, ...] = ()  #: (): the mean (squared error); else one output per quantile (pinball loss)
 
     def features(self) -> tuple[str, ...]:
         """The inputs of :attr:`feature_spec`."""
@@ -123,12 +129,23 @@ def grid_costs(recovery: sr.ScanRecovery, runs: list[tuple[Any, ...]],
 
 def choose(estimator: sr.DemandEstimator, traces: list[tuple[UsageTrace, np.ndarray]], cfg: RecoveryConfig,
            log: Any = print) -> tuple[float, float, dict[str, float]]:
-    """(trigger, gain, every grid point's cost): the point of :data:`GRID` with the lowest cost on the tuning
-    fleets (``cfg.tune_seeds``) of ``traces``' VMs."""
-    costs = grid_costs(sr.ScanRecovery(estimator), seeded_fleets(traces, cfg.tune_seeds, cfg))
+    """(trigger, gain, every grid point's cost): the point with the lowest cost on the tuning fleets
+    (``cfg.tune_seeds``) of ``traces``' VMs: of :data:`GRID`, or with ``cfg.quantiles`` of each quantile's
+    :data:`QUANTILE_GRID` (keys ``QUANTILE:TRIGGER:GAIN``; ``estimator.output`` is left on the chosen quantile)."""
+    runs = seeded_fleets(traces, cfg.tune_seeds, cfg)
+    if not cfg.quantiles:
+        costs = grid_costs(sr.ScanRecovery(estimator), runs)
+    else:
+        costs = {}
+        for i, q in enumerate(cfg.quantiles):
+            estimator.output = i
+            costs.update({f"{q}:{k}": v for k, v in grid_costs(sr.ScanRecovery(estimator), runs,
+                                                                QUANTILE_GRID).items()})
     best = min(costs, key=costs.__getitem__)
-    trigger, gain = (float(v) for v in best.split(":"))
-    log(f"chose trigger {trigger}, gain {gain}: cost {costs[best]:.1f} on the tuning fleets; grid {costs}")
+    *quantile, trigger, gain = (float(v) for v in best.split(":"))
+    if quantile:
+        estimator.output = cfg.quantiles.index(quantile[0])
+    log(f"chose {best}: cost {costs[best]:.1f} on the tuning fleets; grid {costs}")
     return trigger, gain, costs
 
 
@@ -143,17 +160,21 @@ def train(traces: list[tuple[UsageTrace, np.ndarray]], out: Path, cfg: RecoveryC
     features = cfg.features()
     x, y = samples(seeded_fleets(traces, cfg.sample_seeds, cfg), len(features))
     log(f"{y.size} samples in {time.perf_counter() - t0:.0f} s")
-    net, curve = fit(x, y, cfg)
+    net, curve = fit(x, y, cfg, cfg.quantiles)
     for row in curve:
         log(f"epoch {row['epoch']}: loss {row['loss']:.4f}, R2 of the difference {row['r2']:.4f}")
-    trigger, gain, costs = choose(sr.DemandEstimator(_arrays(net)), traces, cfg, log)
-    spec = HeadSpec(sr.STEM, cfg.feature_spec, features, lambda m: ChangeNet(m["n_in"], m["hidden"]))
-    meta = {"trigger": trigger, "gain": gain, "grid_costs": costs, "config": asdict(cfg), "curve": curve,
+    estimator = sr.DemandEstimator(_arrays(net))
+    trigger, gain, costs = choose(estimator, traces, cfg, log)
+    spec = HeadSpec(sr.STEM, cfg.feature_spec, features,
+                    lambda m: ChangeNet(m["n_in"], m["hidden"], m.get("n_out", 1)))
+    chosen = {"quantiles": list(cfg.quantiles), "quantile": cfg.quantiles[estimator.output]} if cfg.quantiles else {}
+    meta = {"trigger": trigger, "gain": gain, **chosen, "grid_costs": costs, "config": asdict(cfg), "curve": curve,
             "sampled_under": DEFAULT_POINT, "samples": int(y.size),
             "training_data": [{"trace": label, "split": "sha256(name) < train_fraction", "train_vms": int(v.size)}
                               for label, (_, v) in zip(labels, traces, strict=True)],
             "wall_s": time.perf_counter() - t0}
-    save_head(net, out, spec, {"n_in": len(features), "hidden": cfg.hidden}, meta)
+    model = {"n_in": len(features), "hidden": cfg.hidden, **({"n_out": len(cfg.quantiles)} if cfg.quantiles else {})}
+    save_head(net, out, spec, model, meta)
     with (out / f"{sr.STEM}_curve.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["epoch", "loss", "r2"])
         w.writeheader()
@@ -167,7 +188,8 @@ def train_files(paths: list[Path], out: Path, cfg: RecoveryConfig, log: Any = pr
 
 
 def main() -> None:
-    """``python -m llmvirt.learn.train_scan_recovery OUT TRACE...`` [--seed N] [--feature-spec 1|2]."""
+    """``python -m llmvirt.learn.train_scan_recovery OUT TRACE...`` [--seed N] [--feature-spec 1|2]
+    [--quantiles Q,...]."""
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -175,8 +197,23 @@ def main() -> None:
     ap.add_argument("traces", type=Path, nargs="+")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--feature-spec", type=int, choices=(1, 2), default=RecoveryConfig.feature_spec)
+    ap.add_argument("--quantiles", type=_quantiles, default=(), help="e.g. 0.5,0.75,0.9: one output per quantile")
     args = ap.parse_args()
-    train_files(args.traces, args.out, RecoveryConfig(seed=args.seed, feature_spec=args.feature_spec))
+    train_files(args.traces, args.out, RecoveryConfig(seed=args.seed, feature_spec=args.feature_spec,
+                                                      quantiles=args.quantiles))
+
+
+def _quantiles(text: str) -> tuple[float, ...]:
+    """``--quantiles``: comma-separated, each strictly between 0 and 1."""
+    import argparse
+
+    try:
+        qs = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        qs = ()
+    if not qs or not all(0.0 < q < 1.0 for q in qs) or len(set(qs)) != len(qs):
+        raise argparse.ArgumentTypeError(f"{text!r}: distinct numbers between 0 and 1, comma-separated")
+    return qs
 
 
 if __name__ == "__main__":

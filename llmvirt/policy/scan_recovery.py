@@ -110,6 +110,8 @@ class DemandEstimator:
         """``arrays``: ``scale`` and ``net.{0,2,4}.{weight,bias}`` of one MLP, or the same under ``memberK.`` for
         each member of an ensemble; a wrong shape is refused as a CheckpointError."""
         self.members = [_member(a) for a in _split_members(arrays)]
+        self.n_out = int(self.members[0][1][-1][0].shape[0])  #: outputs: 1, or one per quantile
+        self.output = 0  #: which output estimates (a quantile checkpoint's chosen quantile)
         widths = {n for scale, layers in self.members for n in (scale.shape[0], layers[0][0].shape[1])}
         self.n_in = int(self.members[0][1][0][0].shape[1])
         if widths != {self.n_in} or self.n_in not in (len(VM_FEATURES), len(FEATURES)):
@@ -125,7 +127,7 @@ class DemandEstimator:
                 h = h @ wt.T + b
                 if i < len(layers) - 1:
                     h = np.maximum(h, 0.0)
-            out += h[..., 0].astype(np.float64)
+            out += h[..., self.output].astype(np.float64)
         return out / len(self.members)
 
     def __call__(self, w: ScanWindow) -> np.ndarray:
@@ -189,7 +191,13 @@ def load(directory: Path) -> ScanRecovery:
     except (KeyError, TypeError, ValueError):
         raise CheckpointError(f"{directory / (STEM + '.json')}: no gain and trigger") from None
     estimator = DemandEstimator(arrays)
+    where = directory / f"{STEM}.json"
     if estimator.n_in != len(meta["feature_spec"]["features"]):
-        raise CheckpointError(f"{directory / (STEM + '.json')}: weights read {estimator.n_in} inputs, its feature "
+        raise CheckpointError(f"{where}: weights read {estimator.n_in} inputs, its feature "
                               f"spec names {len(meta['feature_spec']['features'])}")
+    quantiles = meta.get("quantiles") or []
+    if estimator.n_out != max(len(quantiles), 1) or (quantiles and meta.get("quantile") not in quantiles):
+        raise CheckpointError(f"{where}: its {estimator.n_out} outputs do not match its quantiles {quantiles} and "
+                              f"the chosen one {meta.get('quantile')!r}")
+    estimator.output = quantiles.index(meta["quantile"]) if quantiles else 0
     return ScanRecovery(estimator, gain, trigger, meta)
