@@ -89,6 +89,16 @@ def test_the_ensemble_refuses_tampering_mixed_specs_and_a_single_member(members:
         sr.DemandEstimator(arrays)
     with pytest.raises(CheckpointError, match="unexpected"):
         sr.DemandEstimator({**arrays, "other.scale": np.ones(3, dtype=np.float32)})
+    from safetensors.numpy import load_file
+
+    good_arrays = dict(load_file(str(weights)))
+    narrow = {**good_arrays, "member1.net.2.weight": good_arrays["member1.net.2.weight"][:, :-1]}
+    with pytest.raises(CheckpointError, match="does not follow"):
+        sr.DemandEstimator(narrow)
+    two = {**good_arrays, "member1.net.4.weight": np.repeat(good_arrays["member1.net.4.weight"], 2, axis=0),
+           "member1.net.4.bias": np.repeat(good_arrays["member1.net.4.bias"], 2)}
+    with pytest.raises(CheckpointError, match="outputs differ"):
+        sr.DemandEstimator(two)
 
 
 def test_the_builders_command_line_refuses_bad_input_in_one_line(members: dict[str, Path], tmp_path: Path,

@@ -79,7 +79,8 @@ def test_a_checkpoint_whose_quantiles_do_not_match_its_outputs_is_refused(traine
     good = meta_path.read_text()
     doc = json.loads(good)
     try:
-        for bad in ({"quantile": 0.7}, {"quantiles": [0.5]}, {"quantiles": [], "quantile": None}):
+        for bad in ({"quantile": 0.7}, {"quantiles": [0.5]}, {"quantiles": [], "quantile": None},
+                    {"quantiles": "0.5,0.9", "quantile": "0.5"}):
             meta_path.write_text(json.dumps({**doc, **bad}))
             with pytest.raises(CheckpointError, match="outputs"):
                 sr.load(out)

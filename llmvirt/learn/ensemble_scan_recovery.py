@@ -51,6 +51,7 @@ def build(members: list[Path], out: Path, traces: list[tuple[UsageTrace, np.ndar
                          "grid_costs": m["grid_costs"]} for d, (_, m) in zip(members, loaded, strict=True)],
             "tuning": {"traces": labels, "seeds": list(cfg.tune_seeds)},
             "wall_s": time.perf_counter() - t0}
+    # never read back through torch: DemandEstimator reads the stacked arrays, so there is no module to build
     spec = HeadSpec(sr.STEM, version, cfg.features(), lambda m: None)  # type: ignore[arg-type,return-value]
     first = loaded[0][1]["model"]
     save_head_arrays(arrays, out, spec, {**first, "members": len(members)}, meta)

@@ -116,6 +116,8 @@ class DemandEstimator:
         self.n_in = int(self.members[0][1][0][0].shape[1])
         if widths != {self.n_in} or self.n_in not in (len(VM_FEATURES), len(FEATURES)):
             raise CheckpointError("weights do not fit the scan recovery's feature spec")
+        if {layers[-1][0].shape[0] for _, layers in self.members} != {self.n_out}:
+            raise CheckpointError("weights do not fit the scan recovery: the members' outputs differ")
 
     def difference(self, x: np.ndarray) -> np.ndarray:
         """(...) the estimate of the next step's demand minus the reading now, from inputs (..., FEATURES): the
@@ -152,11 +154,18 @@ def _split_members(arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]
 
 
 def _member(arrays: dict[str, np.ndarray]) -> Member:
+    """One MLP's (scale, layers), each layer's shape checked against the one before it."""
     try:
-        return (arrays["scale"].astype(np.float32),
-                [(arrays[f"{p}.weight"].astype(np.float32), arrays[f"{p}.bias"].astype(np.float32)) for p in LAYERS])
+        scale = arrays["scale"].astype(np.float32)
+        layers = [(arrays[f"{p}.weight"].astype(np.float32), arrays[f"{p}.bias"].astype(np.float32)) for p in LAYERS]
     except KeyError as exc:
         raise CheckpointError(f"weights do not fit the scan recovery: missing {exc}") from None
+    width = scale.shape
+    for wt, b in layers:
+        if wt.ndim != 2 or (wt.shape[1],) != width or b.shape != wt.shape[:1]:
+            raise CheckpointError("weights do not fit the scan recovery: a layer's shape does not follow the last")
+        width = b.shape
+    return scale, layers
 
 
 def ensemble_arrays(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -196,7 +205,8 @@ def load(directory: Path) -> ScanRecovery:
         raise CheckpointError(f"{where}: weights read {estimator.n_in} inputs, its feature "
                               f"spec names {len(meta['feature_spec']['features'])}")
     quantiles = meta.get("quantiles") or []
-    if estimator.n_out != max(len(quantiles), 1) or (quantiles and meta.get("quantile") not in quantiles):
+    if (not isinstance(quantiles, list) or estimator.n_out != max(len(quantiles), 1)
+            or (quantiles and meta.get("quantile") not in quantiles)):
         raise CheckpointError(f"{where}: its {estimator.n_out} outputs do not match its quantiles {quantiles} and "
                               f"the chosen one {meta.get('quantile')!r}")
     estimator.output = quantiles.index(meta["quantile"]) if quantiles else 0
