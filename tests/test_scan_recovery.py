@@ -118,6 +118,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     return out, meta
 
 
+def assert_tampered_weights_refused(out: Path) -> None:
+    """The scan recovery in ``out`` with the last 5 bytes of its weights flipped is refused by its SHA-256; the
+    weights are put back after."""
+    weights = out / f"{sr.STEM}.safetensors"
+    good = weights.read_bytes()
+    try:
+        weights.write_bytes(good[:-5] + bytes(b ^ 0xFF for b in good[-5:]))
+        with pytest.raises(CheckpointError, match="SHA-256"):
+            sr.load(out)
+    finally:
+        weights.write_bytes(good)
+
+
 def test_checkpoints_round_trip_and_refuse_tampering(trained: tuple[Path, dict]) -> None:
     out, meta = trained
     rec = sr.load(out)
@@ -128,14 +141,7 @@ def test_checkpoints_round_trip_and_refuse_tampering(trained: tuple[Path, dict])
     assert spec["features"] == list(sr.FEATURES if spec["version"] == 2 else sr.OLDER_SPECS[1])
     assert doc["training_data"][0]["trace"] == "synthetic" and len(doc["grid_costs"]) == len(tsr.GRID)
     assert (out / f"{sr.STEM}_curve.csv").read_text().splitlines()[0] == "epoch,loss,r2"
-    weights = out / f"{sr.STEM}.safetensors"
-    good = weights.read_bytes()
-    try:
-        weights.write_bytes(good[:-5] + bytes(b ^ 0xFF for b in good[-5:]))
-        with pytest.raises(CheckpointError, match="SHA-256"):
-            sr.load(out)
-    finally:
-        weights.write_bytes(good)
+    assert_tampered_weights_refused(out)
     with pytest.raises(CheckpointError, match="no scan recovery"):
         sr.load(out / "nothing")
     meta_path = out / f"{sr.STEM}.json"
