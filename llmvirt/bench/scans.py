@@ -12,6 +12,7 @@ store's hour of scans kept as a controller keeps it. Policy names:
   before its host saturated, at the point tuned on the training fleets (:data:`HEURISTIC_POINTS`);
 - ``scan-heuristic:host``: the host-wide heuristic, a saturated host's readings scaled by how much more its VMs read
   at their last clear step, at its own tuned point; ``scan-heuristic:NAME:GAIN``: either one at another gain;
+  a last ``:capped`` decides on no more than each VM's vCPUs, as a checkpoint with ``"cap": "vcpus"`` does;
 - any other balancer name (``baseline:cp-sat:2:0.1:0.95``, the default before; ``tuned:FAMILY``; a field baseline):
   that balancer deciding on the reading.
 """
@@ -48,9 +49,10 @@ def contender(name: str) -> Contender:
     from llmvirt.strategies.scan_recovery import ScanRecoveryBalancer
 
     if name.split(":")[0] == HEURISTIC:
-        which, trigger, gain = heuristic_point(name)
+        capped = name.endswith(":capped")
+        which, trigger, gain = heuristic_point(name.removesuffix(":capped"))
         point = f"cp-sat:{sr.CPSAT_MOVES}:{sr.CPSAT_PRICE:g}:{trigger:g}"
-        return make_balancer(point), sr.ScanRecovery(None, gain, heuristic=which).demand
+        return make_balancer(point), sr.ScanRecovery(None, gain, heuristic=which, cap="vcpus" if capped else "").demand
     base = fleet_scenario.resolved(name)
     try:
         if balance_actor(base) is not None:
@@ -69,7 +71,8 @@ def heuristic_point(name: str) -> tuple[str, float, float]:
     parts = name.split(":")
     which = parts[1] if len(parts) > 1 else "last-clear"
     if which not in HEURISTIC_POINTS or len(parts) > 3:
-        raise UsageError(f"unknown heuristic {':'.join(parts[1:])!r}: use {HEURISTIC}[:last-clear|:host][:GAIN]")
+        raise UsageError(f"unknown heuristic {':'.join(parts[1:])!r}: use "
+                         f"{HEURISTIC}[:last-clear|:host][:GAIN][:capped]")
     trigger, gain = HEURISTIC_POINTS[which]
     if len(parts) == 3:
         try:

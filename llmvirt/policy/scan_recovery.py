@@ -7,7 +7,10 @@ its demand is. Here a small MLP estimates each VM's CPU demand over the next ste
 its own readings, whether its host read as saturated at each of them, its vCPUs, and its host's reading now (feature
 spec 1, the shipped default's); spec 2 adds its host's view as a whole (:data:`HOST_FEATURES`). It is
 fitted (squared error) on the simulator's true demand of training VMs while the default ran on scans
-(:mod:`llmvirt.learn.train_scan_recovery`). The balancer then decides on ``seen + gain x (estimate - seen)``.
+(:mod:`llmvirt.learn.train_scan_recovery`). The balancer then decides on ``seen + gain x (estimate - seen)``,
+and, where the checkpoint says ``"cap": "vcpus"``, never on more than the VM's vCPUs can run (or its reading, if
+that is more): a guest's use in CPUs cannot exceed its vCPUs, and an estimate above them is a move made for demand
+that cannot arrive.
 
 :func:`last_clear` is the heuristic it must beat: on a host that reads saturated, a VM's demand is at least its
 last reading from a step when its host was not saturated (what an operator's script would do).
@@ -44,6 +47,7 @@ minus the reading now, and log2 of the host's VMs' last clear readings summed ov
 FEATURES = (*VM_FEATURES, *HOST_FEATURES)  #: spec 2: a checkpoint reads the first ``n_in`` of these
 OLDER_SPECS = {1: VM_FEATURES}  #: older feature specs still read (the shipped default is spec 1)
 LAYERS = ("net.0", "net.2", "net.4")  #: state-dict prefixes of the MLP's linear layers
+CAPS = ("", "vcpus")  #: a checkpoint's ``cap``: none (older checkpoints), or each VM's vCPUs
 
 
 def inputs(w: ScanWindow, n: int = len(FEATURES)) -> np.ndarray:
@@ -182,12 +186,14 @@ class ScanRecovery:
     trigger: float = 1.0  #: the balancer's trigger the recipe chose with it
     meta: dict[str, Any] = field(default_factory=dict)  #: checkpoint metadata
     heuristic: str = "last-clear"  #: with no estimator, which of :data:`HEURISTICS` estimates
+    cap: str = ""  #: of :data:`CAPS`: "vcpus" decides on no more than a VM's vCPUs (or its reading, if more)
 
     def demand(self, w: ScanWindow) -> np.ndarray:
         """(E, V) the demand to decide on, cores."""
         seen = w.seen[..., -1]
         est = HEURISTICS[self.heuristic](w) if self.estimator is None else self.estimator(w)
-        return np.maximum(seen + self.gain * (est - seen), 0.0)
+        demand = np.maximum(seen + self.gain * (est - seen), 0.0)
+        return np.minimum(demand, np.maximum(w.vcpus, seen)) if self.cap == "vcpus" else demand
 
 
 def load(directory: Path) -> ScanRecovery:
@@ -210,4 +216,7 @@ def load(directory: Path) -> ScanRecovery:
         raise CheckpointError(f"{where}: its {estimator.n_out} outputs do not match its quantiles {quantiles} and "
                               f"the chosen one {meta.get('quantile')!r}")
     estimator.output = quantiles.index(meta["quantile"]) if quantiles else 0
-    return ScanRecovery(estimator, gain, trigger, meta)
+    cap = meta.get("cap", "")
+    if cap not in CAPS:
+        raise CheckpointError(f"{where}: unknown cap {cap!r} (known: 'vcpus', or none)")
+    return ScanRecovery(estimator, gain, trigger, meta, cap=cap)
