@@ -86,7 +86,8 @@ class ScanRecoveryStrategy:
         on = view.vm_host == src
         read = view.cpus_used()[on].sum() / cores[src]
         vcpus = int(view.vm_vcpus[vm])
-        most = f" (the most its {vcpus} vCPUs can run)" if est[vm] >= vcpus - 1e-9 else ""
+        most = ("" if est[vm] < vcpus - 1e-9 else f" (the most its {vcpus} vCPUs can run)" if est[vm] <= vcpus + 1e-9
+                else f" (more than its {vcpus} vCPUs can run)")
         return (f"learned estimate: the source reads {read:.0%} of its cores, its demand is estimated at "
                 f"{est[on].sum() / cores[src]:.0%}; this VM {view.cpus_used()[vm]:.2f} CPUs read, "
                 f"{est[vm]:.2f} estimated{most}")
