@@ -73,6 +73,8 @@ def test_a_capped_checkpoint_keeps_its_sources_weights_and_point_and_refuses_an_
     weights = f"{sr.STEM}.safetensors"
     assert meta["capped"]["weights_sha256"] == sha256(SOURCE / weights) == sha256(out / weights)
     assert set(meta["capped"]["tuning_costs"]) == {"none", "vcpus"}
+    bound = meta["capped"]["cap_bound"]
+    assert bound["vm_steps"] > 0 and 0 <= bound["lowered"] <= bound["vm_steps"] and bound["core_steps"] >= 0
     assert meta["grid_costs"] == src.meta["grid_costs"]  # the source's record is kept, not re-chosen
     with pytest.raises(UsageError, match="already capped"):
         csr.build(out, tmp_path / "again", [(synthetic_trace(), np.arange(80))], ["synthetic"], TINY)
@@ -113,6 +115,8 @@ def test_the_committed_capped_checkpoint_is_the_shipped_estimate_with_the_cap() 
     costs = rec.meta["capped"]["tuning_costs"]
     assert costs["none"] == pytest.approx(src.meta["grid_costs"][f"{src.trigger}:{src.gain}"], rel=1e-9)
     assert costs["vcpus"] != costs["none"]
+    bound = rec.meta["capped"]["cap_bound"]
+    assert 0 < bound["lowered"] < bound["vm_steps"] and bound["core_steps"] > 0
 
 
 def test_the_committed_cap_failed_its_rule_so_the_default_stays_uncapped_and_below_the_capped_heuristic() -> None:

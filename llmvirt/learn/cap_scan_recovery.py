@@ -1,11 +1,11 @@
 """A scan recovery capped at each VM's vCPUs: the same weights and point, never deciding on demand that cannot come.
 
-A guest's CPU use cannot exceed its vCPUs, yet the MLP's estimate is a reading plus a difference, and on the tuning
-fleets it exceeded the VM's vCPUs on 0.45 % of VM-steps (by 6,686 core-steps in all): CP-SAT then moved VMs for
-demand no scan could ever show. This writes the checkpoint of ``--from`` again with ``"cap": "vcpus"``
-(:attr:`llmvirt.policy.scan_recovery.ScanRecovery.cap`), with the same weights (the same SHA-256, recorded),
-trigger and gain, and records the cost of the point with and without the cap on the recipe's tuning fleets. The
-point is not chosen again: the cap is a bound on what the estimate may say, not a setting.
+A guest's CPU use cannot exceed its vCPUs, yet the MLP's estimate is a reading plus a difference, and nothing
+bounds it: CP-SAT may then move VMs for demand no scan could ever show. This writes the checkpoint of ``--from``
+again with ``"cap": "vcpus"`` (:attr:`llmvirt.policy.scan_recovery.ScanRecovery.cap`), with the same weights (the
+same SHA-256, recorded), trigger and gain, and records the cost of the point with and without the cap on the
+recipe's tuning fleets, and how often the cap bound there (``capped.cap_bound``). The point is not chosen again:
+the cap is a bound on what the estimate may say, not a setting.
 
 Usage: ``python -m llmvirt.learn.cap_scan_recovery OUT --from DIR --traces TRACE...``
 """
@@ -13,7 +13,7 @@ Usage: ``python -m llmvirt.learn.cap_scan_recovery OUT --from DIR --traces TRACE
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from llmvirt.learn.train_balance_forecast import training_traces
 from llmvirt.policy import scan_recovery as sr
 from llmvirt.policy.checkpoint import HeadSpec, save_head_arrays
 from llmvirt.policy.weights import CheckpointError, load_arrays
+from llmvirt.sim.scan_window import ScanWindow
 from llmvirt.sim.traces import UsageTrace
 from llmvirt.strategies.registry import make_balancer
 
@@ -32,12 +33,35 @@ WRITTEN = ("format_version", "head", "feature_spec", "model", "weights_sha256", 
 """Keys the checkpoint writer sets itself; every other key of the source's JSON is kept."""
 
 
-def point_costs(rec: sr.ScanRecovery, runs: list[tuple[Any, ...]]) -> dict[str, float]:
-    """The cost summed over ``runs`` at ``rec``'s trigger and gain, without the cap and with it."""
+@dataclass
+class Binds:
+    """The capped demand of ``rec``, counting where the cap binds: real VM-steps decided on, those the cap lowered,
+    and by how many core-steps in all."""
+
+    rec: sr.ScanRecovery  #: the uncapped scan recovery
+    vm_steps: int = 0
+    bound: int = 0
+    core_steps: float = 0.0
+
+    def demand(self, w: ScanWindow) -> np.ndarray:
+        """(E, V) ``rec``'s demand with the cap, counted against its demand without it."""
+        plain, capped = self.rec.demand(w), replace(self.rec, cap="vcpus").demand(w)
+        real = w.vcpus > 0  # a fleet's padding VMs have none
+        lowered = real & (capped < plain)
+        self.vm_steps += int(real.sum())
+        self.bound += int(lowered.sum())
+        self.core_steps += float((plain - capped)[lowered].sum())
+        return capped
+
+
+def point_costs(rec: sr.ScanRecovery, runs: list[tuple[Any, ...]]) -> tuple[dict[str, float], Binds]:
+    """The cost summed over ``runs`` at ``rec``'s trigger and gain, without the cap and with it, and where the cap
+    bound in the capped runs."""
     balancer = make_balancer(f"cp-sat:{sr.CPSAT_MOVES}:{sr.CPSAT_PRICE}:{rec.trigger}")
-    return {cap or "none": sum(r["cost"] for tr, cfg, fl in runs
-                               for r in tsr.run_on_scans(balancer, replace(rec, cap=cap).demand, tr, fl, cfg))
-            for cap in sr.CAPS}
+    binds = Binds(rec)
+    costs = {name: sum(r["cost"] for tr, cfg, fl in runs for r in tsr.run_on_scans(balancer, demand, tr, fl, cfg))
+             for name, demand in (("none", rec.demand), ("vcpus", binds.demand))}
+    return costs, binds
 
 
 def source(src: Path) -> sr.ScanRecovery:
@@ -59,11 +83,13 @@ def build(src: Path, out: Path, traces: list[tuple[UsageTrace, np.ndarray]], lab
     rec = source(src)
     arrays, meta = load_arrays(src, sr.STEM, sr.FEATURE_SPEC_VERSION, list(sr.FEATURES), sr.OLDER_SPECS)
     cfg = replace(tune or tsr.RecoveryConfig(), feature_spec=int(meta["feature_spec"]["version"]))
-    costs = point_costs(rec, tsr.seeded_fleets(traces, cfg.tune_seeds, cfg))
-    log(f"at trigger {rec.trigger:g}, gain {rec.gain:g} on the tuning fleets: {costs}")
+    costs, binds = point_costs(rec, tsr.seeded_fleets(traces, cfg.tune_seeds, cfg))
+    bound = {"vm_steps": binds.vm_steps, "lowered": binds.bound, "core_steps": binds.core_steps}
+    log(f"at trigger {rec.trigger:g}, gain {rec.gain:g} on the tuning fleets: {costs}; the cap bound on {bound}")
     kept = {k: v for k, v in meta.items() if k not in WRITTEN}
     new = {**kept, "cap": "vcpus",
            "capped": {"from": str(src), "weights_sha256": meta["weights_sha256"], "tuning_costs": costs,
+                      "cap_bound": bound,
                       "tuning": {"traces": labels, "seeds": list(cfg.tune_seeds)},
                       "wall_s": time.perf_counter() - t0}}
     spec = HeadSpec(sr.STEM, cfg.feature_spec, cfg.features(), lambda m: None)  # type: ignore[arg-type,return-value]
