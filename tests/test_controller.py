@@ -55,6 +55,10 @@ class Controller:
             if tick["role"] == role:
                 return tick, time.monotonic() - t0
 
+    def ticks(self) -> list[dict]:
+        """The tick lines that arrived and were not read yet (for a failure's message)."""
+        return list(self.lines.queue)
+
     def _stderr(self) -> str:
         if self.proc.poll() is None:
             return "(running)"

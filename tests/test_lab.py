@@ -739,7 +739,10 @@ def test_controller_leader_killed_mid_migration_on_a_postgresql_store(lab_env, m
     a = Controller(pg, "--apply", "--max-migrations", "1")
     b = None
     try:
-        running = _wait_running(pg, set())  # a, the only controller, leads and started its migration
+        try:
+            running = _wait_running(pg, set())  # a, the only controller, leads and started its migration
+        except AssertionError as exc:  # say what the leader did instead
+            raise AssertionError(f"{exc}; the leader's last ticks: {a.ticks()[-5:]}; stderr: {a._stderr()}") from None
         assert running["kind"] == "migrate" and running["src"] == "lab-1", running
         b = Controller(pg, "--dry-run")
         assert b.next_tick(60)["role"] == "follower"
