@@ -43,7 +43,7 @@ class Controller:
         try:
             return self.lines.get(timeout=timeout)
         except queue.Empty:
-            raise AssertionError(f"no tick in {timeout} s; stderr: {self._stderr()}") from None
+            raise AssertionError(f"no tick in {timeout} s; stderr: {self.stderr()}") from None
 
     def until(self, role: str, timeout: float) -> tuple[dict, float]:
         """The first tick with ``role`` and the seconds it took to come."""
@@ -59,7 +59,8 @@ class Controller:
         """The tick lines that arrived and were not read yet (for a failure's message)."""
         return list(self.lines.queue)
 
-    def _stderr(self) -> str:
+    def stderr(self) -> str:
+        """What the process wrote to stderr once it has ended; "(running)" while it runs."""
         if self.proc.poll() is None:
             return "(running)"
         return self.proc.stderr.read() if self.proc.stderr else ""
