@@ -40,7 +40,7 @@ class Binds:
 
     rec: sr.ScanRecovery  #: the uncapped scan recovery
     vm_steps: int = 0
-    bound: int = 0
+    lowered: int = 0
     core_steps: float = 0.0
 
     def demand(self, w: ScanWindow) -> np.ndarray:
@@ -49,7 +49,7 @@ class Binds:
         real = w.vcpus > 0  # a fleet's padding VMs have none
         lowered = real & (capped < plain)
         self.vm_steps += int(real.sum())
-        self.bound += int(lowered.sum())
+        self.lowered += int(lowered.sum())
         self.core_steps += float((plain - capped)[lowered].sum())
         return capped
 
@@ -84,7 +84,7 @@ def build(src: Path, out: Path, traces: list[tuple[UsageTrace, np.ndarray]], lab
     arrays, meta = load_arrays(src, sr.STEM, sr.FEATURE_SPEC_VERSION, list(sr.FEATURES), sr.OLDER_SPECS)
     cfg = replace(tune or tsr.RecoveryConfig(), feature_spec=int(meta["feature_spec"]["version"]))
     costs, binds = point_costs(rec, tsr.seeded_fleets(traces, cfg.tune_seeds, cfg))
-    bound = {"vm_steps": binds.vm_steps, "lowered": binds.bound, "core_steps": binds.core_steps}
+    bound = {"vm_steps": binds.vm_steps, "lowered": binds.lowered, "core_steps": binds.core_steps}
     log(f"at trigger {rec.trigger:g}, gain {rec.gain:g} on the tuning fleets: {costs}; the cap bound on {bound}")
     kept = {k: v for k, v in meta.items() if k not in WRITTEN}
     new = {**kept, "cap": "vcpus",
