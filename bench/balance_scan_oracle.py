@@ -49,17 +49,18 @@ class NextStep:
 
     def __init__(self) -> None:
         """Nothing recorded yet."""
+        self.window: ScanWindow | None = None
         self.valid: np.ndarray | None = None
         self.target: np.ndarray | None = None
 
     def record(self, w: ScanWindow, valid: np.ndarray, target: np.ndarray) -> None:
         """Keep this step's next-step demand minus the reading of the real VMs."""
-        self.valid, self.target = valid, target
+        self.window, self.valid, self.target = w, valid, target
 
     def demand(self, w: ScanWindow) -> np.ndarray:
         """(E, V) the true next-step demand of the real VMs (the reading of the padding ones)."""
-        if self.valid is None or self.target is None:
-            raise RuntimeError("NextStep.demand before a step was recorded")
+        if w is not self.window or self.valid is None or self.target is None:
+            raise RuntimeError("NextStep.demand for a window whose step was not recorded")
         out = w.seen[..., -1].copy()
         out[self.valid] += self.target
         return out
