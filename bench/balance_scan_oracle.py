@@ -4,8 +4,9 @@ The balance default decides on a learned estimate of each VM's next-step demand 
 five attempts to improve that estimate changed nothing on held-back fleets. This asks what a *perfect* estimate
 would bring under the same decision loop: the shipped CP-SAT point (2 moves a decision, price 0.1, trigger 0.95)
 deciding on every VM's true demand at the next step, which no scan shows (a saturated host reads just under its
-cores). It is not a policy. It bounds what any estimator feeding this loop can reach, so it says whether "0.8x the
-best tuned baseline" is a matter of a better estimate or needs another decision loop.
+cores). It is not a policy. It shows what estimating the next step better can bring this loop, so it says whether
+"0.8x the best tuned baseline" is a matter of a better estimate or needs another decision loop. (It is not a proven
+bound: CP-SAT with priced moves is not optimal even on true demand.)
 
 It runs on the tuning fleets only (the training VMs of both Bitbrains months, both fleet shapes, the recipe's tuning
 seeds), where the heuristics' and the estimate's points were chosen. No held-back VM is read. Beside the oracle, on
